@@ -1,0 +1,101 @@
+import type { ConfigIssue } from '../errors.js';
+
+// The validated configuration, as the loader hands it to the rest of the gateway.
+// Field names follow the YAML (snake_case) so that an error message, the schema and
+// the code all speak of the same thing. Every object is frozen after loading.
+
+export type Role = 'viewer' | 'operator' | 'developer' | 'manager' | 'admin';
+export type Scope = 'agents' | 'workflows';
+export type Surface = 'rest_api' | 'mcp' | 'a2a';
+export type AuthType = 'none' | 'basic' | 'token' | 'header';
+
+export const ROLES: readonly Role[] = ['viewer', 'operator', 'developer', 'manager', 'admin'];
+export const SCOPES: readonly Scope[] = ['agents', 'workflows'];
+export const SURFACES: readonly Surface[] = ['rest_api', 'mcp', 'a2a'];
+
+/** Dagu's remote_nodes shape, used for upstreams and remote nodes alike. */
+export interface UpstreamConfig {
+  name: string;
+  description?: string;
+  api_base_url: string;
+  auth_type: AuthType;
+  auth_token?: string;
+  basic_auth_username?: string;
+  basic_auth_password?: string;
+  /** header name for auth_type: header (e.g. X-API-Key) */
+  auth_header?: string;
+  skip_tls_verify: boolean;
+  /** seconds to connect and to receive response headers (Dagu's default: 30) */
+  timeout: number;
+  /** seconds a streamed response body may stay silent before the gateway gives up */
+  idle_timeout: number;
+  /** parallel connections kept to this upstream */
+  connections: number;
+}
+
+/** Where a route's workspace comes from. */
+export type WorkspaceSource =
+  | { from: 'query'; name: string }
+  | { from: 'param'; name: string }
+  | { from: 'key' };
+
+export interface RouteConfig {
+  /** position in the final (includes expanded) list, for messages */
+  index: number;
+  /** "file:line:col" of the route's definition, for explain and errors */
+  source: string;
+  /** label for logs and metrics; defaults to "METHODS path" */
+  name: string;
+  path: string;
+  /** upper-case methods; undefined = any */
+  methods?: string[];
+  /** lower-case host or "*.suffix"; undefined = any */
+  host?: string;
+  upstream: string;
+  auth: 'required' | 'none';
+  surface: Surface;
+  /** every listed scope is required */
+  scopes: Scope[];
+  /** minimum role; undefined = any role */
+  role?: Role;
+  workspace?: WorkspaceSource;
+  /** removed from the front of the request path before it is joined to api_base_url's path */
+  strip_prefix?: string;
+}
+
+export interface ListenConfig {
+  host: string;
+  port: number;
+  /** trust X-Forwarded-For/-Proto/-Host sent by the client (only behind a trusted proxy) */
+  trust_forwarded: boolean;
+  /** public base URL, shown in examples and explain output */
+  public_url?: string;
+}
+
+export interface KeysConfig {
+  prefix: string;
+  rate_limit: { default: number; min: number; max: number };
+  max_keys?: number;
+}
+
+export interface LogConfig {
+  level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** "stdout" | "stderr" | a file path */
+  destination: string;
+  access_log: boolean;
+}
+
+export interface GatewayConfig {
+  /** absolute path of the file that was loaded */
+  file: string;
+  listen: ListenConfig;
+  admin: { host: string; port: number; token?: string; enabled: boolean };
+  store: { keys: string; rate_limits: string };
+  keys: KeysConfig;
+  upstreams: UpstreamConfig[];
+  remote_nodes: UpstreamConfig[];
+  routes: RouteConfig[];
+  log: LogConfig;
+  /** non-fatal findings (e.g. an upstream token that expanded to empty) */
+  warnings: ConfigIssue[];
+}
