@@ -13,6 +13,20 @@ export const ROLES: readonly Role[] = ['viewer', 'operator', 'developer', 'manag
 export const SCOPES: readonly Scope[] = ['agents', 'workflows'];
 export const SURFACES: readonly Surface[] = ['rest_api', 'mcp', 'a2a'];
 
+// Bit masks and ranks used by the authorisation decision; computed once per key and per route.
+export const ROLE_RANK: Readonly<Record<Role, number>> = Object.freeze({
+  viewer: 1,
+  operator: 2,
+  developer: 3,
+  manager: 4,
+  admin: 5,
+});
+
+export const SCOPE_BIT: Readonly<Record<Scope, number>> = Object.freeze({ agents: 1, workflows: 2 });
+export const SURFACE_BIT: Readonly<Record<Surface, number>> = Object.freeze({ rest_api: 1, mcp: 2, a2a: 4 });
+export const ALL_SURFACES = SURFACES.reduce((m, s) => m | SURFACE_BIT[s], 0);
+
+
 /** Dagu's remote_nodes shape, used for upstreams and remote nodes alike. */
 export interface UpstreamConfig {
   name: string;

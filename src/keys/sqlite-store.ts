@@ -1,0 +1,232 @@
+// Key store on better-sqlite3 (WAL). The default for a single gateway host; several processes on
+// one host may share the file (the CLI changes keys while `serve` runs).
+
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { ConflictError } from '../errors.js';
+import type { StoredKey } from './model.js';
+import type { KeyPatch, KeyStore, UsageDelta } from './store.js';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS api_keys (
+  id                   TEXT PRIMARY KEY,
+  name                 TEXT NOT NULL UNIQUE,
+  description          TEXT NOT NULL DEFAULT '',
+  digest               TEXT NOT NULL UNIQUE,
+  prefix               TEXT NOT NULL,
+  scopes               TEXT NOT NULL,
+  role                 TEXT NOT NULL,
+  workspace            TEXT,
+  workspace_access     TEXT NOT NULL,
+  surfaces             TEXT,
+  attribution_class    TEXT NOT NULL,
+  service_account_name TEXT,
+  owner_user_id        TEXT,
+  rate_limit           INTEGER NOT NULL,
+  expires_at           TEXT,
+  is_active            INTEGER NOT NULL,
+  request_count        INTEGER NOT NULL DEFAULT 0,
+  last_used_at         TEXT,
+  created_at           TEXT NOT NULL,
+  updated_at           TEXT NOT NULL,
+  created_by           TEXT,
+  updated_by           TEXT,
+  managed_by           TEXT NOT NULL DEFAULT 'api'
+);
+CREATE INDEX IF NOT EXISTS api_keys_workspace ON api_keys(workspace);
+`;
+
+interface Row {
+  id: string;
+  name: string;
+  description: string;
+  digest: string;
+  prefix: string;
+  scopes: string;
+  role: string;
+  workspace: string | null;
+  workspace_access: string;
+  surfaces: string | null;
+  attribution_class: string;
+  service_account_name: string | null;
+  owner_user_id: string | null;
+  rate_limit: number;
+  expires_at: string | null;
+  is_active: number;
+  request_count: number;
+  last_used_at: string | null;
+  created_at: string;
+  updated_at: string;
+  created_by: string | null;
+  updated_by: string | null;
+  managed_by: string;
+}
+
+// Model field → column, and how a value is written.
+const COLUMNS: Record<keyof KeyPatch | 'id' | 'requestCount' | 'lastUsedAt' | 'createdAt' | 'createdBy' | 'managedBy', string> = {
+  id: 'id',
+  name: 'name',
+  description: 'description',
+  digest: 'digest',
+  prefix: 'prefix',
+  scopes: 'scopes',
+  role: 'role',
+  workspace: 'workspace',
+  workspaceAccess: 'workspace_access',
+  surfaces: 'surfaces',
+  attributionClass: 'attribution_class',
+  serviceAccountName: 'service_account_name',
+  ownerUserId: 'owner_user_id',
+  rateLimit: 'rate_limit',
+  expiresAt: 'expires_at',
+  isActive: 'is_active',
+  requestCount: 'request_count',
+  lastUsedAt: 'last_used_at',
+  createdAt: 'created_at',
+  updatedAt: 'updated_at',
+  createdBy: 'created_by',
+  updatedBy: 'updated_by',
+  managedBy: 'managed_by',
+};
+
+function toColumnValue(field: string, value: unknown): unknown {
+  if (field === 'scopes' || field === 'workspaceAccess') return JSON.stringify(value);
+  if (field === 'surfaces') return value === null ? null : JSON.stringify(value);
+  if (field === 'isActive') return value ? 1 : 0;
+  return value;
+}
+
+function fromRow(r: Row): StoredKey {
+  return {
+    id: r.id,
+    name: r.name,
+    description: r.description,
+    digest: r.digest,
+    prefix: r.prefix,
+    scopes: JSON.parse(r.scopes),
+    role: r.role as StoredKey['role'],
+    workspace: r.workspace,
+    workspaceAccess: JSON.parse(r.workspace_access),
+    surfaces: r.surfaces === null ? null : JSON.parse(r.surfaces),
+    attributionClass: r.attribution_class as StoredKey['attributionClass'],
+    serviceAccountName: r.service_account_name,
+    ownerUserId: r.owner_user_id,
+    rateLimit: r.rate_limit,
+    expiresAt: r.expires_at,
+    isActive: r.is_active === 1,
+    requestCount: r.request_count,
+    lastUsedAt: r.last_used_at,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    createdBy: r.created_by,
+    updatedBy: r.updated_by,
+    managedBy: r.managed_by === 'config' ? 'config' : 'api',
+  };
+}
+
+function isUniqueViolation(err: unknown): err is Error & { message: string } {
+  return err instanceof Error && (err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE';
+}
+
+export class SqliteKeyStore implements KeyStore {
+  private readonly db: Database.Database;
+  private readonly stmts;
+
+  /** `file` is a path, or ":memory:" for tests. */
+  constructor(file: string) {
+    if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(SCHEMA);
+    this.stmts = {
+      get: this.db.prepare<[string], Row>('SELECT * FROM api_keys WHERE id = ?'),
+      byName: this.db.prepare<[string], Row>('SELECT * FROM api_keys WHERE name = ?'),
+      byDigest: this.db.prepare<[string], Row>('SELECT * FROM api_keys WHERE digest = ?'),
+      list: this.db.prepare<[], Row>('SELECT * FROM api_keys ORDER BY created_at, name'),
+      listWs: this.db.prepare<[string], Row>('SELECT * FROM api_keys WHERE workspace = ? ORDER BY created_at, name'),
+      count: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM api_keys'),
+      del: this.db.prepare<[string]>('DELETE FROM api_keys WHERE id = ?'),
+      usage: this.db.prepare<[number, string, string, string]>(
+        `UPDATE api_keys SET request_count = request_count + ?,
+           last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < ? THEN ? ELSE last_used_at END
+         WHERE id = ?`,
+      ),
+      dataVersion: this.db.prepare('PRAGMA data_version').pluck(),
+    };
+  }
+
+  async insert(key: StoredKey): Promise<void> {
+    const fields = Object.keys(COLUMNS) as (keyof typeof COLUMNS)[];
+    const cols = fields.map((f) => COLUMNS[f]);
+    const values = fields.map((f) => toColumnValue(f, (key as unknown as Record<string, unknown>)[f]));
+    try {
+      this.db.prepare(`INSERT INTO api_keys (${cols.join(',')}) VALUES (${cols.map(() => '?').join(',')})`).run(values);
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new ConflictError(`a key named "${key.name}" already exists`);
+      throw err;
+    }
+  }
+
+  async update(id: string, patch: KeyPatch): Promise<StoredKey | undefined> {
+    const fields = Object.keys(patch).filter((f) => f in COLUMNS) as (keyof KeyPatch)[];
+    if (fields.length > 0) {
+      const sets = fields.map((f) => `${COLUMNS[f]} = ?`).join(', ');
+      const values = fields.map((f) => toColumnValue(f, patch[f]));
+      try {
+        this.db.prepare(`UPDATE api_keys SET ${sets} WHERE id = ?`).run(...values, id);
+      } catch (err) {
+        if (isUniqueViolation(err)) throw new ConflictError(`a key named "${patch.name}" already exists`);
+        throw err;
+      }
+    }
+    return this.get(id);
+  }
+
+  async delete(id: string): Promise<boolean> {
+    return this.stmts.del.run(id).changes > 0;
+  }
+
+  async get(id: string): Promise<StoredKey | undefined> {
+    const row = this.stmts.get.get(id);
+    return row ? fromRow(row) : undefined;
+  }
+
+  async getByName(name: string): Promise<StoredKey | undefined> {
+    const row = this.stmts.byName.get(name);
+    return row ? fromRow(row) : undefined;
+  }
+
+  async findByDigest(digest: string): Promise<StoredKey | undefined> {
+    const row = this.stmts.byDigest.get(digest);
+    return row ? fromRow(row) : undefined;
+  }
+
+  async list(filter?: { workspace?: string }): Promise<StoredKey[]> {
+    const rows = filter?.workspace !== undefined ? this.stmts.listWs.all(filter.workspace) : this.stmts.list.all();
+    return rows.map(fromRow);
+  }
+
+  async count(): Promise<number> {
+    return this.stmts.count.get()!.n;
+  }
+
+  async addUsage(batch: ReadonlyMap<string, UsageDelta>): Promise<void> {
+    if (batch.size === 0) return;
+    const run = this.db.transaction(() => {
+      for (const [id, d] of batch) this.stmts.usage.run(d.count, d.lastUsedAt, d.lastUsedAt, id);
+    });
+    run.immediate();
+  }
+
+  changeMark(): number {
+    // Changes only when another connection committed: our own usage flushes do not move it.
+    return this.stmts.dataVersion.get() as number;
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}

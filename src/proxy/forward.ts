@@ -1,0 +1,96 @@
+// HTTP forwarding through undici's Pool.stream: the response body is written straight into the
+// client's ServerResponse (SSE and chunked bodies stream as they come), the request body streams
+// from the client, and a client that goes away aborts the upstream request.
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { errors } from 'undici';
+import { clientResponseHeaders } from './headers.js';
+import type { Upstream } from './upstream.js';
+
+export interface ForwardResult {
+  /** status sent to the client (the upstream's, or 502/504 from the gateway) */
+  status: number;
+  /** ms from forwarding to the upstream's response headers; -1 if none arrived */
+  upstreamMs: number;
+  /** set when the gateway answered for a failing upstream, or the stream broke */
+  error?: { code: string; message: string };
+}
+
+export interface UpstreamFailure {
+  status: 502 | 504;
+  code: 'bad_gateway' | 'timeout';
+  message: string;
+}
+
+/** Map an undici/socket error to what the client is told. */
+export function upstreamFailure(err: Error & { code?: string }, upstream: string): UpstreamFailure {
+  if (
+    err instanceof errors.HeadersTimeoutError ||
+    err instanceof errors.ConnectTimeoutError ||
+    err instanceof errors.BodyTimeoutError ||
+    err.code === 'ETIMEDOUT'
+  ) {
+    return { status: 504, code: 'timeout', message: `upstream "${upstream}" did not answer in time` };
+  }
+  return { status: 502, code: 'bad_gateway', message: `upstream "${upstream}" is unreachable or failed (${err.code ?? err.name})` };
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const len = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (len !== undefined && len !== '0');
+}
+
+export function forwardHttp(
+  req: IncomingMessage,
+  res: ServerResponse,
+  upstream: Upstream,
+  path: string,
+  headers: Record<string, string | string[]>,
+  sendError: (res: ServerResponse, status: number, code: string, message: string) => void,
+  done: (result: ForwardResult) => void,
+): void {
+  const started = performance.now();
+  let upstreamMs = -1;
+  const abort = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) abort.abort();
+  });
+  upstream.pool.stream(
+    {
+      path,
+      method: req.method as 'GET',
+      headers,
+      body: hasBody(req) ? req : null,
+      signal: abort.signal,
+      opaque: null,
+    },
+    ({ statusCode, headers: upstreamHeaders }) => {
+      upstreamMs = performance.now() - started;
+      res.writeHead(statusCode, clientResponseHeaders(upstreamHeaders));
+      // A body of unknown length may be a stream (SSE): send the headers now, not with its first chunk.
+      if (upstreamHeaders['content-length'] === undefined) res.flushHeaders();
+      return res;
+    },
+    (err) => {
+      if (!err) {
+        done({ status: res.statusCode, upstreamMs });
+        return;
+      }
+      const e = err as Error & { code?: string };
+      if (abort.signal.aborted) {
+        // the client left; nothing to answer
+        done({ status: 499, upstreamMs, error: { code: 'client_closed', message: 'client closed the connection' } });
+        return;
+      }
+      const failure = upstreamFailure(e, upstream.name);
+      if (!res.headersSent) {
+        sendError(res, failure.status, failure.code, failure.message);
+        done({ status: failure.status, upstreamMs, error: failure });
+      } else {
+        // Mid-stream failure: the status is sent; cut the response so the client sees it broke.
+        res.destroy(e);
+        done({ status: res.statusCode, upstreamMs, error: { code: failure.code, message: failure.message } });
+      }
+    },
+  );
+}

@@ -1,0 +1,116 @@
+// Which headers cross the gateway, in each direction.
+
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+
+// Never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1, and those undici refuses),
+// the client's credentials, and identity headers only the gateway may set.
+const DROP_REQUEST = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'expect',
+  'http2-settings',
+  'proxy-authorization',
+  'host',
+  // credentials
+  'authorization',
+  'x-api-key',
+  'cookie',
+  // identity and provenance the gateway sets itself
+  'x-request-source',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'x-forwarded-port',
+  'forwarded',
+  'x-real-ip',
+]);
+const IDENTITY_PREFIX = 'x-keygate-';
+
+const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
+
+/** Identity of the calling key, as the upstream receives it (documented in README). */
+export interface Identity {
+  keyId: string;
+  keyName: string;
+  role: string;
+  workspace: string | null;
+  attribution: string;
+}
+
+export interface Forwarding {
+  /** client address as the gateway saw it */
+  remoteAddress: string;
+  proto: 'http' | 'https';
+  /** the Host the client asked for */
+  host: string | undefined;
+  /** keep (and append to) client-sent X-Forwarded-* (only behind a trusted proxy) */
+  trustForwarded: boolean;
+}
+
+/** Header values must be visible ASCII; names people type may not be. */
+function headerSafe(v: string): string {
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e) return encodeURIComponent(v);
+  }
+  return v;
+}
+
+/** Headers to send upstream: the client's minus what must not pass, plus the gateway's own. */
+export function upstreamRequestHeaders(
+  incoming: IncomingHttpHeaders,
+  upstreamHost: string,
+  credential: readonly [string, string] | undefined,
+  identity: Identity | undefined,
+  fwd: Forwarding,
+): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  const listed = connectionTokens(incoming.connection); // headers named in Connection are hop-by-hop too
+  for (const name in incoming) {
+    if (DROP_REQUEST.has(name) || name.startsWith(IDENTITY_PREFIX)) continue;
+    if (listed !== undefined && listed.includes(name)) continue;
+    const v = incoming[name];
+    if (v !== undefined) out[name] = v;
+  }
+  out.host = upstreamHost;
+  const prior = fwd.trustForwarded ? incoming['x-forwarded-for'] : undefined;
+  out['x-forwarded-for'] = typeof prior === 'string' && prior !== '' ? `${prior}, ${fwd.remoteAddress}` : fwd.remoteAddress;
+  out['x-forwarded-proto'] = (fwd.trustForwarded && typeof incoming['x-forwarded-proto'] === 'string' && incoming['x-forwarded-proto']) || fwd.proto;
+  const host = (fwd.trustForwarded && typeof incoming['x-forwarded-host'] === 'string' && incoming['x-forwarded-host']) || fwd.host;
+  if (host) out['x-forwarded-host'] = host;
+  if (identity !== undefined) {
+    out['x-keygate-key-id'] = identity.keyId;
+    out['x-keygate-key-name'] = headerSafe(identity.keyName);
+    out['x-keygate-role'] = identity.role;
+    if (identity.workspace !== null) out['x-keygate-workspace'] = headerSafe(identity.workspace);
+    out['x-keygate-attribution'] = headerSafe(identity.attribution);
+    out['x-request-source'] = 'external_api';
+  }
+  if (credential !== undefined) out[credential[0]] = credential[1];
+  return out;
+}
+
+const PLAIN_CONNECTION = /^\s*(?:keep-alive|close)\s*$/i;
+
+/** Header names listed in a Connection header; undefined for the usual "keep-alive"/"close". */
+function connectionTokens(connection: string | string[] | undefined): string[] | undefined {
+  if (typeof connection !== 'string' || PLAIN_CONNECTION.test(connection)) return undefined;
+  return connection.toLowerCase().split(',').map((t) => t.trim());
+}
+
+/** Response headers to pass back to the client. */
+export function clientResponseHeaders(upstream: Record<string, string | string[] | undefined>): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const listed = connectionTokens(upstream.connection);
+  for (const name in upstream) {
+    if (DROP_RESPONSE.has(name)) continue;
+    if (listed !== undefined && listed.includes(name)) continue;
+    out[name] = upstream[name];
+  }
+  return out;
+}

@@ -1,0 +1,75 @@
+// One connection pool per upstream, with the upstream's own credential prepared once.
+
+import { Pool } from 'undici';
+import type { UpstreamConfig } from '../config/types.js';
+
+export class Upstream {
+  readonly name: string;
+  readonly config: UpstreamConfig;
+  readonly origin: string;
+  /** Host header sent upstream (the upstream's own authority, as a reverse proxy should) */
+  readonly host: string;
+  /** header name → value injected on every forwarded request, undefined for auth_type none */
+  readonly credential: readonly [string, string] | undefined;
+  readonly pool: Pool;
+
+  constructor(config: UpstreamConfig) {
+    const url = new URL(config.api_base_url);
+    this.name = config.name;
+    this.config = config;
+    this.origin = url.origin;
+    this.host = url.host;
+    this.credential = credentialOf(config);
+    this.pool = new Pool(url.origin, {
+      connections: config.connections,
+      pipelining: 1,
+      // A gateway must fail fast: undici's 300 s defaults would hold clients far too long.
+      headersTimeout: config.timeout * 1000,
+      bodyTimeout: config.idle_timeout * 1000,
+      connect: { timeout: config.timeout * 1000, rejectUnauthorized: !config.skip_tls_verify },
+      keepAliveTimeout: 4_000,
+    });
+  }
+
+  close(): Promise<void> {
+    return this.pool.close();
+  }
+
+  destroy(): Promise<void> {
+    return this.pool.destroy();
+  }
+}
+
+export function credentialOf(c: UpstreamConfig): readonly [string, string] | undefined {
+  switch (c.auth_type) {
+    case 'token':
+      return c.auth_token ? ['authorization', `Bearer ${c.auth_token}`] : undefined;
+    case 'basic':
+      return c.basic_auth_username !== undefined
+        ? ['authorization', 'Basic ' + Buffer.from(`${c.basic_auth_username}:${c.basic_auth_password ?? ''}`).toString('base64')]
+        : undefined;
+    case 'header':
+      return c.auth_header && c.auth_token ? [c.auth_header.toLowerCase(), c.auth_token] : undefined;
+    default:
+      return undefined;
+  }
+}
+
+/** All upstreams of a config, by name. */
+export class Upstreams {
+  private readonly byName = new Map<string, Upstream>();
+
+  constructor(configs: readonly UpstreamConfig[]) {
+    for (const c of configs) this.byName.set(c.name, new Upstream(c));
+  }
+
+  get(name: string): Upstream {
+    const u = this.byName.get(name);
+    if (!u) throw new Error(`unknown upstream "${name}"`); // the route table was compiled against the same config
+    return u;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.byName.values()].map((u) => u.close()));
+  }
+}
