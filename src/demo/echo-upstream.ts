@@ -321,7 +321,7 @@ export async function startEchoUpstream(opts: EchoUpstreamOptions = {}): Promise
         for (const ws of wss.clients) ws.terminate();
         // server.close() only stops accepting; open connections (keep-alive, hanging
         // requests, SSE streams, upgraded sockets) would keep it waiting forever.
-        
+        for (const socket of sockets) socket.destroy();
         wss.close();
       });
       return closing;

@@ -1,0 +1,386 @@
+// The `keygate` command. Every key command goes through the same KeyService the admin APIs use.
+
+import { userInfo } from 'node:os';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { loadConfig, resolveConfigPath } from './config/load.js';
+import type { GatewayConfig } from './config/types.js';
+import { ConfigError, KeygateError, formatConfigIssue } from './errors.js';
+import { keyStatus, type ApiKey } from './keys/model.js';
+import { openKeyStore } from './keys/open.js';
+import { KeyService, type KeyInput } from './keys/service.js';
+import { normaliseTarget } from './routes/path.js';
+import { RouteTable } from './routes/table.js';
+import { Gateway } from './server.js';
+
+const HELP = `keygate: an API-key gateway in front of Dagu and Dagen servers
+
+Usage: keygate <command> [options]
+
+Commands:
+  serve     -c FILE                      run the gateway
+  check     -c FILE                      validate a config and print a summary (exit 1 on errors)
+  routes explain -c FILE METHOD PATH [--host H] [--json]
+                                         show which route a request matches and where it goes
+  keys create -c FILE --name NAME [--description TEXT] [--scopes agents,workflows]
+              [--role viewer|operator|developer|manager|admin] [--workspace ID]
+              [--grant WORKSPACE:ROLE ...] [--surfaces rest_api,mcp,a2a] [--rate-limit N]
+              [--expires-at YYYY-MM-DD] [--attribution service_account|user_owned]
+              [--service-account-name NAME] [--owner-user-id ID] [--json]
+  keys list   -c FILE [--workspace ID] [--json]
+  keys show   -c FILE ID|NAME [--json]
+  keys update -c FILE ID|NAME [same flags as create] [--all-workspaces]
+  keys activate|deactivate|regenerate|delete -c FILE ID|NAME [--json]
+  demo      [-c FILE] [--port N]         run the gateway with a built-in echo server as every upstream
+
+  -c, --config FILE   configuration (default ./gateway.yaml, else ./gateway.example.yaml)
+
+Examples:
+  keygate check -c gateway.yaml
+  keygate keys create --name ci --scopes workflows --role operator
+  keygate keys list --json
+  keygate routes explain POST /api/v1/dags/deploy/start
+  curl -H "X-API-Key: dg_…" http://127.0.0.1:8080/api/v1/dags
+`;
+
+const OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  host: { type: 'string' },
+  port: { type: 'string' },
+  name: { type: 'string' },
+  description: { type: 'string' },
+  scopes: { type: 'string' },
+  role: { type: 'string' },
+  workspace: { type: 'string' },
+  grant: { type: 'string', multiple: true },
+  'all-workspaces': { type: 'boolean' },
+  surfaces: { type: 'string' },
+  'rate-limit': { type: 'string' },
+  'expires-at': { type: 'string' },
+  attribution: { type: 'string' },
+  'service-account-name': { type: 'string' },
+  'owner-user-id': { type: 'string' },
+} satisfies ParseArgsConfig['options'];
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
+
+class UsageError extends Error {}
+
+function out(s: string): void {
+  process.stdout.write(s.endsWith('\n') ? s : s + '\n');
+}
+
+function load(values: Values): GatewayConfig {
+  return loadConfig(resolveConfigPath(values.config));
+}
+
+function actor(): string {
+  try {
+    return `cli:${userInfo().username}`;
+  } catch {
+    return 'cli';
+  }
+}
+
+/** Flags → key service input; only the flags given, so update changes only those. */
+function keyInput(v: Values): KeyInput {
+  const input: KeyInput = {};
+  if (v.name !== undefined) input.name = v.name;
+  if (v.description !== undefined) input.description = v.description;
+  if (v.scopes !== undefined) input.scopes = v.scopes;
+  if (v.role !== undefined) input.role = v.role;
+  if (v.workspace !== undefined) input.workspace = v.workspace;
+  if (v.surfaces !== undefined) input.surfaces = v.surfaces;
+  if (v['rate-limit'] !== undefined) input.rateLimit = v['rate-limit'];
+  if (v['expires-at'] !== undefined) input.expiresAt = v['expires-at'];
+  if (v.attribution !== undefined) input.attributionClass = v.attribution;
+  if (v['service-account-name'] !== undefined) input.serviceAccountName = v['service-account-name'];
+  if (v['owner-user-id'] !== undefined) input.ownerUserId = v['owner-user-id'];
+  if (v.grant !== undefined) {
+    input.workspaceAccess = {
+      all: false,
+      grants: v.grant.map((g) => {
+        const i = g.lastIndexOf(':');
+        if (i <= 0) throw new UsageError(`--grant "${g}": expected WORKSPACE:ROLE, e.g. ops:developer`);
+        return { workspace: g.slice(0, i), role: g.slice(i + 1) };
+      }),
+    };
+  } else if (v['all-workspaces']) {
+    input.workspaceAccess = { all: true, grants: [] };
+  }
+  return input;
+}
+
+function ago(iso: string | null, nowMs: number): string {
+  if (iso === null) return 'Never';
+  const s = Math.max(0, Math.round((nowMs - Date.parse(iso)) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86400)}d ago`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd()).join('\n');
+}
+
+function describeKey(k: ApiKey, nowMs: number): string {
+  const ws = k.workspace ?? (k.workspaceAccess.all ? 'all' : k.workspaceAccess.grants.map((g) => `${g.workspace}:${g.role}`).join(', '));
+  return [
+    `id:           ${k.id}`,
+    `name:         ${k.name}`,
+    `description:  ${k.description}`,
+    `key:          ${k.prefix}… (the full key is shown only when created or regenerated)`,
+    `status:       ${keyStatus(k, nowMs)}`,
+    `scopes:       ${k.scopes.join(', ')}`,
+    `role:         ${k.role}`,
+    `workspace:    ${ws}`,
+    `surfaces:     ${k.surfaces?.join(', ') ?? 'all'}`,
+    `attribution:  ${k.attributionClass}${k.attributionClass === 'user_owned' ? ` (${k.ownerUserId})` : ` (${k.serviceAccountName})`}`,
+    `rate limit:   ${k.rateLimit}/min`,
+    `expires:      ${k.expiresAt ?? 'never'}`,
+    `requests:     ${k.requestCount}`,
+    `last used:    ${ago(k.lastUsedAt, nowMs)}`,
+    `created:      ${k.createdAt} by ${k.createdBy ?? '-'}`,
+    `updated:      ${k.updatedAt} by ${k.updatedBy ?? '-'}`,
+  ].join('\n');
+}
+
+async function keysCommand(sub: string | undefined, args: string[], v: Values): Promise<number> {
+  const config = load(v);
+  const service = new KeyService(openKeyStore(config.store.keys), config.keys);
+  const now = Date.now();
+  const target = (): string => {
+    if (!args[0]) throw new UsageError(`keys ${sub} needs a key id or name`);
+    return args[0];
+  };
+  try {
+    switch (sub) {
+      case 'create': {
+        const { key, secret } = await service.create(keyInput(v), actor());
+        if (v.json) out(JSON.stringify({ apiKey: key, key: secret }, null, 2));
+        else out(`Created API key "${key.name}" (id ${key.id}).\n\n  ${secret}\n\nCopy it now: this is the only time the full key is shown.\nUse it as:  X-API-Key: ${secret.slice(0, 8)}…   or   Authorization: Bearer ${secret.slice(0, 8)}…`);
+        return 0;
+      }
+      case 'list': {
+        const keys = await service.list(v.workspace !== undefined ? { workspace: v.workspace } : undefined);
+        if (v.json) {
+          out(JSON.stringify({ apiKeys: keys.map((k) => ({ ...k, status: keyStatus(k, now) })) }, null, 2));
+          return 0;
+        }
+        if (keys.length === 0) {
+          out('No API keys yet. Create one: keygate keys create --name NAME --scopes workflows');
+          return 0;
+        }
+        const rows = [['NAME', 'KEY', 'STATUS', 'SCOPES', 'ROLE', 'LIMIT', 'REQUESTS', 'LAST USED', 'EXPIRES', 'ID']];
+        for (const k of keys) {
+          rows.push([k.name, `${k.prefix}…`, keyStatus(k, now), k.scopes.join(','), k.role, `${k.rateLimit}/min`, String(k.requestCount), ago(k.lastUsedAt, now), k.expiresAt?.slice(0, 10) ?? 'never', k.id]);
+        }
+        out(table(rows));
+        return 0;
+      }
+      case 'show': {
+        const key = await service.get(target());
+        out(v.json ? JSON.stringify({ apiKey: { ...key, status: keyStatus(key, now) } }, null, 2) : describeKey(key, now));
+        return 0;
+      }
+      case 'update': {
+        const key = await service.update(target(), keyInput(v), actor());
+        out(v.json ? JSON.stringify({ apiKey: key }, null, 2) : `Updated "${key.name}".\n${describeKey(key, now)}`);
+        return 0;
+      }
+      case 'activate':
+      case 'deactivate': {
+        const key = await service.setActive(target(), sub === 'activate', actor());
+        out(v.json ? JSON.stringify({ apiKey: key }, null, 2) : `"${key.name}" is now ${keyStatus(key, now)}.`);
+        return 0;
+      }
+      case 'regenerate': {
+        const { key, secret } = await service.regenerate(target(), actor());
+        if (v.json) out(JSON.stringify({ apiKey: key, key: secret }, null, 2));
+        else out(`Regenerated "${key.name}". The old key stopped working.\n\n  ${secret}\n\nCopy it now: this is the only time the full key is shown.`);
+        return 0;
+      }
+      case 'delete': {
+        const key = await service.delete(target());
+        out(v.json ? JSON.stringify({ deleted: key.id }) : `Deleted "${key.name}" (id ${key.id}). Every consumer of this key has lost access.`);
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown keys command "${sub ?? ''}": create, list, show, update, activate, deactivate, regenerate, delete`);
+    }
+  } finally {
+    await service.store.close();
+  }
+}
+
+function checkCommand(v: Values): number {
+  const config = load(v);
+  const table = RouteTable.compile(config);
+  const bySurface = new Map<string, number>();
+  let open = 0;
+  for (const r of config.routes) {
+    bySurface.set(r.surface, (bySurface.get(r.surface) ?? 0) + 1);
+    if (r.auth === 'none') open++;
+  }
+  const lines = [
+    `${config.file}: OK`,
+    `  listen:       ${config.listen.host}:${config.listen.port}`,
+    `  key store:    ${config.store.keys}`,
+    `  rate limits:  ${config.store.rate_limits}`,
+    `  keys:         prefix ${config.keys.prefix}, rate limit ${config.keys.rate_limit.default}/min (${config.keys.rate_limit.min}–${config.keys.rate_limit.max})${config.keys.max_keys ? `, at most ${config.keys.max_keys} keys` : ''}`,
+    `  upstreams:    ${config.upstreams.map((u) => `${u.name} → ${u.api_base_url} (auth ${u.auth_type})`).join('; ') || 'none'}`,
+    `  remote nodes: ${config.remote_nodes.map((u) => u.name).join(', ') || 'none'}`,
+    `  routes:       ${table.routes.length} (${[...bySurface].map(([s, n]) => `${n} ${s}`).join(', ')}; ${open} without auth)`,
+  ];
+  for (const w of config.warnings) lines.push(`  warning: ${formatConfigIssue(w)}`);
+  out(lines.join('\n'));
+  return 0;
+}
+
+function explainCommand(args: string[], v: Values): number {
+  const [method, path] = args;
+  if (!method || !path) throw new UsageError('routes explain needs METHOD and PATH, e.g. routes explain GET /api/v1/dags');
+  const config = load(v);
+  const table = RouteTable.compile(config);
+  const m = method.toUpperCase();
+  const target = normaliseTarget(path);
+  if (!target.ok) {
+    out(v.json ? JSON.stringify({ matched: false, status: 400, reason: target.message }) : `refused with 400: ${target.message}`);
+    return 1;
+  }
+  const match = table.match(m, v.host, target.path);
+  if (!match) {
+    out(v.json ? JSON.stringify({ matched: false, status: 404, path: target.path }) : `no route: ${m} ${target.path} gets 404 and reaches no upstream`);
+    return 1;
+  }
+  const r = match.route.config;
+  const upstreamUrl = match.route.origin + RouteTable.upstreamPath(match.route, target.path) + (target.query ? `?${target.query}` : '');
+  const ws = r.workspace === undefined ? 'none' : r.workspace.from === 'key' ? "the key's workspace" : `${r.workspace.from} "${r.workspace.name}"`;
+  const result = {
+    matched: true,
+    route: r.name,
+    source: r.source,
+    index: r.index,
+    normalised_path: target.path,
+    params: match.params ?? {},
+    auth: r.auth,
+    surface: r.surface,
+    scopes: r.scopes,
+    role: r.role ?? null,
+    workspace: r.workspace ?? null,
+    upstream: r.upstream,
+    upstream_url: upstreamUrl,
+  };
+  if (v.json) out(JSON.stringify(result, null, 2));
+  else {
+    out(
+      [
+        `${m} ${target.path}${v.host ? ` (host ${v.host})` : ''}`,
+        `  route:      #${r.index} ${r.name}  (${r.source})`,
+        `  auth:       ${r.auth === 'none' ? 'none (no key needed)' : 'API key required'}`,
+        ...(r.auth === 'none' ? [] : [`  surface:    ${r.surface}`, `  scopes:     ${r.scopes.join(', ') || 'any'}`, `  min role:   ${r.role ?? 'any'}`, `  workspace:  ${ws}`]),
+        `  params:     ${Object.entries(match.params ?? {}).map(([k, val]) => `${k}=${val}`).join(', ') || 'none'}`,
+        `  upstream:   ${r.upstream} → ${upstreamUrl}`,
+      ].join('\n'),
+    );
+  }
+  return 0;
+}
+
+async function serveCommand(v: Values, config: GatewayConfig, onStarted?: (gw: Gateway) => void): Promise<number> {
+  const port = v.port !== undefined ? Number(v.port) : undefined;
+  const gw = await Gateway.start({ config, ...(port !== undefined ? { port } : {}) });
+  for (const w of config.warnings) gw.logger.warn({ file: w.file, line: w.line, col: w.col, field: w.field }, w.message);
+  gw.logger.info({ url: gw.url, config: config.file, routes: gw.routes.routes.length }, 'keygate listening');
+  onStarted?.(gw);
+  return new Promise<number>((resolve) => {
+    const stop = (signal: string) => {
+      gw.logger.info({ signal }, 'shutting down: draining in-flight requests');
+      gw.close().then(
+        () => resolve(0),
+        () => resolve(1),
+      );
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+async function demoCommand(v: Values): Promise<number> {
+  const { startEchoUpstream } = await import('./demo/echo-upstream.js');
+  const config = load(v);
+  const echoes = await Promise.all(config.upstreams.map((u) => startEchoUpstream({ name: u.name })));
+  const upstreams = config.upstreams.map((u, i) => {
+    const url = new URL(u.api_base_url);
+    return { ...u, api_base_url: echoes[i]!.url + url.pathname.replace(/\/$/, '') };
+  });
+  const demo: GatewayConfig = { ...config, upstreams };
+  const code = await serveCommand(v, demo, (gw) => {
+    process.stderr.write(
+      [
+        '',
+        `keygate demo: gateway on ${gw.url}; every upstream is a built-in echo server:`,
+        ...upstreams.map((u) => `  ${u.name} → ${u.api_base_url}`),
+        '',
+        'Try it (in another terminal):',
+        `  npx keygate keys create --name demo --scopes workflows --role operator`,
+        `  curl -i ${gw.url}/api/v1/dags                          # 401: no key`,
+        `  curl -i -H "X-API-Key: <key>" ${gw.url}/api/v1/dags    # 200: echoed by the upstream`,
+        `  curl -i -H "X-API-Key: <key>" -X POST ${gw.url}/api/v1/agent/chat   # 403: no agents scope`,
+        '',
+      ].join('\n'),
+    );
+  });
+  await Promise.all(echoes.map((e) => e.close()));
+  return code;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (err) {
+    process.stderr.write(`keygate: ${(err as Error).message}\nRun "keygate --help" for usage.\n`);
+    return 2;
+  }
+  const { values: v, positionals } = parsed;
+  const [command, ...rest] = positionals;
+  if (v.help || command === undefined || command === 'help') {
+    out(HELP);
+    return 0;
+  }
+  try {
+    switch (command) {
+      case 'serve':
+        return await serveCommand(v, load(v));
+      case 'check':
+        return checkCommand(v);
+      case 'routes':
+        if (rest[0] !== 'explain') throw new UsageError('usage: keygate routes explain -c FILE METHOD PATH [--host H]');
+        return explainCommand(rest.slice(1), v);
+      case 'keys':
+        return await keysCommand(rest[0], rest.slice(1), v);
+      case 'demo':
+        return await demoCommand(v);
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`keygate: configuration has ${err.issues.length} error(s):\n${err.issues.map((i) => '  ' + formatConfigIssue(i)).join('\n')}\n`);
+      return 1;
+    }
+    if (err instanceof UsageError) {
+      process.stderr.write(`keygate: ${err.message}\nRun "keygate --help" for usage.\n`);
+      return 2;
+    }
+    if (err instanceof KeygateError) {
+      process.stderr.write(`keygate: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+}

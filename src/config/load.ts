@@ -1,0 +1,655 @@
+// Configuration loader: YAML file → validated, typed, deep-frozen GatewayConfig.
+//
+// Steps, each keeping file:line:col for every value so that any problem can be
+// reported where it was written:
+//   1. parse (positions.ts)             4. JSON schema (ajv: types, defaults, unknown fields)
+//   2. expand route includes            5. semantic checks (names, URLs, credentials, routes)
+//   3. expand ${VAR} (expand.ts)        6. normalise into types.ts and freeze
+// Every problem found is collected; loadConfig throws one ConfigError listing them all.
+// All of this runs once per (re)load, never per request.
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Ajv } from 'ajv';
+import type { DefinedError, ValidateFunction } from 'ajv';
+import { ConfigError, type ConfigIssue } from '../errors.js';
+import { expandString, expandTree } from './expand.js';
+import {
+  childPointer,
+  escapePointerSegment,
+  fieldPath,
+  formatPos,
+  isRecord,
+  parseYaml,
+  positionOf,
+  setOwn,
+  type ParsedYaml,
+  type Pos,
+  type PosMap,
+} from './positions.js';
+import type {
+  AuthType,
+  GatewayConfig,
+  KeysConfig,
+  ListenConfig,
+  LogConfig,
+  Role,
+  RouteConfig,
+  Scope,
+  Surface,
+  UpstreamConfig,
+  WorkspaceSource,
+} from './types.js';
+
+/** src/config/load.ts and dist/config/load.js are both two levels below the package root. */
+const SCHEMA_URL = new URL('../../config/gateway.schema.json', import.meta.url);
+const MAX_INCLUDE_DEPTH = 8;
+
+/** `arg` if given, else ./gateway.yaml if it exists, else ./gateway.example.yaml (absolute paths). */
+export function resolveConfigPath(arg: string | undefined, cwd = process.cwd()): string {
+  if (arg !== undefined && arg !== '') return path.resolve(cwd, arg);
+  const local = path.join(cwd, 'gateway.yaml');
+  return existsSync(local) ? local : path.join(cwd, 'gateway.example.yaml');
+}
+
+/** Loads and validates `file`; throws a ConfigError listing every issue found. */
+export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
+  const abs = path.resolve(file);
+  const ctx = new LoadContext(abs, env);
+  const parsed = readAndParse(abs, ctx);
+  if (!parsed) throw ctx.error();
+  const root = parsed.value;
+  if (!isRecord(root)) {
+    const what = root === null ? 'the file is empty' : 'the file is not a mapping';
+    ctx.issues.push(issueAt(ctx.rootPos, '', `${what}: expected a mapping with listen, admin, store, keys, upstreams, remote_nodes, routes, log`));
+    throw ctx.error();
+  }
+  const positions = expandIncludes(root, parsed.positions, ctx);
+  const rep = new Reporter(ctx, positions, root);
+  expandTree(root, env, (pointer, message) => {
+    rep.error(pointer, message);
+    rep.suppress(pointer); // the '' left behind must not be reported a second time
+  });
+  if (validateSchema(root, rep)) {
+    checkSemantics(root, rep);
+    if (ctx.issues.length === 0) return deepFreeze(normalise(root, positions, abs, ctx));
+  }
+  throw ctx.error();
+}
+
+// ---------------------------------------------------------------------------
+// Collecting issues
+
+function issueAt(pos: Pos, field: string, message: string): ConfigIssue {
+  return { file: pos.file, line: pos.line, col: pos.col, field, message };
+}
+
+/** Relative to the working directory when the file is below it: short and clickable. */
+function displayPath(abs: string): string {
+  const rel = path.relative(process.cwd(), abs);
+  return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : abs;
+}
+
+class LoadContext {
+  readonly issues: ConfigIssue[] = [];
+  readonly warnings: ConfigIssue[] = [];
+  /** files in the order they were opened, to sort issues: main file first */
+  private readonly order = new Map<string, number>();
+  readonly rootPos: Pos;
+
+  constructor(
+    readonly mainFile: string,
+    readonly env: NodeJS.ProcessEnv,
+  ) {
+    this.rootPos = { file: this.display(mainFile), line: 1, col: 1 };
+  }
+
+  display(abs: string): string {
+    const d = displayPath(abs);
+    if (!this.order.has(d)) this.order.set(d, this.order.size);
+    return d;
+  }
+
+  error(): ConfigError {
+    return new ConfigError(this.tidy(this.issues));
+  }
+
+  tidyWarnings(): ConfigIssue[] {
+    return this.tidy(this.warnings);
+  }
+
+  /**
+   * Sorted by file, line, column; one issue per place and message (a route default
+   * merged into twenty routes is one mistake, not twenty).
+   */
+  private tidy(list: ConfigIssue[]): ConfigIssue[] {
+    const seen = new Set<string>();
+    const unique = list.filter((i) => {
+      const k = `${i.file}\0${i.line}\0${i.col}\0${i.message}`;
+      return seen.has(k) ? false : (seen.add(k), true);
+    });
+    const rank = (f: string) => this.order.get(f) ?? Number.MAX_SAFE_INTEGER;
+    return unique.sort((a, b) => rank(a.file) - rank(b.file) || a.line - b.line || a.col - b.col);
+  }
+}
+
+interface Where {
+  /** pointer whose position is used (default: the reported pointer itself) */
+  at?: string;
+  /** use the position of the mapping key (unknown fields) */
+  atKey?: boolean;
+}
+
+/** Turns a JSON pointer into an issue with position and dotted field path. */
+class Reporter {
+  private readonly suppressed = new Set<string>();
+
+  constructor(
+    private readonly ctx: LoadContext,
+    private readonly positions: PosMap,
+    private readonly root: unknown,
+  ) {}
+
+  suppress(pointer: string): void {
+    this.suppressed.add(pointer);
+  }
+
+  error(pointer: string, message: string, where: Where = {}): void {
+    if (!this.suppressed.has(pointer)) this.ctx.issues.push(this.make(pointer, message, where));
+  }
+
+  warn(pointer: string, message: string, where: Where = {}): void {
+    if (!this.suppressed.has(pointer)) this.ctx.warnings.push(this.make(pointer, message, where));
+  }
+
+  where(pointer: string): string {
+    return formatPos(positionOf(this.positions, pointer, false, this.ctx.rootPos));
+  }
+
+  private make(pointer: string, message: string, where: Where): ConfigIssue {
+    const pos = positionOf(this.positions, where.at ?? pointer, where.atKey ?? false, this.ctx.rootPos);
+    return issueAt(pos, fieldPath(pointer, this.root), message);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Reading files and expanding includes
+
+interface IncludeSite {
+  pos: Pos;
+  field: string;
+}
+
+/** undefined when the file cannot be read or is not valid YAML (issues recorded). */
+function readAndParse(abs: string, ctx: LoadContext, site?: IncludeSite): ParsedYaml | undefined {
+  const file = ctx.display(abs);
+  let src: string;
+  try {
+    src = readFileSync(abs, 'utf8');
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    ctx.issues.push(
+      site
+        ? issueAt(site.pos, site.field, `cannot read included file ${file}: ${reason}`)
+        : issueAt({ file, line: 1, col: 1 }, '', `cannot read configuration file ${file}: ${reason}`),
+    );
+    return undefined;
+  }
+  const parsed = parseYaml(src, file);
+  ctx.issues.push(...parsed.issues);
+  ctx.warnings.push(...parsed.warnings);
+  return parsed.syntaxError ? undefined : parsed;
+}
+
+/** A route list item with positions relative to it ('' = the item itself). */
+interface RouteEntry {
+  value: unknown;
+  positions: PosMap;
+}
+
+interface IncludeLevel {
+  file: string;
+  /** absolute paths from the main file down to `file`, to detect cycles */
+  chain: string[];
+  depth: number;
+}
+
+/** Replaces include items of root.routes in place; returns the positions re-keyed to the final indexes. */
+function expandIncludes(root: Record<string, unknown>, positions: PosMap, ctx: LoadContext): PosMap {
+  const routes = root['routes'];
+  if (!Array.isArray(routes)) return positions;
+  const entries = expandEntries(splitItems(routes, positions, '/routes'), { file: ctx.mainFile, chain: [ctx.mainFile], depth: 0 }, ctx);
+  root['routes'] = entries.map((e) => e.value);
+  const out: PosMap = new Map([...positions].filter(([p]) => !p.startsWith('/routes/')));
+  entries.forEach((e, i) => {
+    for (const [rel, pos] of e.positions) out.set(`/routes/${i}${rel}`, pos);
+  });
+  return out;
+}
+
+/** One pass over the positions, grouping those below `arrayPointer/i` by i. */
+function splitItems(items: unknown[], positions: PosMap, arrayPointer: string): RouteEntry[] {
+  const groups: PosMap[] = items.map(() => new Map());
+  const prefix = `${arrayPointer}/`;
+  for (const [p, pos] of positions) {
+    if (!p.startsWith(prefix)) continue;
+    const rest = p.slice(prefix.length);
+    const slash = rest.indexOf('/');
+    const index = Number(slash < 0 ? rest : rest.slice(0, slash));
+    groups[index]?.set(slash < 0 ? '' : rest.slice(slash), pos);
+  }
+  return items.map((value, i) => ({ value, positions: groups[i] ?? new Map() }));
+}
+
+/** Positions below `pointer`, re-keyed relative to it. */
+function subtree(positions: PosMap, pointer: string): PosMap {
+  const out: PosMap = new Map();
+  for (const [p, pos] of positions) {
+    if (p === pointer || p.startsWith(`${pointer}/`)) out.set(p.slice(pointer.length), pos);
+  }
+  return out;
+}
+
+/** `{include: "path"}` and nothing else; anything else is left for the schema to judge. */
+function includeTarget(value: unknown): string | undefined {
+  if (!isRecord(value)) return undefined;
+  const keys = Object.keys(value);
+  const target = value['include'];
+  return keys.length === 1 && typeof target === 'string' && target !== '' ? target : undefined;
+}
+
+function expandEntries(entries: RouteEntry[], level: IncludeLevel, ctx: LoadContext): RouteEntry[] {
+  const out: RouteEntry[] = [];
+  entries.forEach((entry, i) => {
+    const target = includeTarget(entry.value);
+    if (target === undefined) out.push(entry);
+    else out.push(...loadInclude(target, entry, i, level, ctx));
+  });
+  return out;
+}
+
+function loadInclude(target: string, entry: RouteEntry, index: number, level: IncludeLevel, ctx: LoadContext): RouteEntry[] {
+  const fallback = { file: ctx.display(level.file), line: 1, col: 1 };
+  const site: IncludeSite = { pos: entry.positions.get('') ?? fallback, field: `routes[${index}].include` };
+  const expanded = expandString(target, ctx.env);
+  if (expanded.problems.length > 0) {
+    const at = entry.positions.get('/include') ?? site.pos;
+    for (const p of expanded.problems) ctx.issues.push(issueAt(at, site.field, p));
+    return [];
+  }
+  const abs = path.resolve(path.dirname(level.file), expanded.value);
+  if (level.chain.includes(abs)) {
+    const cycle = [...level.chain.slice(level.chain.indexOf(abs)), abs].map((f) => ctx.display(f)).join(' -> ');
+    ctx.issues.push(issueAt(site.pos, site.field, `include cycle: ${cycle}`));
+    return [];
+  }
+  if (level.depth + 1 > MAX_INCLUDE_DEPTH) {
+    ctx.issues.push(issueAt(site.pos, site.field, `includes are nested more than ${MAX_INCLUDE_DEPTH} levels deep`));
+    return [];
+  }
+  const parsed = readAndParse(abs, ctx, site);
+  if (!parsed) return [];
+  const entries = routesOfFile(parsed, ctx);
+  return expandEntries(entries, { file: abs, chain: [...level.chain, abs], depth: level.depth + 1 }, ctx);
+}
+
+/** An included file: a list of routes, or {defaults, routes} with defaults merged under each route. */
+function routesOfFile(parsed: ParsedYaml, ctx: LoadContext): RouteEntry[] {
+  const { value, positions } = parsed;
+  const rootPos = positions.get('') ?? ctx.rootPos;
+  if (Array.isArray(value)) return splitItems(value, positions, '');
+  if (!isRecord(value)) {
+    const what = value === null ? 'the file is empty' : 'not a list or mapping';
+    ctx.issues.push(issueAt(rootPos, '', `${what}: an included file must be a list of routes or a mapping with defaults and routes`));
+    return [];
+  }
+  let ok = true;
+  for (const key of Object.keys(value)) {
+    if (key === 'defaults' || key === 'routes') continue;
+    const p = positions.get(childPointer('', key));
+    ctx.issues.push(issueAt(p?.key ?? rootPos, key, `unknown field "${key}" in an included file (allowed: defaults, routes)`));
+    ok = false;
+  }
+  const { defaults, routes } = value;
+  if (!Array.isArray(routes)) {
+    ctx.issues.push(issueAt(positions.get('/routes') ?? rootPos, 'routes', 'must be a list of routes'));
+    return [];
+  }
+  if (defaults !== undefined && !isRecord(defaults)) {
+    ctx.issues.push(issueAt(positions.get('/defaults') ?? rootPos, 'defaults', 'must be a mapping of route fields'));
+    ok = false;
+  }
+  const entries = splitItems(routes, positions, '/routes');
+  if (ok && isRecord(defaults)) applyDefaults(entries, defaults, subtree(positions, '/defaults'), ctx);
+  return entries;
+}
+
+/** Fields of `defaults` that a route does not set are copied into it, positions included. */
+function applyDefaults(entries: RouteEntry[], defaults: Record<string, unknown>, defaultsPos: PosMap, ctx: LoadContext): void {
+  if ('include' in defaults) {
+    const p = defaultsPos.get('/include');
+    ctx.issues.push(issueAt(p?.key ?? p ?? ctx.rootPos, 'defaults.include', 'defaults cannot contain include'));
+    return;
+  }
+  for (const entry of entries) {
+    const route = entry.value;
+    // defaults apply to this file's routes, not to the files it includes
+    if (!isRecord(route) || includeTarget(route) !== undefined) continue;
+    for (const [key, v] of Object.entries(defaults)) {
+      if (Object.hasOwn(route, key)) continue;
+      setOwn(route, key, structuredClone(v));
+      const prefix = `/${escapePointerSegment(key)}`;
+      for (const [rel, pos] of subtree(defaultsPos, prefix)) entry.positions.set(prefix + rel, pos);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// JSON schema
+
+/** The shape the schema guarantees once ajv has applied defaults and coercion. */
+interface RawRoute {
+  name?: string;
+  path: string;
+  methods?: string | string[];
+  host?: string;
+  upstream: string;
+  auth?: 'required' | 'none';
+  surface?: Surface;
+  scope?: Scope | Scope[];
+  role?: Role;
+  workspace?: 'key' | { query?: string; param?: string };
+  strip_prefix?: string;
+}
+
+interface RawConfig {
+  listen: ListenConfig;
+  admin: { host: string; port: number; token?: string; enabled: boolean };
+  store: { keys: string; rate_limits: string };
+  keys: KeysConfig;
+  upstreams: UpstreamConfig[];
+  remote_nodes: UpstreamConfig[];
+  routes: RawRoute[];
+  log: LogConfig;
+}
+
+let validator: ValidateFunction | undefined;
+
+/** Compiled on first use, once per process. */
+function schemaValidator(): ValidateFunction {
+  if (!validator) {
+    const schema = JSON.parse(readFileSync(SCHEMA_URL, 'utf8')) as Record<string, unknown>;
+    const ajv = new Ajv({
+      allErrors: true,
+      useDefaults: true,
+      coerceTypes: true, // every YAML scalar is a string (failsafe schema); the schema decides its type
+      verbose: true, // errors carry `data` and `parentSchema` for better messages
+      allowUnionTypes: true, // methods, scope, workspace: a single value or a list/mapping
+    });
+    validator = ajv.compile(schema);
+  }
+  return validator;
+}
+
+/** Validates in place (defaults, coercion); reports every error. */
+function validateSchema(data: Record<string, unknown>, rep: Reporter): data is Record<string, unknown> & RawConfig {
+  const validate = schemaValidator();
+  if (validate(data)) return true;
+  // ajv documents this cast: its errors are the union DefinedError for built-in keywords
+  for (const e of (validate.errors ?? []) as DefinedError[]) reportSchemaError(e, rep);
+  return false;
+}
+
+function reportSchemaError(e: DefinedError, rep: Reporter): void {
+  switch (e.keyword) {
+    case 'if':
+      return; // the failing then/else branch reports the actual problem
+    case 'additionalProperties': {
+      const name = e.params.additionalProperty;
+      const props: unknown = e.parentSchema?.['properties'];
+      rep.error(childPointer(e.instancePath, name), unknownField(name, isRecord(props) ? Object.keys(props) : []), { atKey: true });
+      return;
+    }
+    case 'required':
+      rep.error(childPointer(e.instancePath, e.params.missingProperty), `missing required field "${e.params.missingProperty}"`, { at: e.instancePath });
+      return;
+    case 'type':
+      rep.error(e.instancePath, `must be ${typeNames(e.params.type)} (got ${describe(e.data)})`);
+      return;
+    case 'enum':
+      rep.error(e.instancePath, `must be one of ${e.params.allowedValues.join(', ')} (got ${describe(e.data)})`);
+      return;
+    case 'pattern':
+      rep.error(e.instancePath, `${describe(e.data)} does not match ${e.params.pattern}`);
+      return;
+    default: {
+      const got = typeof e.data === 'object' ? '' : ` (got ${describe(e.data)})`;
+      rep.error(e.instancePath, `${e.message ?? e.keyword}${got}`);
+    }
+  }
+}
+
+const YAML_TYPE_NAMES: Record<string, string> = { object: 'a mapping', array: 'a list', boolean: 'true or false' };
+
+function typeNames(types: string | string[]): string {
+  const list = Array.isArray(types) ? types : types.split(',');
+  return list.map((t) => YAML_TYPE_NAMES[t] ?? `a ${t}`).join(' or ');
+}
+
+function describe(v: unknown): string {
+  if (Array.isArray(v)) return 'a list';
+  if (isRecord(v)) return 'a mapping';
+  return JSON.stringify(v) ?? String(v);
+}
+
+function unknownField(name: string, allowed: string[]): string {
+  const near = closest(name, allowed);
+  const hint = near ? ` (did you mean "${near}"?)` : '';
+  return `unknown field "${name}"${hint}; allowed: ${allowed.join(', ')}`;
+}
+
+/** The allowed name within two edits of `name`, for typo hints. */
+function closest(name: string, allowed: string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const a of allowed) {
+    const d = editDistance(name.toLowerCase(), a);
+    if (d < bestDistance) [best, bestDistance] = [a, d];
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min((prev[j] ?? 0) + 1, (cur[j - 1] ?? 0) + 1, (prev[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length] ?? 0;
+}
+
+// ---------------------------------------------------------------------------
+// Semantic checks (only once the schema holds, so the types above are true)
+
+function checkSemantics(cfg: RawConfig, rep: Reporter): void {
+  checkServers(cfg.upstreams, '/upstreams', 'upstream', rep);
+  checkServers(cfg.remote_nodes, '/remote_nodes', 'remote node', rep);
+  cfg.remote_nodes.forEach((n, i) => {
+    if (n.name === 'local') rep.error(`/remote_nodes/${i}/name`, 'the name "local" is reserved (it means the Dagu server itself)');
+  });
+  checkRateLimit(cfg.keys.rate_limit, rep);
+  const known = cfg.upstreams.map((u) => u.name);
+  cfg.routes.forEach((r, i) => checkRoute(r, `/routes/${i}`, known, rep));
+}
+
+function checkServers(servers: UpstreamConfig[], base: string, kind: string, rep: Reporter): void {
+  const first = new Map<string, string>();
+  servers.forEach((s, i) => {
+    const p = `${base}/${i}`;
+    const earlier = first.get(s.name);
+    if (earlier !== undefined) rep.error(`${p}/name`, `duplicate ${kind} name "${s.name}" (first defined at ${rep.where(earlier)})`);
+    else first.set(s.name, p);
+    const problem = baseUrlProblem(s.api_base_url);
+    if (problem) rep.error(`${p}/api_base_url`, `must be an http(s) URL without credentials, query or fragment: ${problem}`);
+    checkCredentials(s, p, kind, rep);
+  });
+}
+
+/** Dagu's rule for remote nodes: http(s), no user:password@, no ?query, no #fragment. */
+function baseUrlProblem(s: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    return `"${s}" is not a URL`;
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return `the scheme is "${u.protocol.slice(0, -1)}"`;
+  if (u.username !== '' || u.password !== '') return 'it contains credentials (use auth_type and its fields)';
+  if (s.includes('?')) return 'it contains a query';
+  if (s.includes('#')) return 'it contains a fragment';
+  return undefined;
+}
+
+type CredentialField = 'auth_token' | 'basic_auth_username' | 'basic_auth_password' | 'auth_header';
+
+const NEEDED_CREDENTIALS: Record<AuthType, readonly CredentialField[]> = {
+  none: [],
+  basic: ['basic_auth_username', 'basic_auth_password'],
+  token: ['auth_token'],
+  header: ['auth_header', 'auth_token'],
+};
+const ALL_CREDENTIALS: readonly CredentialField[] = ['auth_token', 'basic_auth_username', 'basic_auth_password', 'auth_header'];
+
+/**
+ * A missing credential field is an error. One that expanded to '' is only a warning:
+ * the example config uses ${DAGU_API_TOKEN:-} so that a fresh machine can start.
+ * A credential the auth_type does not use is a warning too: it is not sent, which
+ * is rarely what its author meant.
+ */
+function checkCredentials(s: UpstreamConfig, p: string, kind: string, rep: Reporter): void {
+  const needed = NEEDED_CREDENTIALS[s.auth_type];
+  for (const f of needed) {
+    const v = s[f];
+    if (v === undefined) rep.error(childPointer(p, f), `auth_type ${s.auth_type} needs ${f}`, { at: p });
+    else if (v === '') rep.warn(childPointer(p, f), `${f} is empty: ${kind} "${s.name}" will get requests without a usable credential`);
+  }
+  for (const f of ALL_CREDENTIALS) {
+    if (!needed.includes(f) && s[f]) rep.warn(childPointer(p, f), `${f} is not used with auth_type ${s.auth_type}`);
+  }
+}
+
+function checkRateLimit(rl: KeysConfig['rate_limit'], rep: Reporter): void {
+  const p = '/keys/rate_limit';
+  if (rl.min > rl.max) rep.error(`${p}/min`, `min (${rl.min}) is greater than max (${rl.max})`);
+  else if (rl.default < rl.min || rl.default > rl.max) rep.error(`${p}/default`, `default (${rl.default}) must be between min (${rl.min}) and max (${rl.max})`);
+}
+
+function checkRoute(r: RawRoute, p: string, known: string[], rep: Reporter): void {
+  if (!r.path.startsWith('/')) rep.error(`${p}/path`, `must start with "/" (got "${r.path}")`);
+  if (r.strip_prefix !== undefined) {
+    if (!r.strip_prefix.startsWith('/')) rep.error(`${p}/strip_prefix`, `must start with "/" (got "${r.strip_prefix}")`);
+    else if (r.strip_prefix.endsWith('/')) rep.error(`${p}/strip_prefix`, `must not end with "/" (got "${r.strip_prefix}")`);
+  }
+  if (!known.includes(r.upstream)) {
+    const list = known.length > 0 ? `known: ${known.join(', ')}` : 'no upstreams are defined';
+    rep.error(`${p}/upstream`, `unknown upstream "${r.upstream}" (${list})`);
+  }
+  const ws = r.workspace;
+  if (typeof ws === 'object' && ws.param !== undefined && !r.path.split('/').includes(`{${ws.param}}`)) {
+    rep.error(`${p}/workspace/param`, `path "${r.path}" has no {${ws.param}} segment`);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Normalisation into types.ts
+
+function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadContext): GatewayConfig {
+  const dir = path.dirname(file);
+  const { listen, admin, keys, log } = raw;
+  return {
+    file,
+    listen: compact({ host: listen.host, port: listen.port, trust_forwarded: listen.trust_forwarded, public_url: listen.public_url }),
+    admin: compact({ host: admin.host, port: admin.port, token: admin.token || undefined, enabled: admin.enabled }),
+    store: { keys: resolveSqlite(raw.store.keys, dir), rate_limits: raw.store.rate_limits },
+    keys: compact({ prefix: keys.prefix, rate_limit: { ...keys.rate_limit }, max_keys: keys.max_keys }),
+    upstreams: raw.upstreams.map(normaliseServer),
+    remote_nodes: raw.remote_nodes.map(normaliseServer),
+    routes: raw.routes.map((r, i) => normaliseRoute(r, i, formatPos(positionOf(positions, `/routes/${i}`, false, ctx.rootPos)))),
+    log: { level: log.level, destination: resolveLogDestination(log.destination, dir), access_log: log.access_log },
+    warnings: ctx.tidyWarnings(),
+  };
+}
+
+/** Relative sqlite paths are relative to the config file, like includes, not to the cwd. */
+function resolveSqlite(url: string, dir: string): string {
+  if (!url.startsWith('sqlite:')) return url;
+  const file = url.slice('sqlite:'.length);
+  return file === ':memory:' || path.isAbsolute(file) ? url : `sqlite:${path.resolve(dir, file)}`;
+}
+
+function resolveLogDestination(dest: string, dir: string): string {
+  return dest === 'stdout' || dest === 'stderr' ? dest : path.resolve(dir, dest);
+}
+
+function normaliseServer(s: UpstreamConfig): UpstreamConfig {
+  return compact({
+    name: s.name,
+    description: s.description,
+    api_base_url: s.api_base_url,
+    auth_type: s.auth_type,
+    auth_token: s.auth_token,
+    basic_auth_username: s.basic_auth_username,
+    basic_auth_password: s.basic_auth_password,
+    auth_header: s.auth_header,
+    skip_tls_verify: s.skip_tls_verify,
+    timeout: s.timeout,
+    idle_timeout: s.idle_timeout,
+    connections: s.connections,
+  });
+}
+
+function normaliseRoute(r: RawRoute, index: number, source: string): RouteConfig {
+  const methods = r.methods === undefined ? undefined : [...new Set(toList(r.methods).map((m) => m.toUpperCase()))];
+  return compact({
+    index,
+    source,
+    name: r.name ?? `${methods ? methods.join(',') : '*'} ${r.path}`,
+    path: r.path,
+    methods,
+    host: r.host?.toLowerCase(),
+    upstream: r.upstream,
+    auth: r.auth ?? 'required',
+    surface: r.surface ?? 'rest_api',
+    scopes: r.scope === undefined ? [] : toList(r.scope),
+    role: r.role,
+    workspace: workspaceSource(r.workspace),
+    strip_prefix: r.strip_prefix,
+  });
+}
+
+function workspaceSource(ws: RawRoute['workspace']): WorkspaceSource | undefined {
+  if (ws === undefined) return undefined;
+  if (ws === 'key') return { from: 'key' };
+  // the schema allows exactly one of query / param
+  return ws.query !== undefined ? { from: 'query', name: ws.query } : { from: 'param', name: ws.param ?? '' };
+}
+
+function toList<T>(v: T | T[]): T[] {
+  return Array.isArray(v) ? [...v] : [v];
+}
+
+/** Drops keys whose value is undefined, so optional fields are absent rather than present-and-undefined. */
+function compact<T extends object>(o: T): T {
+  for (const k of Object.keys(o) as (keyof T)[]) if (o[k] === undefined) delete o[k];
+  return o;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}

@@ -1,0 +1,223 @@
+// YAML text → plain JS value plus the source position of every node.
+//
+// Positions are keyed by JSON pointer (RFC 6901), the same notation ajv uses for
+// `instancePath`, so a schema error can be mapped back to file:line:col without
+// searching. The document is parsed with the `failsafe` schema: every scalar stays
+// the string that was written (a token `0123` keeps its leading zero) and ajv's
+// type coercion, driven by the JSON schema, decides what becomes a number or a
+// boolean — exactly as for a value that came from `${VAR}`.
+import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
+import type { Document, Node as YamlNode, Scalar } from 'yaml';
+import type { ConfigIssue } from '../errors.js';
+
+export interface Pos {
+  file: string;
+  line: number;
+  col: number;
+}
+
+/** Position of a value; `key` is the position of the mapping key that holds it. */
+export interface NodePos extends Pos {
+  key?: Pos;
+}
+
+/** JSON pointer → position. '' is the document root. */
+export type PosMap = Map<string, NodePos>;
+
+export interface ParsedYaml {
+  value: unknown;
+  positions: PosMap;
+  /** syntax errors, or problems found while walking (unknown alias, complex key) */
+  issues: ConfigIssue[];
+  warnings: ConfigIssue[];
+  /** true when the YAML itself is broken: the value is then unusable */
+  syntaxError: boolean;
+}
+
+/** More nodes than this means an alias bomb ("billion laughs"), not a configuration. */
+const MAX_NODES = 100_000;
+
+/** Plain scalars that YAML's core schema reads as null; a key with such a value counts as absent. */
+const NULL_WORDS = new Set(['', '~', 'null', 'Null', 'NULL']);
+
+export function formatPos(p: Pos): string {
+  return `${p.file}:${p.line}:${p.col}`;
+}
+
+export function escapePointerSegment(segment: string): string {
+  return segment.replace(/~/g, '~0').replace(/\//g, '~1');
+}
+
+export function childPointer(parent: string, segment: string | number): string {
+  return `${parent}/${escapePointerSegment(String(segment))}`;
+}
+
+export function parentPointer(pointer: string): string {
+  return pointer.slice(0, pointer.lastIndexOf('/'));
+}
+
+function splitPointer(pointer: string): string[] {
+  if (pointer === '') return [];
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+}
+
+/**
+ * Dotted field path for messages, e.g. /routes/3/upstream → routes[3].upstream.
+ * The data decides whether a segment is an array index, so a mapping key "0" stays `.0`.
+ */
+export function fieldPath(pointer: string, root: unknown): string {
+  let out = '';
+  let cur: unknown = root;
+  for (const seg of splitPointer(pointer)) {
+    if (Array.isArray(cur) && /^\d+$/.test(seg)) {
+      out += `[${seg}]`;
+      cur = cur[Number(seg)];
+    } else {
+      out += out === '' ? seg : `.${seg}`;
+      cur = isRecord(cur) ? cur[seg] : undefined;
+    }
+  }
+  return out;
+}
+
+export function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Position for a pointer; when the node has none (a value ajv filled in from a
+ * default) the nearest ancestor's position is used. With `atKey`, the position of
+ * the mapping key is preferred (unknown fields are reported where their name is).
+ */
+export function positionOf(positions: PosMap, pointer: string, atKey: boolean, fallback: Pos): Pos {
+  const own = positions.get(pointer);
+  if (own) return strip(atKey && own.key ? own.key : own);
+  for (let p = pointer; p !== ''; ) {
+    p = parentPointer(p);
+    const found = positions.get(p);
+    if (found) return strip(found);
+  }
+  return fallback;
+}
+
+function strip(p: Pos): Pos {
+  return { file: p.file, line: p.line, col: p.col };
+}
+
+/** Defines an own property even for a key like `__proto__`, which plain assignment would not. */
+export function setOwn(obj: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
+export function parseYaml(src: string, file: string): ParsedYaml {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(src, { lineCounter, prettyErrors: false, schema: 'failsafe' });
+  const at = (offset: number): Pos => ({ file, ...lineCounter.linePos(offset) });
+  const warnings = doc.warnings.map((w) => issue(at(w.pos[0]), '', w.message));
+  if (doc.errors.length > 0) {
+    const issues = doc.errors.map((e) => issue(at(e.pos[0]), '', e.message + flowHint(src, e.pos[0])));
+    return { value: undefined, positions: new Map(), issues, warnings, syntaxError: true };
+  }
+  const walker = new Walker(doc, at);
+  let value: unknown;
+  try {
+    value = walker.walk(doc.contents, '', undefined);
+  } catch (err) {
+    if (!(err instanceof TooLarge)) throw err;
+    walker.issues.push(issue(at(0), '', `the document expands to more than ${MAX_NODES} nodes (alias loop?)`));
+    value = undefined;
+  }
+  if (doc.contents === null) walker.positions.set('', at(0));
+  return { value, positions: walker.positions, issues: walker.issues, warnings, syntaxError: false };
+}
+
+function issue(p: Pos, field: string, message: string): ConfigIssue {
+  return { file: p.file, line: p.line, col: p.col, field, message };
+}
+
+// `port: ${PORT}` is fine, but inside { } or [ ] the braces of an unquoted ${VAR}
+// are flow indicators and YAML reports something cryptic; say what to do instead.
+function flowHint(src: string, offset: number): string {
+  return src[offset] === '{' && src[offset - 1] === '$'
+    ? ' (inside { } or [ ], quote a value that contains ${...}, e.g. "${VAR}")'
+    : '';
+}
+
+class TooLarge extends Error {}
+
+class Walker {
+  readonly positions: PosMap = new Map();
+  readonly issues: ConfigIssue[] = [];
+  private count = 0;
+  /** nodes being walked, to refuse an alias that points at its own ancestor */
+  private readonly stack = new Set<YamlNode>();
+
+  constructor(
+    private readonly doc: Document,
+    private readonly at: (offset: number) => Pos,
+  ) {}
+
+  walk(node: unknown, pointer: string, key: Pos | undefined): unknown {
+    if (++this.count > MAX_NODES) throw new TooLarge();
+    if (node === null || node === undefined) return null;
+    if (isAlias(node)) return this.alias(node.resolve(this.doc), node.source, node.range?.[0] ?? 0, pointer, key);
+    if (!isScalar(node) && !isMap(node) && !isSeq(node)) return null;
+    this.record(pointer, node.range?.[0] ?? 0, key);
+    if (isScalar(node)) return scalarValue(node);
+    this.stack.add(node);
+    try {
+      return isMap(node) ? this.map(node.items, pointer) : node.items.map((item, i) => this.walk(item, childPointer(pointer, i), undefined));
+    } finally {
+      this.stack.delete(node);
+    }
+  }
+
+  private alias(target: YamlNode | undefined, name: string, offset: number, pointer: string, key: Pos | undefined): unknown {
+    const here = this.at(offset);
+    if (!target || this.stack.has(target)) {
+      const why = target ? `alias *${name} refers to a node that contains it` : `unknown alias *${name} (the anchor &${name} must come first)`;
+      this.issues.push(issue(here, '', why));
+      return null;
+    }
+    const value = this.walk(target, pointer, key);
+    // report the value where it is used, not where the anchor was defined
+    this.record(pointer, offset, key);
+    return value;
+  }
+
+  private map(pairs: ReadonlyArray<{ key: unknown; value: unknown }>, pointer: string): Record<string, unknown> {
+    const obj: Record<string, unknown> = {};
+    for (const pair of pairs) {
+      if (!isScalar(pair.key)) {
+        this.issues.push(issue(this.at(offsetOf(pair.key) ?? offsetOf(pair.value) ?? 0), '', 'mapping keys must be plain strings'));
+        continue;
+      }
+      const name = String(pair.key.value);
+      const keyPos = this.at(pair.key.range?.[0] ?? 0);
+      const value = this.walk(pair.value, childPointer(pointer, name), keyPos);
+      // `key:` or `key: ~` means "not set", so that defaults apply (and a section whose
+      // entries are all commented out is simply empty)
+      if (value === null) this.positions.delete(childPointer(pointer, name));
+      else setOwn(obj, name, value);
+    }
+    return obj;
+  }
+
+  private record(pointer: string, offset: number, key: Pos | undefined): void {
+    const p: NodePos = this.at(offset);
+    if (key) p.key = key;
+    this.positions.set(pointer, p);
+  }
+}
+
+function offsetOf(node: unknown): number | undefined {
+  return isScalar(node) || isMap(node) || isSeq(node) || isAlias(node) ? node.range?.[0] : undefined;
+}
+
+function scalarValue(node: Scalar): string | null {
+  const text = String(node.value);
+  return node.type === 'PLAIN' && NULL_WORDS.has(text) ? null : text;
+}

@@ -1,0 +1,250 @@
+// Composition: one public listener, the admission stages, forwarding, usage and the access log.
+
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { Admitter, type Admission, type Outcome, type Refusal } from './admission.js';
+import { ROLES, type GatewayConfig } from './config/types.js';
+import { openKeyStore } from './keys/open.js';
+import { KeyService } from './keys/service.js';
+import { createLogger, type Logger } from './log.js';
+import { forwardHttp, type ForwardResult } from './proxy/forward.js';
+import { upstreamRequestHeaders, type Forwarding, type Identity } from './proxy/headers.js';
+import { Upstreams } from './proxy/upstream.js';
+import { WebSocketProxy } from './proxy/websocket.js';
+import { RouteTable } from './routes/table.js';
+import { UsageCounter } from './usage/counter.js';
+
+export interface GatewayOptions {
+  config: GatewayConfig;
+  /** defaults to a logger built from config.log */
+  logger?: Logger;
+  /** defaults to a service over the store named by config.store.keys */
+  keys?: KeyService;
+  /** listen on this port instead of config.listen.port (0 = any free port; tests) */
+  port?: number;
+  now?: () => number;
+}
+
+/** Write a JSON error `{"code","message"}`; the shape every refusal and gateway failure uses. */
+export function sendError(res: ServerResponse, status: number, code: string, message: string, headers?: Record<string, unknown>): void {
+  const body = JSON.stringify({ code, message });
+  if (headers) for (const name in headers) res.setHeader(name, headers[name] as string);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+  });
+  res.end(body);
+}
+
+const ROLE_NAMES = ['', ...ROLES];
+
+export class Gateway {
+  readonly config: GatewayConfig;
+  readonly keys: KeyService;
+  readonly logger: Logger;
+  readonly routes: RouteTable;
+  private readonly server: Server;
+  private readonly admitter: Admitter;
+  private readonly upstreams: Upstreams;
+  private readonly ws = new WebSocketProxy();
+  private readonly usage: UsageCounter;
+  private readonly now: () => number;
+  private readonly ownsKeys: boolean;
+  private closing: Promise<void> | undefined;
+
+  private constructor(opts: GatewayOptions) {
+    this.config = opts.config;
+    this.now = opts.now ?? Date.now;
+    this.logger = opts.logger ?? createLogger(opts.config.log);
+    this.ownsKeys = opts.keys === undefined;
+    this.keys = opts.keys ?? new KeyService(openKeyStore(opts.config.store.keys), opts.config.keys, this.now);
+    this.routes = RouteTable.compile(opts.config);
+    this.admitter = new Admitter(this.routes, this.keys, this.now);
+    this.upstreams = new Upstreams(opts.config.upstreams);
+    this.usage = new UsageCounter(this.keys.store, 1000, (err) => this.logger.error({ err }, 'usage flush failed; will retry'));
+    this.server = createServer({ keepAliveTimeout: 5_000, requestTimeout: 0 }, (req, res) => this.onRequest(req, res));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
+    this.server.on('clientError', (_err: Error, socket: Duplex) => {
+      if (socket.writable && !(socket as { _httpMessage?: unknown })._httpMessage) {
+        const body = JSON.stringify({ code: 'bad_request', message: 'malformed HTTP request' });
+        socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+      } else socket.destroy();
+    });
+  }
+
+  static async start(opts: GatewayOptions): Promise<Gateway> {
+    const gw = new Gateway(opts);
+    const { host } = opts.config.listen;
+    const port = opts.port ?? opts.config.listen.port;
+    await new Promise<void>((resolve, reject) => {
+      gw.server.once('error', reject);
+      gw.server.listen(port, host, () => {
+        gw.server.off('error', reject);
+        resolve();
+      });
+    });
+    gw.usage.start();
+    return gw;
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  get url(): string {
+    const host = this.config.listen.host === '0.0.0.0' || this.config.listen.host === '::' ? '127.0.0.1' : this.config.listen.host;
+    return `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
+  }
+
+  // ------------------------------------------------------------------ HTTP
+
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const started = performance.now();
+    let outcome: Outcome | Promise<Outcome>;
+    try {
+      outcome = this.admitter.admit(req.method!, req.url!, req.headers);
+    } catch (err) {
+      this.internalError(req, res, started, err);
+      return;
+    }
+    if (outcome instanceof Promise) {
+      outcome.then(
+        (o) => this.apply(req, res, o, started),
+        (err) => this.internalError(req, res, started, err),
+      );
+    } else this.apply(req, res, outcome, started);
+  }
+
+  private apply(req: IncomingMessage, res: ServerResponse, o: Outcome, started: number): void {
+    if (!o.forward) {
+      sendError(res, o.status, o.code, o.message, o.headers);
+      req.resume(); // discard an unread body so the connection can be reused
+      this.access(req, o, o.status, started, -1);
+      return;
+    }
+    const upstream = this.upstreams.get(o.route.upstream.name);
+    if (o.access) this.usage.record(o.access.key.id, this.now());
+    const headers = upstreamRequestHeaders(
+      req.headers,
+      upstream.host,
+      o.route.config.auth === 'none' ? undefined : upstream.credential,
+      this.identity(o),
+      this.forwarding(req),
+    );
+    forwardHttp(req, res, upstream, o.upstreamTarget, headers, sendError, (r: ForwardResult) => {
+      this.access(req, o, r.status, started, r.upstreamMs, r.error?.code);
+    });
+  }
+
+  private identity(o: Admission): Identity | undefined {
+    if (!o.access || !o.decision) return undefined;
+    const k = o.access.key;
+    return {
+      keyId: k.id,
+      keyName: k.name,
+      role: ROLE_NAMES[o.decision.roleRank]!,
+      workspace: o.decision.workspace,
+      attribution: o.access.attribution,
+    };
+  }
+
+  private forwarding(req: IncomingMessage): Forwarding {
+    return {
+      remoteAddress: req.socket.remoteAddress ?? '',
+      proto: (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
+      host: req.headers.host,
+      trustForwarded: this.config.listen.trust_forwarded,
+    };
+  }
+
+  private internalError(req: IncomingMessage, res: ServerResponse, started: number, err: unknown): void {
+    this.logger.error({ err, method: req.method }, 'request failed inside the gateway');
+    const refusal: Refusal = { forward: false, status: 503, code: 'unavailable', message: 'the gateway could not check this request (key store unavailable)' };
+    if (!res.headersSent) sendError(res, refusal.status, refusal.code, refusal.message);
+    this.access(req, refusal, 503, started, -1);
+  }
+
+  /** One line per request. Never headers, never the query string: either may carry a secret. */
+  private access(req: IncomingMessage, o: Outcome, status: number, started: number, upstreamMs: number, error?: string): void {
+    if (!this.config.log.access_log) return;
+    const key = o.access?.key;
+    this.logger.info({
+      method: req.method,
+      path: o.path,
+      route: o.route?.config.name,
+      key_id: key?.id,
+      key_prefix: key?.prefix,
+      status,
+      decision: o.forward ? (error ? 'upstream_error' : 'allowed') : (o.code),
+      bytes_in: Number(req.headers['content-length'] ?? 0) || undefined,
+      latency_ms: Math.round((performance.now() - started) * 100) / 100,
+      upstream_ms: upstreamMs >= 0 ? Math.round(upstreamMs * 100) / 100 : undefined,
+    }, 'request');
+  }
+
+  // ------------------------------------------------------------------ WebSocket
+
+  private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => socket.destroy());
+    const started = performance.now();
+    const apply = (o: Outcome): void => {
+      if (!o.forward) {
+        refuseUpgrade(socket, o.status, o.code, o.message, o.headers);
+        this.access(req, o, o.status, started, -1);
+        return;
+      }
+      const upstream = this.upstreams.get(o.route.upstream.name);
+      if (o.access) this.usage.record(o.access.key.id, this.now());
+      const headers = upstreamRequestHeaders(
+        req.headers,
+        upstream.host,
+        o.route.config.auth === 'none' ? undefined : upstream.credential,
+        this.identity(o),
+        this.forwarding(req),
+      );
+      this.ws.forward(req, socket, head, upstream, o.upstreamTarget, headers, (failure) => {
+        refuseUpgrade(socket, failure.status, failure.code, failure.message);
+        this.access(req, o, failure.status, started, -1, failure.code);
+      });
+      this.access(req, o, 101, started, -1);
+    };
+    try {
+      const outcome = this.admitter.admit(req.method!, req.url!, req.headers);
+      if (outcome instanceof Promise) outcome.then(apply, () => refuseUpgrade(socket, 503, 'unavailable', 'key store unavailable'));
+      else apply(outcome);
+    } catch {
+      refuseUpgrade(socket, 503, 'unavailable', 'key store unavailable');
+    }
+  }
+
+  // ------------------------------------------------------------------ lifecycle
+
+  /** Stop accepting, let in-flight requests finish (up to drainMs), flush usage, close stores. */
+  close(drainMs = 10_000): Promise<void> {
+    this.closing ??= (async () => {
+      const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+      this.server.closeIdleConnections();
+      const timer = setTimeout(() => this.server.closeAllConnections(), drainMs);
+      await closed;
+      clearTimeout(timer);
+      this.ws.close();
+      await this.usage.stop();
+      await this.upstreams.close();
+      if (this.ownsKeys) await this.keys.store.close();
+      await new Promise<void>((resolve) => this.logger.flush(() => resolve()));
+    })();
+    return this.closing;
+  }
+}
+
+function refuseUpgrade(socket: Duplex, status: number, code: string, message: string, headers?: Record<string, unknown>): void {
+  if (!socket.writable) return;
+  const body = JSON.stringify({ code, message });
+  let extra = '';
+  if (headers) for (const name in headers) extra += `${name}: ${String(headers[name])}\r\n`;
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`,
+  );
+}
