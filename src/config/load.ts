@@ -428,11 +428,19 @@ function reportSchemaError(e: DefinedError, rep: Reporter): void {
   }
 }
 
-const YAML_TYPE_NAMES: Record<string, string> = { object: 'a mapping', array: 'a list', boolean: 'true or false' };
+/** JSON schema type names as a YAML author would say them. */
+const YAML_TYPE_NAMES: Record<string, string> = {
+  object: 'a mapping',
+  array: 'a list',
+  boolean: 'true or false',
+  integer: 'an integer',
+  number: 'a number',
+  string: 'a string',
+};
 
 function typeNames(types: string | string[]): string {
   const list = Array.isArray(types) ? types : types.split(',');
-  return list.map((t) => YAML_TYPE_NAMES[t] ?? `a ${t}`).join(' or ');
+  return list.map((t) => YAML_TYPE_NAMES[t] ?? t).join(' or ');
 }
 
 function describe(v: unknown): string {
