@@ -498,7 +498,7 @@ function checkServers(servers: UpstreamConfig[], base: string, kind: string, rep
     const p = `${base}/${i}`;
     const earlier = first.get(s.name);
     if (earlier !== undefined) rep.error(`${p}/name`, `duplicate ${kind} name "${s.name}" (first defined at ${rep.where(earlier)})`);
-    else first.set(s.name, p);
+    else first.set(s.name, `${p}/name`);
     const problem = baseUrlProblem(s.api_base_url);
     if (problem) rep.error(`${p}/api_base_url`, `must be an http(s) URL without credentials, query or fragment: ${problem}`);
     checkCredentials(s, p, kind, rep);
