@@ -309,7 +309,7 @@ async function main() {
       console.log(
         `  ${String(i + 1).padStart(2)}. ${phase.padEnd(13)} ${fmt(r.rps, 0).padStart(7)} req/s  p50 ${fmt(r.p50, 2)} ms  p99 ${fmt(r.p99, 2)} ms  ` +
           `errors/non-2xx ${r.errors}/${r.non2xx}${r.timeouts ? ` (timeouts ${r.timeouts})` : ''}  ${Math.round(r.bytesPerResponse)} B/resp  ` +
-          `cpu: load ${r.cpu.load}%, gateway ${t.gw ? r.cpu[t.gw === gateways.log ? 'gwLog' : 'gwNolog'] : '-'}%, upstream ${r.cpu.upstream}%`,
+          `cpu: load ${r.cpu.load}%, gateway ${t.gw ? r.cpu[t.gw === gateways.log ? 'gwLog' : 'gwNolog'] : '-'}%, upstream ${r.cpu.upstream}%, other processes ${r.cpu.other}%`,
       );
     }
 
@@ -357,6 +357,11 @@ async function main() {
     }
     const logCost = 1 - ratio(A.gateway.rps, A['gateway-nolog'].rps);
     console.log(`  access log: costs ${fmt(logCost * 100, 1)}% throughput (gateway vs gateway-nolog); p50 ×${fmt(ratio(A.gateway.p50, A['gateway-nolog'].p50), 2)}, p99 ×${fmt(ratio(A.gateway.p99, A['gateway-nolog'].p99), 2)}`);
+    const all = Object.values(results).flat();
+    const otherMax = Math.max(...all.map((r) => r.cpu.other));
+    if (otherMax >= 15) {
+      console.log(`  WARNING: other processes on this machine used up to ${otherMax}% of a core during a measured phase: numbers are disturbed; rerun on a quiet machine`);
+    }
     console.log(`  access log file: ${logLines} lines, ${fmt(logBytes / 1e6, 1)} MB for ${gwSent} measured requests (+ warmup + checks); no-log gateway wrote ${nologLines} lines`);
 
     const json = {
@@ -369,6 +374,7 @@ async function main() {
       rounds: ROUNDS,
       target: TARGET,
       baseline_runs_rps: bRps.map((x) => Math.round(x)),
+      other_cpu_max_pct: otherMax,
       ...Object.fromEntries(
         Object.entries(A).map(([name, a]) => [
           name.replace('-', '_'),
@@ -417,16 +423,20 @@ async function main() {
       const b = await before;
       const wallMs = after.wall - b.wall;
       const pct = (a0, a1) => Math.round(((a1.user + a1.system - a0.user - a0.system) / 1000 / wallMs) * 100);
+      const cpu = {
+        load: Math.round((result.cpuMs / (result.duration * 1000)) * 100),
+        upstream: pct(b.self, after.self),
+        gwLog: pct(b.gws[0], after.gws[0]),
+        gwNolog: pct(b.gws[1], after.gws[1]),
+      };
+      // Busy time of the whole machine minus ours: other processes (e.g. a test run) competing for the 2 cores.
+      const machinePct = Math.round(((after.machine - b.machine) / wallMs) * 100);
+      cpu.other = Math.max(0, machinePct - cpu.load - cpu.upstream - cpu.gwLog - cpu.gwNolog);
       return {
         ...result,
         rps: result.completed / result.duration,
         bytesPerResponse: result.completed ? result.totalBytes / result.completed : 0,
-        cpu: {
-          load: Math.round((result.cpuMs / (result.duration * 1000)) * 100),
-          upstream: pct(b.self, after.self),
-          gwLog: pct(b.gws[0], after.gws[0]),
-          gwNolog: pct(b.gws[1], after.gws[1]),
-        },
+        cpu,
       };
     } finally {
       if (child.exitCode === null && child.signalCode === null) {
@@ -445,7 +455,8 @@ async function main() {
   async function snapshot(gws) {
     const wall = performance.now();
     const self = process.cpuUsage();
-    return { wall, self, gws: await Promise.all(gws.map((g) => g.cpu())) };
+    const machine = os.cpus().reduce((s, c) => s + c.times.user + c.times.nice + c.times.sys + c.times.irq, 0); // ms, all cores
+    return { wall, self, machine, gws: await Promise.all(gws.map((g) => g.cpu())) };
   }
 
   function startGatewayChild(configFile) {

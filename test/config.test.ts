@@ -219,6 +219,58 @@ t.test('anchors and aliases are resolved', async (t) => {
   t.equal(cfg.routes[1]?.source, `${shown(path.join(dir, 'gateway.yaml'))}:6:5`, 'the alias is located where it is used');
 });
 
+t.test('alias and key problems are reported and the rest still loads', async (t) => {
+  const dir = t.testdir({
+    'gateway.yaml': `listen:
+  host: *nowhere
+  port: &p 9000
+admin:
+  port: *p
+? [a, b]
+: c
+keys: &k
+  prefix: *k
+`,
+    'ok.yaml': `listen:
+  host: 0.0.0.0
+  port: &p 9000
+admin:
+  port: *p
+`,
+  });
+  const file = shown(path.join(dir, 'gateway.yaml'));
+  t.strictSame(issuesOf(path.join(dir, 'gateway.yaml')), [
+    { file, line: 2, col: 9, field: 'listen.host', message: 'unknown alias *nowhere (the anchor &nowhere must come first)' },
+    { file, line: 6, col: 3, field: '', message: 'mapping keys must be plain strings' },
+    { file, line: 9, col: 11, field: 'keys.prefix', message: 'alias *k refers to a node that contains it' },
+  ]);
+  t.equal(loadConfig(path.join(dir, 'ok.yaml'), {}).admin.port, 9000);
+});
+
+t.test('an alias bomb is refused', async (t) => {
+  const lines = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
+  for (const [prev, name] of [['a', 'b'], ['b', 'c'], ['c', 'd'], ['d', 'e']]) {
+    lines.push(`${name}: &${name} [${Array(10).fill(`*${prev}`).join(', ')}]`);
+  }
+  const dir = t.testdir({ 'gateway.yaml': lines.join('\n') + '\n' });
+  t.strictSame(issuesOf(path.join(dir, 'gateway.yaml')), [
+    { file: shown(path.join(dir, 'gateway.yaml')), line: 1, col: 1, field: '', message: 'the document has more than 100000 nodes once aliases are expanded' },
+  ]);
+});
+
+t.test('a __proto__ key is an unknown field, not a prototype', async (t) => {
+  const dir = t.testdir({ 'gateway.yaml': 'listen:\n  __proto__: { port: 1 }\n' });
+  t.strictSame(issuesOf(path.join(dir, 'gateway.yaml')), [
+    {
+      file: shown(path.join(dir, 'gateway.yaml')),
+      line: 2,
+      col: 3,
+      field: 'listen.__proto__',
+      message: 'unknown field "__proto__"; allowed: host, port, trust_forwarded, public_url',
+    },
+  ]);
+});
+
 t.test('resolveConfigPath', async (t) => {
   const root = t.testdir({ with: { 'gateway.yaml': '' }, without: {} });
   const dir = path.join(root, 'with');
@@ -502,6 +554,7 @@ t.test('keys.rate_limit must satisfy min <= default <= max', async (t) => {
     'minmax.yaml': `keys:
   rate_limit: { min: 10, max: 5 }
 `,
+    'implicit.yaml': 'keys:\n  rate_limit: { max: 30 }\n',
     'default.yaml': `keys:
   rate_limit:
     default: 700
@@ -509,6 +562,16 @@ t.test('keys.rate_limit must satisfy min <= default <= max', async (t) => {
   });
   t.strictSame(issuesOf(path.join(dir, 'minmax.yaml')), [
     { file: shown(path.join(dir, 'minmax.yaml')), line: 2, col: 22, field: 'keys.rate_limit.min', message: 'min (10) is greater than max (5)' },
+  ]);
+  // default 60 comes from the schema, so the issue points at the rate_limit mapping
+  t.strictSame(issuesOf(path.join(dir, 'implicit.yaml')), [
+    {
+      file: shown(path.join(dir, 'implicit.yaml')),
+      line: 2,
+      col: 15,
+      field: 'keys.rate_limit.default',
+      message: 'default (60) must be between min (1) and max (30)',
+    },
   ]);
   t.strictSame(issuesOf(path.join(dir, 'default.yaml')), [
     {
@@ -652,6 +715,40 @@ routes:
   writeFileSync(path.join(fixed, 'routes.yaml'), `defaults:\n  upstream: nowhere\nroutes:\n  - { path: /a }\n`);
   t.strictSame(issuesOf(path.join(dir, 'fixed.yaml')), [
     { file: shown(path.join(fixed, 'routes.yaml')), line: 2, col: 13, field: 'routes[0].upstream', message: 'unknown upstream "nowhere" (known: dagu)' },
+  ]);
+});
+
+t.test('include paths may use ${VAR}; include files are checked for shape', async (t) => {
+  const dir = t.testdir({
+    'gateway.yaml': `${UPSTREAM}routes:
+  - include: \${ROUTES_DIR}/r.yaml
+`,
+    'bad.yaml': `${UPSTREAM}routes:
+  - include: nodefaults.yaml
+  - include: noroutes.yaml
+  - include: incdefault.yaml
+`,
+    sub: { 'r.yaml': '- { path: /r, upstream: dagu }\n' },
+    'nodefaults.yaml': 'defaults: [a]\nroutes:\n  - { path: /n, upstream: dagu }\n',
+    'noroutes.yaml': 'defaults: { upstream: dagu }\n',
+    'incdefault.yaml': 'defaults:\n  include: x.yaml\nroutes:\n  - { path: /i, upstream: dagu }\n',
+  });
+  const main = path.join(dir, 'gateway.yaml');
+  t.strictSame(loadConfig(main, { ROUTES_DIR: 'sub' }).routes.map((r) => r.path), ['/r']);
+  t.strictSame(issuesOf(main), [
+    {
+      file: shown(main),
+      line: 5,
+      col: 14,
+      field: 'routes[0].include',
+      message: 'environment variable ROUTES_DIR is not set (use ${ROUTES_DIR:-default} for a default)',
+    },
+  ]);
+  const f = (n: string) => shown(path.join(dir, n));
+  t.strictSame(issuesOf(path.join(dir, 'bad.yaml')), [
+    { file: f('nodefaults.yaml'), line: 1, col: 11, field: 'defaults', message: 'must be a mapping of route fields (got a list)' },
+    { file: f('noroutes.yaml'), line: 1, col: 1, field: 'routes', message: 'missing required field "routes"' },
+    { file: f('incdefault.yaml'), line: 2, col: 3, field: 'defaults.include', message: 'defaults cannot contain include' },
   ]);
 });
 

@@ -197,7 +197,7 @@ function readAndParse(abs: string, ctx: LoadContext, site?: IncludeSite): Parsed
   const parsed = parseYaml(src, file);
   ctx.issues.push(...parsed.issues);
   ctx.warnings.push(...parsed.warnings);
-  return parsed.syntaxError ? undefined : parsed;
+  return parsed.unusable ? undefined : parsed;
 }
 
 /** A route list item with positions relative to it ('' = the item itself). */
@@ -302,30 +302,28 @@ function routesOfFile(parsed: ParsedYaml, ctx: LoadContext): RouteEntry[] {
     ctx.issues.push(issueAt(rootPos, '', `${what}: an included file must be a list of routes or a mapping with defaults and routes`));
     return [];
   }
-  let ok = true;
   for (const key of Object.keys(value)) {
     if (key === 'defaults' || key === 'routes') continue;
     const p = positions.get(childPointer('', key));
     ctx.issues.push(issueAt(p?.key ?? rootPos, key, `unknown field "${key}" in an included file (allowed: defaults, routes)`));
-    ok = false;
   }
   const { defaults, routes } = value;
+  if (defaults !== undefined && !isRecord(defaults)) {
+    ctx.issues.push(issueAt(positions.get('/defaults') ?? rootPos, 'defaults', `must be a mapping of route fields (got ${describe(defaults)})`));
+  }
   if (!Array.isArray(routes)) {
-    ctx.issues.push(issueAt(positions.get('/routes') ?? rootPos, 'routes', 'must be a list of routes'));
+    const problem = routes === undefined ? 'missing required field "routes"' : `must be a list of routes (got ${describe(routes)})`;
+    ctx.issues.push(issueAt(positions.get('/routes') ?? rootPos, 'routes', problem));
     return [];
   }
-  if (defaults !== undefined && !isRecord(defaults)) {
-    ctx.issues.push(issueAt(positions.get('/defaults') ?? rootPos, 'defaults', 'must be a mapping of route fields'));
-    ok = false;
-  }
   const entries = splitItems(routes, positions, '/routes');
-  if (ok && isRecord(defaults)) applyDefaults(entries, defaults, subtree(positions, '/defaults'), ctx);
+  if (isRecord(defaults)) applyDefaults(entries, defaults, subtree(positions, '/defaults'), ctx);
   return entries;
 }
 
 /** Fields of `defaults` that a route does not set are copied into it, positions included. */
 function applyDefaults(entries: RouteEntry[], defaults: Record<string, unknown>, defaultsPos: PosMap, ctx: LoadContext): void {
-  if ('include' in defaults) {
+  if (Object.hasOwn(defaults, 'include')) {
     const p = defaultsPos.get('/include');
     ctx.issues.push(issueAt(p?.key ?? p ?? ctx.rootPos, 'defaults.include', 'defaults cannot contain include'));
     return;

@@ -30,8 +30,8 @@ export interface ParsedYaml {
   /** syntax errors, or problems found while walking (unknown alias, complex key) */
   issues: ConfigIssue[];
   warnings: ConfigIssue[];
-  /** true when the YAML itself is broken: the value is then unusable */
-  syntaxError: boolean;
+  /** true when the YAML is broken (or an alias bomb): there is no value to check further */
+  unusable: boolean;
 }
 
 /** More nodes than this means an alias bomb ("billion laughs"), not a configuration. */
@@ -119,19 +119,18 @@ export function parseYaml(src: string, file: string): ParsedYaml {
   const warnings = doc.warnings.map((w) => issue(at(w.pos[0]), '', w.message));
   if (doc.errors.length > 0) {
     const issues = doc.errors.map((e) => issue(at(e.pos[0]), '', e.message + flowHint(src, e.pos[0])));
-    return { value: undefined, positions: new Map(), issues, warnings, syntaxError: true };
+    return { value: undefined, positions: new Map(), issues, warnings, unusable: true };
   }
   const walker = new Walker(doc, at);
-  let value: unknown;
   try {
-    value = walker.walk(doc.contents, '', undefined);
+    const value = walker.walk(doc.contents, { pointer: '', field: '' });
+    if (doc.contents === null) walker.positions.set('', at(0));
+    return { value, positions: walker.positions, issues: walker.issues, warnings, unusable: false };
   } catch (err) {
     if (!(err instanceof TooLarge)) throw err;
-    walker.issues.push(issue(at(0), '', `the document expands to more than ${MAX_NODES} nodes (alias loop?)`));
-    value = undefined;
+    const issues = [issue(at(0), '', `the document has more than ${MAX_NODES} nodes once aliases are expanded`)];
+    return { value: undefined, positions: new Map(), issues, warnings, unusable: true };
   }
-  if (doc.contents === null) walker.positions.set('', at(0));
-  return { value, positions: walker.positions, issues: walker.issues, warnings, syntaxError: false };
 }
 
 function issue(p: Pos, field: string, message: string): ConfigIssue {
@@ -148,6 +147,13 @@ function flowHint(src: string, offset: number): string {
 
 class TooLarge extends Error {}
 
+/** Where a node sits: its pointer, its dotted field path and, in a mapping, its key's position. */
+interface Site {
+  pointer: string;
+  field: string;
+  key?: Pos;
+}
+
 class Walker {
   readonly positions: PosMap = new Map();
   readonly issues: ConfigIssue[] = [];
@@ -160,56 +166,59 @@ class Walker {
     private readonly at: (offset: number) => Pos,
   ) {}
 
-  walk(node: unknown, pointer: string, key: Pos | undefined): unknown {
+  walk(node: unknown, site: Site): unknown {
     if (++this.count > MAX_NODES) throw new TooLarge();
     if (node === null || node === undefined) return null;
-    if (isAlias(node)) return this.alias(node.resolve(this.doc), node.source, node.range?.[0] ?? 0, pointer, key);
+    if (isAlias(node)) return this.alias(node.resolve(this.doc), node.source, node.range?.[0] ?? 0, site);
     if (!isScalar(node) && !isMap(node) && !isSeq(node)) return null;
-    this.record(pointer, node.range?.[0] ?? 0, key);
+    this.record(site, node.range?.[0] ?? 0);
     if (isScalar(node)) return scalarValue(node);
     this.stack.add(node);
     try {
-      return isMap(node) ? this.map(node.items, pointer) : node.items.map((item, i) => this.walk(item, childPointer(pointer, i), undefined));
+      return isMap(node) ? this.map(node.items, site) : node.items.map((item, i) => this.walk(item, { pointer: childPointer(site.pointer, i), field: `${site.field}[${i}]` }));
     } finally {
       this.stack.delete(node);
     }
   }
 
-  private alias(target: YamlNode | undefined, name: string, offset: number, pointer: string, key: Pos | undefined): unknown {
-    const here = this.at(offset);
+  private alias(target: YamlNode | undefined, name: string, offset: number, site: Site): unknown {
     if (!target || this.stack.has(target)) {
       const why = target ? `alias *${name} refers to a node that contains it` : `unknown alias *${name} (the anchor &${name} must come first)`;
-      this.issues.push(issue(here, '', why));
+      this.issues.push(issue(this.at(offset), site.field, why));
       return null;
     }
-    const value = this.walk(target, pointer, key);
+    const value = this.walk(target, site);
     // report the value where it is used, not where the anchor was defined
-    this.record(pointer, offset, key);
+    this.record(site, offset);
     return value;
   }
 
-  private map(pairs: ReadonlyArray<{ key: unknown; value: unknown }>, pointer: string): Record<string, unknown> {
+  private map(pairs: ReadonlyArray<{ key: unknown; value: unknown }>, site: Site): Record<string, unknown> {
     const obj: Record<string, unknown> = {};
     for (const pair of pairs) {
       if (!isScalar(pair.key)) {
-        this.issues.push(issue(this.at(offsetOf(pair.key) ?? offsetOf(pair.value) ?? 0), '', 'mapping keys must be plain strings'));
+        this.issues.push(issue(this.at(offsetOf(pair.key) ?? offsetOf(pair.value) ?? 0), site.field, 'mapping keys must be plain strings'));
         continue;
       }
       const name = String(pair.key.value);
-      const keyPos = this.at(pair.key.range?.[0] ?? 0);
-      const value = this.walk(pair.value, childPointer(pointer, name), keyPos);
+      const child: Site = {
+        pointer: childPointer(site.pointer, name),
+        field: site.field === '' ? name : `${site.field}.${name}`,
+        key: this.at(pair.key.range?.[0] ?? 0),
+      };
+      const value = this.walk(pair.value, child);
       // `key:` or `key: ~` means "not set", so that defaults apply (and a section whose
       // entries are all commented out is simply empty)
-      if (value === null) this.positions.delete(childPointer(pointer, name));
+      if (value === null) this.positions.delete(child.pointer);
       else setOwn(obj, name, value);
     }
     return obj;
   }
 
-  private record(pointer: string, offset: number, key: Pos | undefined): void {
+  private record(site: Site, offset: number): void {
     const p: NodePos = this.at(offset);
-    if (key) p.key = key;
-    this.positions.set(pointer, p);
+    if (site.key) p.key = site.key;
+    this.positions.set(site.pointer, p);
   }
 }
 

@@ -1,0 +1,141 @@
+// The `keygate` command as scripts use it: the real binary in a child process.
+
+import { execFile } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { request } from 'undici';
+import { startStack } from './helpers.js';
+
+const BIN = fileURLToPath(new URL('../bin/keygate.js', import.meta.url));
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+if (!existsSync(join(ROOT, 'dist/cli.js'))) {
+  t.fail('dist/ is missing: run "npm run build" (npm test does it first)');
+}
+
+function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, ...env } }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+t.test('--help lists every command', async (t) => {
+  const r = await run(['--help']);
+  t.equal(r.code, 0);
+  for (const cmd of ['serve', 'check', 'routes explain', 'keys create', 'keys list', 'keys show', 'keys update', 'activate|deactivate|regenerate|delete', 'demo']) {
+    t.match(r.stdout, cmd);
+  }
+});
+
+t.test('check: summary for a good file, positions and exit 1 for a bad one', async (t) => {
+  const ok = await run(['check', '-c', 'gateway.example.yaml']);
+  t.equal(ok.code, 0, ok.stderr);
+  t.match(ok.stdout, /gateway\.example\.yaml: OK/);
+  t.match(ok.stdout, /routes:\s+14 /);
+  t.notMatch(ok.stdout, /upstream-secret/);
+
+  const dir = t.testdir({
+    'bad.yaml': 'upstreams:\n  - name: dagu\n    api_base_url: http://127.0.0.1:1\n    auth_type: token\n    auth_token: ${NOPE_NOT_SET}\nroutes:\n  - { path: /x, upstream: dagu, role: boss }\n',
+  });
+  const bad = await run(['check', '-c', join(dir, 'bad.yaml')]);
+  t.equal(bad.code, 1);
+  t.match(bad.stderr, /bad\.yaml:5:17: upstreams\[0\]\.auth_token: environment variable NOPE_NOT_SET is not set/);
+  t.match(bad.stderr, /bad\.yaml:7:\d+: routes\[0\]\.role: must be one of/);
+});
+
+t.test('routes explain: route, requirements and upstream URL; 404 and 400 cases exit 1', async (t) => {
+  const r = await run(['routes', 'explain', '-c', 'gateway.example.yaml', 'POST', '/api/v1/dags/deploy/start?x=1', '--json']);
+  t.equal(r.code, 0, r.stderr);
+  const e = JSON.parse(r.stdout);
+  t.match(e, { matched: true, auth: 'required', surface: 'rest_api', role: 'operator', upstream: 'dagu', params: { fileName: 'deploy' } });
+  t.equal(e.upstream_url, 'http://127.0.0.1:8090/api/v1/dags/deploy/start?x=1');
+  const text = await run(['routes', 'explain', '-c', 'gateway.example.yaml', 'GET', '/api/v1/workflows']);
+  t.match(text.stdout, /scopes:\s+workflows/);
+  t.match(text.stdout, /workspace:\s+the key's workspace/);
+  const none = await run(['routes', 'explain', '-c', 'gateway.example.yaml', 'DELETE', '/api/v1/dags']);
+  t.equal(none.code, 1);
+  t.match(none.stdout, /no route: DELETE \/api\/v1\/dags gets 404/);
+  const bad = await run(['routes', 'explain', '-c', 'gateway.example.yaml', 'GET', '/api/v1/dags%2F..%2Fadmin']);
+  t.equal(bad.code, 1);
+  t.match(bad.stdout, /refused with 400: encoded slash/);
+});
+
+t.test('keys: create, list, show, update, deactivate, regenerate, delete; secrets only at create/regenerate', async (t) => {
+  const dir = t.testdir();
+  const cfg = join(dir, 'gw.yaml');
+  writeFileSync(cfg, 'store: { keys: "sqlite:./k.db" }\nkeys: { prefix: kg_, rate_limit: { default: 30, min: 1, max: 100 } }\n');
+  const c = ['-c', cfg];
+
+  const created = await run(['keys', 'create', ...c, '--name', 'ci', '--scopes', 'workflows', '--role', 'operator', '--description', 'CI runner', '--json']);
+  t.equal(created.code, 0, created.stderr);
+  const { apiKey, key: secret } = JSON.parse(created.stdout);
+  t.match(secret, /^kg_[0-9A-Za-z]{43}$/);
+  t.match(apiKey, { name: 'ci', scopes: ['workflows'], role: 'operator', rateLimit: 30, isActive: true, prefix: secret.slice(0, 8) });
+  t.equal(apiKey.digest, undefined);
+
+  const human = await run(['keys', 'create', ...c, '--name', 'bot', '--grant', 'ops:developer', '--expires-at', '2099-01-31']);
+  t.equal(human.code, 0, human.stderr);
+  t.match(human.stdout, /only time the full key is shown/);
+
+  const list = await run(['keys', 'list', ...c, '--json']);
+  t.equal(list.code, 0);
+  t.notOk(list.stdout.includes(secret), 'list never prints a secret');
+  t.notOk(list.stdout.includes('digest'), 'nor a digest');
+  const keys = JSON.parse(list.stdout).apiKeys;
+  t.same(keys.map((k: { name: string }) => k.name).sort(), ['bot', 'ci']);
+  t.same(keys.find((k: { name: string }) => k.name === 'bot').workspaceAccess, { all: false, grants: [{ workspace: 'ops', role: 'developer' }] });
+  t.equal(keys.find((k: { name: string }) => k.name === 'bot').expiresAt, '2099-01-31T00:00:00.000Z');
+
+  const table = await run(['keys', 'list', ...c]);
+  t.match(table.stdout, /NAME\s+KEY\s+STATUS/);
+  t.match(table.stdout, new RegExp(`ci\\s+${secret.slice(0, 8)}…\\s+active\\s+workflows\\s+operator\\s+30/min\\s+0\\s+Never`));
+
+  const badLimit = await run(['keys', 'update', ...c, 'ci', '--rate-limit', '500']);
+  t.equal(badLimit.code, 1);
+  t.match(badLimit.stderr, /rateLimit: must be a whole number of requests per minute from 1 to 100/);
+  const badScope = await run(['keys', 'create', ...c, '--name', 'x', '--scopes', 'everything']);
+  t.equal(badScope.code, 1);
+  t.match(badScope.stderr, /scopes: "everything" is not one of agents, workflows/);
+  const dup = await run(['keys', 'create', ...c, '--name', 'ci']);
+  t.equal(dup.code, 1);
+  t.match(dup.stderr, /already exists/);
+
+  const off = await run(['keys', 'deactivate', ...c, 'ci']);
+  t.match(off.stdout, /"ci" is now inactive/);
+  const show = await run(['keys', 'show', ...c, 'ci', '--json']);
+  t.equal(JSON.parse(show.stdout).apiKey.status, 'inactive');
+  t.notOk(show.stdout.includes(secret));
+
+  const regen = await run(['keys', 'regenerate', ...c, apiKey.id, '--json']);
+  const fresh = JSON.parse(regen.stdout).key;
+  t.match(fresh, /^kg_/);
+  t.not(fresh, secret);
+
+  const del = await run(['keys', 'delete', ...c, 'ci']);
+  t.equal(del.code, 0);
+  const missing = await run(['keys', 'show', ...c, 'ci']);
+  t.equal(missing.code, 1);
+  t.match(missing.stderr, /no API key with id or name "ci"/);
+});
+
+t.test('a key changed by the CLI is seen by a running gateway on its next request', async (t) => {
+  const dir = t.testdir();
+  const s = await startStack(dir);
+  t.teardown(() => s.close());
+  const cfg = join(dir, 'gateway.yaml');
+  const env = { DAGU_URL: s.dagu.url, DAGEN_URL: s.dagen.url, DAGU_TOKEN: 'x' };
+  const created = await run(['keys', 'create', '-c', cfg, '--name', 'cross', '--role', 'viewer', '--json'], env);
+  t.equal(created.code, 0, created.stderr);
+  const secret = JSON.parse(created.stdout).key;
+  const call = () => request(`${s.url}/api/v1/dags`, { headers: { 'x-api-key': secret } }).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }));
+  t.equal((await call()).status, 200, 'key created by another process works');
+  t.equal((await call()).status, 200, 'and is served from the cache');
+  t.equal((await run(['keys', 'deactivate', '-c', cfg, 'cross'], env)).code, 0);
+  const denied = await call();
+  t.equal(denied.status, 403, 'deactivation by the CLI applies to the very next request');
+  t.match(denied.body, /key_inactive/);
+});
