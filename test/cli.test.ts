@@ -17,7 +17,9 @@ if (!existsSync(join(ROOT, 'dist/cli.js'))) {
 
 function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, ...env } }, (err, stdout, stderr) => {
+    // NODE_OPTIONS would carry tap's TypeScript and coverage loaders into the child; the CLI is plain JS.
+    const childEnv = { ...process.env, NODE_OPTIONS: '', ...env };
+    execFile(process.execPath, [BIN, ...args], { cwd: ROOT, env: childEnv, timeout: 30_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
@@ -134,7 +136,8 @@ t.test('a key changed by the CLI is seen by a running gateway on its next reques
   const call = () => request(`${s.url}/api/v1/dags`, { headers: { 'x-api-key': secret } }).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }));
   t.equal((await call()).status, 200, 'key created by another process works');
   t.equal((await call()).status, 200, 'and is served from the cache');
-  t.equal((await run(['keys', 'deactivate', '-c', cfg, 'cross'], env)).code, 0);
+  const off = await run(['keys', 'deactivate', '-c', cfg, 'cross'], env);
+  t.equal(off.code, 0, off.stderr);
   const denied = await call();
   t.equal(denied.status, 403, 'deactivation by the CLI applies to the very next request');
   t.match(denied.body, /key_inactive/);

@@ -271,6 +271,13 @@ t.test('a __proto__ key is an unknown field, not a prototype', async (t) => {
   ]);
 });
 
+t.test('core tags are accepted silently; other YAML warnings are passed on', async (t) => {
+  const dir = t.testdir({ 'gateway.yaml': 'listen:\n  port: !!int 9000\n  host: !ip 0.0.0.0\n' });
+  const cfg = loadConfig(path.join(dir, 'gateway.yaml'), {});
+  t.equal(cfg.listen.port, 9000);
+  t.strictSame(cfg.warnings, [{ file: shown(path.join(dir, 'gateway.yaml')), line: 3, col: 9, field: '', message: 'Unresolved tag: !ip' }]);
+});
+
 t.test('resolveConfigPath', async (t) => {
   const root = t.testdir({ with: { 'gateway.yaml': '' }, without: {} });
   const dir = path.join(root, 'with');

@@ -60,7 +60,7 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
   const root = parsed.value;
   if (!isRecord(root)) {
     const what = root === null ? 'the file is empty' : 'the file is not a mapping';
-    ctx.issues.push(issueAt(ctx.rootPos, '', `${what}: expected a mapping with listen, admin, store, keys, upstreams, remote_nodes, routes, log`));
+    ctx.issues.push(issueAt(parsed.positions.get('') ?? ctx.rootPos, '', `${what}: expected a mapping with listen, admin, store, keys, upstreams, remote_nodes, routes, log`));
     throw ctx.error();
   }
   const positions = expandIncludes(root, parsed.positions, ctx);

@@ -37,6 +37,13 @@ export interface ParsedYaml {
 /** More nodes than this means an alias bomb ("billion laughs"), not a configuration. */
 const MAX_NODES = 100_000;
 
+/**
+ * The failsafe schema does not know !!int, !!float, !!bool or !!null and warns about
+ * them; the JSON schema's coercion gives such values their type anyway, so the
+ * warning would only confuse.
+ */
+const CORE_TAG = /^Unresolved tag: tag:yaml\.org,2002:(int|float|bool|null)$/;
+
 /** Plain scalars that YAML's core schema reads as null; a key with such a value counts as absent. */
 const NULL_WORDS = new Set(['', '~', 'null', 'Null', 'NULL']);
 
@@ -116,7 +123,7 @@ export function parseYaml(src: string, file: string): ParsedYaml {
   const lineCounter = new LineCounter();
   const doc = parseDocument(src, { lineCounter, prettyErrors: false, schema: 'failsafe' });
   const at = (offset: number): Pos => ({ file, ...lineCounter.linePos(offset) });
-  const warnings = doc.warnings.map((w) => issue(at(w.pos[0]), '', w.message));
+  const warnings = doc.warnings.filter((w) => !CORE_TAG.test(w.message)).map((w) => issue(at(w.pos[0]), '', w.message));
   if (doc.errors.length > 0) {
     const issues = doc.errors.map((e) => issue(at(e.pos[0]), '', e.message + flowHint(src, e.pos[0])));
     return { value: undefined, positions: new Map(), issues, warnings, unusable: true };
@@ -208,9 +215,9 @@ class Walker {
       };
       const value = this.walk(pair.value, child);
       // `key:` or `key: ~` means "not set", so that defaults apply (and a section whose
-      // entries are all commented out is simply empty)
-      if (value === null) this.positions.delete(child.pointer);
-      else setOwn(obj, name, value);
+      // entries are all commented out is simply empty); its position is kept, so that a
+      // problem in what the default fills in points at the key the user wrote
+      if (value !== null) setOwn(obj, name, value);
     }
     return obj;
   }
