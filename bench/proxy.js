@@ -259,12 +259,16 @@ async function main() {
       gateways[name] = await startGatewayChild(file);
     }
 
+    const idle0 = os.cpus().reduce((s, c) => s + c.times.user + c.times.nice + c.times.sys + c.times.irq, 0);
+    await new Promise((r) => setTimeout(r, 1000));
+    const busyBefore = Math.round((os.cpus().reduce((s, c) => s + c.times.user + c.times.nice + c.times.sys + c.times.irq, 0) - idle0) / 10);
     console.log('Keygate proxy benchmark');
     console.log(
       `  node ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim()}), load: autocannon ${await autocannonVersion()}, ` +
         `${CONNECTIONS} connections, ${WARMUP} s warmup + ${DURATION} s measured per phase, rounds ${ROUNDS}`,
     );
     console.log(`  processes: load generator (one child per phase) | gateway-log child pid ${gateways.log.pid} | gateway-nolog child pid ${gateways.nolog.pid} | echo upstream in the bench process pid ${process.pid}`);
+    console.log(`  machine busy before the run (1 s, other processes): ${busyBefore}% of one core${busyBefore >= 15 ? '  <- not quiet' : ''}`);
     console.log(`  target: GET ${TARGET} (route GET /api/v1/dags/{fileName}: key required, role operator; key role operator, X-API-Key)`);
     console.log(`  temp dir: ${tmp}${KEEP ? ' (kept)' : ' (removed at exit)'}; access log of the logging gateway: ${variants.log.log}`);
 
@@ -311,6 +315,11 @@ async function main() {
           `errors/non-2xx ${r.errors}/${r.non2xx}${r.timeouts ? ` (timeouts ${r.timeouts})` : ''}  ${Math.round(r.bytesPerResponse)} B/resp  ` +
           `cpu: load ${r.cpu.load}%, gateway ${t.gw ? r.cpu[t.gw === gateways.log ? 'gwLog' : 'gwNolog'] : '-'}%, upstream ${r.cpu.upstream}%, other processes ${r.cpu.other}%`,
       );
+      const gwCpu = t.gw ? r.cpu[t.gw === gateways.log ? 'gwLog' : 'gwNolog'] : null;
+      r.usPerReq = { gateway: gwCpu === null ? null : perReq(gwCpu, r.rps), upstream: perReq(r.cpu.upstream, r.rps), load: perReq(r.cpu.load, r.rps) };
+      console.log(
+        `      cpu per request: ${t.gw ? `gateway ${r.usPerReq.gateway} µs, ` : ''}upstream ${r.usPerReq.upstream} µs, load generator ${r.usPerReq.load} µs`,
+      );
     }
 
     // ---- close gateways (flushes the access log), then look at it
@@ -329,6 +338,8 @@ async function main() {
       p99: mean(rs.map((r) => r.p99)),
       errors: rs.reduce((s, r) => s + r.errors, 0),
       non2xx: rs.reduce((s, r) => s + r.non2xx, 0),
+      gwUsPerReq: rs[0].usPerReq.gateway === null ? null : Math.round(mean(rs.map((r) => r.usPerReq.gateway))),
+      upUsPerReq: Math.round(mean(rs.map((r) => r.usPerReq.upstream))),
     });
     const A = { baseline: agg(results.baseline), gateway: agg(results.gateway), 'gateway-nolog': agg(results['gateway-nolog']) };
     const base = A.baseline;
@@ -356,7 +367,11 @@ async function main() {
       if (i === 0) console.log('  ' + widths.map((w) => '-'.repeat(w)).join('  '));
     }
     const logCost = 1 - ratio(A.gateway.rps, A['gateway-nolog'].rps);
-    console.log(`  access log: costs ${fmt(logCost * 100, 1)}% throughput (gateway vs gateway-nolog); p50 ×${fmt(ratio(A.gateway.p50, A['gateway-nolog'].p50), 2)}, p99 ×${fmt(ratio(A.gateway.p99, A['gateway-nolog'].p99), 2)}`);
+    console.log(
+      `  CPU per request: upstream ${base.upUsPerReq} µs; gateway ${A.gateway.gwUsPerReq} µs with access log, ${A['gateway-nolog'].gwUsPerReq} µs without ` +
+        `(×${fmt(ratio(A.gateway.gwUsPerReq, base.upUsPerReq), 2)} / ×${fmt(ratio(A['gateway-nolog'].gwUsPerReq, base.upUsPerReq), 2)} the upstream's own cost)`,
+    );
+    console.log(`  access log: costs ${fmt(logCost * 100, 1)}% throughput (gateway vs gateway-nolog); p50 ×${fmt(ratio(A.gateway.p50, A['gateway-nolog'].p50), 2)}, p99 ×${fmt(ratio(A.gateway.p99, A['gateway-nolog'].p99), 2)}; gateway CPU per request ${signed((ratio(A.gateway.gwUsPerReq, A['gateway-nolog'].gwUsPerReq) - 1) * 100, 1)}%`);
     const all = Object.values(results).flat();
     const otherMax = Math.max(...all.map((r) => r.cpu.other));
     if (otherMax >= 15) {
@@ -375,10 +390,19 @@ async function main() {
       target: TARGET,
       baseline_runs_rps: bRps.map((x) => Math.round(x)),
       other_cpu_max_pct: otherMax,
+      busy_before_pct: busyBefore,
       ...Object.fromEntries(
         Object.entries(A).map(([name, a]) => [
           name.replace('-', '_'),
-          { rps: Math.round(a.rps), p50_ms: round(a.p50, 2), p99_ms: round(a.p99, 2), errors: a.errors, non2xx: a.non2xx },
+          {
+            rps: Math.round(a.rps),
+            p50_ms: round(a.p50, 2),
+            p99_ms: round(a.p99, 2),
+            errors: a.errors,
+            non2xx: a.non2xx,
+            ...(a.gwUsPerReq === null ? {} : { gateway_cpu_us_per_req: a.gwUsPerReq }),
+            upstream_cpu_us_per_req: a.upUsPerReq,
+          },
         ]),
       ),
       ratio: {
@@ -389,6 +413,7 @@ async function main() {
         nolog_p50: round(ratio(A['gateway-nolog'].p50, base.p50), 3),
         nolog_p99: round(ratio(A['gateway-nolog'].p99, base.p99), 3),
         log_cost_rps: round(logCost, 3),
+        log_cost_cpu_per_req: round(ratio(A.gateway.gwUsPerReq, A['gateway-nolog'].gwUsPerReq) - 1, 3),
       },
     };
     console.log(JSON.stringify(json));
@@ -512,6 +537,15 @@ async function autocannonVersion() {
   } catch {
     return '?';
   }
+}
+
+/** µs of CPU per request from a CPU share (% of one core) and a request rate */
+function perReq(cpuPct, rps) {
+  return rps > 0 ? Math.round(((cpuPct / 100) * 1e6) / rps) : null;
+}
+
+function signed(x, digits) {
+  return Number.isFinite(x) ? (x >= 0 ? '+' : '') + x.toFixed(digits) : 'n/a';
 }
 
 function fmt(x, digits) {

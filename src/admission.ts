@@ -75,8 +75,8 @@ export class Admitter {
     if (credential.kind === 'invalid') return refuse(400, 'bad_request', credential.message, { path: target.path, route });
 
     const found = this.keys.lookup(digestSecret(credential.secret));
-    const finish = (access: KeyAccess | null): Outcome => this.authorise(match, target.path, target.query, upstreamTarget, access);
-    return found instanceof Promise ? found.then(finish) : finish(found);
+    if (found instanceof Promise) return found.then((access) => this.authorise(match, target.path, target.query, upstreamTarget, access));
+    return this.authorise(match, target.path, target.query, upstreamTarget, found);
   }
 
   private authorise(match: RouteMatch, path: string, query: string, upstreamTarget: string, access: KeyAccess | null): Outcome {

@@ -10,7 +10,7 @@ import { KeyService } from './keys/service.js';
 import { createLogger, type Logger } from './log.js';
 import { forwardHttp, type ForwardResult } from './proxy/forward.js';
 import { upstreamRequestHeaders, type Forwarding, type Identity } from './proxy/headers.js';
-import { Upstreams } from './proxy/upstream.js';
+import { Upstreams, type Upstream } from './proxy/upstream.js';
 import { WebSocketProxy } from './proxy/websocket.js';
 import { RouteTable } from './routes/table.js';
 import { UsageCounter } from './usage/counter.js';
@@ -64,7 +64,7 @@ export class Gateway {
     this.admitter = new Admitter(this.routes, this.keys, this.now);
     this.upstreams = new Upstreams(opts.config.upstreams);
     this.usage = new UsageCounter(this.keys.store, 1000, (err) => this.logger.error({ err }, 'usage flush failed; will retry'));
-    this.server = createServer({ keepAliveTimeout: 5_000, requestTimeout: 0 }, (req, res) => this.onRequest(req, res));
+    this.server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => this.onRequest(req, res));
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
     this.server.on('clientError', (_err: Error, socket: Duplex) => {
       if (socket.writable && !(socket as { _httpMessage?: unknown })._httpMessage) {
@@ -124,6 +124,14 @@ export class Gateway {
       this.access(req, o, o.status, started, -1);
       return;
     }
+    const { upstream, headers } = this.prepareForward(req, o);
+    forwardHttp(req, res, upstream, o.upstreamTarget, headers, sendError, (r: ForwardResult) => {
+      this.access(req, o, r.status, started, r.upstreamMs, r.error?.code);
+    });
+  }
+
+  /** Count the use and build what the upstream receives; shared by HTTP and WebSocket. */
+  private prepareForward(req: IncomingMessage, o: Admission): { upstream: Upstream; headers: Record<string, string | string[]> } {
     const upstream = this.upstreams.get(o.route.upstream.name);
     if (o.access) this.usage.record(o.access.key.id, this.now());
     const headers = upstreamRequestHeaders(
@@ -133,9 +141,7 @@ export class Gateway {
       this.identity(o),
       this.forwarding(req),
     );
-    forwardHttp(req, res, upstream, o.upstreamTarget, headers, sendError, (r: ForwardResult) => {
-      this.access(req, o, r.status, started, r.upstreamMs, r.error?.code);
-    });
+    return { upstream, headers };
   }
 
   private identity(o: Admission): Identity | undefined {
@@ -177,7 +183,8 @@ export class Gateway {
       key_id: key?.id,
       key_prefix: key?.prefix,
       status,
-      decision: o.forward ? (error ? 'upstream_error' : 'allowed') : (o.code),
+      decision: o.forward ? (error ? 'upstream_error' : 'allowed') : refusalDecision(o),
+      code: o.forward ? error : o.code,
       bytes_in: Number(req.headers['content-length'] ?? 0) || undefined,
       latency_ms: Math.round((performance.now() - started) * 100) / 100,
       upstream_ms: upstreamMs >= 0 ? Math.round(upstreamMs * 100) / 100 : undefined,
@@ -195,15 +202,7 @@ export class Gateway {
         this.access(req, o, o.status, started, -1);
         return;
       }
-      const upstream = this.upstreams.get(o.route.upstream.name);
-      if (o.access) this.usage.record(o.access.key.id, this.now());
-      const headers = upstreamRequestHeaders(
-        req.headers,
-        upstream.host,
-        o.route.config.auth === 'none' ? undefined : upstream.credential,
-        this.identity(o),
-        this.forwarding(req),
-      );
+      const { upstream, headers } = this.prepareForward(req, o);
       this.ws.forward(req, socket, head, upstream, o.upstreamTarget, headers, (failure) => {
         refuseUpgrade(socket, failure.status, failure.code, failure.message);
         this.access(req, o, failure.status, started, -1, failure.code);
@@ -236,6 +235,22 @@ export class Gateway {
       await new Promise<void>((resolve) => this.logger.flush(() => resolve()));
     })();
     return this.closing;
+  }
+}
+
+/** Bounded label for logs and (later) metrics: what kind of refusal this was. */
+function refusalDecision(o: Refusal): string {
+  if (o.route === undefined) return o.status === 404 ? 'no_route' : o.status === 400 ? 'bad_request' : 'error';
+  switch (o.status) {
+    case 401:
+      return 'unauthenticated';
+    case 403:
+    case 404:
+      return 'forbidden';
+    case 400:
+      return 'bad_request';
+    default:
+      return 'error';
   }
 }
 

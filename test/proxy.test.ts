@@ -285,6 +285,7 @@ t.test('usage is counted per allowed request and flushed on close; logs never ho
   const access = s2.logs.filter((l) => l.includes('"msg":"request"'));
   t.equal(access.length, 8, 'one access-log line per request');
   t.match(JSON.parse(access[0]!), { method: 'GET', path: '/api/v1/dags', status: 200, key_id: k.id, decision: 'allowed' });
+  t.match(JSON.parse(access[7]!), { path: '/api/v1/admin', status: 403, decision: 'forbidden', code: 'forbidden' });
   for (const line of [...s.logs, ...s2.logs]) {
     for (const secret of [...s.secrets, ...s2.secrets, 'upstream-dagu-token', 'upstream-dagen-key', 's3cret']) {
       if (line.includes(secret)) t.fail(`log line holds a secret: ${line}`);

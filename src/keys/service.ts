@@ -4,7 +4,7 @@
 
 import { randomUUID } from 'node:crypto';
 import type { KeysConfig } from '../config/types.js';
-import { LimitError, NotFoundError, ValidationError } from '../errors.js';
+import { ConflictError, LimitError, NotFoundError, ValidationError } from '../errors.js';
 import {
   accessOf,
   isRole,
@@ -43,7 +43,7 @@ export interface CreatedKey {
 }
 
 const WORKSPACE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
-const DATE_ONLY = /^\d{4}-\d{2}-\d{2}$/;
+const DATE_ONLY = /^(\d{4})-(\d{2})-(\d{2})$/;
 /** Bound on remembered unknown digests, so a flood of random keys cannot grow memory. */
 const MAX_UNKNOWN = 10_000;
 
@@ -89,6 +89,8 @@ function workspaceName(field: string, v: unknown): string {
   if (typeof v !== 'string' || !WORKSPACE_NAME.test(v)) {
     throw new ValidationError(field, 'must be a workspace name (letters, digits, "_", "-", "."; at most 128)');
   }
+  // "all" is how a request asks for every workspace; a grant of it could never be used.
+  if (v === 'all') throw new ValidationError(field, '"all" is reserved: use workspaceAccess {"all": true} for every workspace');
   return v;
 }
 
@@ -119,19 +121,38 @@ function workspaceAccess(v: unknown): WorkspaceAccess {
 }
 
 function rateLimit(v: unknown, limits: KeysConfig['rate_limit']): number {
-  const n = typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
+  const n = typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v;
   if (typeof n !== 'number' || !Number.isInteger(n) || n < limits.min || n > limits.max) {
     throw new ValidationError('rateLimit', `must be a whole number of requests per minute from ${limits.min} to ${limits.max}`);
   }
   return n;
 }
 
-/** ISO instant of an expiry given as a date (00:00 UTC of that day) or a date-time; must be in the future. */
+const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2})$/;
+
+/** Whether y-m-d names a real calendar day (Date.parse would roll 2031-02-30 over to March). */
+function realDay(y: string, m: string, d: string): boolean {
+  const t = new Date(Date.UTC(Number(y), Number(m) - 1, Number(d)));
+  return t.getUTCFullYear() === Number(y) && t.getUTCMonth() === Number(m) - 1 && t.getUTCDate() === Number(d);
+}
+
+/**
+ * ISO instant of an expiry given as a date (00:00 UTC of that day) or an ISO 8601 date-time with
+ * an explicit offset (never the server's local time); must be in the future.
+ */
 export function parseExpiry(v: unknown, nowMs: number): string | null {
   if (v === undefined || v === null || v === '') return null;
-  if (typeof v !== 'string') throw new ValidationError('expiresAt', 'must be a date (YYYY-MM-DD) or an ISO 8601 date-time');
-  const ms = Date.parse(DATE_ONLY.test(v) ? `${v}T00:00:00Z` : v);
-  if (Number.isNaN(ms)) throw new ValidationError('expiresAt', `"${v}" is not a date (YYYY-MM-DD) or an ISO 8601 date-time`);
+  const shape = 'must be a date (YYYY-MM-DD) or an ISO 8601 date-time with an offset (2031-01-31T12:00:00Z)';
+  if (typeof v !== 'string') throw new ValidationError('expiresAt', shape);
+  const date = DATE_ONLY.exec(v);
+  const dateTime = date ? null : DATE_TIME.exec(v);
+  const parts = date ?? dateTime;
+  if (!parts || !realDay(v.slice(0, 4), v.slice(5, 7), v.slice(8, 10))) throw new ValidationError('expiresAt', `"${v}" ${shape}`);
+  if (dateTime && (Number(dateTime[4]) > 23 || Number(dateTime[5]) > 59 || Number(dateTime[6] ?? 0) > 59)) {
+    throw new ValidationError('expiresAt', `"${v}" is not a valid time of day`);
+  }
+  const ms = Date.parse(date ? `${v}T00:00:00Z` : v);
+  if (Number.isNaN(ms)) throw new ValidationError('expiresAt', `"${v}" ${shape}`);
   if (ms <= nowMs) throw new ValidationError('expiresAt', 'must be in the future (a date after today)');
   return new Date(ms).toISOString();
 }
@@ -272,8 +293,14 @@ export class KeyService {
     return { key: publicKey(stored), secret };
   }
 
+  /** All keys, or the keys scoped to one workspace (bound to it or granted it). */
   async list(filter?: { workspace?: string }): Promise<ApiKey[]> {
-    return (await this.store.list(filter)).map(publicKey);
+    const keys = (await this.store.list()).map(publicKey);
+    const ws = filter?.workspace;
+    if (ws === undefined) return keys;
+    return keys.filter((k) =>
+      k.workspace !== null ? k.workspace === ws : k.workspaceAccess.grants.some((g) => g.workspace === ws),
+    );
   }
 
   /** A key by id, or by exact name (what a person at the CLI knows). */
@@ -287,8 +314,17 @@ export class KeyService {
     return key;
   }
 
+  /** A key that may be changed: keys declared in the YAML are changed there, not through the service. */
+  private async findChangeable(idOrName: string): Promise<StoredKey> {
+    const key = await this.find(idOrName);
+    if (key.managedBy === 'config') {
+      throw new ConflictError(`API key "${key.name}" is declared in the configuration file; change it there`);
+    }
+    return key;
+  }
+
   async update(idOrName: string, input: KeyInput, actor: string): Promise<ApiKey> {
-    const current = await this.find(idOrName);
+    const current = await this.findChangeable(idOrName);
     const patch: KeyPatch = {};
     if (input.name !== undefined) patch.name = str('name', input.name, 1, 100);
     if (input.description !== undefined) patch.description = optionalStr('description', input.description, 500) ?? '';
@@ -320,13 +356,13 @@ export class KeyService {
   }
 
   async setActive(idOrName: string, active: boolean, actor: string): Promise<ApiKey> {
-    const current = await this.find(idOrName);
+    const current = await this.findChangeable(idOrName);
     return this.apply(current.id, { isActive: active, updatedAt: new Date(this.now()).toISOString(), updatedBy: actor });
   }
 
   /** A new secret for the key; the old one stops working on the very next request. */
   async regenerate(idOrName: string, actor: string): Promise<CreatedKey> {
-    const current = await this.find(idOrName);
+    const current = await this.findChangeable(idOrName);
     const secret = generateSecret(this.config.prefix);
     const key = await this.apply(current.id, {
       digest: digestSecret(secret),
@@ -338,7 +374,7 @@ export class KeyService {
   }
 
   async delete(idOrName: string): Promise<ApiKey> {
-    const current = await this.find(idOrName);
+    const current = await this.findChangeable(idOrName);
     await this.store.delete(current.id);
     this.invalidate(current.id);
     return publicKey(current);

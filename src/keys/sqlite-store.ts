@@ -146,7 +146,6 @@ export class SqliteKeyStore implements KeyStore {
       byName: this.db.prepare<[string], Row>('SELECT * FROM api_keys WHERE name = ?'),
       byDigest: this.db.prepare<[string], Row>('SELECT * FROM api_keys WHERE digest = ?'),
       list: this.db.prepare<[], Row>('SELECT * FROM api_keys ORDER BY created_at, name'),
-      listWs: this.db.prepare<[string], Row>('SELECT * FROM api_keys WHERE workspace = ? ORDER BY created_at, name'),
       count: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM api_keys'),
       del: this.db.prepare<[string]>('DELETE FROM api_keys WHERE id = ?'),
       usage: this.db.prepare<[number, string, string, string]>(
@@ -204,9 +203,8 @@ export class SqliteKeyStore implements KeyStore {
     return row ? fromRow(row) : undefined;
   }
 
-  async list(filter?: { workspace?: string }): Promise<StoredKey[]> {
-    const rows = filter?.workspace !== undefined ? this.stmts.listWs.all(filter.workspace) : this.stmts.list.all();
-    return rows.map(fromRow);
+  async list(): Promise<StoredKey[]> {
+    return this.stmts.list.all().map(fromRow);
   }
 
   async count(): Promise<number> {

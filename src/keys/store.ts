@@ -43,7 +43,7 @@ export interface KeyStore {
   get(id: string): Promise<StoredKey | undefined>;
   getByName(name: string): Promise<StoredKey | undefined>;
   findByDigest(digest: string): Promise<StoredKey | undefined>;
-  list(filter?: { workspace?: string }): Promise<StoredKey[]>;
+  list(): Promise<StoredKey[]>;
   count(): Promise<number>;
   /** Add counts and move last-used forward (never back), all in one transaction. */
   addUsage(batch: ReadonlyMap<string, UsageDelta>): Promise<void>;

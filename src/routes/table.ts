@@ -3,7 +3,7 @@
 
 import { ROLE_RANK, SCOPE_BIT, SURFACE_BIT, type GatewayConfig, type RouteConfig, type UpstreamConfig } from '../config/types.js';
 import { ConfigError, type ConfigIssue } from '../errors.js';
-import { decodeSegmentValue } from './path.js';
+import { decodeSegmentValue, normaliseTarget } from './path.js';
 
 const enum Kind {
   Literal,
@@ -90,6 +90,12 @@ function compileRoute(cfg: RouteConfig, upstreams: ReadonlyMap<string, UpstreamC
     }
     if (part === '.' || part === '..' || !LITERAL.test(part)) {
       return fail('path', `segment "${part}" is not a literal, {param}, * or a final **`);
+    }
+    // Requests are matched after normalisation, so a literal must already be in normal form:
+    // "/%61dmin" would never match "/admin" and the route would silently protect nothing.
+    const normal = normaliseTarget('/' + part);
+    if (!normal.ok || normal.path !== '/' + part) {
+      return fail('path', `segment "${part}" is not in normal form${normal.ok ? ` (write "${normal.path.slice(1)}")` : ` (${normal.message})`}`);
     }
     segments.push({ kind: Kind.Literal, value: part });
   }
