@@ -1,11 +1,12 @@
 // The `keygate` command as scripts use it: the real binary in a child process.
 
-import { execFile } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { request } from 'undici';
+import { startEchoUpstream } from '../src/demo/echo-upstream.js';
 import { startStack } from './helpers.js';
 
 const BIN = fileURLToPath(new URL('../bin/keygate.js', import.meta.url));
@@ -141,4 +142,74 @@ t.test('a key changed by the CLI is seen by a running gateway on its next reques
   const denied = await call();
   t.equal(denied.status, 403, 'deactivation by the CLI applies to the very next request');
   t.match(denied.body, /key_inactive/);
+});
+
+/** Start the binary and wait until its log (stdout) or banner (stderr) shows `ready`. */
+function spawnUntil(args: string[], ready: RegExp, env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, NODE_OPTIONS: '', ...env } });
+  let out = '';
+  let err = '';
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const started = new Promise<string>((resolve, reject) => {
+    const check = () => {
+      const m = ready.exec(out + err);
+      if (m) resolve(m[1] ?? m[0]);
+    };
+    child.stdout.on('data', (d) => ((out += d), check()));
+    child.stderr.on('data', (d) => ((err += d), check()));
+    void exited.then((code) => reject(new Error(`exited ${code} before ready: ${err}`)));
+    setTimeout(() => reject(new Error(`not ready in 20 s: ${out} ${err}`)), 20_000).unref();
+  });
+  return { child, started, exited, output: () => out + err };
+}
+
+t.test('serve: SIGTERM drains, flushes usage and exits 0', async (t) => {
+  const dir = t.testdir();
+  const echo = await startEchoUpstream({ name: 'up' });
+  t.teardown(() => echo.close());
+  const cfg = join(dir, 'gw.yaml');
+  writeFileSync(
+    cfg,
+    `listen: { host: 127.0.0.1, port: 0 }\nstore: { keys: "sqlite:./k.db" }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes: [{ path: "/**", upstream: up }]\n`,
+  );
+  const created = await run(['keys', 'create', '-c', cfg, '--name', 'svc', '--json']);
+  const secret = JSON.parse(created.stdout).key;
+  const gw = spawnUntil(['serve', '-c', cfg], /"url":"(http:\/\/[^"]+)"/);
+  const url = await gw.started;
+  for (let i = 0; i < 5; i++) {
+    const r = await request(`${url}/x`, { headers: { 'x-api-key': secret } });
+    await r.body.dump();
+    t.equal(r.statusCode, 200);
+  }
+  gw.child.kill('SIGTERM');
+  t.equal(await gw.exited, 0, 'exit status 0');
+  t.match(gw.output(), /shutting down/);
+  t.notOk(gw.output().includes(secret), 'the secret is not in the log');
+  const shown = JSON.parse((await run(['keys', 'show', '-c', cfg, 'svc', '--json'])).stdout).apiKey;
+  t.equal(shown.requestCount, 5, 'usage flushed before exit');
+});
+
+t.test('demo: echo upstreams behind the example config answer through the gateway', async (t) => {
+  const dir = t.testdir();
+  const cfg = join(dir, 'demo.yaml');
+  writeFileSync(cfg, readFileSync(join(ROOT, 'gateway.example.yaml'), 'utf8').replace('port: ${KEYGATE_PORT:-8080}', 'port: 0'));
+  const demo = spawnUntil(['demo', '-c', cfg], /gateway on (http:\/\/\S+);/);
+  t.teardown(() => {
+    demo.child.kill('SIGTERM');
+    return demo.exited;
+  });
+  const url = await demo.started;
+  const secret = JSON.parse((await run(['keys', 'create', '-c', cfg, '--name', 'demo', '--scopes', 'workflows', '--role', 'operator', '--json'])).stdout).key;
+  const noKey = await request(`${url}/api/v1/dags`);
+  t.equal(noKey.statusCode, 401);
+  await noKey.body.dump();
+  const ok = await request(`${url}/api/v1/dags`, { headers: { 'x-api-key': secret } });
+  t.equal(ok.statusCode, 200);
+  const echoed = (await ok.body.json()) as { upstream: string; path: string; headers: Record<string, string> };
+  t.equal(echoed.upstream, 'dagu');
+  t.equal(echoed.path, '/api/v1/dags');
+  t.equal(echoed.headers['x-request-source'], 'external_api');
+  const chat = await request(`${url}/api/v1/agent/chat`, { method: 'POST', headers: { 'x-api-key': secret } });
+  t.equal(chat.statusCode, 403, 'workflows-only key refused on agent chat');
+  await chat.body.dump();
 });

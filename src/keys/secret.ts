@@ -2,7 +2,7 @@
 // The digest is a domain-separated SHA-256, so a lookup is one indexed equality query and a
 // digest leaked from one system cannot be replayed as a digest of another.
 
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 
 const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 /** 62^43 > 2^256, so 43 base62 digits hold any 32-byte value; padding keeps the length fixed. */
@@ -33,11 +33,4 @@ export function digestSecret(secret: string): string {
 /** What list output shows instead of the secret, e.g. "dg_7Qx2a". */
 export function displayPrefix(secret: string): string {
   return secret.slice(0, DISPLAY_PREFIX_LENGTH);
-}
-
-/** Constant-time equality of two hex digests (or any two strings of equal length). */
-export function sameDigest(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
 }
