@@ -119,7 +119,7 @@ t.test('keys: create, list, show, update, deactivate, regenerate, delete; secret
   t.not(fresh, secret);
 
   const del = await run(['keys', 'delete', ...c, 'ci']);
-  t.equal(del.code, 0);
+  t.equal(del.code, 0, del.stderr);
   const missing = await run(['keys', 'show', ...c, 'ci']);
   t.equal(missing.code, 1);
   t.match(missing.stderr, /no API key with id or name "ci"/);
