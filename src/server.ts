@@ -12,6 +12,10 @@ import { forwardHttp, type ForwardResult } from './proxy/forward.js';
 import { upstreamRequestHeaders, type Forwarding, type Identity } from './proxy/headers.js';
 import { Upstreams, type Upstream } from './proxy/upstream.js';
 import { WebSocketProxy } from './proxy/websocket.js';
+import { KeyRateLimiter, UNAVAILABLE } from './limits/limiter.js';
+import { rateLimitHeaders } from './limits/headers.js';
+import { openRateLimiter, type OpenedLimiter } from './limits/open.js';
+import type { LimitDecision } from './limits/window.js';
 import { RouteTable } from './routes/table.js';
 import { UsageCounter } from './usage/counter.js';
 
@@ -50,6 +54,8 @@ export class Gateway {
   private readonly upstreams: Upstreams;
   private readonly ws = new WebSocketProxy();
   private readonly usage: UsageCounter;
+  private readonly limits: OpenedLimiter;
+  private readonly limiter: KeyRateLimiter;
   private readonly now: () => number;
   private readonly ownsKeys: boolean;
   private closing: Promise<void> | undefined;
@@ -63,6 +69,8 @@ export class Gateway {
     this.routes = RouteTable.compile(opts.config);
     this.admitter = new Admitter(this.routes, this.keys, this.now);
     this.upstreams = new Upstreams(opts.config.upstreams);
+    this.limits = openRateLimiter(opts.config, this.logger, this.now);
+    this.limiter = this.limits.limiter;
     this.usage = new UsageCounter(this.keys.store, 1000, (err) => this.logger.error({ err }, 'usage flush failed; will retry'));
     this.server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => this.onRequest(req, res));
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
@@ -124,6 +132,45 @@ export class Gateway {
       this.access(req, o, o.status, started, -1);
       return;
     }
+    if (o.access === undefined) {
+      this.forward(req, res, o, started);
+      return;
+    }
+    // Stage 7: the key's rate limit, after authorisation and before the upstream sees anything.
+    this.limiter.check(o.access.key.id, o.access.key.rateLimit).then(
+      (d) => {
+        const refusal = this.limitRefusal(o, d);
+        if (refusal !== undefined) {
+          sendError(res, refusal.status, refusal.code, refusal.message, refusal.headers);
+          req.resume();
+          this.access(req, refusal, refusal.status, started, -1);
+          return;
+        }
+        const headers = rateLimitHeaders(d as LimitDecision);
+        for (const name in headers) res.setHeader(name, headers[name]!);
+        this.forward(req, res, o, started);
+      },
+      (err) => this.internalError(req, res, started, err),
+    );
+  }
+
+  /** The 429 (or 503 when the limit store is down under the deny policy) for a decision, if any. */
+  private limitRefusal(o: Admission, d: LimitDecision | typeof UNAVAILABLE): Refusal | undefined {
+    const base = { forward: false as const, path: o.path, route: o.route, access: o.access };
+    if (d === UNAVAILABLE) {
+      return { ...base, status: 503, code: 'unavailable', message: 'rate limits cannot be checked right now (rate-limit store unreachable); retry shortly', headers: { 'retry-after': '1' } };
+    }
+    if (d.allowed) return undefined;
+    return {
+      ...base,
+      status: 429,
+      code: 'rate_limited',
+      message: `rate limit of ${d.limit} requests per minute exceeded; retry in ${d.retryAfterSeconds} s`,
+      headers: rateLimitHeaders(d),
+    };
+  }
+
+  private forward(req: IncomingMessage, res: ServerResponse, o: Admission, started: number): void {
     const { upstream, headers } = this.prepareForward(req, o);
     forwardHttp(req, res, upstream, o.upstreamTarget, headers, sendError, (r: ForwardResult) => {
       this.access(req, o, r.status, started, r.upstreamMs, r.error?.code);
@@ -202,6 +249,22 @@ export class Gateway {
         this.access(req, o, o.status, started, -1);
         return;
       }
+      if (o.access !== undefined) {
+        const access = o.access;
+        this.limiter.check(access.key.id, access.key.rateLimit).then(
+          (d) => {
+            const refusal = this.limitRefusal(o, d);
+            if (refusal === undefined) return upgrade(o);
+            refuseUpgrade(socket, refusal.status, refusal.code, refusal.message, refusal.headers);
+            this.access(req, refusal, refusal.status, started, -1);
+          },
+          () => refuseUpgrade(socket, 503, 'unavailable', 'rate limits cannot be checked right now'),
+        );
+        return;
+      }
+      upgrade(o);
+    };
+    const upgrade = (o: Admission): void => {
       const { upstream, headers } = this.prepareForward(req, o);
       this.ws.forward(req, socket, head, upstream, o.upstreamTarget, headers, (failure) => {
         refuseUpgrade(socket, failure.status, failure.code, failure.message);
@@ -230,6 +293,7 @@ export class Gateway {
       clearTimeout(timer);
       this.ws.close();
       await this.usage.stop();
+      await this.limits.close();
       await this.upstreams.close();
       if (this.ownsKeys) await this.keys.store.close();
       await new Promise<void>((resolve) => this.logger.flush(() => resolve()));
@@ -249,6 +313,8 @@ function refusalDecision(o: Refusal): string {
       return 'forbidden';
     case 400:
       return 'bad_request';
+    case 429:
+      return 'rate_limited';
     default:
       return 'error';
   }

@@ -362,7 +362,7 @@ interface RawRoute {
 interface RawConfig {
   listen: ListenConfig;
   admin: { host: string; port: number; token?: string; enabled: boolean };
-  store: { keys: string; rate_limits: string };
+  store: { keys: string; rate_limits: string; rate_limits_fallback: 'memory' | 'allow' | 'deny' };
   keys: KeysConfig;
   upstreams: UpstreamConfig[];
   remote_nodes: UpstreamConfig[];
@@ -578,7 +578,7 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
     file,
     listen: compact({ host: listen.host, port: listen.port, trust_forwarded: listen.trust_forwarded, public_url: listen.public_url }),
     admin: compact({ host: admin.host, port: admin.port, token: admin.token || undefined, enabled: admin.enabled }),
-    store: { keys: resolveSqlite(raw.store.keys, dir), rate_limits: raw.store.rate_limits },
+    store: { keys: resolveSqlite(raw.store.keys, dir), rate_limits: raw.store.rate_limits, rate_limits_fallback: raw.store.rate_limits_fallback },
     keys: compact({ prefix: keys.prefix, rate_limit: { ...keys.rate_limit }, max_keys: keys.max_keys }),
     upstreams: raw.upstreams.map(normaliseServer),
     remote_nodes: raw.remote_nodes.map(normaliseServer),

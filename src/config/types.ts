@@ -104,7 +104,7 @@ export interface GatewayConfig {
   file: string;
   listen: ListenConfig;
   admin: { host: string; port: number; token?: string; enabled: boolean };
-  store: { keys: string; rate_limits: string };
+  store: { keys: string; rate_limits: string; rate_limits_fallback: 'memory' | 'allow' | 'deny' };
   keys: KeysConfig;
   upstreams: UpstreamConfig[];
   remote_nodes: UpstreamConfig[];

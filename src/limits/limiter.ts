@@ -1,0 +1,122 @@
+// Per-key rate limiting composed over rate-limiter-flexible: RLF keeps one atomic counter per
+// (key, 5-second bucket) in memory or Redis; this module adds the sliding window (window.ts) and
+// what to do when the shared store fails.
+
+import { RateLimiterMemory, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { BUCKETS, BUCKET_MS, bucketOf, evaluate, type LimitDecision } from './window.js';
+
+/** When the shared store fails: per-instance memory limits, let everything through, or refuse (503). */
+export type FallbackPolicy = 'memory' | 'allow' | 'deny';
+
+/** The store could not be asked and the policy is "deny". */
+export const UNAVAILABLE = 'unavailable' as const;
+
+/** Bucket counters live a little longer than the 65 s they can be counted for. */
+const COUNTER_TTL_SECONDS = Math.ceil(((BUCKETS + 2) * BUCKET_MS) / 1000);
+/** RLF refuses past `points`; the limit is applied here instead, so it must never bind. */
+const NO_CAP = 1_000_000_000;
+
+export function counterStore(): RateLimiterMemory {
+  return new RateLimiterMemory({ points: NO_CAP, duration: COUNTER_TTL_SECONDS, keyPrefix: 'kg_rl' });
+}
+
+interface ClosedBuckets {
+  /** the bucket during which `counts` was assembled */
+  bucket: number;
+  /** counts of buckets bucket-1 … bucket-BUCKETS (newest first), final once closed */
+  counts: number[];
+}
+
+export interface LimiterEvents {
+  /** the shared store failed (degraded = true) or answered again (false) */
+  onSwitch?(degraded: boolean, err?: unknown): void;
+}
+
+export class KeyRateLimiter {
+  private readonly closed = new Map<string, ClosedBuckets>();
+  private readonly fallback: KeyRateLimiter | undefined;
+  private degraded = false;
+  /** times the limiter switched to or from its fallback */
+  switches = 0;
+  /** store errors seen */
+  storeErrors = 0;
+
+  constructor(
+    private readonly store: RateLimiterAbstract,
+    private readonly policy: FallbackPolicy = 'memory',
+    private readonly events: LimiterEvents = {},
+    private readonly now: () => number = Date.now,
+  ) {
+    // A memory store cannot fail; a shared one falls back to per-instance memory counters.
+    this.fallback = store instanceof RateLimiterMemory || policy !== 'memory' ? undefined : new KeyRateLimiter(counterStore(), 'allow', {}, now);
+  }
+
+  get isDegraded(): boolean {
+    return this.degraded;
+  }
+
+  /** Count one request of `keyId` against `limit` per minute; a denied request is not counted. */
+  async check(keyId: string, limit: number): Promise<LimitDecision | typeof UNAVAILABLE> {
+    try {
+      const decision = await this.checkStore(keyId, limit);
+      if (this.degraded) this.switchTo(false);
+      return decision;
+    } catch (err) {
+      this.storeErrors++;
+      if (!this.degraded) this.switchTo(true, err);
+      if (this.policy === 'deny') return UNAVAILABLE;
+      if (this.fallback) return this.fallback.check(keyId, limit);
+      return { allowed: true, limit, remaining: limit, resetSeconds: 0, retryAfterSeconds: 0 };
+    }
+  }
+
+  private switchTo(degraded: boolean, err?: unknown): void {
+    this.degraded = degraded;
+    this.switches++;
+    this.events.onSwitch?.(degraded, err);
+  }
+
+  private async checkStore(keyId: string, limit: number): Promise<LimitDecision> {
+    const now = this.now();
+    const bucket = bucketOf(now);
+    const counter = `${keyId}:${bucket}`;
+    const [current, closed] = await Promise.all([this.consume(counter), this.closedBuckets(keyId, bucket)]);
+    const decision = evaluate(limit, current, closed, now - bucket * BUCKET_MS);
+    if (!decision.allowed) await this.store.reward(counter, 1);
+    return decision;
+  }
+
+  private async consume(counter: string): Promise<number> {
+    try {
+      return (await this.store.consume(counter, 1)).consumedPoints;
+    } catch (err) {
+      // RLF rejects with a RateLimiterRes past `points` (never, given NO_CAP) and with an Error on store failure.
+      if (err instanceof RateLimiterRes) return err.consumedPoints;
+      throw err;
+    }
+  }
+
+  /**
+   * Counts of the closed buckets. A bucket is read from the store once after it closed (other
+   * instances may have counted into it) and reused from then on: steady traffic costs one store
+   * operation per request, plus one read per key per bucket.
+   */
+  private async closedBuckets(keyId: string, bucket: number): Promise<number[]> {
+    const known = this.closed.get(keyId);
+    if (known !== undefined && known.bucket === bucket) return known.counts;
+    const counts = new Array<number>(BUCKETS);
+    const reads: Promise<void>[] = [];
+    for (let i = 0; i < BUCKETS; i++) {
+      const b = bucket - 1 - i;
+      // final if it was already closed when `known` was assembled
+      if (known !== undefined && b < known.bucket && b >= known.bucket - BUCKETS) {
+        counts[i] = known.counts[known.bucket - 1 - b]!;
+      } else {
+        reads.push(this.store.get(`${keyId}:${b}`).then((r) => void (counts[i] = r?.consumedPoints ?? 0)));
+      }
+    }
+    await Promise.all(reads);
+    this.closed.set(keyId, { bucket, counts });
+    return counts;
+  }
+}

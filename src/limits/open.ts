@@ -1,0 +1,70 @@
+// Builds the rate limiter a config names: in-process memory, or Redis shared by several instances.
+
+import { Redis } from 'ioredis';
+import { RateLimiterRedis } from 'rate-limiter-flexible';
+import type { GatewayConfig } from '../config/types.js';
+import type { Logger } from '../log.js';
+import { KeyRateLimiter, counterStore } from './limiter.js';
+import { BUCKETS, BUCKET_MS } from './window.js';
+
+export interface OpenedLimiter {
+  limiter: KeyRateLimiter;
+  close(): Promise<void>;
+}
+
+/** Hide the password of a redis:// URL in messages. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, '//***@');
+}
+
+/**
+ * A Redis client for the request path: commands fail at once while disconnected (no offline
+ * queue that would stall requests ~70 s) and it reconnects by itself in the background.
+ */
+export function requestPathRedis(url: string, logger: Logger, role: string): Redis {
+  const client = new Redis(url, {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: 500,
+    connectTimeout: 2000,
+    enableAutoPipelining: true,
+    retryStrategy: (times) => Math.min(100 * times, 2000),
+    lazyConnect: false,
+  });
+  let down = false;
+  client.on('error', (err) => {
+    if (!down) logger.warn({ err: err.message, store: redactUrl(url), role }, 'redis unreachable');
+    down = true;
+  });
+  client.on('ready', () => {
+    if (down) logger.info({ store: redactUrl(url), role }, 'redis reachable again');
+    down = false;
+  });
+  return client;
+}
+
+export function openRateLimiter(config: GatewayConfig, logger: Logger, now: () => number = Date.now): OpenedLimiter {
+  const spec = config.store.rate_limits;
+  if (spec === 'memory') return { limiter: new KeyRateLimiter(counterStore(), 'memory', {}, now), close: async () => {} };
+  const redis = requestPathRedis(spec, logger, 'rate_limits');
+  const store = new RateLimiterRedis({
+    storeClient: redis,
+    points: 1_000_000_000,
+    duration: Math.ceil(((BUCKETS + 2) * BUCKET_MS) / 1000),
+    keyPrefix: 'keygate:rl',
+    rejectIfRedisNotReady: true,
+  });
+  const limiter = new KeyRateLimiter(store, config.store.rate_limits_fallback, {
+    onSwitch: (degraded, err) => {
+      if (degraded) {
+        logger.warn({ err: err instanceof Error ? err.message : String(err), policy: config.store.rate_limits_fallback }, 'rate-limit store failed: using the fallback policy');
+      } else logger.info('rate-limit store answers again: shared limits restored');
+    },
+  }, now);
+  return {
+    limiter,
+    async close() {
+      redis.disconnect();
+    },
+  };
+}
