@@ -86,6 +86,7 @@ export class Gateway {
     const gw = new Gateway(opts);
     const { host } = opts.config.listen;
     const port = opts.port ?? opts.config.listen.port;
+    await gw.limits.ready;
     await new Promise<void>((resolve, reject) => {
       gw.server.once('error', reject);
       gw.server.listen(port, host, () => {
@@ -95,6 +96,11 @@ export class Gateway {
     });
     gw.usage.start();
     return gw;
+  }
+
+  /** Rate-limit store health, for tests and (later) metrics. */
+  get limiterState(): { degraded: boolean; switches: number; storeErrors: number } {
+    return { degraded: this.limiter.isDegraded, switches: this.limiter.switches, storeErrors: this.limiter.storeErrors };
   }
 
   get port(): number {

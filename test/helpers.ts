@@ -40,14 +40,22 @@ routes:
   - { path: "/down/**", upstream: down }
 `;
 
-export async function startStack(dir: string, opts: { routes?: string; upstreamTimeout?: number } = {}): Promise<Stack> {
+export interface StackOptions {
+  routes?: string;
+  upstreamTimeout?: number;
+  /** store.rate_limits, e.g. a test Redis URL */
+  rateLimits?: string;
+  rateLimitsFallback?: 'memory' | 'allow' | 'deny';
+}
+
+export async function startStack(dir: string, opts: StackOptions = {}): Promise<Stack> {
   const dagu = await startEchoUpstream({ name: 'dagu' });
   const dagen = await startEchoUpstream({ name: 'dagen' });
   const file = join(dir, 'gateway.yaml');
   writeFileSync(
     file,
     `listen: { host: 127.0.0.1, port: 8080 }
-store: { keys: "sqlite:./keys.db" }
+store: { keys: "sqlite:./keys.db", rate_limits: "${opts.rateLimits ?? 'memory'}", rate_limits_fallback: ${opts.rateLimitsFallback ?? 'memory'} }
 upstreams:
   - name: dagu
     api_base_url: \${DAGU_URL}/api/v1

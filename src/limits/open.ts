@@ -9,7 +9,28 @@ import { BUCKETS, BUCKET_MS } from './window.js';
 
 export interface OpenedLimiter {
   limiter: KeyRateLimiter;
+  /** settles when the store is reachable, or after a short wait (the gateway then starts degraded) */
+  ready: Promise<void>;
   close(): Promise<void>;
+}
+
+/** How long start-up waits for a shared store before serving on the fallback policy. */
+const STARTUP_WAIT_MS = 3000;
+
+/** Resolves when the client is ready or after `ms`; false when it was not ready in time. */
+export function waitReady(client: Redis, ms: number): Promise<boolean> {
+  if (client.status === 'ready') return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      client.off('ready', onReady);
+      resolve(false);
+    }, ms);
+    const onReady = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    client.once('ready', onReady);
+  });
 }
 
 /** Hide the password of a redis:// URL in messages. */
@@ -45,7 +66,7 @@ export function requestPathRedis(url: string, logger: Logger, role: string): Red
 
 export function openRateLimiter(config: GatewayConfig, logger: Logger, now: () => number = Date.now): OpenedLimiter {
   const spec = config.store.rate_limits;
-  if (spec === 'memory') return { limiter: new KeyRateLimiter(counterStore(), 'memory', {}, now), close: async () => {} };
+  if (spec === 'memory') return { limiter: new KeyRateLimiter(counterStore(), 'memory', {}, now), ready: Promise.resolve(), close: async () => {} };
   const redis = requestPathRedis(spec, logger, 'rate_limits');
   const store = new RateLimiterRedis({
     storeClient: redis,
@@ -61,8 +82,12 @@ export function openRateLimiter(config: GatewayConfig, logger: Logger, now: () =
       } else logger.info('rate-limit store answers again: shared limits restored');
     },
   }, now);
+  const ready = waitReady(redis, STARTUP_WAIT_MS).then((ok) => {
+    if (!ok) logger.warn({ store: redactUrl(spec), policy: config.store.rate_limits_fallback }, 'rate-limit store not reachable at start: serving on the fallback policy until it is');
+  });
   return {
     limiter,
+    ready,
     async close() {
       redis.disconnect();
     },
