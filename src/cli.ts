@@ -30,6 +30,8 @@ Commands:
   keys show   -c FILE ID|NAME [--json]
   keys update -c FILE ID|NAME [same flags as create] [--all-workspaces]
   keys activate|deactivate|regenerate|delete -c FILE ID|NAME [--json]
+  keys regenerate -c FILE ID|NAME [--grace-seconds N]
+                                         the old key keeps working N seconds (0-86400, default 0)
   demo      [-c FILE] [--port N]         run the gateway with a built-in echo server as every upstream
 
   -c, --config FILE   configuration (default ./gateway.yaml, else ./gateway.example.yaml)
@@ -61,6 +63,7 @@ const OPTIONS = {
   attribution: { type: 'string' },
   'service-account-name': { type: 'string' },
   'owner-user-id': { type: 'string' },
+  'grace-seconds': { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
@@ -150,7 +153,9 @@ function describeKey(k: ApiKey, nowMs: number): string {
 
 async function keysCommand(sub: string | undefined, args: string[], v: Values): Promise<number> {
   const config = load(v);
-  const service = new KeyService(openKeyStore(config.store.keys), config.keys);
+  const store = openKeyStore(config.store.keys, { redis: config.store.redis });
+  // the same audit trail as the admin API (GET /api/audit lists CLI changes too)
+  const service = new KeyService(store, config.keys, Date.now, { store });
   const now = Date.now();
   const target = (): string => {
     if (!args[0]) throw new UsageError(`keys ${sub} needs a key id or name`);
@@ -198,13 +203,15 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
         return 0;
       }
       case 'regenerate': {
-        const { key, secret } = await service.regenerate(target(), actor());
-        if (v.json) out(JSON.stringify({ apiKey: key, key: secret }, null, 2));
-        else out(`Regenerated "${key.name}". The old key stopped working.\n\n  ${secret}\n\nCopy it now: this is the only time the full key is shown.`);
+        const grace = v['grace-seconds'] !== undefined ? { graceSeconds: v['grace-seconds'] } : {};
+        const { key, secret, previousValidUntil } = await service.regenerate(target(), actor(), grace);
+        const old = previousValidUntil ? `The old key keeps working until ${previousValidUntil}, then stops by itself.` : 'The old key stopped working.';
+        if (v.json) out(JSON.stringify({ apiKey: key, key: secret, previousValidUntil }, null, 2));
+        else out(`Regenerated "${key.name}". ${old}\n\n  ${secret}\n\nCopy it now: this is the only time the full key is shown.`);
         return 0;
       }
       case 'delete': {
-        const key = await service.delete(target());
+        const key = await service.delete(target(), actor());
         out(v.json ? JSON.stringify({ deleted: key.id }) : `Deleted "${key.name}" (id ${key.id}). Every consumer of this key has lost access.`);
         return 0;
       }
@@ -228,9 +235,10 @@ function checkCommand(v: Values): number {
   const lines = [
     `${config.file}: OK`,
     `  listen:       ${config.listen.host}:${config.listen.port}`,
+    `  admin:        ${config.admin.enabled ? `${config.admin.host}:${config.admin.port} (${config.admin.token ? 'token set' : 'no token: admin keys only'})` : 'disabled'}`,
     `  key store:    ${config.store.keys}`,
     `  rate limits:  ${config.store.rate_limits}`,
-    `  keys:         prefix ${config.keys.prefix}, rate limit ${config.keys.rate_limit.default}/min (${config.keys.rate_limit.min}–${config.keys.rate_limit.max})${config.keys.max_keys ? `, at most ${config.keys.max_keys} keys` : ''}`,
+    `  keys:         prefix ${config.keys.prefix}, rate limit ${config.keys.rate_limit.default}/min (${config.keys.rate_limit.min}–${config.keys.rate_limit.max})${config.keys.max_keys ? `, at most ${config.keys.max_keys} keys` : ''}${config.keys.declared ? `, ${config.keys.declared.length} declared` : ''}`,
     `  upstreams:    ${config.upstreams.map((u) => `${u.name} → ${u.api_base_url} (auth ${u.auth_type})`).join('; ') || 'none'}`,
     `  remote nodes: ${config.remote_nodes.map((u) => u.name).join(', ') || 'none'}`,
     `  routes:       ${table.routes.length} (${[...bySurface].map(([s, n]) => `${n} ${s}`).join(', ')}; ${open} without auth)`,
@@ -294,7 +302,7 @@ async function serveCommand(v: Values, config: GatewayConfig, onStarted?: (gw: G
   const port = v.port !== undefined ? Number(v.port) : undefined;
   const gw = await Gateway.start({ config, ...(port !== undefined ? { port } : {}) });
   for (const w of config.warnings) gw.logger.warn({ file: w.file, line: w.line, col: w.col, field: w.field }, w.message);
-  gw.logger.info({ url: gw.url, config: config.file, routes: gw.routes.routes.length }, 'keygate listening');
+  gw.logger.info({ url: gw.url, admin_url: gw.adminUrl, config: config.file, routes: gw.routes.routes.length }, 'keygate listening');
   onStarted?.(gw);
   return new Promise<number>((resolve) => {
     const stop = (signal: string) => {
@@ -330,6 +338,7 @@ async function demoCommand(v: Values): Promise<number> {
         `  curl -i ${gw.url}/api/v1/dags                          # 401: no key`,
         `  curl -i -H "X-API-Key: <key>" ${gw.url}/api/v1/dags    # 200: echoed by the upstream`,
         `  curl -i -H "X-API-Key: <key>" -X POST ${gw.url}/api/v1/agent/chat   # 403: no agents scope`,
+        ...(gw.adminUrl ? [`  curl -s -H "Authorization: Bearer $KEYGATE_ADMIN_TOKEN" ${gw.adminUrl}/api/v1/api-keys   # admin API`] : []),
         '',
       ].join('\n'),
     );

@@ -37,9 +37,12 @@ export class ConfigError extends KeygateError {
 /** A key-service input that breaks a rule (bad name, scope, rate limit…). */
 export class ValidationError extends KeygateError {
   readonly field: string;
+  /** the message without the field, so an API can name the field in its own spelling */
+  readonly reason: string;
   constructor(field: string, message: string) {
     super('bad_request', 400, `${field}: ${message}`);
     this.field = field;
+    this.reason = message;
   }
 }
 

@@ -4,6 +4,7 @@ import { createServer, STATUS_CODES, type IncomingMessage, type Server, type Ser
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Admitter, type Admission, type Outcome, type Refusal } from './admission.js';
+import { AdminServer } from './admin/server.js';
 import { ROLES, type GatewayConfig } from './config/types.js';
 import { openKeyStore } from './keys/open.js';
 import { KeyService } from './keys/service.js';
@@ -27,6 +28,8 @@ export interface GatewayOptions {
   keys?: KeyService;
   /** listen on this port instead of config.listen.port (0 = any free port; tests) */
   port?: number;
+  /** admin listener on this port instead of config.admin.port (0 = any free port; tests) */
+  adminPort?: number;
   now?: () => number;
 }
 
@@ -49,6 +52,8 @@ export class Gateway {
   readonly keys: KeyService;
   readonly logger: Logger;
   readonly routes: RouteTable;
+  /** the admin listener (key APIs, audit, OpenAPI); undefined when admin.enabled is false */
+  readonly admin: AdminServer | undefined;
   private readonly server: Server;
   private readonly admitter: Admitter;
   private readonly upstreams: Upstreams;
@@ -65,7 +70,15 @@ export class Gateway {
     this.now = opts.now ?? Date.now;
     this.logger = opts.logger ?? createLogger(opts.config.log);
     this.ownsKeys = opts.keys === undefined;
-    this.keys = opts.keys ?? new KeyService(openKeyStore(opts.config.store.keys), opts.config.keys, this.now);
+    if (opts.keys) this.keys = opts.keys;
+    else {
+      const store = openKeyStore(opts.config.store.keys, { redis: opts.config.store.redis, onError: (err) => this.logger.warn({ err: err.message }, 'key store (redis) error') });
+      // every key change, whoever makes it, is logged and kept in the store's audit table
+      this.keys = new KeyService(store, opts.config.keys, this.now, { store, log: (record) => this.logger.info({ audit: record }, 'key change') });
+    }
+    this.admin = opts.config.admin.enabled
+      ? new AdminServer({ keys: this.keys, logger: this.logger, token: opts.config.admin.token, now: this.now })
+      : undefined;
     this.routes = RouteTable.compile(opts.config);
     this.admitter = new Admitter(this.routes, this.keys, this.now);
     this.upstreams = new Upstreams(opts.config.upstreams);
@@ -86,14 +99,23 @@ export class Gateway {
     const gw = new Gateway(opts);
     const { host } = opts.config.listen;
     const port = opts.port ?? opts.config.listen.port;
-    await gw.limits.ready;
-    await new Promise<void>((resolve, reject) => {
-      gw.server.once('error', reject);
-      gw.server.listen(port, host, () => {
-        gw.server.off('error', reject);
-        resolve();
+    try {
+      await gw.limits.ready;
+    await gw.keys.store.ready?.(3000).catch(() => gw.logger.warn('key store not reachable at start: cached keys only until it is'));
+      const synced = await gw.keys.syncDeclared();
+      if (synced.created + synced.updated + synced.deleted > 0) gw.logger.info(synced, 'keys declared in the config synced to the key store');
+      await new Promise<void>((resolve, reject) => {
+        gw.server.once('error', reject);
+        gw.server.listen(port, host, () => {
+          gw.server.off('error', reject);
+          resolve();
+        });
       });
-    });
+      await gw.admin?.listen(opts.adminPort ?? opts.config.admin.port, opts.config.admin.host);
+    } catch (err) {
+      await gw.close(0);
+      throw err;
+    }
     gw.usage.start();
     return gw;
   }
@@ -110,6 +132,11 @@ export class Gateway {
   get url(): string {
     const host = this.config.listen.host === '0.0.0.0' || this.config.listen.host === '::' ? '127.0.0.1' : this.config.listen.host;
     return `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
+  }
+
+  /** base URL of the admin listener; undefined when it is disabled */
+  get adminUrl(): string | undefined {
+    return this.admin?.url;
   }
 
   // ------------------------------------------------------------------ HTTP
@@ -292,6 +319,7 @@ export class Gateway {
   /** Stop accepting, let in-flight requests finish (up to drainMs), flush usage, close stores. */
   close(drainMs = 10_000): Promise<void> {
     this.closing ??= (async () => {
+      await this.admin?.close(drainMs);
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeIdleConnections();
       const timer = setTimeout(() => this.server.closeAllConnections(), drainMs);

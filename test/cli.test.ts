@@ -3,6 +3,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { request } from 'undici';
@@ -170,7 +171,7 @@ t.test('serve: SIGTERM drains, flushes usage and exits 0', async (t) => {
   const cfg = join(dir, 'gw.yaml');
   writeFileSync(
     cfg,
-    `listen: { host: 127.0.0.1, port: 0 }\nstore: { keys: "sqlite:./k.db" }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes: [{ path: "/**", upstream: up }]\n`,
+    `listen: { host: 127.0.0.1, port: 0 }\nadmin: { port: 0 }\nstore: { keys: "sqlite:./k.db" }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes: [{ path: "/**", upstream: up }]\n`,
   );
   const created = await run(['keys', 'create', '-c', cfg, '--name', 'svc', '--json']);
   const secret = JSON.parse(created.stdout).key;
@@ -192,7 +193,7 @@ t.test('serve: SIGTERM drains, flushes usage and exits 0', async (t) => {
 t.test('demo: echo upstreams behind the example config answer through the gateway', async (t) => {
   const dir = t.testdir();
   const cfg = join(dir, 'demo.yaml');
-  writeFileSync(cfg, readFileSync(join(ROOT, 'gateway.example.yaml'), 'utf8').replace('port: ${KEYGATE_PORT:-8080}', 'port: 0'));
+  writeFileSync(cfg, readFileSync(join(ROOT, 'gateway.example.yaml'), 'utf8').replace('port: ${KEYGATE_PORT:-8080}', 'port: 0').replace('port: 8081', 'port: 0'));
   const demo = spawnUntil(['demo', '-c', cfg], /gateway on (http:\/\/\S+);/);
   t.teardown(() => {
     demo.child.kill('SIGTERM');
@@ -212,4 +213,51 @@ t.test('demo: echo upstreams behind the example config answer through the gatewa
   const chat = await request(`${url}/api/v1/agent/chat`, { method: 'POST', headers: { 'x-api-key': secret } });
   t.equal(chat.statusCode, 403, 'workflows-only key refused on agent chat');
   await chat.body.dump();
+});
+
+t.test('keys regenerate --grace-seconds: the old key works through a running gateway until the grace ends; the CLI is audited', async (t) => {
+  const dir = t.testdir();
+  const token = 'cli-test-admin-token-0123456789';
+  const s = await startStack(dir, { adminToken: token });
+  t.teardown(() => s.close());
+  const cfg = join(dir, 'gateway.yaml');
+  const env = { DAGU_URL: s.dagu.url, DAGEN_URL: s.dagen.url, DAGU_TOKEN: 'x' };
+  const call = (secret: string) => request(`${s.url}/api/v1/dags`, { headers: { 'x-api-key': secret } }).then(async (r) => (await r.body.dump(), r.statusCode));
+  const created = await run(['keys', 'create', '-c', cfg, '--name', 'rotate', '--json'], env);
+  t.equal(created.code, 0, created.stderr);
+  const old: string = JSON.parse(created.stdout).key;
+  t.equal(await call(old), 200);
+
+  for (const bad of ['86401', '-1', 'soon']) {
+    const r = await run(['keys', 'regenerate', '-c', cfg, 'rotate', `--grace-seconds=${bad}`], env);
+    t.equal(r.code, 1, `--grace-seconds ${bad}: exit 1`);
+    t.match(r.stderr, /graceSeconds: must be a whole number of seconds from 0 to 86400/);
+  }
+  t.equal(await call(old), 200, 'a refused regenerate changed nothing');
+
+  const regen = await run(['keys', 'regenerate', '-c', cfg, 'rotate', '--grace-seconds', '2', '--json'], env);
+  t.equal(regen.code, 0, regen.stderr);
+  const { key: fresh, previousValidUntil } = JSON.parse(regen.stdout);
+  const until = Date.parse(previousValidUntil);
+  t.ok(until > Date.now() && until - Date.now() <= 2000, `previousValidUntil within 2 s (${previousValidUntil})`);
+  t.equal(await call(old), 200, 'the old key works during the grace, in a gateway that had it cached');
+  t.equal(await call(fresh), 200, 'the new one works at once');
+  await sleep(until - Date.now() + 200);
+  t.equal(await call(old), 401, 'the old key stops by itself');
+  t.equal(await call(fresh), 200);
+
+  const human = await run(['keys', 'regenerate', '-c', cfg, 'rotate', '--grace-seconds', '60'], env);
+  t.match(human.stdout, /The old key keeps working until \d{4}-\d\d-\d\dT[\d:.]+Z, then stops by itself\./);
+  const newest = /\n {2}(dg_\S+)\n/.exec(human.stdout)![1]!;
+  const now = await run(['keys', 'regenerate', '-c', cfg, 'rotate'], env);
+  t.match(now.stdout, /The old key stopped working\./);
+  t.equal(await call(newest), 401, 'without --grace-seconds the replaced key stops at once');
+
+  const res = await request(`${s.gateway.adminUrl}/api/audit`, { headers: { authorization: `Bearer ${token}` } });
+  const text = await res.body.text();
+  const records = JSON.parse(text).records as { action: string; actor: string; remote_address: string | null; details: Record<string, unknown> }[];
+  t.same(records.map((r) => r.action), ['regenerate', 'regenerate', 'regenerate', 'create'], 'the CLI changes are in the audit trail, refused ones are not');
+  for (const r of records) t.match(r, { actor: /^cli(:|$)/, remote_address: null });
+  t.match(records[2]!.details, { graceSeconds: 2 });
+  for (const secret of [old, fresh, newest]) t.notOk(text.includes(secret), 'no secret in the audit records');
 });

@@ -37,7 +37,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
     file,
     listen: { host: '127.0.0.1', port: 9090, trust_forwarded: true, public_url: 'https://gw.example.com' },
     admin: { host: '127.0.0.1', port: 8081, enabled: true },
-    store: { keys: `sqlite:${path.join(FIXTURES, 'data/keygate.db')}`, rate_limits: 'memory' },
+    store: { keys: `sqlite:${path.join(FIXTURES, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' },
     keys: { prefix: 'dg_', rate_limit: { default: 30, max: 120, min: 1 }, max_keys: 500 },
     upstreams: [
       {
@@ -166,7 +166,7 @@ t.test('defaults everywhere; loading twice shares no state', async (t) => {
   const b = loadConfig(path.join(dir, 'gateway.yaml'), {});
   t.strictSame(a.listen, { host: '0.0.0.0', port: 8080, trust_forwarded: false });
   t.strictSame(a.admin, { host: '127.0.0.1', port: 8081, enabled: true });
-  t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'data/keygate.db')}`, rate_limits: 'memory' });
+  t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' });
   t.strictSame(a.keys, { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 } });
   t.strictSame(a.log, { level: 'info', destination: 'stdout', access_log: true });
   t.strictSame(a.remote_nodes, []);
@@ -203,7 +203,7 @@ routes: null
 t.test('sqlite paths: absolute and :memory: are kept; redis passes through', async (t) => {
   const dir = t.testdir({ 'a.yaml': 'store: { keys: "sqlite:/var/lib/kg.db" }\n', 'b.yaml': 'store: { keys: "sqlite::memory:", rate_limits: "redis://r:6379/0" }\n' });
   t.equal(loadConfig(path.join(dir, 'a.yaml'), {}).store.keys, 'sqlite:/var/lib/kg.db');
-  t.strictSame(loadConfig(path.join(dir, 'b.yaml'), {}).store, { keys: 'sqlite::memory:', rate_limits: 'redis://r:6379/0' });
+  t.strictSame(loadConfig(path.join(dir, 'b.yaml'), {}).store, { keys: 'sqlite::memory:', rate_limits: 'redis://r:6379/0', rate_limits_fallback: 'memory' });
 });
 
 t.test('anchors and aliases are resolved', async (t) => {

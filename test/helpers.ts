@@ -46,6 +46,16 @@ export interface StackOptions {
   /** store.rate_limits, e.g. a test Redis URL */
   rateLimits?: string;
   rateLimitsFallback?: 'memory' | 'allow' | 'deny';
+  /** store.keys, default the stack's own SQLite file */
+  keys?: string;
+  /** store.redis: topology of the redis:// stores */
+  redis?: Record<string, unknown>;
+  /** admin.token (the admin listener runs on a free port either way) */
+  adminToken?: string;
+  /** more top-level YAML, e.g. a keys: section */
+  yaml?: string;
+  /** more environment for ${VAR} in the YAML */
+  env?: Record<string, string>;
 }
 
 export async function startStack(dir: string, opts: StackOptions = {}): Promise<Stack> {
@@ -55,7 +65,9 @@ export async function startStack(dir: string, opts: StackOptions = {}): Promise<
   writeFileSync(
     file,
     `listen: { host: 127.0.0.1, port: 8080 }
-store: { keys: "sqlite:./keys.db", rate_limits: "${opts.rateLimits ?? 'memory'}", rate_limits_fallback: ${opts.rateLimitsFallback ?? 'memory'} }
+admin: { host: 127.0.0.1${opts.adminToken === undefined ? '' : `, token: "${opts.adminToken}"`} }
+${opts.yaml ?? ''}
+store: { keys: "${opts.keys ?? 'sqlite:./keys.db'}", rate_limits: "${opts.rateLimits ?? 'memory'}", rate_limits_fallback: ${opts.rateLimitsFallback ?? 'memory'}${opts.redis ? `, redis: ${JSON.stringify(opts.redis)}` : ''} }
 upstreams:
   - name: dagu
     api_base_url: \${DAGU_URL}/api/v1
@@ -77,7 +89,7 @@ upstreams:
     timeout: 1
 ${opts.routes ?? ROUTES}`,
   );
-  const config = loadConfig(file, { DAGU_URL: dagu.url, DAGEN_URL: dagen.url, DAGU_TOKEN: 'upstream-dagu-token' });
+  const config = loadConfig(file, { DAGU_URL: dagu.url, DAGEN_URL: dagen.url, DAGU_TOKEN: 'upstream-dagu-token', ...opts.env });
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -86,7 +98,14 @@ ${opts.routes ?? ROUTES}`,
     },
   });
   const logger = pino({ level: 'info' }, sink);
-  const gateway = await Gateway.start({ config, port: 0, logger });
+  let gateway: Gateway;
+  try {
+    gateway = await Gateway.start({ config, port: 0, adminPort: 0, logger });
+  } catch (err) {
+    await dagu.close();
+    await dagen.close();
+    throw err;
+  }
   const secrets: string[] = [];
   return {
     gateway,

@@ -593,3 +593,150 @@ t.test('keys declared in the config cannot be changed through the key service', 
     t.equal(outcome, 'refused', `${what} of a config-managed key`);
   }
 });
+
+// ---------------------------------------------------------------- regenerate with grace, audit, declared keys
+
+t.test('regenerate with a grace period: the old secret resolves until the grace ends, cached or not', async (t) => {
+  const { svc, store, clock } = service(t);
+  const { key, secret: first } = await svc.create({ name: 'rotating' }, 'tester');
+  const old = digestSecret(first);
+  await look(svc, old);
+
+  const second = await svc.regenerate(key.id, 'ops', { graceSeconds: 60 });
+  t.equal(second.previousValidUntil, new Date(START + 60_000).toISOString());
+  const during = await look(svc, old);
+  t.equal(during.access?.key.id, key.id, 'old secret resolves during the grace');
+  t.equal(during.access?.validUntilMs, START + 60_000, 'and carries the end of its grace');
+  t.equal((await look(svc, old)).sync, true, 'from the cache');
+  t.equal((await look(svc, digestSecret(second.secret))).access?.validUntilMs, Infinity, 'the new secret has no end');
+
+  clock.now = START + 59_999;
+  t.equal((await look(svc, old)).access?.key.id, key.id, 'still valid 1 ms before the end');
+  clock.now = START + 60_000;
+  t.same(await look(svc, old), { sync: false, access: null }, 'the cached entry is not served past the grace');
+  const fresh = new KeyService(store, CONFIG, () => START + 60_000);
+  t.equal(await fresh.lookup(old), null, 'nor does the store match it');
+  t.equal((await look(svc, digestSecret(second.secret))).access?.key.id, key.id, 'the new secret keeps working');
+
+  // a second regenerate keeps only the secret it replaces
+  clock.now = START;
+  const third = await svc.regenerate(key.id, 'ops', { graceSeconds: '30' });
+  t.equal(await svc.lookup(old), null, 'the first secret is gone');
+  t.equal((await look(svc, digestSecret(second.secret))).access?.key.id, key.id, 'the second is in its grace');
+  await svc.regenerate(key.id, 'ops');
+  t.equal(await svc.lookup(digestSecret(second.secret)), null, 'a regenerate without grace ends any grace at once');
+  t.equal(await svc.lookup(digestSecret(third.secret)), null, 'and the secret it replaced stops at once');
+
+  for (const bad of [-1, 86_401, 1.5, 'soon', '']) {
+    const err = await rejection(t, svc.regenerate(key.id, 'ops', { graceSeconds: bad }), `grace ${String(bad)}`);
+    t.equal(err instanceof ValidationError ? err.field : err.code, 'graceSeconds', `grace ${JSON.stringify(bad)} refused`);
+  }
+});
+
+t.test('a change to a key in its grace period applies to both of its secrets', async (t) => {
+  const { svc } = service(t);
+  const { key, secret } = await svc.create({ name: 'both' }, 'tester');
+  const next = await svc.regenerate(key.id, 'ops', { graceSeconds: 600 });
+  await look(svc, digestSecret(secret));
+  await look(svc, digestSecret(next.secret));
+  await svc.setActive(key.id, false, 'ops');
+  t.equal((await look(svc, digestSecret(secret))).access?.key.isActive, false, 'old secret sees the deactivation');
+  t.equal((await look(svc, digestSecret(next.secret))).access?.key.isActive, false, 'new secret too');
+  await svc.delete(key.id);
+  t.equal(await svc.lookup(digestSecret(secret)), null);
+  t.equal(await svc.lookup(digestSecret(next.secret)), null);
+});
+
+t.test('a key file from before the grace columns is migrated when opened', async (t) => {
+  const file = join(t.testdir(), 'old.db');
+  const Database = (await import('better-sqlite3')).default;
+  const db = new Database(file);
+  db.exec(`CREATE TABLE api_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL DEFAULT '',
+    digest TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL, scopes TEXT NOT NULL, role TEXT NOT NULL, workspace TEXT,
+    workspace_access TEXT NOT NULL, surfaces TEXT, attribution_class TEXT NOT NULL, service_account_name TEXT,
+    owner_user_id TEXT, rate_limit INTEGER NOT NULL, expires_at TEXT, is_active INTEGER NOT NULL,
+    request_count INTEGER NOT NULL DEFAULT 0, last_used_at TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+    created_by TEXT, updated_by TEXT, managed_by TEXT NOT NULL DEFAULT 'api')`);
+  db.prepare(`INSERT INTO api_keys VALUES ('k1', 'legacy', '', ?, 'dg_legac', '["agents"]', 'viewer', NULL, '{"all":true,"grants":[]}',
+    NULL, 'service_account', 'legacy', NULL, 60, NULL, 1, 3, NULL, ?, ?, 'cli', 'cli', 'api')`).run(digestSecret('dg_legacy-secret'), START_ISO, START_ISO);
+  db.close();
+
+  const { svc, store } = service(t, file);
+  const check = new Database(file, { readonly: true });
+  const names = (check.prepare('PRAGMA table_info(api_keys)').all() as { name: string }[]).map((c) => c.name);
+  check.close();
+  t.ok(names.includes('previous_digest') && names.includes('previous_digest_expires_at'), 'columns added');
+  t.match(await store.get('k1'), { name: 'legacy', requestCount: 3, previousDigest: null, previousDigestExpiresAt: null });
+  t.equal((await look(svc, digestSecret('dg_legacy-secret'))).access?.key.id, 'k1', 'the old key still authenticates');
+  const next = await svc.regenerate('legacy', 'ops', { graceSeconds: 5 });
+  t.equal((await look(svc, digestSecret('dg_legacy-secret'))).access?.key.id, 'k1', 'grace works on the migrated file');
+  t.equal((await look(svc, digestSecret(next.secret))).access?.key.id, 'k1');
+  const again = new SqliteKeyStore(file); // opening a migrated file again changes nothing
+  t.equal((await again.get('k1'))?.previousDigestExpiresAt, new Date(START + 5000).toISOString());
+  await again.close();
+});
+
+t.test('the key service audits every change, whoever makes it, and never records a secret', async (t) => {
+  const clock = { now: START };
+  const store = new SqliteKeyStore(':memory:');
+  t.teardown(() => store.close());
+  const logged: unknown[] = [];
+  const svc = new KeyService(store, CONFIG, () => clock.now, { store, log: (r) => logged.push(r) });
+  const who = { id: 'admin-token', remoteAddress: '10.0.0.7' };
+  const { key, secret } = await svc.create({ name: 'audited', role: 'operator' }, who);
+  await svc.update(key.id, { isActive: false }, who);
+  await svc.update(key.id, { isActive: true }, who);
+  await svc.update(key.id, { role: 'developer', description: 'ci' }, 'cli:alice');
+  await svc.setActive(key.id, false, 'cli:alice');
+  const regenerated = await svc.regenerate(key.id, who, { graceSeconds: 10 });
+  await svc.delete(key.id, who);
+
+  const records = await svc.auditTrail({ limit: 100 });
+  t.same(records.map((r) => r.action), ['delete', 'regenerate', 'deactivate', 'update', 'activate', 'deactivate', 'create'], 'newest first');
+  t.same(logged, [...records].reverse(), 'every record was also logged, in order');
+  t.match(records.at(-1), { actor: 'admin-token', remote_address: '10.0.0.7', key_id: key.id, key_name: 'audited', at: START_ISO, details: { role: 'operator', prefix: key.prefix } });
+  t.match(records[3], { actor: 'cli:alice', remote_address: null, details: { changes: { role: { from: 'operator', to: 'developer' }, description: { from: '', to: 'ci' } } } });
+  t.match(records[1], { details: { graceSeconds: 10, previousValidUntil: new Date(START + 10_000).toISOString(), prefix: { from: key.prefix, to: regenerated.key.prefix } } });
+  const text = JSON.stringify(records);
+  t.notOk(text.includes(secret) || text.includes(regenerated.secret), 'no secret in any record');
+  t.notOk(text.includes(digestSecret(secret)) || text.includes(digestSecret(regenerated.secret)), 'nor a digest');
+  t.same((await svc.auditTrail({ limit: 2, keyId: key.id })).map((r) => r.action), ['delete', 'regenerate'], 'limit and key filter');
+  t.same(await svc.auditTrail({ limit: 10, keyId: 'other' }), []);
+});
+
+t.test('keys declared in the config: inserted, updated, removed; never over an API key', async (t) => {
+  const store = new SqliteKeyStore(':memory:');
+  t.teardown(() => store.close());
+  const secret = 'kg-declared-secret-0123456789';
+  const withDeclared = (declared: KeysConfig['declared']) => new KeyService(store, { ...CONFIG, max_keys: 1, declared }, () => START, { store });
+
+  const first = await withDeclared([
+    { name: 'yaml-a', role: 'operator', scopes: ['workflows'], secret, expires_at: '2020-01-01' },
+    { name: 'yaml-b', secret_digest: 'AB'.repeat(32), grants: [{ workspace: 'ops', role: 'developer' }] },
+  ]).syncDeclared();
+  t.same(first, { created: 2, updated: 0, deleted: 0 }, 'max_keys does not apply to declared keys');
+  const a = await store.getByName('yaml-a');
+  t.match(a, { managedBy: 'config', role: 'operator', scopes: ['workflows'], prefix: secret.slice(0, 8), digest: digestSecret(secret), createdBy: 'config' });
+  t.equal(a?.expiresAt, '2020-01-01T00:00:00.000Z', 'a past expiry is kept (the key is expired), not a start failure');
+  t.match(await store.getByName('yaml-b'), { digest: 'ab'.repeat(32), prefix: '', workspaceAccess: { all: false, grants: [{ workspace: 'ops', role: 'developer' }] } });
+
+  const svc = withDeclared([{ name: 'yaml-a', role: 'developer', scopes: ['workflows'], secret, expires_at: '2020-01-01' }]);
+  t.same(await svc.syncDeclared(), { created: 0, updated: 1, deleted: 1 }, 'changed one updated, missing one removed');
+  t.same(await svc.syncDeclared(), { created: 0, updated: 0, deleted: 0 }, 'nothing to do the second time');
+  t.equal((await store.getByName('yaml-a'))?.id, a?.id, 'same key id after an update');
+  t.equal((await store.getByName('yaml-a'))?.role, 'developer');
+  t.equal(await store.getByName('yaml-b'), undefined);
+  const actions = (await svc.auditTrail({ limit: 10 })).map((r) => `${r.actor} ${r.action} ${r.key_name}`);
+  t.same(actions, ['config delete yaml-b', 'config update yaml-a', 'config create yaml-b', 'config create yaml-a']);
+
+  await store.insert({ ...(await store.getByName('yaml-a'))!, id: 'api-1', name: 'taken', digest: 'c'.repeat(64), managedBy: 'api' });
+  const taken = await rejection(t, withDeclared([{ name: 'taken', secret }]).syncDeclared(), 'declared over an API key');
+  t.ok(taken instanceof ConflictError, 'a declared name held by an API key is a conflict');
+  t.match(taken.message, /keys\.declared\[0\].*"taken".*keygate keys delete taken/);
+  t.equal((await store.get('api-1'))?.managedBy, 'api', 'the API key is untouched');
+
+  const bad = await rejection(t, withDeclared([{ name: 'yaml-c', secret, rate_limit: 1000 }]).syncDeclared(), 'bad rate limit');
+  t.equal((bad as ValidationError).field, 'keys.declared[0].rate_limit', 'named as in the YAML');
+  const grant = await rejection(t, withDeclared([{ name: 'yaml-c', secret, role: 'operator', grants: [{ workspace: 'ops', role: 'viewer' }] }]).syncDeclared(), 'grants');
+  t.equal((grant as ValidationError).field, 'keys.declared[0].role');
+});

@@ -60,3 +60,88 @@ export async function startRedis(): Promise<TestRedis> {
   await start();
   return { url: `redis://127.0.0.1:${port}`, port, start, stop };
 }
+
+export interface TestRedisSet {
+  /** URL to put in store.* (credentials, db) */
+  readonly url: string;
+  /** store.redis settings that reach this set */
+  readonly settings: { mode: 'sentinel' | 'cluster'; sentinels?: string[]; sentinel_name?: string; nodes?: string[] };
+  stop(): Promise<void>;
+}
+
+function spawnReady(args: string[], ready: string, cwd?: string): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(REDIS_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(cwd ? { cwd } : {}) });
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`redis did not become ready: ${out}`)), 15_000);
+    c.stdout!.on('data', (d) => {
+      out += d;
+      if (out.includes(ready)) {
+        clearTimeout(timer);
+        resolve(c);
+      }
+    });
+    c.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`redis exited ${code}: ${out}`));
+    });
+  });
+}
+
+function killAll(children: ChildProcess[]): Promise<void> {
+  return Promise.all(
+    children.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null) return resolve();
+          c.removeAllListeners('exit');
+          c.once('exit', () => resolve());
+          c.kill('SIGKILL');
+        }),
+    ),
+  ).then(() => undefined);
+}
+
+/** A master and one sentinel monitoring it as "keygate-test". */
+export async function startSentinel(dir: string): Promise<TestRedisSet> {
+  const { writeFileSync } = await import('node:fs');
+  const master = await startRedis();
+  const port = await freePort();
+  const conf = `${dir}/sentinel-${port}.conf`;
+  writeFileSync(conf, `port ${port}\nbind 127.0.0.1\nsentinel monitor keygate-test 127.0.0.1 ${master.port} 1\n`);
+  const sentinel = await spawnReady([conf, '--sentinel'], '+monitor master keygate-test');
+  return {
+    url: 'redis://sentinel-managed/0',
+    settings: { mode: 'sentinel', sentinels: [`127.0.0.1:${port}`], sentinel_name: 'keygate-test' },
+    async stop() {
+      await killAll([sentinel]);
+      await master.stop();
+    },
+  };
+}
+
+/** Three masters (no replicas) joined into a cluster. */
+export async function startCluster(dir: string): Promise<TestRedisSet> {
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const nodes = await Promise.all(
+    ports.map((p) =>
+      spawnReady(['--port', String(p), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${p}.conf`, '--save', '', '--appendonly', 'no'], 'Ready to accept connections', dir),
+    ),
+  );
+  const create = spawnSync('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8', timeout: 20_000 });
+  if (create.status !== 0) {
+    await killAll(nodes);
+    throw new Error(`redis-cli --cluster create failed: ${create.stdout} ${create.stderr}`);
+  }
+  // wait until every slot is served
+  for (let i = 0; i < 100; i++) {
+    const info = spawnSync('redis-cli', ['-p', String(ports[0]), 'cluster', 'info'], { encoding: 'utf8' }).stdout;
+    if (info.includes('cluster_state:ok')) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url: `redis://127.0.0.1:${ports[0]}`,
+    settings: { mode: 'cluster', nodes: ports.map((p) => `127.0.0.1:${p}`) },
+    stop: () => killAll(nodes),
+  };
+}

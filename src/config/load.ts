@@ -12,6 +12,7 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import type { DefinedError, ValidateFunction } from 'ajv';
 import { ConfigError, type ConfigIssue } from '../errors.js';
+import type { RedisSettings } from '../redis.js';
 import { expandString, expandTree } from './expand.js';
 import {
   childPointer,
@@ -28,6 +29,7 @@ import {
 } from './positions.js';
 import type {
   AuthType,
+  DeclaredKeyConfig,
   GatewayConfig,
   KeysConfig,
   ListenConfig,
@@ -362,7 +364,7 @@ interface RawRoute {
 interface RawConfig {
   listen: ListenConfig;
   admin: { host: string; port: number; token?: string; enabled: boolean };
-  store: { keys: string; rate_limits: string; rate_limits_fallback: 'memory' | 'allow' | 'deny' };
+  store: { keys: string; rate_limits: string; rate_limits_fallback: 'memory' | 'allow' | 'deny'; redis?: RedisSettings };
   keys: KeysConfig;
   upstreams: UpstreamConfig[];
   remote_nodes: UpstreamConfig[];
@@ -486,6 +488,8 @@ function checkSemantics(cfg: RawConfig, rep: Reporter): void {
     if (n.name === 'local') rep.error(`/remote_nodes/${i}/name`, 'the name "local" is reserved (it means the Dagu server itself)');
   });
   checkRateLimit(cfg.keys.rate_limit, rep);
+  checkRedis(cfg.store, rep);
+  checkDeclaredKeys(cfg.keys.declared ?? [], rep);
   const known = cfg.upstreams.map((u) => u.name);
   cfg.routes.forEach((r, i) => checkRoute(r, `/routes/${i}`, known, rep));
 }
@@ -546,10 +550,44 @@ function checkCredentials(s: UpstreamConfig, p: string, kind: string, rep: Repor
   }
 }
 
+/** Sentinel mode needs its sentinels; a cluster has only database 0. */
+function checkRedis(store: RawConfig['store'], rep: Reporter): void {
+  const r = store.redis;
+  if (r === undefined) return;
+  if (r.mode === 'sentinel' && !(r.sentinels && r.sentinels.length > 0)) rep.error('/store/redis', 'sentinel mode needs at least one entry in sentinels');
+  if (r.mode === 'cluster') {
+    for (const field of ['keys', 'rate_limits'] as const) {
+      const db = /^rediss?:\/\/[^/]*\/(\d+)/.exec(store[field])?.[1];
+      if (db !== undefined && db !== '0') rep.error(`/store/${field}`, `a Redis Cluster has only database 0 (got /${db})`);
+    }
+  }
+}
+
 function checkRateLimit(rl: KeysConfig['rate_limit'], rep: Reporter): void {
   const p = '/keys/rate_limit';
   if (rl.min > rl.max) rep.error(`${p}/min`, `min (${rl.min}) is greater than max (${rl.max})`);
   else if (rl.default < rl.min || rl.default > rl.max) rep.error(`${p}/default`, `default (${rl.default}) must be between min (${rl.min}) and max (${rl.max})`);
+}
+
+/** Shortest secret a declared key may have: shorter ones can be guessed. */
+const MIN_DECLARED_SECRET = 20;
+
+/** Unique names; exactly one of secret and secret_digest. Never echoes a secret. */
+function checkDeclaredKeys(keys: DeclaredKeyConfig[], rep: Reporter): void {
+  const first = new Map<string, string>();
+  keys.forEach((k, i) => {
+    const p = `/keys/declared/${i}`;
+    const earlier = first.get(k.name);
+    if (earlier !== undefined) rep.error(`${p}/name`, `duplicate declared key name "${k.name}" (first declared at ${rep.where(earlier)})`);
+    else first.set(k.name, `${p}/name`);
+    if (k.secret === undefined && k.secret_digest === undefined) {
+      rep.error(`${p}/secret`, 'needs secret (e.g. ${MY_KEY}) or secret_digest', { at: p });
+    } else if (k.secret !== undefined && k.secret_digest !== undefined) {
+      rep.error(`${p}/secret_digest`, 'give secret or secret_digest, not both');
+    } else if (k.secret !== undefined && k.secret.length < MIN_DECLARED_SECRET) {
+      rep.error(`${p}/secret`, `must be at least ${MIN_DECLARED_SECRET} characters (it is ${k.secret.length === 0 ? 'empty' : 'shorter'})`);
+    }
+  });
 }
 
 function checkRoute(r: RawRoute, p: string, known: string[], rep: Reporter): void {
@@ -578,8 +616,13 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
     file,
     listen: compact({ host: listen.host, port: listen.port, trust_forwarded: listen.trust_forwarded, public_url: listen.public_url }),
     admin: compact({ host: admin.host, port: admin.port, token: admin.token || undefined, enabled: admin.enabled }),
-    store: { keys: resolveSqlite(raw.store.keys, dir), rate_limits: raw.store.rate_limits, rate_limits_fallback: raw.store.rate_limits_fallback },
-    keys: compact({ prefix: keys.prefix, rate_limit: { ...keys.rate_limit }, max_keys: keys.max_keys }),
+    store: {
+      keys: resolveSqlite(raw.store.keys, dir),
+      rate_limits: raw.store.rate_limits,
+      rate_limits_fallback: raw.store.rate_limits_fallback,
+      ...(raw.store.redis ? { redis: raw.store.redis } : {}),
+    },
+    keys: compact({ prefix: keys.prefix, rate_limit: { ...keys.rate_limit }, max_keys: keys.max_keys, declared: keys.declared?.map((k) => compact({ ...k })) }),
     upstreams: raw.upstreams.map(normaliseServer),
     remote_nodes: raw.remote_nodes.map(normaliseServer),
     routes: raw.routes.map((r, i) => normaliseRoute(r, i, formatPos(positionOf(positions, `/routes/${i}`, false, ctx.rootPos)))),

@@ -1,4 +1,5 @@
 import type { ConfigIssue } from '../errors.js';
+import type { RedisSettings } from '../redis.js';
 
 // The validated configuration, as the loader hands it to the rest of the gateway.
 // Field names follow the YAML (snake_case) so that an error message, the schema and
@@ -86,10 +87,38 @@ export interface ListenConfig {
   public_url?: string;
 }
 
+/**
+ * A key declared in the YAML (keys.declared): synced into the store at start, managed by the
+ * config only. Exactly one of secret / secret_digest.
+ */
+export interface DeclaredKeyConfig {
+  name: string;
+  description?: string;
+  scopes?: Scope[];
+  role?: Role;
+  /** Dagen's model: bound to one workspace */
+  workspace?: string;
+  /** Dagu's model: per-workspace grants (top-level role viewer) */
+  grants?: { workspace: string; role: Role }[];
+  surfaces?: Surface[];
+  rate_limit?: number;
+  /** YYYY-MM-DD or ISO 8601 with an offset; a past date means the key is expired */
+  expires_at?: string;
+  attribution?: 'service_account' | 'user_owned';
+  service_account_name?: string;
+  owner_user_id?: string;
+  /** the secret itself, usually ${ENV} */
+  secret?: string;
+  /** or only its digest: 64 hex of sha256("keygate-api-key:v1\0" + secret) */
+  secret_digest?: string;
+}
+
 export interface KeysConfig {
   prefix: string;
   rate_limit: { default: number; min: number; max: number };
   max_keys?: number;
+  /** keys declared in the YAML; absent when none are */
+  declared?: DeclaredKeyConfig[];
 }
 
 export interface LogConfig {
@@ -104,7 +133,7 @@ export interface GatewayConfig {
   file: string;
   listen: ListenConfig;
   admin: { host: string; port: number; token?: string; enabled: boolean };
-  store: { keys: string; rate_limits: string; rate_limits_fallback: 'memory' | 'allow' | 'deny' };
+  store: { keys: string; rate_limits: string; rate_limits_fallback: 'memory' | 'allow' | 'deny'; redis?: RedisSettings };
   keys: KeysConfig;
   upstreams: UpstreamConfig[];
   remote_nodes: UpstreamConfig[];

@@ -52,6 +52,12 @@ export interface ApiKey {
 /** What the store holds: the key and the digest of its secret, never the secret. */
 export interface StoredKey extends ApiKey {
   digest: string;
+  /**
+   * After a regenerate with a grace period: the digest of the secret it replaced, valid until
+   * previousDigestExpiresAt (ISO 8601), then ignored. Absent or null = no grace.
+   */
+  previousDigest?: string | null;
+  previousDigestExpiresAt?: string | null;
 }
 
 export function keyStatus(key: Pick<ApiKey, 'isActive' | 'expiresAt'>, nowMs: number): KeyStatus {
@@ -76,7 +82,10 @@ export function isSurface(v: unknown): v is Surface {
  */
 export interface KeyAccess {
   readonly key: ApiKey;
+  /** the digest this access was found by: the key's current one, or its previous one in grace */
   readonly digest: string;
+  /** Infinity for the current digest; the end of the grace period for a previous one */
+  readonly validUntilMs: number;
   readonly roleRank: number;
   readonly scopeMask: number;
   readonly surfaceMask: number;
@@ -89,8 +98,11 @@ export interface KeyAccess {
   readonly attribution: string;
 }
 
-export function accessOf(stored: StoredKey): KeyAccess {
-  const { digest, ...key } = stored;
+/** `viaPrevious`: the key was found by its previous digest, which is valid only until its grace ends. */
+export function accessOf(stored: StoredKey, viaPrevious = false): KeyAccess {
+  const { digest: current, previousDigest, previousDigestExpiresAt, ...key } = stored;
+  const digest = viaPrevious && previousDigest ? previousDigest : current;
+  const validUntilMs = viaPrevious ? Date.parse(previousDigestExpiresAt ?? '') || 0 : Infinity;
   const grants = new Map<string, number>();
   let all = key.workspaceAccess.all;
   if (key.workspace !== null) {
@@ -102,6 +114,7 @@ export function accessOf(stored: StoredKey): KeyAccess {
   return Object.freeze({
     key: Object.freeze(key),
     digest,
+    validUntilMs,
     roleRank: ROLE_RANK[key.role],
     scopeMask: key.scopes.reduce((m, s) => m | SCOPE_BIT[s], 0),
     surfaceMask: key.surfaces === null ? ALL_SURFACES : key.surfaces.reduce((m, s) => m | SURFACE_BIT[s], 0),

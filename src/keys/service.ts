@@ -3,7 +3,7 @@
 // It also owns the in-memory cache the request path authenticates against.
 
 import { randomUUID } from 'node:crypto';
-import type { KeysConfig } from '../config/types.js';
+import type { DeclaredKeyConfig, KeysConfig } from '../config/types.js';
 import { ConflictError, LimitError, NotFoundError, ValidationError } from '../errors.js';
 import {
   accessOf,
@@ -17,7 +17,7 @@ import {
   type WorkspaceAccess,
 } from './model.js';
 import { digestSecret, displayPrefix, generateSecret } from './secret.js';
-import type { KeyPatch, KeyStore } from './store.js';
+import type { AuditAction, AuditRecord, AuditStore, KeyPatch, KeyStore } from './store.js';
 
 /** Input to create/update, as parsed from a CLI flag or a JSON body: checked here, not trusted. */
 export interface KeyInput {
@@ -42,14 +42,68 @@ export interface CreatedKey {
   secret: string;
 }
 
+export interface RegeneratedKey extends CreatedKey {
+  /** ISO 8601 end of the grace period during which the previous secret still works; null = none */
+  previousValidUntil: string | null;
+}
+
+/** Who makes a change: a plain string ("cli:alice") or an id with the client's address (admin API). */
+export type Actor = string | { id: string; remoteAddress?: string | null };
+
+/** Where audit records go: the store (listed by GET /api/audit) and a log line. */
+export interface AuditOptions {
+  store?: AuditStore;
+  /** called with every record before it is stored */
+  log?: (record: AuditRecord) => void;
+}
+
+/** Longest grace period a regenerate may give the previous secret (one day). */
+export const MAX_GRACE_SECONDS = 86_400;
+/** The actor of changes made by syncing keys.declared from the config file. */
+export const CONFIG_ACTOR = 'config';
+
+/** Fields a create or update may set; also the fields an audit record compares. */
+const EDITABLE = [
+  'name',
+  'description',
+  'scopes',
+  'role',
+  'workspace',
+  'workspaceAccess',
+  'surfaces',
+  'attributionClass',
+  'serviceAccountName',
+  'ownerUserId',
+  'rateLimit',
+  'expiresAt',
+  'isActive',
+] as const satisfies readonly (keyof ApiKey)[];
+type Editable = (typeof EDITABLE)[number];
+
 const WORKSPACE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const DATE_ONLY = /^(\d{4})-(\d{2})-(\d{2})$/;
 /** Bound on remembered unknown digests, so a flood of random keys cannot grow memory. */
 const MAX_UNKNOWN = 10_000;
 
 function publicKey(stored: StoredKey): ApiKey {
-  const { digest: _digest, ...key } = stored;
+  const { digest: _digest, previousDigest: _previous, previousDigestExpiresAt: _until, ...key } = stored;
   return key;
+}
+
+/** {field: {from, to}} for the editable fields that differ. */
+function changes(before: ApiKey, after: Pick<ApiKey, Editable>): Record<string, { from: unknown; to: unknown }> {
+  const out: Record<string, { from: unknown; to: unknown }> = {};
+  for (const f of EDITABLE) {
+    if (JSON.stringify(before[f]) !== JSON.stringify(after[f])) out[f] = { from: before[f], to: after[f] };
+  }
+  return out;
+}
+
+/** The editable fields of a key, for an audit record (no secret, no digest). */
+function auditView(k: ApiKey): Record<string, unknown> {
+  const out: Record<string, unknown> = { prefix: k.prefix };
+  for (const f of EDITABLE) out[f] = k[f];
+  return out;
 }
 
 // ---- validation: each returns the clean value or throws ValidationError naming the field ----
@@ -120,12 +174,17 @@ function workspaceAccess(v: unknown): WorkspaceAccess {
   return { all, grants };
 }
 
-function rateLimit(v: unknown, limits: KeysConfig['rate_limit']): number {
+/** A whole number from min to max, given as a number or a string of digits (a CLI flag, a query). */
+function wholeNumber(field: string, v: unknown, min: number, max: number, unit: string): number {
   const n = typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v;
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < limits.min || n > limits.max) {
-    throw new ValidationError('rateLimit', `must be a whole number of requests per minute from ${limits.min} to ${limits.max}`);
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
+    throw new ValidationError(field, `must be a whole number of ${unit} from ${min} to ${max}`);
   }
   return n;
+}
+
+function rateLimit(v: unknown, limits: KeysConfig['rate_limit']): number {
+  return wholeNumber('rateLimit', v, limits.min, limits.max, 'requests per minute');
 }
 
 const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2})$/;
@@ -140,7 +199,7 @@ function realDay(y: string, m: string, d: string): boolean {
  * ISO instant of an expiry given as a date (00:00 UTC of that day) or an ISO 8601 date-time with
  * an explicit offset (never the server's local time); must be in the future.
  */
-export function parseExpiry(v: unknown, nowMs: number): string | null {
+export function parseExpiry(v: unknown, nowMs: number, requireFuture = true): string | null {
   if (v === undefined || v === null || v === '') return null;
   const shape = 'must be a date (YYYY-MM-DD) or an ISO 8601 date-time with an offset (2031-01-31T12:00:00Z)';
   if (typeof v !== 'string') throw new ValidationError('expiresAt', shape);
@@ -153,7 +212,7 @@ export function parseExpiry(v: unknown, nowMs: number): string | null {
   }
   const ms = Date.parse(date ? `${v}T00:00:00Z` : v);
   if (Number.isNaN(ms)) throw new ValidationError('expiresAt', `"${v}" ${shape}`);
-  if (ms <= nowMs) throw new ValidationError('expiresAt', 'must be in the future (a date after today)');
+  if (requireFuture && ms <= nowMs) throw new ValidationError('expiresAt', 'must be in the future (a date after today)');
   return new Date(ms).toISOString();
 }
 
@@ -182,7 +241,8 @@ function checkConsistency(k: Omit<StoredKey, 'digest'>): void {
 
 export class KeyService {
   private readonly byDigest = new Map<string, KeyAccess>();
-  private readonly digestById = new Map<string, string>();
+  /** key id → the digests cached for it (two during a regenerate's grace period) */
+  private readonly digestsById = new Map<string, Set<string>>();
   private readonly unknown = new Set<string>();
   /** bumped on every invalidation so a lookup started before it does not refill stale data */
   private generation = 0;
@@ -192,6 +252,7 @@ export class KeyService {
     readonly store: KeyStore,
     private readonly config: KeysConfig,
     private readonly now: () => number = Date.now,
+    private readonly audit: AuditOptions = {},
   ) {
     this.mark = store.changeMark();
   }
@@ -201,6 +262,8 @@ export class KeyService {
   /**
    * The key for a secret's digest: from the cache when it can (synchronously), else from the store.
    * null = no such key. Changes made by another process (the CLI) are noticed on the next call.
+   * A previous secret kept for a regenerate's grace period resolves until the grace ends, not after,
+   * cached or not.
    */
   lookup(digest: string): KeyAccess | null | Promise<KeyAccess | null> {
     const mark = this.store.changeMark();
@@ -209,19 +272,24 @@ export class KeyService {
       this.clearCache();
     }
     const hit = this.byDigest.get(digest);
-    if (hit !== undefined) return hit;
+    if (hit !== undefined) {
+      if (hit.validUntilMs === Infinity || hit.validUntilMs > this.now()) return hit;
+      this.invalidate(hit.key.id); // grace over: the store no longer matches this digest either
+    }
     if (this.unknown.has(digest)) return null;
     return this.fill(digest);
   }
 
   private async fill(digest: string): Promise<KeyAccess | null> {
     const gen = this.generation;
-    const stored = await this.store.findByDigest(digest);
-    const access = stored ? accessOf(stored) : null;
+    const stored = await this.store.findByDigest(digest, this.now());
+    const access = stored ? accessOf(stored, stored.digest !== digest) : null;
     if (gen === this.generation) {
       if (access) {
         this.byDigest.set(digest, access);
-        this.digestById.set(access.key.id, digest);
+        const digests = this.digestsById.get(access.key.id);
+        if (digests) digests.add(digest);
+        else this.digestsById.set(access.key.id, new Set([digest]));
       } else {
         if (this.unknown.size >= MAX_UNKNOWN) this.unknown.clear();
         this.unknown.add(digest);
@@ -233,23 +301,23 @@ export class KeyService {
   /** Forget one key (after a change made through this service) or everything. */
   invalidate(id: string): void {
     this.generation++;
-    const digest = this.digestById.get(id);
-    if (digest !== undefined) {
-      this.byDigest.delete(digest);
-      this.digestById.delete(id);
+    const digests = this.digestsById.get(id);
+    if (digests !== undefined) {
+      for (const d of digests) this.byDigest.delete(d);
+      this.digestsById.delete(id);
     }
   }
 
   clearCache(): void {
     this.generation++;
     this.byDigest.clear();
-    this.digestById.clear();
+    this.digestsById.clear();
     this.unknown.clear();
   }
 
   // ---------------------------------------------------------------- management
 
-  async create(input: KeyInput, actor: string): Promise<CreatedKey> {
+  async create(input: KeyInput, actor: Actor): Promise<CreatedKey> {
     const max = this.config.max_keys;
     if (max !== undefined) {
       const n = await this.store.count();
@@ -259,11 +327,28 @@ export class KeyService {
         );
       }
     }
+    const fields = this.build(input, actorId(actor), true);
+    const secret = generateSecret(this.config.prefix);
+    const stored: StoredKey = {
+      ...fields,
+      id: randomUUID(),
+      digest: digestSecret(secret),
+      prefix: displayPrefix(secret),
+      managedBy: 'api',
+    };
+    await this.store.insert(stored);
+    this.unknown.delete(stored.digest);
+    const key = publicKey(stored);
+    await this.record('create', key, actor, auditView(key));
+    return { key, secret };
+  }
+
+  /** A new key's fields from input, checked; everything but id, digest, prefix and managedBy. */
+  private build(input: KeyInput, by: string, requireFutureExpiry: boolean): Omit<StoredKey, 'id' | 'digest' | 'prefix' | 'managedBy'> {
     const nowIso = new Date(this.now()).toISOString();
     const name = str('name', input.name, 1, 100);
     const cls = input.attributionClass === undefined ? 'service_account' : attribution(input.attributionClass);
-    const fields: Omit<StoredKey, 'digest' | 'prefix'> = {
-      id: randomUUID(),
+    const fields = {
       name,
       description: optionalStr('description', input.description, 500) ?? '',
       scopes: input.scopes === undefined ? ['agents', 'workflows'] : listOf('scopes', input.scopes, isScope, ['agents', 'workflows']),
@@ -275,22 +360,17 @@ export class KeyService {
       serviceAccountName: cls === 'service_account' ? (optionalStr('serviceAccountName', input.serviceAccountName, 100) ?? name) : null,
       ownerUserId: cls === 'user_owned' ? optionalStr('ownerUserId', input.ownerUserId, 100) : null,
       rateLimit: input.rateLimit === undefined ? this.config.rate_limit.default : rateLimit(input.rateLimit, this.config.rate_limit),
-      expiresAt: parseExpiry(input.expiresAt, this.now()),
+      expiresAt: parseExpiry(input.expiresAt, this.now(), requireFutureExpiry),
       isActive: input.isActive === undefined ? true : bool('isActive', input.isActive),
       requestCount: 0,
       lastUsedAt: null,
       createdAt: nowIso,
       updatedAt: nowIso,
-      createdBy: actor,
-      updatedBy: actor,
-      managedBy: 'api',
-    };
-    checkConsistency({ ...fields, prefix: '' });
-    const secret = generateSecret(this.config.prefix);
-    const stored: StoredKey = { ...fields, digest: digestSecret(secret), prefix: displayPrefix(secret) };
-    await this.store.insert(stored);
-    this.unknown.delete(stored.digest);
-    return { key: publicKey(stored), secret };
+      createdBy: by,
+      updatedBy: by,
+    } satisfies Omit<StoredKey, 'id' | 'digest' | 'prefix' | 'managedBy'>;
+    checkConsistency({ ...fields, id: '', prefix: '', managedBy: 'api' });
+    return fields;
   }
 
   /** All keys, or the keys scoped to one workspace (bound to it or granted it). */
@@ -323,7 +403,7 @@ export class KeyService {
     return key;
   }
 
-  async update(idOrName: string, input: KeyInput, actor: string): Promise<ApiKey> {
+  async update(idOrName: string, input: KeyInput, actor: Actor): Promise<ApiKey> {
     const current = await this.findChangeable(idOrName);
     const patch: KeyPatch = {};
     if (input.name !== undefined) patch.name = str('name', input.name, 1, 100);
@@ -351,33 +431,55 @@ export class KeyService {
     patch.serviceAccountName = next.serviceAccountName;
     patch.ownerUserId = next.ownerUserId;
     patch.updatedAt = new Date(this.now()).toISOString();
-    patch.updatedBy = actor;
-    return this.apply(current.id, patch);
+    patch.updatedBy = actorId(actor);
+    const updated = await this.apply(current.id, patch);
+    const diff = changes(publicKey(current), updated);
+    const fields = Object.keys(diff);
+    // a change of isActive alone is what the key pages call Activate / Deactivate
+    const action = fields.length === 1 && fields[0] === 'isActive' ? (updated.isActive ? 'activate' : 'deactivate') : 'update';
+    await this.record(action, updated, actor, action === 'update' ? { changes: diff } : {});
+    return updated;
   }
 
-  async setActive(idOrName: string, active: boolean, actor: string): Promise<ApiKey> {
+  async setActive(idOrName: string, active: boolean, actor: Actor): Promise<ApiKey> {
     const current = await this.findChangeable(idOrName);
-    return this.apply(current.id, { isActive: active, updatedAt: new Date(this.now()).toISOString(), updatedBy: actor });
+    const key = await this.apply(current.id, { isActive: active, updatedAt: new Date(this.now()).toISOString(), updatedBy: actorId(actor) });
+    await this.record(active ? 'activate' : 'deactivate', key, actor, {});
+    return key;
   }
 
-  /** A new secret for the key; the old one stops working on the very next request. */
-  async regenerate(idOrName: string, actor: string): Promise<CreatedKey> {
+  /**
+   * A new secret for the key. Without a grace period the old one stops working on the very next
+   * request; with `graceSeconds` (0–86400) it keeps working until then and stops by itself. A
+   * second regenerate ends the grace of the first: only the secret just replaced is kept.
+   */
+  async regenerate(idOrName: string, actor: Actor, opts: { graceSeconds?: unknown } = {}): Promise<RegeneratedKey> {
+    const grace = opts.graceSeconds === undefined ? 0 : wholeNumber('graceSeconds', opts.graceSeconds, 0, MAX_GRACE_SECONDS, 'seconds');
     const current = await this.findChangeable(idOrName);
+    const nowMs = this.now();
+    const previousValidUntil = grace > 0 ? new Date(nowMs + grace * 1000).toISOString() : null;
     const secret = generateSecret(this.config.prefix);
+    const digest = digestSecret(secret);
     const key = await this.apply(current.id, {
-      digest: digestSecret(secret),
+      digest,
       prefix: displayPrefix(secret),
-      updatedAt: new Date(this.now()).toISOString(),
-      updatedBy: actor,
+      previousDigest: grace > 0 ? current.digest : null,
+      previousDigestExpiresAt: previousValidUntil,
+      updatedAt: new Date(nowMs).toISOString(),
+      updatedBy: actorId(actor),
     });
-    return { key, secret };
+    this.unknown.delete(digest);
+    await this.record('regenerate', key, actor, { prefix: { from: current.prefix, to: key.prefix }, graceSeconds: grace, previousValidUntil });
+    return { key, secret, previousValidUntil };
   }
 
-  async delete(idOrName: string): Promise<ApiKey> {
+  async delete(idOrName: string, actor: Actor = 'unknown'): Promise<ApiKey> {
     const current = await this.findChangeable(idOrName);
     await this.store.delete(current.id);
     this.invalidate(current.id);
-    return publicKey(current);
+    const key = publicKey(current);
+    await this.record('delete', key, actor, auditView(key));
+    return key;
   }
 
   private async apply(id: string, patch: KeyPatch): Promise<ApiKey> {
@@ -386,6 +488,129 @@ export class KeyService {
     if (!updated) throw new NotFoundError(`no API key with id "${id}"`);
     return publicKey(updated);
   }
+
+  // ---------------------------------------------------------------- keys declared in the config
+
+  /**
+   * Makes the store hold exactly the keys of keys.declared as config-managed keys: inserts new
+   * ones, updates changed ones (secret included), deletes config-managed keys no longer declared.
+   * Each change is audited with the actor "config". keys.max_keys does not apply: the config is the
+   * operator's own statement. A declared name held by a key made through the API or CLI is a
+   * ConflictError, rather than silently taking that key over.
+   */
+  async syncDeclared(): Promise<{ created: number; updated: number; deleted: number }> {
+    const declared = this.config.declared ?? [];
+    const existing = await this.store.list();
+    const byName = new Map(existing.map((k) => [k.name, k]));
+    const counts = { created: 0, updated: 0, deleted: 0 };
+    for (const [i, d] of declared.entries()) {
+      const current = byName.get(d.name);
+      if (current && current.managedBy !== 'config') {
+        throw new ConflictError(
+          `keys.declared[${i}]: a key named "${d.name}" already exists and is managed through the API or CLI; delete it (keygate keys delete ${d.name}) or declare another name`,
+        );
+      }
+      let fields;
+      try {
+        fields = this.build(declaredInput(d), CONFIG_ACTOR, false);
+      } catch (err) {
+        if (err instanceof ValidationError) throw new ValidationError(`keys.declared[${i}].${configField(err.field)}`, err.reason);
+        throw err;
+      }
+      const digest = d.secret !== undefined ? digestSecret(d.secret) : d.secret_digest!.toLowerCase();
+      const prefix = d.secret !== undefined ? displayPrefix(d.secret) : '';
+      if (!current) {
+        const stored: StoredKey = { ...fields, id: randomUUID(), digest, prefix, managedBy: 'config' };
+        await this.store.insert(stored);
+        counts.created++;
+        await this.record('create', stored, CONFIG_ACTOR, auditView(publicKey(stored)));
+        continue;
+      }
+      const diff: Record<string, unknown> = changes(publicKey(current), fields);
+      const patch: KeyPatch = {};
+      for (const f of Object.keys(diff) as Editable[]) (patch as Record<string, unknown>)[f] = fields[f];
+      if (current.digest !== digest) {
+        Object.assign(patch, { digest, prefix, previousDigest: null, previousDigestExpiresAt: null });
+        diff['secret'] = 'replaced';
+      }
+      if (Object.keys(patch).length === 0) continue;
+      const updated = await this.apply(current.id, { ...patch, updatedAt: fields.updatedAt, updatedBy: CONFIG_ACTOR });
+      counts.updated++;
+      await this.record('update', updated, CONFIG_ACTOR, { changes: diff });
+    }
+    const names = new Set(declared.map((d) => d.name));
+    for (const k of existing) {
+      if (k.managedBy !== 'config' || names.has(k.name)) continue;
+      await this.store.delete(k.id);
+      this.invalidate(k.id);
+      counts.deleted++;
+      await this.record('delete', k, CONFIG_ACTOR, auditView(publicKey(k)));
+    }
+    this.unknown.clear();
+    return counts;
+  }
+
+  // ---------------------------------------------------------------- audit
+
+  /** One record per change: logged, then stored. Never holds a secret or a digest. */
+  private async record(action: AuditAction, key: Pick<ApiKey, 'id' | 'name'>, actor: Actor, details: Record<string, unknown>): Promise<void> {
+    if (!this.audit.store && !this.audit.log) return;
+    const record: AuditRecord = {
+      id: randomUUID(),
+      at: new Date(this.now()).toISOString(),
+      actor: actorId(actor),
+      action,
+      key_id: key.id,
+      key_name: key.name,
+      remote_address: typeof actor === 'string' ? null : (actor.remoteAddress ?? null),
+      details,
+    };
+    this.audit.log?.(record);
+    await this.audit.store?.appendAudit(record);
+  }
+
+  /** Audit records, newest first (the audit store's own; empty when the service has none). */
+  async auditTrail(query: { limit: number; keyId?: string }): Promise<AuditRecord[]> {
+    if (!this.audit.store) return [];
+    return this.audit.store.listAudit(query.keyId === undefined ? { limit: query.limit } : { limit: query.limit, key_id: query.keyId });
+  }
+}
+
+function actorId(actor: Actor): string {
+  return typeof actor === 'string' ? actor : actor.id;
+}
+
+/** A keys.declared entry as key-service input. */
+function declaredInput(d: DeclaredKeyConfig): KeyInput {
+  const input: KeyInput = {
+    name: d.name,
+    description: d.description,
+    scopes: d.scopes,
+    role: d.role,
+    workspace: d.workspace,
+    surfaces: d.surfaces,
+    rateLimit: d.rate_limit,
+    expiresAt: d.expires_at,
+    attributionClass: d.attribution,
+    serviceAccountName: d.service_account_name,
+    ownerUserId: d.owner_user_id,
+  };
+  if (d.grants !== undefined) input.workspaceAccess = { all: false, grants: d.grants };
+  return input;
+}
+
+/** A key-service field as keys.declared spells it, for error messages. */
+function configField(field: string): string {
+  const map: Record<string, string> = {
+    rateLimit: 'rate_limit',
+    expiresAt: 'expires_at',
+    attributionClass: 'attribution',
+    serviceAccountName: 'service_account_name',
+    ownerUserId: 'owner_user_id',
+  };
+  if (field.startsWith('workspaceAccess.grants')) return field.replace('workspaceAccess.grants', 'grants');
+  if (field.startsWith('workspaceAccess')) return 'grants';
+  return map[field] ?? field;
 }
 
 function bool(field: string, v: unknown): boolean {

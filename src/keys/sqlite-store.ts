@@ -6,7 +6,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ConflictError } from '../errors.js';
 import type { StoredKey } from './model.js';
-import type { KeyPatch, KeyStore, UsageDelta } from './store.js';
+import type { AuditQuery, AuditRecord, AuditStore, KeyPatch, KeyStore, UsageDelta } from './store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -32,10 +32,32 @@ CREATE TABLE IF NOT EXISTS api_keys (
   updated_at           TEXT NOT NULL,
   created_by           TEXT,
   updated_by           TEXT,
-  managed_by           TEXT NOT NULL DEFAULT 'api'
+  managed_by           TEXT NOT NULL DEFAULT 'api',
+  previous_digest      TEXT,
+  previous_digest_expires_at TEXT
 );
 CREATE INDEX IF NOT EXISTS api_keys_workspace ON api_keys(workspace);
+CREATE TABLE IF NOT EXISTS audit (
+  seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+  id             TEXT NOT NULL UNIQUE,
+  at             TEXT NOT NULL,
+  actor          TEXT NOT NULL,
+  action         TEXT NOT NULL,
+  key_id         TEXT NOT NULL,
+  key_name       TEXT NOT NULL,
+  remote_address TEXT,
+  details        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_key ON audit(key_id, seq);
 `;
+
+/** Columns added after the first release: added to an older file when it is opened. */
+const ADDED_COLUMNS: readonly [name: string, type: string][] = [
+  ['previous_digest', 'TEXT'],
+  ['previous_digest_expires_at', 'TEXT'],
+];
+/** Needs the added columns, so it runs after them. */
+const LATE_SCHEMA = 'CREATE INDEX IF NOT EXISTS api_keys_previous_digest ON api_keys(previous_digest)';
 
 interface Row {
   id: string;
@@ -61,6 +83,19 @@ interface Row {
   created_by: string | null;
   updated_by: string | null;
   managed_by: string;
+  previous_digest: string | null;
+  previous_digest_expires_at: string | null;
+}
+
+interface AuditRow {
+  id: string;
+  at: string;
+  actor: string;
+  action: string;
+  key_id: string;
+  key_name: string;
+  remote_address: string | null;
+  details: string;
 }
 
 // Model field → column, and how a value is written.
@@ -88,13 +123,15 @@ const COLUMNS: Record<keyof KeyPatch | 'id' | 'requestCount' | 'lastUsedAt' | 'c
   createdBy: 'created_by',
   updatedBy: 'updated_by',
   managedBy: 'managed_by',
+  previousDigest: 'previous_digest',
+  previousDigestExpiresAt: 'previous_digest_expires_at',
 };
 
 function toColumnValue(field: string, value: unknown): unknown {
   if (field === 'scopes' || field === 'workspaceAccess') return JSON.stringify(value);
   if (field === 'surfaces') return value === null ? null : JSON.stringify(value);
   if (field === 'isActive') return value ? 1 : 0;
-  return value;
+  return value ?? null;
 }
 
 function fromRow(r: Row): StoredKey {
@@ -122,6 +159,21 @@ function fromRow(r: Row): StoredKey {
     createdBy: r.created_by,
     updatedBy: r.updated_by,
     managedBy: r.managed_by === 'config' ? 'config' : 'api',
+    previousDigest: r.previous_digest,
+    previousDigestExpiresAt: r.previous_digest_expires_at,
+  };
+}
+
+function fromAuditRow(r: AuditRow): AuditRecord {
+  return {
+    id: r.id,
+    at: r.at,
+    actor: r.actor,
+    action: r.action as AuditRecord['action'],
+    key_id: r.key_id,
+    key_name: r.key_name,
+    remote_address: r.remote_address,
+    details: JSON.parse(r.details),
   };
 }
 
@@ -129,7 +181,7 @@ function isUniqueViolation(err: unknown): err is Error & { message: string } {
   return err instanceof Error && (err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE';
 }
 
-export class SqliteKeyStore implements KeyStore {
+export class SqliteKeyStore implements KeyStore, AuditStore {
   private readonly db: Database.Database;
   private readonly stmts;
 
@@ -141,10 +193,17 @@ export class SqliteKeyStore implements KeyStore {
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
+    this.migrate();
     this.stmts = {
       get: this.db.prepare<[string], Row>('SELECT * FROM api_keys WHERE id = ?'),
       byName: this.db.prepare<[string], Row>('SELECT * FROM api_keys WHERE name = ?'),
       byDigest: this.db.prepare<[string], Row>('SELECT * FROM api_keys WHERE digest = ?'),
+      byPrevious: this.db.prepare<[string, string], Row>('SELECT * FROM api_keys WHERE previous_digest = ? AND previous_digest_expires_at > ?'),
+      auditInsert: this.db.prepare<[string, string, string, string, string, string, string | null, string]>(
+        'INSERT INTO audit (id, at, actor, action, key_id, key_name, remote_address, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      auditAll: this.db.prepare<[number], AuditRow>('SELECT * FROM audit ORDER BY seq DESC LIMIT ?'),
+      auditByKey: this.db.prepare<[string, number], AuditRow>('SELECT * FROM audit WHERE key_id = ? ORDER BY seq DESC LIMIT ?'),
       list: this.db.prepare<[], Row>('SELECT * FROM api_keys ORDER BY created_at, name'),
       count: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM api_keys'),
       del: this.db.prepare<[string]>('DELETE FROM api_keys WHERE id = ?'),
@@ -155,6 +214,19 @@ export class SqliteKeyStore implements KeyStore {
       ),
       dataVersion: this.db.prepare('PRAGMA data_version').pluck(),
     };
+  }
+
+  /** Brings a file made by an older version up to this schema; one process at a time (BEGIN IMMEDIATE). */
+  private migrate(): void {
+    this.db
+      .transaction(() => {
+        const have = new Set((this.db.prepare('PRAGMA table_info(api_keys)').all() as { name: string }[]).map((c) => c.name));
+        for (const [name, type] of ADDED_COLUMNS) {
+          if (!have.has(name)) this.db.exec(`ALTER TABLE api_keys ADD COLUMN ${name} ${type}`);
+        }
+        this.db.exec(LATE_SCHEMA);
+      })
+      .immediate();
   }
 
   async insert(key: StoredKey): Promise<void> {
@@ -198,8 +270,8 @@ export class SqliteKeyStore implements KeyStore {
     return row ? fromRow(row) : undefined;
   }
 
-  async findByDigest(digest: string): Promise<StoredKey | undefined> {
-    const row = this.stmts.byDigest.get(digest);
+  async findByDigest(digest: string, nowMs = Date.now()): Promise<StoredKey | undefined> {
+    const row = this.stmts.byDigest.get(digest) ?? this.stmts.byPrevious.get(digest, new Date(nowMs).toISOString());
     return row ? fromRow(row) : undefined;
   }
 
@@ -217,6 +289,15 @@ export class SqliteKeyStore implements KeyStore {
       for (const [id, d] of batch) this.stmts.usage.run(d.count, d.lastUsedAt, d.lastUsedAt, id);
     });
     run.immediate();
+  }
+
+  async appendAudit(r: AuditRecord): Promise<void> {
+    this.stmts.auditInsert.run(r.id, r.at, r.actor, r.action, r.key_id, r.key_name, r.remote_address, JSON.stringify(r.details));
+  }
+
+  async listAudit(q: AuditQuery): Promise<AuditRecord[]> {
+    const rows = q.key_id === undefined ? this.stmts.auditAll.all(q.limit) : this.stmts.auditByKey.all(q.key_id, q.limit);
+    return rows.map(fromAuditRow);
   }
 
   changeMark(): number {

@@ -22,6 +22,8 @@ export type KeyPatch = Partial<
     | 'isActive'
     | 'digest'
     | 'prefix'
+    | 'previousDigest'
+    | 'previousDigestExpiresAt'
     | 'updatedAt'
     | 'updatedBy'
   >
@@ -42,7 +44,11 @@ export interface KeyStore {
   delete(id: string): Promise<boolean>;
   get(id: string): Promise<StoredKey | undefined>;
   getByName(name: string): Promise<StoredKey | undefined>;
-  findByDigest(digest: string): Promise<StoredKey | undefined>;
+  /**
+   * The key whose current digest is `digest`, or whose previous digest (kept for a regenerate's
+   * grace period) is `digest` and still valid at `nowMs`.
+   */
+  findByDigest(digest: string, nowMs?: number): Promise<StoredKey | undefined>;
   list(): Promise<StoredKey[]>;
   count(): Promise<number>;
   /** Add counts and move last-used forward (never back), all in one transaction. */
@@ -52,5 +58,37 @@ export interface KeyStore {
    * synchronously on the request path so a cache can tell it is stale.
    */
   changeMark(): number;
+  /** Resolves when a networked store is reachable; rejects after `ms`. Absent for local stores. */
+  ready?(ms: number): Promise<void>;
   close(): Promise<void>;
+}
+
+/** Audit: one record per change to a key, made through any path (admin APIs, CLI, config sync). */
+export type AuditAction = 'create' | 'update' | 'activate' | 'deactivate' | 'regenerate' | 'delete';
+
+export interface AuditRecord {
+  id: string;
+  /** ISO 8601 */
+  at: string;
+  /** "admin-token", "key:<id>", "cli:<user>", "config" */
+  actor: string;
+  action: AuditAction;
+  key_id: string;
+  key_name: string;
+  /** the client's address for admin API calls; null for the CLI and the config sync */
+  remote_address: string | null;
+  /** what changed; never a secret */
+  details: Record<string, unknown>;
+}
+
+export interface AuditQuery {
+  /** newest first, at most this many */
+  limit: number;
+  key_id?: string;
+}
+
+export interface AuditStore {
+  appendAudit(record: AuditRecord): Promise<void>;
+  /** newest first */
+  listAudit(query: AuditQuery): Promise<AuditRecord[]>;
 }

@@ -1,9 +1,9 @@
 // Builds the rate limiter a config names: in-process memory, or Redis shared by several instances.
 
-import { Redis } from 'ioredis';
 import { RateLimiterRedis } from 'rate-limiter-flexible';
 import type { GatewayConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
+import { createRedis, type RedisClient, type RedisSettings } from '../redis.js';
 import { KeyRateLimiter, counterStore } from './limiter.js';
 import { BUCKETS, BUCKET_MS } from './window.js';
 
@@ -18,7 +18,7 @@ export interface OpenedLimiter {
 const STARTUP_WAIT_MS = 3000;
 
 /** Resolves when the client is ready or after `ms`; false when it was not ready in time. */
-export function waitReady(client: Redis, ms: number): Promise<boolean> {
+export function waitReady(client: RedisClient, ms: number): Promise<boolean> {
   if (client.status === 'ready') return Promise.resolve(true);
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
@@ -42,8 +42,8 @@ export function redactUrl(url: string): string {
  * A Redis client for the request path: commands fail at once while disconnected (no offline
  * queue that would stall requests ~70 s) and it reconnects by itself in the background.
  */
-export function requestPathRedis(url: string, logger: Logger, role: string): Redis {
-  const client = new Redis(url, {
+export function requestPathRedis(url: string, settings: RedisSettings | undefined, logger: Logger, role: string): RedisClient {
+  const client = createRedis(url, settings, {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     commandTimeout: 500,
@@ -67,7 +67,7 @@ export function requestPathRedis(url: string, logger: Logger, role: string): Red
 export function openRateLimiter(config: GatewayConfig, logger: Logger, now: () => number = Date.now): OpenedLimiter {
   const spec = config.store.rate_limits;
   if (spec === 'memory') return { limiter: new KeyRateLimiter(counterStore(), 'memory', {}, now), ready: Promise.resolve(), close: async () => {} };
-  const redis = requestPathRedis(spec, logger, 'rate_limits');
+  const redis = requestPathRedis(spec, config.store.redis, logger, 'rate_limits');
   const store = new RateLimiterRedis({
     storeClient: redis,
     points: 1_000_000_000,

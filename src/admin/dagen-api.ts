@@ -1,0 +1,152 @@
+// Dagen-shaped key API (snake_case), as Dagen's admin backend: GET/POST /api/keys,
+// PUT/DELETE /api/keys/{id}, POST /api/keys/{id}/regenerate. Shapes only: every rule is the key
+// service's.
+
+import { SCOPES } from '../config/types.js';
+import { keyStatus, type ApiKey } from '../keys/model.js';
+import type { KeyInput, KeyService } from '../keys/service.js';
+import { checkBody, readJsonObject, type BodyShape, type Fields } from './body.js';
+import { queryParam, type AdminRoute } from './router.js';
+
+/** A key as Dagen's key table shows it: the prefix only, never the secret. */
+export interface DagenKey {
+  id: string;
+  name: string;
+  key_prefix: string;
+  scopes: string[];
+  workspace_id: string | null;
+  rate_limit: number;
+  status: 'active' | 'inactive' | 'expired';
+  is_active: boolean;
+  expires_at: string | null;
+  request_count: number;
+  last_used_at: string | null;
+  created_at: string;
+  updated_at: string;
+  /** "config" for keys declared in the YAML, which cannot be changed here */
+  managed_by: 'api' | 'config';
+}
+
+export function dagenKey(k: ApiKey, nowMs: number): DagenKey {
+  return {
+    id: k.id,
+    name: k.name,
+    key_prefix: k.prefix,
+    scopes: k.scopes,
+    workspace_id: k.workspace,
+    rate_limit: k.rateLimit,
+    status: keyStatus(k, nowMs),
+    is_active: k.isActive,
+    expires_at: k.expiresAt,
+    request_count: k.requestCount,
+    last_used_at: k.lastUsedAt,
+    created_at: k.createdAt,
+    updated_at: k.updatedAt,
+    managed_by: k.managedBy,
+  };
+}
+
+const UPDATE_FIELDS: Fields = {
+  name: { type: 'string', description: 'Name shown in the key table (required on create).' },
+  scopes: { type: 'array', items: { type: 'string', enum: SCOPES }, description: 'agents and/or workflows; at least one (required on create).' },
+  rate_limit: { type: 'integer', description: 'Requests per minute, within keys.rate_limit (default 1-600, default value 60).' },
+  expires_at: { type: 'string', nullable: true, description: 'YYYY-MM-DD (00:00 UTC) or ISO 8601 date-time with offset; after today. null = never.' },
+  is_active: { type: 'boolean', description: 'false = deactivated: the key gets 403 until reactivated.' },
+};
+
+const OUTPUT_ONLY = ['id', 'key', 'key_prefix', 'status', 'request_count', 'last_used_at', 'created_at', 'updated_at', 'managed_by'];
+
+export const DAGEN_CREATE: BodyShape = {
+  fields: { ...UPDATE_FIELDS, workspace_id: { type: 'string', nullable: true, description: 'Workspace the key is bound to (its agents, workflows and jobs only).' } },
+  required: ['name', 'scopes'],
+  readOnly: OUTPUT_ONLY,
+};
+
+export const DAGEN_UPDATE: BodyShape = {
+  fields: UPDATE_FIELDS,
+  // a Dagen key keeps the workspace it was created in
+  readOnly: [...OUTPUT_ONLY, 'workspace_id'],
+};
+
+/** Key-service field → Dagen's spelling. */
+export const DAGEN_FIELD_NAMES = {
+  rateLimit: 'rate_limit',
+  expiresAt: 'expires_at',
+  isActive: 'is_active',
+  workspace: 'workspace_id',
+  graceSeconds: 'grace_seconds',
+} as const;
+
+function toInput(body: Record<string, unknown>): KeyInput {
+  return {
+    name: body['name'],
+    scopes: body['scopes'],
+    rateLimit: body['rate_limit'],
+    expiresAt: body['expires_at'],
+    isActive: body['is_active'],
+    workspace: body['workspace_id'],
+  };
+}
+
+export function dagenRoutes(keys: KeyService, now: () => number): AdminRoute[] {
+  const fieldNames = DAGEN_FIELD_NAMES;
+  return [
+    {
+      method: 'GET',
+      path: '/api/keys',
+      operationId: 'dagenListKeys',
+      fieldNames,
+      handler: async ({ query }) => {
+        const workspace = queryParam(query, 'workspace_id');
+        const list = await keys.list(workspace === undefined ? undefined : { workspace });
+        const t = now();
+        return { status: 200, body: list.map((k) => dagenKey(k, t)) };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/api/keys',
+      operationId: 'dagenCreateKey',
+      fieldNames,
+      handler: async ({ req, actor }) => {
+        const body = await readJsonObject(req);
+        checkBody(body, DAGEN_CREATE);
+        const { key, secret } = await keys.create(toInput(body), actor);
+        return { status: 201, body: { ...dagenKey(key, now()), key: secret } };
+      },
+    },
+    {
+      method: 'PUT',
+      path: '/api/keys/{id}',
+      operationId: 'dagenUpdateKey',
+      fieldNames,
+      handler: async ({ req, params, actor }) => {
+        const body = await readJsonObject(req);
+        checkBody(body, DAGEN_UPDATE);
+        const key = await keys.update(params['id']!, toInput(body), actor);
+        return { status: 200, body: dagenKey(key, now()) };
+      },
+    },
+    {
+      method: 'DELETE',
+      path: '/api/keys/{id}',
+      operationId: 'dagenDeleteKey',
+      fieldNames,
+      handler: async ({ params, actor }) => {
+        await keys.delete(params['id']!, actor);
+        return { status: 204 };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/api/keys/{id}/regenerate',
+      operationId: 'dagenRegenerateKey',
+      fieldNames,
+      handler: async ({ params, query, actor }) => {
+        const graceSeconds = queryParam(query, 'grace_seconds');
+        const { key, secret, previousValidUntil } = await keys.regenerate(params['id']!, actor, { graceSeconds });
+        return { status: 200, body: { ...dagenKey(key, now()), key: secret, previous_key_expires_at: previousValidUntil } };
+      },
+    },
+  ];
+}

@@ -1,0 +1,139 @@
+// Dagu-shaped key API (camelCase), as Dagu's /api/v1/api-keys: list, create (201), get, PATCH,
+// DELETE (204). Shapes only: every rule is the key service's.
+
+import { ROLES, SURFACES } from '../config/types.js';
+import { keyStatus, type ApiKey } from '../keys/model.js';
+import type { KeyInput, KeyService } from '../keys/service.js';
+import { checkBody, readJsonObject, type BodyShape, type Fields } from './body.js';
+import type { AdminRoute } from './router.js';
+
+/** Dagu's APIKey, plus Keygate's own fields (scopes, rateLimit, status…) after them. */
+export function daguKey(k: ApiKey, nowMs: number): Record<string, unknown> {
+  const out: Record<string, unknown> = {
+    id: k.id,
+    name: k.name,
+    description: k.description,
+    role: k.role,
+    workspaceAccess: k.workspaceAccess,
+    // Dagu: a key without surface metadata is accepted everywhere
+    allowedSurfaces: k.surfaces ?? [...SURFACES],
+    attributionClass: k.attributionClass,
+  };
+  if (k.ownerUserId !== null) out['ownerUserId'] = k.ownerUserId;
+  if (k.serviceAccountName !== null) out['serviceAccountName'] = k.serviceAccountName;
+  Object.assign(out, {
+    keyPrefix: k.prefix,
+    createdAt: k.createdAt,
+    updatedAt: k.updatedAt,
+    createdBy: k.createdBy ?? '',
+    lastUsedAt: k.lastUsedAt,
+    // Keygate's fields
+    workspace: k.workspace,
+    scopes: k.scopes,
+    rateLimit: k.rateLimit,
+    expiresAt: k.expiresAt,
+    isActive: k.isActive,
+    status: keyStatus(k, nowMs),
+    requestCount: k.requestCount,
+    updatedBy: k.updatedBy,
+    managedBy: k.managedBy,
+  });
+  return out;
+}
+
+const FIELDS: Fields = {
+  name: { type: 'string', description: 'Human-readable name, 1-100 characters, unique (409 when taken).' },
+  description: { type: 'string', description: 'Purpose description, at most 500 characters.' },
+  role: { type: 'string', enum: ROLES, description: 'admin > manager > developer > operator > viewer.' },
+  workspaceAccess: {
+    type: 'object',
+    ref: 'DaguWorkspaceAccess',
+    description: '{all: true} or {all: false, grants: [{workspace, role}]}; grants need the top-level role viewer and cannot be admin.',
+  },
+  allowedSurfaces: { type: 'array', items: { type: 'string', enum: SURFACES }, description: 'Where the key is accepted: rest_api, mcp (and Keygate\'s a2a); at least one.' },
+  attributionClass: { type: 'string', enum: ['service_account', 'user_owned'], description: 'service_account (needs serviceAccountName, default the name) or user_owned (needs ownerUserId).' },
+  serviceAccountName: { type: 'string', description: 'Service-account display name when attributionClass is service_account.' },
+  ownerUserId: { type: 'string', description: 'Owner user ID when attributionClass is user_owned.' },
+};
+
+const OUTPUT_ONLY = [
+  'id', 'key', 'keyPrefix', 'createdAt', 'updatedAt', 'createdBy', 'lastUsedAt',
+  'workspace', 'scopes', 'rateLimit', 'expiresAt', 'isActive', 'status', 'requestCount', 'updatedBy', 'managedBy',
+];
+
+/** Dagu's CreateAPIKeyRequest: these four are required there too. */
+export const DAGU_CREATE: BodyShape = { fields: FIELDS, required: ['name', 'role', 'allowedSurfaces', 'attributionClass'], readOnly: OUTPUT_ONLY };
+export const DAGU_UPDATE: BodyShape = { fields: FIELDS, readOnly: OUTPUT_ONLY };
+
+export const DAGU_FIELD_NAMES = { surfaces: 'allowedSurfaces' } as const;
+
+function toInput(body: Record<string, unknown>): KeyInput {
+  return {
+    name: body['name'],
+    description: body['description'],
+    role: body['role'],
+    workspaceAccess: body['workspaceAccess'],
+    // passed as given: the key service refuses an empty list
+    surfaces: body['allowedSurfaces'],
+    attributionClass: body['attributionClass'],
+    serviceAccountName: body['serviceAccountName'],
+    ownerUserId: body['ownerUserId'],
+  };
+}
+
+export function daguRoutes(keys: KeyService, now: () => number): AdminRoute[] {
+  const fieldNames = DAGU_FIELD_NAMES;
+  return [
+    {
+      method: 'GET',
+      path: '/api/v1/api-keys',
+      operationId: 'listAPIKeys',
+      fieldNames,
+      handler: async () => {
+        const t = now();
+        return { status: 200, body: { apiKeys: (await keys.list()).map((k) => daguKey(k, t)) } };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/api-keys',
+      operationId: 'createAPIKey',
+      fieldNames,
+      handler: async ({ req, actor }) => {
+        const body = await readJsonObject(req);
+        checkBody(body, DAGU_CREATE);
+        const { key, secret } = await keys.create(toInput(body), actor);
+        return { status: 201, body: { apiKey: daguKey(key, now()), key: secret } };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/api-keys/{keyId}',
+      operationId: 'getAPIKey',
+      fieldNames,
+      handler: async ({ params }) => ({ status: 200, body: { apiKey: daguKey(await keys.get(params['keyId']!), now()) } }),
+    },
+    {
+      method: 'PATCH',
+      path: '/api/v1/api-keys/{keyId}',
+      operationId: 'updateAPIKey',
+      fieldNames,
+      handler: async ({ req, params, actor }) => {
+        const body = await readJsonObject(req);
+        checkBody(body, DAGU_UPDATE);
+        const key = await keys.update(params['keyId']!, toInput(body), actor);
+        return { status: 200, body: { apiKey: daguKey(key, now()) } };
+      },
+    },
+    {
+      method: 'DELETE',
+      path: '/api/v1/api-keys/{keyId}',
+      operationId: 'deleteAPIKey',
+      fieldNames,
+      handler: async ({ params, actor }) => {
+        await keys.delete(params['keyId']!, actor);
+        return { status: 204 };
+      },
+    },
+  ];
+}

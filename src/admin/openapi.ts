@@ -1,0 +1,247 @@
+// GET /openapi.json: an OpenAPI 3.0 description of every admin route. The paths are written out here
+// (a test checks them against the router both ways); request bodies come from the same field lists
+// the handlers check, so the two cannot drift.
+
+import { ROLES, SURFACES } from '../config/types.js';
+import { MAX_GRACE_SECONDS } from '../keys/service.js';
+import { DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT } from './audit.js';
+import { DEFAULT_BODY_LIMIT, type BodyShape, type FieldSpec } from './body.js';
+import { DAGEN_CREATE, DAGEN_UPDATE } from './dagen-api.js';
+import { DAGU_CREATE, DAGU_UPDATE } from './dagu-api.js';
+
+type Json = Record<string, unknown>;
+
+const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` });
+const json = (schema: Json): Json => ({ 'application/json': { schema } });
+
+function fieldSchema(f: FieldSpec): Json {
+  if (f.ref) return { allOf: [ref(f.ref)], description: f.description, ...(f.nullable ? { nullable: true } : {}) };
+  const s: Json = { type: f.type, description: f.description };
+  if (f.nullable) s['nullable'] = true;
+  if (f.enum) s['enum'] = [...f.enum];
+  if (f.items) s['items'] = { type: f.items.type, ...(f.items.enum ? { enum: [...f.items.enum] } : {}) };
+  return s;
+}
+
+function bodySchema(shape: BodyShape, description: string): Json {
+  const properties: Json = {};
+  for (const [name, f] of Object.entries(shape.fields)) properties[name] = fieldSchema(f);
+  return { type: 'object', description, additionalProperties: false, properties, ...(shape.required ? { required: [...shape.required] } : {}) };
+}
+
+const ERRORS: Record<string, string> = {
+  '400': 'Invalid request: the message (and `field`) names the field',
+  '401': 'No or wrong admin credential',
+  '403': 'The key is not an active admin key, or keys.max_keys is reached (create)',
+  '404': 'No key with this id (or name)',
+  '409': 'Name already taken, or the key is declared in the configuration file',
+  '413': `Body larger than ${DEFAULT_BODY_LIMIT} bytes`,
+  '415': 'Body is not application/json',
+};
+
+function errors(...codes: string[]): Json {
+  const out: Json = {};
+  for (const c of ['401', ...codes]) out[c] = { description: ERRORS[c], content: json(ref('Error')) };
+  return out;
+}
+
+const keyIdParam = (name: string): Json => ({ name, in: 'path', required: true, description: 'Key id (a name is accepted too)', schema: { type: 'string' } });
+const ok = (description: string, schema: Json): Json => ({ description, content: json(schema) });
+const bodyOf = (schema: Json): Json => ({ required: true, content: json(schema) });
+
+function op(operationId: string, tag: string, summary: string, rest: Json): Json {
+  return { operationId, tags: [tag], summary, ...rest };
+}
+
+export function openApiDocument(): Json {
+  return {
+    openapi: '3.0.3',
+    info: {
+      title: 'Keygate admin API',
+      version: '1',
+      description:
+        "Key management on Keygate's admin listener, in Dagen's shape (snake_case, /api/keys) and in Dagu's (camelCase, /api/v1/api-keys); both manage the same keys. Every call needs the admin token or an admin key.",
+    },
+    security: [{ bearer: [] }, { apiKey: [] }],
+    tags: [
+      { name: 'dagen', description: "Dagen's key backend" },
+      { name: 'dagu', description: "Dagu's API-key endpoints" },
+      { name: 'admin', description: 'Audit trail and this document' },
+    ],
+    paths: {
+      '/api/keys': {
+        get: op('dagenListKeys', 'dagen', 'List keys (optionally of one workspace)', {
+          parameters: [{ name: 'workspace_id', in: 'query', required: false, description: 'Only keys bound to or granted this workspace', schema: { type: 'string' } }],
+          responses: { '200': ok('Keys, prefix only', { type: 'array', items: ref('DagenKey') }), ...errors('400') },
+        }),
+        post: op('dagenCreateKey', 'dagen', 'Create a key; the response carries the one-time `key`', {
+          requestBody: bodyOf(ref('DagenCreateRequest')),
+          responses: { '201': ok('Created', ref('DagenCreatedKey')), ...errors('400', '403', '409', '413', '415') },
+        }),
+      },
+      '/api/keys/{id}': {
+        put: op('dagenUpdateKey', 'dagen', 'Update name, scopes, rate_limit, expires_at, is_active (e.g. deactivate)', {
+          parameters: [keyIdParam('id')],
+          requestBody: bodyOf(ref('DagenUpdateRequest')),
+          responses: { '200': ok('Updated', ref('DagenKey')), ...errors('400', '403', '404', '409', '413', '415') },
+        }),
+        delete: op('dagenDeleteKey', 'dagen', 'Delete a key: every consumer loses access', {
+          parameters: [keyIdParam('id')],
+          responses: { '204': { description: 'Deleted' }, ...errors('403', '404', '409') },
+        }),
+      },
+      '/api/keys/{id}/regenerate': {
+        post: op('dagenRegenerateKey', 'dagen', 'New secret; the old one stops at once, or after grace_seconds', {
+          parameters: [
+            keyIdParam('id'),
+            {
+              name: 'grace_seconds',
+              in: 'query',
+              required: false,
+              description: 'Seconds the previous secret keeps working (default 0: it stops on the very next request)',
+              schema: { type: 'integer', minimum: 0, maximum: MAX_GRACE_SECONDS, default: 0 },
+            },
+          ],
+          responses: { '200': ok('The new one-time `key`', ref('DagenRegeneratedKey')), ...errors('400', '403', '404', '409') },
+        }),
+      },
+      '/api/v1/api-keys': {
+        get: op('listAPIKeys', 'dagu', 'List all API keys', { responses: { '200': ok('Keys', ref('DaguAPIKeysListResponse')), ...errors('403') } }),
+        post: op('createAPIKey', 'dagu', 'Create an API key; the full key is returned only here', {
+          requestBody: bodyOf(ref('DaguCreateAPIKeyRequest')),
+          responses: { '201': ok('Created', ref('DaguCreateAPIKeyResponse')), ...errors('400', '403', '409', '413', '415') },
+        }),
+      },
+      '/api/v1/api-keys/{keyId}': {
+        get: op('getAPIKey', 'dagu', 'Get an API key', {
+          parameters: [keyIdParam('keyId')],
+          responses: { '200': ok('The key', ref('DaguAPIKeyResponse')), ...errors('403', '404') },
+        }),
+        patch: op('updateAPIKey', 'dagu', 'Update an API key', {
+          parameters: [keyIdParam('keyId')],
+          requestBody: bodyOf(ref('DaguUpdateAPIKeyRequest')),
+          responses: { '200': ok('Updated', ref('DaguAPIKeyResponse')), ...errors('400', '403', '404', '409', '413', '415') },
+        }),
+        delete: op('deleteAPIKey', 'dagu', 'Delete (revoke) an API key', {
+          parameters: [keyIdParam('keyId')],
+          responses: { '204': { description: 'Deleted' }, ...errors('403', '404', '409') },
+        }),
+      },
+      '/api/audit': {
+        get: op('listAudit', 'admin', 'Audit records of key changes, newest first', {
+          parameters: [
+            { name: 'limit', in: 'query', required: false, description: 'At most this many', schema: { type: 'integer', minimum: 1, maximum: MAX_AUDIT_LIMIT, default: DEFAULT_AUDIT_LIMIT } },
+            { name: 'key_id', in: 'query', required: false, description: 'Only records of this key', schema: { type: 'string' } },
+          ],
+          responses: { '200': ok('Records', { type: 'object', properties: { records: { type: 'array', items: ref('AuditRecord') } }, required: ['records'] }), ...errors('400', '403') },
+        }),
+      },
+      '/openapi.json': {
+        get: op('getOpenApi', 'admin', 'This document', { responses: { '200': ok('OpenAPI 3.0 document', { type: 'object' }), ...errors('403') } }),
+      },
+    },
+    components: {
+      securitySchemes: {
+        bearer: { type: 'http', scheme: 'bearer', description: 'admin.token, or a Keygate key with the role admin' },
+        apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key', description: 'admin.token, or a Keygate key with the role admin' },
+      },
+      schemas: {
+        Error: {
+          type: 'object',
+          properties: { code: { type: 'string' }, message: { type: 'string' }, field: { type: 'string', description: 'the field at fault (400)' } },
+          required: ['code', 'message'],
+        },
+        DagenKey: {
+          type: 'object',
+          properties: {
+            id: { type: 'string' },
+            name: { type: 'string' },
+            key_prefix: { type: 'string', description: 'first 8 characters of the key' },
+            scopes: { type: 'array', items: { type: 'string', enum: ['agents', 'workflows'] } },
+            workspace_id: { type: 'string', nullable: true },
+            rate_limit: { type: 'integer', description: 'requests per minute' },
+            status: { type: 'string', enum: ['active', 'inactive', 'expired'] },
+            is_active: { type: 'boolean' },
+            expires_at: { type: 'string', format: 'date-time', nullable: true },
+            request_count: { type: 'integer' },
+            last_used_at: { type: 'string', format: 'date-time', nullable: true },
+            created_at: { type: 'string', format: 'date-time' },
+            updated_at: { type: 'string', format: 'date-time' },
+            managed_by: { type: 'string', enum: ['api', 'config'] },
+          },
+        },
+        DagenCreatedKey: { allOf: [ref('DagenKey'), { type: 'object', properties: { key: { type: 'string', description: 'the full key, shown only once' } }, required: ['key'] }] },
+        DagenRegeneratedKey: {
+          allOf: [
+            ref('DagenCreatedKey'),
+            { type: 'object', properties: { previous_key_expires_at: { type: 'string', format: 'date-time', nullable: true, description: 'end of the grace period of the replaced key' } } },
+          ],
+        },
+        DagenCreateRequest: bodySchema(DAGEN_CREATE, 'Create a Dagen-style key'),
+        DagenUpdateRequest: bodySchema(DAGEN_UPDATE, 'Fields to change; the others stay'),
+        DaguWorkspaceAccess: {
+          type: 'object',
+          properties: {
+            all: { type: 'boolean' },
+            grants: {
+              type: 'array',
+              items: { type: 'object', properties: { workspace: { type: 'string' }, role: { type: 'string', enum: [...ROLES] } }, required: ['workspace', 'role'] },
+            },
+          },
+        },
+        DaguAPIKey: {
+          type: 'object',
+          properties: {
+            id: { type: 'string' },
+            name: { type: 'string' },
+            description: { type: 'string' },
+            role: { type: 'string', enum: [...ROLES] },
+            workspaceAccess: ref('DaguWorkspaceAccess'),
+            allowedSurfaces: { type: 'array', items: { type: 'string', enum: [...SURFACES] } },
+            attributionClass: { type: 'string', enum: ['service_account', 'user_owned'] },
+            ownerUserId: { type: 'string' },
+            serviceAccountName: { type: 'string' },
+            keyPrefix: { type: 'string' },
+            createdAt: { type: 'string', format: 'date-time' },
+            updatedAt: { type: 'string', format: 'date-time' },
+            createdBy: { type: 'string' },
+            lastUsedAt: { type: 'string', format: 'date-time', nullable: true },
+            workspace: { type: 'string', nullable: true, description: "Keygate: Dagen's one bound workspace" },
+            scopes: { type: 'array', items: { type: 'string', enum: ['agents', 'workflows'] }, description: 'Keygate: Dagen scopes' },
+            rateLimit: { type: 'integer', description: 'Keygate: requests per minute' },
+            expiresAt: { type: 'string', format: 'date-time', nullable: true },
+            isActive: { type: 'boolean' },
+            status: { type: 'string', enum: ['active', 'inactive', 'expired'] },
+            requestCount: { type: 'integer' },
+            updatedBy: { type: 'string', nullable: true },
+            managedBy: { type: 'string', enum: ['api', 'config'] },
+          },
+          required: ['id', 'name', 'role', 'workspaceAccess', 'allowedSurfaces', 'attributionClass', 'keyPrefix', 'createdAt', 'updatedAt', 'createdBy'],
+        },
+        DaguAPIKeyResponse: { type: 'object', properties: { apiKey: ref('DaguAPIKey') }, required: ['apiKey'] },
+        DaguAPIKeysListResponse: { type: 'object', properties: { apiKeys: { type: 'array', items: ref('DaguAPIKey') } }, required: ['apiKeys'] },
+        DaguCreateAPIKeyResponse: {
+          type: 'object',
+          properties: { apiKey: ref('DaguAPIKey'), key: { type: 'string', description: 'Full key secret, only returned once' } },
+          required: ['apiKey', 'key'],
+        },
+        DaguCreateAPIKeyRequest: bodySchema(DAGU_CREATE, "Dagu's CreateAPIKeyRequest"),
+        DaguUpdateAPIKeyRequest: bodySchema(DAGU_UPDATE, "Dagu's UpdateAPIKeyRequest"),
+        AuditRecord: {
+          type: 'object',
+          properties: {
+            id: { type: 'string' },
+            at: { type: 'string', format: 'date-time' },
+            actor: { type: 'string', description: 'admin-token, key:<id>, cli:<user> or config' },
+            action: { type: 'string', enum: ['create', 'update', 'activate', 'deactivate', 'regenerate', 'delete'] },
+            key_id: { type: 'string' },
+            key_name: { type: 'string' },
+            remote_address: { type: 'string', nullable: true },
+            details: { type: 'object', description: 'what changed; never a secret' },
+          },
+          required: ['id', 'at', 'actor', 'action', 'key_id', 'key_name', 'remote_address', 'details'],
+        },
+      },
+    },
+  };
+}

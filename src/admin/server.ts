@@ -1,0 +1,148 @@
+// The admin listener: its own node:http server (default 127.0.0.1:8081), separate from the public
+// one. Every call is authenticated first, then routed; every answer is JSON, errors `{"code","message"}`.
+
+import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { KeygateError, ValidationError } from '../errors.js';
+import type { KeyService } from '../keys/service.js';
+import type { Logger } from '../log.js';
+import { normaliseTarget } from '../routes/path.js';
+import { auditRoutes } from './audit.js';
+import { AdminAuth } from './auth.js';
+import { dagenRoutes } from './dagen-api.js';
+import { daguRoutes } from './dagu-api.js';
+import { openApiDocument } from './openapi.js';
+import { Router, type AdminRoute } from './router.js';
+
+export interface AdminServerOptions {
+  keys: KeyService;
+  logger: Logger;
+  /** admin.token; undefined = only admin keys are accepted */
+  token: string | undefined;
+  now?: () => number;
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: OutgoingHttpHeaders = {}): void {
+  // a request body left unread (refused before or while reading it) is not drained: close instead
+  if (!res.req.complete) headers = { ...headers, connection: 'close' };
+  if (status === 204) {
+    res.writeHead(204, { 'cache-control': 'no-store', ...headers });
+    res.end();
+    return;
+  }
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+    ...headers,
+  });
+  res.end(text);
+}
+
+/** A ValidationError naming a key-service field, renamed to the API's spelling of it. */
+function apiField(field: string, names: Readonly<Record<string, string>> | undefined): string {
+  if (!names) return field;
+  for (const [from, to] of Object.entries(names)) {
+    if (field === from || field.startsWith(`${from}.`) || field.startsWith(`${from}[`)) return to + field.slice(from.length);
+  }
+  return field;
+}
+
+export class AdminServer {
+  readonly router = new Router();
+  private readonly server: Server;
+  private readonly auth: AdminAuth;
+  private readonly logger: Logger;
+
+  constructor(opts: AdminServerOptions) {
+    const now = opts.now ?? Date.now;
+    this.logger = opts.logger;
+    this.auth = new AdminAuth(opts.token, opts.keys, now);
+    this.router.add(
+      ...dagenRoutes(opts.keys, now),
+      ...daguRoutes(opts.keys, now),
+      ...auditRoutes(opts.keys),
+      { method: 'GET', path: '/openapi.json', operationId: 'getOpenApi', handler: async () => ({ status: 200, body: openApiDocument() }) },
+    );
+    this.server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => void this.handle(req, res));
+  }
+
+  listen(port: number, host: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  get url(): string {
+    const { address, port } = this.server.address() as AddressInfo;
+    const host = address === '0.0.0.0' || address === '::' ? '127.0.0.1' : address;
+    return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  }
+
+  /** Stop accepting; requests in flight get up to drainMs to finish. */
+  async close(drainMs = 10_000): Promise<void> {
+    if (!this.server.listening) return;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    const timer = setTimeout(() => this.server.closeAllConnections(), drainMs);
+    await closed;
+    clearTimeout(timer);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    const remoteAddress = req.socket.remoteAddress ?? null;
+    let actor: string | undefined;
+    let route: AdminRoute | undefined;
+    let path = '';
+    try {
+      const target = normaliseTarget(req.url ?? '/');
+      if (!target.ok) throw new KeygateError('bad_request', 400, target.message);
+      path = target.path;
+      // authenticate before routing: without a credential no one learns which paths exist
+      const auth = await this.auth.authenticate(req.headers);
+      if (!auth.ok) {
+        sendJson(res, auth.status, { code: auth.code, message: auth.message }, auth.headers);
+        return;
+      }
+      actor = auth.actor;
+      const match = this.router.match(req.method ?? '', target.path);
+      if (match === undefined) throw new KeygateError('not_found', 404, `no admin endpoint ${target.path}`);
+      if ('allow' in match) {
+        sendJson(res, 405, { code: 'method_not_allowed', message: `${req.method} is not allowed on ${target.path}; allowed: ${match.allow.join(', ')}` }, { allow: match.allow.join(', ') });
+        return;
+      }
+      route = match.route;
+      const reply = await route.handler({ req, params: match.params, query: new URLSearchParams(target.query), actor: { id: actor, remoteAddress } });
+      sendJson(res, reply.status, reply.body);
+    } catch (err) {
+      this.fail(req, res, err, route);
+    } finally {
+      this.logger.info(
+        { admin: true, method: req.method, path, status: res.statusCode, actor, latency_ms: Math.round((performance.now() - started) * 100) / 100 },
+        'admin request',
+      );
+    }
+  }
+
+  private fail(req: IncomingMessage, res: ServerResponse, err: unknown, route: AdminRoute | undefined): void {
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    if (err instanceof ValidationError) {
+      const field = apiField(err.field, route?.fieldNames);
+      sendJson(res, 400, { code: err.code, message: `${field}: ${err.reason}`, field });
+    } else if (err instanceof KeygateError) {
+      sendJson(res, err.status, { code: err.code, message: err.message });
+    } else {
+      this.logger.error({ err, method: req.method }, 'admin request failed');
+      sendJson(res, 500, { code: 'internal', message: 'the admin request failed inside the gateway; see its log' });
+    }
+  }
+}

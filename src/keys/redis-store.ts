@@ -1,0 +1,265 @@
+// Key store in Redis, for several gateway instances on several hosts. Keys are JSON documents
+// with indexes by name and digest; usage counters are separate hashes (HINCRBY, so instances add
+// up exactly); every change is published so that each instance drops its cache within
+// milliseconds, and a reconnect drops it too (messages sent while away are lost).
+
+import { randomUUID } from 'node:crypto';
+import { ConflictError } from '../errors.js';
+import { createRedis, type RedisClient, type RedisSettings } from '../redis.js';
+import type { StoredKey } from './model.js';
+import type { AuditQuery, AuditRecord, AuditStore, KeyPatch, KeyStore, UsageDelta } from './store.js';
+
+/** Document as stored: the key without its usage counters, plus a version for optimistic updates. */
+type Doc = Omit<StoredKey, 'requestCount' | 'lastUsedAt'> & { version: number };
+
+// KEYS: names hash, digests hash, keys hash. ARGV: id, name, digest, previous digest or "", json.
+const INSERT = `
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then return 'name_taken' end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], ARGV[4], ARGV[1]) end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
+return 'ok'`;
+
+// Replace a document if its version is unchanged, moving the name and digest indexes.
+// ARGV: id, expected version, old name, new name, old digest, new digest, old prev, new prev, json
+const REPLACE = `
+local cur = redis.call('HGET', KEYS[3], ARGV[1])
+if not cur then return 'gone' end
+if cjson.decode(cur).version ~= tonumber(ARGV[2]) then return 'retry' end
+if ARGV[3] ~= ARGV[4] then
+  if redis.call('HEXISTS', KEYS[1], ARGV[4]) == 1 then return 'name_taken' end
+  redis.call('HDEL', KEYS[1], ARGV[3])
+  redis.call('HSET', KEYS[1], ARGV[4], ARGV[1])
+end
+for _, d in ipairs({ARGV[5], ARGV[7]}) do
+  if d ~= '' and redis.call('HGET', KEYS[2], d) == ARGV[1] then redis.call('HDEL', KEYS[2], d) end
+end
+redis.call('HSET', KEYS[2], ARGV[6], ARGV[1])
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], ARGV[8], ARGV[1]) end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[9])
+return 'ok'`;
+
+// ARGV: id; KEYS 4: usage hash of the key
+const DELETE = `
+local cur = redis.call('HGET', KEYS[3], ARGV[1])
+if not cur then return 0 end
+local doc = cjson.decode(cur)
+redis.call('HDEL', KEYS[1], doc.name)
+for _, d in ipairs({doc.digest, doc.previousDigest}) do
+  if type(d) == 'string' and redis.call('HGET', KEYS[2], d) == ARGV[1] then redis.call('HDEL', KEYS[2], d) end
+end
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('DEL', KEYS[4])
+return 1`;
+
+// KEYS[1]: usage hash. ARGV: count, last-used ms. Last use only moves forward.
+const USAGE = `
+redis.call('HINCRBY', KEYS[1], 'count', ARGV[1])
+local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[1], 'last', ARGV[2]) end
+return 1`;
+
+interface Scripts {
+  kgInsert(names: string, digests: string, keys: string, ...argv: string[]): Promise<string>;
+  kgReplace(names: string, digests: string, keys: string, ...argv: (string | number)[]): Promise<string>;
+  kgDelete(names: string, digests: string, keys: string, usage: string, id: string): Promise<number>;
+  kgUsage(usage: string, count: number, lastMs: number): Promise<number>;
+}
+
+export interface RedisKeyStoreOptions {
+  /** key namespace, default "keygate" */
+  prefix?: string;
+  /** topology: standalone (default), sentinel or cluster */
+  redis?: RedisSettings | undefined;
+  onError?: (err: Error) => void;
+}
+
+export class RedisKeyStore implements KeyStore, AuditStore {
+  private readonly redis: RedisClient & Scripts;
+  private readonly sub: RedisClient;
+  private readonly k: { names: string; digests: string; keys: string; audit: string; changes: string; usage: (id: string) => string };
+  private mark = 0;
+
+  constructor(url: string, opts: RedisKeyStoreOptions = {}) {
+    // A hash tag: every key of the store lands in one Redis Cluster slot, as its Lua scripts need.
+    const p = `{${opts.prefix ?? 'keygate'}}`;
+    this.k = {
+      names: `${p}:key-names`,
+      digests: `${p}:key-digests`,
+      keys: `${p}:keys`,
+      audit: `${p}:audit`,
+      changes: `${p}:key-changes`,
+      usage: (id) => `${p}:key-usage:${id}`,
+    };
+    // Management and cache misses may wait briefly for a reconnect; they are not the hot path
+    // (cached keys are answered without Redis).
+    const common = { maxRetriesPerRequest: 2, connectTimeout: 2000, commandTimeout: 2000, retryStrategy: (n: number) => Math.min(100 * n, 2000) };
+    this.redis = createRedis(url, opts.redis, { ...common, enableOfflineQueue: true }) as RedisClient & Scripts;
+    this.sub = createRedis(url, opts.redis, { ...common, enableOfflineQueue: true });
+    // Report a failure once per outage, not on every reconnect attempt.
+    let down = false;
+    const onError = (err: Error) => {
+      if (!down) opts.onError?.(err);
+      down = true;
+    };
+    this.redis.on('error', onError);
+    this.sub.on('error', onError);
+    this.redis.on('ready', () => (down = false));
+    this.redis.defineCommand('kgInsert', { numberOfKeys: 3, lua: INSERT });
+    this.redis.defineCommand('kgReplace', { numberOfKeys: 3, lua: REPLACE });
+    this.redis.defineCommand('kgDelete', { numberOfKeys: 4, lua: DELETE });
+    this.redis.defineCommand('kgUsage', { numberOfKeys: 1, lua: USAGE });
+    // Any change anywhere, and any (re)connect of the subscriber, makes cached keys stale.
+    this.sub.on('message', () => this.mark++);
+    this.sub.on('ready', () => this.mark++);
+    void this.sub.subscribe(this.k.changes).catch(onError);
+  }
+
+  /** Resolves once both connections are ready (or rejects after `ms`). */
+  async ready(ms = 5000): Promise<void> {
+    const wait = (c: RedisClient) =>
+      c.status === 'ready'
+        ? Promise.resolve()
+        : new Promise<void>((resolve, reject) => {
+            const timer = setTimeout(() => reject(new Error('redis key store not reachable')), ms);
+            c.once('ready', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+          });
+    await Promise.all([wait(this.redis), wait(this.sub)]);
+  }
+
+  private publish(id: string): Promise<unknown> {
+    return this.redis.publish(this.k.changes, id);
+  }
+
+  private async withUsage(doc: Doc | undefined): Promise<StoredKey | undefined> {
+    if (doc === undefined) return undefined;
+    const u = await this.redis.hgetall(this.k.usage(doc.id));
+    return toKey(doc, u);
+  }
+
+  private async doc(id: string): Promise<Doc | undefined> {
+    const json = await this.redis.hget(this.k.keys, id);
+    return json === null ? undefined : (JSON.parse(json) as Doc);
+  }
+
+  async insert(key: StoredKey): Promise<void> {
+    const { requestCount: _c, lastUsedAt: _l, ...rest } = key;
+    const doc: Doc = { ...rest, version: 1 };
+    const r = await this.redis.kgInsert(this.k.names, this.k.digests, this.k.keys, key.id, key.name, key.digest, key.previousDigest ?? '', JSON.stringify(doc));
+    if (r === 'name_taken') throw new ConflictError(`a key named "${key.name}" already exists`);
+    await this.publish(key.id);
+  }
+
+  async update(id: string, patch: KeyPatch): Promise<StoredKey | undefined> {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const cur = await this.doc(id);
+      if (cur === undefined) return undefined;
+      const next: Doc = { ...cur, ...patch, version: cur.version + 1 };
+      const r = await this.redis.kgReplace(
+        this.k.names, this.k.digests, this.k.keys,
+        id, cur.version, cur.name, next.name, cur.digest, next.digest, cur.previousDigest ?? '', next.previousDigest ?? '', JSON.stringify(next),
+      );
+      if (r === 'gone') return undefined;
+      if (r === 'name_taken') throw new ConflictError(`a key named "${next.name}" already exists`);
+      if (r === 'ok') {
+        await this.publish(id);
+        return this.withUsage(next);
+      }
+      // 'retry': another instance changed the key meanwhile; apply the patch to its version
+    }
+    throw new ConflictError(`key ${id} is being changed concurrently; try again`);
+  }
+
+  async delete(id: string): Promise<boolean> {
+    const n = await this.redis.kgDelete(this.k.names, this.k.digests, this.k.keys, this.k.usage(id), id);
+    if (n === 1) await this.publish(id);
+    return n === 1;
+  }
+
+  async get(id: string): Promise<StoredKey | undefined> {
+    return this.withUsage(await this.doc(id));
+  }
+
+  async getByName(name: string): Promise<StoredKey | undefined> {
+    const id = await this.redis.hget(this.k.names, name);
+    return id === null ? undefined : this.get(id);
+  }
+
+  async findByDigest(digest: string, nowMs = Date.now()): Promise<StoredKey | undefined> {
+    const id = await this.redis.hget(this.k.digests, digest);
+    if (id === null) return undefined;
+    const doc = await this.doc(id);
+    if (doc === undefined) return undefined;
+    if (doc.digest !== digest) {
+      // only a previous digest inside its grace period still opens the key
+      const until = doc.previousDigest === digest ? Date.parse(doc.previousDigestExpiresAt ?? '') : NaN;
+      if (!(until > nowMs)) return undefined;
+    }
+    return this.withUsage(doc);
+  }
+
+  async list(): Promise<StoredKey[]> {
+    const all = await this.redis.hgetall(this.k.keys);
+    const docs = Object.values(all).map((j) => JSON.parse(j) as Doc);
+    const pipe = this.redis.pipeline();
+    for (const d of docs) pipe.hgetall(this.k.usage(d.id));
+    const usage = (await pipe.exec()) ?? [];
+    return docs
+      .map((d, i) => toKey(d, (usage[i]?.[1] as Record<string, string>) ?? {}))
+      .sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.name < b.name ? -1 : 1));
+  }
+
+  async count(): Promise<number> {
+    return this.redis.hlen(this.k.keys);
+  }
+
+  async addUsage(batch: ReadonlyMap<string, UsageDelta>): Promise<void> {
+    if (batch.size === 0) return;
+    const pipe = this.redis.pipeline() as unknown as { kgUsage(k: string, c: number, l: number): void; exec(): Promise<[Error | null, unknown][] | null> };
+    for (const [id, d] of batch) pipe.kgUsage(this.k.usage(id), d.count, Date.parse(d.lastUsedAt));
+    const results = (await pipe.exec()) ?? [];
+    const failed = results.find(([err]) => err);
+    if (failed) throw failed[0];
+  }
+
+  async appendAudit(record: AuditRecord): Promise<void> {
+    await this.redis.lpush(this.k.audit, JSON.stringify(record));
+  }
+
+  async listAudit(q: AuditQuery): Promise<AuditRecord[]> {
+    // newest first; a key filter scans (audit reads are rare and operator-driven)
+    const raw = await this.redis.lrange(this.k.audit, 0, q.key_id === undefined ? q.limit - 1 : -1);
+    const records = raw.map((j) => JSON.parse(j) as AuditRecord);
+    return (q.key_id === undefined ? records : records.filter((r) => r.key_id === q.key_id)).slice(0, q.limit);
+  }
+
+  changeMark(): number {
+    return this.mark;
+  }
+
+  async close(): Promise<void> {
+    this.sub.disconnect();
+    await this.redis.quit().catch(() => this.redis.disconnect());
+  }
+
+  /** A fresh id for tests that need to namespace several stores in one Redis. */
+  static namespace(): string {
+    return `keygate-test-${randomUUID().slice(0, 8)}`;
+  }
+}
+
+function toKey(doc: Doc, usage: Record<string, string>): StoredKey {
+  const { version: _v, ...key } = doc;
+  const last = Number(usage.last ?? 0);
+  return {
+    ...key,
+    previousDigest: key.previousDigest ?? null,
+    previousDigestExpiresAt: key.previousDigestExpiresAt ?? null,
+    requestCount: Number(usage.count ?? 0),
+    lastUsedAt: last > 0 ? new Date(last).toISOString() : null,
+  };
+}

@@ -1,0 +1,185 @@
+// One contract, every key store: SQLite (the default) and Redis (several instances) behave alike.
+
+import t, { type Test as Tap } from 'tap';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ConflictError } from '../src/errors.js';
+import type { StoredKey } from '../src/keys/model.js';
+import { RedisKeyStore } from '../src/keys/redis-store.js';
+import { KeyService } from '../src/keys/service.js';
+import { SqliteKeyStore } from '../src/keys/sqlite-store.js';
+import type { AuditStore, KeyStore } from '../src/keys/store.js';
+import { skipWithoutRedis, startCluster, startRedis, startSentinel, type TestRedis } from './redis.js';
+
+type Store = KeyStore & AuditStore;
+
+function stored(n: number, over: Partial<StoredKey> = {}): StoredKey {
+  const at = new Date(Date.UTC(2026, 0, 1, 0, 0, n)).toISOString();
+  return {
+    id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
+    name: `key-${n}`,
+    description: '',
+    digest: n.toString(16).padStart(64, 'a'),
+    prefix: 'dg_abcde',
+    scopes: ['agents', 'workflows'],
+    role: 'viewer',
+    workspace: null,
+    workspaceAccess: { all: true, grants: [] },
+    surfaces: null,
+    attributionClass: 'service_account',
+    serviceAccountName: `key-${n}`,
+    ownerUserId: null,
+    rateLimit: 60,
+    expiresAt: null,
+    isActive: true,
+    requestCount: 0,
+    lastUsedAt: null,
+    createdAt: at,
+    updatedAt: at,
+    createdBy: 'test',
+    updatedBy: 'test',
+    managedBy: 'api',
+    previousDigest: null,
+    previousDigestExpiresAt: null,
+    ...over,
+  };
+}
+
+function contract(name: string, open: () => Promise<Store>, skip: string | false = false): void {
+  t.test(`${name}: key store contract`, { skip }, (t) => contractOn(t, open));
+}
+
+async function contractOn(t: Tap, open: () => Promise<Store>): Promise<void> {
+  {
+    const store = await open();
+    t.teardown(() => store.close());
+
+    const a = stored(1);
+    await store.insert(a);
+    t.same(await store.get(a.id), a, 'get returns what was inserted');
+    t.same(await store.getByName('key-1'), a);
+    t.same(await store.findByDigest(a.digest), a);
+    t.equal(await store.get('nope'), undefined);
+    t.equal(await store.findByDigest('f'.repeat(64)), undefined);
+    await t.rejects(store.insert(stored(2, { name: 'key-1' })), ConflictError, 'a taken name is a conflict');
+    t.equal(await store.count(), 1, 'the refused insert left nothing behind');
+
+    const b = stored(3, { workspace: 'team-a', scopes: ['workflows'], surfaces: ['rest_api'], expiresAt: '2099-01-01T00:00:00.000Z' });
+    await store.insert(b);
+    t.same((await store.list()).map((k) => k.name), ['key-1', 'key-3'], 'list ordered by creation');
+    t.equal(await store.count(), 2);
+
+    const renamed = await store.update(b.id, { name: 'renamed', isActive: false, rateLimit: 7 });
+    t.match(renamed, { name: 'renamed', isActive: false, rateLimit: 7, workspace: 'team-a', surfaces: ['rest_api'] });
+    t.equal(await store.getByName('key-3'), undefined, 'the old name is free');
+    t.equal((await store.getByName('renamed'))?.id, b.id);
+    await t.rejects(store.update(b.id, { name: 'key-1' }), ConflictError, 'renaming onto a taken name is a conflict');
+    t.equal(await store.update('nope', { name: 'x' }), undefined, 'updating an unknown id');
+
+    // regenerate with grace: a new digest, the previous one valid until a deadline
+    const now = Date.now();
+    const fresh = 'e'.repeat(64);
+    await store.update(a.id, { digest: fresh, previousDigest: a.digest, previousDigestExpiresAt: new Date(now + 60_000).toISOString() });
+    t.equal((await store.findByDigest(fresh, now))?.id, a.id, 'new digest opens the key');
+    t.equal((await store.findByDigest(a.digest, now))?.id, a.id, 'previous digest works during the grace');
+    t.equal(await store.findByDigest(a.digest, now + 61_000), undefined, 'and not after it');
+    await store.update(a.id, { digest: 'd'.repeat(64), previousDigest: null, previousDigestExpiresAt: null });
+    t.equal(await store.findByDigest(a.digest, now), undefined, 'a replaced digest opens nothing');
+    t.equal(await store.findByDigest(fresh, now), undefined);
+
+    await store.addUsage(new Map([[a.id, { count: 3, lastUsedAt: '2026-03-01T00:00:00.000Z' }]]));
+    await store.addUsage(new Map([[a.id, { count: 4, lastUsedAt: '2026-02-01T00:00:00.000Z' }]]));
+    const used = await store.get(a.id);
+    t.equal(used?.requestCount, 7, 'usage adds up');
+    t.equal(used?.lastUsedAt, '2026-03-01T00:00:00.000Z', 'last use never moves back');
+    t.equal((await store.list()).find((k) => k.id === a.id)?.requestCount, 7, 'list shows usage too');
+
+    t.equal(await store.delete(b.id), true);
+    t.equal(await store.delete(b.id), false, 'deleting twice');
+    t.equal(await store.getByName('renamed'), undefined);
+    t.equal(await store.findByDigest(b.digest), undefined);
+    await store.insert(stored(4, { name: 'renamed' }));
+    t.equal((await store.getByName('renamed'))?.id, stored(4).id, 'a deleted name can be used again');
+
+    for (let i = 0; i < 3; i++) {
+      await store.appendAudit({ id: `r${i}`, at: `2026-01-0${i + 1}T00:00:00.000Z`, actor: 'test', action: 'update', key_id: i === 1 ? b.id : a.id, key_name: 'x', remote_address: null, details: { n: i } });
+    }
+    t.same((await store.listAudit({ limit: 10 })).map((r) => r.id), ['r2', 'r1', 'r0'], 'audit newest first');
+    t.same((await store.listAudit({ limit: 1 })).map((r) => r.id), ['r2']);
+    t.same((await store.listAudit({ limit: 10, key_id: b.id })).map((r) => r.details), [{ n: 1 }]);
+  }
+}
+
+contract('sqlite (memory)', async () => new SqliteKeyStore(':memory:'));
+contract('sqlite (file)', async () => new SqliteKeyStore(`${t.testdir()}/k.db`));
+
+let redis: TestRedis | undefined;
+t.before(async () => {
+  if (!skipWithoutRedis) redis = await startRedis();
+});
+t.teardown(() => redis?.stop());
+
+contract(
+  'redis',
+  async () => {
+    const s = new RedisKeyStore(redis!.url, { prefix: RedisKeyStore.namespace() });
+    await s.ready();
+    return s;
+  },
+  skipWithoutRedis,
+);
+
+for (const [name, start] of [['redis sentinel', startSentinel], ['redis cluster', startCluster]] as const) {
+  t.test(`${name}: same contract`, { skip: skipWithoutRedis }, async (t) => {
+    const set = await start(t.testdir());
+    t.teardown(() => set.stop());
+    await contractOn(t, async () => {
+      const s = new RedisKeyStore(set.url, { prefix: RedisKeyStore.namespace(), redis: set.settings });
+      await s.ready(10_000);
+      return s;
+    });
+  });
+}
+
+t.test('redis: a change on one instance reaches the others within 100 ms; a reconnect drops caches', { skip: skipWithoutRedis }, async (t) => {
+  const prefix = RedisKeyStore.namespace();
+  const storeA = new RedisKeyStore(redis!.url, { prefix });
+  const storeB = new RedisKeyStore(redis!.url, { prefix });
+  await Promise.all([storeA.ready(), storeB.ready()]);
+  t.teardown(async () => {
+    await storeA.close();
+    await storeB.close();
+  });
+  const config = { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 } };
+  const a = new KeyService(storeA, config);
+  const b = new KeyService(storeB, config);
+  const { key, secret } = await a.create({ name: 'shared', role: 'viewer' }, 'test');
+  const { digestSecret } = await import('../src/keys/secret.js');
+  const digest = digestSecret(secret);
+  t.equal((await b.lookup(digest))?.key.isActive, true, 'B resolves a key created on A');
+  t.notOk(b.lookup(digest) instanceof Promise, 'and then serves it from its cache');
+
+  const delays: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    const active = i % 2 === 1;
+    const started = performance.now();
+    await a.setActive(key.id, active, 'test');
+    for (;;) {
+      const seen = await b.lookup(digest);
+      if (seen?.key.isActive === active) break;
+      if (performance.now() - started > 1000) break;
+      await sleep(1);
+    }
+    delays.push(performance.now() - started);
+  }
+  delays.sort((x, y) => x - y);
+  t.ok(delays.at(-1)! < 100, `every change seen by B within 100 ms (median ${delays[10]!.toFixed(1)} ms, max ${delays.at(-1)!.toFixed(1)} ms)`);
+
+  // A message sent while B's subscriber is away is lost: B must drop its cache on reconnect.
+  const before = storeB.changeMark();
+  await redis!.stop();
+  await redis!.start(); // empty again: every key is gone
+  await storeB.ready(10_000);
+  for (let i = 0; i < 50 && storeB.changeMark() === before; i++) await sleep(100);
+  t.not(storeB.changeMark(), before, 'the reconnect marked the cache stale');
+  t.equal(await b.lookup(digest), null, 'so B no longer serves the key from its cache');
+});
