@@ -12,7 +12,6 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import type { DefinedError, ValidateFunction } from 'ajv';
 import { ConfigError, type ConfigIssue } from '../errors.js';
-import type { RedisSettings } from '../redis.js';
 import { expandString, expandTree } from './expand.js';
 import {
   childPointer,
@@ -32,8 +31,6 @@ import type {
   DeclaredKeyConfig,
   GatewayConfig,
   KeysConfig,
-  ListenConfig,
-  LogConfig,
   Role,
   RouteConfig,
   Scope,
@@ -361,16 +358,8 @@ interface RawRoute {
   strip_prefix?: string;
 }
 
-interface RawConfig {
-  listen: ListenConfig;
-  admin: { host: string; port: number; token?: string; enabled: boolean };
-  store: { keys: string; rate_limits: string; rate_limits_fallback: 'memory' | 'allow' | 'deny'; redis?: RedisSettings };
-  keys: KeysConfig;
-  upstreams: UpstreamConfig[];
-  remote_nodes: UpstreamConfig[];
-  routes: RawRoute[];
-  log: LogConfig;
-}
+/** The validated document before normalisation: the final shape except for the routes. */
+type RawConfig = Omit<GatewayConfig, 'file' | 'routes' | 'warnings'> & { routes: RawRoute[] };
 
 let validator: ValidateFunction | undefined;
 
