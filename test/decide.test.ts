@@ -2,6 +2,7 @@
 // compiled by a real RouteTable. Then extractCredential().
 
 import t from 'tap';
+import { routeConfig, type RouteInput } from './factories.js';
 import { extractCredential } from '../src/auth/credential.js';
 import { decide, type Decision } from '../src/auth/decide.js';
 import { ROLES, type Role, type RouteConfig, type UpstreamConfig } from '../src/config/types.js';
@@ -49,9 +50,8 @@ const UPSTREAM: UpstreamConfig = {
   connections: 4,
 };
 
-type RouteInput = Partial<RouteConfig> & Pick<RouteConfig, 'path'>;
 function route(r: RouteInput, index: number): RouteConfig {
-  return { index, source: 'test.yaml:1:1', name: r.path, upstream: 'dagu', auth: 'required', surface: 'rest_api', scopes: [], ...r };
+  return routeConfig({ name: r.path, ...r }, index);
 }
 
 const ROUTES = {

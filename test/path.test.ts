@@ -3,6 +3,7 @@
 // then idempotence over every accepted input.
 
 import t from 'tap';
+import { routeConfig, type RouteInput } from './factories.js';
 import type { RouteConfig, UpstreamConfig } from '../src/config/types.js';
 import { decodeSegmentValue, normaliseTarget } from '../src/routes/path.js';
 import { RouteTable } from '../src/routes/table.js';
@@ -146,8 +147,8 @@ const UPSTREAM: UpstreamConfig = {
   connections: 4,
 };
 
-function route(index: number, r: Partial<RouteConfig> & Pick<RouteConfig, 'path'>): RouteConfig {
-  return { index, source: 'test.yaml:1:1', name: r.path, upstream: 'dagu', auth: 'required', surface: 'rest_api', scopes: [], ...r };
+function route(index: number, r: RouteInput): RouteConfig {
+  return routeConfig({ name: r.path, ...r }, index);
 }
 
 const table = RouteTable.compile({

@@ -2,6 +2,7 @@
 // trailing slash) and upstreamPath. Configs are built here, not loaded from YAML.
 
 import t from 'tap';
+import { routeConfig, type RouteInput } from './factories.js';
 import type { Test } from 'tap';
 import type { RouteConfig, UpstreamConfig } from '../src/config/types.js';
 import { ConfigError } from '../src/errors.js';
@@ -19,20 +20,7 @@ const UPSTREAMS = [
   upstream('root', 'http://127.0.0.1:3001/'),
 ];
 
-type RouteInput = Partial<RouteConfig> & Pick<RouteConfig, 'path'>;
-
-function route(r: RouteInput, index = 0): RouteConfig {
-  return {
-    index,
-    source: 'test.yaml:1:1',
-    name: r.name ?? `${r.methods ? r.methods.join(',') : '*'} ${r.path}`,
-    upstream: 'dagu',
-    auth: 'required',
-    surface: 'rest_api',
-    scopes: [],
-    ...r,
-  };
-}
+const route = routeConfig;
 
 function table(...routes: RouteInput[]): RouteTable {
   return RouteTable.compile({ upstreams: UPSTREAMS, routes: routes.map((r, i) => route(r, r.index ?? i)) });

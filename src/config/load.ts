@@ -30,8 +30,10 @@ import type {
   AuthType,
   DeclaredKeyConfig,
   GatewayConfig,
+  JsonRpcPolicy,
   KeysConfig,
   Role,
+  RoleOrDeny,
   RouteConfig,
   Scope,
   Surface,
@@ -356,6 +358,9 @@ interface RawRoute {
   role?: Role;
   workspace?: 'key' | { query?: string; param?: string };
   strip_prefix?: string;
+  remote_node: boolean;
+  query_token: boolean;
+  jsonrpc?: Partial<JsonRpcPolicy> & { max_body_bytes: number; default_tool: RoleOrDeny };
 }
 
 /** The validated document before normalisation: the final shape except for the routes. */
@@ -664,6 +669,9 @@ function normaliseRoute(r: RawRoute, index: number, source: string): RouteConfig
     role: r.role,
     workspace: workspaceSource(r.workspace),
     strip_prefix: r.strip_prefix,
+    remote_node: r.remote_node,
+    query_token: r.query_token,
+    jsonrpc: r.jsonrpc && { methods: {}, tools: {}, ...r.jsonrpc },
   });
 }
 

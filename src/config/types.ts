@@ -76,6 +76,24 @@ export interface RouteConfig {
   workspace?: WorkspaceSource;
   /** removed from the front of the request path before it is joined to api_base_url's path */
   strip_prefix?: string;
+  /** ?remoteNode=<name> is honoured (else a request naming a remote node is refused) */
+  remote_node: boolean;
+  /** the key may come as ?token= (EventSource cannot send headers) */
+  query_token: boolean;
+  /** JSON-RPC method policy for A2A / MCP routes */
+  jsonrpc?: JsonRpcPolicy;
+}
+
+/** Minimum role, or "deny". */
+export type RoleOrDeny = Role | 'deny';
+
+export interface JsonRpcPolicy {
+  methods: Readonly<Record<string, RoleOrDeny>>;
+  tools: Readonly<Record<string, RoleOrDeny>>;
+  /** undefined = the route's role */
+  default_method?: RoleOrDeny;
+  default_tool: RoleOrDeny;
+  max_body_bytes: number;
 }
 
 export interface ListenConfig {
