@@ -9,6 +9,7 @@ import type { KeyAccess } from './keys/model.js';
 import { digestSecret } from './keys/secret.js';
 import type { KeyService } from './keys/service.js';
 import { normaliseTarget } from './routes/path.js';
+import { mayContain, takeParam } from './routes/query.js';
 import { RouteTable, type Route, type RouteMatch } from './routes/table.js';
 
 export interface Refusal {
@@ -17,6 +18,8 @@ export interface Refusal {
   readonly code: string;
   readonly message: string;
   readonly headers?: OutgoingHttpHeaders;
+  /** the JSON-RPC error code, when it is not the one the status implies */
+  readonly rpcCode?: number;
   /** for the access log */
   readonly path?: string;
   readonly route?: Route;
@@ -30,6 +33,8 @@ export interface Admission {
   readonly route: Route;
   /** path and query to request from the upstream */
   readonly upstreamTarget: string;
+  /** a remote node to send the request to instead of the route's upstream */
+  readonly remoteNode: string | undefined;
   /** undefined on auth: none routes */
   readonly access: KeyAccess | undefined;
   readonly decision: Allow | undefined;
@@ -44,11 +49,25 @@ function refuse(status: number, code: string, message: string, extra?: Partial<R
   return { forward: false, status, code, message, ...extra };
 }
 
+/** What admission knows about a request between matching and the decision. */
+interface Pending {
+  readonly match: RouteMatch;
+  readonly path: string;
+  /** the query to forward: without ?token= and ?remoteNode=, otherwise byte for byte */
+  readonly query: string;
+  /** a remote node named by ?remoteNode= (not "local"), checked after authorisation */
+  readonly remoteNode: string | undefined;
+}
+
 export class Admitter {
+  /**
+   * @param remoteBases remote node name → its api_base_url path (without a trailing slash)
+   */
   constructor(
     private readonly table: RouteTable,
     private readonly keys: KeyService,
     private readonly now: () => number = Date.now,
+    private readonly remoteBases: ReadonlyMap<string, string> = new Map(),
   ) {}
 
   admit(method: string, url: string, headers: IncomingHttpHeaders): Outcome | Promise<Outcome> {
@@ -59,27 +78,55 @@ export class Admitter {
       return refuse(404, 'not_found', `no route for ${method} ${target.path}`, { path: target.path });
     }
     const route = match.route;
-    const upstreamTarget = RouteTable.upstreamPath(route, target.path) + (target.query === '' ? '' : '?' + target.query);
-    if (route.config.auth === 'none') {
-      return { forward: true, path: target.path, route, upstreamTarget, access: undefined, decision: undefined };
+    const path = target.path;
+    let query = target.query;
+
+    // ?token=: a credential for clients that cannot send headers (EventSource), only where allowed.
+    let queryToken: string | undefined;
+    if (route.config.query_token && mayContain(query, 'token')) {
+      const taken = takeParam(query, 'token');
+      if (taken.values.length > 1) return refuse(400, 'bad_request', 'query parameter "token" given more than once', { path, route });
+      queryToken = taken.values[0] || undefined;
+      query = taken.rest;
     }
+    // ?remoteNode=: another Dagu server, only on operations that accept it.
+    let remoteNode: string | undefined;
+    if (mayContain(query, 'remoteNode')) {
+      const taken = takeParam(query, 'remoteNode');
+      if (taken.values.length > 1) return refuse(400, 'bad_request', 'query parameter "remoteNode" given more than once', { path, route });
+      const node = taken.values[0];
+      if (node !== undefined && node !== '' && node !== 'local') {
+        if (!route.config.remote_node) {
+          return refuse(400, 'bad_request', `this operation does not accept remoteNode (asked for "${node}")`, { path, route });
+        }
+        remoteNode = node;
+        query = taken.rest;
+      }
+    }
+    const pending: Pending = { match, path, query, remoteNode };
+    if (route.config.auth === 'none') return this.admitted(pending, undefined, undefined);
 
     const credential = extractCredential(headers);
-    if (credential.kind === 'none') {
-      return refuse(401, 'unauthorized', 'API key required: send X-API-Key or Authorization: Bearer', {
-        headers: WWW_AUTHENTICATE,
-        path: target.path,
-        route,
-      });
+    let secret: string;
+    if (credential.kind === 'invalid') return refuse(400, 'bad_request', credential.message, { path, route });
+    if (credential.kind === 'key') {
+      if (queryToken !== undefined && queryToken !== credential.secret) {
+        return refuse(400, 'bad_request', 'the ?token= and header credentials differ; send one', { path, route });
+      }
+      secret = credential.secret;
+    } else if (queryToken !== undefined) {
+      secret = queryToken;
+    } else {
+      return refuse(401, 'unauthorized', 'API key required: send X-API-Key or Authorization: Bearer', { headers: WWW_AUTHENTICATE, path, route });
     }
-    if (credential.kind === 'invalid') return refuse(400, 'bad_request', credential.message, { path: target.path, route });
 
-    const found = this.keys.lookup(digestSecret(credential.secret));
-    if (found instanceof Promise) return found.then((access) => this.authorise(match, target.path, target.query, upstreamTarget, access));
-    return this.authorise(match, target.path, target.query, upstreamTarget, found);
+    const found = this.keys.lookup(digestSecret(secret));
+    if (found instanceof Promise) return found.then((access) => this.authorise(pending, access));
+    return this.authorise(pending, found);
   }
 
-  private authorise(match: RouteMatch, path: string, query: string, upstreamTarget: string, access: KeyAccess | null): Outcome {
+  private authorise(p: Pending, access: KeyAccess | null): Outcome {
+    const { match, path, query } = p;
     const route = match.route;
     if (access === null) {
       return refuse(401, 'unauthorized', 'API key is not valid', { headers: WWW_AUTHENTICATE_INVALID, path, route });
@@ -95,6 +142,25 @@ export class Admitter {
     }
     const decision = decide(route, access, { nowMs: this.now(), workspace });
     if (!decision.allow) return refuse(decision.status, decision.code, decision.message, { path, route, access });
-    return { forward: true, path, route, upstreamTarget, access, decision };
+    return this.admitted(p, access, decision);
+  }
+
+  /** The forward, to the route's upstream or (only now that the key is authorised) a remote node. */
+  private admitted(p: Pending, access: KeyAccess | undefined, decision: Allow | undefined): Outcome {
+    const route = p.match.route;
+    let upstreamPath: string;
+    if (p.remoteNode === undefined) {
+      upstreamPath = RouteTable.upstreamPath(route, p.path);
+    } else {
+      const base = this.remoteBases.get(p.remoteNode);
+      if (base === undefined) {
+        return refuse(404, 'not_found', `remote node "${p.remoteNode}" not found`, { path: p.path, route, ...(access ? { access } : {}) });
+      }
+      // Dagu's rule: the local base path is replaced by the node's api_base_url.
+      const strip = route.config.strip_prefix;
+      upstreamPath = base + (strip !== undefined ? p.path.slice(strip.length) : p.path) || '/';
+    }
+    const upstreamTarget = p.query === '' ? upstreamPath : `${upstreamPath}?${p.query}`;
+    return { forward: true, path: p.path, route, upstreamTarget, remoteNode: p.remoteNode, access, decision };
   }
 }

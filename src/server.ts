@@ -9,6 +9,7 @@ import { ROLES, type GatewayConfig } from './config/types.js';
 import { openKeyStore } from './keys/open.js';
 import { KeyService } from './keys/service.js';
 import { createLogger, type Logger } from './log.js';
+import { forwardAgentCard, isAgentCardPath } from './proxy/agent-card.js';
 import { forwardHttp, type ForwardResult } from './proxy/forward.js';
 import { upstreamRequestHeaders, type Forwarding, type Identity } from './proxy/headers.js';
 import { Upstreams, type Upstream } from './proxy/upstream.js';
@@ -18,6 +19,8 @@ import { rateLimitHeaders } from './limits/headers.js';
 import { openRateLimiter, type OpenedLimiter } from './limits/open.js';
 import type { LimitDecision } from './limits/window.js';
 import { RouteTable } from './routes/table.js';
+import { PayloadTooLargeError, readBody } from './body.js';
+import { FORBIDDEN, INVALID_REQUEST, RATE_LIMITED, UNAUTHORIZED, allowCall, parseCall, rpcError, type RpcId } from './jsonrpc/policy.js';
 import { UsageCounter } from './usage/counter.js';
 
 export interface GatewayOptions {
@@ -45,6 +48,25 @@ export function sendError(res: ServerResponse, status: number, code: string, mes
   res.end(body);
 }
 
+/** JSON-RPC error codes for the gateway's HTTP refusals. */
+function rpcCodeFor(status: number): number {
+  if (status === 401) return UNAUTHORIZED;
+  if (status === 403 || status === 404) return FORBIDDEN;
+  if (status === 429) return RATE_LIMITED;
+  if (status === 400 || status === 413) return INVALID_REQUEST;
+  return -32603; // internal error
+}
+
+/** A refusal on a JSON-RPC route: the HTTP status stays, the body is a JSON-RPC error with the call's id. */
+function sendRpcError(res: ServerResponse, status: number, id: RpcId, message: string, headers?: Record<string, unknown>, code?: number): void {
+  const body = rpcError(id, code ?? rpcCodeFor(status), message);
+  if (headers) for (const name in headers) res.setHeader(name, headers[name] as string);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+  res.end(body);
+}
+
+const INSUFFICIENT_SCOPE = { 'www-authenticate': 'Bearer realm="keygate", error="insufficient_scope"' };
+
 const ROLE_NAMES = ['', ...ROLES];
 
 export class Gateway {
@@ -57,6 +79,8 @@ export class Gateway {
   private readonly server: Server;
   private readonly admitter: Admitter;
   private readonly upstreams: Upstreams;
+  /** Dagu remote nodes, reached with ?remoteNode= on routes that accept it */
+  private readonly remoteNodes: Upstreams;
   private readonly ws = new WebSocketProxy();
   private readonly usage: UsageCounter;
   private readonly limits: OpenedLimiter;
@@ -80,8 +104,9 @@ export class Gateway {
       ? new AdminServer({ keys: this.keys, logger: this.logger, token: opts.config.admin.token, now: this.now })
       : undefined;
     this.routes = RouteTable.compile(opts.config);
-    this.admitter = new Admitter(this.routes, this.keys, this.now);
     this.upstreams = new Upstreams(opts.config.upstreams);
+    this.remoteNodes = new Upstreams(opts.config.remote_nodes);
+    this.admitter = new Admitter(this.routes, this.keys, this.now, this.remoteNodes.basePaths());
     this.limits = openRateLimiter(opts.config, this.logger, this.now);
     this.limiter = this.limits.limiter;
     this.usage = new UsageCounter(this.keys.store, 1000, (err) => this.logger.error({ err }, 'usage flush failed; will retry'));
@@ -159,29 +184,74 @@ export class Gateway {
   }
 
   private apply(req: IncomingMessage, res: ServerResponse, o: Outcome, started: number): void {
+    // JSON-RPC routes read the call first: the method policy needs it, and every refusal
+    // (authentication ones too) answers in JSON-RPC with the request's id.
+    if (o.route?.config.jsonrpc !== undefined) {
+      this.applyRpc(req, res, o, started);
+      return;
+    }
     if (!o.forward) {
-      sendError(res, o.status, o.code, o.message, o.headers);
-      req.resume(); // discard an unread body so the connection can be reused
-      this.access(req, o, o.status, started, -1);
+      this.refuse(req, res, o, started);
       return;
     }
+    this.limitThenForward(req, res, o, started);
+  }
+
+  /** Send a refusal: Keygate's JSON error, or a JSON-RPC error when the request was a call. */
+  private refuse(req: IncomingMessage, res: ServerResponse, r: Refusal, started: number, rpcId?: RpcId): void {
+    if (rpcId === undefined) sendError(res, r.status, r.code, r.message, r.headers);
+    else sendRpcError(res, r.status, rpcId, r.message, r.headers, r.rpcCode);
+    req.resume(); // discard an unread body so the connection can be reused
+    this.access(req, r, r.status, started, -1);
+  }
+
+  private applyRpc(req: IncomingMessage, res: ServerResponse, o: Outcome, started: number): void {
+    const policy = o.route!.config.jsonrpc!;
+    if (req.method !== 'POST') {
+      // GET opens an MCP event stream, DELETE ends a session: no call to check.
+      if (!o.forward) this.refuse(req, res, o, started, null);
+      else this.limitThenForward(req, res, o, started, undefined, null);
+      return;
+    }
+    readBody(req, policy.max_body_bytes).then(
+      (body) => {
+        const parsed = parseCall(body);
+        const id = parsed.ok ? parsed.call.id : parsed.id;
+        if (!o.forward) return this.refuse(req, res, o, started, id);
+        if (!parsed.ok) {
+          return this.refuse(req, res, { forward: false, status: 400, code: 'bad_request', message: parsed.message, rpcCode: parsed.code, path: o.path, route: o.route }, started, id);
+        }
+        if (o.decision !== undefined) {
+          const verdict = allowCall(policy, o.route.minRoleRank, o.decision.roleRank, parsed.call);
+          if (!verdict.allow) {
+            const refusal: Refusal = { forward: false, status: 403, code: 'forbidden', message: verdict.message, headers: INSUFFICIENT_SCOPE, path: o.path, route: o.route, ...(o.access ? { access: o.access } : {}) };
+            return this.refuse(req, res, refusal, started, id);
+          }
+        }
+        this.limitThenForward(req, res, o, started, body, id);
+      },
+      (err: Error) => {
+        const tooLarge = err instanceof PayloadTooLargeError;
+        const refusal: Refusal = { forward: false, status: tooLarge ? 413 : 400, code: tooLarge ? 'payload_too_large' : 'bad_request', message: tooLarge ? err.message : 'the request body could not be read', path: o.path, ...(o.route ? { route: o.route } : {}) };
+        if (!res.headersSent) this.refuse(req, res, refusal, started, null);
+        if (!tooLarge) req.destroy();
+      },
+    );
+  }
+
+  /** Stage 7, the key's rate limit (after authorisation, before the upstream sees anything), then forward. */
+  private limitThenForward(req: IncomingMessage, res: ServerResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
     if (o.access === undefined) {
-      this.forward(req, res, o, started);
+      this.forward(req, res, o, started, body);
       return;
     }
-    // Stage 7: the key's rate limit, after authorisation and before the upstream sees anything.
     this.limiter.check(o.access.key.id, o.access.key.rateLimit).then(
       (d) => {
         const refusal = this.limitRefusal(o, d);
-        if (refusal !== undefined) {
-          sendError(res, refusal.status, refusal.code, refusal.message, refusal.headers);
-          req.resume();
-          this.access(req, refusal, refusal.status, started, -1);
-          return;
-        }
+        if (refusal !== undefined) return this.refuse(req, res, refusal, started, rpcId);
         const headers = rateLimitHeaders(d as LimitDecision);
         for (const name in headers) res.setHeader(name, headers[name]!);
-        this.forward(req, res, o, started);
+        this.forward(req, res, o, started, body);
       },
       (err) => this.internalError(req, res, started, err),
     );
@@ -203,16 +273,20 @@ export class Gateway {
     };
   }
 
-  private forward(req: IncomingMessage, res: ServerResponse, o: Admission, started: number): void {
+  private forward(req: IncomingMessage, res: ServerResponse, o: Admission, started: number, body?: Buffer): void {
     const { upstream, headers } = this.prepareForward(req, o);
-    forwardHttp(req, res, upstream, o.upstreamTarget, headers, sendError, (r: ForwardResult) => {
+    if (o.route.config.surface === 'a2a' && req.method === 'GET' && isAgentCardPath(o.path)) {
+      forwardAgentCard(res, req, upstream, o.upstreamTarget, headers, sendError, (r) => this.access(req, o, r.status, started, r.upstreamMs, r.error?.code));
+      return;
+    }
+    forwardHttp(req, res, upstream, o.upstreamTarget, headers, body, sendError, (r: ForwardResult) => {
       this.access(req, o, r.status, started, r.upstreamMs, r.error?.code);
     });
   }
 
   /** Count the use and build what the upstream receives; shared by HTTP and WebSocket. */
   private prepareForward(req: IncomingMessage, o: Admission): { upstream: Upstream; headers: Record<string, string | string[]> } {
-    const upstream = this.upstreams.get(o.route.upstream.name);
+    const upstream = o.remoteNode !== undefined ? this.remoteNodes.get(o.remoteNode) : this.upstreams.get(o.route.upstream.name);
     if (o.access) this.usage.record(o.access.key.id, this.now());
     const headers = upstreamRequestHeaders(
       req.headers,
@@ -329,6 +403,7 @@ export class Gateway {
       await this.usage.stop();
       await this.limits.close();
       await this.upstreams.close();
+      await this.remoteNodes.close();
       if (this.ownsKeys) await this.keys.store.close();
       await new Promise<void>((resolve) => this.logger.flush(() => resolve()));
     })();

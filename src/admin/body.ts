@@ -2,6 +2,7 @@
 // types) before they reach the key service, which owns every rule about the values.
 
 import type { IncomingMessage } from 'node:http';
+import { readBody } from '../body.js';
 import { KeygateError, ValidationError } from '../errors.js';
 
 /** Largest admin request body read (64 KiB); a larger one gets 413. */
@@ -30,26 +31,13 @@ export interface BodyShape {
   readOnly?: readonly string[];
 }
 
-function tooLarge(limit: number): KeygateError {
-  return new KeygateError('payload_too_large', 413, `request body is larger than ${limit} bytes`);
-}
-
 /** Reads a JSON object body: 415 unless JSON, 413 over the limit, 400 when malformed or not an object. */
 export async function readJsonObject(req: IncomingMessage, limit = DEFAULT_BODY_LIMIT): Promise<Record<string, unknown>> {
   const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   if (type !== 'application/json') {
     throw new KeygateError('unsupported_media_type', 415, `request body must be JSON: send Content-Type: application/json${type ? ` (got ${type})` : ''}`);
   }
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit) throw tooLarge(limit);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw tooLarge(limit);
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
+  const text = (await readBody(req, limit)).toString('utf8');
   if (text.trim() === '') throw new ValidationError('body', 'is required: a JSON object');
   let value: unknown;
   try {

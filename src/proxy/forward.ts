@@ -46,6 +46,8 @@ export function forwardHttp(
   upstream: Upstream,
   path: string,
   headers: Record<string, string | string[]>,
+  /** the body already read (JSON-RPC policy); otherwise the client's body streams through */
+  body: Buffer | undefined,
   sendError: (res: ServerResponse, status: number, code: string, message: string) => void,
   done: (result: ForwardResult) => void,
 ): void {
@@ -65,7 +67,7 @@ export function forwardHttp(
       path,
       method: req.method as 'GET',
       headers,
-      body: hasBody(req) ? req : null,
+      body: body ?? (hasBody(req) ? req : null),
       signal: res,
       opaque: null,
     },

@@ -69,6 +69,11 @@ export class Upstreams {
     return u;
   }
 
+  /** name → api_base_url path without a trailing slash, for mapping request paths onto each */
+  basePaths(): Map<string, string> {
+    return new Map([...this.byName].map(([name, u]) => [name, new URL(u.config.api_base_url).pathname.replace(/\/+$/, '')]));
+  }
+
   async close(): Promise<void> {
     await Promise.all([...this.byName.values()].map((u) => u.close()));
   }
