@@ -48,6 +48,22 @@ export function sendError(res: ServerResponse, status: number, code: string, mes
   res.end(body);
 }
 
+function sendJson(res: ServerResponse, status: number, value: unknown): void {
+  const body = JSON.stringify(value);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+  res.end(body);
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    p.then(
+      (v) => (clearTimeout(timer), resolve(v)),
+      (e) => (clearTimeout(timer), reject(e)),
+    );
+  });
+}
+
 /** JSON-RPC error codes for the gateway's HTTP refusals. */
 function rpcCodeFor(status: number): number {
   if (status === 401) return UNAUTHORIZED;
@@ -145,6 +161,40 @@ export class Gateway {
     return gw;
   }
 
+  /**
+   * Readiness: config loaded (it is, or this object would not exist), key store answering, Redis
+   * reachable when configured. Shared by the public and admin listeners.
+   */
+  async readiness(): Promise<{ ready: boolean; checks: Record<string, string> }> {
+    const checks: Record<string, string> = { config: 'ok' };
+    try {
+      await withTimeout(this.keys.store.count(), 1000);
+      checks.key_store = 'ok';
+    } catch (err) {
+      checks.key_store = `unreachable: ${(err as Error).message}`;
+    }
+    checks.rate_limit_store = this.limits.reachable() ? 'ok' : `unreachable: serving on the fallback policy (${this.config.store.rate_limits_fallback})`;
+    return { ready: Object.values(checks).every((c) => c === 'ok'), checks };
+  }
+
+  /** `<prefix>healthz` (alive) and `<prefix>readyz` (ready to serve), on the public listener. */
+  private serveHealth(req: IncomingMessage, res: ServerResponse, what: string): void {
+    req.resume();
+    const path = what.split('?', 1)[0];
+    if ((req.method !== 'GET' && req.method !== 'HEAD') || (path !== 'healthz' && path !== 'readyz')) {
+      sendError(res, 404, 'not_found', `${this.config.listen.health_prefix}healthz and ${this.config.listen.health_prefix}readyz are the only endpoints here`);
+      return;
+    }
+    if (path === 'healthz') {
+      sendJson(res, 200, { status: 'ok' });
+      return;
+    }
+    this.readiness().then(
+      (r) => sendJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks }),
+      () => sendError(res, 503, 'unavailable', 'readiness could not be determined'),
+    );
+  }
+
   /** Rate-limit store health, for tests and (later) metrics. */
   get limiterState(): { degraded: boolean; switches: number; storeErrors: number } {
     return { degraded: this.limiter.isDegraded, switches: this.limiter.switches, storeErrors: this.limiter.storeErrors };
@@ -167,6 +217,10 @@ export class Gateway {
   // ------------------------------------------------------------------ HTTP
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (req.url!.startsWith(this.config.listen.health_prefix)) {
+      this.serveHealth(req, res, req.url!.slice(this.config.listen.health_prefix.length));
+      return;
+    }
     const started = performance.now();
     let outcome: Outcome | Promise<Outcome>;
     try {

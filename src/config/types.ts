@@ -101,6 +101,8 @@ export interface ListenConfig {
   port: number;
   /** trust X-Forwarded-For/-Proto/-Host sent by the client (only behind a trusted proxy) */
   trust_forwarded: boolean;
+  /** reserved prefix for healthz/readyz on the public listener, e.g. "/_keygate/" */
+  health_prefix: string;
   /** public base URL, shown in examples and explain output */
   public_url?: string;
 }

@@ -9,6 +9,8 @@ import { BUCKETS, BUCKET_MS } from './window.js';
 
 export interface OpenedLimiter {
   limiter: KeyRateLimiter;
+  /** false while a shared store is unreachable (readiness) */
+  reachable(): boolean;
   /** settles when the store is reachable, or after a short wait (the gateway then starts degraded) */
   ready: Promise<void>;
   close(): Promise<void>;
@@ -66,7 +68,7 @@ export function requestPathRedis(url: string, settings: RedisSettings | undefine
 
 export function openRateLimiter(config: GatewayConfig, logger: Logger, now: () => number = Date.now): OpenedLimiter {
   const spec = config.store.rate_limits;
-  if (spec === 'memory') return { limiter: new KeyRateLimiter(counterStore(), 'memory', {}, now), ready: Promise.resolve(), close: async () => {} };
+  if (spec === 'memory') return { limiter: new KeyRateLimiter(counterStore(), 'memory', {}, now), reachable: () => true, ready: Promise.resolve(), close: async () => {} };
   const redis = requestPathRedis(spec, config.store.redis, logger, 'rate_limits');
   const store = new RateLimiterRedis({
     storeClient: redis,
@@ -87,6 +89,7 @@ export function openRateLimiter(config: GatewayConfig, logger: Logger, now: () =
   });
   return {
     limiter,
+    reachable: () => redis.status === 'ready',
     ready,
     async close() {
       redis.disconnect();
