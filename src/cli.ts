@@ -298,7 +298,13 @@ function explainCommand(args: string[], v: Values): number {
   return 0;
 }
 
-async function serveCommand(v: Values, config: GatewayConfig, onStarted?: (gw: Gateway) => void): Promise<number> {
+/**
+ * Run the gateway until SIGTERM/SIGINT. `read` loads the configuration: at start, and again on
+ * SIGHUP, when a valid file is made live without dropping requests and a bad one is refused
+ * (the old configuration stays) with its positions in the log.
+ */
+async function serveCommand(v: Values, read: () => GatewayConfig, onStarted?: (gw: Gateway) => void): Promise<number> {
+  const config = read();
   const port = v.port !== undefined ? Number(v.port) : undefined;
   const gw = await Gateway.start({ config, ...(port !== undefined ? { port } : {}) });
   for (const w of config.warnings) gw.logger.warn({ file: w.file, line: w.line, col: w.col, field: w.field }, w.message);
@@ -314,19 +320,47 @@ async function serveCommand(v: Values, config: GatewayConfig, onStarted?: (gw: G
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
+    // Without a handler Node would exit on SIGHUP; here it means "reload the configuration".
+    process.on('SIGHUP', () => {
+      let next: GatewayConfig;
+      try {
+        next = read();
+      } catch (err) {
+        gw.reloads.failed++;
+        const issues = err instanceof ConfigError ? err.issues.map(formatConfigIssue) : [(err as Error).message];
+        gw.logger.error({ issues, failed_reloads: gw.reloads.failed }, 'reload refused: the configuration stays as it was');
+        return;
+      }
+      for (const w of next.warnings) gw.logger.warn({ file: w.file, line: w.line, col: w.col, field: w.field }, w.message);
+      gw.reload(next).then(
+        (r) => {
+          gw.logger.info({ routes: gw.routes.routes.length, declared_keys: r.declaredKeys, reloads: gw.reloads.ok }, 'configuration reloaded');
+          if (r.restartNeeded.length > 0) gw.logger.warn({ sections: r.restartNeeded }, 'these sections changed and take effect after a restart');
+        },
+        (err: unknown) => {
+          const issues = err instanceof ConfigError ? err.issues.map(formatConfigIssue) : [(err as Error).message];
+          gw.logger.error({ issues, failed_reloads: gw.reloads.failed }, 'reload refused: the configuration stays as it was');
+        },
+      );
+    });
   });
 }
 
 async function demoCommand(v: Values): Promise<number> {
   const { startEchoUpstream } = await import('./demo/echo-upstream.js');
   const config = load(v);
-  const echoes = await Promise.all(config.upstreams.map((u) => startEchoUpstream({ name: u.name })));
-  const upstreams = config.upstreams.map((u, i) => {
-    const url = new URL(u.api_base_url);
-    return { ...u, api_base_url: echoes[i]!.url + url.pathname.replace(/\/$/, '') };
-  });
-  const demo: GatewayConfig = { ...config, upstreams };
-  const code = await serveCommand(v, demo, (gw) => {
+  const echoes = new Map<string, Awaited<ReturnType<typeof startEchoUpstream>>>();
+  for (const u of config.upstreams) echoes.set(u.name, await startEchoUpstream({ name: u.name }));
+  // Every upstream points at its echo server, also after a reload (SIGHUP).
+  const withEchoes = (c: GatewayConfig): GatewayConfig => {
+    const missing = c.upstreams.filter((u) => !echoes.has(u.name)).map((u) => u.name);
+    if (missing.length > 0) {
+      throw new KeygateError('demo_reload', 500, `the demo has echo servers for ${[...echoes.keys()].join(', ')}: restart it to add ${missing.join(', ')}`);
+    }
+    return { ...c, upstreams: c.upstreams.map((u) => ({ ...u, api_base_url: echoes.get(u.name)!.url + new URL(u.api_base_url).pathname.replace(/\/$/, '') })) };
+  };
+  const upstreams = withEchoes(config).upstreams;
+  const code = await serveCommand(v, () => withEchoes(load(v)), (gw) => {
     process.stderr.write(
       [
         '',
@@ -343,7 +377,7 @@ async function demoCommand(v: Values): Promise<number> {
       ].join('\n'),
     );
   });
-  await Promise.all(echoes.map((e) => e.close()));
+  await Promise.all([...echoes.values()].map((e) => e.close()));
   return code;
 }
 
@@ -364,7 +398,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (command) {
       case 'serve':
-        return await serveCommand(v, load(v));
+        return await serveCommand(v, () => load(v));
       case 'check':
         return checkCommand(v);
       case 'routes':

@@ -250,7 +250,7 @@ export class KeyService {
 
   constructor(
     readonly store: KeyStore,
-    private readonly config: KeysConfig,
+    private config: KeysConfig,
     private readonly now: () => number = Date.now,
     private readonly audit: AuditOptions = {},
   ) {
@@ -498,6 +498,11 @@ export class KeyService {
    * operator's own statement. A declared name held by a key made through the API or CLI is a
    * ConflictError, rather than silently taking that key over.
    */
+  /** New key rules after a configuration reload (prefix, rate-limit bounds, limits, declared keys). */
+  setConfig(config: KeysConfig): void {
+    this.config = config;
+  }
+
   async syncDeclared(): Promise<{ created: number; updated: number; deleted: number }> {
     const declared = this.config.declared ?? [];
     const existing = await this.store.list();

@@ -1,0 +1,116 @@
+// Configuration reload: under continuous load nothing fails; a bad file changes nothing.
+
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { Agent, request } from 'undici';
+import { loadConfig } from '../src/config/load.js';
+import { ConfigError } from '../src/errors.js';
+import { startEchoUpstream } from '../src/demo/echo-upstream.js';
+import { startStack } from './helpers.js';
+
+t.test('20 reloads under continuous load: no request fails, new routes apply', async (t) => {
+  const dir = t.testdir();
+  const s = await startStack(dir);
+  t.teardown(() => s.close());
+  const k = await s.key({ name: 'reload', role: 'operator', rateLimit: 600 });
+  const env = { DAGU_URL: s.dagu.url, DAGEN_URL: s.dagen.url, DAGU_TOKEN: 'upstream-dagu-token' };
+  const base = readFileSync(join(dir, 'gateway.yaml'), 'utf8');
+  // B adds a route and changes the dagu upstream's timeout (so its connection pool is replaced).
+  const b = base.replace('timeout: 2\n', 'timeout: 3\n').replace('routes:\n', 'routes:\n  - { path: /api/v1/new, upstream: dagu, role: viewer, strip_prefix: /api/v1 }\n');
+  t.not(b, base, 'variant B differs');
+  writeFileSync(join(dir, 'a.yaml'), base);
+  writeFileSync(join(dir, 'b.yaml'), b);
+  const configs = [loadConfig(join(dir, 'a.yaml'), env), loadConfig(join(dir, 'b.yaml'), env)];
+
+  const agent = new Agent({ connections: 8 });
+  t.teardown(() => agent.close());
+  let running = true;
+  const results = { ok: 0, failed: [] as string[] };
+  const loop = async () => {
+    while (running) {
+      try {
+        const r = await request(`${s.url}/api/v1/dags`, { headers: { 'x-api-key': k.secret }, dispatcher: agent });
+        await r.body.dump();
+        if (r.statusCode === 200) results.ok++;
+        else results.failed.push(String(r.statusCode));
+      } catch (err) {
+        results.failed.push((err as Error).message);
+      }
+    }
+  };
+  const loops = Array.from({ length: 4 }, loop);
+  for (let i = 0; i < 20; i++) {
+    await new Promise((r) => setTimeout(r, 40));
+    await s.gateway.reload(configs[(i + 1) % 2]!);
+  }
+  await new Promise((r) => setTimeout(r, 40));
+  running = false;
+  await Promise.all(loops);
+  t.same(results.failed, [], 'no request failed');
+  t.ok(results.ok > 40, `requests kept flowing throughout (${results.ok})`);
+  t.equal(s.gateway.reloads.ok, 20);
+  const onA = await request(`${s.url}/api/v1/new`, { headers: { 'x-api-key': k.secret } });
+  await onA.body.dump();
+  t.equal(onA.statusCode, 404, 'after 20 reloads config A is live: its routes, not B\'s');
+  await s.gateway.reload(configs[1]!);
+  const onB = await request(`${s.url}/api/v1/new`, { headers: { 'x-api-key': k.secret } });
+  await onB.body.dump();
+  t.equal(onB.statusCode, 200, 'a route added by a reload answers');
+
+  // A config that loads but does not compile (route names an unknown upstream after a typo) changes nothing.
+  const broken = { ...configs[0]!, routes: [{ ...configs[0]!.routes[0]!, upstream: 'nowhere' }] };
+  await t.rejects(s.gateway.reload(broken), ConfigError);
+  t.equal(s.gateway.reloads.failed, 1, 'the failure is counted');
+  const still = await request(`${s.url}/api/v1/new`, { headers: { 'x-api-key': k.secret } });
+  await still.body.dump();
+  t.equal(still.statusCode, 200, 'the previous configuration stays live');
+});
+
+t.test('SIGHUP: the binary reloads a good file and refuses a bad one with its position', async (t) => {
+  const dir = t.testdir();
+  const echo = await startEchoUpstream({ name: 'up' });
+  t.teardown(() => echo.close());
+  const bin = fileURLToPath(new URL('../bin/keygate.js', import.meta.url));
+  const cfg = join(dir, 'gw.yaml');
+  const good = (extra: string) =>
+    `listen: { host: 127.0.0.1, port: 0 }\nadmin: { port: 0 }\nstore: { keys: "sqlite:./k.db" }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes:\n  - { path: /a, upstream: up, auth: none }\n${extra}`;
+  writeFileSync(cfg, good(''));
+  const child = spawn(process.execPath, [bin, 'serve', '-c', cfg], { env: { ...process.env, NODE_OPTIONS: '' } });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const waitFor = async (re: RegExp) => {
+    for (let i = 0; i < 200 && !re.test(out); i++) await new Promise((r) => setTimeout(r, 50));
+    return re.exec(out);
+  };
+  const url = (await waitFor(/"url":"(http:\/\/[^"]+)"/))?.[1];
+  t.ok(url, 'started');
+  const status = async (p: string) => {
+    const r = await request(`${url}${p}`);
+    await r.body.dump();
+    return r.statusCode;
+  };
+  t.equal(await status('/b'), 404);
+
+  writeFileSync(cfg, good('  - { path: /b, upstream: up, auth: none }\n'));
+  child.kill('SIGHUP');
+  t.ok(await waitFor(/configuration reloaded/), 'reload logged');
+  t.equal(await status('/b'), 200, 'the new route answers');
+
+  writeFileSync(cfg, good('  - { path: /c, upstream: up, auth: none, colour: red }\n'));
+  child.kill('SIGHUP');
+  t.ok(await waitFor(/reload refused/), 'refusal logged');
+  t.match(out, /gw\.yaml:7:43: routes\[1\]\.colour: unknown field \\"colour\\"/, 'with file, line, column and field');
+  t.equal(await status('/b'), 200, 'the previous configuration still serves');
+  t.equal(child.exitCode, null, 'and the process is still up');
+
+  child.kill('SIGTERM');
+  t.equal(await exited, 0);
+});
