@@ -19,6 +19,7 @@ import { rateLimitHeaders } from './limits/headers.js';
 import { openRateLimiter, type OpenedLimiter } from './limits/open.js';
 import type { LimitDecision } from './limits/window.js';
 import { RouteTable } from './routes/table.js';
+import { GatewayMetrics } from './metrics.js';
 import { PayloadTooLargeError, readBody } from './body.js';
 import { FORBIDDEN, INVALID_REQUEST, RATE_LIMITED, UNAUTHORIZED, allowCall, parseCall, rpcError, type RpcId } from './jsonrpc/policy.js';
 import { UsageCounter } from './usage/counter.js';
@@ -127,6 +128,12 @@ export class Gateway {
     this.limits = openRateLimiter(opts.config, this.logger, this.now);
     this.limiter = this.limits.limiter;
     this.usage = new UsageCounter(this.keys.store, 1000, (err) => this.logger.error({ err }, 'usage flush failed; will retry'));
+    this.metrics = new GatewayMetrics({
+      limiter: () => this.limiterState,
+      keyCache: () => this.keys.cacheStats,
+      reloads: () => this.reloads,
+      usageFlushLag: () => (Date.now() - this.usage.lastFlushMs) / 1000,
+    });
     this.server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => this.onRequest(req, res));
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
     this.server.on('clientError', (_err: Error, socket: Duplex) => {
@@ -162,7 +169,10 @@ export class Gateway {
     return gw;
   }
 
-  /** Successful and failed reloads, for logs and (later) metrics. */
+  /** Prometheus metrics; rendered by the admin listener at /metrics. */
+  readonly metrics: GatewayMetrics;
+
+  /** Successful and failed reloads, for logs and metrics. */
   readonly reloads = { ok: 0, failed: 0 };
 
   /**
@@ -424,8 +434,15 @@ export class Gateway {
     this.access(req, refusal, 503, started, -1);
   }
 
-  /** One line per request. Never headers, never the query string: either may carry a secret. */
+  /**
+   * The end of every request: metrics always, one access-log line when enabled. Never headers,
+   * never the query string: either may carry a secret.
+   */
   private access(req: IncomingMessage, o: Outcome, status: number, started: number, upstreamMs: number, error?: string): void {
+    const seconds = (performance.now() - started) / 1000;
+    const decision = o.forward ? (error ? 'upstream_error' : 'allowed') : refusalDecision(o);
+    this.metrics.request(o.route?.config.name ?? '-', status, decision, seconds);
+    if (upstreamMs >= 0 && o.forward) this.metrics.upstream(o.remoteNode ?? o.route.upstream.name, upstreamMs / 1000);
     if (!this.config.log.access_log) return;
     const key = o.access?.key;
     this.logger.info({
@@ -435,10 +452,10 @@ export class Gateway {
       key_id: key?.id,
       key_prefix: key?.prefix,
       status,
-      decision: o.forward ? (error ? 'upstream_error' : 'allowed') : refusalDecision(o),
+      decision,
       code: o.forward ? error : o.code,
       bytes_in: Number(req.headers['content-length'] ?? 0) || undefined,
-      latency_ms: Math.round((performance.now() - started) * 100) / 100,
+      latency_ms: Math.round(seconds * 100_000) / 100,
       upstream_ms: upstreamMs >= 0 ? Math.round(upstreamMs * 100) / 100 : undefined,
     }, 'request');
   }

@@ -265,6 +265,9 @@ export class KeyService {
    * A previous secret kept for a regenerate's grace period resolves until the grace ends, not after,
    * cached or not.
    */
+  /** key-cache lookups answered from memory (known and known-unknown keys) or from the store */
+  readonly cacheStats = { hits: 0, misses: 0 };
+
   lookup(digest: string): KeyAccess | null | Promise<KeyAccess | null> {
     const mark = this.store.changeMark();
     if (mark !== this.mark) {
@@ -273,10 +276,17 @@ export class KeyService {
     }
     const hit = this.byDigest.get(digest);
     if (hit !== undefined) {
-      if (hit.validUntilMs === Infinity || hit.validUntilMs > this.now()) return hit;
+      if (hit.validUntilMs === Infinity || hit.validUntilMs > this.now()) {
+        this.cacheStats.hits++;
+        return hit;
+      }
       this.invalidate(hit.key.id); // grace over: the store no longer matches this digest either
     }
-    if (this.unknown.has(digest)) return null;
+    if (this.unknown.has(digest)) {
+      this.cacheStats.hits++;
+      return null;
+    }
+    this.cacheStats.misses++;
     return this.fill(digest);
   }
 

@@ -7,6 +7,8 @@ export class UsageCounter {
   private pending = new Map<string, UsageDelta & { lastMs: number }>();
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
+  /** when counts last reached the store (or when counting began), for the flush-lag metric */
+  lastFlushMs = Date.now();
 
   constructor(
     private readonly store: Pick<KeyStore, 'addUsage'>,
@@ -42,6 +44,7 @@ export class UsageCounter {
     for (const d of batch.values()) d.lastUsedAt = new Date(d.lastMs).toISOString();
     try {
       await this.store.addUsage(batch);
+      this.lastFlushMs = Date.now();
     } catch (err) {
       for (const [id, d] of batch) {
         const now = this.pending.get(id);

@@ -1,0 +1,81 @@
+// Prometheus metrics (prom-client), served by the admin listener at /metrics. Labels stay bounded:
+// route names come from the configuration, decisions and status classes from fixed sets; never a
+// raw path, never a key or secret.
+
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** What the gateway reports to /metrics; counters it keeps elsewhere are read on scrape. */
+export interface MetricSources {
+  limiter(): { degraded: boolean; switches: number; storeErrors: number };
+  keyCache(): { hits: number; misses: number };
+  reloads(): { ok: number; failed: number };
+  /** seconds since usage counts last reached the store */
+  usageFlushLag(): number;
+}
+
+const STATUS_CLASS = ['1xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
+
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  private readonly requests: Counter<'route' | 'status_class' | 'decision'>;
+  private readonly duration: Histogram<'route'>;
+  private readonly upstreamDuration: Histogram<'upstream'>;
+
+  constructor(sources: MetricSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'keygate_process_' });
+    this.requests = new Counter({
+      name: 'keygate_requests_total',
+      help: 'Requests by route, HTTP status class and decision (allowed, unauthenticated, forbidden, rate_limited, upstream_error, no_route, bad_request, error).',
+      labelNames: ['route', 'status_class', 'decision'],
+      registers,
+    });
+    this.duration = new Histogram({
+      name: 'keygate_request_duration_seconds',
+      help: 'Time from request to the end of the response, by route.',
+      labelNames: ['route'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.upstreamDuration = new Histogram({
+      name: 'keygate_upstream_duration_seconds',
+      help: "Time from forwarding to the upstream's response headers, by upstream.",
+      labelNames: ['upstream'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    const gauge = (name: string, help: string, read: () => number) =>
+      new Gauge({ name, help, registers, collect() { this.set(read()); } });
+    // Counts kept by other modules become Prometheus counters, advanced by the delta at each scrape.
+    const counter = (name: string, help: string, read: () => number) => {
+      let seen = 0;
+      return new Counter({ name, help, registers, collect() { const v = read(); if (v > seen) { this.inc(v - seen); seen = v; } } });
+    };
+    counter('keygate_rate_limit_store_errors_total', 'Errors of the shared rate-limit store.', () => sources.limiter().storeErrors);
+    counter('keygate_rate_limit_fallback_switches_total', 'Switches to and from the rate-limit fallback policy.', () => sources.limiter().switches);
+    gauge('keygate_rate_limit_degraded', '1 while the shared rate-limit store is unreachable and the fallback policy applies.', () => (sources.limiter().degraded ? 1 : 0));
+    counter('keygate_key_cache_hits_total', 'Key lookups answered from the in-memory cache.', () => sources.keyCache().hits);
+    counter('keygate_key_cache_misses_total', 'Key lookups that went to the key store.', () => sources.keyCache().misses);
+    counter('keygate_config_reloads_total', 'Configuration reloads that took effect.', () => sources.reloads().ok);
+    counter('keygate_config_reload_failures_total', 'Configuration reloads refused (the old configuration stayed).', () => sources.reloads().failed);
+    gauge('keygate_usage_flush_lag_seconds', 'Seconds since usage counts last reached the key store.', () => sources.usageFlushLag());
+  }
+
+  /** One finished request. `route` is a configured route name or "-" for none. */
+  request(route: string, status: number, decision: string, seconds: number): void {
+    this.requests.inc({ route, status_class: STATUS_CLASS[Math.floor(status / 100)] ?? 'other', decision });
+    this.duration.observe({ route }, seconds);
+  }
+
+  upstream(name: string, seconds: number): void {
+    this.upstreamDuration.observe({ upstream: name }, seconds);
+  }
+
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
