@@ -39,7 +39,7 @@ t.test('check: summary for a good file, positions and exit 1 for a bad one', asy
   const ok = await run(['check', '-c', 'gateway.example.yaml']);
   t.equal(ok.code, 0, ok.stderr);
   t.match(ok.stdout, /gateway\.example\.yaml: OK/);
-  t.match(ok.stdout, /routes:\s+14 /);
+  t.match(ok.stdout, /routes:\s+232 /); // config/routes/dagu.yaml (224) + config/routes/dagen.yaml (8)
   t.notMatch(ok.stdout, /upstream-secret/);
 
   const dir = t.testdir({
@@ -193,7 +193,9 @@ t.test('serve: SIGTERM drains, flushes usage and exits 0', async (t) => {
 t.test('demo: echo upstreams behind the example config answer through the gateway', async (t) => {
   const dir = t.testdir();
   const cfg = join(dir, 'demo.yaml');
-  writeFileSync(cfg, readFileSync(join(ROOT, 'gateway.example.yaml'), 'utf8').replace('port: ${KEYGATE_PORT:-8080}', 'port: 0').replace('port: 8081', 'port: 0'));
+  // the example includes config/routes/*.yaml relative to itself: point the copy at the originals
+  const example = readFileSync(join(ROOT, 'gateway.example.yaml'), 'utf8').replaceAll('include: config/routes/', `include: ${join(ROOT, 'config/routes')}/`);
+  writeFileSync(cfg, example.replace('port: ${KEYGATE_PORT:-8080}', 'port: 0').replace('port: 8081', 'port: 0'));
   const demo = spawnUntil(['demo', '-c', cfg], /gateway on (http:\/\/\S+);/);
   t.teardown(() => {
     demo.child.kill('SIGTERM');

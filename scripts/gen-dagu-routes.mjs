@@ -1,0 +1,182 @@
+#!/usr/bin/env node
+// Generates config/routes/dagu.yaml from test/fixtures/dagu-route-roles.tsv (Dagu's operations with
+// the minimum role, surface, ?remoteNode= support and workspace source the gateway must enforce).
+//
+//   node scripts/gen-dagu-routes.mjs            rewrite config/routes/dagu.yaml
+//   node scripts/gen-dagu-routes.mjs --check    exit 1 if the committed file differs from the output
+//
+// One route per table row, named after Dagu's operationId. Routes are sorted segment by segment
+// with a literal segment before a {param} at the same place, so "/dags/search" is tried before
+// "/dags/{fileName}" (the gateway takes the first route that matches). test/route-maps.test.ts
+// checks every row of the table against the generated file.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = new URL('..', import.meta.url);
+const TSV = fileURLToPath(new URL('test/fixtures/dagu-route-roles.tsv', ROOT));
+const OUT = fileURLToPath(new URL('config/routes/dagu.yaml', ROOT));
+
+const METHOD_ORDER = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
+
+/** Names for the rows that are not in Dagu's OpenAPI document (no operationId). */
+const EXTRA_NAMES = {
+  'GET /api/v1/events/stream': 'eventStream',
+  'POST /api/v1/events/stream/topics': 'eventStreamTopics',
+  'POST /mcp': 'mcp',
+  'GET /mcp': 'mcpStream',
+  'DELETE /mcp': 'mcpSessionEnd',
+};
+
+/** Dagu's MCP tools and the least role each needs; any other tool is refused. */
+const MCP_TOOLS = { dagu_read: 'viewer', dagu_change: 'developer', dagu_execute: 'operator' };
+
+/**
+ * Client-to-server MCP methods (spec 2025-06-18 and 2025-11-25). Each is allowed to any key that
+ * passes the route (viewer); tools/call is further limited per tool. Unlisted methods are refused.
+ */
+const MCP_METHODS = [
+  'initialize',
+  'ping',
+  'tools/list',
+  'tools/call',
+  'resources/list',
+  'resources/templates/list',
+  'resources/read',
+  'resources/subscribe',
+  'resources/unsubscribe',
+  'prompts/list',
+  'prompts/get',
+  'completion/complete',
+  'logging/setLevel',
+  'tasks/get',
+  'tasks/result',
+  'tasks/list',
+  'tasks/cancel',
+  'notifications/initialized',
+  'notifications/cancelled',
+  'notifications/progress',
+  'notifications/roots/list_changed',
+  'notifications/tasks/status',
+];
+
+export function readTable(file = TSV) {
+  const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l.trim() !== '');
+  const header = lines.shift().split('\t');
+  return lines.map((line) => Object.fromEntries(line.split('\t').map((v, i) => [header[i], v])));
+}
+
+function segmentKey(path) {
+  return path.split('/').slice(1).map((s) => (/^\{.*\}$/.test(s) ? [1, ''] : [0, s]));
+}
+
+function compareRows(a, b) {
+  const ka = segmentKey(a.path);
+  const kb = segmentKey(b.path);
+  for (let i = 0; i < Math.min(ka.length, kb.length); i++) {
+    const [ta, sa] = ka[i];
+    const [tb, sb] = kb[i];
+    if (ta !== tb) return ta - tb; // literal before {param}
+    if (sa !== sb) return sa < sb ? -1 : 1;
+  }
+  if (ka.length !== kb.length) return ka.length - kb.length;
+  return METHOD_ORDER.indexOf(a.method) - METHOD_ORDER.indexOf(b.method);
+}
+
+function routeName(row) {
+  const extra = EXTRA_NAMES[`${row.method} ${row.path}`];
+  if (extra) return `dagu.${extra}`;
+  if (!/^[A-Za-z][A-Za-z0-9]*$/.test(row.operation_id)) throw new Error(`no name for ${row.method} ${row.path}`);
+  return `dagu.${row.operation_id}`;
+}
+
+/** The fields of one route as YAML `key: value` strings (values in flow style). */
+function routeFields(row) {
+  const f = [`name: ${routeName(row)}`, `methods: [${row.method}]`, `path: ${JSON.stringify(row.path)}`];
+  const open = row.min_role === '-' || row.surface === 'none';
+  if (open) f.push('auth: none');
+  else f.push(`role: ${row.min_role}`);
+  if (row.surface === 'mcp') f.push('surface: mcp', 'upstream: dagu-mcp', 'strip_prefix: /mcp');
+  else if (!open && row.surface !== 'rest_api') throw new Error(`unknown surface ${row.surface}`);
+  // Public rows (webhook trigger, first-run setup) do not honour ?remoteNode= although the table
+  // says Dagu does: the gateway would relay an unauthenticated request to another server, and
+  // forwarding replaces the caller's Authorization (a webhook's own token) with the node's credential.
+  if (row.remote_node_param === 'yes' && !open) f.push('remote_node: true');
+  const ws = row.workspace_param;
+  if (ws === 'query') f.push('workspace: { query: workspace }');
+  else if (ws.startsWith('path:')) f.push(`workspace: { param: ${ws.slice(5)} }`);
+  else if (ws !== '') throw new Error(`unknown workspace source ${ws}`);
+  if (row.path.startsWith('/api/v1/events/') || row.path === '/mcp') f.push('query_token: true');
+  return f;
+}
+
+function mcpPolicy() {
+  const pad = (s) => `${s}:`.padEnd(36);
+  return [
+    '    jsonrpc:',
+    '      default_method: deny                  # a method not listed below is refused',
+    '      methods:',
+    ...MCP_METHODS.map((m) => `        ${pad(JSON.stringify(m))}viewer`),
+    '      default_tool: deny                    # a tool not listed below is refused',
+    '      tools:',
+    ...Object.entries(MCP_TOOLS).map(([t, r]) => `        ${pad(t)}${r}`),
+  ];
+}
+
+export function generate(rows = readTable()) {
+  const sorted = [...rows].sort(compareRows);
+  const out = [
+    '# Keygate route map for Dagu (REST API v1, its event stream and MCP).',
+    '# GENERATED by scripts/gen-dagu-routes.mjs from test/fixtures/dagu-route-roles.tsv: edit the table',
+    '# (or the script) and run `node scripts/gen-dagu-routes.mjs`, not this file.',
+    '#',
+    '# Include it from the gateway config (`routes: [{include: config/routes/dagu.yaml}]`) with these upstreams:',
+    '#   - name: dagu        api_base_url: http://DAGU:8080/api/v1   (the /api/v1 requests, /api/v1 stripped and re-added)',
+    '#   - name: dagu-mcp    api_base_url: http://DAGU:8080/mcp      (Dagu serves MCP outside /api/v1)',
+    '# so that the upstream path always equals the request path. Both carry a Dagu API key whose role',
+    '# is at least the highest one used below (admin); Keygate enforces the per-route roles itself.',
+    '#',
+    '# One route per operation, named dagu.<operationId>; `role` is the least role a key needs (a',
+    "# workspace grant's role where the route has a workspace source), `remote_node: true` honours",
+    '# ?remoteNode=<name>. Order matters: the first matching route wins, and a literal segment sorts',
+    '# before a {param} at the same place (/dags/search before /dags/{fileName}). Anything not listed',
+    '# (another method, another path) gets 404 from the gateway and never reaches Dagu.',
+    '#',
+    '# Deliberate differences from the table: the public webhook trigger and first-run setup do not',
+    '# honour ?remoteNode= (an unauthenticated request is never relayed to a remote node with its',
+    '# credential); ?token= is accepted on /api/v1/events/* and /mcp only, as in Dagu.',
+    'defaults:',
+    '  upstream: dagu',
+    '  strip_prefix: /api/v1',
+    'routes:',
+  ];
+  let group;
+  for (const row of sorted) {
+    const parts = row.path.split('/');
+    const g = row.path.startsWith('/api/v1/') ? parts[3] : parts[1];
+    if (g !== group) {
+      group = g;
+      out.push(`  # ${`${g} `.padEnd(98, '-')}`);
+    }
+    const fields = routeFields(row);
+    if (row.surface === 'mcp' && row.method === 'POST') {
+      // MCP requests carry a JSON-RPC method policy: a block mapping rather than one line
+      out.push(...fields.map((f, i) => `${i === 0 ? '  - ' : '    '}${f}`), ...mcpPolicy());
+    } else out.push(`  - { ${fields.join(', ')} }`);
+  }
+  return `${out.join('\n')}\n`;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const text = generate();
+  if (process.argv.includes('--check')) {
+    const current = readFileSync(OUT, 'utf8');
+    if (current !== text) {
+      console.error(`${OUT} is out of date: run node scripts/gen-dagu-routes.mjs`);
+      process.exit(1);
+    }
+    console.log(`${OUT} is up to date`);
+  } else {
+    writeFileSync(OUT, text);
+    console.log(`wrote ${OUT} (${readTable().length} routes)`);
+  }
+}
