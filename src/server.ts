@@ -74,10 +74,14 @@ function rpcCodeFor(status: number): number {
   return -32603; // internal error
 }
 
-/** A refusal on a JSON-RPC route: the HTTP status stays, the body is a JSON-RPC error with the call's id. */
+/**
+ * A refusal on a JSON-RPC route: the HTTP status stays, the body is a JSON-RPC error with the call's
+ * id, and a 403 says why in WWW-Authenticate (MCP's insufficient_scope), as SDK clients expect.
+ */
 function sendRpcError(res: ServerResponse, status: number, id: RpcId, message: string, headers?: Record<string, unknown>, code?: number): void {
   const body = rpcError(id, code ?? rpcCodeFor(status), message);
   if (headers) for (const name in headers) res.setHeader(name, headers[name] as string);
+  if (status === 403 && !res.hasHeader('www-authenticate')) res.setHeader('www-authenticate', INSUFFICIENT_SCOPE['www-authenticate']);
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
   res.end(body);
 }

@@ -24,6 +24,8 @@ t.test('parseCall: one call with id, method and tool; batches and malformed inpu
   t.match(call({ jsonrpc: '1.0', id: 3, method: 'x' }), { ok: false, code: -32600, id: 3 }, 'the id is kept for the error');
   t.match(call({ jsonrpc: '2.0', id: 4, method: 'tools/call', params: {} }), { ok: false, code: -32600, id: 4 });
   t.match(call('"just a string"'), { ok: false, code: -32600 });
+  t.same(call({ jsonrpc: '2.0', id: 9, result: { roots: [] } }), { ok: true, call: { id: 9, method: null, tool: undefined } }, "a client's answer to a server request");
+  t.match(call({ jsonrpc: '2.0', result: {} }), { ok: false, code: -32600 }, 'an answer without an id is not one');
 });
 
 t.test('allowCall: methods, tools, defaults and deny', async (t) => {
@@ -38,6 +40,9 @@ t.test('allowCall: methods, tools, defaults and deny', async (t) => {
   t.match(allowCall(POLICY, 0, ADMIN, c('admin/reset')), { allow: false }, 'a denied method');
   t.match(allowCall(POLICY, OPERATOR, VIEWER, c('resources/list')), { allow: false, message: /needs role operator/ }, "unlisted methods need the route's role");
   t.match(allowCall({ ...POLICY, default_method: 'deny' }, 0, ADMIN, c('resources/list')), { allow: false }, 'or default_method');
+  const answer = { id: 9, method: null, tool: undefined };
+  t.match(allowCall({ ...POLICY, default_method: 'deny' }, VIEWER, VIEWER, answer), { allow: true }, "answers to the server's requests need the route's role only");
+  t.match(allowCall(POLICY, OPERATOR, VIEWER, answer), { allow: false });
 });
 
 t.test('the agent card declares the key scheme in its own protocol version, once', async (t) => {
@@ -96,11 +101,11 @@ t.test('over HTTP: allowed calls forwarded byte for byte; refusals are JSON-RPC 
 
   const before = s.dagu.received.length + s.dagen.received.length;
   const cases: [string, unknown, Record<string, string>, number, number, unknown][] = [
-    ['tool above the role', { jsonrpc: '2.0', id: 42, method: 'tools/call', params: { name: 'dagu_change' } }, h(viewer), 403, -32003, 42],
-    ['unknown tool', { jsonrpc: '2.0', id: 'x', method: 'tools/call', params: { name: 'shell' } }, h(developer), 403, -32003, 'x'],
-    ['no key', { jsonrpc: '2.0', id: 43, method: 'tools/list' }, {}, 401, -32001, 43],
-    ['unknown key', { jsonrpc: '2.0', id: 44, method: 'tools/list' }, { 'x-api-key': 'dg_nope' }, 401, -32001, 44],
-    ['surface not allowed', { jsonrpc: '2.0', id: 45, method: 'tools/list' }, h(restOnly), 403, -32003, 45],
+    ['tool above the role', { jsonrpc: '2.0', id: 42, method: 'tools/call', params: { name: 'dagu_change' } }, h(viewer), 403, -31403, 42],
+    ['unknown tool', { jsonrpc: '2.0', id: 'x', method: 'tools/call', params: { name: 'shell' } }, h(developer), 403, -31403, 'x'],
+    ['no key', { jsonrpc: '2.0', id: 43, method: 'tools/list' }, {}, 401, -31401, 43],
+    ['unknown key', { jsonrpc: '2.0', id: 44, method: 'tools/list' }, { 'x-api-key': 'dg_nope' }, 401, -31401, 44],
+    ['surface not allowed', { jsonrpc: '2.0', id: 45, method: 'tools/list' }, h(restOnly), 403, -31403, 45],
     ['batch', [{ jsonrpc: '2.0', id: 1, method: 'tools/list' }], h(viewer), 400, -32600, null],
     ['malformed', '{"jsonrpc":', h(viewer), 400, -32700, null],
   ];
@@ -112,7 +117,7 @@ t.test('over HTTP: allowed calls forwarded byte for byte; refusals are JSON-RPC 
     if (name === 'tool above the role') t.equal(r.headers['www-authenticate'], 'Bearer realm="keygate", error="insufficient_scope"');
   }
   const a2aScope = await rpc('/a2a', { jsonrpc: '2.0', id: 46, method: 'message/send', params: {} }, h(workflows));
-  t.match(a2aScope, { status: 403, json: { id: 46, error: { code: -32003 } } }, 'A2A without the agents scope');
+  t.match(a2aScope, { status: 403, json: { id: 46, error: { code: -31403 } } }, 'A2A without the agents scope');
   const big = await rpc('/mcp', { jsonrpc: '2.0', id: 47, method: 'tools/list', pad: 'x'.repeat(4096) }, h(viewer));
   t.match(big, { status: 413, json: { error: { code: -32600 } } }, 'a call over max_body_bytes');
   t.equal(s.dagu.received.length + s.dagen.received.length, before, 'no refused call reached an upstream');

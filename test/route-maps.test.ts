@@ -541,8 +541,8 @@ t.test('through a running gateway with the example config: workspace rule, Dagen
   const call = (name: string) => ({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name, arguments: {} } });
   t.match(await send('POST', '/mcp', wide, { jsonrpc: '2.0', id: 1, method: 'initialize', params: {} }), { status: 200, json: { upstream: 'dagu', path: '/mcp' } }, 'MCP reaches Dagu at /mcp (upstream dagu-mcp)');
   t.match(await send('POST', '/mcp', wide, call('dagu_execute')), { status: 200 }, 'operator may execute');
-  t.match(await send('POST', '/mcp', wide, call('dagu_change')), { status: 403, json: { id: 7, error: { code: -32003 } } }, 'changing needs developer');
-  t.match(await send('POST', '/mcp', wide, call('shell')), { status: 403, json: { error: { code: -32003 } } }, 'unknown tool');
+  t.match(await send('POST', '/mcp', wide, call('dagu_change')), { status: 403, json: { id: 7, error: { code: -31403 } } }, 'changing needs developer');
+  t.match(await send('POST', '/mcp', wide, call('shell')), { status: 403, json: { error: { code: -31403 } } }, 'unknown tool');
   t.match(await send('POST', '/mcp', wide, { jsonrpc: '2.0', id: 2, method: 'x/unknown' }), { status: 403 }, 'unknown method');
   const agent = (await gw.keys.create({ name: 'a2a-bot', scopes: ['agents'], surfaces: ['a2a'], workspace: 'ws-42' }, 'test')).secret;
   for (const method of ['message/send', 'SendMessage', 'tasks/get', 'GetTask']) {

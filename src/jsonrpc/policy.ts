@@ -10,17 +10,22 @@ export type RpcId = string | number | null;
 
 export interface RpcCall {
   readonly id: RpcId;
-  readonly method: string;
+  /** null for a JSON-RPC response (an MCP client answering sampling/createMessage, roots/list…) */
+  readonly method: string | null;
   /** params.name of an MCP tools/call */
   readonly tool: string | undefined;
 }
 
 export const PARSE_ERROR = -32700;
 export const INVALID_REQUEST = -32600;
-/** Gateway refusals in the server-error range the JSON-RPC spec leaves to implementations. */
-export const UNAUTHORIZED = -32001;
-export const FORBIDDEN = -32003;
-export const RATE_LIMITED = -32029;
+/**
+ * The gateway's own refusals use codes outside -32768…-32000: that band is JSON-RPC's, and inside
+ * it A2A reserves -32001…-32099 (-32001 TaskNotFound) and MCP uses -32001 (RequestTimeout), so an
+ * SDK would mistake a gateway refusal for one of those. Mirrors of the HTTP status: 401, 403, 429.
+ */
+export const UNAUTHORIZED = -31401;
+export const FORBIDDEN = -31403;
+export const RATE_LIMITED = -31429;
 
 export type Parsed = { ok: true; call: RpcCall } | { ok: false; id: RpcId; code: number; message: string };
 
@@ -37,8 +42,12 @@ export function parseCall(body: Buffer): Parsed {
   }
   if (Array.isArray(msg)) return { ok: false, id: null, code: INVALID_REQUEST, message: 'Invalid Request: batches are not accepted; send one call per request' };
   if (typeof msg !== 'object' || msg === null) return { ok: false, id: null, code: INVALID_REQUEST, message: 'Invalid Request: expected a JSON-RPC object' };
-  const o = msg as { jsonrpc?: unknown; method?: unknown; id?: unknown; params?: unknown };
+  const o = msg as { jsonrpc?: unknown; method?: unknown; id?: unknown; params?: unknown; result?: unknown; error?: unknown };
   const id = idOf(o.id);
+  if (o.jsonrpc === '2.0' && o.method === undefined && id !== null && ('result' in o || 'error' in o)) {
+    // A response to a request the server sent the client (MCP sampling, roots, elicitation).
+    return { ok: true, call: { id, method: null, tool: undefined } };
+  }
   if (o.jsonrpc !== '2.0' || typeof o.method !== 'string' || o.method === '') {
     return { ok: false, id, code: INVALID_REQUEST, message: 'Invalid Request: needs "jsonrpc": "2.0" and a method' };
   }
@@ -59,6 +68,10 @@ function rank(rule: RoleOrDeny): number {
  * minimum (0 = none): the default for methods the policy does not list.
  */
 export function allowCall(policy: JsonRpcPolicy, routeRoleRank: number, roleRank: number, call: RpcCall): { allow: true } | { allow: false; message: string } {
+  if (call.method === null) {
+    // answers to the server's own requests need only what the route needs
+    return roleRank >= routeRoleRank ? { allow: true } : { allow: false, message: `this route needs role ${roleName(routeRoleRank)}` };
+  }
   const methodRule = policy.methods[call.method] ?? policy.default_method;
   const needed = methodRule === undefined ? routeRoleRank : rank(methodRule);
   if (roleRank < needed) {
