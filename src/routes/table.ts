@@ -155,14 +155,43 @@ function hostMatches(pattern: string, host: string): boolean {
   return pattern === host;
 }
 
+/** How many leading literal segments index a route (Dagu's paths are /api/v1/<resource>/…). */
+const INDEX_DEPTH = 3;
+
+/** A route's leading literal segments (at most INDEX_DEPTH), joined with "/". */
+function literalPrefix(route: Route): string[] {
+  const out: string[] = [];
+  for (const seg of route.segments) {
+    if (seg.kind !== Kind.Literal || out.length === INDEX_DEPTH) break;
+    out.push(seg.value);
+  }
+  return out;
+}
+
 export class RouteTable {
   readonly routes: readonly Route[];
   /** whether any route looks at the host; if not, the Host header is never parsed */
   readonly usesHost: boolean;
+  /**
+   * Known literal prefix → the routes (in table order) whose own literal prefix is a prefix of it.
+   * For a request, the longest known prefix of its path gives exactly the routes that can match:
+   * first-match order is kept and most of a large table is never looked at.
+   */
+  private readonly candidates = new Map<string, readonly Route[]>();
 
   private constructor(routes: Route[]) {
     this.routes = routes;
     this.usesHost = routes.some((r) => r.host !== undefined);
+    const prefixes = routes.map(literalPrefix);
+    const keys = new Set<string>(['']);
+    for (const p of prefixes) for (let k = 1; k <= p.length; k++) keys.add(p.slice(0, k).join('/'));
+    for (const key of keys) {
+      const parts = key === '' ? [] : key.split('/');
+      this.candidates.set(
+        key,
+        routes.filter((_, i) => prefixes[i]!.length <= parts.length && prefixes[i]!.every((seg, j) => seg === parts[j])),
+      );
+    }
   }
 
   /** Compile the routes of a loaded config; throws ConfigError naming each bad route. */
@@ -186,13 +215,25 @@ export class RouteTable {
     const host = this.usesHost ? hostOf(hostHeader) : '';
     const parts = path.split('/'); // parts[0] is "" (path starts with "/")
     const count = path === '/' ? 0 : parts.length - 1;
-    for (const route of this.routes) {
+    for (const route of this.candidatesFor(parts, count)) {
       if (route.methods !== undefined && !route.methods.has(method)) continue;
       if (route.host !== undefined && !hostMatches(route.host, host)) continue;
       if (!segmentsMatch(route, parts, count)) continue;
       return { route, params: route.hasParams ? captureParams(route, parts) : undefined };
     }
     return undefined;
+  }
+
+  private candidatesFor(parts: string[], count: number): readonly Route[] {
+    let found = this.candidates.get('')!;
+    let key = '';
+    for (let k = 1; k <= INDEX_DEPTH && k <= count; k++) {
+      key = k === 1 ? parts[1]! : `${key}/${parts[k]}`;
+      const next = this.candidates.get(key);
+      if (next === undefined) break;
+      found = next;
+    }
+    return found;
   }
 
   /** The path to request from the route's upstream for a normalised request path. */
