@@ -106,6 +106,8 @@ function routeFields(row) {
   else if (ws.startsWith('path:')) f.push(`workspace: { param: ${ws.slice(5)} }`);
   else if (ws !== '') throw new Error(`unknown workspace source ${ws}`);
   if (row.path.startsWith('/api/v1/events/') || row.path === '/mcp') f.push('query_token: true');
+  // The public webhook trigger authenticates with its own token (Bearer dagu_wh_…): let it through.
+  if (open && row.path === '/api/v1/webhooks/{fileName}') f.push('pass_authorization: true');
   return f;
 }
 

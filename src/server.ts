@@ -406,6 +406,7 @@ export class Gateway {
       o.route.config.auth === 'none' ? undefined : upstream.credential,
       this.identity(o),
       this.forwarding(req),
+      o.route.config.pass_authorization,
     );
     return { upstream, headers };
   }

@@ -15,6 +15,7 @@ export function routeConfig(r: RouteInput, index = 0): RouteConfig {
     scopes: [],
     remote_node: false,
     query_token: false,
+    pass_authorization: false,
     ...r,
   };
 }

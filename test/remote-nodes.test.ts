@@ -18,6 +18,7 @@ routes:
   - { path: "/api/v1/dags/{fileName}/start", methods: [POST], upstream: dagu, role: operator, remote_node: true, strip_prefix: /api/v1 }
   - { path: /api/v1/events/stream, methods: [GET], upstream: dagu, role: viewer, query_token: true, remote_node: true, strip_prefix: /api/v1 }
   - { path: "/api/v1/t/**", upstream: dagu, strip_prefix: /api/v1/t }
+  - { path: "/api/v1/webhooks/{fileName}", methods: [POST], upstream: dagu, auth: none, pass_authorization: true, strip_prefix: /api/v1 }
 `;
 
 let s: Stack;
@@ -110,5 +111,27 @@ t.test('a Dagu server using Keygate as its remote node: Bearer, gzip accepted, D
     t.equal(r.statusCode, status);
     t.same(Object.keys(json).sort(), ['code', 'message'], "Dagu's error shape");
     t.equal(json.code, code);
+  }
+});
+
+t.test("pass_authorization: a Dagu webhook's own token reaches Dagu; nowhere else does a client Authorization", async (t) => {
+  const hook = await call('/api/v1/webhooks/deploy', { authorization: 'Bearer dagu_wh_0123456789', 'content-type': 'application/json' }, 'POST');
+  t.equal(hook.status, 200);
+  t.equal(s.dagu.received.at(-1)!.headers.authorization, 'Bearer dagu_wh_0123456789', 'the webhook token passed');
+  const health = await call('/api/v1/health', { authorization: 'Bearer dagu_wh_0123456789' });
+  t.equal(health.status, 200);
+  t.equal(s.dagu.received.at(-1)!.headers.authorization, undefined, 'stripped on other auth: none routes');
+
+  const { writeFileSync } = await import('node:fs');
+  const { loadConfig } = await import('../src/config/load.js');
+  const { ConfigError } = await import('../src/errors.js');
+  const file = `${t.testdir()}/bad.yaml`;
+  writeFileSync(file, 'upstreams: [{ name: u, api_base_url: "http://127.0.0.1:1" }]\nroutes:\n  - { path: /x, upstream: u, pass_authorization: true }\n');
+  try {
+    loadConfig(file, {});
+    t.fail('a keyed route with pass_authorization must be refused');
+  } catch (err) {
+    t.ok(err instanceof ConfigError);
+    t.match((err as InstanceType<typeof ConfigError>).issues[0], { line: 3, field: 'routes[0].pass_authorization', message: /only on auth: none routes/ });
   }
 });

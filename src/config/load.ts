@@ -360,6 +360,7 @@ interface RawRoute {
   strip_prefix?: string;
   remote_node: boolean;
   query_token: boolean;
+  pass_authorization: boolean;
   jsonrpc?: Partial<JsonRpcPolicy> & { max_body_bytes: number; default_tool: RoleOrDeny };
 }
 
@@ -586,6 +587,9 @@ function checkDeclaredKeys(keys: DeclaredKeyConfig[], rep: Reporter): void {
 
 function checkRoute(r: RawRoute, p: string, known: string[], rep: Reporter): void {
   if (!r.path.startsWith('/')) rep.error(`${p}/path`, `must start with "/" (got "${r.path}")`);
+  if (r.pass_authorization && r.auth !== 'none') {
+    rep.error(`${p}/pass_authorization`, 'only on auth: none routes (a keyed route would forward the Keygate key)');
+  }
   if (r.strip_prefix !== undefined) {
     if (!r.strip_prefix.startsWith('/')) rep.error(`${p}/strip_prefix`, `must start with "/" (got "${r.strip_prefix}")`);
     else if (r.strip_prefix.endsWith('/')) rep.error(`${p}/strip_prefix`, `must not end with "/" (got "${r.strip_prefix}")`);
@@ -671,6 +675,7 @@ function normaliseRoute(r: RawRoute, index: number, source: string): RouteConfig
     strip_prefix: r.strip_prefix,
     remote_node: r.remote_node,
     query_token: r.query_token,
+    pass_authorization: r.pass_authorization,
     jsonrpc: r.jsonrpc && { methods: {}, tools: {}, ...r.jsonrpc },
   });
 }

@@ -80,6 +80,8 @@ export interface RouteConfig {
   remote_node: boolean;
   /** the key may come as ?token= (EventSource cannot send headers) */
   query_token: boolean;
+  /** auth: none only: forward the client's own Authorization (a Dagu webhook token) */
+  pass_authorization: boolean;
   /** JSON-RPC method policy for A2A / MCP routes */
   jsonrpc?: JsonRpcPolicy;
 }

@@ -68,8 +68,11 @@ export function upstreamRequestHeaders(
   credential: readonly [string, string] | undefined,
   identity: Identity | undefined,
   fwd: Forwarding,
+  /** keep the client's Authorization (auth: none routes that opted in, e.g. Dagu webhooks) */
+  passAuthorization = false,
 ): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
+  if (passAuthorization && typeof incoming.authorization === 'string') out.authorization = incoming.authorization;
   const listed = connectionTokens(incoming.connection); // headers named in Connection are hop-by-hop too
   for (const name in incoming) {
     if (DROP_REQUEST.has(name) || name.startsWith(IDENTITY_PREFIX)) continue;
