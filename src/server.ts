@@ -122,8 +122,20 @@ export class Gateway {
       // every key change, whoever makes it, is logged and kept in the store's audit table
       this.keys = new KeyService(store, opts.config.keys, this.now, { store, log: (record) => this.logger.info({ audit: record }, 'key change') });
     }
+    const gateway = this; // for the admin listener's callbacks, which run after construction
     this.admin = opts.config.admin.enabled
-      ? new AdminServer({ keys: this.keys, logger: this.logger, token: opts.config.admin.token, now: this.now })
+      ? new AdminServer({
+          keys: this.keys,
+          logger: this.logger,
+          token: opts.config.admin.token,
+          now: this.now,
+          // a getter: the key page sees the configuration a reload made live
+          info: { get config() { return gateway.config; }, publicUrl: () => gateway.url },
+          ops: {
+            metrics: async () => ({ contentType: gateway.metrics.contentType, body: await gateway.metrics.render() }),
+            readiness: () => gateway.readiness(),
+          },
+        })
       : undefined;
     this.routes = RouteTable.compile(opts.config);
     this.upstreams = new Upstreams(opts.config.upstreams);
@@ -394,6 +406,11 @@ export class Gateway {
     forwardHttp(req, res, upstream, o.upstreamTarget, headers, body, sendError, (r: ForwardResult) => {
       this.access(req, o, r.status, started, r.upstreamMs, r.error?.code);
     });
+  }
+
+  /** Write the usage counted so far to the key store now (otherwise it is written every second). */
+  flushUsage(): Promise<void> {
+    return this.usage.flush();
   }
 
   /** Count the use and build what the upstream receives; shared by HTTP and WebSocket. */

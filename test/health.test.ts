@@ -45,3 +45,32 @@ t.test('readyz says 503 and why while Redis is down, and recovers', { skip: skip
   }
   t.equal(status, 200, 'ready again once Redis is back');
 });
+
+t.test('admin listener: /healthz, /readyz and /metrics (bounded labels, no secrets), no credential needed', async (t) => {
+  const s = await startStack(t.testdir(), { adminToken: 'admin-token-for-ops-test-000' });
+  t.teardown(() => s.close());
+  const admin = s.gateway.adminUrl!;
+  t.same(await get(`${admin}/healthz`), { status: 200, json: { status: 'ok' } });
+  t.match(await get(`${admin}/readyz`), { status: 200, json: { status: 'ready' } });
+  const k = await s.key({ name: 'metrics', role: 'viewer' });
+  for (const headers of [{ 'x-api-key': k.secret }, {}, { 'x-api-key': k.secret }]) {
+    const r = await request(`${s.url}/api/v1/dags?workspace=secret-looking-query`, { headers });
+    await r.body.dump();
+  }
+  const nope = await request(`${s.url}/api/v1/not/a/route/${k.secret}`);
+  await nope.body.dump();
+  const r = await request(`${admin}/metrics`);
+  const text = await r.body.text();
+  t.equal(r.statusCode, 200);
+  t.match(String(r.headers['content-type']), /^text\/plain/);
+  t.match(text, /keygate_requests_total\{route="GET \/api\/v1\/dags",status_class="2xx",decision="allowed"\} 2/);
+  t.match(text, /keygate_requests_total\{route="GET \/api\/v1\/dags",status_class="4xx",decision="unauthenticated"\} 1/);
+  t.match(text, /keygate_requests_total\{route="-",status_class="4xx",decision="no_route"\} 1/, 'unrouted requests share one label');
+  t.match(text, /keygate_upstream_duration_seconds_count\{upstream="dagu"\} 2/);
+  t.match(text, /keygate_key_cache_(hits|misses)_total \d+/);
+  t.match(text, /keygate_rate_limit_degraded 0/);
+  t.notOk(text.includes(k.secret), 'no secret');
+  t.notOk(text.includes('/not/a/route'), 'no raw path');
+  t.notOk(text.includes('secret-looking-query'), 'no query string');
+  t.equal((await get(`${admin}/api/v1/api-keys`)).status, 401, 'the key APIs still need the credential');
+});

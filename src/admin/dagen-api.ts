@@ -2,7 +2,7 @@
 // PUT/DELETE /api/keys/{id}, POST /api/keys/{id}/regenerate. Shapes only: every rule is the key
 // service's.
 
-import { SCOPES } from '../config/types.js';
+import { SCOPES, type Role, type Surface } from '../config/types.js';
 import { keyStatus, type ApiKey } from '../keys/model.js';
 import type { KeyInput, KeyService } from '../keys/service.js';
 import { checkBody, readJsonObject, type BodyShape, type Fields } from './body.js';
@@ -25,6 +25,10 @@ export interface DagenKey {
   updated_at: string;
   /** "config" for keys declared in the YAML, which cannot be changed here */
   managed_by: 'api' | 'config';
+  /** Keygate: the key's role and surfaces (set through the Dagu-shaped API or the CLI), for the key page */
+  role: Role;
+  /** null = every surface */
+  surfaces: Surface[] | null;
 }
 
 export function dagenKey(k: ApiKey, nowMs: number): DagenKey {
@@ -43,6 +47,8 @@ export function dagenKey(k: ApiKey, nowMs: number): DagenKey {
     created_at: k.createdAt,
     updated_at: k.updatedAt,
     managed_by: k.managedBy,
+    role: k.role,
+    surfaces: k.surfaces,
   };
 }
 
@@ -54,7 +60,7 @@ const UPDATE_FIELDS: Fields = {
   is_active: { type: 'boolean', description: 'false = deactivated: the key gets 403 until reactivated.' },
 };
 
-const OUTPUT_ONLY = ['id', 'key', 'key_prefix', 'status', 'request_count', 'last_used_at', 'created_at', 'updated_at', 'managed_by'];
+const OUTPUT_ONLY = ['id', 'key', 'key_prefix', 'status', 'request_count', 'last_used_at', 'created_at', 'updated_at', 'managed_by', 'role', 'surfaces'];
 
 export const DAGEN_CREATE: BodyShape = {
   fields: { ...UPDATE_FIELDS, workspace_id: { type: 'string', nullable: true, description: 'Workspace the key is bound to (its agents, workflows and jobs only).' } },

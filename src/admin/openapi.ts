@@ -136,6 +136,11 @@ export function openApiDocument(): Json {
           responses: { '200': ok('Records', { type: 'object', properties: { records: { type: 'array', items: ref('AuditRecord') } }, required: ['records'] }), ...errors('400', '403') },
         }),
       },
+      '/api/info': {
+        get: op('getGatewayInfo', 'admin', "What the key page shows besides the keys: public base URL, key limits, routes", {
+          responses: { '200': ok('Gateway facts (null where the admin listener was not told)', ref('GatewayInfo')), ...errors('403') },
+        }),
+      },
       '/openapi.json': {
         get: op('getOpenApi', 'admin', 'This document', { responses: { '200': ok('OpenAPI 3.0 document', { type: 'object' }), ...errors('403') } }),
       },
@@ -168,6 +173,8 @@ export function openApiDocument(): Json {
             created_at: { type: 'string', format: 'date-time' },
             updated_at: { type: 'string', format: 'date-time' },
             managed_by: { type: 'string', enum: ['api', 'config'] },
+            role: { type: 'string', enum: [...ROLES], description: 'Keygate: minimum-role grant of the key (viewer unless set through the Dagu-shaped API or the CLI)' },
+            surfaces: { type: 'array', items: { type: 'string', enum: [...SURFACES] }, nullable: true, description: 'Keygate: allowed surfaces; null = every surface' },
           },
         },
         DagenCreatedKey: { allOf: [ref('DagenKey'), { type: 'object', properties: { key: { type: 'string', description: 'the full key, shown only once' } }, required: ['key'] }] },
@@ -227,6 +234,43 @@ export function openApiDocument(): Json {
         },
         DaguCreateAPIKeyRequest: bodySchema(DAGU_CREATE, "Dagu's CreateAPIKeyRequest"),
         DaguUpdateAPIKeyRequest: bodySchema(DAGU_UPDATE, "Dagu's UpdateAPIKeyRequest"),
+        GatewayInfo: {
+          type: 'object',
+          properties: {
+            public_url: { type: 'string', nullable: true, description: 'base URL of the public listener: listen.public_url, else derived from the listener' },
+            public_url_source: { type: 'string', enum: ['config', 'listen'], nullable: true },
+            rate_limit: {
+              type: 'object',
+              nullable: true,
+              description: 'keys.rate_limit (requests per minute)',
+              properties: { default: { type: 'integer' }, min: { type: 'integer' }, max: { type: 'integer' } },
+              required: ['default', 'min', 'max'],
+            },
+            max_keys: { type: 'integer', nullable: true, description: 'keys.max_keys; null = no limit (or not known)' },
+            key_count: { type: 'integer', description: 'keys in the store, declared ones included' },
+            key_prefix: { type: 'string', nullable: true, description: 'keys.prefix' },
+            routes: {
+              type: 'array',
+              nullable: true,
+              description: 'the configured routes, in order (no upstream addresses or credentials)',
+              items: {
+                type: 'object',
+                properties: {
+                  name: { type: 'string' },
+                  methods: { type: 'array', items: { type: 'string' }, nullable: true, description: 'null = any method' },
+                  path: { type: 'string' },
+                  surface: { type: 'string', enum: [...SURFACES] },
+                  auth: { type: 'string', enum: ['required', 'none'] },
+                  scopes: { type: 'array', items: { type: 'string', enum: ['agents', 'workflows'] } },
+                  role: { type: 'string', enum: [...ROLES], nullable: true },
+                  workspace_query: { type: 'string', nullable: true, description: 'query parameter naming the workspace' },
+                },
+                required: ['name', 'methods', 'path', 'surface', 'auth', 'scopes', 'role', 'workspace_query'],
+              },
+            },
+          },
+          required: ['public_url', 'public_url_source', 'rate_limit', 'max_keys', 'key_count', 'key_prefix', 'routes'],
+        },
         AuditRecord: {
           type: 'object',
           properties: {

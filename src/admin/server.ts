@@ -1,5 +1,6 @@
 // The admin listener: its own node:http server (default 127.0.0.1:8081), separate from the public
 // one. Every call is authenticated first, then routed; every answer is JSON, errors `{"code","message"}`.
+// Only the key page's static files (/api-keys, /api-management, page/serve.ts) skip the credential.
 
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -12,6 +13,8 @@ import { AdminAuth } from './auth.js';
 import { dagenRoutes } from './dagen-api.js';
 import { daguRoutes } from './dagu-api.js';
 import { openApiDocument } from './openapi.js';
+import { infoRoute, type InfoSource } from './page/info.js';
+import { KeyPage } from './page/serve.js';
 import { Router, type AdminRoute } from './router.js';
 
 export interface AdminServerOptions {
@@ -20,7 +23,19 @@ export interface AdminServerOptions {
   /** admin.token; undefined = only admin keys are accepted */
   token: string | undefined;
   now?: () => number;
+  /** the gateway's public URL, key limits and routes, for GET /api/info (the key page); absent = nulls */
+  info?: InfoSource;
+  /** /metrics, /healthz and /readyz: served without the admin credential, for scrapers and probes */
+  ops?: OpsSource;
 }
+
+export interface OpsSource {
+  metrics(): Promise<{ contentType: string; body: string }>;
+  readiness(): Promise<{ ready: boolean; checks: Record<string, string> }>;
+}
+
+/** Operational endpoints: no data about keys, so no credential (the listener is loopback by default). */
+const OPS_PATHS = new Set(['/metrics', '/healthz', '/readyz']);
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: OutgoingHttpHeaders = {}): void {
   // a request body left unread (refused before or while reading it) is not drained: close instead
@@ -54,8 +69,10 @@ export class AdminServer {
   private readonly server: Server;
   private readonly auth: AdminAuth;
   private readonly logger: Logger;
+  /** the key page (/api-keys, /api-management): static files, see page/serve.ts */
+  private readonly page = new KeyPage();
 
-  constructor(opts: AdminServerOptions) {
+  constructor(private readonly opts: AdminServerOptions) {
     const now = opts.now ?? Date.now;
     this.logger = opts.logger;
     this.auth = new AdminAuth(opts.token, opts.keys, now);
@@ -63,6 +80,7 @@ export class AdminServer {
       ...dagenRoutes(opts.keys, now),
       ...daguRoutes(opts.keys, now),
       ...auditRoutes(opts.keys),
+      infoRoute(opts.keys, opts.info),
       { method: 'GET', path: '/openapi.json', operationId: 'getOpenApi', handler: async () => ({ status: 200, body: openApiDocument() }) },
     );
     this.server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => void this.handle(req, res));
@@ -94,7 +112,30 @@ export class AdminServer {
     clearTimeout(timer);
   }
 
+  private async serveOps(ops: OpsSource, path: string, res: ServerResponse): Promise<void> {
+    try {
+      if (path === '/metrics') {
+        const m = await ops.metrics();
+        res.writeHead(200, { 'content-type': m.contentType, 'cache-control': 'no-store' });
+        res.end(m.body);
+      } else if (path === '/healthz') {
+        sendJson(res, 200, { status: 'ok' });
+      } else {
+        const r = await ops.readiness();
+        sendJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks });
+      }
+    } catch (err) {
+      sendJson(res, 500, { code: 'internal', message: (err as Error).message });
+    }
+  }
+
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const ops = this.opts.ops;
+    const bare = (req.url ?? '').split('?', 1)[0]!;
+    if (ops !== undefined && req.method === 'GET' && OPS_PATHS.has(bare)) {
+      await this.serveOps(ops, bare, res);
+      return;
+    }
     const started = performance.now();
     const remoteAddress = req.socket.remoteAddress ?? null;
     let actor: string | undefined;
@@ -104,6 +145,8 @@ export class AdminServer {
       const target = normaliseTarget(req.url ?? '/');
       if (!target.ok) throw new KeygateError('bad_request', 400, target.message);
       path = target.path;
+      // the key page's own files hold no data: served without the credential; its API calls need it
+      if (this.page.serve(req, res, path)) return;
       // authenticate before routing: without a credential no one learns which paths exist
       const auth = await this.auth.authenticate(req.headers);
       if (!auth.ok) {

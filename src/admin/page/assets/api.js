@@ -1,0 +1,61 @@
+// The admin API, as the page uses it: the Dagen-shaped /api/keys endpoints and /api/info. The admin
+// credential lives in this tab's sessionStorage only and goes with every call.
+
+const STORAGE = 'keygate.admin-credential';
+
+export class ApiError extends Error {
+  /** @param {number} status @param {string} code @param {string} message @param {string} [field] */
+  constructor(status, code, message, field) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.field = field;
+  }
+}
+
+export const credential = {
+  get: () => sessionStorage.getItem(STORAGE),
+  set: (value) => sessionStorage.setItem(STORAGE, value),
+  clear: () => sessionStorage.removeItem(STORAGE),
+};
+
+/**
+ * One call to the admin API. Throws ApiError with the API's code and message on any non-2xx.
+ * @param {string} method
+ * @param {string} path
+ * @param {unknown} [body]
+ * @param {string} [secret] credential to use instead of the stored one (sign-in)
+ */
+export async function call(method, path, body, secret = credential.get() ?? '') {
+  const headers = { accept: 'application/json', authorization: `Bearer ${secret}` };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  let res;
+  try {
+    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store', credentials: 'omit' });
+  } catch (err) {
+    throw new ApiError(0, 'network', `the gateway's admin listener did not answer (${err instanceof Error ? err.message : String(err)})`);
+  }
+  if (res.status === 204) return undefined;
+  const text = await res.text();
+  let json;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = undefined;
+  }
+  if (!res.ok) {
+    throw new ApiError(res.status, json?.code ?? 'error', json?.message ?? `${res.status} ${res.statusText}`, json?.field);
+  }
+  return json;
+}
+
+const id = (key) => encodeURIComponent(key.id);
+
+export const api = {
+  info: (secret) => call('GET', '/api/info', undefined, secret),
+  list: () => call('GET', '/api/keys'),
+  create: (body) => call('POST', '/api/keys', body),
+  setActive: (key, active) => call('PUT', `/api/keys/${id(key)}`, { is_active: active }),
+  regenerate: (key) => call('POST', `/api/keys/${id(key)}/regenerate`),
+  remove: (key) => call('DELETE', `/api/keys/${id(key)}`),
+};

@@ -1,0 +1,445 @@
+// The key page (issue 7) in a real browser: playwright-core driving Debian's Chromium
+// (/usr/bin/chromium, installed by .ci/run). A key is created through the dialog, its one-time
+// secret read from the copy-once dialog and used on the PUBLIC listener; it is deactivated (403),
+// regenerated (old secret 401, new one 200) and deleted through the table. Screenshots of the
+// table, the copy-once dialog and the API Management view go to .tap/screenshots/page/.
+//
+// Skipped, with the reason, when Chromium or playwright-core is missing.
+
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pino from 'pino';
+import t from 'tap';
+import { request } from 'undici';
+import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
+import { AdminServer } from '../src/admin/server.js';
+import { CONTENT_SECURITY_POLICY } from '../src/admin/page/serve.js';
+import { ROUTES, startStack, type Stack } from './helpers.js';
+
+const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
+const TOKEN = 'page-admin-token-0123456789abcdefghij';
+const SHOTS = fileURLToPath(new URL('../.tap/screenshots/page/', import.meta.url));
+/** the probe's flags for Chromium on this closed network; launch() gives a fresh profile each time */
+const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+const MAX_KEYS = 4;
+const DECLARED_EXPIRED = 'dg_declared-expired-partner-0123456789';
+
+type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
+// Browser globals, for the functions page.evaluate runs in the page (this program has no DOM types).
+declare const document: Json, sessionStorage: Json, localStorage: Json, navigator: Json, getComputedStyle: Json;
+
+async function loadPlaywright(): Promise<typeof import('playwright-core') | string> {
+  if (!existsSync(CHROMIUM)) return `Chromium not found at ${CHROMIUM} (install Debian's chromium: apt-get install -y chromium; .ci/run does)`;
+  try {
+    return await import('playwright-core');
+  } catch (err) {
+    return `playwright-core cannot be loaded (${(err as Error).message}); run npm install`;
+  }
+}
+
+const pw = await loadPlaywright();
+const skip = typeof pw === 'string' ? pw : false;
+if (skip) t.comment(`SKIP browser tests: ${skip}`);
+
+/** GET on the PUBLIC listener with a key: the status. */
+async function pub(s: Stack, secret: string, path = '/api/v1/dags'): Promise<number> {
+  const res = await request(s.url + path, { headers: { 'x-api-key': secret } });
+  await res.body.dump();
+  return res.statusCode;
+}
+
+/** Where a secret shows in the page apart from the copy-once dialog: markup, form values, storage. */
+async function secretShows(page: Page, secret: string) {
+  return page.evaluate((s) => {
+    const values = [...document.querySelectorAll('input, textarea')].map((i) => i.value);
+    const stored = [sessionStorage, localStorage].flatMap((st) => Object.keys(st).map((k) => st.getItem(k) ?? ''));
+    return {
+      markup: document.documentElement.outerHTML.split(s).length - 1,
+      text: (document.body.textContent ?? '').split(s).length - 1,
+      inputs: values.some((v) => v.includes(s)),
+      storage: stored.some((v) => v.includes(s)),
+    };
+  }, secret);
+}
+
+function watch(page: Page, origin: string) {
+  const problems: string[] = [];
+  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  page.on('console', (msg) => {
+    // a refused fetch (401 at sign-in) is logged by Chromium as a failed resource load; anything else is a fault
+    if (msg.type() === 'error' && !/Failed to load resource: the server responded with a status of (401|403)/.test(msg.text())) problems.push(`console: ${msg.text()}`);
+  });
+  page.on('request', (r) => {
+    if (!r.url().startsWith(origin + '/') && !r.url().startsWith('data:')) problems.push(`request to another origin: ${r.url()}`);
+  });
+  return problems;
+}
+
+async function signIn(page: Page, credential = TOKEN): Promise<void> {
+  await page.getByLabel('Admin token or admin API key').fill(credential);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+}
+
+const row = (page: Page, name: string): Locator => page.locator('#keys-body tr', { has: page.locator('th', { hasText: name }) });
+const cell = (r: Locator, i: number): Locator => r.locator('td').nth(i);
+const dialogOpen = (page: Page, id: string) => page.evaluate((x) => document.getElementById(x).open, id);
+
+async function closeOnce(what: () => Promise<void>): Promise<void> {
+  try {
+    await what();
+  } catch {
+    /* already closed */
+  }
+}
+
+t.test('key page in Chromium', { skip }, async (t) => {
+  if (typeof pw === 'string') return;
+  mkdirSync(SHOTS, { recursive: true });
+  const browser: Browser = await pw.chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+  t.teardown(() => closeOnce(() => browser.close()));
+  t.comment(`Chromium ${browser.version()}, playwright-core ${createRequire(import.meta.url)('playwright-core/package.json').version}`);
+
+  const newPage = async (origin: string): Promise<{ context: BrowserContext; page: Page; problems: string[] }> => {
+    const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, locale: 'en-US', timezoneId: 'UTC' });
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
+    const page = await context.newPage();
+    page.setDefaultTimeout(10_000);
+    return { context, page, problems: watch(page, origin) };
+  };
+
+  // ------------------------------------------------------------ the gateway's own admin listener
+  t.test("the gateway's admin listener serves the page: headers, sign-in, spinner, empty state", async (t) => {
+    const s = await startStack(t.testdir(), { adminToken: TOKEN });
+    t.teardown(() => s.close());
+    const admin = s.gateway.adminUrl!;
+
+    for (const [path, type] of [
+      ['/api-keys', /^text\/html/],
+      ['/api-management', /^text\/html/],
+      ['/api-keys/assets/app.js', /^text\/javascript/],
+      ['/api-keys/assets/app.css', /^text\/css/],
+    ] as const) {
+      const res = await request(admin + path);
+      const body = await res.body.text();
+      t.equal(res.statusCode, 200, `${path} without a credential: 200`);
+      t.match(String(res.headers['content-type']), type, `${path} content type`);
+      t.equal(res.headers['content-security-policy'], CONTENT_SECURITY_POLICY, `${path} CSP`);
+      t.equal(res.headers['x-content-type-options'], 'nosniff');
+      t.equal(res.headers['cache-control'], 'no-store');
+      if (path.endsWith('.js') || path.endsWith('.css')) continue;
+      t.notMatch(body, /<script(?![^>]*\bsrc=)[^>]*>/, 'no inline script');
+      t.notMatch(body, /\sstyle=|<style/, 'no inline style');
+      t.notMatch(body, /https?:\/\//, 'nothing from another origin');
+    }
+    t.match(CONTENT_SECURITY_POLICY, /default-src 'self'/);
+    t.notMatch(CONTENT_SECURITY_POLICY, /unsafe-inline|unsafe-eval/);
+    const head = await request(admin + '/api-keys', { method: 'HEAD' });
+    t.equal(head.statusCode, 200, 'HEAD works');
+    for (const [method, path] of [
+      ['GET', '/api-keys/assets/nope.js'],
+      ['GET', '/api-keys/assets/../../openapi.json'],
+      ['GET', '/api-keys/'],
+      ['POST', '/api-keys'],
+      ['GET', '/api/info'],
+      ['GET', '/api/keys'],
+    ] as const) {
+      const res = await request(admin + path, { method });
+      await res.body.dump();
+      t.equal(res.statusCode, 401, `${method} ${path} without a credential: 401 (only the page's own files are open)`);
+    }
+    const publicPage = await request(s.url + '/api-keys');
+    await publicPage.body.dump();
+    t.equal(publicPage.statusCode, 404, 'the public listener does not serve the page');
+
+    const { context, page, problems } = await newPage(admin);
+    t.teardown(() => closeOnce(() => context.close()));
+    await page.goto(admin + '/api-keys');
+    await page.getByRole('heading', { name: 'Sign in to the admin API' }).waitFor();
+    t.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'API Keys');
+
+    await signIn(page, 'wrong-token');
+    await page.locator('#signin-error', { hasText: 'Refused' }).waitFor();
+    t.pass('a wrong credential is refused with a message');
+
+    // hold the key list so the spinner can be seen
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    await page.route('**/api/keys', async (route) => {
+      await held;
+      await route.continue();
+    });
+    await signIn(page);
+    const spinner = page.getByRole('progressbar', { name: 'Loading keys' });
+    await spinner.waitFor();
+    const [sb, cb] = [await spinner.boundingBox(), await page.locator('#keys').boundingBox()];
+    t.ok(sb && cb && Math.abs(sb.x + sb.width / 2 - (cb.x + cb.width / 2)) < 2, 'the spinner is centred in the keys card');
+    release();
+    await page.getByText('No API keys yet').waitFor();
+    t.ok(await spinner.isHidden(), 'spinner gone');
+    t.ok(await page.getByRole('button', { name: 'Create your first API key' }).isVisible(), 'empty state calls to create the first key');
+    await page.screenshot({ path: join(SHOTS, 'empty-state.png') });
+    t.equal(await page.getByLabel('Admin token or admin API key').inputValue(), '', 'the credential is not left in the form');
+    t.equal(await page.evaluate(() => sessionStorage.getItem('keygate.admin-credential')), TOKEN, 'credential kept in session storage');
+    t.equal(await page.evaluate(() => localStorage.length), 0, 'nothing in local storage');
+    t.equal((await secretShows(page, TOKEN)).markup, 0, 'the token is not in the page');
+
+    // this listener was not told the gateway's public URL or routes: examples use $KEYGATE_URL
+    await page.getByText('Quick Start').click();
+    t.match(await page.locator('#quickstart-examples').textContent(), /\$KEYGATE_URL\/api\/v1\/agents/, "Dagen's list-agents call with $KEYGATE_URL");
+
+    await page.reload();
+    await page.getByText('No API keys yet').waitFor();
+    t.pass('a reload stays signed in (session storage)');
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('heading', { name: 'Sign in to the admin API' }).waitFor();
+    t.equal(await page.evaluate(() => sessionStorage.length), 0, 'sign out forgets the credential');
+    t.same(problems, [], 'no console errors, CSP violations or requests elsewhere');
+  });
+
+  // ------------------------------------------------------------ the full flow
+  t.test('create, use, deactivate, regenerate, delete through the page', async (t) => {
+    const s = await startStack(t.testdir(), {
+      adminToken: TOKEN,
+      routes: `${ROUTES}  - { path: /a2a, methods: [POST], upstream: dagen, surface: a2a, scope: agents }\n`,
+      yaml: `keys:
+  max_keys: ${MAX_KEYS}
+  declared:
+    - name: legacy-partner
+      scopes: [agents]
+      expires_at: "2020-01-01"
+      secret: ${DECLARED_EXPIRED}
+`,
+    });
+    t.teardown(() => s.close());
+    // An admin listener over the same key service that is also told the gateway's public URL, limits
+    // and routes (GET /api/info): what the gateway's own listener answers once src/server.ts passes them.
+    const admin = new AdminServer({ keys: s.gateway.keys, logger: pino({ level: 'silent' }), token: TOKEN, info: { config: s.gateway.config, publicUrl: () => s.url } });
+    await admin.listen(0, '127.0.0.1');
+    t.teardown(() => admin.close(0));
+    const base = admin.url;
+
+    const info: Json = await (await request(base + '/api/info', { headers: { authorization: `Bearer ${TOKEN}` } })).body.json();
+    t.match(info, { public_url: s.url, public_url_source: 'listen', rate_limit: { default: 60, min: 1, max: 600 }, max_keys: MAX_KEYS, key_count: 1, key_prefix: 'dg_' });
+    t.ok(info.routes.some((r: Json) => r.surface === 'a2a' && r.path === '/a2a'), '/api/info lists the routes');
+    t.notMatch(JSON.stringify(info), /upstream-dagu-token|127\.0\.0\.1:1\b|api_base_url/, 'no upstream address or credential in /api/info');
+
+    await s.key({ name: 'ci-deploy', role: 'operator', scopes: ['workflows'], surfaces: ['rest_api', 'mcp'] });
+
+    const { context, page, problems } = await newPage(base);
+    t.teardown(() => closeOnce(() => context.close()));
+    await page.goto(base + '/api-keys');
+    await signIn(page);
+    await row(page, 'ci-deploy').waitFor();
+
+    const declared = row(page, 'legacy-partner');
+    t.equal(await cell(declared, 2).textContent(), 'Expired', 'a key past its expiry shows Expired');
+    t.ok(await declared.getByRole('button', { name: 'Delete key legacy-partner' }).isDisabled(), 'a key declared in the config cannot be changed here');
+    const ci = row(page, 'ci-deploy');
+    t.same(await cell(ci, 1).locator('.chip').allTextContents(), ['Workflows', 'role: operator', 'REST', 'MCP'], 'scopes, then role and surfaces where set');
+
+    // --- the create dialog, by keyboard first
+    await page.getByRole('button', { name: 'Create API Key' }).focus();
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Shift+Tab');
+    t.equal(await page.evaluate(() => document.activeElement?.id), 'create-open');
+    t.equal(await page.evaluate(() => getComputedStyle(document.activeElement!).outlineStyle), 'solid', 'keyboard focus is visible');
+    await page.keyboard.press('Enter');
+    t.ok(await dialogOpen(page, 'create-dialog'), 'Enter opens the create dialog');
+    t.equal(await page.evaluate(() => document.activeElement?.id), 'create-name', 'focus goes to Name');
+    await page.keyboard.press('Escape');
+    t.notOk(await dialogOpen(page, 'create-dialog'), 'Escape closes it');
+
+    await page.getByRole('button', { name: 'Create API Key' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Create API Key' });
+    const create = dialog.getByRole('button', { name: 'Create' });
+    t.equal(await dialog.getByLabel('Rate limit (requests per minute)').inputValue(), '60', 'rate limit defaults to 60');
+    t.ok(await create.isDisabled(), 'Create is disabled while the form is empty');
+    await page.keyboard.type('Nightly ETL');
+    t.ok(await create.isDisabled(), 'still disabled without a scope');
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Space');
+    t.ok(await dialog.getByLabel('Workflows').isChecked(), 'Workflows toggled by keyboard');
+    t.ok(await create.isEnabled(), 'name + scope: enabled');
+    await dialog.getByLabel('Rate limit (requests per minute)').fill('601');
+    t.ok(await create.isDisabled(), 'rate limit above the range: disabled');
+    t.match(await page.locator('#create-rate-error').textContent(), /from 1 to 600/);
+    await page.screenshot({ path: join(SHOTS, 'create-dialog-invalid.png') });
+    await dialog.getByLabel('Rate limit (requests per minute)').fill('2.5');
+    t.ok(await create.isDisabled(), 'not a whole number: disabled');
+    await dialog.getByLabel('Rate limit (requests per minute)').fill('30');
+    const today = await page.evaluate(async () => (await import('/api-keys/assets/format.js' as string)).localDate(0));
+    await dialog.getByLabel('Expiration (optional)').fill(today);
+    t.ok(await create.isDisabled(), 'expiration today: disabled');
+    t.match(await page.locator('#create-expires-error').textContent(), /after today/);
+    await dialog.getByLabel('Expiration (optional)').fill('2099-01-31');
+    t.ok(await create.isEnabled(), 'valid again');
+    await page.mouse.click(8, 8);
+    t.ok(await dialogOpen(page, 'create-dialog'), 'a click outside does not close the dialog');
+    t.equal(await dialog.getByLabel('Name').inputValue(), 'Nightly ETL', 'and nothing is lost');
+    await create.click();
+
+    // --- the copy-once dialog
+    const secretDialog = page.getByRole('dialog', { name: 'Copy your API key' });
+    await secretDialog.waitFor();
+    t.notOk(await dialogOpen(page, 'create-dialog'), 'the create dialog closed');
+    t.match(await page.locator('#snackbar').textContent(), /created/, 'snackbar confirms the creation');
+    const secret = (await page.locator('#secret-value').textContent()) ?? '';
+    t.match(secret, /^dg_[0-9A-Za-z]{43}$/, 'the full key is shown');
+    t.match(await secretDialog.textContent(), /Copy this key now\. You will not be able to see it again\./, 'with the warning');
+    t.equal(await page.locator('#secret-value').evaluate((el) => getComputedStyle(el).fontFamily.includes('monospace')), true, 'in monospace');
+    t.equal((await secretShows(page, secret)).markup, 1, 'shown exactly once while the dialog is open');
+    const copy = secretDialog.getByRole('button', { name: 'Copy key' });
+    await copy.click();
+    await secretDialog.getByRole('button', { name: 'Copied' }).waitFor();
+    t.equal(await secretDialog.locator('#secret-copy svg').getAttribute('data-icon'), 'check', 'the icon turns into a check mark');
+    t.equal(await page.evaluate(() => navigator.clipboard.readText()), secret, 'the key is on the clipboard');
+    await page.screenshot({ path: join(SHOTS, 'copy-once-dialog.png') });
+    await sleep(2300);
+    t.equal(await secretDialog.locator('#secret-copy svg').getAttribute('data-icon'), 'copy', 'and back after about 2 s');
+    await page.evaluate(() => navigator.clipboard.writeText(''));
+
+    t.equal(await pub(s, secret), 200, 'the new key gets through the PUBLIC listener');
+    await secretDialog.getByRole('button', { name: 'Done' }).click();
+    t.notOk(await dialogOpen(page, 'secret-dialog'), 'Done closes it');
+    await page.waitForFunction(() => document.getElementById('secret-value').textContent === '');
+    t.same(await secretShows(page, secret), { markup: 0, text: 0, inputs: false, storage: false }, 'the secret is gone from the page once the dialog is closed');
+
+    // --- the row, after the usage counter has flushed the request
+    await sleep(1500);
+    await page.reload();
+    const mine = row(page, 'Nightly ETL');
+    await mine.waitFor();
+    const created: Json = (await s.gateway.keys.list()).find((k) => k.name === 'Nightly ETL');
+    t.equal(await cell(mine, 0).textContent(), `${secret.slice(0, 8)}…`, 'Key: the prefix only');
+    t.same(await cell(mine, 1).locator('.chip').allTextContents(), ['Workflows'], 'Scopes');
+    t.match(await cell(mine, 1).locator('.chip').first().getAttribute('class'), /scope-workflows/, 'Workflows chip (purple)');
+    t.equal(await cell(mine, 2).textContent(), 'Active', 'Status');
+    t.equal(await cell(mine, 3).textContent(), '30/min', 'Rate limit');
+    t.equal(await cell(mine, 4).textContent(), '1', 'Requests');
+    t.equal(await cell(mine, 5).textContent(), 'just now', 'Last used');
+    t.equal(await cell(declared, 5).textContent(), 'Never', 'Last used: Never');
+    t.equal(await cell(mine, 6).textContent(), new Date(created.createdAt).toLocaleDateString('en-US', { year: 'numeric', month: 'short', day: 'numeric', timeZone: 'UTC' }), 'Created: a human date');
+    const fmt = await page.evaluate(async () => {
+      const f = await import('/api-keys/assets/format.js' as string);
+      const ago = (ms: number) => f.relativeTime(new Date(Date.now() - ms).toISOString());
+      return [ago(5 * 60_000), ago(3 * 3_600_000), ago(2 * 86_400_000), f.relativeTime(null)];
+    });
+    t.same(fmt, ['5m ago', '3h ago', '2d ago', 'Never'], 'relative times');
+    await page.screenshot({ path: join(SHOTS, 'keys-table.png'), fullPage: true });
+
+    // --- deactivate: 403 on the public listener; activate again
+    await mine.getByRole('button', { name: 'Deactivate key Nightly ETL' }).click();
+    await page.locator('#snackbar', { hasText: 'deactivated' }).waitFor();
+    await mine.getByRole('button', { name: 'Activate key Nightly ETL' }).waitFor();
+    t.equal(await cell(mine, 2).textContent(), 'Inactive', 'Status: Inactive');
+    t.equal(await pub(s, secret), 403, 'a deactivated key is refused with 403');
+    t.equal(await page.evaluate(() => document.activeElement?.getAttribute('aria-label')), 'Activate key Nightly ETL', 'focus stays on the toggle');
+    await mine.getByRole('button', { name: 'Activate key Nightly ETL' }).click();
+    await page.locator('#snackbar', { hasText: 'Key "Nightly ETL" activated' }).waitFor();
+    await mine.getByRole('button', { name: 'Deactivate key Nightly ETL' }).waitFor();
+    t.equal(await pub(s, secret), 200, 'activated again: through');
+
+    // --- regenerate: confirm first
+    await mine.getByRole('button', { name: 'Regenerate key Nightly ETL' }).click();
+    const confirm = page.getByRole('dialog', { name: 'Regenerate "Nightly ETL"?' });
+    await confirm.waitFor();
+    t.match(await confirm.textContent(), /old secret stops working immediately/, 'the confirmation says what happens');
+    await page.screenshot({ path: join(SHOTS, 'confirm-regenerate.png') });
+    t.equal(await page.evaluate(() => document.activeElement?.id), 'confirm-cancel', 'Cancel has the focus');
+    await confirm.getByRole('button', { name: 'Cancel' }).click();
+    t.equal(await pub(s, secret), 200, 'cancelled: the secret still works');
+    await mine.getByRole('button', { name: 'Regenerate key Nightly ETL' }).click();
+    await confirm.getByRole('button', { name: 'Regenerate' }).click();
+    await secretDialog.waitFor();
+    const fresh = (await page.locator('#secret-value').textContent()) ?? '';
+    t.match(fresh, /^dg_/);
+    t.not(fresh, secret, 'a new secret');
+    t.equal(await pub(s, secret), 401, 'the old secret is refused (401)');
+    t.equal(await pub(s, fresh), 200, 'the new one works');
+    await page.keyboard.press('Escape');
+    t.notOk(await dialogOpen(page, 'secret-dialog'), 'Escape closes the copy-once dialog');
+    await page.waitForFunction(() => document.getElementById('secret-value').textContent === ''); // the close event runs a task later
+    t.same(await secretShows(page, fresh), { markup: 0, text: 0, inputs: false, storage: false }, 'the new secret is gone from the page');
+    t.equal(await cell(mine, 0).textContent(), `${fresh.slice(0, 8)}…`, 'the table shows the new prefix');
+
+    // --- API Management
+    await page.goto(base + '/api-management');
+    await row(page, 'Nightly ETL').waitFor();
+    t.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'API Management');
+    t.same(await page.getByRole('tab').allTextContents(), ['REST v1', 'A2A Protocol', 'MCP'], 'tabs, MCP because an MCP route exists');
+    const rest = await page.locator('#panel-rest').textContent();
+    t.match(rest, `curl "${s.url}/api/v1/dags?workspace=WORKSPACE"`, 'REST: the configured route on the public URL');
+    t.match(rest, 'X-API-Key: $KEYGATE_API_KEY', 'with the X-API-Key header');
+    t.match(rest, `/api/v1/dags/:fileName/start`);
+    t.notMatch(rest, '/api/v1/health', 'routes without a key are left out');
+    await page.getByRole('tab', { name: 'REST v1' }).focus();
+    await page.keyboard.press('ArrowRight');
+    t.equal(await page.getByRole('tab', { name: 'A2A Protocol' }).getAttribute('aria-selected'), 'true', 'arrow keys move between tabs');
+    const a2a = (await page.locator('#panel-a2a').textContent()) ?? '';
+    for (const m of ['message/send', 'tasks/get', 'tasks/cancel']) t.match(a2a, new RegExp(`"method": ?"${m}"`), `A2A ${m}`);
+    t.match(a2a, `curl -X POST "${s.url}/a2a"`);
+    await page.screenshot({ path: join(SHOTS, 'api-management-a2a.png'), fullPage: true });
+    await page.getByRole('tab', { name: 'MCP' }).click();
+    t.match(await page.locator('#panel-mcp').textContent(), /"method": ?"tools\/list"/);
+
+    // the Quick Start examples run as printed (curl from the shell), with the real key in the variable
+    await page.getByText('Quick Start').click();
+    await page.locator('#quickstart').screenshot({ path: join(SHOTS, 'quick-start.png') });
+    const examples = await page.locator('#quickstart-examples figure').evaluateAll((figs) => figs.map((f) => [f.querySelector('figcaption')?.textContent, f.querySelector('code')?.textContent]));
+    t.same(examples.map(([title]) => title), ['List DAGs', 'Agent chat', 'Start a DAG'], 'three Quick Start examples from the routes');
+    await page.locator('#quickstart-examples figure').first().getByRole('button').click();
+    t.equal(await page.evaluate(() => navigator.clipboard.readText()), examples[0]![1], 'an example copies as shown');
+    const curlPath = ['/usr/bin/curl', '/bin/curl'].find((p) => existsSync(p));
+    if (curlPath) {
+      // a key that may make all three calls (agents + workflows, operator for starting a DAG)
+      const runner = await s.key({ name: 'runner', role: 'operator', scopes: ['agents', 'workflows'] });
+      const run = promisify(execFile);
+      for (const [title, code] of examples) {
+        const { stdout } = await run('sh', ['-c', `${code} -s -o /dev/null -w '%{http_code}'`], { env: { PATH: process.env['PATH'] ?? '', KEYGATE_API_KEY: runner.secret } });
+        t.equal(stdout, '200', `Quick Start "${title}" runs as printed: 200`);
+      }
+      await s.gateway.keys.delete(runner.id, 'test');
+    } else t.comment('curl not installed: Quick Start examples not run');
+
+    // --- delete: Escape cancels, then confirm
+    const again = row(page, 'Nightly ETL');
+    await again.getByRole('button', { name: 'Delete key Nightly ETL' }).click();
+    const del = page.getByRole('dialog', { name: 'Delete "Nightly ETL"?' });
+    await del.waitFor();
+    t.match(await del.textContent(), /loses access/, 'the confirmation says consumers lose access');
+    await page.keyboard.press('Escape');
+    t.ok(await again.isVisible(), 'Escape cancels');
+    await again.getByRole('button', { name: 'Delete key Nightly ETL' }).click();
+    await del.getByRole('button', { name: 'Delete' }).click();
+    await page.locator('#snackbar', { hasText: 'deleted' }).waitFor();
+    await again.waitFor({ state: 'detached' });
+    t.equal(await pub(s, fresh), 401, 'a deleted key is refused');
+
+    // --- the key-count limit
+    await page.goto(base + '/api-keys');
+    await row(page, 'ci-deploy').waitFor();
+    t.ok(await page.locator('#limit-banner').isHidden(), 'no banner below the limit');
+    t.ok(await page.getByRole('button', { name: 'Create API Key' }).isEnabled());
+    await s.key({ name: 'filler-1', scopes: ['agents'] });
+    await s.key({ name: 'filler-2', scopes: ['agents'] });
+    await page.reload();
+    await row(page, 'filler-2').waitFor();
+    t.match(await page.locator('#limit-banner').textContent(), `${MAX_KEYS} API keys exist and the gateway allows ${MAX_KEYS} (keys.max_keys)`, 'the limit is reached: the page says so');
+    t.ok(await page.getByRole('button', { name: 'Create API Key' }).isDisabled(), 'and creation is disabled');
+    await page.screenshot({ path: join(SHOTS, 'limit-reached.png') });
+    await row(page, 'filler-2').getByRole('button', { name: 'Delete key filler-2' }).click();
+    await page.getByRole('dialog', { name: 'Delete "filler-2"?' }).getByRole('button', { name: 'Delete' }).click();
+    await row(page, 'filler-2').waitFor({ state: 'detached' });
+    t.ok(await page.locator('#limit-banner').isHidden(), 'below the limit again: no banner');
+    t.ok(await page.getByRole('button', { name: 'Create API Key' }).isEnabled(), 'creation enabled again');
+
+    t.same(problems, [], 'no console errors, CSP violations or requests elsewhere');
+    t.comment(`screenshots: ${SHOTS}`);
+  });
+});
