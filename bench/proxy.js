@@ -1,39 +1,49 @@
 // Proxy overhead benchmark: the same small JSON GET load, side by side,
 //   baseline       load → echo upstream
-//   gateway        load → Keygate (key + role route, access log ON to a file) → echo upstream
-//   gateway-nolog  load → Keygate (same, access_log: false)                    → echo upstream
+//   gateway        load → Keygate (key + role route, access log ON to a file, rate limits in memory) → echo upstream
+//   gateway-nolog  load → Keygate (same, access_log: false)                                           → echo upstream
+//   gateway-redis  load → Keygate (same as gateway, store.rate_limits: a private redis-server)         → echo upstream
+// then the revocation delay across two gateway instances sharing a key store (bench/revocation.js):
+// keys in Redis (pub/sub invalidation) and, for comparison, keys in one SQLite file (data_version).
 //
 // Run: npm run bench   (builds dist/ first). Env: BENCH_DURATION (s, default 10), BENCH_WARMUP (s,
-// default 2), BENCH_CONNECTIONS (default 50), BENCH_ROUNDS (default 1), BENCH_KEEP=1 keeps the temp dir.
+// default 2), BENCH_CONNECTIONS (default 50), BENCH_ROUNDS (default 1), BENCH_REVOCATIONS (changes per
+// store, default 100; 0 skips that part), BENCH_KEEP=1 keeps the temp dir.
 //
 // Processes (this one file plays three roles, chosen by argv[2]):
 //   main       echo upstream + orchestration (idle while a phase runs, apart from the upstream)
-//   --gateway  one Gateway per config (log / nolog), each in its own process; started from dist/
+//   --gateway  one Gateway per config, each in its own process; started from dist/; answers calls
+//              from main over IPC (cpu, limiter state, setActive)
 //   --load     autocannon (programmatic), one child per phase: warmup run, then the measured run
+//   redis-server (when installed): private, on a free loopback port, no persistence; never 6379
 // The load generator never shares an event loop or process with the gateway or the upstream.
 
-import { fork } from 'node:child_process';
-import { createReadStream, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { fork, spawn, spawnSync } from 'node:child_process';
+import { createReadStream, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const SELF = fileURLToPath(import.meta.url);
 const role = process.argv[2];
+/** Per-key limit of the bench keys (and keys.rate_limit.max of the bench configs): no request is ever limited. */
+const NO_LIMIT = 100_000_000;
 
-if (role === '--gateway') await gatewayChild(process.argv[3]);
+if (role === '--gateway') await gatewayChild(process.argv[3], JSON.parse(process.argv[4] ?? '{}'));
 else if (role === '--load') await loadChild(JSON.parse(process.argv[3]));
 else await main();
 
 // ============================================================================ gateway child
 
-async function gatewayChild(configFile) {
+async function gatewayChild(configFile, opts) {
   const { loadConfig } = await import('../dist/config/load.js');
   const { Gateway } = await import('../dist/server.js');
   const config = loadConfig(configFile, process.env);
   const gw = await Gateway.start({ config, port: 0 }); // logger from config.log: the real path
-  const { key, secret } = await gw.keys.create({ name: 'bench', role: 'operator', scopes: ['agents', 'workflows'] }, 'bench');
+  // opts.key: create the bench key here (null for a second instance that shares another's key store)
+  const created = opts.key === null ? null : await gw.keys.create({ name: opts.key?.name ?? 'bench', role: 'operator', scopes: ['agents', 'workflows'], rateLimit: NO_LIMIT }, 'bench');
   let closing;
   const shutdown = () => {
     closing ??= gw.close(2_000).then(
@@ -41,12 +51,28 @@ async function gatewayChild(configFile) {
       () => process.exit(1),
     );
   };
+  // A tiny control channel for main: {type: 'call', id, op, args} → {type: 'reply', id, ok, value | error}
+  const ops = {
+    cpu: () => process.cpuUsage(),
+    limiter: () => gw.limiterState,
+    setActive: async ({ id, active }) => {
+      const t0 = performance.now();
+      await gw.keys.setActive(id, active, 'bench');
+      return { ms: performance.now() - t0 };
+    },
+  };
   process.on('message', (m) => {
-    if (m?.type === 'cpu') process.send({ type: 'cpu', id: m.id, usage: process.cpuUsage() });
-    else if (m?.type === 'close') shutdown();
+    if (m?.type === 'call') {
+      Promise.resolve()
+        .then(() => ops[m.op](m.args))
+        .then(
+          (value) => process.send({ type: 'reply', id: m.id, ok: true, value }),
+          (err) => process.send({ type: 'reply', id: m.id, ok: false, error: String(err?.stack ?? err) }),
+        );
+    } else if (m?.type === 'close') shutdown();
   });
   process.on('disconnect', shutdown); // the parent went away: never linger
-  process.send({ type: 'ready', url: gw.url, secret, keyId: key.id, pid: process.pid });
+  process.send({ type: 'ready', url: gw.url, secret: created?.secret, keyId: created?.key.id, pid: process.pid });
 }
 
 // ============================================================================ load child
@@ -134,20 +160,35 @@ function get(url, headers = {}) {
   });
 }
 
-function countLines(file) {
+/** Lines of a log file, and how many of them are access-log entries ("msg":"request"); -1 if unreadable. */
+function countLog(file) {
   return new Promise((resolve) => {
-    let n = 0;
-    createReadStream(file)
-      .on('data', (b) => {
-        for (let i = b.indexOf(10); i !== -1; i = b.indexOf(10, i + 1)) n++;
+    let lines = 0;
+    let requests = 0;
+    let tail = '';
+    createReadStream(file, 'utf8')
+      .on('data', (chunk) => {
+        const parts = (tail + chunk).split('\n');
+        tail = parts.pop();
+        for (const l of parts) {
+          lines++;
+          if (l.includes('"msg":"request"')) requests++;
+        }
       })
-      .on('end', () => resolve(n))
-      .on('error', () => resolve(-1));
+      .on('end', () => {
+        if (tail !== '') {
+          lines++;
+          if (tail.includes('"msg":"request"')) requests++;
+        }
+        resolve({ lines, requests });
+      })
+      .on('error', () => resolve({ lines: -1, requests: -1 }));
   });
 }
 
-function configYaml({ upstreamUrl, db, log, accessLog }) {
+function configYaml({ upstreamUrl, keys, rateLimits, log, accessLog }) {
   // The Dagu routes of gateway.example.yaml, every upstream pointed at the echo server.
+  // keys.rate_limit.max is raised so the bench key can be given a limit no load reaches.
   return `# generated by bench/proxy.js
 listen:
   host: 127.0.0.1
@@ -156,10 +197,12 @@ admin:
   host: 127.0.0.1
   port: 0
 store:
-  keys: sqlite:${db}
-  rate_limits: memory
+  keys: ${keys}
+  rate_limits: ${rateLimits}
 keys:
   prefix: dg_
+  rate_limit:
+    max: ${NO_LIMIT}
 upstreams:
   - name: dagu
     api_base_url: ${upstreamUrl}/api/v1
@@ -200,31 +243,61 @@ log:
 `;
 }
 
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** CPU time of another process (µs, like process.cpuUsage()), from /proc; null where there is none. */
+function procCpu(pid) {
+  try {
+    // kept on the function: a module-level const/let would not be initialised yet (main() runs from a top-level await above)
+    const clkTck = (procCpu.clkTck ??= Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100);
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from 3 (state) on
+    return { user: (Number(f[11]) * 1e6) / clkTck, system: (Number(f[12]) * 1e6) / clkTck };
+  } catch {
+    return null;
+  }
+}
+
 async function main() {
   const DURATION = envNumber('BENCH_DURATION', 10, { min: 1 });
   const WARMUP = envNumber('BENCH_WARMUP', 2, { min: 0 });
   const CONNECTIONS = envNumber('BENCH_CONNECTIONS', 50, { min: 1, int: true });
   const ROUNDS = envNumber('BENCH_ROUNDS', 1, { min: 1, int: true });
+  const REVOCATIONS = envNumber('BENCH_REVOCATIONS', 100, { min: 0, int: true });
   const KEEP = process.env.BENCH_KEEP === '1';
   const TARGET = '/api/v1/dags/bench.yaml'; // route: GET /api/v1/dags/{fileName}, key required, role operator
+  const REDIS_BIN = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).stdout.trim();
+  const REDIS_SKIPPED = 'skipped: redis-server not installed (apt-get install redis-server)';
 
   const children = new Set();
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'keygate-bench-'));
   let upstream;
+  let redis; // { url, port, pid, stop() } of the private redis-server, when installed
+  let redisClient; // main's own connection to it: INFO only
   let cleaned = false;
   const cleanup = async () => {
     if (cleaned) return;
     cleaned = true;
+    redisClient?.disconnect();
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     await upstream?.close();
     if (!KEEP) rmSync(tmp, { recursive: true, force: true });
   };
 
   // Never unbounded: a hard deadline for the whole run.
-  const phasesCount = 1 + 3 * ROUNDS;
-  const budgetS = phasesCount * (WARMUP + DURATION + 30) + 90;
+  const phasesCount = 1 + 4 * ROUNDS;
+  const budgetS = phasesCount * (WARMUP + DURATION + 30) + 90 + 2 * (REVOCATIONS * 1.2 + 60);
   const watchdog = setTimeout(() => {
-    console.error(`\nbench: watchdog: still running after ${budgetS} s; killing children and exiting`);
+    console.error(`\nbench: watchdog: still running after ${Math.round(budgetS)} s; killing children and exiting`);
     cleanup().finally(() => process.exit(3));
   }, budgetS * 1000);
   watchdog.unref();
@@ -249,9 +322,20 @@ async function main() {
       upstream.received.length = 0;
     }, 200).unref();
 
+    if (REDIS_BIN) {
+      redis = await startRedisServer(REDIS_BIN);
+      const { Redis } = await import('ioredis');
+      redisClient = new Redis(`${redis.url}/0`, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false });
+      redisClient.on('error', () => {});
+      await redisClient.connect();
+    }
+
+    // Redis databases of the private server: 0 the gateway-redis limiter; 1, 2 the Redis pair's keys
+    // and limits; 3 the limits of the SQLite pair.
     const variants = {
-      log: { db: path.join(tmp, 'keys-log.db'), log: path.join(tmp, 'access.log'), accessLog: true },
-      nolog: { db: path.join(tmp, 'keys-nolog.db'), log: path.join(tmp, 'nolog.log'), accessLog: false },
+      log: { keys: `sqlite:${path.join(tmp, 'keys-log.db')}`, rateLimits: 'memory', log: path.join(tmp, 'access.log'), accessLog: true },
+      nolog: { keys: `sqlite:${path.join(tmp, 'keys-nolog.db')}`, rateLimits: 'memory', log: path.join(tmp, 'nolog.log'), accessLog: false },
+      ...(redis ? { redis: { keys: `sqlite:${path.join(tmp, 'keys-redis.db')}`, rateLimits: `${redis.url}/0`, log: path.join(tmp, 'access-redis.log'), accessLog: true } } : {}),
     };
     const gateways = {};
     for (const [name, v] of Object.entries(variants)) {
@@ -268,10 +352,16 @@ async function main() {
       `  node ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim()}), load: autocannon ${await autocannonVersion()}, ` +
         `${CONNECTIONS} connections, ${WARMUP} s warmup + ${DURATION} s measured per phase, rounds ${ROUNDS}`,
     );
-    console.log(`  processes: load generator (one child per phase) | gateway-log child pid ${gateways.log.pid} | gateway-nolog child pid ${gateways.nolog.pid} | echo upstream in the bench process pid ${process.pid}`);
+    console.log(
+      `  processes: load generator (one child per phase) | ${Object.entries(gateways).map(([n, g]) => `gateway-${n} child pid ${g.pid}`).join(' | ')} | ` +
+        `echo upstream in the bench process pid ${process.pid}` +
+        (redis ? ` | redis-server ${await redisVersion(REDIS_BIN)} pid ${redis.pid}, 127.0.0.1:${redis.port}` : ''),
+    );
+    if (!redis) console.log(`  gateway-redis and the Redis revocation pair: ${REDIS_SKIPPED}`);
     console.log(`  machine busy before the run (1 s, all processes): ${busyBefore}% of one core${busyBefore >= 15 ? '  <- not quiet' : ''}`);
     console.log(`  target: GET ${TARGET} (route GET /api/v1/dags/{fileName}: key required, role operator; key role operator, X-API-Key)`);
-    console.log(`  temp dir: ${tmp}${KEEP ? ' (kept)' : ' (removed at exit)'}; access log of the logging gateway: ${variants.log.log}`);
+    console.log(`  bench keys: rate limit ${NO_LIMIT}/min (keys.rate_limit.max raised to that in the bench configs), so no request is limited`);
+    console.log(`  temp dir: ${tmp}${KEEP ? ' (kept)' : ' (removed at exit)'}; access logs: ${variants.log.log}${redis ? `, ${variants.redis.log}` : ''}`);
 
     // ---- correctness, once, before measuring
     console.log('\nCorrectness');
@@ -294,42 +384,66 @@ async function main() {
       check(withKey.status === 200, `gateway-${name} with key → ${withKey.status} (want 200), upstream path ${echo.path}`);
       check(h['x-keygate-key-id'] === g.keyId, `gateway-${name}: upstream saw x-keygate-key-id=${h['x-keygate-key-id']} (want ${g.keyId}), x-keygate-role=${h['x-keygate-role']}`);
       check(h['x-api-key'] === undefined && h.authorization === 'Bearer bench-upstream-token', `gateway-${name}: client key not forwarded; upstream credential sent`);
+      check(withKey.headers['x-ratelimit-limit'] === String(NO_LIMIT), `gateway-${name}: x-ratelimit-limit ${withKey.headers['x-ratelimit-limit']} (want ${NO_LIMIT}), remaining ${withKey.headers['x-ratelimit-remaining']}`);
+    }
+    if (redis) {
+      const st = await gateways.redis.call('limiter');
+      const counters = await redisClient.dbsize();
+      check(!st.degraded && st.storeErrors === 0 && counters > 0, `gateway-redis: limiter on Redis (degraded ${st.degraded}, store errors ${st.storeErrors}), ${counters} counter key(s) in Redis db 0`);
     }
     if (checks.includes(false)) throw new Error('correctness checks failed; not measuring');
 
     // ---- phases, interleaved
+    const gwPhases = ['gateway', 'gateway-nolog', ...(redis ? ['gateway-redis'] : [])];
     const plan = ['baseline'];
-    for (let r = 0; r < ROUNDS; r++) plan.push(...(r % 2 === 0 ? ['gateway', 'gateway-nolog'] : ['gateway-nolog', 'gateway']), 'baseline');
-    const targets = {
-      baseline: { url: upstream.url + TARGET.replace('/api/v1', ''), headers: {}, gw: null },
-      gateway: { url: gateways.log.url + TARGET, headers: { 'x-api-key': gateways.log.secret }, gw: gateways.log },
-      'gateway-nolog': { url: gateways.nolog.url + TARGET, headers: { 'x-api-key': gateways.nolog.secret }, gw: gateways.nolog },
+    for (let r = 0; r < ROUNDS; r++) plan.push(...(r % 2 === 0 ? gwPhases : [...gwPhases].reverse()), 'baseline');
+    const gwOf = { gateway: 'log', 'gateway-nolog': 'nolog', 'gateway-redis': 'redis' };
+    const targetOf = (phase) => {
+      if (phase === 'baseline') return { url: upstream.url + TARGET.replace('/api/v1', ''), headers: {}, gw: null };
+      const g = gateways[gwOf[phase]];
+      return { url: g.url + TARGET, headers: { 'x-api-key': g.secret }, gw: gwOf[phase] };
     };
-    const results = { baseline: [], gateway: [], 'gateway-nolog': [] };
+    const results = Object.fromEntries(['baseline', ...gwPhases].map((p) => [p, []]));
     console.log('\nPhases (cpu = % of one core during the measured run)');
+    if (!redis) console.log(`   -. gateway-redis  ${REDIS_SKIPPED}`);
     for (const [i, phase] of plan.entries()) {
-      const t = targets[phase];
-      const r = await runPhase(t, [gateways.log, gateways.nolog]);
+      const t = targetOf(phase);
+      const r = await runPhase(t, gateways, phase === 'gateway-redis');
       results[phase].push(r);
+      const gwCpu = t.gw ? r.cpu.gw[t.gw] : null;
       console.log(
         `  ${String(i + 1).padStart(2)}. ${phase.padEnd(13)} ${fmt(r.rps, 0).padStart(7)} req/s  p50 ${fmt(r.p50, 2)} ms  p99 ${fmt(r.p99, 2)} ms  ` +
-          `errors/non-2xx ${r.errors}/${r.non2xx}${r.timeouts ? ` (timeouts ${r.timeouts})` : ''}  ${Math.round(r.bytesPerResponse)} B/resp  ` +
-          `cpu: load ${r.cpu.load}%, gateway ${t.gw ? r.cpu[t.gw === gateways.log ? 'gwLog' : 'gwNolog'] : '-'}%, upstream ${r.cpu.upstream}%, other processes ${r.cpu.other}%`,
+          `errors/non-2xx ${r.errors}/${r.non2xx}${r.timeouts ? ` (timeouts ${r.timeouts})` : ''}${r.non2xx ? ` (status codes ${JSON.stringify(r.statusCodes)})` : ''}  ${Math.round(r.bytesPerResponse)} B/resp  ` +
+          `cpu: load ${r.cpu.load}%, gateway ${gwCpu ?? '-'}%, upstream ${r.cpu.upstream}%${phase === 'gateway-redis' ? `, redis-server ${r.cpu.redis ?? 'n/a'}%` : ''}, other processes ${r.cpu.other}%`,
       );
-      const gwCpu = t.gw ? r.cpu[t.gw === gateways.log ? 'gwLog' : 'gwNolog'] : null;
-      r.usPerReq = { gateway: gwCpu === null ? null : perReq(gwCpu, r.rps), upstream: perReq(r.cpu.upstream, r.rps), load: perReq(r.cpu.load, r.rps) };
+      r.usPerReq = {
+        gateway: gwCpu === null ? null : perReq(gwCpu, r.rps),
+        upstream: perReq(r.cpu.upstream, r.rps),
+        load: perReq(r.cpu.load, r.rps),
+        redis: phase === 'gateway-redis' && r.cpu.redis !== null ? perReq(r.cpu.redis, r.rps) : null,
+      };
       console.log(
-        `      cpu per request: ${t.gw ? `gateway ${r.usPerReq.gateway} µs, ` : ''}upstream ${r.usPerReq.upstream} µs, load generator ${r.usPerReq.load} µs`,
+        `      cpu per request: ${t.gw ? `gateway ${r.usPerReq.gateway} µs, ` : ''}${r.usPerReq.redis !== null ? `redis-server ${r.usPerReq.redis} µs, ` : ''}upstream ${r.usPerReq.upstream} µs, load generator ${r.usPerReq.load} µs` +
+          (phase === 'gateway-redis' ? `; redis ${fmt(r.redisCmds / r.completedAll, 2)} commands/request; limiter degraded ${r.limiter.degraded}, switches ${r.limiter.switches}, store errors ${r.limiter.storeErrors}` : ''),
       );
     }
 
-    // ---- close gateways (flushes the access log), then look at it
+    // ---- close gateways (flushes the access logs), then look at them
     await Promise.all(Object.values(gateways).map((g) => g.close()));
-    const logLines = await countLines(variants.log.log);
-    const logBytes = statSync(variants.log.log, { throwIfNoEntry: false })?.size ?? 0;
-    const nologLines = await countLines(variants.nolog.log);
-    const gwSent = results.gateway.reduce((s, r) => s + r.completed, 0);
-    const gwWarm = results.gateway.reduce((s, r) => s + r.warmupCompleted, 0);
+    const logged = { gateway: variants.log.log, ...(redis ? { 'gateway-redis': variants.redis.log } : {}) };
+    const logs = {};
+    for (const [phase, file] of Object.entries(logged)) {
+      logs[phase] = {
+        ...(await countLog(file)),
+        bytes: statSync(file, { throwIfNoEntry: false })?.size ?? 0,
+        sent: results[phase].reduce((s, r) => s + r.completed, 0),
+        warm: results[phase].reduce((s, r) => s + r.warmupCompleted, 0),
+      };
+    }
+    const nolog = await countLog(variants.nolog.log);
+
+    // ---- revocation delay across two instances
+    const revocation = await runRevocation();
 
     // ---- summary
     const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -342,8 +456,10 @@ async function main() {
       non2xx: rs.reduce((s, r) => s + r.non2xx, 0),
       gwUsPerReq: rs[0].usPerReq.gateway === null ? null : Math.round(mean(rs.map((r) => r.usPerReq.gateway))),
       upUsPerReq: Math.round(mean(rs.map((r) => r.usPerReq.upstream))),
+      redisUsPerReq: rs[0].usPerReq.redis === null ? null : Math.round(mean(rs.map((r) => r.usPerReq.redis))),
+      redisCmdsPerReq: rs[0].redisCmds === undefined ? null : rs.reduce((s, r) => s + r.redisCmds, 0) / rs.reduce((s, r) => s + r.completedAll, 0),
     });
-    const A = { baseline: agg(results.baseline), gateway: agg(results.gateway), 'gateway-nolog': agg(results['gateway-nolog']) };
+    const A = Object.fromEntries(Object.entries(results).map(([name, rs]) => [name, agg(rs)]));
     const base = A.baseline;
     const ratio = (x, y) => (y > 0 ? x / y : NaN);
     const bRps = results.baseline.map((r) => r.rps);
@@ -362,10 +478,11 @@ async function main() {
         fmt(ratio(a.p50, base.p50), 2),
         fmt(ratio(a.p99, base.p99), 2),
       ]),
+      ...(redis ? [] : [['gateway-redis', REDIS_SKIPPED, '', '', '', '', '', '']]),
     ];
-    const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+    const widths = rows[0].map((_, c) => Math.max(...rows.filter((r) => r[2] !== '').map((r) => r[c].length)));
     for (const [i, r] of rows.entries()) {
-      console.log('  ' + r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  '));
+      console.log('  ' + (r[2] === '' ? `${r[0].padEnd(widths[0])}  ${r[1]}` : r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ')));
       if (i === 0) console.log('  ' + widths.map((w) => '-'.repeat(w)).join('  '));
     }
     const logCost = 1 - ratio(A.gateway.rps, A['gateway-nolog'].rps);
@@ -374,6 +491,14 @@ async function main() {
         `(×${fmt(ratio(A.gateway.gwUsPerReq, base.upUsPerReq), 2)} / ×${fmt(ratio(A['gateway-nolog'].gwUsPerReq, base.upUsPerReq), 2)} the upstream's own cost)`,
     );
     console.log(`  access log: costs ${fmt(logCost * 100, 1)}% throughput (gateway vs gateway-nolog); p50 ×${fmt(ratio(A.gateway.p50, A['gateway-nolog'].p50), 2)}, p99 ×${fmt(ratio(A.gateway.p99, A['gateway-nolog'].p99), 2)}; gateway CPU per request ${signed((ratio(A.gateway.gwUsPerReq, A['gateway-nolog'].gwUsPerReq) - 1) * 100, 1)}%`);
+    const R = A['gateway-redis'];
+    if (R) {
+      console.log(
+        `  Redis rate limits (gateway-redis vs gateway, both with access log): rps ×${fmt(ratio(R.rps, A.gateway.rps), 2)}, p50 ×${fmt(ratio(R.p50, A.gateway.p50), 2)}, p99 ×${fmt(ratio(R.p99, A.gateway.p99), 2)}; ` +
+          `gateway CPU per request ${signed((ratio(R.gwUsPerReq, A.gateway.gwUsPerReq) - 1) * 100, 1)}% (${R.gwUsPerReq} vs ${A.gateway.gwUsPerReq} µs), plus redis-server ${R.redisUsPerReq} µs; ` +
+          `${fmt(R.redisCmdsPerReq, 2)} redis commands/request; non-2xx ${R.non2xx}${R.non2xx === 0 ? ' (no request limited)' : '  <- REQUESTS REFUSED'}`,
+      );
+    } else console.log(`  Redis rate limits: ${REDIS_SKIPPED}`);
     const all = Object.values(results).flat();
     const otherMax = Math.max(...all.map((r) => r.cpu.other));
     if (otherMax >= 15) {
@@ -381,15 +506,30 @@ async function main() {
     }
     // + the 401 and 200 of the correctness check. autocannon stops with up to one request in flight per
     // connection at the end of each warmup and measured run: those reach the gateway (and its log) uncounted.
-    const expected = gwSent + gwWarm + 2;
-    const slack = 2 * CONNECTIONS * results.gateway.length;
-    const extra = logLines - expected;
-    console.log(
-      `  access log file: ${logLines} lines, ${fmt(logBytes / 1e6, 1)} MB; completed requests ${expected} (${gwSent} measured + ${gwWarm} warmup + 2 checks)` +
-        (extra >= 0 && extra <= slack ? `, +${extra} in flight when autocannon stopped (ok, ≤ ${slack})` : `  <- MISMATCH: ${extra} lines off (at most +${slack} expected)`) +
-        `; no-log gateway wrote ${nologLines} lines`,
-    );
+    for (const [phase, l] of Object.entries(logs)) {
+      const expected = l.sent + l.warm + 2;
+      const slack = 2 * CONNECTIONS * results[phase].length;
+      const extra = l.requests - expected;
+      console.log(
+        `  access log of ${phase}: ${l.requests} request lines (+${l.lines - l.requests} other log lines, e.g. the audit record of the key's creation), ${fmt(l.bytes / 1e6, 1)} MB; completed requests ${expected} (${l.sent} measured + ${l.warm} warmup + 2 checks)` +
+          (extra >= 0 && extra <= slack ? `, +${extra} in flight when autocannon stopped (ok, ≤ ${slack})` : `  <- MISMATCH: ${extra} lines off (at most +${slack} expected)`) +
+          (phase === 'gateway' ? `; no-log gateway wrote ${nolog.requests} request lines (${nolog.lines} in all)` : ''),
+      );
+    }
+    const revLine = (name, x) =>
+      typeof x === 'string'
+        ? `  revocation, ${name}: ${x}`
+        : `  revocation, ${name}: median ${fmt(x.median, 2)} ms, p90 ${fmt(x.p90, 2)} ms, max ${fmt(x.max, 2)} ms over ${x.toggles} changes${x.timeouts ? ` (${x.timeouts} not seen within 1 s)` : ''}`;
+    if (revocation) {
+      console.log(revLine('keys in Redis (pub/sub)   ', revocation.redis));
+      console.log(revLine('keys in one SQLite file   ', revocation.sqlite));
+    }
 
+    const revJson = (x) =>
+      x === undefined ? null : typeof x === 'string' ? x : {
+        toggles: x.toggles, timeouts: x.timeouts, median_ms: round(x.median, 2), p90_ms: round(x.p90, 2), max_ms: round(x.max, 2),
+        set_active_median_ms: round(x.setActiveMedian, 2), poll_rtt_median_ms: round(x.pollRttMedian, 2), poll_interval_mean_ms: round(x.pollIntervalMean, 2),
+      };
     const json = {
       bench: 'keygate-proxy',
       node: process.version,
@@ -412,10 +552,12 @@ async function main() {
             errors: a.errors,
             non2xx: a.non2xx,
             ...(a.gwUsPerReq === null ? {} : { gateway_cpu_us_per_req: a.gwUsPerReq }),
+            ...(a.redisUsPerReq === null ? {} : { redis_server_cpu_us_per_req: a.redisUsPerReq, redis_commands_per_req: round(a.redisCmdsPerReq, 2) }),
             upstream_cpu_us_per_req: a.upUsPerReq,
           },
         ]),
       ),
+      ...(R ? {} : { gateway_redis: REDIS_SKIPPED }),
       ratio: {
         gateway_rps: round(ratio(A.gateway.rps, base.rps), 3),
         gateway_p50: round(ratio(A.gateway.p50, base.p50), 3),
@@ -425,12 +567,88 @@ async function main() {
         nolog_p99: round(ratio(A['gateway-nolog'].p99, base.p99), 3),
         log_cost_rps: round(logCost, 3),
         log_cost_cpu_per_req: round(ratio(A.gateway.gwUsPerReq, A['gateway-nolog'].gwUsPerReq) - 1, 3),
+        ...(R
+          ? {
+              redis_rps: round(ratio(R.rps, base.rps), 3),
+              redis_p50: round(ratio(R.p50, base.p50), 3),
+              redis_p99: round(ratio(R.p99, base.p99), 3),
+              redis_vs_gateway_rps: round(ratio(R.rps, A.gateway.rps), 3),
+              redis_vs_gateway_p50: round(ratio(R.p50, A.gateway.p50), 3),
+              redis_vs_gateway_p99: round(ratio(R.p99, A.gateway.p99), 3),
+              redis_vs_gateway_cpu_per_req: round(ratio(R.gwUsPerReq, A.gateway.gwUsPerReq) - 1, 3),
+            }
+          : {}),
       },
+      revocation: revocation ? { redis: revJson(revocation.redis), sqlite: revJson(revocation.sqlite) } : 'skipped: BENCH_REVOCATIONS=0',
     };
     console.log(JSON.stringify(json));
+
+    if (redis) {
+      redisClient.disconnect();
+      redisClient = undefined;
+      await redis.stop();
+    }
   }
 
-  async function runPhase(t, gws) {
+  /** Two gateway processes on one key store, per store kind; A toggles the key, B is polled. */
+  async function runRevocation() {
+    const { measureRevocation, WARM_REQUESTS, WARM_CHANGES } = await import('./revocation.js');
+    console.log('\nRevocation delay across two instances (two gateway child processes A and B sharing a key store)');
+    if (REVOCATIONS === 0) {
+      console.log('  skipped: BENCH_REVOCATIONS=0');
+      return null;
+    }
+    console.log(
+      `  A toggles the key through its own KeyService.setActive on a message from the bench (deactivate / activate alternately, ${REVOCATIONS} changes); ` +
+        `B, with the key in its cache, is polled about every 1 ms (one request at a time, kept-alive connection) until a response shows the change (403 / 200), at most 1 s per change.`,
+    );
+    console.log(
+      `  time = from the bench sending the change to A until B's first response showing it (includes the IPC hop and A's setActive; resolution about one poll); ` +
+        `untimed warm-up first: ${WARM_REQUESTS} requests through B, ${WARM_CHANGES} changes`,
+    );
+    const pairs = {
+      redis: redis ? { keys: `${redis.url}/1`, rateLimits: `${redis.url}/2`, label: 'keys in Redis (pub/sub)' } : null,
+      sqlite: { keys: `sqlite:${path.join(tmp, 'keys-shared.db')}`, rateLimits: redis ? `${redis.url}/3` : 'memory', label: 'keys in one SQLite file (data_version)' },
+    };
+    const out = {};
+    for (const [name, p] of Object.entries(pairs)) {
+      if (!p) {
+        out[name] = REDIS_SKIPPED;
+        console.log(`  keys in Redis (pub/sub): ${REDIS_SKIPPED}`);
+        continue;
+      }
+      const started = [];
+      const t0 = performance.now();
+      try {
+        const files = ['a', 'b'].map((who) => {
+          const file = path.join(tmp, `revocation-${name}-${who}.yaml`);
+          writeFileSync(file, configYaml({ upstreamUrl: upstream.url, keys: p.keys, rateLimits: p.rateLimits, log: path.join(tmp, `revocation-${name}-${who}.log`), accessLog: false }));
+          return file;
+        });
+        const a = await startGatewayChild(files[0], { key: { name: `revoke-${name}` } });
+        started.push(a);
+        const b = await startGatewayChild(files[1], { key: null }); // B only uses the key A made
+        started.push(b);
+        const r = await measureRevocation({ a, b, keyId: a.keyId, secret: a.secret, target: TARGET, toggles: REVOCATIONS, pollMs: 1, boundMs: 1000 });
+        out[name] = r;
+        const odd = Object.keys(r.unexpected).length ? `; unexpected statuses from B ${JSON.stringify(r.unexpected)}` : '';
+        console.log(
+          `  ${p.label}, rate limits ${p.rateLimits === 'memory' ? 'memory' : 'Redis'}: median ${fmt(r.median, 2)} ms, p90 ${fmt(r.p90, 2)} ms, max ${fmt(r.max, 2)} ms ` +
+            `(min ${fmt(r.min, 2)}; deactivate median ${fmt(r.deactivateMedian, 2)}, activate median ${fmt(r.activateMedian, 2)}; ${r.toggles} changes, ${r.timeouts} not seen within 1 s${odd})`,
+        );
+        console.log(
+          `      A's setActive median ${fmt(r.setActiveMedian, 2)} ms (max ${fmt(r.setActiveMax, 2)}); B poll round trip median ${fmt(r.pollRttMedian, 2)} ms, ` +
+            `mean poll interval ${fmt(r.pollIntervalMean, 2)} ms, polls per change median ${r.pollsPerChangeMedian}; B round trip with nothing changing (warm-up) median ${fmt(r.steadyRttMedian, 2)} ms; ` +
+            `pair took ${fmt((performance.now() - t0) / 1000, 1)} s with start-up`,
+        );
+      } finally {
+        await Promise.all(started.map((g) => g.close()));
+      }
+    }
+    return out;
+  }
+
+  async function runPhase(t, gateways, withRedis) {
     const child = fork(SELF, ['--load', JSON.stringify({ url: t.url, headers: t.headers, connections: CONNECTIONS, duration: DURATION, warmup: WARMUP })], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
@@ -438,14 +656,17 @@ async function main() {
     const limitMs = (WARMUP + DURATION + 30) * 1000;
     try {
       let before;
+      let cmdsBefore;
       const result = await new Promise((resolve, reject) => {
         const timer = setTimeout(() => {
           child.kill('SIGKILL');
           reject(new Error(`load generator did not finish within ${limitMs / 1000} s`));
         }, limitMs);
         child.on('message', (m) => {
-          if (m.type === 'measuring') before = snapshot(gws);
-          else if (m.type === 'result') {
+          if (m.type === 'measuring') {
+            before = snapshot(gateways);
+            if (withRedis) cmdsBefore = redisCommands();
+          } else if (m.type === 'result') {
             clearTimeout(timer);
             resolve(m.result);
           }
@@ -455,21 +676,31 @@ async function main() {
           reject(new Error(`load generator exited (${code ?? sig}) without a result`));
         });
       });
-      const after = await snapshot(gws);
+      const after = await snapshot(gateways);
       const b = await before;
       const wallMs = after.wall - b.wall;
-      const pct = (a0, a1) => Math.round(((a1.user + a1.system - a0.user - a0.system) / 1000 / wallMs) * 100);
+      const pct = (a0, a1) => (a0 && a1 ? Math.round(((a1.user + a1.system - a0.user - a0.system) / 1000 / wallMs) * 100) : null);
       const cpu = {
         load: Math.round((result.cpuMs / (result.duration * 1000)) * 100),
         upstream: pct(b.self, after.self),
-        gwLog: pct(b.gws[0], after.gws[0]),
-        gwNolog: pct(b.gws[1], after.gws[1]),
+        gw: Object.fromEntries(Object.keys(gateways).map((n) => [n, pct(b.gws[n], after.gws[n])])),
+        redis: redis ? pct(b.redis, after.redis) : null,
       };
       // Busy time of the whole machine minus ours: other processes (e.g. a test run) competing for the 2 cores.
       const machinePct = Math.round(((after.machine - b.machine) / wallMs) * 100);
-      cpu.other = Math.max(0, machinePct - cpu.load - cpu.upstream - cpu.gwLog - cpu.gwNolog);
+      const ours = cpu.load + cpu.upstream + Object.values(cpu.gw).reduce((s, x) => s + (x ?? 0), 0) + (cpu.redis ?? 0);
+      cpu.other = Math.max(0, machinePct - ours);
+      const extra = {};
+      if (withRedis) {
+        // Redis commands during the measured run, per request completed in it; main's INFO calls are 2 of them.
+        const [c0, c1] = [await cmdsBefore, await redisCommands()];
+        extra.redisCmds = c1 - c0;
+        extra.completedAll = result.completed;
+        extra.limiter = await gateways.redis.call('limiter');
+      }
       return {
         ...result,
+        ...extra,
         rps: result.completed / result.duration,
         bytesPerResponse: result.completed ? result.totalBytes / result.completed : 0,
         cpu,
@@ -488,23 +719,83 @@ async function main() {
     }
   }
 
-  async function snapshot(gws) {
+  async function redisCommands() {
+    const info = await redisClient.info('stats');
+    return Number(/total_commands_processed:(\d+)/.exec(info)?.[1] ?? NaN);
+  }
+
+  async function snapshot(gateways) {
     const wall = performance.now();
     const self = process.cpuUsage();
     const machine = os.cpus().reduce((s, c) => s + c.times.user + c.times.nice + c.times.sys + c.times.irq, 0); // ms, all cores
-    return { wall, self, machine, gws: await Promise.all(gws.map((g) => g.cpu())) };
+    const redisCpu = redis ? procCpu(redis.pid) : null;
+    const names = Object.keys(gateways);
+    const usages = await Promise.all(names.map((n) => gateways[n].call('cpu')));
+    return { wall, self, machine, redis: redisCpu, gws: Object.fromEntries(names.map((n, i) => [n, usages[i]])) };
   }
 
-  function startGatewayChild(configFile) {
-    const child = fork(SELF, ['--gateway', configFile], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  /** A private redis-server on a free loopback port, no persistence (as test/redis.ts does). */
+  async function startRedisServer(bin) {
+    let port = await freePort();
+    if (port === 6379) port = await freePort(); // never the machine's usual Redis port
+    const child = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let out = '';
+    const collect = (d) => {
+      if (out.length < 20_000) out += d;
+    };
+    child.stdout.on('data', collect);
+    child.stderr.on('data', collect);
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`redis-server did not start within 10 s: ${out}`)), 10_000);
+      const onData = () => {
+        if (out.includes('Ready to accept connections')) {
+          clearTimeout(timer);
+          child.stdout.off('data', onData);
+          child.off('exit', onExit);
+          resolve();
+        }
+      };
+      const onExit = (code, sig) => {
+        clearTimeout(timer);
+        reject(new Error(`redis-server exited (${code ?? sig}) before it was ready: ${out}`));
+      };
+      child.stdout.on('data', onData);
+      child.once('exit', onExit);
+    });
+    return {
+      url: `redis://127.0.0.1:${port}`,
+      port,
+      pid: child.pid,
+      stop: () =>
+        new Promise((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve(children.delete(child));
+          const t = setTimeout(() => child.kill('SIGKILL'), 5_000);
+          child.once('exit', () => {
+            clearTimeout(t);
+            children.delete(child);
+            resolve();
+          });
+          child.kill('SIGTERM');
+        }),
+    };
+  }
+
+  function startGatewayChild(configFile, opts = {}) {
+    const child = fork(SELF, ['--gateway', configFile, JSON.stringify(opts)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     children.add(child);
     let nextId = 0;
     const pending = new Map();
     child.on('message', (m) => {
-      if (m?.type === 'cpu') {
-        pending.get(m.id)?.(m.usage);
+      if (m?.type === 'reply') {
+        const p = pending.get(m.id);
         pending.delete(m.id);
+        if (p) m.ok ? p.resolve(m.value) : p.reject(new Error(`gateway child: ${m.error}`));
       }
+    });
+    child.on('exit', () => {
+      for (const p of pending.values()) p.reject(new Error('gateway child exited'));
+      pending.clear();
     });
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`gateway child (${configFile}) did not start within 30 s`)), 30_000);
@@ -517,16 +808,24 @@ async function main() {
         clearTimeout(timer);
         resolve({
           ...m,
-          cpu: () =>
+          /** ask the child: cpu, limiter, setActive {id, active} */
+          call: (op, args, timeoutMs = 5_000) =>
             new Promise((res, rej) => {
               const id = nextId++;
-              pending.set(id, res);
-              child.send({ type: 'cpu', id });
-              setTimeout(() => pending.has(id) && (pending.delete(id), rej(new Error('gateway child did not answer'))), 5_000).unref();
+              const timer = setTimeout(() => pending.has(id) && (pending.delete(id), rej(new Error(`gateway child did not answer ${op} within ${timeoutMs} ms`))), timeoutMs);
+              timer.unref();
+              pending.set(id, {
+                resolve: (v) => (clearTimeout(timer), res(v)),
+                reject: (e) => (clearTimeout(timer), rej(e)),
+              });
+              child.send({ type: 'call', id, op, args });
             }),
           close: () =>
             new Promise((res) => {
-              if (child.exitCode !== null || child.signalCode !== null) return res();
+              if (child.exitCode !== null || child.signalCode !== null) {
+                children.delete(child);
+                return res();
+              }
               const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
               child.once('exit', () => {
                 clearTimeout(t);
@@ -539,6 +838,10 @@ async function main() {
       });
     });
   }
+}
+
+async function redisVersion(bin) {
+  return /v=(\S+)/.exec(spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout ?? '')?.[1] ?? '?';
 }
 
 async function autocannonVersion() {
