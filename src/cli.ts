@@ -1,5 +1,6 @@
 // The `keygate` command. Every key command goes through the same KeyService the admin APIs use.
 
+import cluster from 'node:cluster';
 import { userInfo } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig, resolveConfigPath } from './config/load.js';
@@ -11,6 +12,8 @@ import { KeyService, type KeyInput } from './keys/service.js';
 import { normaliseTarget } from './routes/path.js';
 import { RouteTable } from './routes/table.js';
 import { Gateway } from './server.js';
+import { reportListening, runPrimary, workerCount } from './cluster.js';
+import { createLogger } from './log.js';
 
 const HELP = `keygate: an API-key gateway in front of Dagu and Dagen servers
 
@@ -315,13 +318,19 @@ async function serveCommand(v: Values, read: () => GatewayConfig, onStarted?: (g
   const gw = await Gateway.start({ config, ...(port !== undefined ? { port } : {}) });
   for (const w of config.warnings) gw.logger.warn({ file: w.file, line: w.line, col: w.col, field: w.field }, w.message);
   gw.logger.info({ url: gw.url, admin_url: gw.adminUrl, config: config.file, routes: gw.routes.routes.length }, 'keygate listening');
+  reportListening();
   onStarted?.(gw);
   return new Promise<number>((resolve) => {
     const stop = (signal: string) => {
       gw.logger.info({ signal }, 'shutting down: draining in-flight requests');
+      // a cluster worker's channel to the primary would keep it alive once drained: let go of it
+      const done = (code: number) => {
+        if (cluster.isWorker) cluster.worker?.disconnect();
+        resolve(code);
+      };
       gw.close().then(
-        () => resolve(0),
-        () => resolve(1),
+        () => done(0),
+        () => done(1),
       );
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
@@ -403,8 +412,13 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     switch (command) {
-      case 'serve':
+      case 'serve': {
+        const config = load(v);
+        const n = workerCount(config.workers);
+        // the primary only supervises; each forked worker runs this same command as a worker
+        if (n > 1 && cluster.isPrimary) return await runPrimary(n, createLogger(config.log));
         return await serveCommand(v, () => load(v));
+      }
       case 'check':
         return checkCommand(v);
       case 'routes':

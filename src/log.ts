@@ -14,7 +14,7 @@ export function createLogger(config: LogConfig): Logger {
   return pino(
     {
       level: config.level,
-      base: { service: 'keygate' },
+      base: { service: 'keygate', pid: process.pid },
       redact: { paths: ['secret', 'key', 'token', 'auth_token', 'basic_auth_password', 'headers.authorization', 'headers["x-api-key"]'], censor: '[redacted]' },
     },
     pino.destination({ dest, sync: false }),

@@ -155,6 +155,8 @@ export interface GatewayConfig {
   file: string;
   listen: ListenConfig;
   admin: { host: string; port: number; token?: string; enabled: boolean };
+  /** processes sharing the listeners: a number, or "auto" (one per CPU core) */
+  workers: number | 'auto';
   store: { keys: string; rate_limits: string; rate_limits_fallback: 'memory' | 'allow' | 'deny'; redis?: RedisSettings };
   keys: KeysConfig;
   upstreams: UpstreamConfig[];

@@ -2,7 +2,7 @@
 // (key, 5-second bucket) in memory or Redis; this module adds the sliding window (window.ts) and
 // what to do when the shared store fails.
 
-import { RateLimiterMemory, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { RateLimiterCluster, RateLimiterMemory, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { BUCKETS, BUCKET_MS, bucketOf, evaluate, type LimitDecision } from './window.js';
 
 /** When the shared store fails: per-instance memory limits, let everything through, or refuse (503). */
@@ -18,6 +18,11 @@ const NO_CAP = 1_000_000_000;
 
 export function counterStore(): RateLimiterMemory {
   return new RateLimiterMemory({ points: NO_CAP, duration: COUNTER_TTL_SECONDS, keyPrefix: 'kg_rl' });
+}
+
+/** In a cluster worker: the counters live in the primary (see cluster.ts), shared by every worker. */
+export function clusterCounterStore(): RateLimiterCluster {
+  return new RateLimiterCluster({ points: NO_CAP, duration: COUNTER_TTL_SECONDS, keyPrefix: 'kg_rl', timeoutMs: 1000 });
 }
 
 interface ClosedBuckets {

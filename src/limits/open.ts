@@ -4,7 +4,8 @@ import { RateLimiterRedis } from 'rate-limiter-flexible';
 import type { GatewayConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { createRedis, type RedisClient, type RedisSettings } from '../redis.js';
-import { KeyRateLimiter, counterStore } from './limiter.js';
+import cluster from 'node:cluster';
+import { KeyRateLimiter, clusterCounterStore, counterStore } from './limiter.js';
 import { BUCKETS, BUCKET_MS } from './window.js';
 
 export interface OpenedLimiter {
@@ -68,7 +69,13 @@ export function requestPathRedis(url: string, settings: RedisSettings | undefine
 
 export function openRateLimiter(config: GatewayConfig, logger: Logger, now: () => number = Date.now): OpenedLimiter {
   const spec = config.store.rate_limits;
-  if (spec === 'memory') return { limiter: new KeyRateLimiter(counterStore(), 'memory', {}, now), reachable: () => true, ready: Promise.resolve(), close: async () => {} };
+  if (spec === 'memory') {
+    // Several workers on one host share counters kept in the primary; if it does not answer, a
+    // worker falls back to its own memory counters (the limiter's 'memory' policy).
+    const store = cluster.isWorker ? clusterCounterStore() : counterStore();
+    const events = { onSwitch: (degraded: boolean) => logger.warn(degraded ? 'cluster rate-limit counters not answering: per-worker limits until they do' : 'cluster rate-limit counters answer again') };
+    return { limiter: new KeyRateLimiter(store, 'memory', events, now), reachable: () => true, ready: Promise.resolve(), close: async () => {} };
+  }
   const redis = requestPathRedis(spec, config.store.redis, logger, 'rate_limits');
   const store = new RateLimiterRedis({
     storeClient: redis,
