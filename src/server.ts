@@ -527,8 +527,8 @@ export class Gateway {
 
   // ------------------------------------------------------------------ lifecycle
 
-  /** Stop accepting, let in-flight requests finish (up to drainMs), flush usage, close stores. */
-  close(drainMs = 10_000): Promise<void> {
+  /** Stop accepting, let in-flight requests finish (up to listen.drain_timeout), flush usage, close stores. */
+  close(drainMs = this.config.listen.drain_timeout * 1000): Promise<void> {
     this.closing ??= (async () => {
       await this.admin?.close(drainMs);
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));

@@ -114,3 +114,27 @@ t.test('SIGHUP: the binary reloads a good file and refuses a bad one with its po
   child.kill('SIGTERM');
   t.equal(await exited, 0);
 });
+
+t.test('graceful shutdown waits for open streams up to listen.drain_timeout, then closes them', async (t) => {
+  const dir = t.testdir();
+  const echo = await startEchoUpstream({ name: 'up' });
+  t.teardown(() => echo.close());
+  writeFileSync(
+    join(dir, 'gw.yaml'),
+    `listen: { host: 127.0.0.1, port: 0, drain_timeout: 1 }\nadmin: { enabled: false }\nstore: { keys: "sqlite:./k.db" }\nlog: { level: silent }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes: [{ path: "/**", upstream: up, auth: none }]\n`,
+  );
+  const { Gateway } = await import('../src/server.js');
+  const gw = await Gateway.start({ config: loadConfig(join(dir, 'gw.yaml'), {}), port: 0 });
+  const res = await request(`${gw.url}/_sse?count=0&interval=100`);
+  t.equal(res.statusCode, 200);
+  const ended = new Promise<number>((resolve) => {
+    res.body.on('data', () => {});
+    res.body.on('error', () => resolve(performance.now()));
+    res.body.on('end', () => resolve(performance.now()));
+  });
+  const started = performance.now();
+  await gw.close(); // the configured drain_timeout, 1 s
+  const closedAfter = performance.now() - started;
+  t.ok(closedAfter >= 900 && closedAfter < 3000, `waited for the stream about 1 s, not forever (${Math.round(closedAfter)} ms)`);
+  t.ok((await ended) - started < 3500, 'the client saw its stream end');
+});

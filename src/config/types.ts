@@ -103,6 +103,8 @@ export interface ListenConfig {
   port: number;
   /** trust X-Forwarded-For/-Proto/-Host sent by the client (only behind a trusted proxy) */
   trust_forwarded: boolean;
+  /** seconds a graceful shutdown waits for in-flight requests and streams */
+  drain_timeout: number;
   /** reserved prefix for healthz/readyz on the public listener, e.g. "/_keygate/" */
   health_prefix: string;
   /** public base URL, shown in examples and explain output */
