@@ -14,6 +14,8 @@ export interface MetricSources {
 }
 
 const STATUS_CLASS = ['1xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
+/** seconds: from a cached key check (~1 ms) to a long agent chat */
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 export class GatewayMetrics {
   readonly registry = new Registry();
@@ -34,14 +36,14 @@ export class GatewayMetrics {
       name: 'keygate_request_duration_seconds',
       help: 'Time from request to the end of the response, by route.',
       labelNames: ['route'],
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      buckets: LATENCY_BUCKETS,
       registers,
     });
     this.upstreamDuration = new Histogram({
       name: 'keygate_upstream_duration_seconds',
       help: "Time from forwarding to the upstream's response headers, by upstream.",
       labelNames: ['upstream'],
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      buckets: LATENCY_BUCKETS,
       registers,
     });
     const gauge = (name: string, help: string, read: () => number) =>
