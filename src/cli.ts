@@ -1,6 +1,7 @@
 // The `keygate` command. Every key command goes through the same KeyService the admin APIs use.
 
 import cluster from 'node:cluster';
+import { watchFile as fsWatchFile } from 'node:fs';
 import { userInfo } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig, resolveConfigPath } from './config/load.js';
@@ -336,7 +337,10 @@ async function serveCommand(v: Values, read: () => GatewayConfig, onStarted?: (g
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
     // Without a handler Node would exit on SIGHUP; here it means "reload the configuration".
-    process.on('SIGHUP', () => {
+    process.on('SIGHUP', () => reloadFromFile());
+    // With reload.watch the file's own change does the same (in a cluster, the primary watches).
+    if (config.reload.watch && !cluster.isWorker) watchFile(config.file, () => process.kill(process.pid, 'SIGHUP'));
+    function reloadFromFile(): void {
       let next: GatewayConfig;
       try {
         next = read();
@@ -357,7 +361,14 @@ async function serveCommand(v: Values, read: () => GatewayConfig, onStarted?: (g
           gw.logger.error({ issues, failed_reloads: gw.reloads.failed }, 'reload refused: the configuration stays as it was');
         },
       );
-    });
+    }
+  });
+}
+
+/** Call `changed` when the file's modification time moves (polling: survives editors that replace files). */
+function watchFile(file: string, changed: () => void): void {
+  fsWatchFile(file, { interval: 1000, persistent: false }, (cur, prev) => {
+    if (cur.mtimeMs !== prev.mtimeMs) changed();
   });
 }
 
@@ -416,7 +427,10 @@ export async function main(argv: string[]): Promise<number> {
         const config = load(v);
         const n = workerCount(config.workers);
         // the primary only supervises; each forked worker runs this same command as a worker
-        if (n > 1 && cluster.isPrimary) return await runPrimary(n, createLogger(config.log));
+        if (n > 1 && cluster.isPrimary) {
+          if (config.reload.watch) watchFile(config.file, () => process.kill(process.pid, 'SIGHUP'));
+          return await runPrimary(n, createLogger(config.log));
+        }
         return await serveCommand(v, () => load(v));
       }
       case 'check':

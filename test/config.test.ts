@@ -38,6 +38,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
     listen: { host: '127.0.0.1', port: 9090, trust_forwarded: true, drain_timeout: 10, health_prefix: '/_keygate/', public_url: 'https://gw.example.com' },
     admin: { host: '127.0.0.1', port: 8081, enabled: true },
     workers: 1,
+    reload: { watch: false },
     store: { keys: `sqlite:${path.join(FIXTURES, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' },
     keys: { prefix: 'dg_', rate_limit: { default: 30, max: 120, min: 1 }, max_keys: 500 },
     upstreams: [
@@ -419,7 +420,7 @@ colour: blue
       line: 10,
       col: 1,
       field: 'colour',
-      message: 'unknown field "colour"; allowed: listen, admin, workers, store, keys, upstreams, remote_nodes, routes, log',
+      message: 'unknown field "colour"; allowed: listen, admin, workers, reload, store, keys, upstreams, remote_nodes, routes, log',
     },
   ]);
 });
@@ -905,7 +906,7 @@ t.test('the schema file compiles, describes every property and closes every obje
   const schema = JSON.parse(readFileSync(SCHEMA_FILE, 'utf8')) as Record<string, unknown>;
   t.equal(schema['$schema'], 'http://json-schema.org/draft-07/schema#');
   t.type(schema['title'], 'string');
-  t.strictSame(Object.keys(schema['properties'] as object), ['listen', 'admin', 'workers', 'store', 'keys', 'upstreams', 'remote_nodes', 'routes', 'log']);
+  t.strictSame(Object.keys(schema['properties'] as object), ['listen', 'admin', 'workers', 'reload', 'store', 'keys', 'upstreams', 'remote_nodes', 'routes', 'log']);
   // ajv's default strict mode: unknown keywords throw, questionable types are logged
   const logged: unknown[] = [];
   const logger = { log: () => {}, warn: (...m: unknown[]) => logged.push(m), error: (...m: unknown[]) => logged.push(m) };

@@ -138,3 +138,44 @@ t.test('graceful shutdown waits for open streams up to listen.drain_timeout, the
   t.ok(closedAfter >= 900 && closedAfter < 3000, `waited for the stream about 1 s, not forever (${Math.round(closedAfter)} ms)`);
   t.ok((await ended) - started < 3500, 'the client saw its stream end');
 });
+
+t.test('reload.watch: a change of the file reloads it, a bad change is refused', async (t) => {
+  const dir = t.testdir();
+  const echo = await startEchoUpstream({ name: 'up' });
+  t.teardown(() => echo.close());
+  const cfg = join(dir, 'gw.yaml');
+  const yaml = (extra: string) =>
+    `reload: { watch: true }\nlisten: { host: 127.0.0.1, port: 0 }\nadmin: { enabled: false }\nstore: { keys: "sqlite:./k.db" }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes:\n  - { path: /a, upstream: up, auth: none }\n${extra}`;
+  writeFileSync(cfg, yaml(''));
+  const bin = fileURLToPath(new URL('../bin/keygate.js', import.meta.url));
+  const child = spawn(process.execPath, [bin, 'serve', '-c', cfg], { env: { ...process.env, NODE_OPTIONS: '' } });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const waitFor = async (re: RegExp, count = 1) => {
+    for (let i = 0; i < 200 && (out.match(new RegExp(re, 'g')) ?? []).length < count; i++) await new Promise((r) => setTimeout(r, 50));
+    return (out.match(new RegExp(re, 'g')) ?? []).length >= count;
+  };
+  t.ok(await waitFor(/keygate listening/), 'started');
+  const url = /"url":"(http:\/\/[^"]+)"/.exec(out)![1];
+  const status = async (p: string) => {
+    const r = await request(`${url}${p}`);
+    await r.body.dump();
+    return r.statusCode;
+  };
+  t.equal(await status('/b'), 404);
+  await new Promise((r) => setTimeout(r, 1100)); // a new modification time (the poll compares it)
+  writeFileSync(cfg, yaml('  - { path: /b, upstream: up, auth: none }\n'));
+  t.ok(await waitFor(/configuration reloaded/), 'the change was noticed and reloaded, no signal sent');
+  t.equal(await status('/b'), 200);
+  await new Promise((r) => setTimeout(r, 1100));
+  writeFileSync(cfg, yaml('  - { path: /c, upstream: up, auth: none, colour: red }\n'));
+  t.ok(await waitFor(/reload refused/), 'a bad change is refused');
+  t.equal(await status('/b'), 200, 'and the previous configuration keeps serving');
+  child.kill('SIGTERM');
+  t.equal(await exited, 0);
+});

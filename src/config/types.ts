@@ -159,6 +159,8 @@ export interface GatewayConfig {
   admin: { host: string; port: number; token?: string; enabled: boolean };
   /** processes sharing the listeners: a number, or "auto" (one per CPU core) */
   workers: number | 'auto';
+  /** watch: reload when the file changes (SIGHUP always reloads) */
+  reload: { watch: boolean };
   store: { keys: string; rate_limits: string; rate_limits_fallback: 'memory' | 'allow' | 'deny'; redis?: RedisSettings };
   keys: KeysConfig;
   upstreams: UpstreamConfig[];
