@@ -104,6 +104,8 @@ export class Gateway {
   /** Dagu remote nodes, reached with ?remoteNode= on routes that accept it */
   private remoteNodes: Upstreams;
   private readonly ws = new WebSocketProxy();
+  /** client sockets handed over to WebSocket proxying, for the shutdown drain */
+  private readonly upgraded = new Set<Duplex>();
   private readonly usage: UsageCounter;
   private readonly limits: OpenedLimiter;
   private readonly limiter: KeyRateLimiter;
@@ -486,6 +488,8 @@ export class Gateway {
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
+    this.upgraded.add(socket);
+    socket.once('close', () => this.upgraded.delete(socket));
     const started = performance.now();
     const apply = (o: Outcome): void => {
       if (!o.forward) {
@@ -530,11 +534,19 @@ export class Gateway {
   /** Stop accepting, let in-flight requests finish (up to listen.drain_timeout), flush usage, close stores. */
   close(drainMs = this.config.listen.drain_timeout * 1000): Promise<void> {
     this.closing ??= (async () => {
-      await this.admin?.close(drainMs);
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeIdleConnections();
-      const timer = setTimeout(() => this.server.closeAllConnections(), drainMs);
-      await closed;
+      // Upgraded (WebSocket) sockets are no longer the HTTP server's: drain and, at the deadline, close them too.
+      const streamsDone = new Promise<void>((resolve) => {
+        const check = () => this.upgraded.size === 0 && resolve();
+        for (const socket of this.upgraded) socket.once('close', check);
+        check();
+      });
+      const timer = setTimeout(() => {
+        this.server.closeAllConnections();
+        for (const socket of this.upgraded) socket.destroy();
+      }, drainMs);
+      await Promise.all([this.admin?.close(drainMs), closed, streamsDone]);
       clearTimeout(timer);
       this.ws.close();
       await this.usage.stop();

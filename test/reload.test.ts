@@ -179,3 +179,27 @@ t.test('reload.watch: a change of the file reloads it, a bad change is refused',
   child.kill('SIGTERM');
   t.equal(await exited, 0);
 });
+
+t.test('graceful shutdown also drains WebSocket connections, closing them at the deadline', async (t) => {
+  const dir = t.testdir();
+  const echo = await startEchoUpstream({ name: 'up' });
+  t.teardown(() => echo.close());
+  writeFileSync(
+    join(dir, 'gw.yaml'),
+    `listen: { host: 127.0.0.1, port: 0, drain_timeout: 1 }\nadmin: { enabled: false }\nstore: { keys: "sqlite:./k.db" }\nlog: { level: silent }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes: [{ path: "/**", upstream: up, auth: none }]\n`,
+  );
+  const { Gateway } = await import('../src/server.js');
+  const { default: WebSocket } = await import('ws');
+  const gw = await Gateway.start({ config: loadConfig(join(dir, 'gw.yaml'), {}), port: 0 });
+  const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/socket`);
+  await new Promise((resolve, reject) => {
+    ws.once('message', resolve);
+    ws.once('error', reject);
+  });
+  const wsClosed = new Promise<number>((resolve) => ws.once('close', () => resolve(performance.now())));
+  const started = performance.now();
+  await gw.close();
+  const took = performance.now() - started;
+  t.ok(took >= 900 && took < 3000, `close waited for the open WebSocket about 1 s (${Math.round(took)} ms)`);
+  t.ok((await wsClosed) - started < 3500, 'and the client saw its WebSocket closed');
+});
