@@ -2,53 +2,20 @@
 // compiled by a real RouteTable. Then extractCredential().
 
 import t from 'tap';
-import { routeConfig, type RouteInput } from './factories.js';
+import { DAGU_UPSTREAM, routeConfig, storedKey, type RouteInput } from './factories.js';
 import { extractCredential } from '../src/auth/credential.js';
 import { decide, type Decision } from '../src/auth/decide.js';
-import { ROLES, type Role, type RouteConfig, type UpstreamConfig } from '../src/config/types.js';
+import { ROLES, type Role, type RouteConfig } from '../src/config/types.js';
 import { accessOf, type StoredKey } from '../src/keys/model.js';
 import { RouteTable, type Route } from '../src/routes/table.js';
 
 const NOW = Date.parse('2030-06-15T12:00:00.000Z');
 
 function stored(over: Partial<StoredKey> = {}): StoredKey {
-  return {
-    id: 'id-1',
-    name: 'ci-bot',
-    description: '',
-    digest: 'a'.repeat(64),
-    prefix: 'dg_abcde',
-    scopes: ['agents', 'workflows'],
-    role: 'admin',
-    workspace: null,
-    workspaceAccess: { all: true, grants: [] },
-    surfaces: null,
-    attributionClass: 'service_account',
-    serviceAccountName: 'ci-bot',
-    ownerUserId: null,
-    rateLimit: 60,
-    expiresAt: null,
-    isActive: true,
-    requestCount: 0,
-    lastUsedAt: null,
-    createdAt: '2030-01-01T00:00:00.000Z',
-    updatedAt: '2030-01-01T00:00:00.000Z',
-    createdBy: 'test',
-    updatedBy: 'test',
-    managedBy: 'api',
-    ...over,
-  };
+  return storedKey({ role: 'admin', ...over });
 }
 
-const UPSTREAM: UpstreamConfig = {
-  name: 'dagu',
-  api_base_url: 'http://127.0.0.1:8090/api/v1',
-  auth_type: 'none',
-  skip_tls_verify: false,
-  timeout: 30,
-  idle_timeout: 300,
-  connections: 4,
-};
+const UPSTREAM = DAGU_UPSTREAM;
 
 function route(r: RouteInput, index: number): RouteConfig {
   return routeConfig({ name: r.path, ...r }, index);

@@ -3,8 +3,8 @@
 // then idempotence over every accepted input.
 
 import t from 'tap';
-import { routeConfig, type RouteInput } from './factories.js';
-import type { RouteConfig, UpstreamConfig } from '../src/config/types.js';
+import { DAGU_UPSTREAM, routeConfig, type RouteInput } from './factories.js';
+import type { RouteConfig } from '../src/config/types.js';
 import { decodeSegmentValue, normaliseTarget } from '../src/routes/path.js';
 import { RouteTable } from '../src/routes/table.js';
 
@@ -137,15 +137,7 @@ t.test('an already-normal path comes back as the same string', async (t) => {
 
 // ---------------------------------------------------------------- security property
 
-const UPSTREAM: UpstreamConfig = {
-  name: 'dagu',
-  api_base_url: 'http://127.0.0.1:8090/api/v1',
-  auth_type: 'none',
-  skip_tls_verify: false,
-  timeout: 30,
-  idle_timeout: 300,
-  connections: 4,
-};
+const UPSTREAM = DAGU_UPSTREAM;
 
 function route(index: number, r: RouteInput): RouteConfig {
   return routeConfig({ name: r.path, ...r }, index);

@@ -8,40 +8,15 @@ import { RedisKeyStore } from '../src/keys/redis-store.js';
 import { KeyService } from '../src/keys/service.js';
 import { SqliteKeyStore } from '../src/keys/sqlite-store.js';
 import type { AuditStore, KeyStore } from '../src/keys/store.js';
+import { storedKey } from './factories.js';
 import { skipWithoutRedis, startCluster, startRedis, startSentinel, type TestRedis } from './redis.js';
 
 type Store = KeyStore & AuditStore;
 
 function stored(n: number, over: Partial<StoredKey> = {}): StoredKey {
   const at = new Date(Date.UTC(2026, 0, 1, 0, 0, n)).toISOString();
-  return {
-    id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
-    name: `key-${n}`,
-    description: '',
-    digest: n.toString(16).padStart(64, 'a'),
-    prefix: 'dg_abcde',
-    scopes: ['agents', 'workflows'],
-    role: 'viewer',
-    workspace: null,
-    workspaceAccess: { all: true, grants: [] },
-    surfaces: null,
-    attributionClass: 'service_account',
-    serviceAccountName: `key-${n}`,
-    ownerUserId: null,
-    rateLimit: 60,
-    expiresAt: null,
-    isActive: true,
-    requestCount: 0,
-    lastUsedAt: null,
-    createdAt: at,
-    updatedAt: at,
-    createdBy: 'test',
-    updatedBy: 'test',
-    managedBy: 'api',
-    previousDigest: null,
-    previousDigestExpiresAt: null,
-    ...over,
-  };
+  const id = `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
+  return storedKey({ id, name: `key-${n}`, digest: n.toString(16).padStart(64, 'a'), serviceAccountName: `key-${n}`, createdAt: at, updatedAt: at, ...over });
 }
 
 function contract(name: string, open: () => Promise<Store>, skip: string | false = false): void {
