@@ -242,8 +242,13 @@ export class RedisKeyStore implements KeyStore, AuditStore {
   }
 
   async close(): Promise<void> {
-    this.sub.disconnect();
-    await this.redis.quit().catch(() => this.redis.disconnect());
+    // quit, not disconnect: it waits for replies still due (e.g. the re-subscribe ioredis sends
+    // after a reconnect), whose promises would otherwise reject with nobody to catch them
+    this.sub.removeAllListeners('message');
+    await Promise.all([
+      this.sub.quit().catch(() => this.sub.disconnect()),
+      this.redis.quit().catch(() => this.redis.disconnect()),
+    ]);
   }
 
   /** A fresh id for tests that need to namespace several stores in one Redis. */
