@@ -37,9 +37,8 @@ export interface GatewayOptions {
   now?: () => number;
 }
 
-/** Write a JSON error `{"code","message"}`; the shape every refusal and gateway failure uses. */
-export function sendError(res: ServerResponse, status: number, code: string, message: string, headers?: Record<string, unknown>): void {
-  const body = JSON.stringify({ code, message });
+/** Write a JSON body with the gateway's standard headers; extra headers (WWW-Authenticate…) first. */
+function writeJson(res: ServerResponse, status: number, body: string, headers?: Record<string, unknown>): void {
   if (headers) for (const name in headers) res.setHeader(name, headers[name] as string);
   res.writeHead(status, {
     'content-type': 'application/json; charset=utf-8',
@@ -49,10 +48,13 @@ export function sendError(res: ServerResponse, status: number, code: string, mes
   res.end(body);
 }
 
+/** Write a JSON error `{"code","message"}`; the shape every refusal and gateway failure uses. */
+export function sendError(res: ServerResponse, status: number, code: string, message: string, headers?: Record<string, unknown>): void {
+  writeJson(res, status, JSON.stringify({ code, message }), headers);
+}
+
 function sendJson(res: ServerResponse, status: number, value: unknown): void {
-  const body = JSON.stringify(value);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
-  res.end(body);
+  writeJson(res, status, JSON.stringify(value));
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
@@ -79,11 +81,8 @@ function rpcCodeFor(status: number): number {
  * id, and a 403 says why in WWW-Authenticate (MCP's insufficient_scope), as SDK clients expect.
  */
 function sendRpcError(res: ServerResponse, status: number, id: RpcId, message: string, headers?: Record<string, unknown>, code?: number): void {
-  const body = rpcError(id, code ?? rpcCodeFor(status), message);
-  if (headers) for (const name in headers) res.setHeader(name, headers[name] as string);
-  if (status === 403 && !res.hasHeader('www-authenticate')) res.setHeader('www-authenticate', INSUFFICIENT_SCOPE['www-authenticate']);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
-  res.end(body);
+  if (status === 403 && (headers === undefined || headers['www-authenticate'] === undefined)) headers = { ...headers, ...INSUFFICIENT_SCOPE };
+  writeJson(res, status, rpcError(id, code ?? rpcCodeFor(status), message), headers);
 }
 
 const INSUFFICIENT_SCOPE = { 'www-authenticate': 'Bearer realm="keygate", error="insufficient_scope"' };

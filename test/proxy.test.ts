@@ -272,7 +272,6 @@ t.test('usage is counted per allowed request and flushed on close; logs never ho
   const k = await s2.key({ name: 'usage', role: 'viewer' });
   for (let i = 0; i < 7; i++) t.equal((await request(`${s2.url}/api/v1/dags`, { headers: { 'x-api-key': k.secret } }).then((r) => (r.body.dump(), r.statusCode))), 200);
   await request(`${s2.url}/api/v1/admin`, { headers: { 'x-api-key': k.secret } }).then((r) => r.body.dump()); // denied: not counted
-  const store = s2.gateway.keys.store;
   await s2.close();
   const { SqliteKeyStore } = await import('../src/keys/sqlite-store.js');
   const reopened = new SqliteKeyStore(`${dir}/keys.db`);
@@ -280,7 +279,6 @@ t.test('usage is counted per allowed request and flushed on close; logs never ho
   t.equal(saved?.requestCount, 7, 'exactly the allowed requests were counted');
   t.ok(saved?.lastUsedAt && Date.now() - Date.parse(saved.lastUsedAt) < 10_000, 'last use recorded');
   await reopened.close();
-  void store;
 
   const access = s2.logs.filter((l) => l.includes('"msg":"request"'));
   t.equal(access.length, 8, 'one access-log line per request');
