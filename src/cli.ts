@@ -13,7 +13,7 @@ import { KeyService, type KeyInput } from './keys/service.js';
 import { normaliseTarget } from './routes/path.js';
 import { RouteTable } from './routes/table.js';
 import { Gateway } from './server.js';
-import { reportListening, runPrimary, workerCount } from './cluster.js';
+import { clusterMetricsSource, reportListening, runPrimary, workerCount } from './cluster.js';
 import { createLogger } from './log.js';
 
 const HELP = `keygate: an API-key gateway in front of Dagu and Dagen servers
@@ -318,6 +318,8 @@ async function serveCommand(v: Values, read: () => GatewayConfig, onStarted?: (g
   const port = v.port !== undefined ? Number(v.port) : undefined;
   const gw = await Gateway.start({ config, ...(port !== undefined ? { port } : {}) });
   for (const w of config.warnings) gw.logger.warn({ file: w.file, line: w.line, col: w.col, field: w.field }, w.message);
+  // a worker's /metrics answers for the whole cluster, whichever worker takes the scrape
+  if (cluster.isWorker) gw.metrics.scrape = clusterMetricsSource(gw.metrics.registry);
   gw.logger.info({ url: gw.url, admin_url: gw.adminUrl, config: config.file, routes: gw.routes.routes.length }, 'keygate listening');
   reportListening();
   onStarted?.(gw);

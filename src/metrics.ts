@@ -46,8 +46,9 @@ export class GatewayMetrics {
       buckets: LATENCY_BUCKETS,
       registers,
     });
+    // `max` across workers: "is any worker degraded", "the oldest unflushed counts" (sums would mean nothing)
     const gauge = (name: string, help: string, read: () => number) =>
-      new Gauge({ name, help, registers, collect() { this.set(read()); } });
+      new Gauge({ name, help, registers, aggregator: 'max', collect() { this.set(read()); } });
     // Counts kept by other modules become Prometheus counters, advanced by the delta at each scrape.
     const counter = (name: string, help: string, read: () => number) => {
       let seen = 0;
@@ -73,11 +74,9 @@ export class GatewayMetrics {
     this.upstreamDuration.observe({ upstream: name }, seconds);
   }
 
-  render(): Promise<string> {
-    return this.registry.metrics();
-  }
-
-  get contentType(): string {
-    return this.registry.contentType;
-  }
+  /** What /metrics serves: this process's registry, or the cluster's aggregate once a worker (see cluster.ts). */
+  scrape: () => Promise<{ contentType: string; body: string }> = async () => ({
+    contentType: this.registry.contentType,
+    body: await this.registry.metrics(),
+  });
 }

@@ -133,7 +133,7 @@ export class Gateway {
           // a getter: the key page sees the configuration a reload made live
           info: { get config() { return gateway.config; }, publicUrl: () => gateway.url },
           ops: {
-            metrics: async () => ({ contentType: gateway.metrics.contentType, body: await gateway.metrics.render() }),
+            metrics: () => gateway.metrics.scrape(),
             readiness: () => gateway.readiness(),
           },
         })

@@ -17,7 +17,7 @@ t.test('two workers: shared rate limit, both serve, SIGHUP and SIGTERM reach eac
   t.teardown(() => echo.close());
   const cfg = join(dir, 'gw.yaml');
   const yaml = (extra = '') =>
-    `workers: 2\nlisten: { host: 127.0.0.1, port: 0 }\nadmin: { port: 0 }\nstore: { keys: "sqlite:./k.db" }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes:\n  - { path: /x, upstream: up, role: viewer }\n${extra}`;
+    `workers: 2\nlisten: { host: 127.0.0.1, port: 0 }\nadmin: { port: 0 }\nstore: { keys: "sqlite:./k.db" }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes:\n  - { name: x, path: /x, upstream: up, role: viewer }\n${extra}`;
   writeFileSync(cfg, yaml());
   const created = JSON.parse(execFileSync(process.execPath, [BIN, 'keys', 'create', '-c', cfg, '--name', 'w', '--rate-limit', '10', '--json'], { env: ENV, encoding: 'utf8' }));
   const secret: string = created.key;
@@ -52,6 +52,53 @@ t.test('two workers: shared rate limit, both serve, SIGHUP and SIGTERM reach eac
   t.equal(statuses.filter((s) => s === 429).length, 20);
   const servedBy = new Set(lines().filter((l) => l.msg === 'request').map((l) => l.pid));
   t.equal(servedBy.size, 2, 'both workers served requests');
+
+  // /metrics answers for the whole cluster, whichever worker takes the scrape
+  const adminUrl: string = listening[0].admin_url;
+  const sample = (text: string, series: string) => {
+    const line = text.split('\n').find((l) => l.startsWith(series + ' '));
+    return line === undefined ? undefined : Number(line.slice(series.length + 1));
+  };
+  for (let i = 0; i < 6; i++) {
+    const r = await request(`${adminUrl}/metrics`, { headers: { connection: 'close' } });
+    const text = await r.body.text();
+    t.equal(r.statusCode, 200, `scrape ${i} answered`);
+    t.equal(sample(text, 'keygate_requests_total{route="x",status_class="2xx",decision="allowed"}'), 10, `scrape ${i}: allowed requests of both workers`);
+    t.equal(sample(text, 'keygate_requests_total{route="x",status_class="4xx",decision="rate_limited"}'), 20, `scrape ${i}: refused requests of both workers`);
+    t.equal(sample(text, 'keygate_workers'), 2, `scrape ${i}: two workers`);
+    t.equal(sample(text, 'keygate_rate_limit_degraded'), 0, `scrape ${i}: a gauge is not summed`);
+    t.equal(sample(text, 'keygate_request_duration_seconds_count{route="x"}'), 30, `scrape ${i}: histograms add up`);
+  }
+
+  // A worker that cannot answer makes the scrape fail (503 naming it) rather than report part of
+  // the cluster: partial sums would look to Prometheus like counter resets.
+  const [a, b] = listening.map((l) => l.pid as number);
+  process.kill(a!, 'SIGSTOP');
+  // two new connections: the primary hands them out round robin, so the one the stopped worker
+  // does not take reaches the other worker, which asks the primary, which waits for the stopped one
+  const scrapes = [0, 1].map(() =>
+    request(`${adminUrl}/metrics`, { headers: { connection: 'close' } }).then(async (r) => ({ status: r.statusCode, body: await r.body.text() })),
+  );
+  try {
+    const first = await Promise.race(scrapes);
+    t.equal(first.status, 503, 'a scrape while a worker is stopped fails');
+    t.match(JSON.parse(first.body), { code: 'metrics_unavailable', message: new RegExp(`worker\\(s\\) ${a} did not send`) }, 'naming the silent worker');
+  } finally {
+    process.kill(a!, 'SIGCONT');
+  }
+  const settled = await Promise.all(scrapes);
+  t.ok(settled.every((s) => s.status === 200 || s.status === 503), 'the other scrape is answered once the worker runs again');
+
+  // A worker that dies is replaced; the scrape counts the replacement and the restart.
+  process.kill(b!, 'SIGKILL');
+  await waitFor(() => lines().filter((l) => l.msg === 'keygate listening').length === 3, 'a replacement worker listening');
+  for (let i = 0; i < 4; i++) {
+    const r = await request(`${adminUrl}/metrics`, { headers: { connection: 'close' } });
+    const text = await r.body.text();
+    t.equal(r.statusCode, 200, `after the restart, scrape ${i} answered`);
+    t.equal(sample(text, 'keygate_workers'), 2, `after the restart, scrape ${i}: two workers`);
+    t.equal(sample(text, 'keygate_worker_restarts_total'), 1, `after the restart, scrape ${i}: one restart`);
+  }
 
   writeFileSync(cfg, yaml('  - { path: /y, upstream: up, auth: none }\n'));
   child.kill('SIGHUP');

@@ -125,7 +125,8 @@ export class AdminServer {
         sendJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks });
       }
     } catch (err) {
-      sendJson(res, 500, { code: 'internal', message: (err as Error).message });
+      if (err instanceof KeygateError) sendJson(res, err.status, { code: err.code, message: err.message });
+      else sendJson(res, 500, { code: 'internal', message: (err as Error).message });
     }
   }
 
