@@ -42,7 +42,8 @@ export function createRedis(url: string, settings: RedisSettings | undefined, op
       db: Number(u.pathname.slice(1) || 0),
     });
   }
-  const { enableOfflineQueue, enableAutoPipelining, retryStrategy, ...redisOptions } = options;
+  // autoResubscribe is a single-node setting; the cluster's subscriber resubscribes on its own
+  const { enableOfflineQueue, enableAutoPipelining, retryStrategy, autoResubscribe: _ar, ...redisOptions } = options;
   const cluster: ClusterOptions = {
     redisOptions: { ...redisOptions, ...auth },
     ...(enableOfflineQueue !== undefined ? { enableOfflineQueue } : {}),

@@ -161,6 +161,12 @@ t.test('redis: a change on one instance reaches the others within 100 ms; a reco
   for (let i = 0; i < 50 && storeB.changeMark() === before; i++) await sleep(100);
   t.not(storeB.changeMark(), before, 'the reconnect marked the cache stale');
   t.equal(await b.lookup(digest), null, 'so B no longer serves the key from its cache');
+  // B's subscriber subscribed again: a change made through A reaches B's cache mark
+  await storeB.ready(10_000);
+  const markAfter = storeB.changeMark();
+  await a.create({ name: 'after-restart', role: 'viewer' }, 'test');
+  for (let i = 0; i < 100 && storeB.changeMark() === markAfter; i++) await sleep(10);
+  t.not(storeB.changeMark(), markAfter, 'a change published after the reconnect reaches B');
   // let both clients finish reconnecting (ioredis re-subscribes on its own) before the teardown closes them
   await Promise.all([storeA.ready(10_000), storeB.ready(10_000)]);
   await sleep(200);

@@ -5,6 +5,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { ConflictError } from '../errors.js';
+import { Cluster } from 'ioredis';
 import { createRedis, type RedisClient, type RedisSettings } from '../redis.js';
 import type { StoredKey } from './model.js';
 import type { AuditQuery, AuditRecord, AuditStore, KeyPatch, KeyStore, UsageDelta } from './store.js';
@@ -96,7 +97,11 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     // (cached keys are answered without Redis).
     const common = { maxRetriesPerRequest: 2, connectTimeout: 2000, commandTimeout: 2000, retryStrategy: (n: number) => Math.min(100 * n, 2000) };
     this.redis = createRedis(url, opts.redis, { ...common, enableOfflineQueue: true }) as RedisClient & Scripts;
-    this.sub = createRedis(url, opts.redis, { ...common, enableOfflineQueue: true });
+    // The subscriber re-subscribes itself on every (re)connect, below: ioredis' own autoResubscribe
+    // sends SUBSCRIBE without handling its failure, so a connection lost again before the reply
+    // would end in an unhandled rejection, which stops the process. (Cluster mode keeps ioredis'
+    // resubscription, which handles its errors.)
+    this.sub = createRedis(url, opts.redis, { ...common, enableOfflineQueue: true, autoResubscribe: false });
     // Report a failure once per outage, not on every reconnect attempt.
     let down = false;
     const onError = (err: Error) => {
@@ -112,9 +117,16 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     this.redis.defineCommand('kgUsage', { numberOfKeys: 1, lua: USAGE });
     // Any change anywhere, and any (re)connect of the subscriber, makes cached keys stale.
     this.sub.on('message', () => this.mark++);
-    this.sub.on('ready', () => this.mark++);
-    void this.sub.subscribe(this.k.changes).catch(onError);
+    const subscribe = () => (this.subscribed = this.sub.subscribe(this.k.changes).then(() => undefined, onError));
+    if (this.sub instanceof Cluster) subscribe();
+    this.sub.on('ready', () => {
+      this.mark++;
+      if (!(this.sub instanceof Cluster)) subscribe();
+    });
   }
+
+  /** settles once the latest SUBSCRIBE was answered (or failed, which onError reported) */
+  private subscribed: Promise<void> = Promise.resolve();
 
   /** Resolves once both connections are ready (or rejects after `ms`). */
   async ready(ms = 5000): Promise<void> {
@@ -129,6 +141,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
             });
           });
     await Promise.all([wait(this.redis), wait(this.sub)]);
+    await this.subscribed;
   }
 
   private publish(id: string): Promise<unknown> {
