@@ -129,6 +129,7 @@ export class Gateway {
           keys: this.keys,
           logger: this.logger,
           token: opts.config.admin.token,
+          maxFailedAuth: opts.config.admin.max_failed_auth,
           now: this.now,
           // a getter: the key page sees the configuration a reload made live
           info: { get config() { return gateway.config; }, publicUrl: () => gateway.url },

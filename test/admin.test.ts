@@ -66,7 +66,8 @@ const admin = (method: string, path: string, opts?: Call) => http(s.gateway.admi
 const pub = async (secret: string, path = '/api/v1/dags') => (await http(s.url + path, 'GET', { auth: null, headers: { 'x-api-key': secret } })).status;
 
 t.before(async () => {
-  s = await startStack(t.testdir(), { adminToken: TOKEN, yaml: DECLARED, env: { DECLARED_KEY: DECLARED_SECRET } });
+  // maxFailedAuth 0: this file sends wrong credentials on purpose, many times (the limit has its own test)
+  s = await startStack(t.testdir(), { adminToken: TOKEN, maxFailedAuth: 0, yaml: DECLARED, env: { DECLARED_KEY: DECLARED_SECRET } });
 });
 t.teardown(() => s.close());
 

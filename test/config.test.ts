@@ -36,7 +36,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
   t.strictSame(cfg, {
     file,
     listen: { host: '127.0.0.1', port: 9090, trust_forwarded: true, drain_timeout: 10, health_prefix: '/_keygate/', public_url: 'https://gw.example.com' },
-    admin: { host: '127.0.0.1', port: 8081, enabled: true },
+    admin: { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10 },
     workers: 1,
     reload: { watch: false },
     store: { keys: `sqlite:${path.join(FIXTURES, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' },
@@ -185,7 +185,7 @@ t.test('defaults everywhere; loading twice shares no state', async (t) => {
   const a = loadConfig(path.join(dir, 'gateway.yaml'), {});
   const b = loadConfig(path.join(dir, 'gateway.yaml'), {});
   t.strictSame(a.listen, { host: '0.0.0.0', port: 8080, trust_forwarded: false, drain_timeout: 10, health_prefix: '/_keygate/' });
-  t.strictSame(a.admin, { host: '127.0.0.1', port: 8081, enabled: true });
+  t.strictSame(a.admin, { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10 });
   t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' });
   t.strictSame(a.keys, { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 } });
   t.strictSame(a.log, { level: 'info', destination: 'stdout', access_log: true });

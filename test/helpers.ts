@@ -52,6 +52,8 @@ export interface StackOptions {
   redis?: Record<string, unknown>;
   /** admin.token (the admin listener runs on a free port either way) */
   adminToken?: string;
+  /** admin.max_failed_auth (default: the gateway's default) */
+  maxFailedAuth?: number;
   /** more top-level YAML, e.g. a keys: section */
   yaml?: string;
   /** more environment for ${VAR} in the YAML */
@@ -65,7 +67,7 @@ export async function startStack(dir: string, opts: StackOptions = {}): Promise<
   writeFileSync(
     file,
     `listen: { host: 127.0.0.1, port: 8080 }
-admin: { host: 127.0.0.1${opts.adminToken === undefined ? '' : `, token: "${opts.adminToken}"`} }
+admin: { host: 127.0.0.1${opts.adminToken === undefined ? '' : `, token: "${opts.adminToken}"`}${opts.maxFailedAuth === undefined ? '' : `, max_failed_auth: ${opts.maxFailedAuth}`} }
 ${opts.yaml ?? ''}
 store: { keys: "${opts.keys ?? 'sqlite:./keys.db'}", rate_limits: "${opts.rateLimits ?? 'memory'}", rate_limits_fallback: ${opts.rateLimitsFallback ?? 'memory'}${opts.redis ? `, redis: ${JSON.stringify(opts.redis)}` : ''} }
 upstreams:

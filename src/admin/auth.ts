@@ -10,7 +10,7 @@ import type { KeyService } from '../keys/service.js';
 
 export type AdminAuthResult =
   | { ok: true; actor: string }
-  | { ok: false; status: number; code: string; message: string; headers?: OutgoingHttpHeaders };
+  | { ok: false; status: number; code: string; message: string; headers?: OutgoingHttpHeaders; wrongCredential?: boolean };
 
 const CHALLENGE = { 'www-authenticate': 'Bearer realm="keygate-admin"' };
 export const TOKEN_ACTOR = 'admin-token';
@@ -39,7 +39,7 @@ export class AdminAuth {
     if (this.tokenDigest !== undefined && timingSafeEqual(sha256(presented), this.tokenDigest)) return { ok: true, actor: TOKEN_ACTOR };
 
     const access = await this.keys.lookup(digestSecret(presented));
-    if (access === null) return this.unauthenticated('not a valid admin token or API key');
+    if (access === null) return this.unauthenticated('not a valid admin token or API key', true);
     const key = access.key;
     const status = keyStatus(key, this.now());
     if (status === 'inactive') return refuse('key_inactive', `API key "${key.name}" is deactivated`);
@@ -51,7 +51,7 @@ export class AdminAuth {
   }
 
   /** 401; when nothing could ever pass (no token configured, no usable admin key), say how to set one up. */
-  private async unauthenticated(message: string): Promise<AdminAuthResult> {
+  private async unauthenticated(message: string, wrongCredential = false): Promise<AdminAuthResult> {
     if (this.tokenDigest === undefined) {
       const now = this.now();
       const admins = (await this.keys.list()).filter((k) => k.role === 'admin' && keyStatus(k, now) === 'active');
@@ -60,7 +60,7 @@ export class AdminAuth {
           'the admin API has no credential configured: set admin.token in the config (e.g. token: ${KEYGATE_ADMIN_TOKEN}, then export KEYGATE_ADMIN_TOKEN) and restart, or create an admin key with the CLI: keygate keys create --name admin --role admin';
       }
     }
-    return { ok: false, status: 401, code: 'unauthorized', message, headers: CHALLENGE };
+    return { ok: false, status: 401, code: 'unauthorized', message, headers: CHALLENGE, ...(wrongCredential ? { wrongCredential } : {}) };
   }
 }
 

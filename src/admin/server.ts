@@ -16,6 +16,7 @@ import { openApiDocument } from './openapi.js';
 import { infoRoute, type InfoSource } from './page/info.js';
 import { KeyPage } from './page/serve.js';
 import { Router, type AdminRoute } from './router.js';
+import { FailedAuthThrottle } from './throttle.js';
 
 export interface AdminServerOptions {
   keys: KeyService;
@@ -27,6 +28,8 @@ export interface AdminServerOptions {
   info?: InfoSource;
   /** /metrics, /healthz and /readyz: served without the admin credential, for scrapers and probes */
   ops?: OpsSource;
+  /** admin.max_failed_auth: failed authentications per client address and minute before 429; 0 = off */
+  maxFailedAuth?: number;
 }
 
 export interface OpsSource {
@@ -68,6 +71,7 @@ export class AdminServer {
   readonly router = new Router();
   private readonly server: Server;
   private readonly auth: AdminAuth;
+  private readonly throttle: FailedAuthThrottle;
   private readonly logger: Logger;
   /** the key page (/api-keys, /api-management): static files, see page/serve.ts */
   private readonly page = new KeyPage();
@@ -76,6 +80,7 @@ export class AdminServer {
     const now = opts.now ?? Date.now;
     this.logger = opts.logger;
     this.auth = new AdminAuth(opts.token, opts.keys, now);
+    this.throttle = new FailedAuthThrottle(opts.maxFailedAuth ?? 10, 60_000, now);
     this.router.add(
       ...dagenRoutes(opts.keys, now),
       ...daguRoutes(opts.keys, now),
@@ -149,8 +154,19 @@ export class AdminServer {
       // the key page's own files hold no data: served without the credential; its API calls need it
       if (this.page.serve(req, res, path)) return;
       // authenticate before routing: without a credential no one learns which paths exist
+      const client = remoteAddress ?? '';
+      const wait = this.throttle.retryAfter(client);
+      if (wait > 0) {
+        // refused before the credential is looked at: otherwise a right guess would still get in
+        sendJson(res, 429, { code: 'too_many_failed_attempts', message: `too many failed admin authentications from this address; try again in ${wait} s` }, { 'retry-after': String(wait) });
+        return;
+      }
       const auth = await this.auth.authenticate(req.headers);
       if (!auth.ok) {
+        // only a wrong credential is a guess (not a missing one, nor a real key without the right)
+        if (auth.wrongCredential && this.throttle.failed(client)) {
+          this.logger.warn({ remote_address: client }, 'admin: too many failed authentications from one address; refusing it for the rest of the minute');
+        }
         sendJson(res, auth.status, { code: auth.code, message: auth.message }, auth.headers);
         return;
       }

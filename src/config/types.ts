@@ -156,7 +156,8 @@ export interface GatewayConfig {
   /** absolute path of the file that was loaded */
   file: string;
   listen: ListenConfig;
-  admin: { host: string; port: number; token?: string; enabled: boolean };
+  /** max_failed_auth: failed authentications per client address and minute before 429; 0 = off */
+  admin: { host: string; port: number; token?: string; enabled: boolean; max_failed_auth: number };
   /** processes sharing the listeners: a number, or "auto" (one per CPU core) */
   workers: number | 'auto';
   /** watch: reload when the file changes (SIGHUP always reloads) */
