@@ -1,6 +1,6 @@
 // The `keygate` command as scripts use it: the real binary in a child process.
 
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -8,9 +8,9 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { request } from 'undici';
 import { startEchoUpstream } from '../src/demo/echo-upstream.js';
+import { BIN, CHILD_ENV, spawnKeygate } from './binary.js';
 import { startStack } from './helpers.js';
 
-const BIN = fileURLToPath(new URL('../bin/keygate.js', import.meta.url));
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 if (!existsSync(join(ROOT, 'dist/cli.js'))) {
@@ -19,9 +19,7 @@ if (!existsSync(join(ROOT, 'dist/cli.js'))) {
 
 function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    // NODE_OPTIONS would carry tap's TypeScript and coverage loaders into the child; the CLI is plain JS.
-    const childEnv = { ...process.env, NODE_OPTIONS: '', ...env };
-    execFile(process.execPath, [BIN, ...args], { cwd: ROOT, env: childEnv, timeout: 30_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...CHILD_ENV, ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
@@ -145,25 +143,6 @@ t.test('a key changed by the CLI is seen by a running gateway on its next reques
   t.match(denied.body, /key_inactive/);
 });
 
-/** Start the binary and wait until its log (stdout) or banner (stderr) shows `ready`. */
-function spawnUntil(args: string[], ready: RegExp, env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, NODE_OPTIONS: '', ...env } });
-  let out = '';
-  let err = '';
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const started = new Promise<string>((resolve, reject) => {
-    const check = () => {
-      const m = ready.exec(out + err);
-      if (m) resolve(m[1] ?? m[0]);
-    };
-    child.stdout.on('data', (d) => ((out += d), check()));
-    child.stderr.on('data', (d) => ((err += d), check()));
-    void exited.then((code) => reject(new Error(`exited ${code} before ready: ${err}`)));
-    setTimeout(() => reject(new Error(`not ready in 20 s: ${out} ${err}`)), 20_000).unref();
-  });
-  return { child, started, exited, output: () => out + err };
-}
-
 t.test('serve: SIGTERM drains, flushes usage and exits 0', async (t) => {
   const dir = t.testdir();
   const echo = await startEchoUpstream({ name: 'up' });
@@ -175,8 +154,9 @@ t.test('serve: SIGTERM drains, flushes usage and exits 0', async (t) => {
   );
   const created = await run(['keys', 'create', '-c', cfg, '--name', 'svc', '--json']);
   const secret = JSON.parse(created.stdout).key;
-  const gw = spawnUntil(['serve', '-c', cfg], /"url":"(http:\/\/[^"]+)"/);
-  const url = await gw.started;
+  const gw = spawnKeygate(t, ['serve', '-c', cfg], { cwd: ROOT });
+  const url = (await gw.waitFor(/"url":"(http:\/\/[^"]+)"/))?.[1];
+  t.ok(url, `started: ${gw.output()}`);
   for (let i = 0; i < 5; i++) {
     const r = await request(`${url}/x`, { headers: { 'x-api-key': secret } });
     await r.body.dump();
@@ -196,12 +176,13 @@ t.test('demo: echo upstreams behind the example config answer through the gatewa
   // the example includes config/routes/*.yaml relative to itself: point the copy at the originals
   const example = readFileSync(join(ROOT, 'gateway.example.yaml'), 'utf8').replaceAll('include: config/routes/', `include: ${join(ROOT, 'config/routes')}/`);
   writeFileSync(cfg, example.replace('port: ${KEYGATE_PORT:-8080}', 'port: 0').replace('port: 8081', 'port: 0'));
-  const demo = spawnUntil(['demo', '-c', cfg], /gateway on (http:\/\/\S+);/);
+  const demo = spawnKeygate(t, ['demo', '-c', cfg], { cwd: ROOT });
   t.teardown(() => {
     demo.child.kill('SIGTERM');
     return demo.exited;
   });
-  const url = await demo.started;
+  const url = (await demo.waitFor(/gateway on (http:\/\/\S+);/))?.[1];
+  t.ok(url, `the demo started: ${demo.output()}`);
   const secret = JSON.parse((await run(['keys', 'create', '-c', cfg, '--name', 'demo', '--scopes', 'workflows', '--role', 'operator', '--json'])).stdout).key;
   const noKey = await request(`${url}/api/v1/dags`);
   t.equal(noKey.statusCode, 401);

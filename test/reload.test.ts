@@ -1,14 +1,13 @@
 // Configuration reload: under continuous load nothing fails; a bad file changes nothing.
 
-import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Agent, request } from 'undici';
 import { loadConfig } from '../src/config/load.js';
 import { ConfigError } from '../src/errors.js';
 import { startEchoUpstream } from '../src/demo/echo-upstream.js';
+import { spawnKeygate } from './binary.js';
 import { startStack } from './helpers.js';
 
 t.test('20 reloads under continuous load: no request fails, new routes apply', async (t) => {
@@ -73,24 +72,12 @@ t.test('SIGHUP: the binary reloads a good file and refuses a bad one with its po
   const dir = t.testdir();
   const echo = await startEchoUpstream({ name: 'up' });
   t.teardown(() => echo.close());
-  const bin = fileURLToPath(new URL('../bin/keygate.js', import.meta.url));
   const cfg = join(dir, 'gw.yaml');
   const good = (extra: string) =>
     `listen: { host: 127.0.0.1, port: 0 }\nadmin: { port: 0 }\nstore: { keys: "sqlite:./k.db" }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes:\n  - { path: /a, upstream: up, auth: none }\n${extra}`;
   writeFileSync(cfg, good(''));
-  const child = spawn(process.execPath, [bin, 'serve', '-c', cfg], { env: { ...process.env, NODE_OPTIONS: '' } });
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  const waitFor = async (re: RegExp) => {
-    for (let i = 0; i < 200 && !re.test(out); i++) await new Promise((r) => setTimeout(r, 50));
-    return re.exec(out);
-  };
-  const url = (await waitFor(/"url":"(http:\/\/[^"]+)"/))?.[1];
+  const gw = spawnKeygate(t, ['serve', '-c', cfg]);
+  const url = (await gw.waitFor(/"url":"(http:\/\/[^"]+)"/))?.[1];
   t.ok(url, 'started');
   const status = async (p: string) => {
     const r = await request(`${url}${p}`);
@@ -100,22 +87,23 @@ t.test('SIGHUP: the binary reloads a good file and refuses a bad one with its po
   t.equal(await status('/b'), 404);
 
   writeFileSync(cfg, good('  - { path: /b, upstream: up, auth: none }\n'));
-  child.kill('SIGHUP');
-  t.ok(await waitFor(/configuration reloaded/), 'reload logged');
+  gw.child.kill('SIGHUP');
+  t.ok(await gw.waitFor(/configuration reloaded/), 'reload logged');
   t.equal(await status('/b'), 200, 'the new route answers');
 
   writeFileSync(cfg, good('  - { path: /c, upstream: up, auth: none, colour: red }\n'));
-  child.kill('SIGHUP');
-  t.ok(await waitFor(/reload refused/), 'refusal logged');
-  t.match(out, /gw\.yaml:7:43: routes\[1\]\.colour: unknown field \\"colour\\"/, 'with file, line, column and field');
+  gw.child.kill('SIGHUP');
+  t.ok(await gw.waitFor(/reload refused/), 'refusal logged');
+  t.match(gw.output(), /gw\.yaml:7:43: routes\[1\]\.colour: unknown field \\"colour\\"/, 'with file, line, column and field');
   t.equal(await status('/b'), 200, 'the previous configuration still serves');
-  t.equal(child.exitCode, null, 'and the process is still up');
+  t.equal(gw.child.exitCode, null, 'and the process is still up');
 
-  child.kill('SIGTERM');
-  t.equal(await exited, 0);
+  gw.child.kill('SIGTERM');
+  t.equal(await gw.exited, 0);
 });
 
-t.test('graceful shutdown waits for open streams up to listen.drain_timeout, then closes them', async (t) => {
+/** A gateway in front of an echo upstream, with listen.drain_timeout: 1 (s); the test closes it. */
+async function startDraining(t: Test) {
   const dir = t.testdir();
   const echo = await startEchoUpstream({ name: 'up' });
   t.teardown(() => echo.close());
@@ -124,7 +112,11 @@ t.test('graceful shutdown waits for open streams up to listen.drain_timeout, the
     `listen: { host: 127.0.0.1, port: 0, drain_timeout: 1 }\nadmin: { enabled: false }\nstore: { keys: "sqlite:./k.db" }\nlog: { level: silent }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes: [{ path: "/**", upstream: up, auth: none }]\n`,
   );
   const { Gateway } = await import('../src/server.js');
-  const gw = await Gateway.start({ config: loadConfig(join(dir, 'gw.yaml'), {}), port: 0 });
+  return Gateway.start({ config: loadConfig(join(dir, 'gw.yaml'), {}), port: 0 });
+}
+
+t.test('graceful shutdown waits for open streams up to listen.drain_timeout, then closes them', async (t) => {
+  const gw = await startDraining(t);
   const res = await request(`${gw.url}/_sse?count=0&interval=100`);
   t.equal(res.statusCode, 200);
   const ended = new Promise<number>((resolve) => {
@@ -147,21 +139,9 @@ t.test('reload.watch: a change of the file reloads it, a bad change is refused',
   const yaml = (extra: string) =>
     `reload: { watch: true }\nlisten: { host: 127.0.0.1, port: 0 }\nadmin: { enabled: false }\nstore: { keys: "sqlite:./k.db" }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes:\n  - { path: /a, upstream: up, auth: none }\n${extra}`;
   writeFileSync(cfg, yaml(''));
-  const bin = fileURLToPath(new URL('../bin/keygate.js', import.meta.url));
-  const child = spawn(process.execPath, [bin, 'serve', '-c', cfg], { env: { ...process.env, NODE_OPTIONS: '' } });
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  const waitFor = async (re: RegExp, count = 1) => {
-    for (let i = 0; i < 200 && (out.match(new RegExp(re, 'g')) ?? []).length < count; i++) await new Promise((r) => setTimeout(r, 50));
-    return (out.match(new RegExp(re, 'g')) ?? []).length >= count;
-  };
-  t.ok(await waitFor(/keygate listening/), 'started');
-  const url = /"url":"(http:\/\/[^"]+)"/.exec(out)![1];
+  const gw = spawnKeygate(t, ['serve', '-c', cfg]);
+  t.ok(await gw.waitFor(/keygate listening/), 'started');
+  const url = /"url":"(http:\/\/[^"]+)"/.exec(gw.output())![1];
   const status = async (p: string) => {
     const r = await request(`${url}${p}`);
     await r.body.dump();
@@ -170,27 +150,19 @@ t.test('reload.watch: a change of the file reloads it, a bad change is refused',
   t.equal(await status('/b'), 404);
   await new Promise((r) => setTimeout(r, 1100)); // a new modification time (the poll compares it)
   writeFileSync(cfg, yaml('  - { path: /b, upstream: up, auth: none }\n'));
-  t.ok(await waitFor(/configuration reloaded/), 'the change was noticed and reloaded, no signal sent');
+  t.ok(await gw.waitFor(/configuration reloaded/), 'the change was noticed and reloaded, no signal sent');
   t.equal(await status('/b'), 200);
   await new Promise((r) => setTimeout(r, 1100));
   writeFileSync(cfg, yaml('  - { path: /c, upstream: up, auth: none, colour: red }\n'));
-  t.ok(await waitFor(/reload refused/), 'a bad change is refused');
+  t.ok(await gw.waitFor(/reload refused/), 'a bad change is refused');
   t.equal(await status('/b'), 200, 'and the previous configuration keeps serving');
-  child.kill('SIGTERM');
-  t.equal(await exited, 0);
+  gw.child.kill('SIGTERM');
+  t.equal(await gw.exited, 0);
 });
 
 t.test('graceful shutdown also drains WebSocket connections, closing them at the deadline', async (t) => {
-  const dir = t.testdir();
-  const echo = await startEchoUpstream({ name: 'up' });
-  t.teardown(() => echo.close());
-  writeFileSync(
-    join(dir, 'gw.yaml'),
-    `listen: { host: 127.0.0.1, port: 0, drain_timeout: 1 }\nadmin: { enabled: false }\nstore: { keys: "sqlite:./k.db" }\nlog: { level: silent }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes: [{ path: "/**", upstream: up, auth: none }]\n`,
-  );
-  const { Gateway } = await import('../src/server.js');
   const { default: WebSocket } = await import('ws');
-  const gw = await Gateway.start({ config: loadConfig(join(dir, 'gw.yaml'), {}), port: 0 });
+  const gw = await startDraining(t);
   const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/socket`);
   await new Promise((resolve, reject) => {
     ws.once('message', resolve);

@@ -1,15 +1,12 @@
 // workers: N — one budget per key across worker processes, reload and shutdown reach every worker.
 
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { request } from 'undici';
 import { startEchoUpstream } from '../src/demo/echo-upstream.js';
-
-const BIN = fileURLToPath(new URL('../bin/keygate.js', import.meta.url));
-const ENV = { ...process.env, NODE_OPTIONS: '' };
+import { BIN, CHILD_ENV, spawnKeygate } from './binary.js';
 
 t.test('two workers: shared rate limit, both serve, SIGHUP and SIGTERM reach each', async (t) => {
   const dir = t.testdir();
@@ -19,23 +16,12 @@ t.test('two workers: shared rate limit, both serve, SIGHUP and SIGTERM reach eac
   const yaml = (extra = '') =>
     `workers: 2\nlisten: { host: 127.0.0.1, port: 0 }\nadmin: { port: 0 }\nstore: { keys: "sqlite:./k.db" }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes:\n  - { name: x, path: /x, upstream: up, role: viewer }\n${extra}`;
   writeFileSync(cfg, yaml());
-  const created = JSON.parse(execFileSync(process.execPath, [BIN, 'keys', 'create', '-c', cfg, '--name', 'w', '--rate-limit', '10', '--json'], { env: ENV, encoding: 'utf8' }));
+  const created = JSON.parse(execFileSync(process.execPath, [BIN, 'keys', 'create', '-c', cfg, '--name', 'w', '--rate-limit', '10', '--json'], { env: CHILD_ENV, encoding: 'utf8' }));
   const secret: string = created.key;
 
-  const child = spawn(process.execPath, [BIN, 'serve', '-c', cfg], { env: ENV });
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  const lines = () => out.split('\n').filter(Boolean).map((l) => { try { return JSON.parse(l); } catch { return { raw: l }; } });
-  const waitFor = async (pred: () => boolean, what: string) => {
-    for (let i = 0; i < 300 && !pred(); i++) await new Promise((r) => setTimeout(r, 50));
-    t.ok(pred(), what);
-  };
-  await waitFor(() => lines().filter((l) => l.msg === 'keygate listening').length === 2, 'two workers listening');
+  const gw = spawnKeygate(t, ['serve', '-c', cfg]);
+  const { lines } = gw;
+  t.ok(await gw.waitFor(/"msg":"keygate listening"/, 2), 'two workers listening');
   const listening = lines().filter((l) => l.msg === 'keygate listening');
   t.not(listening[0].pid, listening[1].pid, 'in two processes');
   t.equal(listening[0].url, listening[1].url, 'on one shared port');
@@ -91,7 +77,7 @@ t.test('two workers: shared rate limit, both serve, SIGHUP and SIGTERM reach eac
 
   // A worker that dies is replaced; the scrape counts the replacement and the restart.
   process.kill(b!, 'SIGKILL');
-  await waitFor(() => lines().filter((l) => l.msg === 'keygate listening').length === 3, 'a replacement worker listening');
+  t.ok(await gw.waitFor(/"msg":"keygate listening"/, 3), 'a replacement worker listening');
   for (let i = 0; i < 4; i++) {
     const r = await request(`${adminUrl}/metrics`, { headers: { connection: 'close' } });
     const text = await r.body.text();
@@ -101,8 +87,8 @@ t.test('two workers: shared rate limit, both serve, SIGHUP and SIGTERM reach eac
   }
 
   writeFileSync(cfg, yaml('  - { path: /y, upstream: up, auth: none }\n'));
-  child.kill('SIGHUP');
-  await waitFor(() => lines().filter((l) => l.msg === 'configuration reloaded').length === 2, 'both workers reloaded');
+  gw.child.kill('SIGHUP');
+  t.ok(await gw.waitFor(/"msg":"configuration reloaded"/, 2), 'both workers reloaded');
   let ok = 0;
   for (let i = 0; i < 6; i++) {
     const r = await request(`${url}/y`, { headers: { connection: 'close' } });
@@ -111,10 +97,10 @@ t.test('two workers: shared rate limit, both serve, SIGHUP and SIGTERM reach eac
   }
   t.equal(ok, 6, 'the new route answers on every worker');
 
-  child.kill('SIGTERM');
-  t.equal(await exited, 0, 'the primary exits 0 once every worker drained');
+  gw.child.kill('SIGTERM');
+  t.equal(await gw.exited, 0, 'the primary exits 0 once every worker drained');
   t.equal(lines().filter((l) => l.msg === 'shutting down: draining in-flight requests').length, 2, 'each worker drained');
-  const shown = JSON.parse(execFileSync(process.execPath, [BIN, 'keys', 'show', '-c', cfg, 'w', '--json'], { env: ENV, encoding: 'utf8' }));
+  const shown = JSON.parse(execFileSync(process.execPath, [BIN, 'keys', 'show', '-c', cfg, 'w', '--json'], { env: CHILD_ENV, encoding: 'utf8' }));
   t.equal(shown.apiKey.requestCount, 10, 'usage from both workers adds up exactly');
-  t.notOk(out.includes(secret), 'no secret in any log');
+  t.notOk(gw.output().includes(secret), 'no secret in any log');
 });
