@@ -22,6 +22,11 @@ export class GatewayMetrics {
   private readonly requests: Counter<'route' | 'status_class' | 'decision'>;
   private readonly duration: Histogram<'route'>;
   private readonly upstreamDuration: Histogram<'upstream'>;
+  private readonly keyRequests: Counter<'key_id' | 'decision'>;
+  /** metrics.per_key: the keys with their own series (id → latest name seen), at most maxKeys */
+  private perKey = false;
+  private maxKeys = 100;
+  private readonly keyNames = new Map<string, string>();
 
   constructor(sources: MetricSources) {
     const registers = [this.registry];
@@ -47,6 +52,24 @@ export class GatewayMetrics {
       registers,
     });
     // `max` across workers: "is any worker degraded", "the oldest unflushed counts" (sums would mean nothing)
+    this.keyRequests = new Counter({
+      name: 'keygate_key_requests_total',
+      help: 'Requests made with each API key, by decision (with metrics.per_key; keys beyond metrics.max_keys count as key_id="other").',
+      labelNames: ['key_id', 'decision'],
+      registers,
+    });
+    const keyNames = this.keyNames;
+    new Gauge({
+      name: 'keygate_key_info',
+      help: 'The name of each API key counted in keygate_key_requests_total (join on key_id), as last seen.',
+      labelNames: ['key_id', 'key_name'],
+      registers,
+      aggregator: 'max',
+      collect() {
+        this.reset();
+        for (const [key_id, key_name] of keyNames) this.set({ key_id, key_name }, 1);
+      },
+    });
     const gauge = (name: string, help: string, read: () => number) =>
       new Gauge({ name, help, registers, aggregator: 'max', collect() { this.set(read()); } });
     // Counts kept by other modules become Prometheus counters, advanced by the delta at each scrape.
@@ -68,6 +91,31 @@ export class GatewayMetrics {
   request(route: string, status: number, decision: string, seconds: number): void {
     this.requests.inc({ route, status_class: STATUS_CLASS[Math.floor(status / 100)] ?? 'other', decision });
     this.duration.observe({ route }, seconds);
+  }
+
+  /** metrics.per_key and metrics.max_keys; turning it off drops the per-key series. */
+  configure(opts: { per_key: boolean; max_keys: number }): void {
+    if (this.perKey && !opts.per_key) {
+      this.keyRequests.reset();
+      this.keyNames.clear();
+    }
+    this.perKey = opts.per_key;
+    this.maxKeys = opts.max_keys;
+  }
+
+  /** One finished request made with a key (counted only with metrics.per_key). */
+  keyRequest(id: string, name: string, decision: string): void {
+    if (!this.perKey) return;
+    let keyId = 'other';
+    const known = this.keyNames.get(id);
+    if (known !== undefined) {
+      keyId = id;
+      if (known !== name) this.keyNames.set(id, name); // renamed
+    } else if (this.keyNames.size < this.maxKeys) {
+      keyId = id;
+      this.keyNames.set(id, name);
+    }
+    this.keyRequests.inc({ key_id: keyId, decision });
   }
 
   upstream(name: string, seconds: number): void {

@@ -152,6 +152,7 @@ export class Gateway {
       reloads: () => this.reloads,
       usageFlushLag: () => (Date.now() - this.usage.lastFlushMs) / 1000,
     });
+    this.metrics.configure(opts.config.metrics);
     this.server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => this.onRequest(req, res));
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
     this.server.on('clientError', (_err: Error, socket: Duplex) => {
@@ -219,6 +220,7 @@ export class Gateway {
     this.admitter = built.admitter;
     this.config = { ...next, listen: this.config.listen, admin: this.config.admin, store: this.config.store, log: this.config.log };
     this.keys.setConfig(next.keys);
+    this.metrics.configure(next.metrics);
     this.reloads.ok++;
     // close() on an undici pool waits for the requests still running on it
     void old.upstreams.close();
@@ -467,8 +469,9 @@ export class Gateway {
     const decision = o.forward ? (error ? 'upstream_error' : 'allowed') : refusalDecision(o);
     this.metrics.request(o.route?.config.name ?? '-', status, decision, seconds);
     if (upstreamMs >= 0 && o.forward) this.metrics.upstream(o.remoteNode ?? o.route.upstream.name, upstreamMs / 1000);
-    if (!this.config.log.access_log) return;
     const key = o.access?.key;
+    if (key !== undefined) this.metrics.keyRequest(key.id, key.name, decision);
+    if (!this.config.log.access_log) return;
     this.logger.info({
       method: req.method,
       path: o.path,

@@ -170,6 +170,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
       },
     ],
     log: { level: 'debug', destination: path.join(FIXTURES, 'logs/keygate.log'), access_log: false },
+    metrics: { per_key: false, max_keys: 100 },
     warnings: [],
   });
   t.equal(typeof cfg.listen.port, 'number', 'port from ${PORT} is coerced to a number');
@@ -189,6 +190,7 @@ t.test('defaults everywhere; loading twice shares no state', async (t) => {
   t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' });
   t.strictSame(a.keys, { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 } });
   t.strictSame(a.log, { level: 'info', destination: 'stdout', access_log: true });
+  t.strictSame(a.metrics, { per_key: false, max_keys: 100 });
   t.strictSame(a.remote_nodes, []);
   t.strictSame(a.upstreams[0], {
     name: 'dagu',
@@ -420,7 +422,7 @@ colour: blue
       line: 10,
       col: 1,
       field: 'colour',
-      message: 'unknown field "colour"; allowed: listen, admin, workers, reload, store, keys, upstreams, remote_nodes, routes, log',
+      message: 'unknown field "colour"; allowed: listen, admin, workers, reload, store, keys, upstreams, remote_nodes, routes, log, metrics',
     },
   ]);
 });
@@ -906,7 +908,7 @@ t.test('the schema file compiles, describes every property and closes every obje
   const schema = JSON.parse(readFileSync(SCHEMA_FILE, 'utf8')) as Record<string, unknown>;
   t.equal(schema['$schema'], 'http://json-schema.org/draft-07/schema#');
   t.type(schema['title'], 'string');
-  t.strictSame(Object.keys(schema['properties'] as object), ['listen', 'admin', 'workers', 'reload', 'store', 'keys', 'upstreams', 'remote_nodes', 'routes', 'log']);
+  t.strictSame(Object.keys(schema['properties'] as object), ['listen', 'admin', 'workers', 'reload', 'store', 'keys', 'upstreams', 'remote_nodes', 'routes', 'log', 'metrics']);
   // ajv's default strict mode: unknown keywords throw, questionable types are logged
   const logged: unknown[] = [];
   const logger = { log: () => {}, warn: (...m: unknown[]) => logged.push(m), error: (...m: unknown[]) => logged.push(m) };

@@ -1,5 +1,7 @@
 // healthz / readyz under the reserved prefix of the public listener.
 
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import t from 'tap';
 import { request } from 'undici';
 import { rawRequest, startStack } from './helpers.js';
@@ -72,5 +74,53 @@ t.test('admin listener: /healthz, /readyz and /metrics (bounded labels, no secre
   t.notOk(text.includes(k.secret), 'no secret');
   t.notOk(text.includes('/not/a/route'), 'no raw path');
   t.notOk(text.includes('secret-looking-query'), 'no query string');
+  t.notMatch(text, /keygate_key_requests_total\{/, 'no per-key series unless metrics.per_key');
   t.equal((await get(`${admin}/api/v1/api-keys`)).status, 401, 'the key APIs still need the credential');
+});
+
+t.test('metrics.per_key: requests per key id, bounded by max_keys, names in keygate_key_info', async (t) => {
+  const dir = t.testdir();
+  const s = await startStack(dir, { yaml: 'metrics: { per_key: true, max_keys: 2 }\n' });
+  t.teardown(() => s.close());
+  const scrape = async () => (await request(`${s.gateway.adminUrl!}/metrics`)).body.text();
+  const call = async (secret: string, path = '/api/v1/dags') => {
+    const r = await request(`${s.url}${path}`, { headers: { 'x-api-key': secret } });
+    await r.body.dump();
+    return r.statusCode;
+  };
+  const a = await s.key({ name: 'key-a', role: 'viewer' });
+  const b = await s.key({ name: 'key-b', role: 'viewer', rateLimit: 1 });
+  const c = await s.key({ name: 'key-c', role: 'viewer' });
+  t.equal(await call(a.secret), 200);
+  t.equal(await call(a.secret, '/api/v1/admin'), 403, 'a viewer on an admin route');
+  t.equal(await call(b.secret), 200);
+  t.equal(await call(b.secret), 429);
+  t.equal(await call(c.secret), 200, 'a third key, past max_keys 2');
+  t.equal(await call('dg_not-a-key-0123456789'), 401, 'no key: not counted per key');
+  let text = await scrape();
+  t.match(text, `keygate_key_requests_total{key_id="${a.id}",decision="allowed"} 1`);
+  t.match(text, `keygate_key_requests_total{key_id="${a.id}",decision="forbidden"} 1`);
+  t.match(text, `keygate_key_requests_total{key_id="${b.id}",decision="allowed"} 1`);
+  t.match(text, `keygate_key_requests_total{key_id="${b.id}",decision="rate_limited"} 1`);
+  t.match(text, 'keygate_key_requests_total{key_id="other",decision="allowed"} 1', 'the third key counts as other');
+  t.notOk(text.includes(c.id), 'and has no series of its own');
+  t.match(text, `keygate_key_info{key_id="${a.id}",key_name="key-a"} 1`);
+  t.notOk(s.secrets.some((secret) => text.includes(secret)), 'no secret');
+
+  await s.gateway.keys.update(a.id, { name: 'key-a-renamed' }, 'test');
+  t.equal(await call(a.secret), 200);
+  text = await scrape();
+  t.match(text, `keygate_key_info{key_id="${a.id}",key_name="key-a-renamed"} 1`, 'a rename shows in the info series');
+  t.notOk(text.includes('key_name="key-a"'), 'the old name is gone');
+  t.match(text, `keygate_key_requests_total{key_id="${a.id}",decision="allowed"} 2`, 'the id keeps its series');
+
+  // a reload that turns per_key off drops the per-key series
+  const { loadConfig } = await import('../src/config/load.js');
+  const file = join(dir, 'gateway.yaml');
+  writeFileSync(file, readFileSync(file, 'utf8').replace('per_key: true', 'per_key: false'));
+  await s.gateway.reload(loadConfig(file, { DAGU_URL: s.dagu.url, DAGEN_URL: s.dagen.url, DAGU_TOKEN: 'upstream-dagu-token' }));
+  t.equal(await call(a.secret), 200);
+  text = await scrape();
+  t.notMatch(text, /keygate_key_requests_total\{/, 'per_key off: no per-key series');
+  t.notMatch(text, /keygate_key_info\{/);
 });

@@ -168,6 +168,8 @@ export interface GatewayConfig {
   remote_nodes: UpstreamConfig[];
   routes: RouteConfig[];
   log: LogConfig;
+  /** per_key: requests per key in /metrics, for at most max_keys keys (the rest as "other") */
+  metrics: { per_key: boolean; max_keys: number };
   /** non-fatal findings (e.g. an upstream token that expanded to empty) */
   warnings: ConfigIssue[];
 }
