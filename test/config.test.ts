@@ -704,6 +704,74 @@ routes:
   );
 });
 
+t.test('include with set: fields replaced on every included route, nested ones too; errors at the set', async (t) => {
+  const dir = t.testdir({
+    'gateway.yaml': `upstreams:
+  - { name: dagu, api_base_url: "http://127.0.0.1:8090/api/v1" }
+  - { name: dagu-b, api_base_url: "http://127.0.0.1:8091/api/v1" }
+routes:
+  - include: routes.yaml
+  - include: routes.yaml
+    set: { host: b.example.com, upstream: dagu-b }
+`,
+    'routes.yaml': `defaults:
+  upstream: dagu
+routes:
+  - { path: /a, role: viewer }
+  - { path: /b, upstream: dagu, host: own.example.com }
+  - include: nested.yaml
+`,
+    'nested.yaml': '- { path: /n, upstream: dagu }\n',
+  });
+  const cfg = loadConfig(path.join(dir, 'gateway.yaml'), {});
+  t.strictSame(
+    cfg.routes.map((r) => [r.path, r.host ?? null, r.upstream, r.role ?? null]),
+    [
+      ['/a', null, 'dagu', 'viewer'],
+      ['/b', 'own.example.com', 'dagu', null],
+      ['/n', null, 'dagu', null],
+      ['/a', 'b.example.com', 'dagu-b', 'viewer'],
+      ['/b', 'b.example.com', 'dagu-b', null],
+      ['/n', 'b.example.com', 'dagu-b', null],
+    ],
+    'the second include: every route (the nested file\'s too) on host b and upstream dagu-b',
+  );
+  t.strictSame(
+    cfg.routes.map((r) => r.source),
+    [
+      `${shown(path.join(dir, 'routes.yaml'))}:4:5`,
+      `${shown(path.join(dir, 'routes.yaml'))}:5:5`,
+      `${shown(path.join(dir, 'nested.yaml'))}:1:3`,
+      `${shown(path.join(dir, 'routes.yaml'))}:4:5`,
+      `${shown(path.join(dir, 'routes.yaml'))}:5:5`,
+      `${shown(path.join(dir, 'nested.yaml'))}:1:3`,
+    ],
+    'each route still names where it was written',
+  );
+
+  const bad = t.testdir({
+    'gateway.yaml': `${UPSTREAM}routes:
+  - include: routes.yaml
+    set: { upstream: nowhere, colour: red }
+  - include: routes.yaml
+    set: [host]
+  - include: routes.yaml
+    set: { include: x.yaml }
+`,
+    'routes.yaml': '- { path: /a, upstream: dagu }\n',
+  });
+  const gw = shown(path.join(bad, 'gateway.yaml'));
+  t.strictSame(
+    issuesOf(path.join(bad, 'gateway.yaml')).map((i) => `${i.file}:${i.line}:${i.col} ${i.field}: ${i.message}`),
+    [
+      `${gw}:6:31 routes[0].colour: unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, jsonrpc`,
+      `${gw}:8:10 routes[1].set: must be a mapping of route fields (got a list)`,
+      `${gw}:10:12 routes[2].set.include: set cannot contain include`,
+    ],
+    'a bad set is reported at the include site',
+  );
+});
+
 t.test('errors inside an included file name that file and the final route index', async (t) => {
   const dir = t.testdir({
     'gateway.yaml': `${UPSTREAM}routes:
@@ -845,7 +913,7 @@ t.test('malformed included files', async (t) => {
       line: 9,
       col: 24,
       field: 'routes[0].path',
-      message: 'unknown field "path"; allowed: include',
+      message: 'unknown field "path"; allowed: include, set',
     },
     {
       file: f('empty.yaml'),

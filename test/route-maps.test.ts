@@ -18,9 +18,9 @@ import { startEchoUpstream } from '../src/demo/echo-upstream.js';
 import { normaliseTarget } from '../src/routes/path.js';
 import { RouteTable, type RouteMatch } from '../src/routes/table.js';
 import { Gateway } from '../src/server.js';
+import { BIN, CHILD_ENV } from './binary.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const BIN = join(ROOT, 'bin/keygate.js');
 const DAGU_MAP = join(ROOT, 'config/routes/dagu.yaml');
 const DAGEN_MAP = join(ROOT, 'config/routes/dagen.yaml');
 const DAGU = 'http://127.0.0.1:8090';
@@ -134,7 +134,10 @@ function fits(pattern: string, path: string): boolean {
 
 let tmpCount = 0;
 /** Writes a config that includes the given route files by absolute path, with the upstreams they name. */
-function mapConfigFile(dir: string, includes: string[]): string {
+/** Each include: a file, or `{include, set}` as written in a config. */
+type Include = string | { include: string; set: Record<string, string> };
+
+function mapConfigFile(dir: string, includes: Include[]): string {
   const file = join(dir, `maps-${tmpCount++}.yaml`);
   writeFileSync(
     file,
@@ -143,12 +146,12 @@ function mapConfigFile(dir: string, includes: string[]): string {
   - { name: dagu-mcp, api_base_url: "${DAGU}/mcp" }
   - { name: dagen, api_base_url: "${DAGEN}" }
 routes:
-${includes.map((f) => `  - include: ${JSON.stringify(f)}\n`).join('')}`,
+${includes.map((f) => `  - ${JSON.stringify(typeof f === 'string' ? { include: f } : f)}\n`).join('')}`,
   );
   return file;
 }
 
-function mapConfig(dir: string, includes: string[]): GatewayConfig {
+function mapConfig(dir: string, includes: Include[]): GatewayConfig {
   return loadConfig(mapConfigFile(dir, includes), {});
 }
 
@@ -166,8 +169,7 @@ function routeOf(cfg: RouteConfig): string {
 
 function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((done) => {
-    // NODE_OPTIONS would carry tap's TypeScript and coverage loaders into the child; the CLI is plain JS.
-    execFile(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, NODE_OPTIONS: '' }, timeout: 30_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [BIN, ...args], { cwd: ROOT, env: CHILD_ENV, timeout: 30_000 }, (err, stdout, stderr) => {
       done({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
@@ -463,9 +465,7 @@ t.test('gateway.example.yaml: Dagu requests go to Dagu, Dagen requests to Dagen'
 
 t.test('the documented alternative: Dagen on its own host name', async (t) => {
   const dir = t.testdir();
-  const copy = join(dir, 'dagen-host.yaml');
-  writeFileSync(copy, readFileSync(DAGEN_MAP, 'utf8').replace(/^defaults:\n/m, 'defaults:\n  host: dagen.example.com\n'));
-  const table = RouteTable.compile(mapConfig(dir, [DAGU_MAP, copy]));
+  const table = RouteTable.compile(mapConfig(dir, [DAGU_MAP, { include: DAGEN_MAP, set: { host: 'dagen.example.com' } }]));
   t.equal(resolve(table, 'POST', '/api/v1/agent/chat', 'dagen.example.com:443')?.match.route.config.upstream, 'dagen');
   t.equal(resolve(table, 'POST', '/api/v1/agent/chat', 'dagu.example.com'), undefined, 'not on another host');
   t.equal(resolve(table, 'GET', '/api/v1/dags', 'dagu.example.com')?.match.route.config.upstream, 'dagu');

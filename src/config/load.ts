@@ -250,12 +250,15 @@ function subtree(positions: PosMap, pointer: string): PosMap {
   return out;
 }
 
-/** `{include: "path"}` and nothing else; anything else is left for the schema to judge. */
+/**
+ * `{include: "path"}`, optionally with `set` (route fields for every included route); anything else
+ * is left for the schema to judge.
+ */
 function includeTarget(value: unknown): string | undefined {
   if (!isRecord(value)) return undefined;
-  const keys = Object.keys(value);
   const target = value['include'];
-  return keys.length === 1 && typeof target === 'string' && target !== '' ? target : undefined;
+  const onlyKnown = Object.keys(value).every((k) => k === 'include' || k === 'set');
+  return onlyKnown && typeof target === 'string' && target !== '' ? target : undefined;
 }
 
 function expandEntries(entries: RouteEntry[], level: IncludeLevel, ctx: LoadContext): RouteEntry[] {
@@ -289,8 +292,38 @@ function loadInclude(target: string, entry: RouteEntry, index: number, level: In
   }
   const parsed = readAndParse(abs, ctx, site);
   if (!parsed) return [];
-  const entries = routesOfFile(parsed, ctx);
-  return expandEntries(entries, { file: abs, chain: [...level.chain, abs], depth: level.depth + 1 }, ctx);
+  const entries = expandEntries(routesOfFile(parsed, ctx), { file: abs, chain: [...level.chain, abs], depth: level.depth + 1 }, ctx);
+  const set = (entry.value as Record<string, unknown>)['set'];
+  if (set === undefined) return entries;
+  const setPos = subtree(entry.positions, '/set');
+  if (!isRecord(set)) {
+    ctx.issues.push(issueAt(setPos.get('') ?? site.pos, `routes[${index}].set`, `must be a mapping of route fields (got ${describe(set)})`));
+    return entries;
+  }
+  if (Object.hasOwn(set, 'include')) {
+    const p = setPos.get('/include');
+    ctx.issues.push(issueAt(p?.key ?? p ?? site.pos, `routes[${index}].set.include`, 'set cannot contain include'));
+    return entries;
+  }
+  overrideFields(entries, set, setPos);
+  return entries;
+}
+
+/**
+ * `set` of an include: each field replaces the route's own (and its file's defaults) on every
+ * included route, nested includes too, with set's positions so errors point at the include site.
+ */
+function overrideFields(entries: RouteEntry[], set: Record<string, unknown>, setPos: PosMap): void {
+  for (const entry of entries) {
+    const route = entry.value;
+    if (!isRecord(route)) continue;
+    for (const [key, v] of Object.entries(set)) {
+      setOwn(route, key, structuredClone(v));
+      const prefix = `/${escapePointerSegment(key)}`;
+      for (const p of [...entry.positions.keys()]) if (p === prefix || p.startsWith(`${prefix}/`)) entry.positions.delete(p);
+      for (const [rel, pos] of subtree(setPos, prefix)) entry.positions.set(prefix + rel, pos);
+    }
+  }
 }
 
 /** An included file: a list of routes, or {defaults, routes} with defaults merged under each route. */
