@@ -41,10 +41,18 @@ Commands:
   -c, --config FILE   configuration (default ./gateway.yaml, else ./gateway.example.yaml)
 
 Examples:
+  keygate demo                                   # try it: echo servers stand in for Dagu and Dagen
   keygate check -c gateway.yaml
-  keygate keys create --name ci --scopes workflows --role operator
-  keygate keys list --json
+  keygate serve -c gateway.yaml                  # kill -HUP <pid> reloads the file, SIGTERM drains and stops
   keygate routes explain POST /api/v1/dags/deploy/start
+  keygate keys create --name ci --scopes workflows --role operator --rate-limit 120
+  keygate keys create --name team-a --role viewer --grant team-a:developer
+  keygate keys list --json
+  keygate keys show ci
+  keygate keys update ci --role developer --expires-at 2027-06-30
+  keygate keys deactivate ci                     # refused from the next request on (403 key_inactive)
+  keygate keys regenerate ci --grace-seconds 3600
+  keygate keys delete ci
   curl -H "X-API-Key: dg_…" http://127.0.0.1:8080/api/v1/dags
 `;
 
