@@ -33,6 +33,23 @@ t.test('--help lists every command', async (t) => {
   }
 });
 
+t.test('--help: every example runs (on a copy of the example config)', async (t) => {
+  const help = (await run(['--help'])).stdout;
+  const examples = help
+    .slice(help.indexOf('Examples:'))
+    .split('\n')
+    .map((l) => l.replace(/#.*$/, '').trim())
+    .filter((l) => l.startsWith('keygate ') && !/^keygate (serve|demo)\b/.test(l));
+  t.ok(examples.length >= 9, `${examples.length} examples to run`);
+  const dir = t.testdir();
+  const cfg = join(dir, 'gateway.yaml');
+  writeFileSync(cfg, readFileSync(join(ROOT, 'gateway.example.yaml'), 'utf8').replaceAll('include: config/routes/', `include: ${join(ROOT, 'config/routes')}/`));
+  for (const line of examples) {
+    const r = await run([...line.split(/\s+/).slice(1), '-c', cfg]);
+    t.equal(r.code, 0, `${line}: ${r.stderr}`);
+  }
+});
+
 t.test('check: summary for a good file, positions and exit 1 for a bad one', async (t) => {
   const ok = await run(['check', '-c', 'gateway.example.yaml']);
   t.equal(ok.code, 0, ok.stderr);
