@@ -21,6 +21,8 @@ COPY --from=build /app/dist ./dist
 COPY package.json ./
 COPY bin ./bin
 COPY config ./config
+# the key page's files: served from the source tree (tsc copies no assets)
+COPY src/admin/page/assets ./src/admin/page/assets
 COPY gateway.example.yaml ./
 RUN install -d -o node -g node /var/lib/keygate /etc/keygate
 USER node

@@ -24,9 +24,9 @@ export interface RunningKeygate {
   waitFor(re: RegExp, count?: number, ms?: number): Promise<RegExpExecArray | undefined>;
 }
 
-/** Start `keygate ...args`; killed (SIGKILL) at the test's end if still running. */
-export function spawnKeygate(t: Test, args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): RunningKeygate {
-  const child = spawn(process.execPath, [BIN, ...args], { ...(opts.cwd ? { cwd: opts.cwd } : {}), env: { ...CHILD_ENV, ...opts.env } });
+/** Start `keygate ...args` (`bin`: another copy of bin/keygate.js); killed (SIGKILL) at the test's end if still running. */
+export function spawnKeygate(t: Test, args: string[], opts: { cwd?: string; env?: Record<string, string>; bin?: string } = {}): RunningKeygate {
+  const child = spawn(process.execPath, [opts.bin ?? BIN, ...args], { ...(opts.cwd ? { cwd: opts.cwd } : {}), env: { ...CHILD_ENV, ...opts.env } });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));
