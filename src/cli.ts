@@ -15,6 +15,7 @@ import { RouteTable } from './routes/table.js';
 import { Gateway } from './server.js';
 import { clusterMetricsSource, reportListening, runPrimary, workerCount } from './cluster.js';
 import { createLogger } from './log.js';
+import { VERSION } from './version.js';
 
 const HELP = `keygate: an API-key gateway in front of Dagu and Dagen servers
 
@@ -39,6 +40,7 @@ Commands:
   demo      [-c FILE] [--port N]         run the gateway with a built-in echo server as every upstream
 
   -c, --config FILE   configuration (default ./gateway.yaml, else ./gateway.example.yaml)
+  -V, --version       print the version
 
 Examples:
   keygate demo                                   # try it: echo servers stand in for Dagu and Dagen
@@ -60,6 +62,7 @@ const OPTIONS = {
   config: { type: 'string', short: 'c' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'V' },
   host: { type: 'string' },
   port: { type: 'string' },
   name: { type: 'string' },
@@ -328,7 +331,7 @@ async function serveCommand(v: Values, read: () => GatewayConfig, onStarted?: (g
   for (const w of config.warnings) gw.logger.warn({ file: w.file, line: w.line, col: w.col, field: w.field }, w.message);
   // a worker's /metrics answers for the whole cluster, whichever worker takes the scrape
   if (cluster.isWorker) gw.metrics.scrape = clusterMetricsSource(gw.metrics.registry);
-  gw.logger.info({ url: gw.url, admin_url: gw.adminUrl, config: config.file, routes: gw.routes.routes.length }, 'keygate listening');
+  gw.logger.info({ version: VERSION, url: gw.url, admin_url: gw.adminUrl, config: config.file, routes: gw.routes.routes.length }, 'keygate listening');
   reportListening();
   onStarted?.(gw);
   return new Promise<number>((resolve) => {
@@ -427,6 +430,10 @@ export async function main(argv: string[]): Promise<number> {
   }
   const { values: v, positionals } = parsed;
   const [command, ...rest] = positionals;
+  if (v.version || command === 'version') {
+    out(`keygate ${VERSION} (node ${process.version})`);
+    return 0;
+  }
   if (v.help || command === undefined || command === 'help') {
     out(HELP);
     return 0;

@@ -3,6 +3,7 @@
 // raw path, never a key or secret.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { VERSION } from './version.js';
 
 /** What the gateway reports to /metrics; counters it keeps elsewhere are read on scrape. */
 export interface MetricSources {
@@ -31,6 +32,8 @@ export class GatewayMetrics {
   constructor(sources: MetricSources) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'keygate_process_' });
+    new Gauge({ name: 'keygate_build_info', help: 'Always 1; the version of Keygate and of Node.js serving.', labelNames: ['version', 'node'], registers, aggregator: 'max' })
+      .set({ version: VERSION, node: process.version }, 1);
     this.requests = new Counter({
       name: 'keygate_requests_total',
       help: 'Requests by route, HTTP status class and decision (allowed, unauthenticated, forbidden, rate_limited, upstream_error, no_route, bad_request, error).',

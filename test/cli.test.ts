@@ -33,6 +33,15 @@ t.test('--help lists every command', async (t) => {
   }
 });
 
+t.test('--version prints the package version', async (t) => {
+  const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  for (const args of [['--version'], ['-V'], ['version']]) {
+    const r = await run(args);
+    t.equal(r.code, 0);
+    t.equal(r.stdout.trim(), `keygate ${version} (node ${process.version})`, args.join(' '));
+  }
+});
+
 t.test('--help: every example runs (on a copy of the example config)', async (t) => {
   const help = (await run(['--help'])).stdout;
   const examples = help

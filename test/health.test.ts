@@ -71,6 +71,8 @@ t.test('admin listener: /healthz, /readyz and /metrics (bounded labels, no secre
   t.match(text, /keygate_upstream_duration_seconds_count\{upstream="dagu"\} 2/);
   t.match(text, /keygate_key_cache_(hits|misses)_total \d+/);
   t.match(text, /keygate_rate_limit_degraded 0/);
+  const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  t.match(text, `keygate_build_info{version="${version}",node="${process.version}"} 1`, 'the version being served');
   t.notOk(text.includes(k.secret), 'no secret');
   t.notOk(text.includes('/not/a/route'), 'no raw path');
   t.notOk(text.includes('secret-looking-query'), 'no query string');
