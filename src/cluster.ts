@@ -44,6 +44,12 @@ function isClusterMessage(msg: unknown): msg is ClusterMessage {
   return type === SCRAPE || type === SCRAPED || type === COLLECT || type === COLLECTED;
 }
 
+/**
+ * A send() callback: without one, a send on a channel that just closed emits 'error', which would
+ * stop the process; a closed channel means the other side is gone, which 'disconnect' handles.
+ */
+const ignoreClosed = (): void => {};
+
 /** A cluster scrape that could not be answered: 503, so Prometheus records a failed scrape. */
 const scrapeError = (message: string) => new KeygateError('metrics_unavailable', 503, message);
 
@@ -58,8 +64,8 @@ export function clusterMetricsSource(registry: Registry): () => Promise<{ conten
     if (!isClusterMessage(msg)) return;
     if (msg.type === COLLECT) {
       registry.getMetricsAsJSON().then(
-        (metrics) => process.send?.({ type: COLLECTED, id: msg.id, metrics }),
-        () => process.send?.({ type: COLLECTED, id: msg.id, metrics: [] }),
+        (metrics) => process.send?.({ type: COLLECTED, id: msg.id, metrics }, undefined, undefined, ignoreClosed),
+        () => process.send?.({ type: COLLECTED, id: msg.id, metrics: [] }, undefined, undefined, ignoreClosed),
       );
     } else if (msg.type === SCRAPED) {
       const w = waiting.get(msg.id);
@@ -82,7 +88,11 @@ export function clusterMetricsSource(registry: Registry): () => Promise<{ conten
         reject: (e) => { clearTimeout(timer); reject(e); },
       });
       // (send() returning false means back-pressure, not loss: the message is queued)
-      process.send?.({ type: SCRAPE, id });
+      process.send?.({ type: SCRAPE, id }, undefined, undefined, (err) => {
+        if (!err) return;
+        waiting.get(id)?.reject(scrapeError('the primary is gone'));
+        waiting.delete(id);
+      });
     });
 }
 
@@ -90,7 +100,7 @@ export function clusterMetricsSource(registry: Registry): () => Promise<{ conten
 class ClusterMetrics {
   private readonly registry = new Registry();
   private readonly restarts: Counter;
-  private readonly pending = new Map<number, { want: Set<number>; got: MetricsJson[]; done(err?: string): void }>();
+  private readonly pending = new Map<number, { want: Set<number>; got: MetricsJson[]; done(): void }>();
   private next = 0;
 
   constructor(private readonly listening: () => Worker[]) {
@@ -106,8 +116,8 @@ class ClusterMetrics {
   onMessage(worker: Worker, msg: ClusterMessage): void {
     if (msg.type === SCRAPE) {
       this.aggregate().then(
-        (body) => worker.send({ type: SCRAPED, id: msg.id, body, contentType: this.registry.contentType }),
-        (err: Error) => worker.send({ type: SCRAPED, id: msg.id, error: err.message }),
+        (body) => worker.send({ type: SCRAPED, id: msg.id, body, contentType: this.registry.contentType }, ignoreClosed),
+        (err: Error) => worker.send({ type: SCRAPED, id: msg.id, error: err.message }, ignoreClosed),
       );
     } else if (msg.type === COLLECTED) {
       const p = this.pending.get(msg.id);
@@ -142,7 +152,8 @@ class ClusterMetrics {
           resolve();
         },
       });
-      for (const w of workers) w.send({ type: COLLECT, id });
+      // a worker that went away meanwhile is forgotten on its 'disconnect' (see runPrimary)
+      for (const w of workers) w.send({ type: COLLECT, id }, ignoreClosed);
     });
     return AggregatorRegistry.aggregate(got).metrics();
   }
