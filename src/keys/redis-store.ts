@@ -4,8 +4,8 @@
 // milliseconds, and a reconnect drops it too (messages sent while away are lost).
 
 import { randomUUID } from 'node:crypto';
-import { ConflictError } from '../errors.js';
 import { Cluster } from 'ioredis';
+import { ConflictError } from '../errors.js';
 import { createRedis, type RedisClient, type RedisSettings } from '../redis.js';
 import type { StoredKey } from './model.js';
 import type { AuditQuery, AuditRecord, AuditStore, KeyPatch, KeyStore, UsageDelta } from './store.js';
@@ -81,6 +81,8 @@ export class RedisKeyStore implements KeyStore, AuditStore {
   private readonly sub: RedisClient;
   private readonly k: { names: string; digests: string; keys: string; audit: string; changes: string; usage: (id: string) => string };
   private mark = 0;
+  /** settles once the latest SUBSCRIBE was answered (or failed, which onError reported) */
+  private subscribed: Promise<void> = Promise.resolve();
 
   constructor(url: string, opts: RedisKeyStoreOptions = {}) {
     // A hash tag: every key of the store lands in one Redis Cluster slot, as its Lua scripts need.
@@ -124,9 +126,6 @@ export class RedisKeyStore implements KeyStore, AuditStore {
       if (!(this.sub instanceof Cluster)) subscribe();
     });
   }
-
-  /** settles once the latest SUBSCRIBE was answered (or failed, which onError reported) */
-  private subscribed: Promise<void> = Promise.resolve();
 
   /** Resolves once both connections are ready (or rejects after `ms`). */
   async ready(ms = 5000): Promise<void> {
