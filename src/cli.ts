@@ -14,7 +14,7 @@ import { normaliseTarget } from './routes/path.js';
 import { RouteTable } from './routes/table.js';
 import { Gateway } from './server.js';
 import { clusterMetricsSource, reportListening, runPrimary, workerCount } from './cluster.js';
-import { createLogger } from './log.js';
+import { createLogger, reopenLogFile } from './log.js';
 import { VERSION } from './version.js';
 
 const HELP = `keygate: an API-key gateway in front of Dagu and Dagen servers
@@ -349,8 +349,12 @@ async function serveCommand(v: Values, read: () => GatewayConfig, onStarted?: (g
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
-    // Without a handler Node would exit on SIGHUP; here it means "reload the configuration".
-    process.on('SIGHUP', () => reloadFromFile());
+    // Without a handler Node would exit on SIGHUP; here it means "reopen the log file (after
+    // logrotate) and reload the configuration".
+    process.on('SIGHUP', () => {
+      reopenLogFile(gw.logger);
+      reloadFromFile();
+    });
     // With reload.watch the file's own change does the same (in a cluster, the primary watches).
     if (config.reload.watch && !cluster.isWorker) watchFile(config.file, () => process.kill(process.pid, 'SIGHUP'));
     function reloadFromFile(): void {

@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { RateLimiterClusterMaster } from 'rate-limiter-flexible';
 import { KeygateError } from './errors.js';
-import type { Logger } from './log.js';
+import { reopenLogFile, type Logger } from './log.js';
 
 export function workerCount(workers: number | 'auto'): number {
   return workers === 'auto' ? availableParallelism() : workers;
@@ -204,6 +204,7 @@ export function runPrimary(n: number, logger: Logger): Promise<number> {
       setTimeout(fork, 500).unref();
     });
     process.on('SIGHUP', () => {
+      reopenLogFile(logger);
       logger.info('SIGHUP: every worker reloads the configuration');
       for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
     });

@@ -1,6 +1,6 @@
 // Configuration reload: under continuous load nothing fails; a bad file changes nothing.
 
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { Agent, request } from 'undici';
@@ -129,6 +129,38 @@ t.test('graceful shutdown waits for open streams up to listen.drain_timeout, the
   const closedAfter = performance.now() - started;
   t.ok(closedAfter >= 900 && closedAfter < 3000, `waited for the stream about 1 s, not forever (${Math.round(closedAfter)} ms)`);
   t.ok((await ended) - started < 3500, 'the client saw its stream end');
+});
+
+t.test('SIGHUP also reopens a log file, as logrotate needs', async (t) => {
+  const dir = t.testdir();
+  const echo = await startEchoUpstream({ name: 'up' });
+  t.teardown(() => echo.close());
+  const cfg = join(dir, 'gw.yaml');
+  const log = join(dir, 'logs', 'keygate.log');
+  writeFileSync(cfg, `listen: { host: 127.0.0.1, port: 0 }\nadmin: { enabled: false }\nstore: { keys: "sqlite:./k.db" }\nlog: { destination: ./logs/keygate.log }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes:\n  - { path: /a, upstream: up, auth: none }\n`);
+  const gw = spawnKeygate(t, ['serve', '-c', cfg]);
+  const read = (f: string) => (existsSync(f) ? readFileSync(f, 'utf8') : '');
+  const waitForLine = async (f: string, re: RegExp, count = 1) => {
+    for (let i = 0; i < 200 && (read(f).match(new RegExp(re.source, 'g')) ?? []).length < count; i++) await new Promise((r) => setTimeout(r, 50));
+    return (read(f).match(new RegExp(re.source, 'g')) ?? []).length >= count;
+  };
+  t.ok(await waitForLine(log, /keygate listening/), `started, logging to the file ${gw.output()}`);
+  const url = /"url":"(http:\/\/[^"]+)"/.exec(read(log))![1];
+  const hit = async () => {
+    const r = await request(`${url}/a`);
+    await r.body.dump();
+    return r.statusCode;
+  };
+  t.equal(await hit(), 200);
+  t.ok(await waitForLine(log, /"msg":"request"/), 'the request is in the log');
+  renameSync(log, `${log}.1`); // what logrotate does
+  gw.child.kill('SIGHUP');
+  t.ok(await waitForLine(log, /configuration reloaded/), 'a new file at the configured path, written after SIGHUP');
+  t.equal(await hit(), 200);
+  t.ok(await waitForLine(log, /"msg":"request"/), 'requests after the SIGHUP go to the new file');
+  t.equal((read(`${log}.1`).match(/"msg":"request"/g) ?? []).length, 1, 'the rotated file kept the one before');
+  gw.child.kill('SIGTERM');
+  t.equal(await gw.exited, 0);
 });
 
 t.test('reload.watch: a change of the file reloads it, a bad change is refused', async (t) => {
