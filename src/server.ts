@@ -111,6 +111,8 @@ export class Gateway {
   private readonly now: () => number;
   private readonly ownsKeys: boolean;
   private closing: Promise<void> | undefined;
+  /** set when shutdown begins: /readyz says 503 and responses ask clients to reconnect elsewhere */
+  private draining = false;
 
   private constructor(opts: GatewayOptions) {
     this.config = opts.config;
@@ -181,7 +183,7 @@ export class Gateway {
       });
       await gw.admin?.listen(opts.adminPort ?? opts.config.admin.port, opts.config.admin.host);
     } catch (err) {
-      await gw.close(0);
+      await gw.close(0, 0);
       throw err;
     }
     gw.usage.start();
@@ -241,6 +243,7 @@ export class Gateway {
    */
   async readiness(): Promise<{ ready: boolean; checks: Record<string, string> }> {
     const checks: Record<string, string> = { config: 'ok' };
+    if (this.draining) checks.shutdown = 'draining: the gateway is shutting down';
     try {
       await withTimeout(this.keys.store.count(), 1000);
       checks.key_store = 'ok';
@@ -291,6 +294,9 @@ export class Gateway {
   // ------------------------------------------------------------------ HTTP
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    // shutting down: finish this request, then close the connection so the client's next one
+    // goes (through the load balancer) to an instance that stays
+    if (this.draining) res.setHeader('connection', 'close');
     if (req.url!.startsWith(this.config.listen.health_prefix)) {
       this.serveHealth(req, res, req.url!.slice(this.config.listen.health_prefix.length));
       return;
@@ -534,9 +540,18 @@ export class Gateway {
 
   // ------------------------------------------------------------------ lifecycle
 
-  /** Stop accepting, let in-flight requests finish (up to listen.drain_timeout), flush usage, close stores. */
-  close(drainMs = this.config.listen.drain_timeout * 1000): Promise<void> {
+  /**
+   * Answer /readyz with 503 and keep serving for listen.shutdown_delay (load balancers notice),
+   * then stop accepting, let in-flight requests finish (up to listen.drain_timeout), flush usage,
+   * close stores.
+   */
+  close(drainMs = this.config.listen.drain_timeout * 1000, delayMs = this.config.listen.shutdown_delay * 1000): Promise<void> {
     this.closing ??= (async () => {
+      this.draining = true;
+      if (delayMs > 0) {
+        this.logger.info({ shutdown_delay_s: delayMs / 1000 }, 'shutting down: readyz answers 503; still accepting requests until the delay ends');
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+      }
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeIdleConnections();
       // Upgraded (WebSocket) sockets are no longer the HTTP server's: drain and, at the deadline, close them too.

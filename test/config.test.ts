@@ -35,7 +35,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
   const src = (f: string, line: number, col: number) => `${shown(path.join(FIXTURES, f))}:${line}:${col}`;
   t.strictSame(cfg, {
     file,
-    listen: { host: '127.0.0.1', port: 9090, trust_forwarded: true, drain_timeout: 10, health_prefix: '/_keygate/', public_url: 'https://gw.example.com' },
+    listen: { host: '127.0.0.1', port: 9090, trust_forwarded: true, drain_timeout: 10, shutdown_delay: 0, health_prefix: '/_keygate/', public_url: 'https://gw.example.com' },
     admin: { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10 },
     workers: 1,
     reload: { watch: false },
@@ -185,7 +185,7 @@ t.test('defaults everywhere; loading twice shares no state', async (t) => {
   const dir = t.testdir({ 'gateway.yaml': UPSTREAM + 'routes:\n  - { path: /a, upstream: dagu }\n' });
   const a = loadConfig(path.join(dir, 'gateway.yaml'), {});
   const b = loadConfig(path.join(dir, 'gateway.yaml'), {});
-  t.strictSame(a.listen, { host: '0.0.0.0', port: 8080, trust_forwarded: false, drain_timeout: 10, health_prefix: '/_keygate/' });
+  t.strictSame(a.listen, { host: '0.0.0.0', port: 8080, trust_forwarded: false, drain_timeout: 10, shutdown_delay: 0, health_prefix: '/_keygate/' });
   t.strictSame(a.admin, { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10 });
   t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' });
   t.strictSame(a.keys, { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 } });
@@ -288,7 +288,7 @@ t.test('a __proto__ key is an unknown field, not a prototype', async (t) => {
       line: 2,
       col: 3,
       field: 'listen.__proto__',
-      message: 'unknown field "__proto__"; allowed: host, port, trust_forwarded, drain_timeout, health_prefix, public_url',
+      message: 'unknown field "__proto__"; allowed: host, port, trust_forwarded, drain_timeout, shutdown_delay, health_prefix, public_url',
     },
   ]);
 });
@@ -399,7 +399,7 @@ colour: blue
       line: 3,
       col: 3,
       field: 'listen.prot',
-      message: 'unknown field "prot" (did you mean "port"?); allowed: host, port, trust_forwarded, drain_timeout, health_prefix, public_url',
+      message: 'unknown field "prot" (did you mean "port"?); allowed: host, port, trust_forwarded, drain_timeout, shutdown_delay, health_prefix, public_url',
     },
     {
       // missing required field: at the route's mapping

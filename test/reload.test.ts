@@ -115,6 +115,45 @@ async function startDraining(t: Test) {
   return Gateway.start({ config: loadConfig(join(dir, 'gw.yaml'), {}), port: 0 });
 }
 
+t.test('listen.shutdown_delay: readyz says 503 while requests are still served, then the listener closes', async (t) => {
+  const dir = t.testdir();
+  const echo = await startEchoUpstream({ name: 'up' });
+  t.teardown(() => echo.close());
+  writeFileSync(
+    join(dir, 'gw.yaml'),
+    `listen: { host: 127.0.0.1, port: 0, shutdown_delay: 1 }\nadmin: { port: 0 }\nstore: { keys: "sqlite:./k.db" }\nlog: { level: silent }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes: [{ path: "/**", upstream: up, auth: none }]\n`,
+  );
+  const { Gateway } = await import('../src/server.js');
+  const gw = await Gateway.start({ config: loadConfig(join(dir, 'gw.yaml'), {}), port: 0, adminPort: 0 });
+  const get = async (url: string) => {
+    // a new connection each time: what a load balancer's probe and a new client do
+    const r = await request(url, { headers: { connection: 'close' } });
+    return { status: r.statusCode, headers: r.headers, json: JSON.parse(await r.body.text()) as Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
+  };
+  t.equal((await get(`${gw.url}/_keygate/readyz`)).status, 200, 'ready before');
+  const keepAlive = new Agent({ connections: 1 });
+  t.teardown(() => keepAlive.close());
+  const before = await request(`${gw.url}/x`, { dispatcher: keepAlive });
+  await before.body.dump();
+  t.not(before.headers.connection, 'close', 'a kept-alive connection before the shutdown');
+
+  const started = performance.now();
+  const closed = gw.close();
+  const ready = await get(`${gw.url}/_keygate/readyz`);
+  t.equal(ready.status, 503, 'readyz 503 as soon as the shutdown begins');
+  t.equal(ready.json.checks.shutdown, 'draining: the gateway is shutting down');
+  t.equal((await get(`${gw.adminUrl!}/readyz`)).status, 503, 'on the admin listener too');
+  t.equal((await get(`${gw.url}/x`)).status, 200, 'a new connection is still served during the delay');
+  const during = await request(`${gw.url}/x`, { dispatcher: keepAlive });
+  await during.body.dump();
+  t.equal(during.statusCode, 200);
+  t.equal(during.headers.connection, 'close', 'and a kept-alive client is told to reconnect (elsewhere)');
+  const url = gw.url;
+  await closed;
+  t.ok(performance.now() - started >= 950, 'the listener closed only after the delay');
+  await t.rejects(request(`${url}/x`, { headers: { connection: 'close' } }), 'then new connections are refused');
+});
+
 t.test('graceful shutdown waits for open streams up to listen.drain_timeout, then closes them', async (t) => {
   const gw = await startDraining(t);
   const res = await request(`${gw.url}/_sse?count=0&interval=100`);

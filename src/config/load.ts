@@ -645,7 +645,7 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
   const { listen, admin, keys, log } = raw;
   return {
     file,
-    listen: compact({ host: listen.host, port: listen.port, trust_forwarded: listen.trust_forwarded, drain_timeout: listen.drain_timeout, health_prefix: listen.health_prefix, public_url: listen.public_url }),
+    listen: compact({ host: listen.host, port: listen.port, trust_forwarded: listen.trust_forwarded, drain_timeout: listen.drain_timeout, shutdown_delay: listen.shutdown_delay, health_prefix: listen.health_prefix, public_url: listen.public_url }),
     admin: compact({ host: admin.host, port: admin.port, token: admin.token || undefined, enabled: admin.enabled, max_failed_auth: admin.max_failed_auth }),
     workers: raw.workers === 'auto' ? 'auto' : Number(raw.workers),
     reload: { watch: raw.reload.watch },

@@ -105,6 +105,8 @@ export interface ListenConfig {
   trust_forwarded: boolean;
   /** seconds a graceful shutdown waits for in-flight requests and streams */
   drain_timeout: number;
+  /** seconds of accepting while /readyz says draining, before the drain starts (load balancers catch up) */
+  shutdown_delay: number;
   /** reserved prefix for healthz/readyz on the public listener, e.g. "/_keygate/" */
   health_prefix: string;
   /** public base URL, shown in examples and explain output */
