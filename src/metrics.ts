@@ -12,6 +12,8 @@ export interface MetricSources {
   reloads(): { ok: number; failed: number };
   /** seconds since usage counts last reached the store */
   usageFlushLag(): number;
+  /** client connections open on the public listener, and those of them upgraded to WebSocket */
+  connections(): Promise<{ http: number; websocket: number }>;
 }
 
 const STATUS_CLASS = ['1xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
@@ -88,6 +90,13 @@ export class GatewayMetrics {
     counter('keygate_config_reloads_total', 'Configuration reloads that took effect.', () => sources.reloads().ok);
     counter('keygate_config_reload_failures_total', 'Configuration reloads refused (the old configuration stayed).', () => sources.reloads().failed);
     gauge('keygate_usage_flush_lag_seconds', 'Seconds since usage counts last reached the key store.', () => sources.usageFlushLag());
+    // summed across workers: every worker holds its own connections
+    new Gauge({ name: 'keygate_open_connections', help: 'Client connections open on the public listener, by kind (http, websocket).', labelNames: ['kind'], registers,
+      async collect() {
+        const c = await sources.connections();
+        this.set({ kind: 'http' }, c.http);
+        this.set({ kind: 'websocket' }, c.websocket);
+      } });
   }
 
   /** One finished request. `route` is a configured route name or "-" for none. */

@@ -153,6 +153,9 @@ export class Gateway {
       keyCache: () => this.keys.cacheStats,
       reloads: () => this.reloads,
       usageFlushLag: () => (Date.now() - this.usage.lastFlushMs) / 1000,
+      // the HTTP server still counts the sockets it handed over to WebSocket proxying
+      connections: () =>
+        new Promise((resolve) => this.server.getConnections((err, n) => resolve({ http: err ? 0 : Math.max(0, n - this.upgraded.size), websocket: this.upgraded.size }))),
     });
     this.metrics.configure(opts.config.metrics);
     this.server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => this.onRequest(req, res));

@@ -240,6 +240,8 @@ t.test('graceful shutdown also drains WebSocket connections, closing them at the
     ws.once('error', reject);
   });
   const wsClosed = new Promise<number>((resolve) => ws.once('close', () => resolve(performance.now())));
+  const open = (await gw.metrics.scrape()).body.split('\n').filter((l) => l.startsWith('keygate_open_connections{'));
+  t.strictSame(open, ['keygate_open_connections{kind="http"} 0', 'keygate_open_connections{kind="websocket"} 1'], 'the open WebSocket shows in /metrics');
   const started = performance.now();
   await gw.close();
   const took = performance.now() - started;
