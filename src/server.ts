@@ -1,6 +1,6 @@
 // Composition: one public listener, the admission stages, forwarding, usage and the access log.
 
-import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Admitter, type Admission, type Outcome, type Refusal } from './admission.js';
@@ -11,7 +11,7 @@ import { KeyService } from './keys/service.js';
 import { createLogger, type Logger } from './log.js';
 import { forwardAgentCard, isAgentCardPath } from './proxy/agent-card.js';
 import { forwardHttp, type ForwardResult } from './proxy/forward.js';
-import { upstreamRequestHeaders, type Forwarding, type Identity } from './proxy/headers.js';
+import { assignRequestId, upstreamRequestHeaders, type Forwarding, type Identity } from './proxy/headers.js';
 import { Upstreams, type Upstream } from './proxy/upstream.js';
 import { WebSocketProxy } from './proxy/websocket.js';
 import { KeyRateLimiter, UNAVAILABLE } from './limits/limiter.js';
@@ -22,6 +22,7 @@ import { RouteTable } from './routes/table.js';
 import { GatewayMetrics } from './metrics.js';
 import { PayloadTooLargeError, readBody } from './body.js';
 import { FORBIDDEN, INVALID_REQUEST, RATE_LIMITED, UNAUTHORIZED, allowCall, parseCall, rpcError, type RpcId } from './jsonrpc/policy.js';
+import { GatewayRequest } from './request.js';
 import { UsageCounter } from './usage/counter.js';
 
 export interface GatewayOptions {
@@ -158,8 +159,8 @@ export class Gateway {
         new Promise((resolve) => this.server.getConnections((err, n) => resolve({ http: err ? 0 : Math.max(0, n - this.upgraded.size), websocket: this.upgraded.size }))),
     });
     this.metrics.configure(opts.config.metrics);
-    this.server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => this.onRequest(req, res));
-    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
+    this.server = createServer({ keepAliveTimeout: 5_000, IncomingMessage: GatewayRequest }, (req, res) => this.onRequest(req, res));
+    this.server.on('upgrade', (req: GatewayRequest, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
     this.server.on('clientError', (_err: Error, socket: Duplex) => {
       if (socket.writable && !(socket as { _httpMessage?: unknown })._httpMessage) {
         const body = JSON.stringify({ code: 'bad_request', message: 'malformed HTTP request' });
@@ -258,7 +259,7 @@ export class Gateway {
   }
 
   /** `<prefix>healthz` (alive) and `<prefix>readyz` (ready to serve), on the public listener. */
-  private serveHealth(req: IncomingMessage, res: ServerResponse, what: string): void {
+  private serveHealth(req: GatewayRequest, res: ServerResponse, what: string): void {
     req.resume();
     const path = what.split('?', 1)[0];
     if ((req.method !== 'GET' && req.method !== 'HEAD') || (path !== 'healthz' && path !== 'readyz')) {
@@ -296,7 +297,7 @@ export class Gateway {
 
   // ------------------------------------------------------------------ HTTP
 
-  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+  private onRequest(req: GatewayRequest, res: ServerResponse): void {
     // shutting down: finish this request, then close the connection so the client's next one
     // goes (through the load balancer) to an instance that stays
     if (this.draining) res.setHeader('connection', 'close');
@@ -305,6 +306,7 @@ export class Gateway {
       return;
     }
     const started = performance.now();
+    res.setHeader('x-request-id', assignRequestId(req.headers));
     let outcome: Outcome | Promise<Outcome>;
     try {
       outcome = this.admitter.admit(req.method!, req.url!, req.headers);
@@ -320,7 +322,7 @@ export class Gateway {
     } else this.apply(req, res, outcome, started);
   }
 
-  private apply(req: IncomingMessage, res: ServerResponse, o: Outcome, started: number): void {
+  private apply(req: GatewayRequest, res: ServerResponse, o: Outcome, started: number): void {
     // JSON-RPC routes read the call first: the method policy needs it, and every refusal
     // (authentication ones too) answers in JSON-RPC with the request's id.
     if (o.route?.config.jsonrpc !== undefined) {
@@ -335,14 +337,14 @@ export class Gateway {
   }
 
   /** Send a refusal: Keygate's JSON error, or a JSON-RPC error when the request was a call. */
-  private refuse(req: IncomingMessage, res: ServerResponse, r: Refusal, started: number, rpcId?: RpcId): void {
+  private refuse(req: GatewayRequest, res: ServerResponse, r: Refusal, started: number, rpcId?: RpcId): void {
     if (rpcId === undefined) sendError(res, r.status, r.code, r.message, r.headers);
     else sendRpcError(res, r.status, rpcId, r.message, r.headers, r.rpcCode);
     req.resume(); // discard an unread body so the connection can be reused
     this.access(req, r, r.status, started, -1);
   }
 
-  private applyRpc(req: IncomingMessage, res: ServerResponse, o: Outcome, started: number): void {
+  private applyRpc(req: GatewayRequest, res: ServerResponse, o: Outcome, started: number): void {
     const policy = o.route!.config.jsonrpc!;
     if (req.method !== 'POST') {
       // GET opens an MCP event stream, DELETE ends a session: no call to check.
@@ -377,7 +379,7 @@ export class Gateway {
   }
 
   /** Stage 7, the key's rate limit (after authorisation, before the upstream sees anything), then forward. */
-  private limitThenForward(req: IncomingMessage, res: ServerResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
+  private limitThenForward(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
     if (o.access === undefined) {
       this.forward(req, res, o, started, body);
       return;
@@ -410,7 +412,7 @@ export class Gateway {
     };
   }
 
-  private forward(req: IncomingMessage, res: ServerResponse, o: Admission, started: number, body?: Buffer): void {
+  private forward(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer): void {
     const { upstream, headers } = this.prepareForward(req, o);
     if (o.route.config.surface === 'a2a' && req.method === 'GET' && isAgentCardPath(o.path)) {
       forwardAgentCard(res, req, upstream, o.upstreamTarget, headers, sendError, (r) => this.access(req, o, r.status, started, r.upstreamMs, r.error?.code));
@@ -427,7 +429,7 @@ export class Gateway {
   }
 
   /** Count the use and build what the upstream receives; shared by HTTP and WebSocket. */
-  private prepareForward(req: IncomingMessage, o: Admission): { upstream: Upstream; headers: Record<string, string | string[]> } {
+  private prepareForward(req: GatewayRequest, o: Admission): { upstream: Upstream; headers: Record<string, string | string[]> } {
     const upstream = o.remoteNode !== undefined ? this.remoteNodes.get(o.remoteNode) : this.upstreams.get(o.route.upstream.name);
     if (o.access) this.usage.record(o.access.key.id, this.now());
     const headers = upstreamRequestHeaders(
@@ -453,16 +455,16 @@ export class Gateway {
     };
   }
 
-  private forwarding(req: IncomingMessage): Forwarding {
+  private forwarding(req: GatewayRequest): Forwarding {
     return {
-      remoteAddress: req.socket.remoteAddress ?? '',
+      remoteAddress: req.remoteAddress,
       proto: (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
       host: req.headers.host,
       trustForwarded: this.config.listen.trust_forwarded,
     };
   }
 
-  private internalError(req: IncomingMessage, res: ServerResponse, started: number, err: unknown): void {
+  private internalError(req: GatewayRequest, res: ServerResponse, started: number, err: unknown): void {
     this.logger.error({ err, method: req.method }, 'request failed inside the gateway');
     const refusal: Refusal = { forward: false, status: 503, code: 'unavailable', message: 'the gateway could not check this request (key store unavailable)' };
     if (!res.headersSent) sendError(res, refusal.status, refusal.code, refusal.message);
@@ -473,7 +475,7 @@ export class Gateway {
    * The end of every request: metrics always, one access-log line when enabled. Never headers,
    * never the query string: either may carry a secret.
    */
-  private access(req: IncomingMessage, o: Outcome, status: number, started: number, upstreamMs: number, error?: string): void {
+  private access(req: GatewayRequest, o: Outcome, status: number, started: number, upstreamMs: number, error?: string): void {
     const seconds = (performance.now() - started) / 1000;
     const decision = o.forward ? (error ? 'upstream_error' : 'allowed') : refusalDecision(o);
     this.metrics.request(o.route?.config.name ?? '-', status, decision, seconds);
@@ -482,6 +484,8 @@ export class Gateway {
     if (key !== undefined) this.metrics.keyRequest(key.id, key.name, decision);
     if (!this.config.log.access_log) return;
     this.logger.info({
+      request_id: req.headers['x-request-id'],
+      remote_address: req.remoteAddress,
       method: req.method,
       path: o.path,
       route: o.route?.config.name,
@@ -498,11 +502,12 @@ export class Gateway {
 
   // ------------------------------------------------------------------ WebSocket
 
-  private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  private onUpgrade(req: GatewayRequest, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     this.upgraded.add(socket);
     socket.once('close', () => this.upgraded.delete(socket));
     const started = performance.now();
+    assignRequestId(req.headers);
     const apply = (o: Outcome): void => {
       if (!o.forward) {
         refuseUpgrade(socket, o.status, o.code, o.message, o.headers);

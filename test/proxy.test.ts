@@ -266,6 +266,35 @@ t.test('WebSocket upgrades are authorised and proxied', async (t) => {
   t.equal(status, 401, 'upgrade without a key refused with 401');
 });
 
+t.test('X-Request-Id: kept or made, sent upstream, returned, logged with the client address', async (t) => {
+  const { secret } = await s.key({ name: 'reqid', role: 'viewer' });
+  const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+  const logged = (id: string) => s.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === 'request' && l.request_id === id);
+
+  const made = await get('/api/v1/dags', { 'x-api-key': secret });
+  const id = String(made.headers['x-request-id']);
+  t.match(id, UUID, 'none sent: the gateway makes one and returns it');
+  t.equal((made.json.headers as Record<string, string>)['x-request-id'], id, 'the upstream received the same id');
+  const line = logged(id);
+  t.equal(line.length, 1, 'one access-log line with it');
+  t.equal(line[0]?.remote_address, '127.0.0.1', 'and the client address');
+
+  const kept = await get('/api/v1/dags', { 'x-api-key': secret, 'x-request-id': 'ci-run-42/step:7' });
+  t.equal(kept.headers['x-request-id'], 'ci-run-42/step:7', "a client's id is kept");
+  t.equal((kept.json.headers as Record<string, string>)['x-request-id'], 'ci-run-42/step:7', 'and sent upstream');
+
+  for (const bad of ['has space', 'x'.repeat(129), '']) {
+    const r = await get('/api/v1/dags', { 'x-api-key': secret, 'x-request-id': bad });
+    t.match(String(r.headers['x-request-id']), UUID, `an unusable id (${JSON.stringify(bad.slice(0, 12))}…) is replaced`);
+    t.equal((r.json.headers as Record<string, string>)['x-request-id'], r.headers['x-request-id'], 'upstream gets the replacement');
+  }
+
+  const refused = await get('/api/v1/dags', { 'x-api-key': 'dg_nope' });
+  t.equal(refused.status, 401);
+  t.match(String(refused.headers['x-request-id']), UUID, 'refusals carry one too');
+  t.equal(logged(String(refused.headers['x-request-id'])).length, 1, 'and are logged with it');
+});
+
 t.test('usage is counted per allowed request and flushed on close; logs never hold a secret', async (t) => {
   const dir = t.testdir();
   const s2 = await startStack(dir);

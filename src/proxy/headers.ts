@@ -1,5 +1,6 @@
 // Which headers cross the gateway, in each direction.
 
+import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 
 // Never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1, and those undici refuses),
@@ -31,7 +32,32 @@ const DROP_REQUEST = new Set([
 ]);
 const IDENTITY_PREFIX = 'x-keygate-';
 
-const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
+// x-request-id: the client sees the id the gateway logged and sent upstream (set by the gateway)
+const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'x-request-id']);
+
+/** Longest client-sent X-Request-Id kept; a longer or odd one is replaced by a fresh id. */
+const MAX_REQUEST_ID = 128;
+
+/**
+ * The request's correlation id: the client's X-Request-Id when it is 1–128 visible ASCII
+ * characters, else a new UUID. Written back into `headers`, so it is what goes upstream and what
+ * the access log shows; the response carries it too.
+ */
+export function assignRequestId(headers: IncomingHttpHeaders): string {
+  const v = headers['x-request-id'];
+  if (typeof v === 'string' && v.length > 0 && v.length <= MAX_REQUEST_ID && visibleAscii(v)) return v;
+  const id = randomUUID();
+  headers['x-request-id'] = id;
+  return id;
+}
+
+function visibleAscii(v: string): boolean {
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c <= 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
 
 /** Identity of the calling key, as the upstream receives it (documented in README). */
 export interface Identity {
