@@ -486,6 +486,8 @@ export class Gateway {
     this.logger.info({
       request_id: req.headers['x-request-id'],
       remote_address: req.remoteAddress,
+      // behind a trusted proxy, the chain it reports (the client first)
+      forwarded_for: this.config.listen.trust_forwarded ? req.headers['x-forwarded-for'] : undefined,
       method: req.method,
       path: o.path,
       route: o.route?.config.name,

@@ -52,6 +52,8 @@ export interface StackOptions {
   redis?: Record<string, unknown>;
   /** admin.token (the admin listener runs on a free port either way) */
   adminToken?: string;
+  /** listen.trust_forwarded */
+  trustForwarded?: boolean;
   /** admin.max_failed_auth (default: the gateway's default) */
   maxFailedAuth?: number;
   /** more top-level YAML, e.g. a keys: section */
@@ -66,7 +68,7 @@ export async function startStack(dir: string, opts: StackOptions = {}): Promise<
   const file = join(dir, 'gateway.yaml');
   writeFileSync(
     file,
-    `listen: { host: 127.0.0.1, port: 8080 }
+    `listen: { host: 127.0.0.1, port: 8080${opts.trustForwarded ? ', trust_forwarded: true' : ''} }
 admin: { host: 127.0.0.1${opts.adminToken === undefined ? '' : `, token: "${opts.adminToken}"`}${opts.maxFailedAuth === undefined ? '' : `, max_failed_auth: ${opts.maxFailedAuth}`} }
 ${opts.yaml ?? ''}
 store: { keys: "${opts.keys ?? 'sqlite:./keys.db'}", rate_limits: "${opts.rateLimits ?? 'memory'}", rate_limits_fallback: ${opts.rateLimitsFallback ?? 'memory'}${opts.redis ? `, redis: ${JSON.stringify(opts.redis)}` : ''} }

@@ -293,6 +293,16 @@ t.test('X-Request-Id: kept or made, sent upstream, returned, logged with the cli
   t.equal(refused.status, 401);
   t.match(String(refused.headers['x-request-id']), UUID, 'refusals carry one too');
   t.equal(logged(String(refused.headers['x-request-id'])).length, 1, 'and are logged with it');
+
+  const spoofed = await get('/api/v1/dags', { 'x-api-key': secret, 'x-forwarded-for': '203.0.113.9' });
+  t.equal(logged(String(spoofed.headers['x-request-id']))[0]?.forwarded_for, undefined, "a client's X-Forwarded-For is not logged unless trusted");
+  const behind = await startStack(t.testdir(), { trustForwarded: true });
+  t.teardown(() => behind.close());
+  const k = await behind.key({ name: 'behind', role: 'viewer' });
+  const r = await request(`${behind.url}/api/v1/dags`, { headers: { 'x-api-key': k.secret, 'x-forwarded-for': '203.0.113.9, 10.0.0.2' } });
+  await r.body.dump();
+  const entry = behind.logs.map((l) => JSON.parse(l)).find((l) => l.msg === 'request' && l.request_id === r.headers['x-request-id']);
+  t.equal(entry?.forwarded_for, '203.0.113.9, 10.0.0.2', 'with listen.trust_forwarded the proxy chain is logged');
 });
 
 t.test('usage is counted per allowed request and flushed on close; logs never hold a secret', async (t) => {
