@@ -112,6 +112,7 @@ export class Gateway {
   private readonly now: () => number;
   private readonly ownsKeys: boolean;
   private closing: Promise<void> | undefined;
+  private auditTimer: NodeJS.Timeout | undefined;
   /** set when shutdown begins: /readyz says 503 and responses ask clients to reconnect elsewhere */
   private draining = false;
 
@@ -191,7 +192,19 @@ export class Gateway {
       throw err;
     }
     gw.usage.start();
+    gw.pruneAudit();
+    gw.auditTimer = setInterval(() => gw.pruneAudit(), 3_600_000).unref();
     return gw;
+  }
+
+  /** keys.audit_retention_days: drop older audit records (at start, then hourly; a no-op without it). */
+  private pruneAudit(): void {
+    this.keys.pruneAudit().then(
+      (removed) => {
+        if (removed > 0) this.logger.info({ removed, audit_retention_days: this.config.keys.audit_retention_days }, 'audit records past their retention removed');
+      },
+      (err: Error) => this.logger.warn({ err: err.message }, 'removing old audit records failed; trying again in an hour'),
+    );
   }
 
   /** Prometheus metrics; rendered by the admin listener at /metrics. */
@@ -558,6 +571,7 @@ export class Gateway {
   close(drainMs = this.config.listen.drain_timeout * 1000, delayMs = this.config.listen.shutdown_delay * 1000): Promise<void> {
     this.closing ??= (async () => {
       this.draining = true;
+      clearInterval(this.auditTimer);
       if (delayMs > 0) {
         this.logger.info({ shutdown_delay_s: delayMs / 1000 }, 'shutting down: readyz answers 503; still accepting requests until the delay ends');
         await new Promise((resolve) => setTimeout(resolve, delayMs));

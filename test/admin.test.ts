@@ -97,6 +97,27 @@ t.test('the admin API is on its own listener; the public one never serves it', a
   }
 });
 
+t.test('keys.audit_retention_days: older audit records go when the gateway starts', async (t) => {
+  const dir = t.testdir();
+  const { SqliteKeyStore } = await import('../src/keys/sqlite-store.js');
+  const store = new SqliteKeyStore(join(dir, 'keys.db'));
+  const day = 86_400_000;
+  for (const [id, age] of [['old', 40], ['edge', 29], ['new', 1]] as const) {
+    await store.appendAudit({ id, at: new Date(Date.now() - age * day).toISOString(), actor: 'test', action: 'update', key_id: 'k', key_name: 'k', remote_address: null, details: {} });
+  }
+  await store.close();
+  const kept = await startStack(dir, { adminToken: TOKEN, maxFailedAuth: 0, yaml: 'keys: { audit_retention_days: 30 }\n' });
+  t.teardown(() => kept.close());
+  let ids: string[] = [];
+  for (let i = 0; i < 50; i++) {
+    ids = (await http(`${kept.gateway.adminUrl}/api/audit`, 'GET')).json.records.map((r: { id: string }) => r.id);
+    if (!ids.includes('old')) break;
+    await sleep(20);
+  }
+  t.same(ids, ['new', 'edge'], 'the 40-day-old record is gone, the 29-day-old one stays');
+  t.ok(kept.logs.some((l) => /audit records past their retention removed/.test(l) && /"removed":1/.test(l)), 'and the removal is logged');
+});
+
 t.test('every admin route refuses a request without a valid admin credential', async (t) => {
   const viewer = await s.key({ name: 'auth-viewer', role: 'viewer' });
   for (const route of s.gateway.admin!.router.routes()) {

@@ -81,6 +81,9 @@ async function contractOn(t: Tap, open: () => Promise<Store>): Promise<void> {
     t.same((await store.listAudit({ limit: 10 })).map((r) => r.id), ['r2', 'r1', 'r0'], 'audit newest first');
     t.same((await store.listAudit({ limit: 1 })).map((r) => r.id), ['r2']);
     t.same((await store.listAudit({ limit: 10, key_id: b.id })).map((r) => r.details), [{ n: 1 }]);
+    t.equal(await store.pruneAudit('2026-01-02T00:00:00.000Z'), 1, 'prune: the one record before the cutoff');
+    t.same((await store.listAudit({ limit: 10 })).map((r) => r.id), ['r2', 'r1'], 'the newer ones stay');
+    t.equal(await store.pruneAudit('2026-01-02T00:00:00.000Z'), 0, 'pruning again removes nothing');
   }
 }
 

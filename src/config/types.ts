@@ -143,6 +143,8 @@ export interface KeysConfig {
   prefix: string;
   rate_limit: { default: number; min: number; max: number };
   max_keys?: number;
+  /** days audit records are kept; absent = forever */
+  audit_retention_days?: number;
   /** keys declared in the YAML; absent when none are */
   declared?: DeclaredKeyConfig[];
 }

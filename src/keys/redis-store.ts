@@ -61,11 +61,23 @@ local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
 if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[1], 'last', ARGV[2]) end
 return 1`;
 
+// KEYS[1]: audit list (newest first). ARGV: cutoff (ISO 8601). Pops from the old end while older.
+const AUDIT_PRUNE = `
+local n = 0
+while n < 100000 do
+  local last = redis.call('LINDEX', KEYS[1], -1)
+  if not last or cjson.decode(last).at >= ARGV[1] then break end
+  redis.call('RPOP', KEYS[1])
+  n = n + 1
+end
+return n`;
+
 interface Scripts {
   kgInsert(names: string, digests: string, keys: string, ...argv: string[]): Promise<string>;
   kgReplace(names: string, digests: string, keys: string, ...argv: (string | number)[]): Promise<string>;
   kgDelete(names: string, digests: string, keys: string, usage: string, id: string): Promise<number>;
   kgUsage(usage: string, count: number, lastMs: number): Promise<number>;
+  kgAuditPrune(audit: string, before: string): Promise<number>;
 }
 
 export interface RedisKeyStoreOptions {
@@ -117,6 +129,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     this.redis.defineCommand('kgReplace', { numberOfKeys: 3, lua: REPLACE });
     this.redis.defineCommand('kgDelete', { numberOfKeys: 4, lua: DELETE });
     this.redis.defineCommand('kgUsage', { numberOfKeys: 1, lua: USAGE });
+    this.redis.defineCommand('kgAuditPrune', { numberOfKeys: 1, lua: AUDIT_PRUNE });
     // Any change anywhere, and any (re)connect of the subscriber, makes cached keys stale.
     this.sub.on('message', () => this.mark++);
     const subscribe = () => (this.subscribed = this.sub.subscribe(this.k.changes).then(() => undefined, onError));
@@ -247,6 +260,10 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     const raw = await this.redis.lrange(this.k.audit, 0, q.key_id === undefined ? q.limit - 1 : -1);
     const records = raw.map((j) => JSON.parse(j) as AuditRecord);
     return (q.key_id === undefined ? records : records.filter((r) => r.key_id === q.key_id)).slice(0, q.limit);
+  }
+
+  async pruneAudit(before: string): Promise<number> {
+    return this.redis.kgAuditPrune(this.k.audit, before);
   }
 
   changeMark(): number {

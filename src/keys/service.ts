@@ -584,6 +584,13 @@ export class KeyService {
     await this.audit.store?.appendAudit(record);
   }
 
+  /** Remove audit records older than keys.audit_retention_days (none without it); resolves with how many. */
+  async pruneAudit(): Promise<number> {
+    const days = this.config.audit_retention_days;
+    if (days === undefined || !this.audit.store) return 0;
+    return this.audit.store.pruneAudit(new Date(this.now() - days * 86_400_000).toISOString());
+  }
+
   /** Audit records, newest first (the audit store's own; empty when the service has none). */
   async auditTrail(query: { limit: number; keyId?: string }): Promise<AuditRecord[]> {
     if (!this.audit.store) return [];

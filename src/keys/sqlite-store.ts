@@ -203,6 +203,8 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
         'INSERT INTO audit (id, at, actor, action, key_id, key_name, remote_address, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
       ),
       auditAll: this.db.prepare<[number], AuditRow>('SELECT * FROM audit ORDER BY seq DESC LIMIT ?'),
+      // `at` is ISO 8601 in UTC, so text order is time order
+      auditPrune: this.db.prepare<[string]>('DELETE FROM audit WHERE at < ?'),
       auditByKey: this.db.prepare<[string, number], AuditRow>('SELECT * FROM audit WHERE key_id = ? ORDER BY seq DESC LIMIT ?'),
       list: this.db.prepare<[], Row>('SELECT * FROM api_keys ORDER BY created_at, name'),
       count: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM api_keys'),
@@ -298,6 +300,10 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
   async listAudit(q: AuditQuery): Promise<AuditRecord[]> {
     const rows = q.key_id === undefined ? this.stmts.auditAll.all(q.limit) : this.stmts.auditByKey.all(q.key_id, q.limit);
     return rows.map(fromAuditRow);
+  }
+
+  async pruneAudit(before: string): Promise<number> {
+    return this.stmts.auditPrune.run(before).changes;
   }
 
   changeMark(): number {

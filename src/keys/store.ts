@@ -91,4 +91,6 @@ export interface AuditStore {
   appendAudit(record: AuditRecord): Promise<void>;
   /** newest first */
   listAudit(query: AuditQuery): Promise<AuditRecord[]>;
+  /** Remove the records older than `before` (ISO 8601); resolves with how many went. */
+  pruneAudit(before: string): Promise<number>;
 }
