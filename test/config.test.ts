@@ -704,6 +704,19 @@ routes:
   );
 });
 
+t.test('workers cannot share an in-memory key store', async (t) => {
+  const dir = t.testdir({
+    'shared.yaml': `workers: 2\nstore:\n  keys: "sqlite::memory:"\n${UPSTREAM}`,
+    'auto.yaml': `workers: auto\nstore: { keys: "sqlite::memory:" }\n${UPSTREAM}`,
+    'one.yaml': `workers: 1\nstore: { keys: "sqlite::memory:" }\n${UPSTREAM}`,
+  });
+  t.strictSame(issuesOf(path.join(dir, 'shared.yaml')).map((i) => `${i.line}:${i.col} ${i.field}: ${i.message}`), [
+    '3:9 store.keys: an in-memory key store cannot be shared by workers (workers: 2): use sqlite:<file> or redis://',
+  ]);
+  t.match(issuesOf(path.join(dir, 'auto.yaml'))[0]?.message, /workers: auto/);
+  t.equal(loadConfig(path.join(dir, 'one.yaml'), {}).store.keys, 'sqlite::memory:', 'one process may use it');
+});
+
 t.test('include with set: fields replaced on every included route, nested ones too; errors at the set', async (t) => {
   const dir = t.testdir({
     'gateway.yaml': `upstreams:

@@ -517,6 +517,10 @@ function checkSemantics(cfg: RawConfig, rep: Reporter): void {
   });
   checkRateLimit(cfg.keys.rate_limit, rep);
   checkRedis(cfg.store, rep);
+  // each worker would open its own empty in-memory database: keys made through one would not exist in the others
+  if (cfg.store.keys === 'sqlite::memory:' && String(cfg.workers) !== '1') {
+    rep.error('/store/keys', `an in-memory key store cannot be shared by workers (workers: ${cfg.workers}): use sqlite:<file> or redis://`);
+  }
   checkDeclaredKeys(cfg.keys.declared ?? [], rep);
   const known = cfg.upstreams.map((u) => u.name);
   cfg.routes.forEach((r, i) => checkRoute(r, `/routes/${i}`, known, rep));
