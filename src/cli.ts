@@ -249,7 +249,7 @@ function checkCommand(v: Values): number {
   }
   const lines = [
     `${config.file}: OK`,
-    `  listen:       ${config.listen.host}:${config.listen.port}`,
+    `  listen:       ${config.listen.host}:${config.listen.port}${config.listen.tls ? ` (HTTPS, certificate ${config.listen.tls.cert_file})` : ''}`,
     `  admin:        ${config.admin.enabled ? `${config.admin.host}:${config.admin.port} (${config.admin.token ? 'token set' : 'no token: admin keys only'})` : 'disabled'}`,
     `  key store:    ${config.store.keys}`,
     `  rate limits:  ${config.store.rate_limits}`,

@@ -1,6 +1,7 @@
 // Composition: one public listener, the admission stages, forwarding, usage and the access log.
 
 import { createServer, STATUS_CODES, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Admitter, type Admission, type Outcome, type Refusal } from './admission.js';
@@ -23,6 +24,7 @@ import { GatewayMetrics } from './metrics.js';
 import { PayloadTooLargeError, readBody } from './body.js';
 import { FORBIDDEN, INVALID_REQUEST, RATE_LIMITED, UNAUTHORIZED, allowCall, parseCall, rpcError, type RpcId } from './jsonrpc/policy.js';
 import { GatewayRequest } from './request.js';
+import { loadTls } from './tls.js';
 import { UsageCounter } from './usage/counter.js';
 
 export interface GatewayOptions {
@@ -160,7 +162,10 @@ export class Gateway {
         new Promise((resolve) => this.server.getConnections((err, n) => resolve({ http: err ? 0 : Math.max(0, n - this.upgraded.size), websocket: this.upgraded.size }))),
     });
     this.metrics.configure(opts.config.metrics);
-    this.server = createServer({ keepAliveTimeout: 5_000, IncomingMessage: GatewayRequest }, (req, res) => this.onRequest(req, res));
+    const serverOptions = { keepAliveTimeout: 5_000, IncomingMessage: GatewayRequest };
+    const onRequest = (req: GatewayRequest, res: ServerResponse) => this.onRequest(req, res);
+    const tls = opts.config.listen.tls && loadTls(opts.config.listen.tls);
+    this.server = tls ? createHttpsServer({ ...serverOptions, cert: tls.cert, key: tls.key }, onRequest) : createServer(serverOptions, onRequest);
     this.server.on('upgrade', (req: GatewayRequest, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
     this.server.on('clientError', (_err: Error, socket: Duplex) => {
       if (socket.writable && !(socket as { _httpMessage?: unknown })._httpMessage) {
@@ -231,6 +236,18 @@ export class Gateway {
       throw err;
     }
     const restartNeeded = (['listen', 'admin', 'store', 'log'] as const).filter((section) => JSON.stringify(next[section]) !== JSON.stringify(this.config[section]));
+    // the same certificate files, perhaps with new contents (rotation): new connections get them
+    const tlsFiles = this.config.listen.tls;
+    if (tlsFiles && !restartNeeded.includes('listen')) {
+      let tls;
+      try {
+        tls = loadTls(tlsFiles);
+      } catch (err) {
+        this.reloads.failed++;
+        throw err;
+      }
+      (this.server as HttpsServer).setSecureContext({ cert: tls.cert, key: tls.key });
+    }
     const old = { upstreams: this.upstreams, remoteNodes: this.remoteNodes };
     // the swap: plain assignments, no await in between
     this.routes = built.routes;
@@ -300,7 +317,7 @@ export class Gateway {
 
   get url(): string {
     const host = this.config.listen.host === '0.0.0.0' || this.config.listen.host === '::' ? '127.0.0.1' : this.config.listen.host;
-    return `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
+    return `${this.config.listen.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
   }
 
   /** base URL of the admin listener; undefined when it is disabled */

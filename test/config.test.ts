@@ -288,7 +288,7 @@ t.test('a __proto__ key is an unknown field, not a prototype', async (t) => {
       line: 2,
       col: 3,
       field: 'listen.__proto__',
-      message: 'unknown field "__proto__"; allowed: host, port, trust_forwarded, drain_timeout, shutdown_delay, health_prefix, public_url',
+      message: 'unknown field "__proto__"; allowed: host, port, trust_forwarded, drain_timeout, shutdown_delay, health_prefix, public_url, tls',
     },
   ]);
 });
@@ -399,7 +399,7 @@ colour: blue
       line: 3,
       col: 3,
       field: 'listen.prot',
-      message: 'unknown field "prot" (did you mean "port"?); allowed: host, port, trust_forwarded, drain_timeout, shutdown_delay, health_prefix, public_url',
+      message: 'unknown field "prot" (did you mean "port"?); allowed: host, port, trust_forwarded, drain_timeout, shutdown_delay, health_prefix, public_url, tls',
     },
     {
       // missing required field: at the route's mapping

@@ -40,6 +40,7 @@ import type {
   UpstreamConfig,
   WorkspaceSource,
 } from './types.js';
+import { TlsFileError, loadTls, type TlsFiles } from '../tls.js';
 
 /** src/config/load.ts and dist/config/load.js are both two levels below the package root. */
 const SCHEMA_URL = new URL('../../config/gateway.schema.json', import.meta.url);
@@ -71,7 +72,7 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
     rep.suppress(pointer); // the '' left behind must not be reported a second time
   });
   if (validateSchema(root, rep)) {
-    checkSemantics(root, rep);
+    checkSemantics(root, rep, path.dirname(abs));
     if (ctx.issues.length === 0) return deepFreeze(normalise(root, positions, abs, ctx));
   }
   throw ctx.error();
@@ -509,7 +510,8 @@ function editDistance(a: string, b: string): number {
 // ---------------------------------------------------------------------------
 // Semantic checks (only once the schema holds, so the types above are true)
 
-function checkSemantics(cfg: RawConfig, rep: Reporter): void {
+function checkSemantics(cfg: RawConfig, rep: Reporter, dir: string): void {
+  if (cfg.listen.tls) checkTls(resolveTls(cfg.listen.tls, dir), rep);
   checkServers(cfg.upstreams, '/upstreams', 'upstream', rep);
   checkServers(cfg.remote_nodes, '/remote_nodes', 'remote node', rep);
   cfg.remote_nodes.forEach((n, i) => {
@@ -583,6 +585,21 @@ function checkCredentials(s: UpstreamConfig, p: string, kind: string, rep: Repor
 }
 
 /** Sentinel mode needs its sentinels; a cluster has only database 0. */
+/** The certificate and key must be readable and belong together; one about to expire is worth a warning. */
+function checkTls(files: TlsFiles, rep: Reporter): void {
+  let x509;
+  try {
+    x509 = loadTls(files).x509;
+  } catch (err) {
+    if (err instanceof TlsFileError) rep.error(`/listen/tls/${err.field}`, err.message);
+    else throw err;
+    return;
+  }
+  const daysLeft = (Date.parse(x509.validTo) - Date.now()) / 86_400_000;
+  if (daysLeft < 0) rep.warn('/listen/tls/cert_file', `the certificate expired on ${x509.validTo}: clients will refuse it`);
+  else if (daysLeft < 14) rep.warn('/listen/tls/cert_file', `the certificate expires on ${x509.validTo} (in ${Math.floor(daysLeft)} days); replace the files and send SIGHUP`);
+}
+
 function checkRedis(store: RawConfig['store'], rep: Reporter): void {
   const r = store.redis;
   if (r === undefined) return;
@@ -649,7 +666,16 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
   const { listen, admin, keys, log } = raw;
   return {
     file,
-    listen: compact({ host: listen.host, port: listen.port, trust_forwarded: listen.trust_forwarded, drain_timeout: listen.drain_timeout, shutdown_delay: listen.shutdown_delay, health_prefix: listen.health_prefix, public_url: listen.public_url }),
+    listen: compact({
+      host: listen.host,
+      port: listen.port,
+      trust_forwarded: listen.trust_forwarded,
+      drain_timeout: listen.drain_timeout,
+      shutdown_delay: listen.shutdown_delay,
+      health_prefix: listen.health_prefix,
+      public_url: listen.public_url,
+      tls: listen.tls && resolveTls(listen.tls, dir),
+    }),
     admin: compact({ host: admin.host, port: admin.port, token: admin.token || undefined, enabled: admin.enabled, max_failed_auth: admin.max_failed_auth }),
     workers: raw.workers === 'auto' ? 'auto' : Number(raw.workers),
     reload: { watch: raw.reload.watch },
@@ -667,6 +693,11 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
     metrics: { per_key: raw.metrics.per_key, max_keys: raw.metrics.max_keys },
     warnings: ctx.tidyWarnings(),
   };
+}
+
+/** TLS files are relative to the config file. */
+function resolveTls(tls: TlsFiles, dir: string): TlsFiles {
+  return { cert_file: path.resolve(dir, tls.cert_file), key_file: path.resolve(dir, tls.key_file) };
 }
 
 /** Relative sqlite paths are relative to the config file, like includes, not to the cwd. */

@@ -111,6 +111,8 @@ export interface ListenConfig {
   health_prefix: string;
   /** public base URL, shown in examples and explain output */
   public_url?: string;
+  /** serve HTTPS: PEM files (absolute paths once loaded) */
+  tls?: { cert_file: string; key_file: string };
 }
 
 /**
