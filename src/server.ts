@@ -136,6 +136,7 @@ export class Gateway {
           logger: this.logger,
           token: opts.config.admin.token,
           maxFailedAuth: opts.config.admin.max_failed_auth,
+          ...(opts.config.admin.tls ? { tls: loadTls(opts.config.admin.tls) } : {}),
           now: this.now,
           // a getter: the key page sees the configuration a reload made live
           info: { get config() { return gateway.config; }, publicUrl: () => gateway.url },
@@ -237,17 +238,16 @@ export class Gateway {
     }
     const restartNeeded = (['listen', 'admin', 'store', 'log'] as const).filter((section) => JSON.stringify(next[section]) !== JSON.stringify(this.config[section]));
     // the same certificate files, perhaps with new contents (rotation): new connections get them
-    const tlsFiles = this.config.listen.tls;
-    if (tlsFiles && !restartNeeded.includes('listen')) {
-      let tls;
-      try {
-        tls = loadTls(tlsFiles);
-      } catch (err) {
-        this.reloads.failed++;
-        throw err;
-      }
-      (this.server as HttpsServer).setSecureContext({ cert: tls.cert, key: tls.key });
+    let publicTls, adminTls;
+    try {
+      if (this.config.listen.tls && !restartNeeded.includes('listen')) publicTls = loadTls(this.config.listen.tls);
+      if (this.config.admin.tls && !restartNeeded.includes('admin')) adminTls = loadTls(this.config.admin.tls);
+    } catch (err) {
+      this.reloads.failed++;
+      throw err;
     }
+    if (publicTls) (this.server as HttpsServer).setSecureContext({ cert: publicTls.cert, key: publicTls.key });
+    if (adminTls) this.admin?.setCertificate(adminTls);
     const old = { upstreams: this.upstreams, remoteNodes: this.remoteNodes };
     // the swap: plain assignments, no await in between
     this.routes = built.routes;

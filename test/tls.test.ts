@@ -35,7 +35,7 @@ function presented(port: number, ca: Buffer): Promise<string> {
   });
 }
 
-t.test('HTTPS and WSS on the public listener; a reload picks up rotated files', { skip }, async (t) => {
+t.test('HTTPS and WSS on the public listener, HTTPS on the admin one; a reload picks up rotated files', { skip }, async (t) => {
   const dir = t.testdir();
   const a = makeCert(dir, 'a');
   const b = makeCert(dir, 'b');
@@ -45,8 +45,8 @@ t.test('HTTPS and WSS on the public listener; a reload picks up rotated files', 
   writeFileSync(join(dir, 'tls.crt'), readFileSync(a.cert));
   writeFileSync(join(dir, 'tls.key'), readFileSync(a.key));
   const cfg = join(dir, 'gw.yaml');
-  writeFileSync(cfg, `listen: { host: 127.0.0.1, port: 0, tls: { cert_file: tls.crt, key_file: tls.key } }\nadmin: { enabled: false }\nstore: { keys: "sqlite:./k.db" }\nlog: { level: silent }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes: [{ path: "/**", upstream: up, auth: none }]\n`);
-  const gw = await Gateway.start({ config: loadConfig(cfg, {}), port: 0 });
+  writeFileSync(cfg, `listen: { host: 127.0.0.1, port: 0, tls: { cert_file: tls.crt, key_file: tls.key } }\nadmin: { port: 0, tls: { cert_file: tls.crt, key_file: tls.key } }\nstore: { keys: "sqlite:./k.db" }\nlog: { level: silent }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes: [{ path: "/**", upstream: up, auth: none }]\n`);
+  const gw = await Gateway.start({ config: loadConfig(cfg, {}), port: 0, adminPort: 0 });
   t.teardown(() => gw.close(0, 0));
   t.match(gw.url, /^https:\/\/127\.0\.0\.1:\d+$/, 'the URL says https');
 
@@ -58,6 +58,11 @@ t.test('HTTPS and WSS on the public listener; a reload picks up rotated files', 
   t.equal(res.statusCode, 200, 'HTTPS request answered');
   t.equal(echoed.headers['x-forwarded-proto'], 'https', 'the upstream learns the client used https');
   t.equal(await presented(gw.port, caA), new X509Certificate(caA).fingerprint256, 'certificate a presented');
+  const adminPort = Number(new URL(gw.adminUrl!).port);
+  t.match(gw.adminUrl, /^https:/, 'the admin listener (admin.tls) is HTTPS too');
+  const health = await request(`${gw.adminUrl}/healthz`, { dispatcher: agent });
+  await health.body.dump();
+  t.equal(health.statusCode, 200, 'and answers over it');
 
   const { default: WebSocket } = await import('ws');
   const ws = new WebSocket(`${gw.url.replace('https', 'wss')}/socket`, { ca: caA });
@@ -75,6 +80,7 @@ t.test('HTTPS and WSS on the public listener; a reload picks up rotated files', 
   t.same(r.restartNeeded, [], 'no restart needed');
   const caB = readFileSync(b.cert);
   t.equal(await presented(gw.port, caB), new X509Certificate(caB).fingerprint256, 'new connections get certificate b');
+  t.equal(await presented(adminPort, caB), new X509Certificate(caB).fingerprint256, 'on the admin listener too');
 
   // a broken rotation (key of another certificate) is refused and b stays
   writeFileSync(join(dir, 'tls.key'), readFileSync(a.key));

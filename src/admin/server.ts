@@ -3,6 +3,7 @@
 // Only the key page's static files (/api-keys, /api-management, page/serve.ts) skip the credential.
 
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { KeygateError, ValidationError } from '../errors.js';
 import type { KeyService } from '../keys/service.js';
@@ -30,6 +31,8 @@ export interface AdminServerOptions {
   ops?: OpsSource;
   /** admin.max_failed_auth: failed authentications per client address and minute before 429; 0 = off */
   maxFailedAuth?: number;
+  /** admin.tls: serve HTTPS with this certificate and key */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 export interface OpsSource {
@@ -88,7 +91,8 @@ export class AdminServer {
       infoRoute(opts.keys, opts.info),
       { method: 'GET', path: '/openapi.json', operationId: 'getOpenApi', handler: async () => ({ status: 200, body: openApiDocument() }) },
     );
-    this.server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => void this.handle(req, res));
+    const handle = (req: IncomingMessage, res: ServerResponse) => void this.handle(req, res);
+    this.server = opts.tls ? createHttpsServer({ keepAliveTimeout: 5_000, cert: opts.tls.cert, key: opts.tls.key }, handle) : createServer({ keepAliveTimeout: 5_000 }, handle);
   }
 
   listen(port: number, host: string): Promise<void> {
@@ -101,10 +105,15 @@ export class AdminServer {
     });
   }
 
+  /** Serve a renewed certificate to new connections (admin.tls; on reload). */
+  setCertificate(tls: { cert: Buffer; key: Buffer }): void {
+    (this.server as HttpsServer).setSecureContext({ cert: tls.cert, key: tls.key });
+  }
+
   get url(): string {
     const { address, port } = this.server.address() as AddressInfo;
     const host = address === '0.0.0.0' || address === '::' ? '127.0.0.1' : address;
-    return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    return `${this.opts.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   }
 
   /** Stop accepting; requests in flight get up to drainMs to finish. */

@@ -511,7 +511,8 @@ function editDistance(a: string, b: string): number {
 // Semantic checks (only once the schema holds, so the types above are true)
 
 function checkSemantics(cfg: RawConfig, rep: Reporter, dir: string): void {
-  if (cfg.listen.tls) checkTls(resolveTls(cfg.listen.tls, dir), rep);
+  if (cfg.listen.tls) checkTls(resolveTls(cfg.listen.tls, dir), '/listen/tls', rep);
+  if (cfg.admin.tls) checkTls(resolveTls(cfg.admin.tls, dir), '/admin/tls', rep);
   checkServers(cfg.upstreams, '/upstreams', 'upstream', rep);
   checkServers(cfg.remote_nodes, '/remote_nodes', 'remote node', rep);
   cfg.remote_nodes.forEach((n, i) => {
@@ -586,18 +587,18 @@ function checkCredentials(s: UpstreamConfig, p: string, kind: string, rep: Repor
 
 /** Sentinel mode needs its sentinels; a cluster has only database 0. */
 /** The certificate and key must be readable and belong together; one about to expire is worth a warning. */
-function checkTls(files: TlsFiles, rep: Reporter): void {
+function checkTls(files: TlsFiles, at: string, rep: Reporter): void {
   let x509;
   try {
     x509 = loadTls(files).x509;
   } catch (err) {
-    if (err instanceof TlsFileError) rep.error(`/listen/tls/${err.field}`, err.message);
+    if (err instanceof TlsFileError) rep.error(`${at}/${err.field}`, err.message);
     else throw err;
     return;
   }
   const daysLeft = (Date.parse(x509.validTo) - Date.now()) / 86_400_000;
-  if (daysLeft < 0) rep.warn('/listen/tls/cert_file', `the certificate expired on ${x509.validTo}: clients will refuse it`);
-  else if (daysLeft < 14) rep.warn('/listen/tls/cert_file', `the certificate expires on ${x509.validTo} (in ${Math.floor(daysLeft)} days); replace the files and send SIGHUP`);
+  if (daysLeft < 0) rep.warn(`${at}/cert_file`, `the certificate expired on ${x509.validTo}: clients will refuse it`);
+  else if (daysLeft < 14) rep.warn(`${at}/cert_file`, `the certificate expires on ${x509.validTo} (in ${Math.floor(daysLeft)} days); replace the files and send SIGHUP`);
 }
 
 function checkRedis(store: RawConfig['store'], rep: Reporter): void {
@@ -676,7 +677,7 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
       public_url: listen.public_url,
       tls: listen.tls && resolveTls(listen.tls, dir),
     }),
-    admin: compact({ host: admin.host, port: admin.port, token: admin.token || undefined, enabled: admin.enabled, max_failed_auth: admin.max_failed_auth }),
+    admin: compact({ host: admin.host, port: admin.port, token: admin.token || undefined, enabled: admin.enabled, max_failed_auth: admin.max_failed_auth, tls: admin.tls && resolveTls(admin.tls, dir) }),
     workers: raw.workers === 'auto' ? 'auto' : Number(raw.workers),
     reload: { watch: raw.reload.watch },
     store: {

@@ -163,7 +163,7 @@ export interface GatewayConfig {
   file: string;
   listen: ListenConfig;
   /** max_failed_auth: failed authentications per client address and minute before 429; 0 = off */
-  admin: { host: string; port: number; token?: string; enabled: boolean; max_failed_auth: number };
+  admin: { host: string; port: number; token?: string; enabled: boolean; max_failed_auth: number; tls?: { cert_file: string; key_file: string } };
   /** processes sharing the listeners: a number, or "auto" (one per CPU core) */
   workers: number | 'auto';
   /** watch: reload when the file changes (SIGHUP always reloads) */
