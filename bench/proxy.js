@@ -553,7 +553,7 @@ async function main() {
     );
     console.log(
       `      on this ${os.cpus().length}-core machine the load generator and the echo upstream compete with the ${WORKERS} workers for the same cores ` +
-        `(the primary also relays every rate-limit call): this ratio understates what more cores give a gateway with workers`,
+        `(the primary also keeps the shared rate-limit counters, asked over IPC): this ratio understates what more cores give a gateway with workers`,
     );
     if (W.non2xx !== 0 || workersExit.code !== 0) process.exitCode = 1; // a check, not only a number
     const all = Object.values(results).flat();

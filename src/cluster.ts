@@ -1,12 +1,13 @@
 // `workers: N|auto`: a primary process forks N workers that share the listeners (node:cluster).
 // The primary serves no requests; it keeps the rate-limit counters every worker shares
-// (rate-limiter-flexible's cluster master), relays SIGHUP, and drains the workers on SIGTERM/SIGINT.
+// (limits/cluster-store.ts), aggregates /metrics, relays SIGHUP, and drains the workers on SIGTERM/SIGINT.
 
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
-import { RateLimiterClusterMaster } from 'rate-limiter-flexible';
 import { KeygateError } from './errors.js';
+import { isCountersRequest, runCounterOps } from './limits/cluster-store.js';
+import { counterStore } from './limits/limiter.js';
 import { reopenLogFile, type Logger } from './log.js';
 
 export function workerCount(workers: number | 'auto'): number {
@@ -161,7 +162,7 @@ class ClusterMetrics {
 
 /** Run the primary until every worker has stopped; resolves with the exit status. */
 export function runPrimary(n: number, logger: Logger): Promise<number> {
-  new RateLimiterClusterMaster(); // answers the workers' RateLimiterCluster calls
+  const counters = counterStore(); // the rate-limit counters every worker shares (limits/cluster-store.ts)
   let stopping = false;
   let everListening = false;
   /** workers that reported their listeners up: the ones asked for metrics */
@@ -174,6 +175,8 @@ export function runPrimary(n: number, logger: Logger): Promise<number> {
         if (msg === LISTENING) {
           everListening = true;
           serving.set(worker.id, worker);
+        } else if (isCountersRequest(msg)) {
+          void runCounterOps(counters, msg).then((reply) => worker.send(reply, ignoreClosed));
         } else if (isClusterMessage(msg)) metrics.onMessage(worker, msg);
       });
       worker.on('disconnect', () => {

@@ -2,6 +2,7 @@
 
 import t from 'tap';
 import { request } from 'undici';
+import { BatchedCounterClient, runCounterOps, type CountersRequest } from '../src/limits/cluster-store.js';
 import { KeyRateLimiter, counterStore } from '../src/limits/limiter.js';
 import { BUCKETS, BUCKET_MS, evaluate, type LimitDecision } from '../src/limits/window.js';
 import { startStack } from './helpers.js';
@@ -91,6 +92,39 @@ t.test('denied requests are not counted; a changed limit applies to the next req
   t.equal((await c.hit('k', 4)).allowed, true, 'raising the limit lets the next one through: the 50 denials were not counted');
   t.equal((await c.hit('k', 4)).allowed, false);
   t.equal((await c.hit('other', 1)).allowed, true, 'limits are per key');
+});
+
+t.test('workers: counter operations of one turn travel to the primary as one message, in order', async (t) => {
+  const primary = counterStore();
+  const sent: CountersRequest[] = [];
+  let answering = true;
+  const client = new BatchedCounterClient((msg, onError) => {
+    sent.push(msg);
+    if (msg.ops.some(([, key]) => key === 'broken-channel')) return onError(new Error('channel closed'));
+    // the primary's side, asynchronously like IPC
+    if (answering) setImmediate(() => void runCounterOps(primary, msg).then((reply) => client.receive(reply)));
+  }, 200);
+
+  const consumed = await Promise.all(Array.from({ length: 20 }, () => client.consume('k:1', 1)));
+  t.same(consumed.map((c) => c.consumedPoints), Array.from({ length: 20 }, (_, i) => i + 1), 'each consume sees the count after it, in order');
+  t.equal(sent.length, 1, '20 consumes in one turn: one message');
+  const [got, rewarded, none] = await Promise.all([client.get('k:1'), client.reward('k:1', 1), client.get('k:missing')]);
+  t.same([got?.consumedPoints, rewarded, none], [20, { consumedPoints: 19 }, null], 'get, reward and a missing counter in one batch');
+  t.equal(sent.length, 2);
+
+  // a limiter over it behaves as over local counters: exactly the limit passes
+  const limiter = new KeyRateLimiter(client, 'memory');
+  const decisions = await Promise.all(Array.from({ length: 8 }, () => limiter.check('key-x', 5)));
+  t.equal(decisions.filter((d) => d !== 'unavailable' && d.allowed).length, 5, 'a limit of 5 lets exactly 5 of 8 through');
+
+  await t.rejects(client.consume('broken-channel', 1), /channel closed/, 'a failed send fails its batch at once');
+  answering = false;
+  const started = performance.now();
+  await t.rejects(client.consume('k:1', 1), /did not answer 1 rate-limit operation\(s\) within 200 ms/, 'a silent primary fails the batch after the timeout');
+  t.ok(performance.now() - started < 1000, 'not later');
+  const fallback = new KeyRateLimiter(client, 'memory');
+  const d = await fallback.check('key-y', 5);
+  t.ok(d !== 'unavailable' && d.allowed && fallback.isDegraded, "then the limiter uses its own counters (the 'memory' fallback)");
 });
 
 t.test('over HTTP: headers on every keyed response, 429 with Retry-After, nothing forwarded when limited', async (t) => {

@@ -2,7 +2,7 @@
 // (key, 5-second bucket) in memory or Redis; this module adds the sliding window (window.ts) and
 // what to do when the shared store fails.
 
-import { RateLimiterCluster, RateLimiterMemory, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { BUCKETS, BUCKET_MS, bucketOf, evaluate, type LimitDecision } from './window.js';
 
 /** When the shared store fails: per-instance memory limits, let everything through, or refuse (503). */
@@ -20,9 +20,14 @@ export function counterStore(): RateLimiterMemory {
   return new RateLimiterMemory({ points: NO_CAP, duration: COUNTER_TTL_SECONDS, keyPrefix: 'kg_rl' });
 }
 
-/** In a cluster worker: the counters live in the primary (see cluster.ts), shared by every worker. */
-export function clusterCounterStore(): RateLimiterCluster {
-  return new RateLimiterCluster({ points: NO_CAP, duration: COUNTER_TTL_SECONDS, keyPrefix: 'kg_rl', timeoutMs: 1000 });
+/**
+ * What the limiter needs of a counter store: rate-limiter-flexible's memory and Redis limiters
+ * have it, and so has the workers' client of the primary's counters (cluster-store.ts).
+ */
+export interface CounterStore {
+  consume(key: string, points: number): Promise<{ consumedPoints: number }>;
+  get(key: string): Promise<{ consumedPoints: number } | null>;
+  reward(key: string, points: number): Promise<unknown>;
 }
 
 interface ClosedBuckets {
@@ -47,7 +52,7 @@ export class KeyRateLimiter {
   storeErrors = 0;
 
   constructor(
-    private readonly store: RateLimiterAbstract,
+    private readonly store: CounterStore,
     private readonly policy: FallbackPolicy = 'memory',
     private readonly events: LimiterEvents = {},
     private readonly now: () => number = Date.now,

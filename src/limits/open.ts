@@ -5,7 +5,8 @@ import type { GatewayConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { createRedis, type RedisClient, type RedisSettings } from '../redis.js';
 import cluster from 'node:cluster';
-import { KeyRateLimiter, clusterCounterStore, counterStore } from './limiter.js';
+import { BatchedCounterClient } from './cluster-store.js';
+import { KeyRateLimiter, counterStore, type CounterStore } from './limiter.js';
 import { BUCKETS, BUCKET_MS } from './window.js';
 
 export interface OpenedLimiter {
@@ -67,12 +68,22 @@ export function requestPathRedis(url: string, settings: RedisSettings | undefine
   return client;
 }
 
+/** In a cluster worker: the counters every worker shares, kept in the primary (cluster.ts). */
+function primaryCounters(): CounterStore {
+  const client = new BatchedCounterClient((msg, onError) => {
+    if (!process.send) onError(new Error('no channel to the primary'));
+    else process.send(msg, undefined, undefined, onError);
+  });
+  process.on('message', (msg: unknown) => client.receive(msg));
+  return client;
+}
+
 export function openRateLimiter(config: GatewayConfig, logger: Logger, now: () => number = Date.now): OpenedLimiter {
   const spec = config.store.rate_limits;
   if (spec === 'memory') {
     // Several workers on one host share counters kept in the primary; if it does not answer, a
     // worker falls back to its own memory counters (the limiter's 'memory' policy).
-    const store = cluster.isWorker ? clusterCounterStore() : counterStore();
+    const store = cluster.isWorker ? primaryCounters() : counterStore();
     const events = { onSwitch: (degraded: boolean) => logger.warn(degraded ? 'cluster rate-limit counters not answering: per-worker limits until they do' : 'cluster rate-limit counters answer again') };
     return { limiter: new KeyRateLimiter(store, 'memory', events, now), reachable: () => true, ready: Promise.resolve(), close: async () => {} };
   }
