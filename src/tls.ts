@@ -4,6 +4,7 @@
 
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { KeygateError } from './errors.js';
 
 export interface TlsFiles {
   cert_file: string;
@@ -18,12 +19,12 @@ export interface TlsMaterial {
 }
 
 /** A problem with one of the two files; `field` says which. */
-export class TlsFileError extends Error {
+export class TlsFileError extends KeygateError {
   constructor(
     readonly field: 'cert_file' | 'key_file',
     message: string,
   ) {
-    super(message);
+    super('tls_file', 500, message);
   }
 }
 
