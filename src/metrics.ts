@@ -14,6 +14,8 @@ export interface MetricSources {
   usageFlushLag(): number;
   /** client connections open on the public listener, and those of them upgraded to WebSocket */
   connections(): Promise<{ http: number; websocket: number }>;
+  /** when the served TLS certificates expire (unix seconds), by listener; empty without TLS */
+  certificateExpiry(): Record<string, number>;
 }
 
 const STATUS_CLASS = ['1xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
@@ -90,6 +92,11 @@ export class GatewayMetrics {
     counter('keygate_config_reloads_total', 'Configuration reloads that took effect.', () => sources.reloads().ok);
     counter('keygate_config_reload_failures_total', 'Configuration reloads refused (the old configuration stayed).', () => sources.reloads().failed);
     gauge('keygate_usage_flush_lag_seconds', 'Seconds since usage counts last reached the key store.', () => sources.usageFlushLag());
+    new Gauge({ name: 'keygate_tls_certificate_expiry_seconds', help: 'When the certificate a listener serves expires (unix time), by listener (public, admin).', labelNames: ['listener'], registers, aggregator: 'min',
+      collect() {
+        this.reset();
+        for (const [listener, at] of Object.entries(sources.certificateExpiry())) this.set({ listener }, at);
+      } });
     // summed across workers: every worker holds its own connections
     new Gauge({ name: 'keygate_open_connections', help: 'Client connections open on the public listener, by kind (http, websocket).', labelNames: ['kind'], registers,
       async collect() {

@@ -24,7 +24,7 @@ import { GatewayMetrics } from './metrics.js';
 import { PayloadTooLargeError, readBody } from './body.js';
 import { FORBIDDEN, INVALID_REQUEST, RATE_LIMITED, UNAUTHORIZED, allowCall, parseCall, rpcError, type RpcId } from './jsonrpc/policy.js';
 import { GatewayRequest } from './request.js';
-import { loadTls } from './tls.js';
+import { loadTls, type TlsMaterial } from './tls.js';
 import { UsageCounter } from './usage/counter.js';
 
 export interface GatewayOptions {
@@ -115,6 +115,8 @@ export class Gateway {
   private readonly ownsKeys: boolean;
   private closing: Promise<void> | undefined;
   private auditTimer: NodeJS.Timeout | undefined;
+  /** notAfter of the certificates served (unix seconds), by listener, for /metrics */
+  private readonly certificateExpiry: Record<string, number> = {};
   /** set when shutdown begins: /readyz says 503 and responses ask clients to reconnect elsewhere */
   private draining = false;
 
@@ -136,7 +138,7 @@ export class Gateway {
           logger: this.logger,
           token: opts.config.admin.token,
           maxFailedAuth: opts.config.admin.max_failed_auth,
-          ...(opts.config.admin.tls ? { tls: loadTls(opts.config.admin.tls) } : {}),
+          ...(opts.config.admin.tls ? { tls: this.servedCertificate('admin', loadTls(opts.config.admin.tls)) } : {}),
           now: this.now,
           // a getter: the key page sees the configuration a reload made live
           info: { get config() { return gateway.config; }, publicUrl: () => gateway.url },
@@ -158,6 +160,7 @@ export class Gateway {
       keyCache: () => this.keys.cacheStats,
       reloads: () => this.reloads,
       usageFlushLag: () => (Date.now() - this.usage.lastFlushMs) / 1000,
+      certificateExpiry: () => this.certificateExpiry,
       // the HTTP server still counts the sockets it handed over to WebSocket proxying
       connections: () =>
         new Promise((resolve) => this.server.getConnections((err, n) => resolve({ http: err ? 0 : Math.max(0, n - this.upgraded.size), websocket: this.upgraded.size }))),
@@ -165,7 +168,7 @@ export class Gateway {
     this.metrics.configure(opts.config.metrics);
     const serverOptions = { keepAliveTimeout: 5_000, IncomingMessage: GatewayRequest };
     const onRequest = (req: GatewayRequest, res: ServerResponse) => this.onRequest(req, res);
-    const tls = opts.config.listen.tls && loadTls(opts.config.listen.tls);
+    const tls = opts.config.listen.tls && this.servedCertificate('public', loadTls(opts.config.listen.tls));
     this.server = tls ? createHttpsServer({ ...serverOptions, cert: tls.cert, key: tls.key }, onRequest) : createServer(serverOptions, onRequest);
     this.server.on('upgrade', (req: GatewayRequest, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
     this.server.on('clientError', (_err: Error, socket: Duplex) => {
@@ -201,6 +204,12 @@ export class Gateway {
     gw.pruneAudit();
     gw.auditTimer = setInterval(() => gw.pruneAudit(), 3_600_000).unref();
     return gw;
+  }
+
+  /** Note when a listener's certificate expires (for /metrics); returns what the server needs. */
+  private servedCertificate(listener: 'public' | 'admin', tls: TlsMaterial): { cert: Buffer; key: Buffer } {
+    this.certificateExpiry[listener] = Math.floor(Date.parse(tls.x509.validTo) / 1000);
+    return { cert: tls.cert, key: tls.key };
   }
 
   /** keys.audit_retention_days: drop older audit records (at start, then hourly; a no-op without it). */
@@ -246,8 +255,8 @@ export class Gateway {
       this.reloads.failed++;
       throw err;
     }
-    if (publicTls) (this.server as HttpsServer).setSecureContext({ cert: publicTls.cert, key: publicTls.key });
-    if (adminTls) this.admin?.setCertificate(adminTls);
+    if (publicTls) (this.server as HttpsServer).setSecureContext(this.servedCertificate('public', publicTls));
+    if (adminTls) this.admin?.setCertificate(this.servedCertificate('admin', adminTls));
     const old = { upstreams: this.upstreams, remoteNodes: this.remoteNodes };
     // the swap: plain assignments, no await in between
     this.routes = built.routes;

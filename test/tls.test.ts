@@ -38,7 +38,7 @@ function presented(port: number, ca: Buffer): Promise<string> {
 t.test('HTTPS and WSS on the public listener, HTTPS on the admin one; a reload picks up rotated files', { skip }, async (t) => {
   const dir = t.testdir();
   const a = makeCert(dir, 'a');
-  const b = makeCert(dir, 'b');
+  const b = makeCert(dir, 'b', 60); // a later expiry than a's, to see the rotation in /metrics
   const echo = await startEchoUpstream({ name: 'up' });
   t.teardown(() => echo.close());
   // the gateway reads the files at these two paths; rotation replaces their contents
@@ -58,6 +58,13 @@ t.test('HTTPS and WSS on the public listener, HTTPS on the admin one; a reload p
   t.equal(res.statusCode, 200, 'HTTPS request answered');
   t.equal(echoed.headers['x-forwarded-proto'], 'https', 'the upstream learns the client used https');
   t.equal(await presented(gw.port, caA), new X509Certificate(caA).fingerprint256, 'certificate a presented');
+  const expiry = async (listener: string) => {
+    const line = (await gw.metrics.scrape()).body.split('\n').find((l) => l.startsWith(`keygate_tls_certificate_expiry_seconds{listener="${listener}"} `));
+    return Number(line?.split(' ')[1]);
+  };
+  const notAfter = (pem: Buffer) => Math.floor(Date.parse(new X509Certificate(pem).validTo) / 1000);
+  t.equal(await expiry('public'), notAfter(caA), 'its expiry is in /metrics');
+  t.equal(await expiry('admin'), notAfter(caA), 'for the admin listener too');
   const adminPort = Number(new URL(gw.adminUrl!).port);
   t.match(gw.adminUrl, /^https:/, 'the admin listener (admin.tls) is HTTPS too');
   const health = await request(`${gw.adminUrl}/healthz`, { dispatcher: agent });
@@ -81,6 +88,7 @@ t.test('HTTPS and WSS on the public listener, HTTPS on the admin one; a reload p
   const caB = readFileSync(b.cert);
   t.equal(await presented(gw.port, caB), new X509Certificate(caB).fingerprint256, 'new connections get certificate b');
   t.equal(await presented(adminPort, caB), new X509Certificate(caB).fingerprint256, 'on the admin listener too');
+  t.equal(await expiry('public'), notAfter(caB), 'and /metrics shows the new expiry');
 
   // a broken rotation (key of another certificate) is refused and b stays
   writeFileSync(join(dir, 'tls.key'), readFileSync(a.key));
