@@ -31,6 +31,7 @@ import {
   createAuthenticatingFetchWithRetry,
   type Client,
 } from '@a2a-js/sdk/client';
+import { lastRefusal, recordingFetch, type Exchange } from './exchanges.js';
 import { startStack, type Stack } from './helpers.js';
 
 const UPSTREAM_CREDENTIAL = 'upstream-dagen-key';
@@ -227,33 +228,10 @@ t.teardown(async () => {
 
 // ------------------------------------------------------------------ the client
 
-interface Exchange {
-  url: string;
-  method: string;
-  sentKey: boolean;
-  requestBody: string | undefined;
-  status: number;
-  headers: Headers;
-  /** the body of a refusal (non-2xx) */
-  body: string | undefined;
-}
-
 /** An SDK client made from the card fetched through the gateway; every HTTP exchange is recorded. */
 async function a2aClient(key: string | undefined): Promise<{ client: Client; exchanges: Exchange[] }> {
   const exchanges: Exchange[] = [];
-  const recording: typeof fetch = async (input, init) => {
-    const res = await fetch(input, init);
-    exchanges.push({
-      url: input instanceof Request ? input.url : String(input),
-      method: init?.method ?? 'GET',
-      sentKey: new Headers(init?.headers).has('x-api-key'),
-      requestBody: typeof init?.body === 'string' ? init.body : undefined,
-      status: res.status,
-      headers: res.headers,
-      body: res.ok ? undefined : await res.clone().text(),
-    });
-    return res;
-  };
+  const recording = recordingFetch(exchanges);
   // the SDK's way to add a credential to every request: an AuthenticationHandler around fetch
   const fetchImpl =
     key === undefined
@@ -292,20 +270,6 @@ async function rejection(p: Promise<unknown>): Promise<Error & { name: string; e
     },
     (e: Error) => e,
   );
-}
-
-/** The last refusal the gateway answered to the SDK, and the id the refused call had. */
-function lastRefusal(exchanges: Exchange[]) {
-  const ex = exchanges.filter((e) => e.status >= 400).at(-1);
-  if (ex === undefined) return undefined;
-  let body: { jsonrpc?: string; id?: unknown; error?: { code?: number; message?: string } } = {};
-  try {
-    body = JSON.parse(ex.body ?? '');
-  } catch {
-    /* not JSON: the assertions on it will fail */
-  }
-  const sentId = ex.requestBody === undefined ? undefined : (JSON.parse(ex.requestBody) as { id?: unknown }).id;
-  return { status: ex.status, wwwAuthenticate: ex.headers.get('www-authenticate'), body, sentId };
 }
 
 /** A2A's own JSON-RPC error codes (-32001 TaskNotFound … -32009 VersionNotSupported), which the SDK turns into domain errors. */

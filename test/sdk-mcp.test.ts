@@ -15,6 +15,7 @@ import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontex
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest, LoggingMessageNotificationSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { lastRefusal, recordingFetch, type Exchange } from './exchanges.js';
 import { startStack, type Stack } from './helpers.js';
 
 const TOOLS = ['dagu_read', 'dagu_change', 'dagu_execute'] as const;
@@ -140,34 +141,12 @@ t.teardown(async () => {
 
 // ------------------------------------------------------------------ the client
 
-interface Exchange {
-  method: string;
-  url: string;
-  requestBody: string | undefined;
-  status: number;
-  headers: Headers;
-  /** the body of a refusal (non-2xx); streams are left alone */
-  body: string | undefined;
-}
-
 /** The SDK client through the gateway; every HTTP exchange it makes is recorded. */
 async function connect(key: string | undefined) {
   const exchanges: Exchange[] = [];
-  const recording = async (url: string | URL, init?: RequestInit): Promise<Response> => {
-    const res = await fetch(url, init);
-    exchanges.push({
-      method: init?.method ?? 'GET',
-      url: String(url),
-      requestBody: typeof init?.body === 'string' ? init.body : undefined,
-      status: res.status,
-      headers: res.headers,
-      body: res.ok ? undefined : await res.clone().text(),
-    });
-    return res;
-  };
   const transport = new StreamableHTTPClientTransport(new URL('/mcp', s.url), {
     requestInit: key === undefined ? {} : { headers: { 'X-API-Key': key } },
-    fetch: recording,
+    fetch: recordingFetch(exchanges),
   });
   const client = new Client({ name: 'keygate-sdk-test', version: '1.0.0' });
   await client.connect(transport);
@@ -180,11 +159,7 @@ async function refusedConnect(key: string | undefined) {
   let error: unknown;
   const transport = new StreamableHTTPClientTransport(new URL('/mcp', s.url), {
     requestInit: key === undefined ? {} : { headers: { 'X-API-Key': key } },
-    fetch: async (url, init) => {
-      const res = await fetch(url, init);
-      exchanges.push({ method: init?.method ?? 'GET', url: String(url), requestBody: typeof init?.body === 'string' ? init.body : undefined, status: res.status, headers: res.headers, body: res.ok ? undefined : await res.clone().text() });
-      return res;
-    },
+    fetch: recordingFetch(exchanges),
   });
   const client = new Client({ name: 'keygate-sdk-test', version: '1.0.0' });
   try {
@@ -204,20 +179,6 @@ function textOf(result: unknown): string | undefined {
 
 function upstreamCallsOf(tool: string, sessionId: string | undefined): Seen[] {
   return mcp.seen.filter((r) => r.rpc?.method === 'tools/call' && r.rpc.params?.name === tool && r.headers['mcp-session-id'] === sessionId);
-}
-
-/** The refusal the gateway answered to the SDK: its status, headers and JSON-RPC body, with the id the call had. */
-function lastRefusal(exchanges: Exchange[]) {
-  const ex = exchanges.filter((e) => e.status >= 400).at(-1);
-  if (ex === undefined) return undefined;
-  let body: { jsonrpc?: string; id?: unknown; error?: { code?: number; message?: string } } = {};
-  try {
-    body = JSON.parse(ex.body ?? '');
-  } catch {
-    /* not JSON: the assertions on it will fail */
-  }
-  const sentId = ex.requestBody === undefined ? undefined : (JSON.parse(ex.requestBody) as { id?: unknown }).id;
-  return { status: ex.status, wwwAuthenticate: ex.headers.get('www-authenticate'), body, sentId };
 }
 
 /** The refusal's JSON-RPC id is the id the call was sent with (and there was one). */
