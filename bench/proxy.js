@@ -284,6 +284,18 @@ async function main() {
   const REDIS_SKIPPED = 'skipped: redis-server not installed (apt-get install redis-server)';
 
   const children = new Set();
+  /** Spawn a child that is killed with the bench and keeps the first 20 kB of its output (for errors). */
+  function spawnTracked(cmd, args) {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let out = '';
+    const collect = (d) => {
+      if (out.length < 20_000) out += d;
+    };
+    child.stdout.on('data', collect);
+    child.stderr.on('data', collect);
+    return { child, output: () => out };
+  }
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'keygate-bench-'));
   let upstream;
   let redis; // { url, port, pid, stop() } of the private redis-server, when installed
@@ -808,18 +820,11 @@ async function main() {
   async function startRedisServer(bin) {
     let port = await freePort();
     if (port === 6379) port = await freePort(); // never the machine's usual Redis port
-    const child = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(child);
-    let out = '';
-    const collect = (d) => {
-      if (out.length < 20_000) out += d;
-    };
-    child.stdout.on('data', collect);
-    child.stderr.on('data', collect);
+    const { child, output } = spawnTracked(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
     await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`redis-server did not start within 10 s: ${out}`)), 10_000);
+      const timer = setTimeout(() => reject(new Error(`redis-server did not start within 10 s: ${output()}`)), 10_000);
       const onData = () => {
-        if (out.includes('Ready to accept connections')) {
+        if (output().includes('Ready to accept connections')) {
           clearTimeout(timer);
           child.stdout.off('data', onData);
           child.off('exit', onExit);
@@ -828,7 +833,7 @@ async function main() {
       };
       const onExit = (code, sig) => {
         clearTimeout(timer);
-        reject(new Error(`redis-server exited (${code ?? sig}) before it was ready: ${out}`));
+        reject(new Error(`redis-server exited (${code ?? sig}) before it was ready: ${output()}`));
       };
       child.stdout.on('data', onData);
       child.once('exit', onExit);
@@ -871,14 +876,7 @@ async function main() {
     }
     if (made.status !== 0 || !created?.key || !created?.apiKey?.id) throw new Error(`keygate keys create: exit ${made.status}, ${made.stdout}${made.stderr}`);
 
-    const child = spawn(process.execPath, [KEYGATE_BIN, 'serve', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(child);
-    let out = '';
-    const collect = (d) => {
-      if (out.length < 20_000) out += d;
-    };
-    child.stdout.on('data', collect);
-    child.stderr.on('data', collect);
+    const { child, output } = spawnTracked(process.execPath, [KEYGATE_BIN, 'serve', '-c', configFile]);
     let exit = null;
     const exited = new Promise((resolve) =>
       child.once('exit', (code, signal) => {
@@ -892,8 +890,8 @@ async function main() {
     const listening = new Map(); // worker pid → url
     const t0 = performance.now();
     while (listening.size < want) {
-      if (exit) throw new Error(`keygate serve exited (${exit.code ?? exit.signal}) before ${want} workers listened: ${out}`);
-      if (performance.now() - t0 > 30_000) throw new Error(`keygate serve: ${listening.size} of ${want} workers listening after 30 s: ${out}`);
+      if (exit) throw new Error(`keygate serve exited (${exit.code ?? exit.signal}) before ${want} workers listened: ${output()}`);
+      if (performance.now() - t0 > 30_000) throw new Error(`keygate serve: ${listening.size} of ${want} workers listening after 30 s: ${output()}`);
       await new Promise((r) => setTimeout(r, 50));
       let text = '';
       try {
