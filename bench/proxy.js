@@ -599,6 +599,12 @@ async function main() {
         toggles: x.toggles, timeouts: x.timeouts, median_ms: round(x.median, 2), p90_ms: round(x.p90, 2), max_ms: round(x.max, 2),
         set_active_median_ms: round(x.setActiveMedian, 2), poll_rtt_median_ms: round(x.pollRttMedian, 2), poll_interval_mean_ms: round(x.pollIntervalMean, 2),
       };
+    /** `<prefix>_rps`, `_p50`, `_p99`: a phase's numbers over a reference phase's, for the JSON line */
+    const ratios = (prefix, x, ref) => ({
+      [`${prefix}_rps`]: round(ratio(x.rps, ref.rps), 3),
+      [`${prefix}_p50`]: round(ratio(x.p50, ref.p50), 3),
+      [`${prefix}_p99`]: round(ratio(x.p99, ref.p99), 3),
+    });
     const json = {
       bench: 'keygate-proxy',
       node: process.version,
@@ -629,28 +635,16 @@ async function main() {
       ...(R ? {} : { gateway_redis: REDIS_SKIPPED }),
       workers: { count: WORKERS, cpu_pct: wTotalPct, primary_cpu_pct: wPrimaryPct, worker_cpu_pct: wWorkersPct, exit_code: workersExit.code, stop_ms: round(workersExit.ms, 0) },
       ratio: {
-        gateway_rps: round(ratio(A.gateway.rps, base.rps), 3),
-        gateway_p50: round(ratio(A.gateway.p50, base.p50), 3),
-        gateway_p99: round(ratio(A.gateway.p99, base.p99), 3),
-        nolog_rps: round(ratio(A['gateway-nolog'].rps, base.rps), 3),
-        nolog_p50: round(ratio(A['gateway-nolog'].p50, base.p50), 3),
-        nolog_p99: round(ratio(A['gateway-nolog'].p99, base.p99), 3),
+        ...ratios('gateway', A.gateway, base),
+        ...ratios('nolog', A['gateway-nolog'], base),
         log_cost_rps: round(logCost, 3),
         log_cost_cpu_per_req: round(ratio(A.gateway.gwUsPerReq, A['gateway-nolog'].gwUsPerReq) - 1, 3),
-        workers_rps: round(ratio(W.rps, base.rps), 3),
-        workers_p50: round(ratio(W.p50, base.p50), 3),
-        workers_p99: round(ratio(W.p99, base.p99), 3),
-        workers_vs_gateway_rps: round(ratio(W.rps, A.gateway.rps), 3),
-        workers_vs_gateway_p50: round(ratio(W.p50, A.gateway.p50), 3),
-        workers_vs_gateway_p99: round(ratio(W.p99, A.gateway.p99), 3),
+        ...ratios('workers', W, base),
+        ...ratios('workers_vs_gateway', W, A.gateway),
         ...(R
           ? {
-              redis_rps: round(ratio(R.rps, base.rps), 3),
-              redis_p50: round(ratio(R.p50, base.p50), 3),
-              redis_p99: round(ratio(R.p99, base.p99), 3),
-              redis_vs_gateway_rps: round(ratio(R.rps, A.gateway.rps), 3),
-              redis_vs_gateway_p50: round(ratio(R.p50, A.gateway.p50), 3),
-              redis_vs_gateway_p99: round(ratio(R.p99, A.gateway.p99), 3),
+              ...ratios('redis', R, base),
+              ...ratios('redis_vs_gateway', R, A.gateway),
               redis_vs_gateway_cpu_per_req: round(ratio(R.gwUsPerReq, A.gateway.gwUsPerReq) - 1, 3),
             }
           : {}),

@@ -68,14 +68,29 @@ t.test('20 reloads under continuous load: no request fails, new routes apply', a
   t.equal(still.statusCode, 200, 'the previous configuration stays live');
 });
 
-t.test('SIGHUP: the binary reloads a good file and refuses a bad one with its position', async (t) => {
+const ROUTE_A = '  - { path: /a, upstream: up, auth: none }\n';
+const ROUTE_ALL = '  - { path: "/**", upstream: up, auth: none }\n';
+
+/**
+ * An echo upstream "up" and a config file for it in a fresh directory: `head` holds the sections
+ * the test is about (listen, admin, log, reload); `write(routes)` (re)writes the file with those
+ * route lines, the store and the upstream. With a two-line `head` the routes start on line 6 (the
+ * SIGHUP test's expected position relies on it).
+ */
+async function echoConfig(t: Test, head: string) {
   const dir = t.testdir();
   const echo = await startEchoUpstream({ name: 'up' });
   t.teardown(() => echo.close());
   const cfg = join(dir, 'gw.yaml');
-  const good = (extra: string) =>
-    `listen: { host: 127.0.0.1, port: 0 }\nadmin: { port: 0 }\nstore: { keys: "sqlite:./k.db" }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes:\n  - { path: /a, upstream: up, auth: none }\n${extra}`;
-  writeFileSync(cfg, good(''));
+  const write = (routes: string) =>
+    writeFileSync(cfg, `${head}\nstore: { keys: "sqlite:./k.db" }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes:\n${routes}`);
+  return { dir, cfg, write };
+}
+
+t.test('SIGHUP: the binary reloads a good file and refuses a bad one with its position', async (t) => {
+  const { cfg, write } = await echoConfig(t, 'listen: { host: 127.0.0.1, port: 0 }\nadmin: { port: 0 }');
+  const good = (extra: string) => write(`${ROUTE_A}${extra}`);
+  good('');
   const gw = spawnKeygate(t, ['serve', '-c', cfg]);
   const url = (await gw.waitFor(/"url":"(http:\/\/[^"]+)"/))?.[1];
   t.ok(url, 'started');
@@ -86,12 +101,12 @@ t.test('SIGHUP: the binary reloads a good file and refuses a bad one with its po
   };
   t.equal(await status('/b'), 404);
 
-  writeFileSync(cfg, good('  - { path: /b, upstream: up, auth: none }\n'));
+  good('  - { path: /b, upstream: up, auth: none }\n');
   gw.child.kill('SIGHUP');
   t.ok(await gw.waitFor(/configuration reloaded/), 'reload logged');
   t.equal(await status('/b'), 200, 'the new route answers');
 
-  writeFileSync(cfg, good('  - { path: /c, upstream: up, auth: none, colour: red }\n'));
+  good('  - { path: /c, upstream: up, auth: none, colour: red }\n');
   gw.child.kill('SIGHUP');
   t.ok(await gw.waitFor(/reload refused/), 'refusal logged');
   t.match(gw.output(), /gw\.yaml:7:43: routes\[1\]\.colour: unknown field \\"colour\\"/, 'with file, line, column and field');
@@ -104,27 +119,17 @@ t.test('SIGHUP: the binary reloads a good file and refuses a bad one with its po
 
 /** A gateway in front of an echo upstream, with listen.drain_timeout: 1 (s); the test closes it. */
 async function startDraining(t: Test) {
-  const dir = t.testdir();
-  const echo = await startEchoUpstream({ name: 'up' });
-  t.teardown(() => echo.close());
-  writeFileSync(
-    join(dir, 'gw.yaml'),
-    `listen: { host: 127.0.0.1, port: 0, drain_timeout: 1 }\nadmin: { enabled: false }\nstore: { keys: "sqlite:./k.db" }\nlog: { level: silent }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes: [{ path: "/**", upstream: up, auth: none }]\n`,
-  );
+  const { cfg, write } = await echoConfig(t, 'listen: { host: 127.0.0.1, port: 0, drain_timeout: 1 }\nadmin: { enabled: false }\nlog: { level: silent }');
+  write(ROUTE_ALL);
   const { Gateway } = await import('../src/server.js');
-  return Gateway.start({ config: loadConfig(join(dir, 'gw.yaml'), {}), port: 0 });
+  return Gateway.start({ config: loadConfig(cfg, {}), port: 0 });
 }
 
 t.test('listen.shutdown_delay: readyz says 503 while requests are still served, then the listener closes', async (t) => {
-  const dir = t.testdir();
-  const echo = await startEchoUpstream({ name: 'up' });
-  t.teardown(() => echo.close());
-  writeFileSync(
-    join(dir, 'gw.yaml'),
-    `listen: { host: 127.0.0.1, port: 0, shutdown_delay: 1 }\nadmin: { port: 0 }\nstore: { keys: "sqlite:./k.db" }\nlog: { level: silent }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes: [{ path: "/**", upstream: up, auth: none }]\n`,
-  );
+  const { cfg, write } = await echoConfig(t, 'listen: { host: 127.0.0.1, port: 0, shutdown_delay: 1 }\nadmin: { port: 0 }\nlog: { level: silent }');
+  write(ROUTE_ALL);
   const { Gateway } = await import('../src/server.js');
-  const gw = await Gateway.start({ config: loadConfig(join(dir, 'gw.yaml'), {}), port: 0, adminPort: 0 });
+  const gw = await Gateway.start({ config: loadConfig(cfg, {}), port: 0, adminPort: 0 });
   const get = async (url: string) => {
     // a new connection each time: what a load balancer's probe and a new client do
     const r = await request(url, { headers: { connection: 'close' } });
@@ -171,12 +176,9 @@ t.test('graceful shutdown waits for open streams up to listen.drain_timeout, the
 });
 
 t.test('SIGHUP also reopens a log file, as logrotate needs', async (t) => {
-  const dir = t.testdir();
-  const echo = await startEchoUpstream({ name: 'up' });
-  t.teardown(() => echo.close());
-  const cfg = join(dir, 'gw.yaml');
+  const { dir, cfg, write } = await echoConfig(t, 'listen: { host: 127.0.0.1, port: 0 }\nadmin: { enabled: false }\nlog: { destination: ./logs/keygate.log }');
   const log = join(dir, 'logs', 'keygate.log');
-  writeFileSync(cfg, `listen: { host: 127.0.0.1, port: 0 }\nadmin: { enabled: false }\nstore: { keys: "sqlite:./k.db" }\nlog: { destination: ./logs/keygate.log }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes:\n  - { path: /a, upstream: up, auth: none }\n`);
+  write(ROUTE_A);
   const gw = spawnKeygate(t, ['serve', '-c', cfg]);
   const read = (f: string) => (existsSync(f) ? readFileSync(f, 'utf8') : '');
   const waitForLine = async (f: string, re: RegExp, count = 1) => {
@@ -203,13 +205,9 @@ t.test('SIGHUP also reopens a log file, as logrotate needs', async (t) => {
 });
 
 t.test('reload.watch: a change of the file reloads it, a bad change is refused', async (t) => {
-  const dir = t.testdir();
-  const echo = await startEchoUpstream({ name: 'up' });
-  t.teardown(() => echo.close());
-  const cfg = join(dir, 'gw.yaml');
-  const yaml = (extra: string) =>
-    `reload: { watch: true }\nlisten: { host: 127.0.0.1, port: 0 }\nadmin: { enabled: false }\nstore: { keys: "sqlite:./k.db" }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes:\n  - { path: /a, upstream: up, auth: none }\n${extra}`;
-  writeFileSync(cfg, yaml(''));
+  const { cfg, write } = await echoConfig(t, 'reload: { watch: true }\nlisten: { host: 127.0.0.1, port: 0 }\nadmin: { enabled: false }');
+  const yaml = (extra: string) => write(`${ROUTE_A}${extra}`);
+  yaml('');
   const gw = spawnKeygate(t, ['serve', '-c', cfg]);
   t.ok(await gw.waitFor(/keygate listening/), 'started');
   const url = /"url":"(http:\/\/[^"]+)"/.exec(gw.output())![1];
@@ -220,11 +218,11 @@ t.test('reload.watch: a change of the file reloads it, a bad change is refused',
   };
   t.equal(await status('/b'), 404);
   await new Promise((r) => setTimeout(r, 1100)); // a new modification time (the poll compares it)
-  writeFileSync(cfg, yaml('  - { path: /b, upstream: up, auth: none }\n'));
+  yaml('  - { path: /b, upstream: up, auth: none }\n');
   t.ok(await gw.waitFor(/configuration reloaded/), 'the change was noticed and reloaded, no signal sent');
   t.equal(await status('/b'), 200);
   await new Promise((r) => setTimeout(r, 1100));
-  writeFileSync(cfg, yaml('  - { path: /c, upstream: up, auth: none, colour: red }\n'));
+  yaml('  - { path: /c, upstream: up, auth: none, colour: red }\n');
   t.ok(await gw.waitFor(/reload refused/), 'a bad change is refused');
   t.equal(await status('/b'), 200, 'and the previous configuration keeps serving');
   gw.child.kill('SIGTERM');
