@@ -650,9 +650,10 @@ t.test('the documented alternative: Dagen on its own host name', async (t) => {
 });
 
 t.test('through a running gateway with the example config: workspace rule, Dagen header, 404', async (t) => {
-  const dagu = await startEchoUpstream({ name: 'dagu' });
+  // the recorded fakes report a Dagu 2.x version on …/health: the map's requires is checked at start
+  const dagu = await startEchoUpstream({ name: 'dagu', daguVersion: '2.1.0' });
   const dagen = await startEchoUpstream({ name: 'dagen' });
-  const prod = await startEchoUpstream({ name: 'prod' });
+  const prod = await startEchoUpstream({ name: 'prod', daguVersion: '2.1.0' });
   t.teardown(() => Promise.all([dagu.close(), dagen.close(), prod.close()]));
   const dir = t.testdir();
   const file = join(dir, 'gateway.yaml');
@@ -711,6 +712,13 @@ t.test('through a running gateway with the example config: workspace rule, Dagen
   t.match(await send('GET', '/api/v1/dags?remoteNode=prod', wide), { status: 200, json: { upstream: 'prod', path: '/api/v1/dags', query: '' } }, 'remote node, parameter removed');
   t.equal(prod.received.at(-1)!.headers.authorization, 'Bearer prod-token');
   t.match(await send('GET', '/api/v1/auth/me?remoteNode=prod', wide), { status: 400 }, 'getCurrentUser takes no remote node');
+  const before = dagu.received.length;
+  t.match(await send('GET', '/api/v1/auth/me', wide), { status: 200, json: { user: { username: 'everywhere', role: 'operator', workspaceAccess: { all: true, grants: [] } } } }, 'auth/me: the caller, from its key');
+  t.match(await send('GET', '/api/v1/auth/me', scoped), { status: 200, json: { user: { username: 'team-a-dev', role: 'viewer', workspaceAccess: { all: false, grants: [{ workspace: 'team-a', role: 'developer' }] } } } });
+  t.match(await send('GET', '/api/v1/auth/me'), { status: 401 }, 'auth/me needs a key');
+  t.match(await send('POST', '/api/v1/auth/login', undefined, { username: 'admin', password: 'x' }), { status: 404, json: { code: 'not_found' } }, 'login is not routed');
+  t.match(await send('POST', '/api/v1/auth/setup', undefined, {}), { status: 404, json: { code: 'not_found' } }, 'setup is not routed');
+  t.equal(dagu.received.length, before, 'none of these reached Dagu');
   t.match(await send('POST', '/api/v1/webhooks/deploy?remoteNode=prod'), { status: 400 }, 'the public webhook is never relayed to a remote node');
   t.match(await send('POST', '/api/v1/webhooks/deploy'), { status: 200, json: { upstream: 'dagu' } }, 'the public webhook itself');
   t.match(await send('GET', `/api/v1/events/stream/topics?token=${wide}`, undefined), { status: 404 }, 'only POST on topics');
