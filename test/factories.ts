@@ -17,7 +17,6 @@ export function routeConfig(r: RouteInput, index = 0): RouteConfig {
     remote_node: false,
     query_token: false,
     pass_authorization: false,
-    expose_login: false,
     ...r,
   };
 }

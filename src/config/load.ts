@@ -760,7 +760,7 @@ function normaliseRoute(r: RawRoute, index: number, source: string): RouteConfig
     jsonrpc: r.jsonrpc && { methods: {}, tools: {}, ...r.jsonrpc },
     requires: r.requires && { dagu: r.requires.dagu },
     answer: r.answer,
-    expose_login: r.expose_login,
+    expose_login: r.expose_login ? true : undefined,
   });
 }
 

@@ -88,8 +88,8 @@ export interface RouteConfig {
   requires?: { dagu: string };
   /** Keygate answers the request itself instead of forwarding it */
   answer?: 'current_user';
-  /** the route may serve a login or first-run setup path (…/auth/login, …/auth/setup) */
-  expose_login: boolean;
+  /** the route may serve a login or first-run setup path (…/auth/login, …/auth/setup); absent = false */
+  expose_login?: true;
 }
 
 /** Minimum role, or "deny". */
