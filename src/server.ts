@@ -212,13 +212,22 @@ export class Gateway {
     return { cert: tls.cert, key: tls.key };
   }
 
-  /** keys.audit_retention_days: drop older audit records (at start, then hourly; a no-op without it). */
+  /**
+   * keys.audit_retention_days: drop older audit records (at start, then hourly; a no-op without it);
+   * keys.usage_retention_days: the same for the hourly usage history.
+   */
   private pruneAudit(): void {
     this.keys.pruneAudit().then(
       (removed) => {
         if (removed > 0) this.logger.info({ removed, audit_retention_days: this.config.keys.audit_retention_days }, 'audit records past their retention removed');
       },
       (err: Error) => this.logger.warn({ err: err.message }, 'removing old audit records failed; trying again in an hour'),
+    );
+    this.keys.pruneUsage().then(
+      (removed) => {
+        if (removed > 0) this.logger.info({ removed_hours: removed, usage_retention_days: this.config.keys.usage_retention_days }, 'usage history past its retention removed');
+      },
+      (err: Error) => this.logger.warn({ err: err.message }, 'removing old usage history failed; trying again in an hour'),
     );
   }
 
@@ -520,7 +529,12 @@ export class Gateway {
     this.metrics.request(o.route?.config.name ?? '-', status, decision, seconds);
     if (upstreamMs >= 0 && o.forward) this.metrics.upstream(o.remoteNode ?? o.route.upstream.name, upstreamMs / 1000);
     const key = o.access?.key;
-    if (key !== undefined) this.metrics.keyRequest(key.id, key.name, decision);
+    if (key !== undefined) {
+      this.metrics.keyRequest(key.id, key.name, decision);
+      // the usage history's refused split (allowed requests were counted when forwarded)
+      if (decision === 'rate_limited') this.usage.refused(key.id, 'limited', this.now());
+      else if (decision === 'forbidden') this.usage.refused(key.id, 'forbidden', this.now());
+    }
     if (!this.config.log.access_log) return;
     this.logger.info({
       request_id: req.headers['x-request-id'],
