@@ -22,7 +22,8 @@ import type { LimitDecision } from './limits/window.js';
 import { RouteTable } from './routes/table.js';
 import { GatewayMetrics } from './metrics.js';
 import { PayloadTooLargeError, readBody } from './body.js';
-import { FORBIDDEN, INVALID_REQUEST, RATE_LIMITED, UNAUTHORIZED, allowCall, parseCall, rpcError, type RpcId } from './jsonrpc/policy.js';
+import { FORBIDDEN, INVALID_REQUEST, RATE_LIMITED, UNAUTHORIZED, allowCall, argumentFields, parseCall, rpcError, type RpcId } from './jsonrpc/policy.js';
+import { carriesBody } from './body.js';
 import { GatewayRequest } from './request.js';
 import { loadTls, type TlsMaterial } from './tls.js';
 import { UsageCounter } from './usage/counter.js';
@@ -386,14 +387,18 @@ export class Gateway {
   private applyRpc(req: GatewayRequest, res: ServerResponse, o: Outcome, started: number): void {
     const policy = o.route!.config.jsonrpc!;
     if (req.method !== 'POST') {
-      // GET opens an MCP event stream, DELETE ends a session: no call to check.
+      // GET opens an MCP event stream, DELETE ends a session: no call to check, so no body either
+      // (one would reach the upstream unread).
+      if (carriesBody(req)) {
+        return this.refuse(req, res, { forward: false, status: 400, code: 'bad_request', message: `a ${req.method} on this JSON-RPC route carries no body; send calls with POST`, rpcCode: INVALID_REQUEST, path: o.path, ...(o.route ? { route: o.route } : {}) }, started, null);
+      }
       if (!o.forward) this.refuse(req, res, o, started, null);
       else this.limitThenForward(req, res, o, started, undefined, null);
       return;
     }
     readBody(req, policy.max_body_bytes).then(
       (body) => {
-        const parsed = parseCall(body);
+        const parsed = parseCall(body, argumentFields(policy));
         const id = parsed.ok ? parsed.call.id : parsed.id;
         if (!o.forward) return this.refuse(req, res, o, started, id);
         if (!parsed.ok) {
