@@ -128,7 +128,7 @@ t.test('policy tables answer for their own entries only', async (t) => {
 
 t.test('lookups keyed by request data find own entries only (admin bodies, upstream headers)', async (t) => {
   const { checkBody } = await import('../src/admin/body.js');
-  const shape = { fields: { name: { type: 'string' as const } } };
+  const shape = { fields: { name: { type: 'string' as const, description: 'a name' } } };
   for (const name of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
     t.throws(() => checkBody(JSON.parse(`{"${name}": "x"}`), shape), { message: /unknown field/ }, `admin body member ${name}: an unknown field`);
   }
