@@ -19,8 +19,8 @@ import { UNAVAILABLE, type KeyRateLimiter } from './limits/limiter.js';
 import { rateLimitHeaders } from './limits/headers.js';
 import type { LimitDecision } from './limits/window.js';
 import type { GatewayMetrics } from './metrics.js';
-import { PayloadTooLargeError, readBody } from './body.js';
-import { allowCall, parseCall, type RpcId } from './jsonrpc/policy.js';
+import { PayloadTooLargeError, carriesBody, readBody } from './body.js';
+import { INVALID_REQUEST, allowCall, argumentFields, parseCall, type RpcId } from './jsonrpc/policy.js';
 import type { GatewayRequest } from './request.js';
 import { INSUFFICIENT_SCOPE, refuseUpgrade, sendError, sendJson, sendRpcError } from './respond.js';
 import type { UsageCounter } from './usage/counter.js';
@@ -131,14 +131,18 @@ export class Pipeline {
   private applyRpc(req: GatewayRequest, res: ServerResponse, o: Outcome, started: number): void {
     const policy = o.route!.config.jsonrpc!;
     if (req.method !== 'POST') {
-      // GET opens an MCP event stream, DELETE ends a session: no call to check.
+      // GET opens an MCP event stream, DELETE ends a session: no call to check, so no body either
+      // (one would reach the upstream unread).
+      if (carriesBody(req)) {
+        return this.refuse(req, res, { forward: false, status: 400, code: 'bad_request', message: `a ${req.method} on this JSON-RPC route carries no body; send calls with POST`, rpcCode: INVALID_REQUEST, path: o.path, ...(o.route ? { route: o.route } : {}) }, started, null);
+      }
       if (!o.forward) this.refuse(req, res, o, started, null);
       else this.limitThenForward(req, res, o, started, undefined, null);
       return;
     }
     readBody(req, policy.max_body_bytes).then(
       (body) => {
-        const parsed = parseCall(body);
+        const parsed = parseCall(body, argumentFields(policy));
         const id = parsed.ok ? parsed.call.id : parsed.id;
         if (!o.forward) return this.refuse(req, res, o, started, id);
         if (!parsed.ok) {
@@ -296,7 +300,12 @@ export class Pipeline {
     this.metrics.request(o.route?.config.name ?? '-', status, decision, seconds);
     if (upstreamMs >= 0 && o.forward) this.metrics.upstream(o.remoteNode ?? o.route.upstream.name, upstreamMs / 1000);
     const key = o.access?.key;
-    if (key !== undefined) this.metrics.keyRequest(key.id, key.name, decision);
+    if (key !== undefined) {
+      this.metrics.keyRequest(key.id, key.name, decision);
+      // the usage history's refused split (allowed requests were counted when forwarded)
+      if (decision === 'rate_limited') this.usage.refused(key.id, 'limited', this.now());
+      else if (decision === 'forbidden') this.usage.refused(key.id, 'forbidden', this.now());
+    }
     if (!this.config.log.access_log) return;
     this.logger.info({
       request_id: req.headers['x-request-id'],
