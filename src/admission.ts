@@ -11,6 +11,7 @@ import type { KeyService } from './keys/service.js';
 import { normaliseTarget } from './routes/path.js';
 import { mayContain, takeParam } from './routes/query.js';
 import { RouteTable, type Route, type RouteMatch } from './routes/table.js';
+import { answerPreflight, type PreflightAnswer } from './cors.js';
 
 export interface Refusal {
   readonly forward: false;
@@ -74,6 +75,21 @@ export class Admitter {
     private readonly now: () => number = Date.now,
     private readonly remoteBases: ReadonlyMap<string, string> = new Map(),
   ) {}
+
+  /**
+   * A CORS preflight for a route with a CORS policy: answered here, without a key, never
+   * forwarded. undefined when no route for the requested method has one (the OPTIONS request then
+   * goes through admission like any other).
+   */
+  preflight(url: string, headers: IncomingHttpHeaders): { answer: PreflightAnswer; route: Route; path: string } | undefined {
+    const target = normaliseTarget(url);
+    if (!target.ok) return undefined;
+    const method = String(headers['access-control-request-method']).toUpperCase();
+    const match = this.table.match(method, headers.host, target.path);
+    const policy = match?.route.config.cors;
+    if (match === undefined || policy === undefined) return undefined;
+    return { answer: answerPreflight(policy, headers), route: match.route, path: target.path };
+  }
 
   admit(method: string, url: string, headers: IncomingHttpHeaders): Outcome | Promise<Outcome> {
     const target = normaliseTarget(url);
