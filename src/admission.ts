@@ -51,6 +51,10 @@ function isLoginPath(path: string): boolean {
   return path.endsWith('/auth/login') || path.endsWith('/auth/setup') || path.endsWith('/auth/login/') || path.endsWith('/auth/setup/');
 }
 
+function notRouted(method: string, path: string): string {
+  return `${method} ${path} is not routed: Keygate's clients use API keys, not a password login (a route with expose_login: true opts in)`;
+}
+
 function refuse(status: number, code: string, message: string, extra?: Partial<Refusal>): Refusal {
   return { forward: false, status, code, message, ...extra };
 }
@@ -96,12 +100,12 @@ export class Admitter {
     if (!target.ok) return refuse(400, 'bad_request', target.message);
     const match = this.table.match(method, headers.host, target.path);
     if (match === undefined) {
-      return refuse(404, 'not_found', `no route for ${method} ${target.path}`, { path: target.path });
+      return refuse(404, 'not_found', isLoginPath(target.path) ? notRouted(method, target.path) : `no route for ${method} ${target.path}`, { path: target.path });
     }
     const route = match.route;
     const path = target.path;
     if (!route.config.expose_login && isLoginPath(path)) {
-      return refuse(404, 'not_found', `${method} ${path} is not routed: Keygate's clients use API keys, not a password login (a route with expose_login: true opts in)`, { path });
+      return refuse(404, 'not_found', notRouted(method, path), { path });
     }
     let query = target.query;
 
