@@ -356,6 +356,7 @@ export class KeyService {
     };
     await this.store.insert(stored);
     this.unknown.delete(stored.digest);
+    this.adminCache = undefined;
     const key = publicKey(stored);
     await this.record('create', key, actor, auditView(key));
     return { key, secret };
@@ -618,6 +619,7 @@ export class KeyService {
       await this.record('delete', k, CONFIG_ACTOR, auditView(publicKey(k)));
     }
     this.unknown.clear();
+    this.adminCache = undefined;
     return counts;
   }
 

@@ -59,7 +59,7 @@ const ADDED_COLUMNS: readonly [name: string, type: string][] = [
 /** Needs the added columns, so it runs after them. */
 const LATE_SCHEMA = `
 CREATE INDEX IF NOT EXISTS api_keys_previous_digest ON api_keys(previous_digest);
-CREATE INDEX IF NOT EXISTS api_keys_page ON api_keys(created_at, id);
+CREATE INDEX IF NOT EXISTS api_keys_page ON api_keys(created_at, name);
 CREATE INDEX IF NOT EXISTS api_keys_config ON api_keys(managed_by) WHERE managed_by = 'config';
 CREATE INDEX IF NOT EXISTS api_keys_admin ON api_keys(role) WHERE role = 'admin';
 CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY);
@@ -72,7 +72,7 @@ function isFault(err: unknown): err is Error & { code: string } {
   return err instanceof Error && typeof (err as { code?: unknown }).code === 'string' && FAULT.test((err as unknown as { code: string }).code);
 }
 
-/** A page cursor: the (created_at, id) of the last key of the page before, opaque to callers. */
+/** A page cursor: the (created_at, name) of the last key of the page before, opaque to callers. */
 function encodeCursor(createdAt: string, id: string): string {
   return Buffer.from(JSON.stringify([createdAt, id])).toString('base64url');
 }
@@ -286,8 +286,8 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       auditPrune: this.db.prepare<[string]>('DELETE FROM audit WHERE at < ?'),
       auditByKey: this.db.prepare<[string, number], AuditRow>('SELECT * FROM audit WHERE key_id = ? ORDER BY seq DESC LIMIT ?'),
       list: this.db.prepare<[], Row>('SELECT * FROM api_keys ORDER BY created_at, name'),
-      pageFirst: this.db.prepare<[number], Row>('SELECT * FROM api_keys ORDER BY created_at, id LIMIT ?'),
-      pageAfter: this.db.prepare<[string, string, number], Row>('SELECT * FROM api_keys WHERE (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?'),
+      pageFirst: this.db.prepare<[number], Row>('SELECT * FROM api_keys ORDER BY created_at, name LIMIT ?'),
+      pageAfter: this.db.prepare<[string, string, number], Row>('SELECT * FROM api_keys WHERE (created_at, name) > (?, ?) ORDER BY created_at, name LIMIT ?'),
       config: this.db.prepare<[], Row>("SELECT * FROM api_keys WHERE managed_by = 'config' ORDER BY created_at, id"),
       admin: this.db.prepare<[string], { one: number }>(
         "SELECT 1 AS one FROM api_keys WHERE role = 'admin' AND is_active = 1 AND (expires_at IS NULL OR expires_at > ?) LIMIT 1",
@@ -418,7 +418,7 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
     const more = rows.length > q.limit;
     if (more) rows.pop();
     const last = rows[rows.length - 1];
-    return { keys: rows.map(fromRow), next: more && last ? encodeCursor(last.created_at, last.id) : null };
+    return { keys: rows.map(fromRow), next: more && last ? encodeCursor(last.created_at, last.name) : null };
   }
 
   async hasActiveAdmin(nowMs: number): Promise<boolean> {
