@@ -3,7 +3,6 @@
 // access line follow in the order they run. Lifecycle (listen, reload, shutdown, health) is in
 // server.ts; reload swaps the fields marked "live" below as plain assignments.
 
-import type { ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Admission, Admitter, Outcome, Refusal } from './admission.js';
 import { ROLES, type GatewayConfig } from './config/types.js';
@@ -14,12 +13,12 @@ import { assignRequestId, upstreamRequestHeaders, type Forwarding, type Identity
 import type { Upstream, Upstreams } from './proxy/upstream.js';
 import { WebSocketProxy } from './proxy/websocket.js';
 import { UNAVAILABLE, type KeyRateLimiter } from './limits/limiter.js';
-import { rateLimitHeaders } from './limits/headers.js';
+import { rateLimitHeaders, stageRateLimitHeaders } from './limits/headers.js';
 import type { LimitDecision } from './limits/window.js';
 import type { GatewayMetrics } from './metrics.js';
 import { PayloadTooLargeError, readBody } from './body.js';
 import { allowCall, parseCall, type RpcId } from './jsonrpc/policy.js';
-import type { GatewayRequest } from './request.js';
+import type { GatewayRequest, GatewayResponse } from './request.js';
 import { INSUFFICIENT_SCOPE, refuseUpgrade, sendError, sendRpcError } from './respond.js';
 import type { UsageCounter } from './usage/counter.js';
 
@@ -36,7 +35,7 @@ export interface PipelineOptions {
   metrics: GatewayMetrics;
   now: () => number;
   /** answers `<listen.health_prefix>…`; `what` is the rest of the target */
-  health: (req: GatewayRequest, res: ServerResponse, what: string) => void;
+  health: (req: GatewayRequest, res: GatewayResponse, what: string) => void;
 }
 
 export class Pipeline {
@@ -75,16 +74,16 @@ export class Pipeline {
 
   // ------------------------------------------------------------------ HTTP
 
-  onRequest(req: GatewayRequest, res: ServerResponse): void {
+  onRequest(req: GatewayRequest, res: GatewayResponse): void {
     // shutting down: finish this request, then close the connection so the client's next one
     // goes (through the load balancer) to an instance that stays
-    if (this.draining) res.setHeader('connection', 'close');
+    if (this.draining) res.stage('connection', 'close');
     if (req.url!.startsWith(this.config.listen.health_prefix)) {
       this.health(req, res, req.url!.slice(this.config.listen.health_prefix.length));
       return;
     }
     const started = performance.now();
-    res.setHeader('x-request-id', assignRequestId(req.headers));
+    res.stage('x-request-id', assignRequestId(req.headers));
     let outcome: Outcome | Promise<Outcome>;
     try {
       outcome = this.admitter.admit(req.method!, req.url!, req.headers);
@@ -100,7 +99,7 @@ export class Pipeline {
     } else this.apply(req, res, outcome, started);
   }
 
-  private apply(req: GatewayRequest, res: ServerResponse, o: Outcome, started: number): void {
+  private apply(req: GatewayRequest, res: GatewayResponse, o: Outcome, started: number): void {
     // JSON-RPC routes read the call first: the method policy needs it, and every refusal
     // (authentication ones too) answers in JSON-RPC with the request's id.
     if (o.route?.config.jsonrpc !== undefined) {
@@ -115,14 +114,14 @@ export class Pipeline {
   }
 
   /** Send a refusal: Keygate's JSON error, or a JSON-RPC error when the request was a call. */
-  private refuse(req: GatewayRequest, res: ServerResponse, r: Refusal, started: number, rpcId?: RpcId): void {
+  private refuse(req: GatewayRequest, res: GatewayResponse, r: Refusal, started: number, rpcId?: RpcId): void {
     if (rpcId === undefined) sendError(res, r.status, r.code, r.message, r.headers);
     else sendRpcError(res, r.status, rpcId, r.message, r.headers, r.rpcCode);
     req.resume(); // discard an unread body so the connection can be reused
     this.access(req, r, r.status, started, -1);
   }
 
-  private applyRpc(req: GatewayRequest, res: ServerResponse, o: Outcome, started: number): void {
+  private applyRpc(req: GatewayRequest, res: GatewayResponse, o: Outcome, started: number): void {
     const policy = o.route!.config.jsonrpc!;
     if (req.method !== 'POST') {
       // GET opens an MCP event stream, DELETE ends a session: no call to check.
@@ -157,21 +156,29 @@ export class Pipeline {
   }
 
   /** Stage 7, the key's rate limit (after authorisation, before the upstream sees anything), then forward. */
-  private limitThenForward(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
+  private limitThenForward(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
     if (o.access === undefined) {
       this.forward(req, res, o, started, body);
       return;
     }
+    // in-process counters answer at once: no promise on the common path
+    const now = this.limiter.checkNow(o.access.key.id, o.access.key.rateLimit);
+    if (now !== undefined) {
+      this.limited(req, res, o, started, now, body, rpcId);
+      return;
+    }
     this.limiter.check(o.access.key.id, o.access.key.rateLimit).then(
-      (d) => {
-        const refusal = this.limitRefusal(o, d);
-        if (refusal !== undefined) return this.refuse(req, res, refusal, started, rpcId);
-        const headers = rateLimitHeaders(d as LimitDecision);
-        for (const name in headers) res.setHeader(name, headers[name]!);
-        this.forward(req, res, o, started, body);
-      },
+      (d) => this.limited(req, res, o, started, d, body, rpcId),
       (err) => this.internalError(req, res, started, err),
     );
+  }
+
+  /** The rate-limit decision made: refuse, or forward with the rate-limit headers. */
+  private limited(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, d: LimitDecision | typeof UNAVAILABLE, body: Buffer | undefined, rpcId: RpcId | undefined): void {
+    const refusal = this.limitRefusal(o, d);
+    if (refusal !== undefined) return this.refuse(req, res, refusal, started, rpcId);
+    stageRateLimitHeaders(res, d as LimitDecision);
+    this.forward(req, res, o, started, body);
   }
 
   /** The 429 (or 503 when the limit store is down under the deny policy) for a decision, if any. */
@@ -190,7 +197,7 @@ export class Pipeline {
     };
   }
 
-  private forward(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer): void {
+  private forward(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, body?: Buffer): void {
     const { upstream, headers } = this.prepareForward(req, o);
     if (o.route.config.surface === 'a2a' && req.method === 'GET' && isAgentCardPath(o.path)) {
       forwardAgentCard(res, req, upstream, o.upstreamTarget, headers, sendError, (r) => this.access(req, o, r.status, started, r.upstreamMs, r.error?.code));
@@ -237,7 +244,7 @@ export class Pipeline {
     };
   }
 
-  private internalError(req: GatewayRequest, res: ServerResponse, started: number, err: unknown): void {
+  private internalError(req: GatewayRequest, res: GatewayResponse, started: number, err: unknown): void {
     this.logger.error({ err, method: req.method }, 'request failed inside the gateway');
     const refusal: Refusal = { forward: false, status: 503, code: 'unavailable', message: 'the gateway could not check this request (key store unavailable)' };
     if (!res.headersSent) sendError(res, refusal.status, refusal.code, refusal.message);

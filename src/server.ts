@@ -1,7 +1,7 @@
 // Composition and lifecycle: build the parts, listen, reload, health, shutdown. What happens to
 // one request, start to end, is in pipeline.ts.
 
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -17,7 +17,7 @@ import { openRateLimiter, type OpenedLimiter } from './limits/open.js';
 import { RouteTable } from './routes/table.js';
 import { GatewayMetrics } from './metrics.js';
 import { Pipeline } from './pipeline.js';
-import { GatewayRequest } from './request.js';
+import { GatewayRequest, GatewayResponse } from './request.js';
 import { sendError, sendJson } from './respond.js';
 import { loadTls, type TlsMaterial } from './tls.js';
 import { UsageCounter } from './usage/counter.js';
@@ -126,11 +126,12 @@ export class Gateway {
       health: (req, res, what) => this.serveHealth(req, res, what),
     });
     const pipeline = this.pipeline;
-    const serverOptions = { keepAliveTimeout: 5_000, IncomingMessage: GatewayRequest };
-    const onRequest = (req: GatewayRequest, res: ServerResponse) => pipeline.onRequest(req, res);
+    // node builds these classes for every request (typed loosely: node's generics do not follow subclasses)
+    const serverOptions = { keepAliveTimeout: 5_000, IncomingMessage: GatewayRequest as typeof IncomingMessage, ServerResponse: GatewayResponse as typeof ServerResponse };
+    const onRequest = (req: IncomingMessage, res: ServerResponse) => pipeline.onRequest(req as GatewayRequest, res as GatewayResponse);
     const tls = opts.config.listen.tls && this.servedCertificate('public', loadTls(opts.config.listen.tls));
     this.server = tls ? createHttpsServer({ ...serverOptions, cert: tls.cert, key: tls.key }, onRequest) : createServer(serverOptions, onRequest);
-    this.server.on('upgrade', (req: GatewayRequest, socket: Duplex, head: Buffer) => pipeline.onUpgrade(req, socket, head));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => pipeline.onUpgrade(req as GatewayRequest, socket, head));
     this.server.on('clientError', (_err: Error, socket: Duplex) => {
       if (socket.writable && !(socket as { _httpMessage?: unknown })._httpMessage) {
         const body = JSON.stringify({ code: 'bad_request', message: 'malformed HTTP request' });
@@ -260,7 +261,7 @@ export class Gateway {
   }
 
   /** `<prefix>healthz` (alive) and `<prefix>readyz` (ready to serve), on the public listener. */
-  private serveHealth(req: GatewayRequest, res: ServerResponse, what: string): void {
+  private serveHealth(req: GatewayRequest, res: GatewayResponse, what: string): void {
     req.resume();
     const path = what.split('?', 1)[0];
     if ((req.method !== 'GET' && req.method !== 'HEAD') || (path !== 'healthz' && path !== 'readyz')) {
