@@ -4,6 +4,7 @@
 // server.ts; reload swaps the fields marked "live" below as plain assignments.
 
 import type { Duplex } from 'node:stream';
+import type { AccessLog } from './access-log.js';
 import type { Admission, Admitter, Outcome, Refusal } from './admission.js';
 import { ROLES, type GatewayConfig } from './config/types.js';
 import type { Logger } from './log.js';
@@ -33,6 +34,8 @@ export interface PipelineOptions {
   usage: UsageCounter;
   limiter: KeyRateLimiter;
   metrics: GatewayMetrics;
+  /** undefined when log.access_log is false */
+  accessLog: AccessLog | undefined;
   now: () => number;
   /** answers `<listen.health_prefix>…`; `what` is the rest of the target */
   health: (req: GatewayRequest, res: GatewayResponse, what: string) => void;
@@ -56,6 +59,7 @@ export class Pipeline {
   private readonly usage: UsageCounter;
   private readonly limiter: KeyRateLimiter;
   private readonly metrics: GatewayMetrics;
+  private readonly accessLog: AccessLog | undefined;
   private readonly now: () => number;
   private readonly health: PipelineOptions['health'];
 
@@ -68,6 +72,7 @@ export class Pipeline {
     this.usage = opts.usage;
     this.limiter = opts.limiter;
     this.metrics = opts.metrics;
+    this.accessLog = opts.accessLog;
     this.now = opts.now;
     this.health = opts.health;
   }
@@ -262,13 +267,16 @@ export class Pipeline {
     if (upstreamMs >= 0 && o.forward) this.metrics.upstream(o.remoteNode ?? o.route.upstream.name, upstreamMs / 1000);
     const key = o.access?.key;
     if (key !== undefined) this.metrics.keyRequest(key.id, key.name, decision);
-    if (!this.config.log.access_log) return;
-    this.logger.info({
-      request_id: req.headers['x-request-id'],
+    const log = this.accessLog;
+    if (log === undefined) return;
+    const h = req.headers;
+    log.write({
+      request_id: h['x-request-id'] as string | undefined,
       remote_address: req.remoteAddress,
       // behind a trusted proxy, the chain it reports (the client first)
-      forwarded_for: this.config.listen.trust_forwarded ? req.headers['x-forwarded-for'] : undefined,
+      forwarded_for: this.config.listen.trust_forwarded ? (h['x-forwarded-for'] as string | undefined) : undefined,
       method: req.method,
+      host: h.host,
       path: o.path,
       route: o.route?.config.name,
       key_id: key?.id,
@@ -276,10 +284,14 @@ export class Pipeline {
       status,
       decision,
       code: o.forward ? error : o.code,
-      bytes_in: Number(req.headers['content-length'] ?? 0) || undefined,
+      upstream: o.forward ? (o.remoteNode ?? o.route.upstream.name) : undefined,
+      bytes_in: Number(h['content-length'] ?? 0) || undefined,
+      // the WebSocket's line is written at the upgrade: its bytes are the stream's, not counted here
+      bytes_out: status === 101 ? undefined : req.bytesOut(),
+      user_agent: h['user-agent'],
       latency_ms: Math.round(seconds * 100_000) / 100,
       upstream_ms: upstreamMs >= 0 ? Math.round(upstreamMs * 100) / 100 : undefined,
-    }, 'request');
+    });
   }
 
   // ------------------------------------------------------------------ WebSocket

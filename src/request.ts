@@ -9,10 +9,18 @@ import type { Socket } from 'node:net';
 export class GatewayRequest extends IncomingMessage {
   /** the client's address as the socket saw it ('' when unknown) */
   readonly remoteAddress: string;
+  /** bytes the connection had written before this request's response */
+  private readonly writtenBefore: number;
 
   constructor(socket: Socket) {
     super(socket);
     this.remoteAddress = socket.remoteAddress ?? '';
+    this.writtenBefore = socket.bytesWritten ?? 0;
+  }
+
+  /** Bytes of the response written to the connection so far, status line and headers included. */
+  bytesOut(): number {
+    return (this.socket?.bytesWritten ?? this.writtenBefore) - this.writtenBefore;
   }
 }
 

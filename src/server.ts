@@ -10,7 +10,8 @@ import { AdminServer } from './admin/server.js';
 import type { GatewayConfig } from './config/types.js';
 import { openKeyStore } from './keys/open.js';
 import { KeyService } from './keys/service.js';
-import { createLogger, type Logger } from './log.js';
+import { AccessLog } from './access-log.js';
+import { closeDestination, createLogger, openDestination, streamOf, type Logger, type LogStream } from './log.js';
 import { Upstreams } from './proxy/upstream.js';
 import type { KeyRateLimiter } from './limits/limiter.js';
 import { openRateLimiter, type OpenedLimiter } from './limits/open.js';
@@ -54,6 +55,10 @@ export class Gateway {
   /** the admin listener (key APIs, audit, OpenAPI); undefined when admin.enabled is false */
   readonly admin: AdminServer | undefined;
   private readonly server: Server;
+  /** one line per finished request; undefined with log.access_log: false */
+  private readonly accessLog: AccessLog | undefined;
+  /** the access log's own destination, when log.access_log names one */
+  private readonly accessStream: LogStream | undefined;
   /** what every request goes through; holds the live admitter and upstream pools */
   private readonly pipeline: Pipeline;
   private readonly usage: UsageCounter;
@@ -113,6 +118,13 @@ export class Gateway {
         }),
     });
     this.metrics.configure(opts.config.metrics);
+    const access = opts.config.log.access_log;
+    // access lines are info lines: a logger set to warn or above writes none to its own stream
+    this.accessStream = typeof access === 'string' ? openDestination(access, opts.config.log.format) : undefined;
+    this.accessLog =
+      this.accessStream !== undefined ? new AccessLog(this.accessStream)
+      : access === true && this.logger.isLevelEnabled('info') ? new AccessLog(streamOf(this.logger))
+      : undefined;
     this.pipeline = new Pipeline({
       config: opts.config,
       admitter: new Admitter(this.routes, this.keys, this.now, remoteNodes.basePaths()),
@@ -122,6 +134,7 @@ export class Gateway {
       usage: this.usage,
       limiter: this.limiter,
       metrics: this.metrics,
+      accessLog: this.accessLog,
       now: this.now,
       health: (req, res, what) => this.serveHealth(req, res, what),
     });
@@ -292,6 +305,13 @@ export class Gateway {
     return `${this.config.listen.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
   }
 
+  /** The addresses the listeners really bound (0.0.0.0 or :: when listening on every interface). */
+  get listening(): { public: string; admin?: string } {
+    const { address, port } = this.server.address() as AddressInfo;
+    const url = `${this.config.listen.tls ? 'https' : 'http'}://${address.includes(':') ? `[${address}]` : address}:${port}`;
+    return this.admin ? { public: url, admin: this.admin.boundUrl } : { public: url };
+  }
+
   /** base URL of the admin listener; undefined when it is disabled */
   get adminUrl(): string | undefined {
     return this.admin?.url;
@@ -339,6 +359,8 @@ export class Gateway {
       await this.pipeline.upstreams.close();
       await this.pipeline.remoteNodes.close();
       if (this.ownsKeys) await this.keys.store.close();
+      this.accessLog?.flush();
+      if (this.accessStream !== undefined) await closeDestination(this.accessStream);
       await new Promise<void>((resolve) => this.logger.flush(() => resolve()));
     })();
     return this.closing;
