@@ -16,13 +16,15 @@ export interface MetricSources {
   connections(): Promise<{ http: number; websocket: number }>;
   /** when the served TLS certificates expire (unix seconds), by listener; empty without TLS */
   certificateExpiry(): Record<string, number>;
+  /** what the last version check found for each upstream and remote node with versioned routes */
+  upstreamVersions(): { name: string; kind: string; version?: string; status: 'ok' | 'mismatch' | 'unreachable' }[];
 }
 
 /** status classes (the label values), and the index of each hundred in them */
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'other'];
 const CLASS_OF_HUNDRED = [0, 0, 1, 2, 3, 4];
 /** the decisions a request can end with (the label values) */
-export const DECISIONS = ['allowed', 'unauthenticated', 'forbidden', 'rate_limited', 'upstream_error', 'no_route', 'bad_request', 'error'] as const;
+export const DECISIONS = ['allowed', 'unauthenticated', 'forbidden', 'rate_limited', 'upstream_error', 'upstream_version_mismatch', 'no_route', 'bad_request', 'error'] as const;
 const DECISION_INDEX: Record<string, number> = Object.fromEntries(DECISIONS.map((d, i) => [d, i]));
 /** seconds: from a cached key check (~1 ms) to a long agent chat */
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -107,6 +109,7 @@ export class GatewayMetrics {
   private readonly routes = new Map<string, RouteSeries>();
   private readonly upstreams = new Map<string, Observed>();
   private readonly keyCounts = new Map<string, Float64Array>();
+  private readonly credentialRejections: Counter<'upstream' | 'kind'>;
   /** metrics.per_key: the keys with their own series (id → latest name seen), at most maxKeys */
   private perKey = false;
   private maxKeys = 100;
@@ -120,7 +123,7 @@ export class GatewayMetrics {
     const scraped = (m: ScrapedMetric) => this.registry.registerMetric(m as unknown as Metric);
     scraped(new ScrapedMetric(
       'keygate_requests_total',
-      'Requests by route, HTTP status class and decision (allowed, unauthenticated, forbidden, rate_limited, upstream_error, no_route, bad_request, error).',
+      'Requests by route, HTTP status class and decision (allowed, unauthenticated, forbidden, rate_limited, upstream_error, upstream_version_mismatch, no_route, bad_request, error).',
       'counter',
       () => {
         const out: Sample[] = [];
@@ -185,6 +188,22 @@ export class GatewayMetrics {
         this.reset();
         for (const [listener, at] of Object.entries(sources.certificateExpiry())) this.set({ listener }, at);
       } });
+    new Gauge({ name: 'keygate_upstream_version_info', help: 'Always 1: the Dagu version each upstream (kind=upstream) or remote node (kind=remote_node) with versioned routes reported at the last check.', labelNames: ['upstream', 'kind', 'version'], registers, aggregator: 'max',
+      collect() {
+        this.reset();
+        for (const f of sources.upstreamVersions()) if (f.version !== undefined) this.set({ upstream: f.name, kind: f.kind, version: f.version }, 1);
+      } });
+    new Gauge({ name: 'keygate_upstream_version_mismatch', help: "1 while an upstream or remote node reports a version outside its routes' requires (those routes answer 502 upstream_version_mismatch), else 0.", labelNames: ['upstream', 'kind'], registers, aggregator: 'max',
+      collect() {
+        this.reset();
+        for (const f of sources.upstreamVersions()) this.set({ upstream: f.name, kind: f.kind }, f.status === 'mismatch' ? 1 : 0);
+      } });
+    this.credentialRejections = new Counter({
+      name: 'keygate_upstream_credential_rejections_total',
+      help: "Responses where an upstream (kind=upstream) or remote node (kind=remote_node) refused the gateway's own credential with 401/403 (answered 502 upstream_credential_rejected).",
+      labelNames: ['upstream', 'kind'],
+      registers,
+    });
     // summed across workers: every worker holds its own connections
     new Gauge({ name: 'keygate_open_connections', help: 'Client connections open on the public listener, by kind (http, websocket).', labelNames: ['kind'], registers,
       async collect() {
@@ -228,6 +247,10 @@ export class GatewayMetrics {
     let counts = this.keyCounts.get(keyId);
     if (counts === undefined) this.keyCounts.set(keyId, (counts = new Float64Array(DECISIONS.length)));
     counts[DECISION_INDEX[decision] ?? DECISIONS.length - 1]!++;
+  }
+
+  credentialRejected(upstream: string, kind: 'upstream' | 'remote_node'): void {
+    this.credentialRejections.inc({ upstream, kind });
   }
 
   upstream(name: string, seconds: number): void {
