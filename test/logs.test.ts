@@ -44,7 +44,7 @@ async function setup(t: Test, log: string) {
 t.test('default: JSON lines with ISO time and level names; the access line; bound addresses; a stopped line', async (t) => {
   const s = await setup(t, '');
   const gw = spawnKeygate(t, ['serve', '-c', s.cfg]);
-  t.ok(await gw.waitFor(/"msg":"keygate listening"/), `started: ${gw.output()}`);
+  t.ok(await gw.waitFor(/"msg":"keygate listening"/, 1, 90_000), `started: ${gw.output()}`);
   const start = gw.lines().find((l) => l.msg === 'keygate listening')!;
   t.match(start, { level: 'info', service: 'keygate' });
   t.match(start.time, ISO, 'time is ISO-8601');
@@ -88,7 +88,7 @@ t.test('default: JSON lines with ISO time and level names; the access line; boun
 t.test('log.access_log names its own destination: request lines there, the rest where they were', async (t) => {
   const s = await setup(t, 'log: { access_log: ./access.log }\n');
   const gw = spawnKeygate(t, ['serve', '-c', s.cfg]);
-  const m = await gw.waitFor(/"url":"(http:\/\/[^"]+)"/);
+  const m = await gw.waitFor(/"url":"(http:\/\/[^"]+)"/, 1, 90_000);
   t.ok(m, `started: ${gw.output()}`);
   for (let i = 0; i < 3; i++) await rawGet(m![1]!, '/x', { 'x-api-key': s.secret });
   // logrotate: move the file away, SIGHUP, and the next lines go to a new access.log
@@ -113,7 +113,7 @@ t.test('log.access_log names its own destination: request lines there, the rest 
 t.test('log.access_log: false writes no request line', async (t) => {
   const s = await setup(t, 'log: { access_log: false }\n');
   const gw = spawnKeygate(t, ['serve', '-c', s.cfg]);
-  const m = await gw.waitFor(/"url":"(http:\/\/[^"]+)"/);
+  const m = await gw.waitFor(/"url":"(http:\/\/[^"]+)"/, 1, 90_000);
   t.ok(m, `started: ${gw.output()}`);
   t.match((await rawGet(m![1]!, '/x', { 'x-api-key': s.secret })).toString('latin1'), /^HTTP\/1\.1 200 /);
   gw.child.kill('SIGTERM');
@@ -124,7 +124,7 @@ t.test('log.access_log: false writes no request line', async (t) => {
 t.test('log.format: pretty: readable lines for a terminal (pino-pretty)', async (t) => {
   const s = await setup(t, 'log: { format: pretty }\n');
   const gw = spawnKeygate(t, ['serve', '-c', s.cfg]);
-  const m = await gw.waitFor(/url: "(http:\/\/[^"]+)"/);
+  const m = await gw.waitFor(/url: "(http:\/\/[^"]+)"/, 1, 90_000);
   t.ok(m, `started: ${gw.output()}`);
   await rawGet(m![1]!, '/x', { 'x-api-key': s.secret });
   t.ok(await gw.waitFor(/INFO.*: request/), 'the access line, pretty too');
