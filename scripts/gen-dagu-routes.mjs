@@ -46,6 +46,17 @@ const EXTRA_NAMES = {
 const MCP_TOOLS = { dagu_read: 'viewer', dagu_change: 'developer', dagu_execute: 'operator' };
 
 /**
+ * How Dagu's tools name the workspace they act in (docs.dagu.sh, MCP Tools): dagu_read and
+ * dagu_change take `workspace` for Wiki targets and changes only; DAGs, runs and dagu_execute are
+ * named by DAG name, with no workspace, and a `uri` names the object directly. A call that names no
+ * workspace acts nowhere: a key with grants only reads there, a bound key is refused.
+ */
+const MCP_TOOL_WORKSPACES = {
+  dagu_read: { argument: 'workspace', when: { target: ['wiki', 'wiki_page', 'wiki_search', 'docs', 'doc', 'doc_search'] }, unless: ['uri'] },
+  dagu_change: { argument: 'workspace', when: { type: ['upsert_wiki_page', 'rename_wiki_page', 'delete_wiki_page', 'upsert_doc', 'rename_doc', 'delete_doc'] } },
+};
+
+/**
  * Client-to-server MCP methods (spec 2025-06-18 and 2025-11-25). Each is allowed to any key that
  * passes the route (viewer); tools/call is further limited per tool. Unlisted methods are refused.
  */
@@ -128,6 +139,13 @@ function routeFields(row) {
   return f;
 }
 
+/** A YAML flow mapping of plain strings and lists of them. */
+function flow(v) {
+  if (Array.isArray(v)) return `[${v.join(', ')}]`;
+  if (typeof v === 'object') return `{ ${Object.entries(v).map(([k, x]) => `${k}: ${flow(x)}`).join(', ')} }`;
+  return String(v);
+}
+
 function mcpPolicy() {
   const pad = (s) => `${s}:`.padEnd(36);
   return [
@@ -138,6 +156,8 @@ function mcpPolicy() {
     '      default_tool: deny                    # a tool not listed below is refused',
     '      tools:',
     ...Object.entries(MCP_TOOLS).map(([t, r]) => `        ${pad(t)}${r}`),
+    '      tool_workspaces:                      # where a tool call names its workspace (dagu_execute: nowhere)',
+    ...Object.entries(MCP_TOOL_WORKSPACES).map(([t, w]) => `        ${pad(t)}${flow(w)}`),
   ];
 }
 

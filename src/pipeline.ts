@@ -20,7 +20,7 @@ import { rateLimitHeaders, stageRateLimitHeaders } from './limits/headers.js';
 import type { LimitDecision } from './limits/window.js';
 import type { GatewayMetrics } from './metrics.js';
 import { PayloadTooLargeError, carriesBody, readBody } from './body.js';
-import { INVALID_REQUEST, allowCall, argumentFields, parseCall, type RpcId } from './jsonrpc/policy.js';
+import { INVALID_REQUEST, argumentFields, authoriseCall, parseCall, type RpcId } from './jsonrpc/policy.js';
 import type { GatewayRequest, GatewayResponse } from './request.js';
 import { INSUFFICIENT_SCOPE, refuseUpgrade, sendError, sendJson, sendRpcError } from './respond.js';
 import type { UsageCounter } from './usage/counter.js';
@@ -152,11 +152,15 @@ export class Pipeline {
         if (!parsed.ok) {
           return this.refuse(req, res, { forward: false, status: 400, code: 'bad_request', message: parsed.message, rpcCode: parsed.code, path: o.path, route: o.route }, started, id);
         }
-        if (o.decision !== undefined) {
-          const verdict = allowCall(policy, o.route.minRoleRank, o.decision.roleRank, parsed.call);
+        if (o.decision !== undefined && o.access !== undefined) {
+          const verdict = authoriseCall(policy, o.route.minRoleRank, o.access, o.decision, parsed.call);
           if (!verdict.allow) {
-            const refusal: Refusal = { forward: false, status: 403, code: 'forbidden', message: verdict.message, headers: INSUFFICIENT_SCOPE, path: o.path, route: o.route, ...(o.access ? { access: o.access } : {}) };
+            const refusal: Refusal = { forward: false, status: verdict.status, code: verdict.code, message: verdict.message, ...(verdict.status === 403 ? { headers: INSUFFICIENT_SCOPE } : {}), path: o.path, route: o.route, access: o.access };
             return this.refuse(req, res, refusal, started, id);
+          }
+          // the identity headers say where the call acts (a tool's workspace, not the URL's)
+          if (verdict.roleRank !== o.decision.roleRank || verdict.workspace !== o.decision.workspace) {
+            return this.limitThenForward(req, res, { ...o, decision: { allow: true, roleRank: verdict.roleRank, workspace: verdict.workspace } }, started, body, id);
           }
         }
         this.limitThenForward(req, res, o, started, body, id);
