@@ -26,6 +26,7 @@ import { FORBIDDEN, INVALID_REQUEST, RATE_LIMITED, UNAUTHORIZED, allowCall, pars
 import { GatewayRequest } from './request.js';
 import { loadTls, type TlsMaterial } from './tls.js';
 import { UsageCounter } from './usage/counter.js';
+import { StoreGuard } from './store-guard.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -109,6 +110,7 @@ export class Gateway {
   /** client sockets handed over to WebSocket proxying, for the shutdown drain */
   private readonly upgraded = new Set<Duplex>();
   private readonly usage: UsageCounter;
+  private readonly guard: StoreGuard;
   private readonly limits: OpenedLimiter;
   private readonly limiter: KeyRateLimiter;
   private readonly now: () => number;
@@ -129,7 +131,7 @@ export class Gateway {
     else {
       const store = openKeyStore(opts.config.store.keys, { redis: opts.config.store.redis, onError: (err) => this.logger.warn({ err: err.message }, 'key store (redis) error') });
       // every key change, whoever makes it, is logged and kept in the store's audit table
-      this.keys = new KeyService(store, opts.config.keys, this.now, { store, log: (record) => this.logger.info({ audit: record }, 'key change') });
+      this.keys = new KeyService(store, opts.config.keys, this.now, { store, log: (record) => this.logger.info({ audit: record }, 'key change') }, { staleTtlMs: opts.config.store.stale_ttl * 1000 });
     }
     const gateway = this; // for the admin listener's callbacks, which run after construction
     this.admin = opts.config.admin.enabled
@@ -154,10 +156,15 @@ export class Gateway {
     this.admitter = new Admitter(this.routes, this.keys, this.now, this.remoteNodes.basePaths());
     this.limits = openRateLimiter(opts.config, this.logger, this.now);
     this.limiter = this.limits.limiter;
-    this.usage = new UsageCounter(this.keys.store, 1000, (err) => this.logger.error({ err }, 'usage flush failed; will retry'));
+    this.usage = new UsageCounter(this.keys.store, 200, (err, inRow) => {
+      if (inRow === 1) this.logger.error({ err: (err as Error).message ?? String(err) }, 'usage flush failed; the batch is kept and retried (applied at most once)');
+    });
+    this.guard = new StoreGuard({ keys: this.keys, usage: this.usage, logger: this.logger, dir: opts.config.store.state_dir, staleTtlSeconds: opts.config.store.stale_ttl });
     this.metrics = new GatewayMetrics({
       limiter: () => this.limiterState,
       keyCache: () => this.keys.cacheStats,
+      keyStoreContentLost: () => this.guard.contentLost,
+      breakers: () => ({ keys: this.keys.store.unreachable?.() !== undefined, rate_limits: this.limits.breakerOpen() }),
       reloads: () => this.reloads,
       usageFlushLag: () => (Date.now() - this.usage.lastFlushMs) / 1000,
       certificateExpiry: () => this.certificateExpiry,
@@ -184,10 +191,8 @@ export class Gateway {
     const { host } = opts.config.listen;
     const port = opts.port ?? opts.config.listen.port;
     try {
-      await gw.limits.ready;
-    await gw.keys.store.ready?.(3000).catch(() => gw.logger.warn('key store not reachable at start: cached keys only until it is'));
-      const synced = await gw.keys.syncDeclared();
-      if (synced.created + synced.updated + synced.deleted > 0) gw.logger.info(synced, 'keys declared in the config synced to the key store');
+      // neither store has to be reachable: the gateway serves what it can and catches up
+      await Promise.all([gw.limits.ready, gw.guard.start()]);
       await new Promise<void>((resolve, reject) => {
         gw.server.once('error', reject);
         gw.server.listen(port, host, () => {
@@ -284,17 +289,26 @@ export class Gateway {
    * Readiness: config loaded (it is, or this object would not exist), key store answering, Redis
    * reachable when configured. Shared by the public and admin listeners.
    */
-  async readiness(): Promise<{ ready: boolean; checks: Record<string, string> }> {
+  async readiness(): Promise<{ ready: boolean; degraded: boolean; checks: Record<string, string> }> {
     const checks: Record<string, string> = { config: 'ok' };
     if (this.draining) checks.shutdown = 'draining: the gateway is shutting down';
-    try {
-      await withTimeout(this.keys.store.count(), 1000);
-      checks.key_store = 'ok';
-    } catch (err) {
-      checks.key_store = `unreachable: ${(err as Error).message}`;
+    const keys = this.guard.keyStoreCheck(this.now());
+    if (keys.state !== 'ok') checks.key_store = keys.message;
+    else {
+      try {
+        await withTimeout(this.keys.store.count(), 1000);
+        checks.key_store = 'ok';
+      } catch (err) {
+        checks.key_store = `unreachable: ${(err as Error).message}`;
+      }
     }
-    checks.rate_limit_store = this.limits.reachable() ? 'ok' : `unreachable: serving on the fallback policy (${this.config.store.rate_limits_fallback})`;
-    return { ready: Object.values(checks).every((c) => c === 'ok'), checks };
+    checks.rate_limit_store = this.limits.reachable()
+      ? 'ok'
+      : `degraded: rate-limit store unreachable; serving on the fallback policy (${this.config.store.rate_limits_fallback})`;
+    // degraded still serves (cached keys, fallback limits): a load balancer should keep sending
+    const states = Object.values(checks);
+    const ready = states.every((c) => c === 'ok' || c.startsWith('degraded'));
+    return { ready, degraded: ready && states.some((c) => c.startsWith('degraded')), checks };
   }
 
   /** `<prefix>healthz` (alive) and `<prefix>readyz` (ready to serve), on the public listener. */
@@ -310,7 +324,7 @@ export class Gateway {
       return;
     }
     this.readiness().then(
-      (r) => sendJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks }),
+      (r) => sendJson(res, r.ready ? 200 : 503, { status: r.ready ? (r.degraded ? 'degraded' : 'ready') : 'not_ready', checks: r.checks }),
       () => sendError(res, 503, 'unavailable', 'readiness could not be determined'),
     );
   }
@@ -462,7 +476,7 @@ export class Gateway {
     });
   }
 
-  /** Write the usage counted so far to the key store now (otherwise it is written every second). */
+  /** Write the usage counted so far to the key store now (otherwise it is written five times a second). */
   flushUsage(): Promise<void> {
     return this.usage.flush();
   }
@@ -617,7 +631,8 @@ export class Gateway {
       await Promise.all([this.admin?.close(drainMs), closed, streamsDone]);
       clearTimeout(timer);
       this.ws.close();
-      await this.usage.stop();
+      const left = await this.usage.stop();
+      await this.guard.stop(left);
       await this.limits.close();
       await this.upstreams.close();
       await this.remoteNodes.close();

@@ -1,5 +1,6 @@
 // One contract, every key store: SQLite (the default) and Redis (several instances) behave alike.
 
+import { randomUUID } from 'node:crypto';
 import t, { type Test as Tap } from 'tap';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError } from '../src/errors.js';
@@ -61,8 +62,8 @@ async function contractOn(t: Tap, open: () => Promise<Store>): Promise<void> {
     t.equal(await store.findByDigest(a.digest, now), undefined, 'a replaced digest opens nothing');
     t.equal(await store.findByDigest(fresh, now), undefined);
 
-    await store.addUsage(new Map([[a.id, { count: 3, lastUsedAt: '2026-03-01T00:00:00.000Z' }]]));
-    await store.addUsage(new Map([[a.id, { count: 4, lastUsedAt: '2026-02-01T00:00:00.000Z' }]]));
+    await store.addUsage(new Map([[a.id, { count: 3, lastUsedAt: '2026-03-01T00:00:00.000Z' }]]), randomUUID());
+    await store.addUsage(new Map([[a.id, { count: 4, lastUsedAt: '2026-02-01T00:00:00.000Z' }]]), randomUUID());
     const used = await store.get(a.id);
     t.equal(used?.requestCount, 7, 'usage adds up');
     t.equal(used?.lastUsedAt, '2026-03-01T00:00:00.000Z', 'last use never moves back');

@@ -32,11 +32,13 @@ t.test('two instances on one key store: counts add up exactly after a graceful s
   t.ok(last <= lastSent && lastSent - last < 5_000, 'last use is the latest across instances');
 });
 
-t.test('a failed flush keeps its counts for the next one', async (t) => {
+t.test('a failed flush keeps its batch, unchanged and with its id, for the next one', async (t) => {
   let fail = true;
+  const attempts: string[] = [];
   const written: number[] = [];
   const counter = new UsageCounter({
-    async addUsage(batch) {
+    async addUsage(batch, id) {
+      attempts.push(id);
       if (fail) throw new Error('disk full');
       for (const d of batch.values()) written.push(d.count);
     },
@@ -45,7 +47,10 @@ t.test('a failed flush keeps its counts for the next one', async (t) => {
   await counter.flush();
   t.same(written, [], 'nothing written while the store fails');
   counter.record('k', 2000);
+  await counter.flush();
+  t.equal(attempts[1], attempts[0], 'the retry carries the same batch id (the store applies it at most once)');
   fail = false;
-  await counter.stop();
-  t.same(written, [6], 'the five kept plus the one after, written once');
+  t.same(await counter.stop(), [], 'nothing left over');
+  t.same(written, [5, 1], 'the kept batch as it was, then the count made after it');
+  t.equal(new Set(attempts).size, 2);
 });

@@ -49,7 +49,14 @@ CREATE TABLE IF NOT EXISTS audit (
   details        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_key ON audit(key_id, seq);
+CREATE TABLE IF NOT EXISTS usage_batches (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id  TEXT NOT NULL UNIQUE
+);
 `;
+
+/** Usage batch ids remembered (at five flushes a second, more than an hour of them). */
+const KEPT_BATCH_IDS = 20_000;
 
 /** Columns added after the first release: added to an older file when it is opened. */
 const ADDED_COLUMNS: readonly [name: string, type: string][] = [
@@ -208,6 +215,8 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       auditByKey: this.db.prepare<[string, number], AuditRow>('SELECT * FROM audit WHERE key_id = ? ORDER BY seq DESC LIMIT ?'),
       list: this.db.prepare<[], Row>('SELECT * FROM api_keys ORDER BY created_at, name'),
       count: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM api_keys'),
+      batchSeen: this.db.prepare<[string]>('INSERT OR IGNORE INTO usage_batches (id) VALUES (?)'),
+      batchPrune: this.db.prepare<[number]>('DELETE FROM usage_batches WHERE seq <= ?'),
       del: this.db.prepare<[string]>('DELETE FROM api_keys WHERE id = ?'),
       usage: this.db.prepare<[number, string, string, string]>(
         `UPDATE api_keys SET request_count = request_count + ?,
@@ -285,9 +294,14 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
     return this.stmts.count.get()!.n;
   }
 
-  async addUsage(batch: ReadonlyMap<string, UsageDelta>): Promise<void> {
+  async addUsage(batch: ReadonlyMap<string, UsageDelta>, batchId: string): Promise<void> {
     if (batch.size === 0) return;
+    // the batch id and the counts in one transaction: a batch replayed (from the spool) adds nothing
     const run = this.db.transaction(() => {
+      const seen = this.stmts.batchSeen.run(batchId);
+      if (seen.changes === 0) return;
+      const seq = Number(seen.lastInsertRowid);
+      if (seq % 1000 === 0) this.stmts.batchPrune.run(seq - KEPT_BATCH_IDS);
       for (const [id, d] of batch) this.stmts.usage.run(d.count, d.lastUsedAt, d.lastUsedAt, id);
     });
     run.immediate();

@@ -51,8 +51,12 @@ export interface KeyStore {
   findByDigest(digest: string, nowMs?: number): Promise<StoredKey | undefined>;
   list(): Promise<StoredKey[]>;
   count(): Promise<number>;
-  /** Add counts and move last-used forward (never back), all in one transaction. */
-  addUsage(batch: ReadonlyMap<string, UsageDelta>): Promise<void>;
+  /**
+   * Add counts and move last-used forward (never back), all in one transaction. A batch is
+   * applied at most once: `batchId` is remembered (Redis: for a day), so a retry of a batch whose
+   * first attempt did reach the store (e.g. answered after a timeout) adds nothing.
+   */
+  addUsage(batch: ReadonlyMap<string, UsageDelta>, batchId: string): Promise<void>;
   /**
    * A number that changes when another process changed the stored keys, read cheaply and
    * synchronously on the request path so a cache can tell it is stale.
@@ -60,7 +64,23 @@ export interface KeyStore {
   changeMark(): number;
   /** Resolves when a networked store is reachable; rejects after `ms`. Absent for local stores. */
   ready?(ms: number): Promise<void>;
+  /** A networked store tells of a change to one key (made by any instance) as it happens. */
+  onKeyChanged?(listener: (id: string) => void): void;
+  /**
+   * A networked store calls `listener` each time it becomes reachable again (and once it is first
+   * reachable); `emptied` says the store lost its content (its marker key was gone).
+   */
+  onAvailable?(listener: (event: StoreAvailable) => void): void;
+  /** A networked store: undefined while the request path reaches it, else why not. */
+  unreachable?(): string | undefined;
   close(): Promise<void>;
+}
+
+export interface StoreAvailable {
+  /** the store had been used before (its marker existed) and its content is gone now */
+  emptied: boolean;
+  /** first connection of this process (false: a reconnect) */
+  first: boolean;
 }
 
 /** Audit: one record per change to a key, made through any path (admin APIs, CLI, config sync). */

@@ -3,6 +3,7 @@
 // what to do when the shared store fails.
 
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import type { CircuitBreaker } from '../breaker.js';
 import { BUCKETS, BUCKET_MS, bucketOf, evaluate, type LimitDecision } from './window.js';
 
 /** When the shared store fails: per-instance memory limits, let everything through, or refuse (503). */
@@ -56,6 +57,8 @@ export class KeyRateLimiter {
     private readonly policy: FallbackPolicy = 'memory',
     private readonly events: LimiterEvents = {},
     private readonly now: () => number = Date.now,
+    /** a shared store's breaker: while open, the fallback answers without asking the store */
+    private readonly breaker?: CircuitBreaker,
   ) {
     // A memory store cannot fail; a shared one falls back to per-instance memory counters.
     this.fallback = store instanceof RateLimiterMemory || policy !== 'memory' ? undefined : new KeyRateLimiter(counterStore(), 'allow', {}, now);
@@ -67,17 +70,28 @@ export class KeyRateLimiter {
 
   /** Count one request of `keyId` against `limit` per minute; a denied request is not counted. */
   async check(keyId: string, limit: number): Promise<LimitDecision | typeof UNAVAILABLE> {
+    if (this.breaker?.isOpen) return this.fallbackCheck(keyId, limit);
     try {
-      const decision = await this.checkStore(keyId, limit);
+      const decision = await (this.breaker ? this.breaker.run(() => this.checkStore(keyId, limit)) : this.checkStore(keyId, limit));
       if (this.degraded) this.switchTo(false);
       return decision;
     } catch (err) {
       this.storeErrors++;
       if (!this.degraded) this.switchTo(true, err);
-      if (this.policy === 'deny') return UNAVAILABLE;
-      if (this.fallback) return this.fallback.check(keyId, limit);
-      return { allowed: true, limit, remaining: limit, resetSeconds: 0, retryAfterSeconds: 0 };
+      return this.fallbackCheck(keyId, limit);
     }
+  }
+
+  /** The answer of the fallback policy (the store failed or its breaker is open). */
+  private fallbackCheck(keyId: string, limit: number): Promise<LimitDecision | typeof UNAVAILABLE> | LimitDecision | typeof UNAVAILABLE {
+    if (this.policy === 'deny') return UNAVAILABLE;
+    if (this.fallback) return this.fallback.check(keyId, limit);
+    return { allowed: true, limit, remaining: limit, resetSeconds: 0, retryAfterSeconds: 0 };
+  }
+
+  /** The breaker closed (a background probe got an answer): back to the shared store. */
+  storeAnswers(): void {
+    if (this.degraded) this.switchTo(false);
   }
 
   private switchTo(degraded: boolean, err?: unknown): void {
