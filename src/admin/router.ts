@@ -72,7 +72,7 @@ export class Router {
 function matchPath(pattern: string, parts: string[]): Record<string, string> | undefined {
   const segs = pattern.split('/');
   if (segs.length !== parts.length) return undefined;
-  const params: Record<string, string> = {};
+  const params = Object.create(null) as Record<string, string>; // lookups find captured segments only
   for (let i = 0; i < segs.length; i++) {
     const seg = segs[i]!;
     const part = parts[i]!;

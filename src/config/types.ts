@@ -96,6 +96,18 @@ export interface JsonRpcPolicy {
   default_method?: RoleOrDeny;
   default_tool: RoleOrDeny;
   max_body_bytes: number;
+  /** tool name → where its tools/call arguments name the workspace the call acts in */
+  tool_workspaces?: Readonly<Record<string, ToolWorkspace>>;
+}
+
+/**
+ * How a tool names its workspace: `arguments[argument]`, only when every `when` argument has one
+ * of the listed values and no `unless` argument is present (e.g. a direct resource URI).
+ */
+export interface ToolWorkspace {
+  argument: string;
+  when?: Readonly<Record<string, readonly string[]>>;
+  unless?: readonly string[];
 }
 
 export interface ListenConfig {
