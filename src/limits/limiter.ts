@@ -70,7 +70,10 @@ export class KeyRateLimiter {
 
   /** Count one request of `keyId` against `limit` per minute; a denied request is not counted. */
   async check(keyId: string, limit: number): Promise<LimitDecision | typeof UNAVAILABLE> {
-    if (this.breaker?.isOpen) return this.fallbackCheck(keyId, limit);
+    if (this.breaker?.isOpen) {
+      if (!this.degraded) this.switchTo(true, new Error(this.breaker.reason ?? 'circuit breaker open'));
+      return this.fallbackCheck(keyId, limit);
+    }
     try {
       const decision = await (this.breaker ? this.breaker.run(() => this.checkStore(keyId, limit)) : this.checkStore(keyId, limit));
       if (this.degraded) this.switchTo(false);
