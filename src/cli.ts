@@ -10,6 +10,7 @@ import { ConfigError, KeygateError, formatConfigIssue } from './errors.js';
 import { keyStatus, type ApiKey } from './keys/model.js';
 import { openKeyStore } from './keys/open.js';
 import { KeyService, type KeyInput } from './keys/service.js';
+import { daguUsage } from './admin/usage-api.js';
 import { normaliseTarget } from './routes/path.js';
 import { RouteTable } from './routes/table.js';
 import { Gateway } from './server.js';
@@ -37,6 +38,8 @@ Commands:
   keys activate|deactivate|regenerate|delete -c FILE ID|NAME [--json]
   keys regenerate -c FILE ID|NAME [--grace-seconds N]
                                          the old key keeps working N seconds (0-86400, default 0)
+  keys usage  -c FILE ID|NAME [--days N] [--bucket day|hour] [--json]
+                                         requests per day (or hour): allowed, rate limited, forbidden
   demo      [-c FILE] [--port N]         run the gateway with a built-in echo server as every upstream
 
   -c, --config FILE   configuration (default ./gateway.yaml, else ./gateway.example.yaml)
@@ -54,6 +57,7 @@ Examples:
   keygate keys update ci --role developer --expires-at 2027-06-30
   keygate keys deactivate ci                     # refused from the next request on (403 key_inactive)
   keygate keys regenerate ci --grace-seconds 3600
+  keygate keys usage ci --days 7                 # requests per day: allowed, rate limited, forbidden
   keygate keys delete ci
   curl -H "X-API-Key: dg_…" http://127.0.0.1:8080/api/v1/dags
 `;
@@ -79,6 +83,8 @@ const OPTIONS = {
   'service-account-name': { type: 'string' },
   'owner-user-id': { type: 'string' },
   'grace-seconds': { type: 'string' },
+  days: { type: 'string' },
+  bucket: { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
@@ -139,9 +145,10 @@ function ago(iso: string | null, nowMs: number): string {
   return `${Math.floor(s / 86400)}d ago`;
 }
 
-function table(rows: string[][]): string {
+/** Columns padded to their widest cell; the columns in `right` (numbers) aligned right. */
+function table(rows: string[][], right: readonly number[] = []): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd()).join('\n');
+  return rows.map((r) => r.map((cell, c) => (right.includes(c) ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd()).join('\n');
 }
 
 function describeKey(k: ApiKey, nowMs: number): string {
@@ -225,13 +232,27 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
         else out(`Regenerated "${key.name}". ${old}\n\n  ${secret}\n\nCopy it now: this is the only time the full key is shown.`);
         return 0;
       }
+      case 'usage': {
+        const bucket = v.bucket ?? 'day';
+        const series = await service.usage(target(), { days: v.days ?? '7', bucket });
+        if (v.json) {
+          out(JSON.stringify(daguUsage(series), null, 2));
+          return 0;
+        }
+        const label = (iso: string) => (series.bucket === 'day' ? iso.slice(0, 10) : `${iso.slice(0, 10)} ${iso.slice(11, 16)}`);
+        const rows = [[series.bucket === 'day' ? 'DAY (UTC)' : 'HOUR (UTC)', 'ALLOWED', 'RATE LIMITED', 'FORBIDDEN']];
+        for (const p of series.points) rows.push([label(p.start), String(p.allowed), String(p.limited), String(p.forbidden)]);
+        rows.push(['total', String(series.totals.allowed), String(series.totals.limited), String(series.totals.forbidden)]);
+        out(`Requests with "${series.key.name}" per ${series.bucket}, ${label(series.from)} to ${label(series.points.at(-1)!.start)} (UTC)\n${table(rows, [1, 2, 3])}`);
+        return 0;
+      }
       case 'delete': {
         const key = await service.delete(target(), actor());
         out(v.json ? JSON.stringify({ deleted: key.id }) : `Deleted "${key.name}" (id ${key.id}). Every consumer of this key has lost access.`);
         return 0;
       }
       default:
-        throw new UsageError(`unknown keys command "${sub ?? ''}": create, list, show, update, activate, deactivate, regenerate, delete`);
+        throw new UsageError(`unknown keys command "${sub ?? ''}": create, list, show, update, activate, deactivate, regenerate, usage, delete`);
     }
   } finally {
     await service.store.close();

@@ -258,7 +258,12 @@ export class Pipeline {
     this.metrics.request(o.route?.config.name ?? '-', status, decision, seconds);
     if (upstreamMs >= 0 && o.forward) this.metrics.upstream(o.remoteNode ?? o.route.upstream.name, upstreamMs / 1000);
     const key = o.access?.key;
-    if (key !== undefined) this.metrics.keyRequest(key.id, key.name, decision);
+    if (key !== undefined) {
+      this.metrics.keyRequest(key.id, key.name, decision);
+      // the usage history's refused split (allowed requests were counted when forwarded)
+      if (decision === 'rate_limited') this.usage.refused(key.id, 'limited', this.now());
+      else if (decision === 'forbidden') this.usage.refused(key.id, 'forbidden', this.now());
+    }
     if (!this.config.log.access_log) return;
     this.logger.info({
       request_id: req.headers['x-request-id'],

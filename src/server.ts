@@ -177,13 +177,22 @@ export class Gateway {
     return { cert: tls.cert, key: tls.key };
   }
 
-  /** keys.audit_retention_days: drop older audit records (at start, then hourly; a no-op without it). */
+  /**
+   * keys.audit_retention_days: drop older audit records (at start, then hourly; a no-op without it);
+   * keys.usage_retention_days: the same for the hourly usage history.
+   */
   private pruneAudit(): void {
     this.keys.pruneAudit().then(
       (removed) => {
         if (removed > 0) this.logger.info({ removed, audit_retention_days: this.config.keys.audit_retention_days }, 'audit records past their retention removed');
       },
       (err: Error) => this.logger.warn({ err: err.message }, 'removing old audit records failed; trying again in an hour'),
+    );
+    this.keys.pruneUsage().then(
+      (removed) => {
+        if (removed > 0) this.logger.info({ removed_hours: removed, usage_retention_days: this.config.keys.usage_retention_days }, 'usage history past its retention removed');
+      },
+      (err: Error) => this.logger.warn({ err: err.message }, 'removing old usage history failed; trying again in an hour'),
     );
   }
 

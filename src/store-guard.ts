@@ -182,7 +182,7 @@ export class StoreGuard {
     this.opts.logger.warn({ requests, batches: batches.length, files: names.length }, `usage spool: replaying the counts of ${requests} requests not written before the last shutdown`);
     // once they are in the store, the files go
     const done = () => {
-      if (this.opts.usage.unwritten > 0 && !this.stopped) return;
+      if (this.opts.usage.replaying && !this.stopped) return;
       clearInterval(check);
       for (const f of this.claimed.splice(0)) rmSync(f, { force: true });
     };

@@ -40,7 +40,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
     workers: 1,
     reload: { watch: false },
     store: { keys: `sqlite:${path.join(FIXTURES, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory', stale_ttl: 300, state_dir: path.join(FIXTURES, 'data') },
-    keys: { prefix: 'dg_', rate_limit: { default: 30, max: 120, min: 1 }, max_keys: 500 },
+    keys: { prefix: 'dg_', rate_limit: { default: 30, max: 120, min: 1 }, max_keys: 500, usage_retention_days: 30 },
     upstreams: [
       {
         name: 'dagu',
@@ -188,7 +188,7 @@ t.test('defaults everywhere; loading twice shares no state', async (t) => {
   t.strictSame(a.listen, { host: '0.0.0.0', port: 8080, trust_forwarded: false, drain_timeout: 10, shutdown_delay: 0, health_prefix: '/_keygate/' });
   t.strictSame(a.admin, { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10 });
   t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory', stale_ttl: 300, state_dir: path.join(dir, 'data') });
-  t.strictSame(a.keys, { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 } });
+  t.strictSame(a.keys, { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 }, usage_retention_days: 30 });
   t.strictSame(a.log, { level: 'info', destination: 'stdout', access_log: true });
   t.strictSame(a.metrics, { per_key: false, max_keys: 100 });
   t.strictSame(a.remote_nodes, []);

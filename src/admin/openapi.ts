@@ -49,6 +49,28 @@ const keyIdParam = (name: string): Json => ({ name, in: 'path', required: true, 
 const ok = (description: string, schema: Json): Json => ({ description, content: json(schema) });
 const bodyOf = (schema: Json): Json => ({ required: true, content: json(schema) });
 
+const USAGE_PARAMS: Json[] = [
+  { name: 'from', in: 'query', required: false, description: 'Start (YYYY-MM-DD UTC or ISO 8601 with offset), rounded down to a bucket; default 7 days (hour) or 30 days (day) before to', schema: { type: 'string' } },
+  { name: 'to', in: 'query', required: false, description: 'End, exclusive, rounded up to a bucket; default the end of the current bucket', schema: { type: 'string' } },
+  { name: 'bucket', in: 'query', required: false, description: 'hour (at most 744 buckets) or day (at most 366)', schema: { type: 'string', enum: ['hour', 'day'], default: 'hour' } },
+];
+
+function usageSchema(limited: string, keyId: string, keyName: string): Json {
+  const counts = { allowed: { type: 'integer' }, [limited]: { type: 'integer', description: 'refused with 429' }, forbidden: { type: 'integer', description: 'refused with 403' } };
+  return {
+    type: 'object',
+    properties: {
+      [keyId]: { type: 'string' },
+      [keyName]: { type: 'string' },
+      bucket: { type: 'string', enum: ['hour', 'day'] },
+      from: { type: 'string', format: 'date-time' },
+      to: { type: 'string', format: 'date-time' },
+      points: { type: 'array', items: { type: 'object', properties: { start: { type: 'string', format: 'date-time' }, ...counts } } },
+      totals: { type: 'object', properties: counts },
+    },
+  };
+}
+
 function op(operationId: string, tag: string, summary: string, rest: Json): Json {
   return { operationId, tags: [tag], summary, ...rest };
 }
@@ -103,6 +125,18 @@ export function openApiDocument(): Json {
             },
           ],
           responses: { '200': ok('The new one-time `key`', ref('DagenRegeneratedKey')), ...errors('400', '403', '404', '409') },
+        }),
+      },
+      '/api/keys/{id}/usage': {
+        get: op('dagenKeyUsage', 'dagen', 'Usage history: allowed, rate-limited and forbidden requests per hour or day (UTC)', {
+          parameters: [keyIdParam('id'), ...USAGE_PARAMS],
+          responses: { '200': ok('Zero-filled buckets, oldest first', usageSchema('rate_limited', 'key_id', 'key_name')), ...errors('400', '403', '404') },
+        }),
+      },
+      '/api/v1/api-keys/{keyId}/usage': {
+        get: op('getAPIKeyUsage', 'dagu', 'Usage history: allowed, rate-limited and forbidden requests per hour or day (UTC)', {
+          parameters: [keyIdParam('keyId'), ...USAGE_PARAMS],
+          responses: { '200': ok('Zero-filled buckets, oldest first', usageSchema('rateLimited', 'keyId', 'keyName')), ...errors('400', '403', '404') },
         }),
       },
       '/api/v1/api-keys': {

@@ -10,6 +10,7 @@ import type { KeyService } from '../keys/service.js';
 import type { Logger } from '../log.js';
 import { normaliseTarget } from '../routes/path.js';
 import { auditRoutes } from './audit.js';
+import { usageRoutes } from './usage-api.js';
 import { AdminAuth } from './auth.js';
 import { dagenRoutes } from './dagen-api.js';
 import { daguRoutes } from './dagu-api.js';
@@ -89,6 +90,7 @@ export class AdminServer {
       ...dagenRoutes(opts.keys, now),
       ...daguRoutes(opts.keys, now),
       ...auditRoutes(opts.keys),
+      ...usageRoutes(opts.keys),
       infoRoute(opts.keys, opts.info),
       { method: 'GET', path: '/openapi.json', operationId: 'getOpenApi', handler: async () => ({ status: 200, body: openApiDocument() }) },
     );

@@ -688,7 +688,7 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
       state_dir: path.resolve(dir, raw.store.state_dir),
       ...(raw.store.redis ? { redis: raw.store.redis } : {}),
     },
-    keys: compact({ prefix: keys.prefix, rate_limit: { ...keys.rate_limit }, max_keys: keys.max_keys, audit_retention_days: keys.audit_retention_days, declared: keys.declared?.map((k) => compact({ ...k })) }),
+    keys: compact({ prefix: keys.prefix, rate_limit: { ...keys.rate_limit }, max_keys: keys.max_keys, audit_retention_days: keys.audit_retention_days, usage_retention_days: keys.usage_retention_days, declared: keys.declared?.map((k) => compact({ ...k })) }),
     upstreams: raw.upstreams.map(normaliseServer),
     remote_nodes: raw.remote_nodes.map(normaliseServer),
     routes: raw.routes.map((r, i) => normaliseRoute(r, i, formatPos(positionOf(positions, `/routes/${i}`, false, ctx.rootPos)))),

@@ -159,6 +159,8 @@ export interface KeysConfig {
   max_keys?: number;
   /** days audit records are kept; absent = forever */
   audit_retention_days?: number;
+  /** days the hourly usage history is kept (the schema's default: 30) */
+  usage_retention_days?: number;
   /** keys declared in the YAML; absent when none are */
   declared?: DeclaredKeyConfig[];
 }

@@ -12,7 +12,7 @@ import { CircuitBreaker } from '../breaker.js';
 import { ConflictError } from '../errors.js';
 import { createRedis, REQUEST_PATH_OPTIONS, type RedisClient, type RedisSettings } from '../redis.js';
 import type { StoredKey } from './model.js';
-import type { AuditQuery, AuditRecord, AuditStore, KeyPatch, KeyStore, StoreAvailable, UsageDelta } from './store.js';
+import type { AuditQuery, AuditRecord, AuditStore, KeyPatch, KeyStore, StoreAvailable, UsageDelta, UsageRow } from './store.js';
 
 /** Document as stored: the key without its usage counters, plus a version for optimistic updates. */
 type Doc = Omit<StoredKey, 'requestCount' | 'lastUsedAt'> & { version: number };
@@ -45,7 +45,7 @@ if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], ARGV[8], ARGV[1]) end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[9])
 return 'ok'`;
 
-// ARGV: id; KEYS 4: usage hash of the key
+// ARGV: id; KEYS 4: usage hash of the key, KEYS 5: its hourly history
 const DELETE = `
 local cur = redis.call('HGET', KEYS[3], ARGV[1])
 if not cur then return 0 end
@@ -55,27 +55,57 @@ for _, d in ipairs({doc.digest, doc.previousDigest}) do
   if type(d) == 'string' and redis.call('HGET', KEYS[2], d) == ARGV[1] then redis.call('HDEL', KEYS[2], d) end
 end
 redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('DEL', KEYS[4])
+redis.call('DEL', KEYS[4], KEYS[5])
 return 1`;
 
-// KEYS[1]: the batch's marker; KEYS[2..]: usage hashes. ARGV[1]: marker TTL (s), then per usage
-// hash its count and last-used ms. Applied at most once: a batch whose marker exists adds nothing.
-// Last use only moves forward.
+// KEYS[1]: the batch's marker, KEYS[2]: set of ids with history, then per key of the batch its
+// usage hash and its hourly history hash. ARGV[1]: marker TTL (s), then per key: count, last-used
+// ms (0 = none), id, number of hours, and per hour: hour ms, allowed, limited, forbidden.
+// Applied at most once: a batch whose marker exists adds nothing. Last use only moves forward;
+// history fields are "<hour ms>:a|l|f".
 const USAGE = `
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-for i = 2, #KEYS do
-  redis.call('HINCRBY', KEYS[i], 'count', ARGV[2 * i - 2])
-  local last = tonumber(redis.call('HGET', KEYS[i], 'last') or '0')
-  if tonumber(ARGV[2 * i - 1]) > last then redis.call('HSET', KEYS[i], 'last', ARGV[2 * i - 1]) end
+local a = 2
+for k = 3, #KEYS, 2 do
+  local usage, hours = KEYS[k], KEYS[k + 1]
+  local count, lastMs, id, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3])
+  if count > 0 then redis.call('HINCRBY', usage, 'count', count) end
+  local last = tonumber(redis.call('HGET', usage, 'last') or '0')
+  if lastMs > last then redis.call('HSET', usage, 'last', ARGV[a + 1]) end
+  if n > 0 then redis.call('SADD', KEYS[2], id) end
+  a = a + 4
+  for _ = 1, n do
+    if tonumber(ARGV[a + 1]) > 0 then redis.call('HINCRBY', hours, ARGV[a] .. ':a', ARGV[a + 1]) end
+    if tonumber(ARGV[a + 2]) > 0 then redis.call('HINCRBY', hours, ARGV[a] .. ':l', ARGV[a + 2]) end
+    if tonumber(ARGV[a + 3]) > 0 then redis.call('HINCRBY', hours, ARGV[a] .. ':f', ARGV[a + 3]) end
+    a = a + 4
+  end
 end
 return 1`;
 
 /** How long an applied usage batch id is remembered (a retry comes within seconds; a spool replay within a day). */
 const BATCH_ID_TTL_SECONDS = 86_400;
-/** Usage hashes per script call. */
-const USAGE_CHUNK = 500;
+/** Keys per script call. */
+const USAGE_CHUNK = 200;
 /** Key-lookup connection heartbeat: how a frozen Redis is noticed between requests. */
 const HEARTBEAT_MS = 1000;
+
+// KEYS[1]: set of ids with history; ARGV[1]: cutoff hour ms; ARGV[2]: the hash-name prefix of a
+// key's history (the id is appended). Removes older hour fields; resolves with how many hours went.
+const USAGE_PRUNE = `
+local n = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local h = ARGV[2] .. id
+  for _, f in ipairs(redis.call('HKEYS', h)) do
+    local hour = tonumber(string.match(f, '^(%d+):'))
+    if hour and hour < tonumber(ARGV[1]) then
+      redis.call('HDEL', h, f)
+      if string.sub(f, -2) == ':a' then n = n + 1 end
+    end
+  end
+  if redis.call('EXISTS', h) == 0 then redis.call('SREM', KEYS[1], id) end
+end
+return n`;
 
 // KEYS[1]: audit list (newest first). ARGV: cutoff (ISO 8601). Pops from the old end while older.
 const AUDIT_PRUNE = `
@@ -91,8 +121,9 @@ return n`;
 interface Scripts {
   kgInsert(names: string, digests: string, keys: string, ...argv: string[]): Promise<string>;
   kgReplace(names: string, digests: string, keys: string, ...argv: (string | number)[]): Promise<string>;
-  kgDelete(names: string, digests: string, keys: string, usage: string, id: string): Promise<number>;
+  kgDelete(names: string, digests: string, keys: string, usage: string, hours: string, id: string): Promise<number>;
   kgUsage(numberOfKeys: number, ...args: (string | number)[]): Promise<number>;
+  kgUsagePrune(withHistory: string, beforeMs: number, hoursPrefix: string): Promise<number>;
   kgAuditPrune(audit: string, before: string): Promise<number>;
 }
 
@@ -111,7 +142,23 @@ export class RedisKeyStore implements KeyStore, AuditStore {
   private readonly fast: RedisClient;
   private readonly breaker: CircuitBreaker;
   private readonly heartbeat: NodeJS.Timeout;
-  private readonly k: { names: string; digests: string; keys: string; audit: string; changes: string; marker: string; batch: (id: string) => string; usage: (id: string) => string };
+  private readonly k: {
+    names: string;
+    digests: string;
+    keys: string;
+    audit: string;
+    changes: string;
+    /** set on every connection; its absence after it was seen means Redis lost its content */
+    marker: string;
+    /** a usage batch's applied-once marker */
+    batch: (id: string) => string;
+    usage: (id: string) => string;
+    /** a key's hourly history; the prefix of its name is hoursPrefix */
+    hours: (id: string) => string;
+    hoursPrefix: string;
+    /** ids that have history (so pruning finds the history of deleted keys too) */
+    withHistory: string;
+  };
   private mark = 0;
   private readonly changed: ((id: string) => void)[] = [];
   private readonly available: ((e: StoreAvailable) => void)[] = [];
@@ -133,6 +180,9 @@ export class RedisKeyStore implements KeyStore, AuditStore {
       marker: `${p}:store-marker`,
       batch: (id) => `${p}:usage-batch:${id}`,
       usage: (id) => `${p}:key-usage:${id}`,
+      hours: (id) => `${p}:key-usage-hours:${id}`,
+      hoursPrefix: `${p}:key-usage-hours:`,
+      withHistory: `${p}:key-usage-hours`,
     };
     // Management and cache misses may wait briefly for a reconnect; they are not the hot path
     // (cached keys are answered without Redis).
@@ -173,8 +223,9 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     this.heartbeat.unref();
     this.redis.defineCommand('kgInsert', { numberOfKeys: 3, lua: INSERT });
     this.redis.defineCommand('kgReplace', { numberOfKeys: 3, lua: REPLACE });
-    this.redis.defineCommand('kgDelete', { numberOfKeys: 4, lua: DELETE });
+    this.redis.defineCommand('kgDelete', { numberOfKeys: 5, lua: DELETE });
     this.redis.defineCommand('kgUsage', { lua: USAGE });
+    this.redis.defineCommand('kgUsagePrune', { numberOfKeys: 1, lua: USAGE_PRUNE });
     this.redis.defineCommand('kgAuditPrune', { numberOfKeys: 1, lua: AUDIT_PRUNE });
     // Any change anywhere, and any (re)connect of the subscriber, makes cached keys stale; the
     // changed key is dropped from caches at once (a revocation must not be served stale).
@@ -274,7 +325,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
   }
 
   async delete(id: string): Promise<boolean> {
-    const n = await this.redis.kgDelete(this.k.names, this.k.digests, this.k.keys, this.k.usage(id), id);
+    const n = await this.redis.kgDelete(this.k.names, this.k.digests, this.k.keys, this.k.usage(id), this.k.hours(id), id);
     if (n === 1) await this.publish(id);
     return n === 1;
   }
@@ -327,12 +378,41 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     const calls: Promise<number>[] = [];
     for (let i = 0; i < entries.length; i += USAGE_CHUNK) {
       const chunk = entries.slice(i, i + USAGE_CHUNK);
-      const keys = [this.k.batch(`${batchId}:${i / USAGE_CHUNK}`), ...chunk.map(([id]) => this.k.usage(id))];
+      const keys = [this.k.batch(`${batchId}:${i / USAGE_CHUNK}`), this.k.withHistory];
       const argv: (string | number)[] = [BATCH_ID_TTL_SECONDS];
-      for (const [, d] of chunk) argv.push(d.count, Date.parse(d.lastUsedAt));
+      for (const [id, d] of chunk) {
+        keys.push(this.k.usage(id), this.k.hours(id));
+        const hours = d.hours ?? [];
+        argv.push(d.count, d.lastUsedAt ? Date.parse(d.lastUsedAt) : 0, id, hours.length);
+        for (const h of hours) argv.push(h.hourMs, h.allowed, h.limited, h.forbidden);
+      }
       calls.push(this.redis.kgUsage(keys.length, ...keys, ...argv));
     }
     await Promise.all(calls);
+  }
+
+  async usageHistory(keyId: string, fromMs: number, toMs: number): Promise<UsageRow[]> {
+    const all = await this.redis.hgetall(this.k.hours(keyId));
+    const byHour = new Map<number, UsageRow>();
+    for (const [field, value] of Object.entries(all)) {
+      const i = field.indexOf(':');
+      const hourMs = Number(field.slice(0, i));
+      if (!(hourMs >= fromMs && hourMs < toMs)) continue;
+      let row = byHour.get(hourMs);
+      if (row === undefined) {
+        row = { hour: new Date(hourMs).toISOString(), allowed: 0, limited: 0, forbidden: 0 };
+        byHour.set(hourMs, row);
+      }
+      const kind = field.slice(i + 1);
+      if (kind === 'a') row.allowed = Number(value);
+      else if (kind === 'l') row.limited = Number(value);
+      else if (kind === 'f') row.forbidden = Number(value);
+    }
+    return [...byHour.entries()].sort((a, b) => a[0] - b[0]).map(([, row]) => row);
+  }
+
+  async pruneUsage(beforeMs: number): Promise<number> {
+    return this.redis.kgUsagePrune(this.k.withHistory, beforeMs, this.k.hoursPrefix);
   }
 
   async appendAudit(record: AuditRecord): Promise<void> {

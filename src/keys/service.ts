@@ -18,6 +18,7 @@ import {
 } from './model.js';
 import { digestSecret, displayPrefix, generateSecret } from './secret.js';
 import type { AuditAction, AuditRecord, AuditStore, KeyPatch, KeyStore } from './store.js';
+import { DAY_MS, HOUR_MS, usageRange, usageSeries, type UsageQuery, type UsageSeries } from './usage-history.js';
 
 /** Input to create/update, as parsed from a CLI flag or a JSON body: checked here, not trusted. */
 export interface KeyInput {
@@ -698,6 +699,23 @@ export class KeyService {
     }
     this.evictUnknown();
     return counts;
+  }
+
+  // ---------------------------------------------------------------- usage history
+
+  /** A key's usage history (allowed / rate limited / forbidden) in hourly or daily buckets. */
+  async usage(idOrName: string, query: UsageQuery): Promise<UsageSeries & { key: Pick<ApiKey, 'id' | 'name'> }> {
+    const { bucket, fromMs, toMs } = usageRange(query, this.now());
+    const key = await this.find(idOrName);
+    const rows = await this.store.usageHistory(key.id, fromMs, toMs);
+    return { key: { id: key.id, name: key.name }, ...usageSeries(rows, bucket, fromMs, toMs) };
+  }
+
+  /** Remove usage history older than keys.usage_retention_days (default 30); resolves with how many hours went. */
+  async pruneUsage(): Promise<number> {
+    const days = this.config.usage_retention_days ?? 30;
+    const cutoff = this.now() - days * DAY_MS;
+    return this.store.pruneUsage(cutoff - (cutoff % HOUR_MS));
   }
 
   // ---------------------------------------------------------------- audit

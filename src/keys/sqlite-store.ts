@@ -6,7 +6,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ConflictError } from '../errors.js';
 import type { StoredKey } from './model.js';
-import type { AuditQuery, AuditRecord, AuditStore, KeyPatch, KeyStore, UsageDelta } from './store.js';
+import type { AuditQuery, AuditRecord, AuditStore, KeyPatch, KeyStore, UsageDelta, UsageRow } from './store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -49,10 +49,14 @@ CREATE TABLE IF NOT EXISTS audit (
   details        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_key ON audit(key_id, seq);
-CREATE TABLE IF NOT EXISTS usage_batches (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  id  TEXT NOT NULL UNIQUE
-);
+      const seen = this.stmts.batchSeen.run(batchId);
+      if (seen.changes === 0) return;
+      const seq = Number(seen.lastInsertRowid);
+      if (seq % 1000 === 0) this.stmts.batchPrune.run(seq - KEPT_BATCH_IDS);
+      for (const [id, d] of batch) {
+        if (d.count > 0) this.stmts.usage.run(d.count, d.lastUsedAt, d.lastUsedAt, id);
+        for (const h of d.hours ?? []) this.stmts.historyAdd.run(id, new Date(h.hourMs).toISOString(), h.allowed, h.limited, h.forbidden);
+      }
 `;
 
 /** Usage batch ids remembered (at five flushes a second, more than an hour of them). */
@@ -218,6 +222,17 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       batchSeen: this.db.prepare<[string]>('INSERT OR IGNORE INTO usage_batches (id) VALUES (?)'),
       batchPrune: this.db.prepare<[number]>('DELETE FROM usage_batches WHERE seq <= ?'),
       del: this.db.prepare<[string]>('DELETE FROM api_keys WHERE id = ?'),
+      delHistory: this.db.prepare<[string]>('DELETE FROM usage_hourly WHERE key_id = ?'),
+      // `hour` is ISO 8601 in UTC, so text order is time order
+      history: this.db.prepare<[string, string, string], UsageRow>(
+        'SELECT hour, allowed, limited, forbidden FROM usage_hourly WHERE key_id = ? AND hour >= ? AND hour < ? ORDER BY hour',
+      ),
+      historyAdd: this.db.prepare<[string, string, number, number, number]>(
+        `INSERT INTO usage_hourly (key_id, hour, allowed, limited, forbidden) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (key_id, hour) DO UPDATE SET allowed = allowed + excluded.allowed,
+           limited = limited + excluded.limited, forbidden = forbidden + excluded.forbidden`,
+      ),
+      historyPrune: this.db.prepare<[string]>('DELETE FROM usage_hourly WHERE hour < ?'),
       usage: this.db.prepare<[number, string, string, string]>(
         `UPDATE api_keys SET request_count = request_count + ?,
            last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < ? THEN ? ELSE last_used_at END
@@ -268,7 +283,10 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
   }
 
   async delete(id: string): Promise<boolean> {
-    return this.stmts.del.run(id).changes > 0;
+    return this.db.transaction(() => {
+      this.stmts.delHistory.run(id);
+      return this.stmts.del.run(id).changes > 0;
+    })();
   }
 
   async get(id: string): Promise<StoredKey | undefined> {
@@ -302,9 +320,20 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       if (seen.changes === 0) return;
       const seq = Number(seen.lastInsertRowid);
       if (seq % 1000 === 0) this.stmts.batchPrune.run(seq - KEPT_BATCH_IDS);
-      for (const [id, d] of batch) this.stmts.usage.run(d.count, d.lastUsedAt, d.lastUsedAt, id);
+      for (const [id, d] of batch) {
+        if (d.count > 0) this.stmts.usage.run(d.count, d.lastUsedAt, d.lastUsedAt, id);
+        for (const h of d.hours ?? []) this.stmts.historyAdd.run(id, new Date(h.hourMs).toISOString(), h.allowed, h.limited, h.forbidden);
+      }
     });
     run.immediate();
+  }
+
+  async usageHistory(keyId: string, fromMs: number, toMs: number): Promise<UsageRow[]> {
+    return this.stmts.history.all(keyId, new Date(fromMs).toISOString(), new Date(toMs).toISOString());
+  }
+
+  async pruneUsage(beforeMs: number): Promise<number> {
+    return this.stmts.historyPrune.run(new Date(beforeMs).toISOString()).changes;
   }
 
   async appendAudit(r: AuditRecord): Promise<void> {

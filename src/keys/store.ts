@@ -29,11 +29,34 @@ export type KeyPatch = Partial<
   >
 >;
 
+/** One key's requests within one clock hour (UTC), as counted for the usage history. */
+export interface UsageHour {
+  /** start of the hour, ms since the epoch (a multiple of 3,600,000) */
+  hourMs: number;
+  /** forwarded to the upstream (the same requests requestCount counts) */
+  allowed: number;
+  /** refused with 429 by the key's rate limit */
+  limited: number;
+  /** refused with 403: inactive, expired, or not allowed (scope, role, workspace, surface, method) */
+  forbidden: number;
+}
+
 /** Usage gathered in memory, written in one batch: per key id. */
 export interface UsageDelta {
+  /** allowed requests: added to requestCount */
   count: number;
-  /** ISO 8601 of the latest use in the batch */
+  /** ISO 8601 of the latest allowed use in the batch; '' when the batch holds refusals only */
   lastUsedAt: string;
+  /** the same requests (and the refused ones) per hour, for the usage history; absent = none */
+  hours?: UsageHour[];
+}
+
+/** A stored hour of the usage history (hour as ISO 8601). */
+export interface UsageRow {
+  hour: string;
+  allowed: number;
+  limited: number;
+  forbidden: number;
 }
 
 export interface KeyStore {
@@ -52,11 +75,16 @@ export interface KeyStore {
   list(): Promise<StoredKey[]>;
   count(): Promise<number>;
   /**
-   * Add counts and move last-used forward (never back), all in one transaction. A batch is
-   * applied at most once: `batchId` is remembered (Redis: for a day), so a retry of a batch whose
-   * first attempt did reach the store (e.g. answered after a timeout) adds nothing.
+   * Add counts, move last-used forward (never back) and add the hourly history, all in one
+   * transaction (SQLite) or one atomic script per chunk (Redis). A batch is applied at most once:
+   * `batchId` is remembered (Redis: for a day), so a retry of a batch whose first attempt did reach
+   * the store (e.g. answered after a timeout) or a spool replayed twice adds nothing.
    */
   addUsage(batch: ReadonlyMap<string, UsageDelta>, batchId: string): Promise<void>;
+  /** The key's usage history for the hours from `fromMs` (inclusive) to `toMs` (exclusive), oldest first; hours without requests are absent. */
+  usageHistory(keyId: string, fromMs: number, toMs: number): Promise<UsageRow[]>;
+  /** Remove the history of hours before `beforeMs`; resolves with how many hour rows went. */
+  pruneUsage(beforeMs: number): Promise<number>;
   /**
    * A number that changes when another process changed the stored keys, read cheaply and
    * synchronously on the request path so a cache can tell it is stale.

@@ -1,5 +1,6 @@
-// Per-key usage (request count, last use), counted in memory on the request path and written to
-// the key store in one batch per interval, so no request waits on a disk write.
+// Per-key usage (request count, last use, and the hourly allowed/refused history), counted in
+// memory on the request path and written to the key store in one batch per interval, so no
+// request waits on a disk write and the history costs no write of its own.
 //
 // Never lost, never doubled: each batch gets an id when it is cut and keeps it (and its exact
 // counts) until the store accepted it, and the store applies an id at most once; so a batch whose
@@ -7,7 +8,14 @@
 // written by shutdown goes to a spool file (spool.ts), replayed with the same ids at the next start.
 
 import { randomUUID } from 'node:crypto';
-import type { KeyStore, UsageDelta } from '../keys/store.js';
+import type { KeyStore, UsageDelta, UsageHour } from '../keys/store.js';
+
+const HOUR_MS = 3_600_000;
+
+/** What a refused request counts as in the usage history. */
+export type Refused = 'limited' | 'forbidden';
+
+type Pending = UsageDelta & { lastMs: number; hours: UsageHour[] };
 
 /** Counts cut from the running tally, with the id the store de-duplicates on. */
 export interface UsageBatch {
@@ -16,7 +24,7 @@ export interface UsageBatch {
 }
 
 export class UsageCounter {
-  private pending = new Map<string, UsageDelta & { lastMs: number }>();
+  private pending = new Map<string, Pending>();
   /** batches cut but not yet accepted by the store, oldest first */
   private unsent: UsageBatch[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -33,22 +41,52 @@ export class UsageCounter {
     private readonly onError: (err: unknown, inRow: number) => void = () => {},
   ) {}
 
-  record(keyId: string, nowMs: number): void {
-    const d = this.pending.get(keyId);
+  /** The hour slot of a key's pending delta for `nowMs` (a batch spans an hour boundary rarely). */
+  private hour(keyId: string, nowMs: number): { d: Pending; h: UsageHour } {
+    const hourMs = nowMs - (nowMs % HOUR_MS);
+    let d = this.pending.get(keyId);
     if (d === undefined) {
-      this.pending.set(keyId, { count: 1, lastUsedAt: '', lastMs: nowMs });
-    } else {
-      d.count++;
-      if (nowMs > d.lastMs) d.lastMs = nowMs;
+      d = { count: 0, lastUsedAt: '', lastMs: 0, hours: [] };
+      this.pending.set(keyId, d);
     }
+    const last = d.hours[d.hours.length - 1];
+    if (last !== undefined && last.hourMs === hourMs) return { d, h: last };
+    let h = d.hours.find((x) => x.hourMs === hourMs);
+    if (h === undefined) {
+      h = { hourMs, allowed: 0, limited: 0, forbidden: 0 };
+      d.hours.push(h);
+    }
+    return { d, h };
   }
+
+  /** A request forwarded with this key. */
+  record(keyId: string, nowMs: number): void {
+    const { d, h } = this.hour(keyId, nowMs);
+    d.count++;
+    h.allowed++;
+    if (nowMs > d.lastMs) d.lastMs = nowMs;
+  }
+
+  /** A request with this key that was refused (429 rate limit, 403 not allowed). */
+  refused(keyId: string, kind: Refused, nowMs: number): void {
+    this.hour(keyId, nowMs).h[kind]++;
+  }
+
+  /** ids of replayed (spooled) batches not yet accepted */
+  private replayed = new Set<string>();
 
   /** Batches from a spool file, written before the counts cut now. */
   replay(batches: readonly UsageBatch[]): void {
     this.unsent.unshift(...batches);
+    for (const b of batches) this.replayed.add(b.id);
   }
 
-  /** Requests counted but not yet accepted by the store. */
+  /** Whether batches from a spool still wait for the store. */
+  get replaying(): boolean {
+    return this.replayed.size > 0;
+  }
+
+  /** Requests (allowed) counted but not yet accepted by the store. */
   get unwritten(): number {
     let n = 0;
     for (const b of this.unsent) for (const d of b.counts.values()) n += d.count;
@@ -70,7 +108,7 @@ export class UsageCounter {
   private cut(): void {
     if (this.pending.size === 0) return;
     const counts = new Map<string, UsageDelta>();
-    for (const [id, d] of this.pending) counts.set(id, { count: d.count, lastUsedAt: new Date(d.lastMs).toISOString() });
+    for (const [id, d] of this.pending) counts.set(id, { count: d.count, lastUsedAt: d.lastMs > 0 ? new Date(d.lastMs).toISOString() : '', hours: d.hours });
     this.pending = new Map();
     this.unsent.push({ id: randomUUID(), counts });
   }
@@ -89,6 +127,7 @@ export class UsageCounter {
       }
       this.failures = 0;
       this.unsent.shift();
+      this.replayed.delete(batch.id);
       this.lastFlushMs = Date.now();
     }
   }
@@ -102,6 +141,7 @@ export class UsageCounter {
     this.cut();
     const left = this.unsent;
     this.unsent = [];
+    this.replayed.clear();
     return left;
   }
 }

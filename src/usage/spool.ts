@@ -4,11 +4,12 @@
 
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type { UsageDelta, UsageHour } from '../keys/store.js';
 import type { UsageBatch } from './counter.js';
 
 interface SpoolLine {
   id: string;
-  counts: Record<string, { count: number; lastUsedAt: string }>;
+  counts: Record<string, UsageDelta>;
 }
 
 /** Write the batches (replacing an older spool: its batches were loaded at start and are among them). */
@@ -37,10 +38,14 @@ export function readSpool(file: string): { batches: UsageBatch[]; requests: numb
     try {
       const parsed = JSON.parse(line) as SpoolLine;
       if (typeof parsed.id !== 'string' || typeof parsed.counts !== 'object' || parsed.counts === null) throw new Error('shape');
-      const counts = new Map<string, { count: number; lastUsedAt: string }>();
+      const counts = new Map<string, UsageDelta>();
       for (const [id, d] of Object.entries(parsed.counts)) {
-        if (!Number.isInteger(d.count) || d.count <= 0 || typeof d.lastUsedAt !== 'string') throw new Error('shape');
-        counts.set(id, { count: d.count, lastUsedAt: d.lastUsedAt });
+        if (!count(d.count) || typeof d.lastUsedAt !== 'string' || !(d.hours === undefined || Array.isArray(d.hours))) throw new Error('shape');
+        const hours: UsageHour[] = (d.hours ?? []).map((h) => {
+          if (!count(h.hourMs) || !count(h.allowed) || !count(h.limited) || !count(h.forbidden)) throw new Error('shape');
+          return { hourMs: h.hourMs, allowed: h.allowed, limited: h.limited, forbidden: h.forbidden };
+        });
+        counts.set(id, { count: d.count, lastUsedAt: d.lastUsedAt, hours });
         requests += d.count;
       }
       batches.push({ id: parsed.id, counts });
@@ -49,6 +54,10 @@ export function readSpool(file: string): { batches: UsageBatch[]; requests: numb
     }
   }
   return { batches, requests, damaged };
+}
+
+function count(v: unknown): v is number {
+  return Number.isInteger(v) && (v as number) >= 0;
 }
 
 export function removeSpool(file: string): void {
