@@ -49,14 +49,19 @@ CREATE TABLE IF NOT EXISTS audit (
   details        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_key ON audit(key_id, seq);
-      const seen = this.stmts.batchSeen.run(batchId);
-      if (seen.changes === 0) return;
-      const seq = Number(seen.lastInsertRowid);
-      if (seq % 1000 === 0) this.stmts.batchPrune.run(seq - KEPT_BATCH_IDS);
-      for (const [id, d] of batch) {
-        if (d.count > 0) this.stmts.usage.run(d.count, d.lastUsedAt, d.lastUsedAt, id);
-        for (const h of d.hours ?? []) this.stmts.historyAdd.run(id, new Date(h.hourMs).toISOString(), h.allowed, h.limited, h.forbidden);
-      }
+CREATE TABLE IF NOT EXISTS usage_hourly (
+  key_id    TEXT NOT NULL,
+  hour      TEXT NOT NULL,
+  allowed   INTEGER NOT NULL DEFAULT 0,
+  limited   INTEGER NOT NULL DEFAULT 0,
+  forbidden INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (key_id, hour)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_hourly_hour ON usage_hourly(hour);
+CREATE TABLE IF NOT EXISTS usage_batches (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id  TEXT NOT NULL UNIQUE
+);
 `;
 
 /** Usage batch ids remembered (at five flushes a second, more than an hour of them). */
