@@ -7,6 +7,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 export const OPTIONS = {
   config: { type: 'string', short: 'c' },
   json: { type: 'boolean' },
+  probe: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'V' },
   host: { type: 'string' },
@@ -36,6 +37,7 @@ export type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allo
 const FLAG_HELP: Record<Flag, [value: string, text: string]> = {
   config: ['FILE', 'configuration (default ./gateway.yaml, else ./gateway.example.yaml)'],
   json: ['', 'print JSON (a key in the Dagu-shaped admin API\'s camelCase fields)'],
+  probe: ['', "also ask each Dagu upstream its version and check it against the routes' requires (exit 1 on a mismatch)"],
   help: ['', "print this command's help"],
   version: ['', 'print the version'],
   host: ['HOST', 'the Host header the request would carry'],
@@ -74,7 +76,7 @@ const KEY_FIELDS: readonly Flag[] = [
 
 export const COMMANDS: readonly CommandSpec[] = [
   { name: 'serve', args: '', summary: 'run the gateway (SIGHUP reloads the file, SIGTERM drains and stops)', flags: ['config', 'port'], examples: ['keygate serve -c gateway.yaml'] },
-  { name: 'check', args: '', summary: 'validate a config and print a summary (exit 1 on errors)', flags: ['config'], examples: ['keygate check -c gateway.yaml'] },
+  { name: 'check', args: '', summary: 'validate a config and print a summary (exit 1 on errors)', flags: ['config', 'probe'], examples: ['keygate check -c gateway.yaml'] },
   {
     name: 'routes explain',
     args: 'METHOD PATH',

@@ -25,7 +25,9 @@ Usage: keygate <command> [options]
 
 Commands:
   serve     -c FILE                      run the gateway
-  check     -c FILE                      validate a config and print a summary (exit 1 on errors)
+  check     -c FILE [--probe]            validate a config and print a summary (exit 1 on errors);
+                                         --probe also asks each Dagu upstream its version
+                                         (exit 1 when a route map is for another Dagu)
   routes explain -c FILE METHOD PATH [--host H] [--json]
                                          show which route a request matches and where it goes
   keys create -c FILE --name NAME [--description TEXT] [--scopes agents,workflows]
@@ -232,7 +234,7 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
   }
 }
 
-function checkCommand(v: Values): number {
+async function checkCommand(v: Values): Promise<number> {
   const config = load(v);
   const table = RouteTable.compile(config);
   const bySurface = new Map<string, number>();
@@ -254,7 +256,27 @@ function checkCommand(v: Values): number {
   ];
   for (const w of config.warnings) lines.push(`  warning: ${formatConfigIssue(w)}`);
   out(lines.join('\n'));
-  return 0;
+  return v.probe ? probeVersions(config) : 0;
+}
+
+/** `check --probe`: the version check the gateway makes at start, printed (exit 1 on a mismatch). */
+async function probeVersions(config: GatewayConfig): Promise<number> {
+  const { Upstreams } = await import('./proxy/upstream.js');
+  const { VersionGate } = await import('./upstream-version/gate.js');
+  const upstreams = new Upstreams(config.upstreams);
+  const remoteNodes = new Upstreams(config.remote_nodes);
+  try {
+    const gate = new VersionGate(config, { upstream: (n) => upstreams.get(n), remoteNode: (n) => remoteNodes.get(n) });
+    if (gate.empty) {
+      out('  versions:     no route declares requires: nothing to probe');
+      return 0;
+    }
+    const findings = await gate.probeAll();
+    for (const f of findings) out(`  version:      ${f.status === 'ok' ? 'OK' : f.status === 'mismatch' ? 'MISMATCH' : 'warning'}: ${f.message}`);
+    return findings.some((f) => f.status === 'mismatch') ? 1 : 0;
+  } finally {
+    await Promise.all([upstreams.close(), remoteNodes.close()]);
+  }
 }
 
 function explainCommand(args: string[], v: Values): number {
@@ -387,7 +409,10 @@ async function demoCommand(v: Values): Promise<number> {
   const { startEchoUpstream } = await import('./demo/echo-upstream.js');
   const config = load(v);
   const echoes = new Map<string, Awaited<ReturnType<typeof startEchoUpstream>>>();
-  for (const u of config.upstreams) echoes.set(u.name, await startEchoUpstream({ name: u.name }));
+  // each echo server reports a Dagu version its routes accept (the version check at start)
+  const { forDagu130 } = await import('./answers/current-user.js');
+  const daguVersion = (name: string) => (config.routes.some((r) => r.upstream === name && r.requires !== undefined && forDagu130(r)) ? '1.30.2' : '2.0.0');
+  for (const u of config.upstreams) echoes.set(u.name, await startEchoUpstream({ name: u.name, daguVersion: daguVersion(u.name) }));
   // Every upstream points at its echo server, also after a reload (SIGHUP).
   const withEchoes = (c: GatewayConfig): GatewayConfig => {
     const missing = c.upstreams.filter((u) => !echoes.has(u.name)).map((u) => u.name);
@@ -468,7 +493,7 @@ export async function main(argv: string[]): Promise<number> {
         return await serveCommand(v, () => load(v));
       }
       case 'check':
-        return checkCommand(v);
+        return await checkCommand(v);
       case 'routes explain':
         return explainCommand(args, v);
       case 'demo':

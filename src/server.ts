@@ -21,6 +21,8 @@ import { GatewayRequest } from './request.js';
 import { sendError, sendJson } from './respond.js';
 import { loadTls, type TlsMaterial } from './tls.js';
 import { UsageCounter } from './usage/counter.js';
+import { VersionGate, type Finding } from './upstream-version/gate.js';
+import { KeygateError } from './errors.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -33,6 +35,8 @@ export interface GatewayOptions {
   /** admin listener on this port instead of config.admin.port (0 = any free port; tests) */
   adminPort?: number;
   now?: () => number;
+  /** ms between re-checks of the upstreams' versions (default one minute; tests) */
+  versionRecheckMs?: number;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
@@ -96,6 +100,8 @@ export class Gateway {
       : undefined;
     this.routes = RouteTable.compile(opts.config);
     const remoteNodes = new Upstreams(opts.config.remote_nodes);
+    const upstreams = new Upstreams(opts.config.upstreams);
+    this.versionRecheckMs = opts.versionRecheckMs ?? 60_000;
     this.limits = openRateLimiter(opts.config, this.logger, this.now);
     this.limiter = this.limits.limiter;
     this.usage = new UsageCounter(this.keys.store, 1000, (err) => this.logger.error({ err }, 'usage flush failed; will retry'));
@@ -105,6 +111,7 @@ export class Gateway {
       reloads: () => this.reloads,
       usageFlushLag: () => (Date.now() - this.usage.lastFlushMs) / 1000,
       certificateExpiry: () => this.certificateExpiry,
+      upstreamVersions: () => this.pipeline.versions.findings(),
       // the HTTP server still counts the sockets it handed over to WebSocket proxying
       connections: () =>
         new Promise((resolve) => {
@@ -116,8 +123,9 @@ export class Gateway {
     this.pipeline = new Pipeline({
       config: opts.config,
       admitter: new Admitter(this.routes, this.keys, this.now, remoteNodes.basePaths()),
-      upstreams: new Upstreams(opts.config.upstreams),
+      upstreams,
       remoteNodes,
+      versions: versionGate(opts.config, upstreams, remoteNodes),
       logger: this.logger,
       usage: this.usage,
       limiter: this.limiter,
@@ -148,6 +156,7 @@ export class Gateway {
     await gw.keys.store.ready?.(3000).catch(() => gw.logger.warn('key store not reachable at start: cached keys only until it is'));
       const synced = await gw.keys.syncDeclared();
       if (synced.created + synced.updated + synced.deleted > 0) gw.logger.info(synced, 'keys declared in the config synced to the key store');
+      await gw.checkVersions(gw.pipeline.versions);
       await new Promise<void>((resolve, reject) => {
         gw.server.once('error', reject);
         gw.server.listen(port, host, () => {
@@ -160,10 +169,32 @@ export class Gateway {
       await gw.close(0, 0);
       throw err;
     }
+    gw.pipeline.versions.start(gw.versionRecheckMs, (f) => gw.logFinding(f));
     gw.usage.start();
     gw.pruneAudit();
     gw.auditTimer = setInterval(() => gw.pruneAudit(), 3_600_000).unref();
     return gw;
+  }
+
+  private readonly versionRecheckMs: number;
+
+  /**
+   * Ask every upstream with versioned routes its version: a mismatch throws (start and reload
+   * refuse the configuration), an unreachable one is a warning (checked again before the first
+   * request is forwarded to it).
+   */
+  private async checkVersions(gate: VersionGate): Promise<void> {
+    const findings = await gate.probeAll();
+    for (const f of findings) if (f.status !== 'mismatch') this.logFinding(f);
+    const bad = findings.filter((f) => f.status === 'mismatch');
+    if (bad.length > 0) throw new KeygateError('upstream_version_mismatch', 502, bad.map((f) => f.message).join('\n'));
+  }
+
+  private logFinding(f: Finding): void {
+    const fields = { upstream: f.name, kind: f.kind, version: f.version, requires: f.requires };
+    if (f.status === 'ok') this.logger.info(fields, f.message);
+    else if (f.status === 'unreachable') this.logger.warn(fields, f.message);
+    else this.logger.error(fields, `${f.message}; its routes answer 502 upstream_version_mismatch`);
   }
 
   /** Note when a listener's certificate expires (for /metrics); returns what the server needs. */
@@ -209,9 +240,17 @@ export class Gateway {
       const routes = RouteTable.compile(next);
       const upstreams = new Upstreams(next.upstreams);
       const remoteNodes = new Upstreams(next.remote_nodes);
-      built = { routes, upstreams, remoteNodes, admitter: new Admitter(routes, this.keys, this.now, remoteNodes.basePaths()) };
+      built = { routes, upstreams, remoteNodes, admitter: new Admitter(routes, this.keys, this.now, remoteNodes.basePaths()), versions: versionGate(next, upstreams, remoteNodes) };
     } catch (err) {
       this.reloads.failed++;
+      throw err;
+    }
+    try {
+      await this.checkVersions(built.versions);
+    } catch (err) {
+      this.reloads.failed++;
+      void built.upstreams.close();
+      void built.remoteNodes.close();
       throw err;
     }
     const restartNeeded = (['listen', 'admin', 'store', 'log'] as const).filter((section) => JSON.stringify(next[section]) !== JSON.stringify(this.config[section]));
@@ -227,12 +266,13 @@ export class Gateway {
     if (publicTls) (this.server as HttpsServer).setSecureContext(this.servedCertificate('public', publicTls));
     if (adminTls) this.admin?.setCertificate(this.servedCertificate('admin', adminTls));
     const pipeline = this.pipeline;
-    const old = { upstreams: pipeline.upstreams, remoteNodes: pipeline.remoteNodes };
+    const old = { upstreams: pipeline.upstreams, remoteNodes: pipeline.remoteNodes, versions: pipeline.versions };
     // the swap: plain assignments, no await in between
     this.routes = built.routes;
     pipeline.upstreams = built.upstreams;
     pipeline.remoteNodes = built.remoteNodes;
     pipeline.admitter = built.admitter;
+    pipeline.versions = built.versions;
     this.config = { ...next, listen: this.config.listen, admin: this.config.admin, store: this.config.store, log: this.config.log };
     pipeline.config = this.config;
     this.keys.setConfig(next.keys);
@@ -241,6 +281,8 @@ export class Gateway {
     // close() on an undici pool waits for the requests still running on it
     void old.upstreams.close();
     void old.remoteNodes.close();
+    old.versions.stop();
+    built.versions.start(this.versionRecheckMs, (f) => this.logFinding(f));
     let declaredKeys: string;
     try {
       const c = await this.keys.syncDeclared();
@@ -265,7 +307,19 @@ export class Gateway {
       checks.key_store = `unreachable: ${(err as Error).message}`;
     }
     checks.rate_limit_store = this.limits.reachable() ? 'ok' : `unreachable: serving on the fallback policy (${this.config.store.rate_limits_fallback})`;
-    return { ready: Object.values(checks).every((c) => c === 'ok'), checks };
+    let ready = Object.values(checks).every((c) => c === 'ok');
+    // an upstream with versioned routes: its version, a mismatch (not ready: the configuration is
+    // wrong for it), or not checked yet (ready: it is asked before the first request)
+    for (const f of this.pipeline.versions.findings()) {
+      const key = f.kind === 'upstream' ? `upstream_version.${f.name}` : `remote_node_version.${f.name}`;
+      if (f.status === 'ok') checks[key] = `ok: Dagu ${f.version}`;
+      else if (f.status === 'unreachable') checks[key] = `not checked: ${f.message}`;
+      else {
+        checks[key] = `mismatch: ${f.message}`;
+        ready = false;
+      }
+    }
+    return { ready, checks };
   }
 
   /** `<prefix>healthz` (alive) and `<prefix>readyz` (ready to serve), on the public listener. */
@@ -321,6 +375,7 @@ export class Gateway {
   close(drainMs = this.config.listen.drain_timeout * 1000, delayMs = this.config.listen.shutdown_delay * 1000): Promise<void> {
     this.closing ??= (async () => {
       this.pipeline.draining = true;
+      this.pipeline.versions.stop();
       clearInterval(this.auditTimer);
       if (delayMs > 0) {
         this.logger.info({ shutdown_delay_s: delayMs / 1000 }, 'shutting down: readyz answers 503; still accepting requests until the delay ends');
@@ -351,4 +406,9 @@ export class Gateway {
     })();
     return this.closing;
   }
+}
+
+/** The version check over a configuration's routes and the pools it forwards on. */
+function versionGate(config: GatewayConfig, upstreams: Upstreams, remoteNodes: Upstreams): VersionGate {
+  return new VersionGate(config, { upstream: (n) => upstreams.get(n), remoteNode: (n) => remoteNodes.get(n) });
 }

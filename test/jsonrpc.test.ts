@@ -65,6 +65,7 @@ routes:
     jsonrpc:
       methods: { initialize: viewer, tools/list: viewer }
       tools: { dagu_read: viewer, dagu_change: developer, dagu_execute: operator }
+      tool_workspaces: { dagu_change: { argument: workspace, when: { type: [upsert_wiki_page] } } }
       max_body_bytes: 2048
   - path: /a2a
     upstream: dagen
@@ -150,4 +151,19 @@ t.test('over HTTP: a call that reads two ways, a prototype name, a body on GET/D
   }
   t.equal(s.dagu.received.length, before, 'none of these reached the upstream');
   t.equal((await request(`${s.url}/mcp`, { method: 'GET', headers: h })).statusCode, 200, 'a GET without a body still goes through');
+});
+
+t.test('over HTTP: a tools/call acts where its arguments say, for keys limited to workspaces', async (t) => {
+  const grants = await s.key({ name: 'rpc-grants', role: 'viewer', workspaceAccess: { all: false, grants: [{ workspace: 'team-a', role: 'developer' }] } });
+  const bound = await s.key({ name: 'rpc-bound', role: 'developer', workspace: 'team-a' });
+  const call = (id: number, args: Record<string, unknown>, tool = 'dagu_change') => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: tool, arguments: args } });
+  const before = s.dagu.received.length;
+  const dag = { mode: 'apply', type: 'upsert_dag', name: 'other-teams-dag', spec: 'steps: []' };
+  t.match(await rpc('/mcp', call(1, dag), { 'x-api-key': grants.secret }), { status: 403, json: { id: 1, error: { code: -31403, message: /names no workspace/ } } }, 'grants key: a DAG change names no workspace');
+  t.match(await rpc('/mcp', call(2, { action: 'start', name: 'x' }, 'dagu_execute'), { 'x-api-key': bound.secret }), { status: 403, json: { id: 2 } }, 'bound key: dagu_execute');
+  t.match(await rpc('/mcp', call(3, { type: 'upsert_wiki_page', workspace: 'team-b', path: 'p' }), { 'x-api-key': grants.secret }), { status: 404, json: { id: 3, error: { code: -31403 } } }, 'a wiki change in a workspace the key has no grant for');
+  t.equal(s.dagu.received.length, before, 'none reached the upstream');
+  const ok = await rpc('/mcp', call(4, { type: 'upsert_wiki_page', workspace: 'team-a', path: 'p' }), { 'x-api-key': grants.secret });
+  t.equal(ok.status, 200, 'a wiki change in the granted workspace');
+  t.match(ok.json.headers, { 'x-keygate-workspace': 'team-a', 'x-keygate-role': 'developer' }, 'upstream told the workspace and role the call acts with');
 });

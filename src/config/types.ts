@@ -84,6 +84,12 @@ export interface RouteConfig {
   pass_authorization: boolean;
   /** JSON-RPC method policy for A2A / MCP routes */
   jsonrpc?: JsonRpcPolicy;
+  /** the upstream versions this route is for (checked against GET <api_base_url>/health) */
+  requires?: { dagu: string };
+  /** Keygate answers the request itself instead of forwarding it */
+  answer?: 'current_user';
+  /** the route may serve a login or first-run setup path (…/auth/login, …/auth/setup); absent = false */
+  expose_login?: true;
 }
 
 /** Minimum role, or "deny". */

@@ -5,6 +5,8 @@
 // call ride along with allowed ones in a response the client cannot tell apart.
 
 import { ROLE_RANK, type JsonRpcPolicy, type RoleOrDeny } from '../config/types.js';
+import { actAs, type Where } from '../auth/workspace.js';
+import type { KeyAccess } from '../keys/model.js';
 import { foldName } from './fold.js';
 import { quoteName, readJson, type JsonObject, type JsonValue } from './read.js';
 
@@ -169,6 +171,47 @@ export function allowCall(policy: JsonRpcPolicy, routeRoleRank: number, roleRank
     }
   }
   return { allow: true };
+}
+
+/**
+ * Where a tools/call acts: the workspace its arguments name, when the policy says how this tool
+ * names one (tool_workspaces) and the call is of a kind that honours it; else nowhere (`none`).
+ */
+export function toolWhere(policy: JsonRpcPolicy, call: RpcCall): Where {
+  const rules = policy.tool_workspaces;
+  const rule = rules !== undefined && call.tool !== undefined && Object.hasOwn(rules, call.tool) ? rules[call.tool]! : undefined;
+  const args = call.arguments;
+  if (rule === undefined || args === undefined) return NO_WORKSPACE;
+  for (const name of rule.unless ?? []) if (Object.hasOwn(args, name)) return NO_WORKSPACE;
+  for (const [name, values] of Object.entries(rule.when ?? {})) {
+    const v = own(args, name);
+    if (typeof v !== 'string' || !values.includes(v)) return NO_WORKSPACE;
+  }
+  const named = own(args, rule.argument);
+  return { kind: 'named', name: typeof named === 'string' && named !== '' ? named : undefined, how: `params.arguments.${rule.argument}` };
+}
+
+const NO_WORKSPACE: Where = Object.freeze({ kind: 'none' });
+
+export type CallVerdict =
+  | { readonly allow: true; readonly roleRank: number; readonly workspace: string | null }
+  | { readonly allow: false; readonly status: 403 | 404; readonly code: string; readonly message: string };
+
+/**
+ * The whole check of one call by a key the route admitted (`acting`: its role and workspace
+ * there): the method at that role; a tools/call where its arguments act (src/auth/workspace.ts),
+ * not where the URL said, so ?workspace=team-a cannot carry a change to another workspace.
+ */
+export function authoriseCall(policy: JsonRpcPolicy, routeRoleRank: number, access: KeyAccess, acting: { roleRank: number; workspace: string | null }, call: RpcCall): CallVerdict {
+  const method = allowCall(policy, routeRoleRank, acting.roleRank, call.tool === undefined ? call : { id: call.id, method: call.method, tool: undefined });
+  if (!method.allow) return { allow: false, status: 403, code: 'forbidden', message: method.message };
+  if (call.tool === undefined) return { allow: true, roleRank: acting.roleRank, workspace: acting.workspace };
+  const rule = ownRule(policy.tools, call.tool) ?? policy.default_tool;
+  if (rule === 'deny') return { allow: false, status: 403, code: 'forbidden', message: `tool "${call.tool}" is not allowed through this gateway` };
+  const there = actAs(access, toolWhere(policy, call), ROLE_RANK[rule]);
+  if (there.allow) return there;
+  if (there.code === 'forbidden') return { ...there, message: `tool "${call.tool}" needs role ${rule}` };
+  return { ...there, message: `tool "${call.tool}": ${there.message}` };
 }
 
 function roleName(r: number): string {
