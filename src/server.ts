@@ -8,8 +8,10 @@ import type { Duplex } from 'node:stream';
 import { Admitter } from './admission.js';
 import { AdminServer } from './admin/server.js';
 import type { GatewayConfig } from './config/types.js';
+import { KeygateError } from './errors.js';
 import { openKeyStore } from './keys/open.js';
 import { KeyService } from './keys/service.js';
+import { SqliteKeyStore } from './keys/sqlite-store.js';
 import { createLogger, type Logger } from './log.js';
 import { Upstreams } from './proxy/upstream.js';
 import type { KeyRateLimiter } from './limits/limiter.js';
@@ -22,7 +24,6 @@ import { sendError, sendJson } from './respond.js';
 import { loadTls, type TlsMaterial } from './tls.js';
 import { UsageCounter } from './usage/counter.js';
 import { VersionGate, type Finding } from './upstream-version/gate.js';
-import { KeygateError } from './errors.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -80,6 +81,9 @@ export class Gateway {
       const store = openKeyStore(opts.config.store.keys, { redis: opts.config.store.redis, onError: (err) => this.logger.warn({ err: err.message }, 'key store (redis) error') });
       // every key change, whoever makes it, is logged and kept in the store's audit table
       this.keys = new KeyService(store, opts.config.keys, this.now, { store, log: (record) => this.logger.info({ audit: record }, 'key change') });
+      if (store instanceof SqliteKeyStore && store.created) {
+        this.logger.warn({ store: opts.config.store.keys }, `key store ${store.file} did not exist: created a new, empty one (no key works until keys are created or restored)`);
+      }
     }
     const gateway = this; // for the admin listener's callbacks, which run after construction
     this.admin = opts.config.admin.enabled
@@ -157,14 +161,15 @@ export class Gateway {
       const synced = await gw.keys.syncDeclared();
       if (synced.created + synced.updated + synced.deleted > 0) gw.logger.info(synced, 'keys declared in the config synced to the key store');
       await gw.checkVersions(gw.pipeline.versions);
-      await new Promise<void>((resolve, reject) => {
+      await listening('listen', host, port, new Promise<void>((resolve, reject) => {
         gw.server.once('error', reject);
         gw.server.listen(port, host, () => {
           gw.server.off('error', reject);
           resolve();
         });
-      });
-      await gw.admin?.listen(opts.adminPort ?? opts.config.admin.port, opts.config.admin.host);
+      }));
+      const adminPort = opts.adminPort ?? opts.config.admin.port;
+      if (gw.admin) await listening('admin', opts.config.admin.host, adminPort, gw.admin.listen(adminPort, opts.config.admin.host));
     } catch (err) {
       await gw.close(0, 0);
       throw err;
@@ -302,7 +307,8 @@ export class Gateway {
     if (this.pipeline.draining) checks.shutdown = 'draining: the gateway is shutting down';
     try {
       await withTimeout(this.keys.store.count(), 1000);
-      checks.key_store = 'ok';
+      const fault = this.keys.store.fault?.();
+      checks.key_store = fault === undefined ? 'ok' : `cannot take changes: ${fault}`;
     } catch (err) {
       checks.key_store = `unreachable: ${(err as Error).message}`;
     }
@@ -405,6 +411,17 @@ export class Gateway {
       await new Promise<void>((resolve) => this.logger.flush(() => resolve()));
     })();
     return this.closing;
+  }
+}
+
+/** A listener that cannot bind (port in use, no permission) is one clear error naming the section, not a stack. */
+async function listening(section: string, host: string, port: number, p: Promise<void>): Promise<void> {
+  try {
+    await p;
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    const why = e.code === 'EADDRINUSE' ? 'the address is already in use (another process listens there)' : e.code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)' : e.message;
+    throw new KeygateError('listen_failed', 500, `${section}: cannot listen on ${host}:${port}: ${why}`);
   }
 }
 

@@ -190,7 +190,7 @@ export class AdminServer {
       }
       route = match.route;
       const reply = await route.handler({ req, params: match.params, query: new URLSearchParams(target.query), actor: { id: actor, remoteAddress } });
-      sendJson(res, reply.status, reply.body);
+      sendJson(res, reply.status, reply.body, reply.headers);
     } catch (err) {
       this.fail(req, res, err, route);
     } finally {
