@@ -318,7 +318,7 @@ t.test('every command has its own --help; flags are checked per command', async 
     [['check', '--json'], /--json does not apply to keygate check/],
     [['keys', 'create', '--name'], /--name argument missing/],
     [['keys', 'show', 'a', 'b'], /unexpected argument "b" for keygate keys show \(it takes ID\|NAME\)/],
-    [['keys', 'frob'], /unknown keys command "frob": create, list, show, update, activate, deactivate, regenerate, usage, delete/],
+    [['keys', 'frob'], /unknown keys command "frob": create, list, export, import, show, update, activate, deactivate, regenerate, usage, delete/],
   ];
   for (const [args, message] of cases) {
     const r = await run(args);
