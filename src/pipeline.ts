@@ -12,7 +12,8 @@ import { forwardAgentCard, isAgentCardPath } from './proxy/agent-card.js';
 import { CREDENTIAL_REJECTED, forwardHttp, type ForwardResult } from './proxy/forward.js';
 import { currentUser, forDagu130 } from './answers/current-user.js';
 import type { VersionGate, VersionRefusal } from './upstream-version/gate.js';
-import { assignRequestId, upstreamRequestHeaders, type Forwarding, type Identity } from './proxy/headers.js';
+import { FailedAuthThrottle } from './admin/throttle.js';
+import { assignRequestId, underscoreHeader, upstreamRequestHeaders, type Forwarding, type Identity } from './proxy/headers.js';
 import type { Upstream, Upstreams } from './proxy/upstream.js';
 import { WebSocketProxy } from './proxy/websocket.js';
 import { UNAVAILABLE, type KeyRateLimiter } from './limits/limiter.js';
@@ -64,6 +65,8 @@ export class Pipeline {
   private readonly metrics: GatewayMetrics;
   private readonly now: () => number;
   private readonly health: PipelineOptions['health'];
+  /** listen.max_failed_auth: unknown keys per client address (a listen change needs a restart) */
+  private readonly failedAuth: FailedAuthThrottle;
 
   constructor(opts: PipelineOptions) {
     this.config = opts.config;
@@ -77,6 +80,7 @@ export class Pipeline {
     this.metrics = opts.metrics;
     this.now = opts.now;
     this.health = opts.health;
+    this.failedAuth = new FailedAuthThrottle(opts.config.listen.max_failed_auth, 60_000, opts.now);
   }
 
   // ------------------------------------------------------------------ HTTP
@@ -91,9 +95,9 @@ export class Pipeline {
     }
     const started = performance.now();
     res.setHeader('x-request-id', assignRequestId(req.headers));
-    let outcome: Outcome | Promise<Outcome>;
+    let outcome: Outcome | Promise<Outcome> | undefined = this.screen(req);
     try {
-      outcome = this.admitter.admit(req.method!, req.url!, req.headers);
+      outcome ??= this.admitter.admit(req.method!, req.url!, req.headers);
     } catch (err) {
       this.internalError(req, res, started, err);
       return;
@@ -252,6 +256,22 @@ export class Pipeline {
   }
 
   /** Count the use and build what the upstream receives; shared by HTTP and WebSocket. */
+  /**
+   * Before anything else: an address over listen.max_failed_auth (429), and under
+   * listen.underscore_headers: reject a header name with "_" (400). HTTP and WebSocket alike.
+   */
+  private screen(req: GatewayRequest): Refusal | undefined {
+    const wait = this.failedAuth.retryAfter(req.remoteAddress);
+    if (wait > 0) {
+      return { forward: false, status: 429, code: 'rate_limited', message: `too many unknown keys from this address; retry in ${wait} s`, headers: { 'retry-after': String(wait) } };
+    }
+    if (this.config.listen.underscore_headers === 'reject') {
+      const name = underscoreHeader(req.headers);
+      if (name !== undefined) return { forward: false, status: 400, code: 'bad_request', message: `header names with "_" are refused (${JSON.stringify(name.slice(0, 64))}): upstreams may read them as "-"` };
+    }
+    return undefined;
+  }
+
   private prepareForward(req: GatewayRequest, o: Admission): { upstream: Upstream; headers: Record<string, string | string[]> } {
     const upstream = o.remoteNode !== undefined ? this.remoteNodes.get(o.remoteNode) : this.upstreams.get(o.route.upstream.name);
     if (o.access) this.usage.record(o.access.key.id, this.now());
@@ -262,6 +282,7 @@ export class Pipeline {
       this.identity(o),
       this.forwarding(req),
       o.route.config.pass_authorization,
+      { underscores: this.config.listen.underscore_headers, pass: o.route.config.pass_headers },
     );
     return { upstream, headers };
   }
@@ -301,6 +322,9 @@ export class Pipeline {
   private access(req: GatewayRequest, o: Outcome, status: number, started: number, upstreamMs: number, error?: string): void {
     const seconds = (performance.now() - started) / 1000;
     const decision = o.forward ? (error ? 'upstream_error' : 'allowed') : refusalDecision(o);
+    if (!o.forward && o.unknownKey === true && this.failedAuth.failed(req.remoteAddress)) {
+      this.logger.warn({ remote_address: req.remoteAddress, max_failed_auth: this.config.listen.max_failed_auth }, 'too many unknown keys from one address: refused with 429 for the rest of the minute');
+    }
     this.metrics.request(o.route?.config.name ?? '-', status, decision, seconds);
     if (upstreamMs >= 0 && o.forward) this.metrics.upstream(o.remoteNode ?? o.route.upstream.name, upstreamMs / 1000);
     const key = o.access?.key;
@@ -379,7 +403,7 @@ export class Pipeline {
       this.access(req, o, 101, started, -1);
     };
     try {
-      const outcome = this.admitter.admit(req.method!, req.url!, req.headers);
+      const outcome = this.screen(req) ?? this.admitter.admit(req.method!, req.url!, req.headers);
       if (outcome instanceof Promise) outcome.then(apply, () => refuseUpgrade(socket, 503, 'unavailable', 'key store unavailable'));
       else apply(outcome);
     } catch {

@@ -35,8 +35,8 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
   const src = (f: string, line: number, col: number) => `${shown(path.join(FIXTURES, f))}:${line}:${col}`;
   t.strictSame(cfg, {
     file,
-    listen: { host: '127.0.0.1', port: 9090, trust_forwarded: true, drain_timeout: 10, shutdown_delay: 0, health_prefix: '/_keygate/', public_url: 'https://gw.example.com' },
-    admin: { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10 },
+    listen: { host: '127.0.0.1', port: 9090, trust_forwarded: true, drain_timeout: 10, shutdown_delay: 0, health_prefix: '/_keygate/', public_url: 'https://gw.example.com', underscore_headers: 'drop', max_failed_auth: 0 },
+    admin: { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10, allowed_hosts: [] },
     workers: 1,
     reload: { watch: false },
     store: { keys: `sqlite:${path.join(FIXTURES, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' },
@@ -185,8 +185,8 @@ t.test('defaults everywhere; loading twice shares no state', async (t) => {
   const dir = t.testdir({ 'gateway.yaml': UPSTREAM + 'routes:\n  - { path: /a, upstream: dagu }\n' });
   const a = loadConfig(path.join(dir, 'gateway.yaml'), {});
   const b = loadConfig(path.join(dir, 'gateway.yaml'), {});
-  t.strictSame(a.listen, { host: '0.0.0.0', port: 8080, trust_forwarded: false, drain_timeout: 10, shutdown_delay: 0, health_prefix: '/_keygate/' });
-  t.strictSame(a.admin, { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10 });
+  t.strictSame(a.listen, { host: '0.0.0.0', port: 8080, trust_forwarded: false, drain_timeout: 10, shutdown_delay: 0, health_prefix: '/_keygate/', underscore_headers: 'drop', max_failed_auth: 0 });
+  t.strictSame(a.admin, { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10, allowed_hosts: [] });
   t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' });
   t.strictSame(a.keys, { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 }, usage_retention_days: 30 });
   t.strictSame(a.log, { level: 'info', destination: 'stdout', access_log: true });
