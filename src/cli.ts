@@ -1,7 +1,10 @@
 // The `keygate` command. Every key command goes through the same KeyService the admin APIs use.
 
 import cluster from 'node:cluster';
-import { watchFile as fsWatchFile } from 'node:fs';
+import { once } from 'node:events';
+import { createReadStream, createWriteStream, existsSync, renameSync, rmSync, watchFile as fsWatchFile, type WriteStream } from 'node:fs';
+import { dirname } from 'node:path';
+import { createInterface } from 'node:readline';
 import { userInfo } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig, resolveConfigPath } from './config/load.js';
@@ -10,6 +13,9 @@ import { ConfigError, KeygateError, formatConfigIssue } from './errors.js';
 import { keyStatus, type ApiKey } from './keys/model.js';
 import { openKeyStore } from './keys/open.js';
 import { KeyService, type KeyInput } from './keys/service.js';
+import { SqliteKeyStore, verifyBackup } from './keys/sqlite-store.js';
+import type { AuditStore, KeyStore } from './keys/store.js';
+import { exportLines, importLines } from './keys/transfer.js';
 import { daguUsage } from './admin/usage-api.js';
 import { normaliseTarget } from './routes/path.js';
 import { RouteTable } from './routes/table.js';
@@ -34,7 +40,13 @@ Commands:
               [--grant WORKSPACE:ROLE ...] [--surfaces rest_api,mcp,a2a] [--rate-limit N]
               [--expires-at YYYY-MM-DD] [--attribution service_account|user_owned]
               [--service-account-name NAME] [--owner-user-id ID] [--json]
-  keys list   -c FILE [--workspace ID] [--json]
+  keys list   -c FILE [--workspace ID] [--limit N] [--cursor C | --all] [--json]
+                                         100 keys a page by default; --all streams every page
+  keys export -c FILE [--output FILE] [--audit]
+                                         every key as JSON Lines (digests, never secrets)
+  keys import -c FILE EXPORT.jsonl [--dry-run]
+                                         create/update/skip by key id; safe to run twice
+  backup    -c FILE BACKUP.db            consistent copy of a SQLite key store, also while serving
   keys show   -c FILE ID|NAME [--json]
   keys update -c FILE ID|NAME [same flags as create] [--all-workspaces]
   keys activate|deactivate|regenerate|delete -c FILE ID|NAME [--json]
@@ -86,6 +98,12 @@ const OPTIONS = {
   'service-account-name': { type: 'string' },
   'owner-user-id': { type: 'string' },
   'grace-seconds': { type: 'string' },
+  limit: { type: 'string' },
+  cursor: { type: 'string' },
+  all: { type: 'boolean' },
+  output: { type: 'string', short: 'o' },
+  audit: { type: 'boolean' },
+  'dry-run': { type: 'boolean' },
   days: { type: 'string' },
   bucket: { type: 'string' },
 } satisfies ParseArgsConfig['options'];
@@ -176,9 +194,126 @@ function describeKey(k: ApiKey, nowMs: number): string {
   ].join('\n');
 }
 
+/** Write to stdout, waiting when the pipe is full (a million keys must not pile up in memory). */
+async function write(s: string): Promise<void> {
+  if (!process.stdout.write(s)) await once(process.stdout, 'drain');
+}
+
+function keyRow(k: ApiKey, now: number): string[] {
+  return [k.name, `${k.prefix}…`, keyStatus(k, now), k.scopes.join(','), k.role, `${k.rateLimit}/min`, String(k.requestCount), ago(k.lastUsedAt, now), k.expiresAt?.slice(0, 10) ?? 'never', k.id];
+}
+
+/**
+ * A page of keys (--limit, --cursor), or with --all every page in turn; JSON is written a key at a
+ * time, never built as one string.
+ */
+async function listCommand(service: KeyService, v: Values, now: number): Promise<number> {
+  if (v.all && v.cursor !== undefined) throw new UsageError('--all and --cursor do not go together');
+  let cursor: string | undefined = v.cursor;
+  let first = true;
+  let shown = 0;
+  if (v.json) await write('{"apiKeys":[');
+  for (;;) {
+    const page = await service.page({ limit: v.limit, cursor, workspace: v.workspace });
+    if (v.json) {
+      for (const k of page.keys) {
+        await write(`${first ? '\n' : ',\n'}${JSON.stringify({ ...k, status: keyStatus(k, now) })}`);
+        first = false;
+      }
+    } else if (page.keys.length > 0) {
+      const rows = page.keys.map((k) => keyRow(k, now));
+      await write(table(first ? [['NAME', 'KEY', 'STATUS', 'SCOPES', 'ROLE', 'LIMIT', 'REQUESTS', 'LAST USED', 'EXPIRES', 'ID'], ...rows] : rows) + '\n');
+      first = false;
+    }
+    shown += page.keys.length;
+    if (page.next === null || !v.all) {
+      if (v.json) await write(`\n]${page.next === null ? '' : `,"nextCursor":${JSON.stringify(page.next)}`}}\n`);
+      else if (shown === 0) out('No API keys yet. Create one: keygate keys create --name NAME --scopes workflows');
+      else if (page.next !== null) out(`More keys follow: keygate keys list --cursor ${page.next}   (or --all)`);
+      return 0;
+    }
+    cursor = page.next;
+  }
+}
+
+/** keys export: JSON Lines to --output (written aside, then renamed into place) or stdout. */
+async function exportCommand(store: KeyStore & AuditStore, v: Values): Promise<number> {
+  const file = v.output;
+  const tmp = file === undefined ? undefined : `${file}.tmp-${process.pid}`;
+  const sink = tmp === undefined ? process.stdout : createWriteStream(tmp, { flags: 'wx', mode: 0o600 });
+  let keys = 0;
+  let audit = 0;
+  try {
+    for await (const line of exportLines(store, { audit: v.audit === true })) {
+      if (line.startsWith('{"type":"key"')) keys++;
+      else audit++;
+      if (!sink.write(line + '\n')) await once(sink, 'drain');
+    }
+    if (tmp !== undefined) {
+      await new Promise<void>((resolve, reject) => (sink as WriteStream).end((err?: Error | null) => (err ? reject(err) : resolve())));
+      renameSync(tmp, file!);
+    }
+  } catch (err) {
+    if (tmp !== undefined) {
+      (sink as WriteStream).destroy();
+      rmSync(tmp, { force: true });
+    }
+    throw err;
+  }
+  process.stderr.write(`exported ${keys} key(s)${v.audit ? ` and ${audit} audit record(s)` : ''}${file === undefined ? '' : ` to ${file}`}\n`);
+  return 0;
+}
+
+async function importCommand(store: KeyStore & AuditStore, file: string, v: Values): Promise<number> {
+  let input;
+  try {
+    input = createReadStream(file, 'utf8');
+    await once(input, 'open');
+  } catch (err) {
+    throw new KeygateError('import_unreadable', 400, `cannot read ${file}: ${(err as Error).message}`);
+  }
+  const report = await importLines(store, createInterface({ input, crlfDelay: Infinity }), { dryRun: v['dry-run'] === true });
+  const what = v['dry-run'] ? 'would be' : '';
+  const summary = `${v['dry-run'] ? 'dry run: ' : ''}${report.created} created, ${report.updated} updated, ${report.skipped} skipped${what ? ' (nothing was changed)' : ''}` +
+    (report.audit.created + report.audit.skipped > 0 ? `; audit records: ${report.audit.created} added, ${report.audit.skipped} already there` : '') +
+    (report.errors.length > 0 ? `; ${report.errors.length} line(s) refused` : '');
+  if (v.json) out(JSON.stringify({ dryRun: v['dry-run'] === true, ...report }, null, 2));
+  else {
+    for (const e of report.errors) process.stderr.write(`keygate: ${file}: ${e}\n`);
+    out(summary);
+  }
+  return report.errors.length > 0 ? 1 : 0;
+}
+
+/** backup: SQLite's online backup API into a new file, checked, then renamed into place. */
+async function backupCommand(args: string[], v: Values): Promise<number> {
+  const dest = args[0];
+  if (!dest) throw new UsageError('backup needs the file to write, e.g. keygate backup /var/backups/keygate-$(date +%F).db');
+  const config = load(v);
+  if (!config.store.keys.startsWith('sqlite:') || config.store.keys === 'sqlite::memory:') {
+    throw new UsageError(`backup copies a SQLite key store; store.keys is ${config.store.keys.replace(/\/\/[^@/]*@/, '//***@')}: use "keygate keys export --output FILE" (and Redis' own persistence)`);
+  }
+  if (existsSync(dest)) throw new KeygateError('backup_exists', 409, `${dest} exists; choose a new file (a backup never overwrites one)`);
+  const store = new SqliteKeyStore(config.store.keys.slice('sqlite:'.length), { mustExist: true });
+  const tmp = `${dest}.tmp-${process.pid}`;
+  try {
+    await store.backup(tmp);
+    const keys = verifyBackup(tmp);
+    renameSync(tmp, dest);
+    out(`backed up ${keys} key(s) from ${store.file} to ${dest}`);
+    return 0;
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  } finally {
+    await store.close();
+  }
+}
+
 async function keysCommand(sub: string | undefined, args: string[], v: Values): Promise<number> {
   const config = load(v);
   const store = openKeyStore(config.store.keys, { redis: config.store.redis });
+  if (store instanceof SqliteKeyStore && store.created) process.stderr.write(`keygate: note: ${store.file} did not exist; created a new, empty key store\n`);
   // the same audit trail as the admin API (GET /api/audit lists CLI changes too)
   const service = new KeyService(store, config.keys, Date.now, { store });
   const now = Date.now();
@@ -194,23 +329,12 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
         else out(`Created API key "${key.name}" (id ${key.id}).\n\n  ${secret}\n\nCopy it now: this is the only time the full key is shown.\nUse it as:  X-API-Key: ${secret.slice(0, 8)}…   or   Authorization: Bearer ${secret.slice(0, 8)}…`);
         return 0;
       }
-      case 'list': {
-        const keys = await service.list(v.workspace !== undefined ? { workspace: v.workspace } : undefined);
-        if (v.json) {
-          out(JSON.stringify({ apiKeys: keys.map((k) => ({ ...k, status: keyStatus(k, now) })) }, null, 2));
-          return 0;
-        }
-        if (keys.length === 0) {
-          out('No API keys yet. Create one: keygate keys create --name NAME --scopes workflows');
-          return 0;
-        }
-        const rows = [['NAME', 'KEY', 'STATUS', 'SCOPES', 'ROLE', 'LIMIT', 'REQUESTS', 'LAST USED', 'EXPIRES', 'ID']];
-        for (const k of keys) {
-          rows.push([k.name, `${k.prefix}…`, keyStatus(k, now), k.scopes.join(','), k.role, `${k.rateLimit}/min`, String(k.requestCount), ago(k.lastUsedAt, now), k.expiresAt?.slice(0, 10) ?? 'never', k.id]);
-        }
-        out(table(rows));
-        return 0;
-      }
+      case 'list':
+        return await listCommand(service, v, now);
+      case 'export':
+        return await exportCommand(store, v);
+      case 'import':
+        return await importCommand(store, target(), v);
       case 'show': {
         const key = await service.get(target());
         out(v.json ? JSON.stringify({ apiKey: { ...key, status: keyStatus(key, now) } }, null, 2) : describeKey(key, now));
@@ -255,15 +379,47 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
         return 0;
       }
       default:
-        throw new UsageError(`unknown keys command "${sub ?? ''}": create, list, show, update, activate, deactivate, regenerate, usage, delete`);
+        throw new UsageError(`unknown keys command "${sub ?? ''}": create, list, show, update, activate, deactivate, regenerate, usage, delete, export, import`);
     }
   } finally {
     await service.store.close();
   }
 }
 
+/** What `check` says of the key store: how many keys it holds, or that serve would create it empty. */
+async function describeStore(spec: string, config: GatewayConfig): Promise<string> {
+  if (spec.startsWith('sqlite:') && spec !== 'sqlite::memory:') {
+    const file = spec.slice('sqlite:'.length);
+    if (!existsSync(file)) {
+      // throws when the directory does not exist either: a typo is an error, not a new store
+      if (!existsSync(dirname(file))) new SqliteKeyStore(file, { mustExist: true });
+      return `${spec} (does not exist yet: serve creates it, empty)`;
+    }
+  } else if (spec === 'sqlite::memory:') return `${spec} (in memory: empty at every start)`;
+  const store = openKeyStore(spec, { redis: config.store.redis });
+  const shown = spec.replace(/\/\/[^@/]*@/, '//***@');
+  try {
+    try {
+      await store.ready?.(3000);
+    } catch (err) {
+      return `${shown} (not reachable now: ${(err as Error).message})`;
+    }
+    return `${shown} (${await store.count()} keys)`;
+  } finally {
+    await store.close();
+  }
+}
+
 async function checkCommand(v: Values): Promise<number> {
   const config = load(v);
+  let storeLine: string;
+  let storeOk = true;
+  try {
+    storeLine = await describeStore(config.store.keys, config);
+  } catch (err) {
+    storeOk = false;
+    storeLine = `ERROR: ${(err as Error).message}`;
+  }
   const table = RouteTable.compile(config);
   const bySurface = new Map<string, number>();
   let open = 0;
@@ -275,7 +431,7 @@ async function checkCommand(v: Values): Promise<number> {
     `${config.file}: OK`,
     `  listen:       ${config.listen.host}:${config.listen.port}${config.listen.tls ? ` (HTTPS, certificate ${config.listen.tls.cert_file})` : ''}`,
     `  admin:        ${config.admin.enabled ? `${config.admin.host}:${config.admin.port} (${config.admin.token ? 'token set' : 'no token: admin keys only'})` : 'disabled'}`,
-    `  key store:    ${config.store.keys}`,
+    `  key store:    ${storeLine}`,
     `  rate limits:  ${config.store.rate_limits}`,
     `  keys:         prefix ${config.keys.prefix}, rate limit ${config.keys.rate_limit.default}/min (${config.keys.rate_limit.min}–${config.keys.rate_limit.max})${config.keys.max_keys ? `, at most ${config.keys.max_keys} keys` : ''}${config.keys.declared ? `, ${config.keys.declared.length} declared` : ''}`,
     `  upstreams:    ${config.upstreams.map((u) => `${u.name} → ${u.api_base_url} (auth ${u.auth_type})`).join('; ') || 'none'}`,
@@ -284,6 +440,7 @@ async function checkCommand(v: Values): Promise<number> {
   ];
   for (const w of config.warnings) lines.push(`  warning: ${formatConfigIssue(w)}`);
   out(lines.join('\n'));
+  if (!storeOk) return 1;
   return v.probe ? probeVersions(config) : 0;
 }
 
@@ -375,7 +532,9 @@ async function serveCommand(v: Values, read: () => GatewayConfig, onStarted?: (g
   for (const w of config.warnings) gw.logger.warn({ file: w.file, line: w.line, col: w.col, field: w.field }, w.message);
   // a worker's /metrics answers for the whole cluster, whichever worker takes the scrape
   if (cluster.isWorker) gw.metrics.scrape = clusterMetricsSource(gw.metrics.registry);
-  gw.logger.info({ version: VERSION, url: gw.url, admin_url: gw.adminUrl, config: config.file, routes: gw.routes.routes.length }, 'keygate listening');
+  // listen/admin_listen: the sockets really bound; url/admin_url: where a client on this host reaches them
+  const bound = gw.listening;
+  gw.logger.info({ version: VERSION, listen: bound.public, admin_listen: bound.admin, url: gw.url, admin_url: gw.adminUrl, config: config.file, routes: gw.routes.routes.length }, 'keygate listening');
   reportListening();
   onStarted?.(gw);
   return new Promise<number>((resolve) => {
@@ -383,8 +542,11 @@ async function serveCommand(v: Values, read: () => GatewayConfig, onStarted?: (g
       gw.logger.info({ signal }, 'shutting down: draining in-flight requests');
       // a cluster worker's channel to the primary would keep it alive once drained: let go of it
       const done = (code: number) => {
-        if (cluster.isWorker) cluster.worker?.disconnect();
-        resolve(code);
+        gw.logger.info({ signal, exit_code: code }, 'keygate stopped');
+        gw.logger.flush(() => {
+          if (cluster.isWorker) cluster.worker?.disconnect();
+          resolve(code);
+        });
       };
       gw.close().then(
         () => done(0),
@@ -508,6 +670,8 @@ export async function main(argv: string[]): Promise<number> {
         return explainCommand(rest.slice(1), v);
       case 'keys':
         return await keysCommand(rest[0], rest.slice(1), v);
+      case 'backup':
+        return await backupCommand(rest, v);
       case 'demo':
         return await demoCommand(v);
       default:
@@ -524,6 +688,12 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (err instanceof KeygateError) {
       process.stderr.write(`keygate: ${err.message}\n`);
+      return 1;
+    }
+    // a failure of the system around the gateway (a file, a socket, a database): one line, no stack
+    const sys = err as Error & { code?: unknown; syscall?: unknown };
+    if (err instanceof Error && (typeof sys.syscall === 'string' || (typeof sys.code === 'string' && /^(E[A-Z]+|SQLITE_\w+)$/.test(sys.code)))) {
+      process.stderr.write(`keygate: ${err.message}${typeof sys.code === 'string' && !err.message.includes(sys.code) ? ` (${sys.code})` : ''}\n`);
       return 1;
     }
     throw err;

@@ -3,8 +3,8 @@
 // access line follow in the order they run. Lifecycle (listen, reload, shutdown, health) is in
 // server.ts; reload swaps the fields marked "live" below as plain assignments.
 
-import type { ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { AccessLog } from './access-log.js';
 import type { Admission, Admitter, Outcome, Refusal } from './admission.js';
 import { ROLES, type GatewayConfig } from './config/types.js';
 import type { Logger } from './log.js';
@@ -17,12 +17,12 @@ import { assignRequestId, underscoreHeader, upstreamRequestHeaders, type Forward
 import type { Upstream, Upstreams } from './proxy/upstream.js';
 import { WebSocketProxy } from './proxy/websocket.js';
 import { UNAVAILABLE, type KeyRateLimiter } from './limits/limiter.js';
-import { rateLimitHeaders } from './limits/headers.js';
+import { rateLimitHeaders, stageRateLimitHeaders } from './limits/headers.js';
 import type { LimitDecision } from './limits/window.js';
 import type { GatewayMetrics } from './metrics.js';
 import { PayloadTooLargeError, carriesBody, readBody } from './body.js';
 import { INVALID_REQUEST, argumentFields, authoriseCall, parseCall, type RpcId } from './jsonrpc/policy.js';
-import type { GatewayRequest } from './request.js';
+import type { GatewayRequest, GatewayResponse } from './request.js';
 import { INSUFFICIENT_SCOPE, refuseUpgrade, sendError, sendJson, sendRpcError } from './respond.js';
 import type { UsageCounter } from './usage/counter.js';
 
@@ -38,9 +38,11 @@ export interface PipelineOptions {
   usage: UsageCounter;
   limiter: KeyRateLimiter;
   metrics: GatewayMetrics;
+  /** undefined when log.access_log is false */
+  accessLog: AccessLog | undefined;
   now: () => number;
   /** answers `<listen.health_prefix>…`; `what` is the rest of the target */
-  health: (req: GatewayRequest, res: ServerResponse, what: string) => void;
+  health: (req: GatewayRequest, res: GatewayResponse, what: string) => void;
 }
 
 export class Pipeline {
@@ -63,6 +65,7 @@ export class Pipeline {
   private readonly usage: UsageCounter;
   private readonly limiter: KeyRateLimiter;
   private readonly metrics: GatewayMetrics;
+  private readonly accessLog: AccessLog | undefined;
   private readonly now: () => number;
   private readonly health: PipelineOptions['health'];
   /** listen.max_failed_auth: unknown keys per client address (a listen change needs a restart) */
@@ -78,6 +81,7 @@ export class Pipeline {
     this.usage = opts.usage;
     this.limiter = opts.limiter;
     this.metrics = opts.metrics;
+    this.accessLog = opts.accessLog;
     this.now = opts.now;
     this.health = opts.health;
     this.failedAuth = new FailedAuthThrottle(opts.config.listen.max_failed_auth, 60_000, opts.now);
@@ -85,16 +89,16 @@ export class Pipeline {
 
   // ------------------------------------------------------------------ HTTP
 
-  onRequest(req: GatewayRequest, res: ServerResponse): void {
+  onRequest(req: GatewayRequest, res: GatewayResponse): void {
     // shutting down: finish this request, then close the connection so the client's next one
     // goes (through the load balancer) to an instance that stays
-    if (this.draining) res.setHeader('connection', 'close');
+    if (this.draining) res.stage('connection', 'close');
     if (req.url!.startsWith(this.config.listen.health_prefix)) {
       this.health(req, res, req.url!.slice(this.config.listen.health_prefix.length));
       return;
     }
     const started = performance.now();
-    res.setHeader('x-request-id', assignRequestId(req.headers));
+    res.stage('x-request-id', assignRequestId(req.headers));
     let outcome: Outcome | Promise<Outcome> | undefined = this.screen(req);
     try {
       outcome ??= this.admitter.admit(req.method!, req.url!, req.headers);
@@ -110,7 +114,7 @@ export class Pipeline {
     } else this.apply(req, res, outcome, started);
   }
 
-  private apply(req: GatewayRequest, res: ServerResponse, o: Outcome, started: number): void {
+  private apply(req: GatewayRequest, res: GatewayResponse, o: Outcome, started: number): void {
     // JSON-RPC routes read the call first: the method policy needs it, and every refusal
     // (authentication ones too) answers in JSON-RPC with the request's id.
     if (o.route?.config.jsonrpc !== undefined) {
@@ -125,14 +129,14 @@ export class Pipeline {
   }
 
   /** Send a refusal: Keygate's JSON error, or a JSON-RPC error when the request was a call. */
-  private refuse(req: GatewayRequest, res: ServerResponse, r: Refusal, started: number, rpcId?: RpcId): void {
+  private refuse(req: GatewayRequest, res: GatewayResponse, r: Refusal, started: number, rpcId?: RpcId): void {
     if (rpcId === undefined) sendError(res, r.status, r.code, r.message, r.headers);
     else sendRpcError(res, r.status, rpcId, r.message, r.headers, r.rpcCode);
     req.resume(); // discard an unread body so the connection can be reused
     this.access(req, r, r.status, started, -1);
   }
 
-  private applyRpc(req: GatewayRequest, res: ServerResponse, o: Outcome, started: number): void {
+  private applyRpc(req: GatewayRequest, res: GatewayResponse, o: Outcome, started: number): void {
     const policy = o.route!.config.jsonrpc!;
     if (req.method !== 'POST') {
       // GET opens an MCP event stream, DELETE ends a session: no call to check, so no body either
@@ -178,7 +182,7 @@ export class Pipeline {
    * The upstream's version first (a route map for another Dagu is never forwarded: 502), then
    * stage 7, the key's rate limit (after authorisation, before the upstream sees anything), then forward.
    */
-  private limitThenForward(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
+  private limitThenForward(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
     const refuse = (v: VersionRefusal) => this.refuse(req, res, this.versionRefusal(o, v), started, rpcId);
     const v = o.route.config.answer === undefined ? this.versions.check(o.route.config, o.remoteNode) : undefined;
     if (v === undefined) this.limitThenForwardChecked(req, res, o, started, body, rpcId);
@@ -194,21 +198,29 @@ export class Pipeline {
     return { forward: false, status: v.status, code: v.code, message: v.message, path: o.path, route: o.route, ...(o.access ? { access: o.access } : {}) };
   }
 
-  private limitThenForwardChecked(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
+  private limitThenForwardChecked(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
     if (o.access === undefined) {
       this.forward(req, res, o, started, body);
       return;
     }
+    // in-process counters answer at once: no promise on the common path
+    const now = this.limiter.checkNow(o.access.key.id, o.access.key.rateLimit);
+    if (now !== undefined) {
+      this.limited(req, res, o, started, now, body, rpcId);
+      return;
+    }
     this.limiter.check(o.access.key.id, o.access.key.rateLimit).then(
-      (d) => {
-        const refusal = this.limitRefusal(o, d);
-        if (refusal !== undefined) return this.refuse(req, res, refusal, started, rpcId);
-        const headers = rateLimitHeaders(d as LimitDecision);
-        for (const name in headers) res.setHeader(name, headers[name]!);
-        this.forward(req, res, o, started, body);
-      },
+      (d) => this.limited(req, res, o, started, d, body, rpcId),
       (err) => this.internalError(req, res, started, err),
     );
+  }
+
+  /** The rate-limit decision made: refuse, or forward with the rate-limit headers. */
+  private limited(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, d: LimitDecision | typeof UNAVAILABLE, body: Buffer | undefined, rpcId: RpcId | undefined): void {
+    const refusal = this.limitRefusal(o, d);
+    if (refusal !== undefined) return this.refuse(req, res, refusal, started, rpcId);
+    stageRateLimitHeaders(res, d as LimitDecision);
+    this.forward(req, res, o, started, body);
   }
 
   /** The 429 (or 503 when the limit store is down under the deny policy) for a decision, if any. */
@@ -227,7 +239,7 @@ export class Pipeline {
     };
   }
 
-  private forward(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer): void {
+  private forward(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, body?: Buffer): void {
     if (o.route.config.answer === 'current_user' && o.access !== undefined) {
       // Keygate's answer from the key; nothing reaches the upstream
       this.usage.record(o.access.key.id, this.now());
@@ -308,7 +320,7 @@ export class Pipeline {
     };
   }
 
-  private internalError(req: GatewayRequest, res: ServerResponse, started: number, err: unknown): void {
+  private internalError(req: GatewayRequest, res: GatewayResponse, started: number, err: unknown): void {
     this.logger.error({ err, method: req.method }, 'request failed inside the gateway');
     const refusal: Refusal = { forward: false, status: 503, code: 'unavailable', message: 'the gateway could not check this request (key store unavailable)' };
     if (!res.headersSent) sendError(res, refusal.status, refusal.code, refusal.message);
@@ -334,13 +346,16 @@ export class Pipeline {
       if (decision === 'rate_limited') this.usage.refused(key.id, 'limited', this.now());
       else if (decision === 'forbidden') this.usage.refused(key.id, 'forbidden', this.now());
     }
-    if (!this.config.log.access_log) return;
-    this.logger.info({
-      request_id: req.headers['x-request-id'],
+    const log = this.accessLog;
+    if (log === undefined) return;
+    const h = req.headers;
+    log.write({
+      request_id: h['x-request-id'] as string | undefined,
       remote_address: req.remoteAddress,
       // behind a trusted proxy, the chain it reports (the client first)
-      forwarded_for: this.config.listen.trust_forwarded ? req.headers['x-forwarded-for'] : undefined,
+      forwarded_for: this.config.listen.trust_forwarded ? (h['x-forwarded-for'] as string | undefined) : undefined,
       method: req.method,
+      host: h.host,
       path: o.path,
       route: o.route?.config.name,
       key_id: key?.id,
@@ -348,10 +363,14 @@ export class Pipeline {
       status,
       decision,
       code: o.forward ? error : o.code,
-      bytes_in: Number(req.headers['content-length'] ?? 0) || undefined,
+      upstream: o.forward ? (o.remoteNode ?? o.route.upstream.name) : undefined,
+      bytes_in: Number(h['content-length'] ?? 0) || undefined,
+      // the WebSocket's line is written at the upgrade: its bytes are the stream's, not counted here
+      bytes_out: status === 101 ? undefined : req.bytesOut(),
+      user_agent: h['user-agent'],
       latency_ms: Math.round(seconds * 100_000) / 100,
       upstream_ms: upstreamMs >= 0 ? Math.round(upstreamMs * 100) / 100 : undefined,
-    }, 'request');
+    });
   }
 
   // ------------------------------------------------------------------ WebSocket

@@ -169,7 +169,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
         strip_prefix: '/api',
       },
     ],
-    log: { level: 'debug', destination: path.join(FIXTURES, 'logs/keygate.log'), access_log: false },
+    log: { level: 'debug', destination: path.join(FIXTURES, 'logs/keygate.log'), format: 'json', access_log: false },
     metrics: { per_key: false, max_keys: 100 },
     warnings: [],
   });
@@ -189,7 +189,7 @@ t.test('defaults everywhere; loading twice shares no state', async (t) => {
   t.strictSame(a.admin, { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10, allowed_hosts: [] });
   t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' });
   t.strictSame(a.keys, { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 }, usage_retention_days: 30 });
-  t.strictSame(a.log, { level: 'info', destination: 'stdout', access_log: true });
+  t.strictSame(a.log, { level: 'info', destination: 'stdout', format: 'json', access_log: true });
   t.strictSame(a.metrics, { per_key: false, max_keys: 100 });
   t.strictSame(a.remote_nodes, []);
   t.strictSame(a.upstreams[0], {

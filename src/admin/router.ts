@@ -20,6 +20,7 @@ export interface Reply {
   status: number;
   /** JSON body; absent for 204 */
   body?: unknown;
+  headers?: Record<string, string>;
 }
 
 export type Handler = (r: AdminRequest) => Promise<Reply>;

@@ -195,7 +195,10 @@ export interface LogConfig {
   level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** "stdout" | "stderr" | a file path */
   destination: string;
-  access_log: boolean;
+  /** json lines, or pretty (pino-pretty) for a terminal */
+  format: 'json' | 'pretty';
+  /** true: with the other lines, to `destination`; false: none; else its own destination ("stdout" | "stderr" | a file path) */
+  access_log: boolean | string;
 }
 
 export interface GatewayConfig {

@@ -5,10 +5,10 @@
 
 import { randomUUID } from 'node:crypto';
 import { Cluster } from 'ioredis';
-import { ConflictError } from '../errors.js';
+import { ConflictError, ValidationError } from '../errors.js';
 import { createRedis, type RedisClient, type RedisSettings } from '../redis.js';
 import type { StoredKey } from './model.js';
-import type { AuditQuery, AuditRecord, AuditStore, KeyPatch, KeyStore, UsageDelta, UsageRow } from './store.js';
+import type { AuditQuery, AuditRecord, AuditStore, KeyPage, KeyPageQuery, KeyPatch, KeyStore, UsageDelta, UsageRow } from './store.js';
 
 /** Document as stored: the key without its usage counters, plus a version for optimistic updates. */
 type Doc = Omit<StoredKey, 'requestCount' | 'lastUsedAt'> & { version: number };
@@ -122,6 +122,9 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     keys: string;
     audit: string;
     changes: string;
+    /** ids of the keys declared in the config file, and whether that index was built */
+    config: string;
+    configIndexed: string;
     usage: (id: string) => string;
     /** a key's hourly history; the prefix of its name is hoursPrefix */
     hours: (id: string) => string;
@@ -142,6 +145,9 @@ export class RedisKeyStore implements KeyStore, AuditStore {
       keys: `${p}:keys`,
       audit: `${p}:audit`,
       changes: `${p}:key-changes`,
+      // ids of the keys declared in the config file, so a sync reads those and not every key
+      config: `${p}:config-keys`,
+      configIndexed: `${p}:config-keys-indexed`,
       usage: (id) => `${p}:key-usage:${id}`,
       hours: (id) => `${p}:key-usage-hours:${id}`,
       hoursPrefix: `${p}:key-usage-hours:`,
@@ -217,6 +223,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     const doc: Doc = { ...rest, version: 1 };
     const r = await this.redis.kgInsert(this.k.names, this.k.digests, this.k.keys, key.id, key.name, key.digest, key.previousDigest ?? '', JSON.stringify(doc));
     if (r === 'name_taken') throw new ConflictError(`a key named "${key.name}" already exists`);
+    if (key.managedBy === 'config') await this.redis.sadd(this.k.config, key.id);
     await this.publish(key.id);
   }
 
@@ -242,6 +249,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
 
   async delete(id: string): Promise<boolean> {
     const n = await this.redis.kgDelete(this.k.names, this.k.digests, this.k.keys, this.k.usage(id), this.k.hours(id), id);
+    await this.redis.srem(this.k.config, id);
     if (n === 1) await this.publish(id);
     return n === 1;
   }
@@ -277,6 +285,74 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     return docs
       .map((d, i) => toKey(d, (usage[i]?.[1] as Record<string, string>) ?? {}))
       .sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.name < b.name ? -1 : 1));
+  }
+
+  /**
+   * Pages follow HSCAN (no order): the cursor is the scan cursor and how many keys of that scan step
+   * were already returned, so a page never exceeds its limit.
+   */
+  async page(q: KeyPageQuery): Promise<KeyPage> {
+    if (q.managedBy === 'config') return { keys: await this.configKeys(), next: null };
+    let [scan, skip] = q.cursor === undefined ? ['0', 0] : parseScanCursor(q.cursor);
+    const docs: Doc[] = [];
+    for (;;) {
+      const [nextScan, flat] = await this.redis.hscan(this.k.keys, scan, 'COUNT', Math.max(q.limit, 10));
+      const step: string[] = [];
+      for (let i = 1; i < flat.length; i += 2) step.push(flat[i]!);
+      const take = step.slice(skip, skip + q.limit - docs.length);
+      for (const j of take) docs.push(JSON.parse(j) as Doc);
+      if (skip + take.length < step.length) {
+        skip += take.length;
+        break; // the page is full inside this scan step: the next page resumes in it
+      }
+      scan = nextScan;
+      skip = 0;
+      if (scan === '0' || docs.length >= q.limit) break;
+    }
+    const done = scan === '0' && skip === 0;
+    return { keys: await this.withUsages(docs), next: done ? null : `${scan}.${skip}` };
+  }
+
+  private async withUsages(docs: Doc[]): Promise<StoredKey[]> {
+    if (docs.length === 0) return [];
+    const pipe = this.redis.pipeline();
+    for (const d of docs) pipe.hgetall(this.k.usage(d.id));
+    const usage = (await pipe.exec()) ?? [];
+    return docs.map((d, i) => toKey(d, (usage[i]?.[1] as Record<string, string>) ?? {}));
+  }
+
+  /** The config-managed keys, by their index (built once from a scan for stores older than it). */
+  private async configKeys(): Promise<StoredKey[]> {
+    if ((await this.redis.exists(this.k.configIndexed)) === 0) {
+      let scan = '0';
+      do {
+        const [next, flat] = await this.redis.hscan(this.k.keys, scan, 'COUNT', 1000);
+        for (let i = 1; i < flat.length; i += 2) {
+          const d = JSON.parse(flat[i]!) as Doc;
+          if (d.managedBy === 'config') await this.redis.sadd(this.k.config, d.id);
+        }
+        scan = next;
+      } while (scan !== '0');
+      await this.redis.set(this.k.configIndexed, '1');
+    }
+    const ids = await this.redis.smembers(this.k.config);
+    if (ids.length === 0) return [];
+    const json = await this.redis.hmget(this.k.keys, ...ids);
+    return this.withUsages(json.filter((j): j is string => j !== null).map((j) => JSON.parse(j) as Doc));
+  }
+
+  /** Scans the keys (Redis has no index by role): only when no admin token is configured and a credential failed. */
+  async hasActiveAdmin(nowMs: number): Promise<boolean> {
+    let scan = '0';
+    do {
+      const [next, flat] = await this.redis.hscan(this.k.keys, scan, 'COUNT', 1000);
+      for (let i = 1; i < flat.length; i += 2) {
+        const d = JSON.parse(flat[i]!) as Doc;
+        if (d.role === 'admin' && d.isActive && (d.expiresAt === null || Date.parse(d.expiresAt) > nowMs)) return true;
+      }
+      scan = next;
+    } while (scan !== '0');
+    return false;
   }
 
   async count(): Promise<number> {
@@ -354,6 +430,12 @@ export class RedisKeyStore implements KeyStore, AuditStore {
   static namespace(): string {
     return `keygate-test-${randomUUID().slice(0, 8)}`;
   }
+}
+
+function parseScanCursor(cursor: string): [string, number] {
+  const m = /^(\d+)\.(\d+)$/.exec(cursor);
+  if (!m) throw new ValidationError('cursor', 'is not a cursor this gateway returned (use the next cursor of the page before)');
+  return [m[1]!, Number(m[2])];
 }
 
 function toKey(doc: Doc, usage: Record<string, string>): StoredKey {

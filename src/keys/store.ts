@@ -59,6 +59,21 @@ export interface UsageRow {
   forbidden: number;
 }
 
+/** One page of keys in a stable order; `cursor` is the `next` of the page before (opaque). */
+export interface KeyPageQuery {
+  /** at most this many keys */
+  limit: number;
+  cursor?: string | undefined;
+  /** only the keys declared in the configuration file (few: read without touching the others) */
+  managedBy?: 'config';
+}
+
+export interface KeyPage {
+  keys: StoredKey[];
+  /** where the next page starts; null when this was the last */
+  next: string | null;
+}
+
 export interface KeyStore {
   /** Throws ConflictError when the name is taken. */
   insert(key: StoredKey): Promise<void>;
@@ -72,7 +87,12 @@ export interface KeyStore {
    * grace period) is `digest` and still valid at `nowMs`.
    */
   findByDigest(digest: string, nowMs?: number): Promise<StoredKey | undefined>;
+  /** Every key at once: for tests and small stores only; nothing at start, reload or on a request calls it. */
   list(): Promise<StoredKey[]>;
+  /** A page of keys; a million keys are read a page at a time. Throws ValidationError on a bad cursor. */
+  page(query: KeyPageQuery): Promise<KeyPage>;
+  /** Whether an active, unexpired key with the role admin exists (an indexed lookup, not a listing). */
+  hasActiveAdmin(nowMs: number): Promise<boolean>;
   count(): Promise<number>;
   /**
    * Add counts, move last-used forward (never back) and add the hourly history, all in one
@@ -88,6 +108,8 @@ export interface KeyStore {
    * synchronously on the request path so a cache can tell it is stale.
    */
   changeMark(): number;
+  /** Why the store cannot take changes now (read-only or corrupt file…), undefined when it can. Absent = always can. */
+  fault?(): string | undefined;
   /** Resolves when a networked store is reachable; rejects after `ms`. Absent for local stores. */
   ready?(ms: number): Promise<void>;
   close(): Promise<void>;
