@@ -288,7 +288,7 @@ t.test('a __proto__ key is an unknown field, not a prototype', async (t) => {
       line: 2,
       col: 3,
       field: 'listen.__proto__',
-      message: 'unknown field "__proto__"; allowed: host, port, trust_forwarded, drain_timeout, shutdown_delay, health_prefix, public_url, tls',
+      message: 'unknown field "__proto__"; allowed: host, port, trust_forwarded, drain_timeout, shutdown_delay, health_prefix, public_url, tls, underscore_headers, max_failed_auth',
     },
   ]);
 });
@@ -399,7 +399,7 @@ colour: blue
       line: 3,
       col: 3,
       field: 'listen.prot',
-      message: 'unknown field "prot" (did you mean "port"?); allowed: host, port, trust_forwarded, drain_timeout, shutdown_delay, health_prefix, public_url, tls',
+      message: 'unknown field "prot" (did you mean "port"?); allowed: host, port, trust_forwarded, drain_timeout, shutdown_delay, health_prefix, public_url, tls, underscore_headers, max_failed_auth',
     },
     {
       // missing required field: at the route's mapping
@@ -415,7 +415,7 @@ colour: blue
       col: 5,
       field: 'routes[0].upstrem',
       message:
-        'unknown field "upstrem" (did you mean "upstream"?); allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, requires, answer, expose_login, jsonrpc',
+        'unknown field "upstrem" (did you mean "upstream"?); allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_headers, pass_authorization, query_token, requires, answer, expose_login, jsonrpc',
     },
     {
       file,
@@ -777,7 +777,7 @@ routes:
   t.strictSame(
     issuesOf(path.join(bad, 'gateway.yaml')).map((i) => `${i.file}:${i.line}:${i.col} ${i.field}: ${i.message}`),
     [
-      `${gw}:6:31 routes[0].colour: unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, requires, answer, expose_login, jsonrpc`,
+      `${gw}:6:31 routes[0].colour: unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_headers, pass_authorization, query_token, requires, answer, expose_login, jsonrpc`,
       `${gw}:8:10 routes[1].set: must be a mapping of route fields (got a list)`,
       `${gw}:10:12 routes[2].set.include: set cannot contain include`,
     ],
@@ -808,7 +808,7 @@ routes:
       col: 3,
       field: 'routes[1].colour',
       message:
-        'unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, requires, answer, expose_login, jsonrpc',
+        'unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_headers, pass_authorization, query_token, requires, answer, expose_login, jsonrpc',
     },
     {
       file: inc,
