@@ -10,6 +10,8 @@ import { ROLES, type GatewayConfig } from './config/types.js';
 import type { Logger } from './log.js';
 import { forwardAgentCard, isAgentCardPath } from './proxy/agent-card.js';
 import { CREDENTIAL_REJECTED, forwardHttp, type ForwardResult } from './proxy/forward.js';
+import { isPreflight, responseCors } from './cors.js';
+import type { Route } from './routes/table.js';
 import { currentUser, forDagu130 } from './answers/current-user.js';
 import type { VersionGate, VersionRefusal } from './upstream-version/gate.js';
 import { FailedAuthThrottle } from './admin/throttle.js';
@@ -99,6 +101,7 @@ export class Pipeline {
     }
     const started = performance.now();
     res.stage('x-request-id', assignRequestId(req.headers));
+    if (req.method === 'OPTIONS' && isPreflight(req.method, req.headers) && this.preflight(req, res, started)) return;
     let outcome: Outcome | Promise<Outcome> | undefined = this.screen(req);
     try {
       outcome ??= this.admitter.admit(req.method!, req.url!, req.headers);
@@ -112,6 +115,28 @@ export class Pipeline {
         (err) => this.internalError(req, res, started, err),
       );
     } else this.apply(req, res, outcome, started);
+  }
+
+  /** Answer a CORS preflight for a route with a CORS policy; false if none applies. */
+  private preflight(req: GatewayRequest, res: GatewayResponse, started: number): boolean {
+    const p = this.admitter.preflight(req.url!, req.headers);
+    if (p === undefined) return false;
+    req.resume();
+    const { status, headers, message } = p.answer;
+    if (status === 204) {
+      for (const name in headers) res.stage(name, headers[name] as string);
+      res.writeHead(204).end();
+    } else sendError(res, 403, 'cors_forbidden', message!, headers);
+    this.access(req, { forward: false, status, code: status === 204 ? 'preflight' : 'cors_forbidden', message: message ?? '', path: p.path, route: p.route }, status, started, -1);
+    return true;
+  }
+
+  /** A route with a CORS policy: its headers on Keygate's own answers too (refusals, auth/me). */
+  private corsOnAnswer(req: GatewayRequest, res: GatewayResponse, route: Route | undefined): void {
+    const policy = route?.config.cors;
+    if (policy === undefined) return;
+    const headers = responseCors(policy, req.headers.origin);
+    for (const name in headers) res.stage(name, headers[name] as string);
   }
 
   private apply(req: GatewayRequest, res: GatewayResponse, o: Outcome, started: number): void {
@@ -130,6 +155,7 @@ export class Pipeline {
 
   /** Send a refusal: Keygate's JSON error, or a JSON-RPC error when the request was a call. */
   private refuse(req: GatewayRequest, res: GatewayResponse, r: Refusal, started: number, rpcId?: RpcId): void {
+    this.corsOnAnswer(req, res, r.route);
     if (rpcId === undefined) sendError(res, r.status, r.code, r.message, r.headers);
     else sendRpcError(res, r.status, rpcId, r.message, r.headers, r.rpcCode);
     req.resume(); // discard an unread body so the connection can be reused
@@ -244,6 +270,7 @@ export class Pipeline {
       // Keygate's answer from the key; nothing reaches the upstream
       this.usage.record(o.access.key.id, this.now());
       req.resume();
+      this.corsOnAnswer(req, res, o.route);
       sendJson(res, 200, currentUser(o.access.key, forDagu130(o.route.config)));
       this.access(req, o, 200, started, -1);
       return;
@@ -254,10 +281,11 @@ export class Pipeline {
       return;
     }
     const guard = o.route.config.auth !== 'none' && upstream.credential !== undefined;
+    const cors = o.route.config.cors && responseCors(o.route.config.cors, req.headers.origin);
     forwardHttp(req, res, upstream, o.upstreamTarget, headers, body, sendError, (r: ForwardResult) => {
       if (r.error?.code === CREDENTIAL_REJECTED) this.credentialRejected(o, upstream.name);
       this.access(req, o, r.status, started, r.upstreamMs, r.error?.code);
-    }, guard);
+    }, { guardCredential: guard, ...(cors ? { cors } : {}) });
   }
 
   /** The upstream refused the gateway's own credential: the operator must act (log, metric, alert). */
@@ -435,6 +463,8 @@ export class Pipeline {
 function refusalDecision(o: Refusal): string {
   if (o.route === undefined) return o.status === 404 ? 'no_route' : o.status === 400 ? 'bad_request' : 'error';
   switch (o.status) {
+    case 204:
+      return 'preflight';
     case 401:
       return 'unauthenticated';
     case 403:

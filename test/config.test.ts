@@ -415,14 +415,14 @@ colour: blue
       col: 5,
       field: 'routes[0].upstrem',
       message:
-        'unknown field "upstrem" (did you mean "upstream"?); allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_headers, pass_authorization, query_token, requires, answer, expose_login, jsonrpc',
+        'unknown field "upstrem" (did you mean "upstream"?); allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_headers, pass_authorization, query_token, requires, answer, cors, expose_login, jsonrpc',
     },
     {
       file,
       line: 10,
       col: 1,
       field: 'colour',
-      message: 'unknown field "colour"; allowed: listen, admin, workers, reload, store, keys, upstreams, remote_nodes, routes, log, metrics',
+      message: 'unknown field "colour"; allowed: listen, admin, workers, reload, store, keys, upstreams, remote_nodes, routes, log, cors, metrics',
     },
   ]);
 });
@@ -777,7 +777,7 @@ routes:
   t.strictSame(
     issuesOf(path.join(bad, 'gateway.yaml')).map((i) => `${i.file}:${i.line}:${i.col} ${i.field}: ${i.message}`),
     [
-      `${gw}:6:31 routes[0].colour: unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_headers, pass_authorization, query_token, requires, answer, expose_login, jsonrpc`,
+      `${gw}:6:31 routes[0].colour: unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_headers, pass_authorization, query_token, requires, answer, cors, expose_login, jsonrpc`,
       `${gw}:8:10 routes[1].set: must be a mapping of route fields (got a list)`,
       `${gw}:10:12 routes[2].set.include: set cannot contain include`,
     ],
@@ -808,7 +808,7 @@ routes:
       col: 3,
       field: 'routes[1].colour',
       message:
-        'unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_headers, pass_authorization, query_token, requires, answer, expose_login, jsonrpc',
+        'unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_headers, pass_authorization, query_token, requires, answer, cors, expose_login, jsonrpc',
     },
     {
       file: inc,
@@ -989,7 +989,7 @@ t.test('the schema file compiles, describes every property and closes every obje
   const schema = JSON.parse(readFileSync(SCHEMA_FILE, 'utf8')) as Record<string, unknown>;
   t.equal(schema['$schema'], 'http://json-schema.org/draft-07/schema#');
   t.type(schema['title'], 'string');
-  t.strictSame(Object.keys(schema['properties'] as object), ['listen', 'admin', 'workers', 'reload', 'store', 'keys', 'upstreams', 'remote_nodes', 'routes', 'log', 'metrics']);
+  t.strictSame(Object.keys(schema['properties'] as object), ['listen', 'admin', 'workers', 'reload', 'store', 'keys', 'upstreams', 'remote_nodes', 'routes', 'log', 'cors', 'metrics']);
   // ajv's default strict mode: unknown keywords throw, questionable types are logged
   const logged: unknown[] = [];
   const logger = { log: () => {}, warn: (...m: unknown[]) => logged.push(m), error: (...m: unknown[]) => logged.push(m) };
