@@ -152,16 +152,31 @@ export class Gateway {
       health: (req, res, what) => this.serveHealth(req, res, what),
     });
     const pipeline = this.pipeline;
+    const { header_timeout, request_timeout } = opts.config.listen;
     // node builds these classes for every request (typed loosely: node's generics do not follow subclasses)
-    const serverOptions = { keepAliveTimeout: 5_000, IncomingMessage: GatewayRequest as typeof IncomingMessage, ServerResponse: GatewayResponse as typeof ServerResponse };
+    const serverOptions = {
+      keepAliveTimeout: 5_000,
+      IncomingMessage: GatewayRequest as typeof IncomingMessage,
+      ServerResponse: GatewayResponse as typeof ServerResponse,
+      headersTimeout: header_timeout * 1000,
+      requestTimeout: request_timeout * 1000,
+      // how often Node looks for clients past those timeouts (its default, 30 s, let a slow client
+      // hold a socket three times the timeout)
+      connectionsCheckingInterval: CLIENT_TIMEOUT_CHECK_MS,
+    };
     const onRequest = (req: IncomingMessage, res: ServerResponse) => pipeline.onRequest(req as GatewayRequest, res as GatewayResponse);
     const tls = opts.config.listen.tls && this.servedCertificate('public', loadTls(opts.config.listen.tls));
     this.server = tls ? createHttpsServer({ ...serverOptions, cert: tls.cert, key: tls.key }, onRequest) : createServer(serverOptions, onRequest);
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => pipeline.onUpgrade(req as GatewayRequest, socket, head));
-    this.server.on('clientError', (_err: Error, socket: Duplex) => {
+    // A malformed request gets 400, a client too slow to send its request (slow loris) 408; either
+    // way the socket is destroyed once the answer is written, never left half-open.
+    this.server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
       if (socket.writable && !(socket as { _httpMessage?: unknown })._httpMessage) {
-        const body = JSON.stringify({ code: 'bad_request', message: 'malformed HTTP request' });
-        socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+        const slow = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+        const body = slow
+          ? JSON.stringify({ code: 'request_timeout', message: `the request was not received in time (headers within ${header_timeout} s${request_timeout > 0 ? `, all of it within ${request_timeout} s` : ''})` })
+          : JSON.stringify({ code: 'bad_request', message: 'malformed HTTP request' });
+        socket.end(`HTTP/1.1 ${slow ? '408 Request Timeout' : '400 Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`, () => socket.destroy());
       } else socket.destroy();
     });
   }
@@ -437,6 +452,9 @@ export class Gateway {
     return this.closing;
   }
 }
+
+/** How often (ms) the public listener looks for clients past listen.header_timeout / request_timeout. */
+const CLIENT_TIMEOUT_CHECK_MS = 500;
 
 /** A listener that cannot bind (port in use, no permission) is one clear error naming the section, not a stack. */
 async function listening(section: string, host: string, port: number, p: Promise<void>): Promise<void> {

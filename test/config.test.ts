@@ -35,7 +35,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
   const src = (f: string, line: number, col: number) => `${shown(path.join(FIXTURES, f))}:${line}:${col}`;
   t.strictSame(cfg, {
     file,
-    listen: { host: '127.0.0.1', port: 9090, trust_forwarded: true, drain_timeout: 10, shutdown_delay: 0, health_prefix: '/_keygate/', public_url: 'https://gw.example.com', underscore_headers: 'drop', max_failed_auth: 0 },
+    listen: { host: '127.0.0.1', port: 9090, trust_forwarded: true, drain_timeout: 10, shutdown_delay: 0, header_timeout: 30, request_timeout: 300, health_prefix: '/_keygate/', public_url: 'https://gw.example.com', underscore_headers: 'drop', max_failed_auth: 0 },
     admin: { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10, allowed_hosts: [] },
     workers: 1,
     reload: { watch: false },
@@ -52,6 +52,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
         timeout: 30,
         idle_timeout: 300,
         connections: 64,
+        max_pending: 1024,
       },
       {
         name: 'dagen',
@@ -63,6 +64,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
         timeout: 10,
         idle_timeout: 0,
         connections: 8,
+        max_pending: 1024,
       },
     ],
     remote_nodes: [
@@ -76,6 +78,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
         timeout: 30,
         idle_timeout: 300,
         connections: 64,
+        max_pending: 1024,
       },
     ],
     routes: [
@@ -185,9 +188,9 @@ t.test('defaults everywhere; loading twice shares no state', async (t) => {
   const dir = t.testdir({ 'gateway.yaml': UPSTREAM + 'routes:\n  - { path: /a, upstream: dagu }\n' });
   const a = loadConfig(path.join(dir, 'gateway.yaml'), {});
   const b = loadConfig(path.join(dir, 'gateway.yaml'), {});
-  t.strictSame(a.listen, { host: '0.0.0.0', port: 8080, trust_forwarded: false, drain_timeout: 10, shutdown_delay: 0, health_prefix: '/_keygate/', underscore_headers: 'drop', max_failed_auth: 0 });
+  t.strictSame(a.listen, { host: '0.0.0.0', port: 8080, trust_forwarded: false, drain_timeout: 10, shutdown_delay: 0, header_timeout: 30, request_timeout: 300, health_prefix: '/_keygate/', underscore_headers: 'drop', max_failed_auth: 0 });
   t.strictSame(a.admin, { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10, allowed_hosts: [] });
-  t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' });
+  t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' });
   t.strictSame(a.keys, { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 }, usage_retention_days: 30 });
   t.strictSame(a.log, { level: 'info', destination: 'stdout', format: 'json', access_log: true });
   t.strictSame(a.metrics, { per_key: false, max_keys: 100 });
@@ -200,6 +203,7 @@ t.test('defaults everywhere; loading twice shares no state', async (t) => {
     timeout: 30,
     idle_timeout: 300,
     connections: 64,
+    max_pending: 1024,
   });
   t.strictSame(b, a);
   t.not(b.listen, a.listen, 'each load builds its own objects');
@@ -288,7 +292,7 @@ t.test('a __proto__ key is an unknown field, not a prototype', async (t) => {
       line: 2,
       col: 3,
       field: 'listen.__proto__',
-      message: 'unknown field "__proto__"; allowed: host, port, trust_forwarded, drain_timeout, shutdown_delay, health_prefix, public_url, tls, underscore_headers, max_failed_auth',
+      message: 'unknown field "__proto__"; allowed: host, port, trust_forwarded, drain_timeout, header_timeout, request_timeout, shutdown_delay, health_prefix, public_url, tls, underscore_headers, max_failed_auth',
     },
   ]);
 });
@@ -399,7 +403,7 @@ colour: blue
       line: 3,
       col: 3,
       field: 'listen.prot',
-      message: 'unknown field "prot" (did you mean "port"?); allowed: host, port, trust_forwarded, drain_timeout, shutdown_delay, health_prefix, public_url, tls, underscore_headers, max_failed_auth',
+      message: 'unknown field "prot" (did you mean "port"?); allowed: host, port, trust_forwarded, drain_timeout, header_timeout, request_timeout, shutdown_delay, health_prefix, public_url, tls, underscore_headers, max_failed_auth',
     },
     {
       // missing required field: at the route's mapping

@@ -529,6 +529,9 @@ function checkSemantics(cfg: RawConfig, rep: Reporter, dir: string): void {
     if (n.name === 'local') rep.error(`/remote_nodes/${i}/name`, 'the name "local" is reserved (it means the Dagu server itself)');
   });
   checkRateLimit(cfg.keys.rate_limit, rep);
+  if (cfg.listen.request_timeout > 0 && cfg.listen.header_timeout > cfg.listen.request_timeout) {
+    rep.error('/listen/header_timeout', `must not exceed request_timeout (${cfg.listen.request_timeout} s): the headers are part of the request`);
+  }
   checkRedis(cfg.store, rep);
   // each worker would open its own empty in-memory database: keys made through one would not exist in the others
   if (cfg.store.keys === 'sqlite::memory:' && String(cfg.workers) !== '1') {
@@ -717,6 +720,8 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
       trust_forwarded: listen.trust_forwarded,
       drain_timeout: listen.drain_timeout,
       shutdown_delay: listen.shutdown_delay,
+      header_timeout: listen.header_timeout,
+      request_timeout: listen.request_timeout,
       health_prefix: listen.health_prefix,
       public_url: listen.public_url,
       tls: listen.tls && resolveTls(listen.tls, dir),
@@ -773,6 +778,7 @@ function normaliseServer(s: UpstreamConfig): UpstreamConfig {
     timeout: s.timeout,
     idle_timeout: s.idle_timeout,
     connections: s.connections,
+    max_pending: s.max_pending,
   });
 }
 

@@ -46,6 +46,8 @@ export interface UpstreamConfig {
   idle_timeout: number;
   /** parallel connections kept to this upstream */
   connections: number;
+  /** requests that may wait for a connection; beyond, 503 upstream_overloaded at once (default 1024) */
+  max_pending?: number;
 }
 
 /** Headers that make an upstream reinterpret the method or path; removed unless a route's pass_headers lists them. */
@@ -153,6 +155,10 @@ export interface ListenConfig {
   trust_forwarded: boolean;
   /** seconds a graceful shutdown waits for in-flight requests and streams */
   drain_timeout: number;
+  /** seconds a client may take to send the request headers; then 408 and the socket is destroyed */
+  header_timeout: number;
+  /** seconds a client may take to send the whole request (headers and body); 0 = no limit */
+  request_timeout: number;
   /** seconds of accepting while /readyz says draining, before the drain starts (load balancers catch up) */
   shutdown_delay: number;
   /** reserved prefix for healthz/readyz on the public listener, e.g. "/_keygate/" */
