@@ -274,7 +274,7 @@ t.test('key page in Chromium', { skip }, async (t) => {
     t.ok(await create.isEnabled(), 'valid again');
     await page.mouse.click(8, 8);
     t.ok(await dialogOpen(page, 'create-dialog'), 'a click outside does not close the dialog');
-    t.equal(await dialog.getByLabel('Name').inputValue(), 'Nightly ETL', 'and nothing is lost');
+    t.equal(await page.locator('#create-name').inputValue(), 'Nightly ETL', 'and nothing is lost');
     await create.click();
 
     // --- the copy-once dialog
@@ -365,7 +365,7 @@ t.test('key page in Chromium', { skip }, async (t) => {
     await page.goto(base + '/api-management');
     await row(page, 'Nightly ETL').waitFor();
     t.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'API Management');
-    t.same(await page.getByRole('tab').allTextContents(), ['REST v1', 'A2A Protocol', 'MCP'], 'tabs, MCP because an MCP route exists');
+    t.same(await page.locator('#tabs').getByRole('tab').allTextContents(), ['REST v1', 'A2A Protocol', 'MCP'], 'tabs, MCP because an MCP route exists');
     const rest = await page.locator('#panel-rest').textContent();
     t.match(rest, `curl "${s.url}/api/v1/dags?workspace=WORKSPACE"`, 'REST: the configured route on the public URL');
     t.match(rest, 'X-API-Key: $KEYGATE_API_KEY', 'with the X-API-Key header');
