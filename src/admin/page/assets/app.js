@@ -372,8 +372,8 @@ const surfaceInputs = () => /** @type {HTMLInputElement[]} */ ([...form.querySel
 
 function grantRow(grant = { workspace: '', role: 'developer' }) {
   const n = $('create-grants-body').children.length + 1;
-  const ws = h('input', { type: 'text', class: 'grant-workspace', value: grant.workspace, 'aria-label': `Workspace of grant ${n}`, autocomplete: 'off', placeholder: 'e.g. ops' });
-  const role = h('select', { class: 'grant-role', 'aria-label': `Role in workspace of grant ${n}` }, ROLES.filter((r) => r !== 'admin').map((r) => h('option', { value: r, selected: r === grant.role }, r)));
+  const ws = h('input', { type: 'text', class: 'grant-workspace', value: grant.workspace, 'aria-label': `Grant ${n} workspace`, autocomplete: 'off', placeholder: 'e.g. ops' });
+  const role = h('select', { class: 'grant-role', 'aria-label': `Grant ${n} role` }, ROLES.filter((r) => r !== 'admin').map((r) => h('option', { value: r, selected: r === grant.role }, r)));
   const tr = h('tr', {}, h('td', {}, ws), h('td', {}, role), h('td', {}, h('button', { type: 'button', class: 'small danger-text', 'aria-label': `Remove grant ${n}`, onclick: () => { tr.remove(); touched.add('grants'); showValidity(); } }, 'Remove')));
   $('create-grants-body').append(tr);
   return tr;
@@ -695,7 +695,11 @@ $('details-regenerate').addEventListener('click', async () => {
 });
 $('usage-hour').addEventListener('click', () => ((usageBucket = 'hour'), renderUsage()));
 $('usage-day').addEventListener('click', () => ((usageBucket = 'day'), renderUsage()));
-details.addEventListener('close', () => (shown = null));
+details.addEventListener('close', () => {
+  shown = null;
+  // the table's request counts and last use may have moved while the drawer was open
+  void reload();
+});
 
 // ------------------------------------------------------------------ audit tab
 
