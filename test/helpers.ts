@@ -50,12 +50,18 @@ export interface StackOptions {
   keys?: string;
   /** store.redis: topology of the redis:// stores */
   redis?: Record<string, unknown>;
+  /** more store fields as YAML flow entries, e.g. "stale_ttl: 1, state_dir: ./state" */
+  store?: string;
   /** admin.token (the admin listener runs on a free port either way) */
   adminToken?: string;
   /** listen.trust_forwarded */
   trustForwarded?: boolean;
   /** admin.max_failed_auth (default: the gateway's default) */
   maxFailedAuth?: number;
+  /** more listen fields, flow style without braces, e.g. "underscore_headers: reject" */
+  listen?: string;
+  /** more admin fields, e.g. "allowed_hosts: [keygate.internal]" */
+  admin?: string;
   /** more top-level YAML, e.g. a keys: section */
   yaml?: string;
   /** more environment for ${VAR} in the YAML */
@@ -70,10 +76,10 @@ export async function startStack(dir: string, opts: StackOptions = {}): Promise<
   const file = join(dir, 'gateway.yaml');
   writeFileSync(
     file,
-    `listen: { host: 127.0.0.1, port: 8080${opts.trustForwarded ? ', trust_forwarded: true' : ''} }
-admin: { host: 127.0.0.1${opts.adminToken === undefined ? '' : `, token: "${opts.adminToken}"`}${opts.maxFailedAuth === undefined ? '' : `, max_failed_auth: ${opts.maxFailedAuth}`} }
+    `listen: { host: 127.0.0.1, port: 8080${opts.trustForwarded ? ', trust_forwarded: true' : ''}${opts.listen ? `, ${opts.listen}` : ''} }
+admin: { host: 127.0.0.1${opts.adminToken === undefined ? '' : `, token: "${opts.adminToken}"`}${opts.maxFailedAuth === undefined ? '' : `, max_failed_auth: ${opts.maxFailedAuth}`}${opts.admin ? `, ${opts.admin}` : ''} }
 ${opts.yaml ?? ''}
-store: { keys: "${opts.keys ?? 'sqlite:./keys.db'}", rate_limits: "${opts.rateLimits ?? 'memory'}", rate_limits_fallback: ${opts.rateLimitsFallback ?? 'memory'}${opts.redis ? `, redis: ${JSON.stringify(opts.redis)}` : ''} }
+store: { keys: "${opts.keys ?? 'sqlite:./keys.db'}", rate_limits: "${opts.rateLimits ?? 'memory'}", rate_limits_fallback: ${opts.rateLimitsFallback ?? 'memory'}${opts.redis ? `, redis: ${JSON.stringify(opts.redis)}` : ''}${opts.store ? `, ${opts.store}` : ''} }
 upstreams:
   - name: dagu
     api_base_url: \${DAGU_URL}/api/v1
