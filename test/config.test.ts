@@ -39,7 +39,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
     admin: { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10 },
     workers: 1,
     reload: { watch: false },
-    store: { keys: `sqlite:${path.join(FIXTURES, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' },
+    store: { keys: `sqlite:${path.join(FIXTURES, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory', stale_ttl: 300, state_dir: path.join(FIXTURES, 'data') },
     keys: { prefix: 'dg_', rate_limit: { default: 30, max: 120, min: 1 }, max_keys: 500, usage_retention_days: 30 },
     upstreams: [
       {
@@ -190,7 +190,7 @@ t.test('defaults everywhere; loading twice shares no state', async (t) => {
   const b = loadConfig(path.join(dir, 'gateway.yaml'), {});
   t.strictSame(a.listen, { host: '0.0.0.0', port: 8080, trust_forwarded: false, drain_timeout: 10, shutdown_delay: 0, header_timeout: 30, request_timeout: 300, health_prefix: '/_keygate/' });
   t.strictSame(a.admin, { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10 });
-  t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' });
+  t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory', stale_ttl: 300, state_dir: path.join(dir, 'data') });
   t.strictSame(a.keys, { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 }, usage_retention_days: 30 });
   t.strictSame(a.log, { level: 'info', destination: 'stdout', format: 'json', access_log: true });
   t.strictSame(a.metrics, { per_key: false, max_keys: 100 });
@@ -229,7 +229,7 @@ routes: null
 t.test('sqlite paths: absolute and :memory: are kept; redis passes through', async (t) => {
   const dir = t.testdir({ 'a.yaml': 'store: { keys: "sqlite:/var/lib/kg.db" }\n', 'b.yaml': 'store: { keys: "sqlite::memory:", rate_limits: "redis://r:6379/0" }\n' });
   t.equal(loadConfig(path.join(dir, 'a.yaml'), {}).store.keys, 'sqlite:/var/lib/kg.db');
-  t.strictSame(loadConfig(path.join(dir, 'b.yaml'), {}).store, { keys: 'sqlite::memory:', rate_limits: 'redis://r:6379/0', rate_limits_fallback: 'memory' });
+  t.strictSame(loadConfig(path.join(dir, 'b.yaml'), {}).store, { keys: 'sqlite::memory:', rate_limits: 'redis://r:6379/0', rate_limits_fallback: 'memory', stale_ttl: 300, state_dir: path.join(dir, 'data') });
 });
 
 t.test('anchors and aliases are resolved', async (t) => {

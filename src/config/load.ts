@@ -728,6 +728,8 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
       keys: resolveSqlite(raw.store.keys, dir),
       rate_limits: raw.store.rate_limits,
       rate_limits_fallback: raw.store.rate_limits_fallback,
+      stale_ttl: raw.store.stale_ttl,
+      state_dir: path.resolve(dir, raw.store.state_dir),
       ...(raw.store.redis ? { redis: raw.store.redis } : {}),
     },
     keys: compact({ prefix: keys.prefix, rate_limit: { ...keys.rate_limit }, max_keys: keys.max_keys, audit_retention_days: keys.audit_retention_days, usage_retention_days: keys.usage_retention_days, declared: keys.declared?.map((k) => compact({ ...k })) }),

@@ -211,7 +211,11 @@ export interface GatewayConfig {
   workers: number | 'auto';
   /** watch: reload when the file changes (SIGHUP always reloads) */
   reload: { watch: boolean };
-  store: { keys: string; rate_limits: string; rate_limits_fallback: 'memory' | 'allow' | 'deny'; redis?: RedisSettings };
+  /**
+   * stale_ttl: seconds of a key-store outage during which cached keys are still served;
+   * state_dir: absolute directory of the key-cache snapshot and the usage spool
+   */
+  store: { keys: string; rate_limits: string; rate_limits_fallback: 'memory' | 'allow' | 'deny'; stale_ttl: number; state_dir: string; redis?: RedisSettings };
   keys: KeysConfig;
   upstreams: UpstreamConfig[];
   remote_nodes: UpstreamConfig[];
