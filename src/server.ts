@@ -1,29 +1,24 @@
-// Composition: one public listener, the admission stages, forwarding, usage and the access log.
+// Composition and lifecycle: build the parts, listen, reload, health, shutdown. What happens to
+// one request, start to end, is in pipeline.ts.
 
-import { createServer, STATUS_CODES, type Server, type ServerResponse } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Admitter, type Admission, type Outcome, type Refusal } from './admission.js';
+import { Admitter } from './admission.js';
 import { AdminServer } from './admin/server.js';
-import { ROLES, type GatewayConfig } from './config/types.js';
+import type { GatewayConfig } from './config/types.js';
 import { openKeyStore } from './keys/open.js';
 import { KeyService } from './keys/service.js';
 import { createLogger, type Logger } from './log.js';
-import { forwardAgentCard, isAgentCardPath } from './proxy/agent-card.js';
-import { forwardHttp, type ForwardResult } from './proxy/forward.js';
-import { assignRequestId, upstreamRequestHeaders, type Forwarding, type Identity } from './proxy/headers.js';
-import { Upstreams, type Upstream } from './proxy/upstream.js';
-import { WebSocketProxy } from './proxy/websocket.js';
-import { KeyRateLimiter, UNAVAILABLE } from './limits/limiter.js';
-import { rateLimitHeaders } from './limits/headers.js';
+import { Upstreams } from './proxy/upstream.js';
+import type { KeyRateLimiter } from './limits/limiter.js';
 import { openRateLimiter, type OpenedLimiter } from './limits/open.js';
-import type { LimitDecision } from './limits/window.js';
 import { RouteTable } from './routes/table.js';
 import { GatewayMetrics } from './metrics.js';
-import { PayloadTooLargeError, readBody } from './body.js';
-import { FORBIDDEN, INVALID_REQUEST, RATE_LIMITED, UNAUTHORIZED, allowCall, parseCall, rpcError, type RpcId } from './jsonrpc/policy.js';
+import { Pipeline } from './pipeline.js';
 import { GatewayRequest } from './request.js';
+import { sendError, sendJson } from './respond.js';
 import { loadTls, type TlsMaterial } from './tls.js';
 import { UsageCounter } from './usage/counter.js';
 
@@ -40,26 +35,6 @@ export interface GatewayOptions {
   now?: () => number;
 }
 
-/** Write a JSON body with the gateway's standard headers; extra headers (WWW-Authenticate…) first. */
-function writeJson(res: ServerResponse, status: number, body: string, headers?: Record<string, unknown>): void {
-  if (headers) for (const name in headers) res.setHeader(name, headers[name] as string);
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-    'cache-control': 'no-store',
-  });
-  res.end(body);
-}
-
-/** Write a JSON error `{"code","message"}`; the shape every refusal and gateway failure uses. */
-export function sendError(res: ServerResponse, status: number, code: string, message: string, headers?: Record<string, unknown>): void {
-  writeJson(res, status, JSON.stringify({ code, message }), headers);
-}
-
-function sendJson(res: ServerResponse, status: number, value: unknown): void {
-  writeJson(res, status, JSON.stringify(value));
-}
-
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
@@ -70,28 +45,6 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   });
 }
 
-/** JSON-RPC error codes for the gateway's HTTP refusals. */
-function rpcCodeFor(status: number): number {
-  if (status === 401) return UNAUTHORIZED;
-  if (status === 403 || status === 404) return FORBIDDEN;
-  if (status === 429) return RATE_LIMITED;
-  if (status === 400 || status === 413) return INVALID_REQUEST;
-  return -32603; // internal error
-}
-
-/**
- * A refusal on a JSON-RPC route: the HTTP status stays, the body is a JSON-RPC error with the call's
- * id, and a 403 says why in WWW-Authenticate (MCP's insufficient_scope), as SDK clients expect.
- */
-function sendRpcError(res: ServerResponse, status: number, id: RpcId, message: string, headers?: Record<string, unknown>, code?: number): void {
-  if (status === 403 && (headers === undefined || headers['www-authenticate'] === undefined)) headers = { ...headers, ...INSUFFICIENT_SCOPE };
-  writeJson(res, status, rpcError(id, code ?? rpcCodeFor(status), message), headers);
-}
-
-const INSUFFICIENT_SCOPE = { 'www-authenticate': 'Bearer realm="keygate", error="insufficient_scope"' };
-
-const ROLE_NAMES = ['', ...ROLES];
-
 export class Gateway {
   /** the live configuration; replaced as a whole by reload() */
   config: GatewayConfig;
@@ -101,13 +54,8 @@ export class Gateway {
   /** the admin listener (key APIs, audit, OpenAPI); undefined when admin.enabled is false */
   readonly admin: AdminServer | undefined;
   private readonly server: Server;
-  private admitter: Admitter;
-  private upstreams: Upstreams;
-  /** Dagu remote nodes, reached with ?remoteNode= on routes that accept it */
-  private remoteNodes: Upstreams;
-  private readonly ws = new WebSocketProxy();
-  /** client sockets handed over to WebSocket proxying, for the shutdown drain */
-  private readonly upgraded = new Set<Duplex>();
+  /** what every request goes through; holds the live admitter and upstream pools */
+  private readonly pipeline: Pipeline;
   private readonly usage: UsageCounter;
   private readonly limits: OpenedLimiter;
   private readonly limiter: KeyRateLimiter;
@@ -117,8 +65,6 @@ export class Gateway {
   private auditTimer: NodeJS.Timeout | undefined;
   /** notAfter of the certificates served (unix seconds), by listener, for /metrics */
   private readonly certificateExpiry: Record<string, number> = {};
-  /** set when shutdown begins: /readyz says 503 and responses ask clients to reconnect elsewhere */
-  private draining = false;
 
   private constructor(opts: GatewayOptions) {
     this.config = opts.config;
@@ -149,9 +95,7 @@ export class Gateway {
         })
       : undefined;
     this.routes = RouteTable.compile(opts.config);
-    this.upstreams = new Upstreams(opts.config.upstreams);
-    this.remoteNodes = new Upstreams(opts.config.remote_nodes);
-    this.admitter = new Admitter(this.routes, this.keys, this.now, this.remoteNodes.basePaths());
+    const remoteNodes = new Upstreams(opts.config.remote_nodes);
     this.limits = openRateLimiter(opts.config, this.logger, this.now);
     this.limiter = this.limits.limiter;
     this.usage = new UsageCounter(this.keys.store, 1000, (err) => this.logger.error({ err }, 'usage flush failed; will retry'));
@@ -163,14 +107,30 @@ export class Gateway {
       certificateExpiry: () => this.certificateExpiry,
       // the HTTP server still counts the sockets it handed over to WebSocket proxying
       connections: () =>
-        new Promise((resolve) => this.server.getConnections((err, n) => resolve({ http: err ? 0 : Math.max(0, n - this.upgraded.size), websocket: this.upgraded.size }))),
+        new Promise((resolve) => {
+          const upgraded = this.pipeline.upgraded;
+          this.server.getConnections((err, n) => resolve({ http: err ? 0 : Math.max(0, n - upgraded.size), websocket: upgraded.size }));
+        }),
     });
     this.metrics.configure(opts.config.metrics);
+    this.pipeline = new Pipeline({
+      config: opts.config,
+      admitter: new Admitter(this.routes, this.keys, this.now, remoteNodes.basePaths()),
+      upstreams: new Upstreams(opts.config.upstreams),
+      remoteNodes,
+      logger: this.logger,
+      usage: this.usage,
+      limiter: this.limiter,
+      metrics: this.metrics,
+      now: this.now,
+      health: (req, res, what) => this.serveHealth(req, res, what),
+    });
+    const pipeline = this.pipeline;
     const serverOptions = { keepAliveTimeout: 5_000, IncomingMessage: GatewayRequest };
-    const onRequest = (req: GatewayRequest, res: ServerResponse) => this.onRequest(req, res);
+    const onRequest = (req: GatewayRequest, res: ServerResponse) => pipeline.onRequest(req, res);
     const tls = opts.config.listen.tls && this.servedCertificate('public', loadTls(opts.config.listen.tls));
     this.server = tls ? createHttpsServer({ ...serverOptions, cert: tls.cert, key: tls.key }, onRequest) : createServer(serverOptions, onRequest);
-    this.server.on('upgrade', (req: GatewayRequest, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
+    this.server.on('upgrade', (req: GatewayRequest, socket: Duplex, head: Buffer) => pipeline.onUpgrade(req, socket, head));
     this.server.on('clientError', (_err: Error, socket: Duplex) => {
       if (socket.writable && !(socket as { _httpMessage?: unknown })._httpMessage) {
         const body = JSON.stringify({ code: 'bad_request', message: 'malformed HTTP request' });
@@ -257,13 +217,15 @@ export class Gateway {
     }
     if (publicTls) (this.server as HttpsServer).setSecureContext(this.servedCertificate('public', publicTls));
     if (adminTls) this.admin?.setCertificate(this.servedCertificate('admin', adminTls));
-    const old = { upstreams: this.upstreams, remoteNodes: this.remoteNodes };
+    const pipeline = this.pipeline;
+    const old = { upstreams: pipeline.upstreams, remoteNodes: pipeline.remoteNodes };
     // the swap: plain assignments, no await in between
     this.routes = built.routes;
-    this.upstreams = built.upstreams;
-    this.remoteNodes = built.remoteNodes;
-    this.admitter = built.admitter;
+    pipeline.upstreams = built.upstreams;
+    pipeline.remoteNodes = built.remoteNodes;
+    pipeline.admitter = built.admitter;
     this.config = { ...next, listen: this.config.listen, admin: this.config.admin, store: this.config.store, log: this.config.log };
+    pipeline.config = this.config;
     this.keys.setConfig(next.keys);
     this.metrics.configure(next.metrics);
     this.reloads.ok++;
@@ -286,7 +248,7 @@ export class Gateway {
    */
   async readiness(): Promise<{ ready: boolean; checks: Record<string, string> }> {
     const checks: Record<string, string> = { config: 'ok' };
-    if (this.draining) checks.shutdown = 'draining: the gateway is shutting down';
+    if (this.pipeline.draining) checks.shutdown = 'draining: the gateway is shutting down';
     try {
       await withTimeout(this.keys.store.count(), 1000);
       checks.key_store = 'ok';
@@ -334,258 +296,11 @@ export class Gateway {
     return this.admin?.url;
   }
 
-  // ------------------------------------------------------------------ HTTP
-
-  private onRequest(req: GatewayRequest, res: ServerResponse): void {
-    // shutting down: finish this request, then close the connection so the client's next one
-    // goes (through the load balancer) to an instance that stays
-    if (this.draining) res.setHeader('connection', 'close');
-    if (req.url!.startsWith(this.config.listen.health_prefix)) {
-      this.serveHealth(req, res, req.url!.slice(this.config.listen.health_prefix.length));
-      return;
-    }
-    const started = performance.now();
-    res.setHeader('x-request-id', assignRequestId(req.headers));
-    let outcome: Outcome | Promise<Outcome>;
-    try {
-      outcome = this.admitter.admit(req.method!, req.url!, req.headers);
-    } catch (err) {
-      this.internalError(req, res, started, err);
-      return;
-    }
-    if (outcome instanceof Promise) {
-      outcome.then(
-        (o) => this.apply(req, res, o, started),
-        (err) => this.internalError(req, res, started, err),
-      );
-    } else this.apply(req, res, outcome, started);
-  }
-
-  private apply(req: GatewayRequest, res: ServerResponse, o: Outcome, started: number): void {
-    // JSON-RPC routes read the call first: the method policy needs it, and every refusal
-    // (authentication ones too) answers in JSON-RPC with the request's id.
-    if (o.route?.config.jsonrpc !== undefined) {
-      this.applyRpc(req, res, o, started);
-      return;
-    }
-    if (!o.forward) {
-      this.refuse(req, res, o, started);
-      return;
-    }
-    this.limitThenForward(req, res, o, started);
-  }
-
-  /** Send a refusal: Keygate's JSON error, or a JSON-RPC error when the request was a call. */
-  private refuse(req: GatewayRequest, res: ServerResponse, r: Refusal, started: number, rpcId?: RpcId): void {
-    if (rpcId === undefined) sendError(res, r.status, r.code, r.message, r.headers);
-    else sendRpcError(res, r.status, rpcId, r.message, r.headers, r.rpcCode);
-    req.resume(); // discard an unread body so the connection can be reused
-    this.access(req, r, r.status, started, -1);
-  }
-
-  private applyRpc(req: GatewayRequest, res: ServerResponse, o: Outcome, started: number): void {
-    const policy = o.route!.config.jsonrpc!;
-    if (req.method !== 'POST') {
-      // GET opens an MCP event stream, DELETE ends a session: no call to check.
-      if (!o.forward) this.refuse(req, res, o, started, null);
-      else this.limitThenForward(req, res, o, started, undefined, null);
-      return;
-    }
-    readBody(req, policy.max_body_bytes).then(
-      (body) => {
-        const parsed = parseCall(body);
-        const id = parsed.ok ? parsed.call.id : parsed.id;
-        if (!o.forward) return this.refuse(req, res, o, started, id);
-        if (!parsed.ok) {
-          return this.refuse(req, res, { forward: false, status: 400, code: 'bad_request', message: parsed.message, rpcCode: parsed.code, path: o.path, route: o.route }, started, id);
-        }
-        if (o.decision !== undefined) {
-          const verdict = allowCall(policy, o.route.minRoleRank, o.decision.roleRank, parsed.call);
-          if (!verdict.allow) {
-            const refusal: Refusal = { forward: false, status: 403, code: 'forbidden', message: verdict.message, headers: INSUFFICIENT_SCOPE, path: o.path, route: o.route, ...(o.access ? { access: o.access } : {}) };
-            return this.refuse(req, res, refusal, started, id);
-          }
-        }
-        this.limitThenForward(req, res, o, started, body, id);
-      },
-      (err: Error) => {
-        const tooLarge = err instanceof PayloadTooLargeError;
-        const refusal: Refusal = { forward: false, status: tooLarge ? 413 : 400, code: tooLarge ? 'payload_too_large' : 'bad_request', message: tooLarge ? err.message : 'the request body could not be read', path: o.path, ...(o.route ? { route: o.route } : {}) };
-        if (!res.headersSent) this.refuse(req, res, refusal, started, null);
-        if (!tooLarge) req.destroy();
-      },
-    );
-  }
-
-  /** Stage 7, the key's rate limit (after authorisation, before the upstream sees anything), then forward. */
-  private limitThenForward(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
-    if (o.access === undefined) {
-      this.forward(req, res, o, started, body);
-      return;
-    }
-    this.limiter.check(o.access.key.id, o.access.key.rateLimit).then(
-      (d) => {
-        const refusal = this.limitRefusal(o, d);
-        if (refusal !== undefined) return this.refuse(req, res, refusal, started, rpcId);
-        const headers = rateLimitHeaders(d as LimitDecision);
-        for (const name in headers) res.setHeader(name, headers[name]!);
-        this.forward(req, res, o, started, body);
-      },
-      (err) => this.internalError(req, res, started, err),
-    );
-  }
-
-  /** The 429 (or 503 when the limit store is down under the deny policy) for a decision, if any. */
-  private limitRefusal(o: Admission, d: LimitDecision | typeof UNAVAILABLE): Refusal | undefined {
-    const base = { forward: false as const, path: o.path, route: o.route, access: o.access };
-    if (d === UNAVAILABLE) {
-      return { ...base, status: 503, code: 'unavailable', message: 'rate limits cannot be checked right now (rate-limit store unreachable); retry shortly', headers: { 'retry-after': '1' } };
-    }
-    if (d.allowed) return undefined;
-    return {
-      ...base,
-      status: 429,
-      code: 'rate_limited',
-      message: `rate limit of ${d.limit} requests per minute exceeded; retry in ${d.retryAfterSeconds} s`,
-      headers: rateLimitHeaders(d),
-    };
-  }
-
-  private forward(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer): void {
-    const { upstream, headers } = this.prepareForward(req, o);
-    if (o.route.config.surface === 'a2a' && req.method === 'GET' && isAgentCardPath(o.path)) {
-      forwardAgentCard(res, req, upstream, o.upstreamTarget, headers, sendError, (r) => this.access(req, o, r.status, started, r.upstreamMs, r.error?.code));
-      return;
-    }
-    forwardHttp(req, res, upstream, o.upstreamTarget, headers, body, sendError, (r: ForwardResult) => {
-      this.access(req, o, r.status, started, r.upstreamMs, r.error?.code);
-    });
-  }
-
   /** Write the usage counted so far to the key store now (otherwise it is written every second). */
   flushUsage(): Promise<void> {
     return this.usage.flush();
   }
 
-  /** Count the use and build what the upstream receives; shared by HTTP and WebSocket. */
-  private prepareForward(req: GatewayRequest, o: Admission): { upstream: Upstream; headers: Record<string, string | string[]> } {
-    const upstream = o.remoteNode !== undefined ? this.remoteNodes.get(o.remoteNode) : this.upstreams.get(o.route.upstream.name);
-    if (o.access) this.usage.record(o.access.key.id, this.now());
-    const headers = upstreamRequestHeaders(
-      req.headers,
-      upstream.host,
-      o.route.config.auth === 'none' ? undefined : upstream.credential,
-      this.identity(o),
-      this.forwarding(req),
-      o.route.config.pass_authorization,
-    );
-    return { upstream, headers };
-  }
-
-  private identity(o: Admission): Identity | undefined {
-    if (!o.access || !o.decision) return undefined;
-    const k = o.access.key;
-    return {
-      keyId: k.id,
-      keyName: k.name,
-      role: ROLE_NAMES[o.decision.roleRank]!,
-      workspace: o.decision.workspace,
-      attribution: o.access.attribution,
-    };
-  }
-
-  private forwarding(req: GatewayRequest): Forwarding {
-    return {
-      remoteAddress: req.remoteAddress,
-      proto: (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
-      host: req.headers.host,
-      trustForwarded: this.config.listen.trust_forwarded,
-    };
-  }
-
-  private internalError(req: GatewayRequest, res: ServerResponse, started: number, err: unknown): void {
-    this.logger.error({ err, method: req.method }, 'request failed inside the gateway');
-    const refusal: Refusal = { forward: false, status: 503, code: 'unavailable', message: 'the gateway could not check this request (key store unavailable)' };
-    if (!res.headersSent) sendError(res, refusal.status, refusal.code, refusal.message);
-    this.access(req, refusal, 503, started, -1);
-  }
-
-  /**
-   * The end of every request: metrics always, one access-log line when enabled. Never headers,
-   * never the query string: either may carry a secret.
-   */
-  private access(req: GatewayRequest, o: Outcome, status: number, started: number, upstreamMs: number, error?: string): void {
-    const seconds = (performance.now() - started) / 1000;
-    const decision = o.forward ? (error ? 'upstream_error' : 'allowed') : refusalDecision(o);
-    this.metrics.request(o.route?.config.name ?? '-', status, decision, seconds);
-    if (upstreamMs >= 0 && o.forward) this.metrics.upstream(o.remoteNode ?? o.route.upstream.name, upstreamMs / 1000);
-    const key = o.access?.key;
-    if (key !== undefined) this.metrics.keyRequest(key.id, key.name, decision);
-    if (!this.config.log.access_log) return;
-    this.logger.info({
-      request_id: req.headers['x-request-id'],
-      remote_address: req.remoteAddress,
-      // behind a trusted proxy, the chain it reports (the client first)
-      forwarded_for: this.config.listen.trust_forwarded ? req.headers['x-forwarded-for'] : undefined,
-      method: req.method,
-      path: o.path,
-      route: o.route?.config.name,
-      key_id: key?.id,
-      key_prefix: key?.prefix,
-      status,
-      decision,
-      code: o.forward ? error : o.code,
-      bytes_in: Number(req.headers['content-length'] ?? 0) || undefined,
-      latency_ms: Math.round(seconds * 100_000) / 100,
-      upstream_ms: upstreamMs >= 0 ? Math.round(upstreamMs * 100) / 100 : undefined,
-    }, 'request');
-  }
-
-  // ------------------------------------------------------------------ WebSocket
-
-  private onUpgrade(req: GatewayRequest, socket: Duplex, head: Buffer): void {
-    socket.on('error', () => socket.destroy());
-    this.upgraded.add(socket);
-    socket.once('close', () => this.upgraded.delete(socket));
-    const started = performance.now();
-    assignRequestId(req.headers);
-    const apply = (o: Outcome): void => {
-      if (!o.forward) {
-        refuseUpgrade(socket, o.status, o.code, o.message, o.headers);
-        this.access(req, o, o.status, started, -1);
-        return;
-      }
-      if (o.access !== undefined) {
-        const access = o.access;
-        this.limiter.check(access.key.id, access.key.rateLimit).then(
-          (d) => {
-            const refusal = this.limitRefusal(o, d);
-            if (refusal === undefined) return upgrade(o);
-            refuseUpgrade(socket, refusal.status, refusal.code, refusal.message, refusal.headers);
-            this.access(req, refusal, refusal.status, started, -1);
-          },
-          () => refuseUpgrade(socket, 503, 'unavailable', 'rate limits cannot be checked right now'),
-        );
-        return;
-      }
-      upgrade(o);
-    };
-    const upgrade = (o: Admission): void => {
-      const { upstream, headers } = this.prepareForward(req, o);
-      this.ws.forward(req, socket, head, upstream, o.upstreamTarget, headers, (failure) => {
-        refuseUpgrade(socket, failure.status, failure.code, failure.message);
-        this.access(req, o, failure.status, started, -1, failure.code);
-      });
-      this.access(req, o, 101, started, -1);
-    };
-    try {
-      const outcome = this.admitter.admit(req.method!, req.url!, req.headers);
-      if (outcome instanceof Promise) outcome.then(apply, () => refuseUpgrade(socket, 503, 'unavailable', 'key store unavailable'));
-      else apply(outcome);
-    } catch {
-      refuseUpgrade(socket, 503, 'unavailable', 'key store unavailable');
-    }
-  }
 
   // ------------------------------------------------------------------ lifecycle
 
@@ -596,7 +311,7 @@ export class Gateway {
    */
   close(drainMs = this.config.listen.drain_timeout * 1000, delayMs = this.config.listen.shutdown_delay * 1000): Promise<void> {
     this.closing ??= (async () => {
-      this.draining = true;
+      this.pipeline.draining = true;
       clearInterval(this.auditTimer);
       if (delayMs > 0) {
         this.logger.info({ shutdown_delay_s: delayMs / 1000 }, 'shutting down: readyz answers 503; still accepting requests until the delay ends');
@@ -605,53 +320,26 @@ export class Gateway {
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeIdleConnections();
       // Upgraded (WebSocket) sockets are no longer the HTTP server's: drain and, at the deadline, close them too.
+      const upgraded = this.pipeline.upgraded;
       const streamsDone = new Promise<void>((resolve) => {
-        const check = () => this.upgraded.size === 0 && resolve();
-        for (const socket of this.upgraded) socket.once('close', check);
+        const check = () => upgraded.size === 0 && resolve();
+        for (const socket of upgraded) socket.once('close', check);
         check();
       });
       const timer = setTimeout(() => {
         this.server.closeAllConnections();
-        for (const socket of this.upgraded) socket.destroy();
+        for (const socket of upgraded) socket.destroy();
       }, drainMs);
       await Promise.all([this.admin?.close(drainMs), closed, streamsDone]);
       clearTimeout(timer);
-      this.ws.close();
+      this.pipeline.ws.close();
       await this.usage.stop();
       await this.limits.close();
-      await this.upstreams.close();
-      await this.remoteNodes.close();
+      await this.pipeline.upstreams.close();
+      await this.pipeline.remoteNodes.close();
       if (this.ownsKeys) await this.keys.store.close();
       await new Promise<void>((resolve) => this.logger.flush(() => resolve()));
     })();
     return this.closing;
   }
-}
-
-/** Bounded label for logs and (later) metrics: what kind of refusal this was. */
-function refusalDecision(o: Refusal): string {
-  if (o.route === undefined) return o.status === 404 ? 'no_route' : o.status === 400 ? 'bad_request' : 'error';
-  switch (o.status) {
-    case 401:
-      return 'unauthenticated';
-    case 403:
-    case 404:
-      return 'forbidden';
-    case 400:
-      return 'bad_request';
-    case 429:
-      return 'rate_limited';
-    default:
-      return 'error';
-  }
-}
-
-function refuseUpgrade(socket: Duplex, status: number, code: string, message: string, headers?: Record<string, unknown>): void {
-  if (!socket.writable) return;
-  const body = JSON.stringify({ code, message });
-  let extra = '';
-  if (headers) for (const name in headers) extra += `${name}: ${String(headers[name])}\r\n`;
-  socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`,
-  );
 }

@@ -1,0 +1,341 @@
+// The request pipeline, start to end: the public listener hands every request (and every
+// WebSocket upgrade) here; admission (stages 1–6), the key's rate limit, usage, forwarding and the
+// access line follow in the order they run. Lifecycle (listen, reload, shutdown, health) is in
+// server.ts; reload swaps the fields marked "live" below as plain assignments.
+
+import type { ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Admission, Admitter, Outcome, Refusal } from './admission.js';
+import { ROLES, type GatewayConfig } from './config/types.js';
+import type { Logger } from './log.js';
+import { forwardAgentCard, isAgentCardPath } from './proxy/agent-card.js';
+import { forwardHttp, type ForwardResult } from './proxy/forward.js';
+import { assignRequestId, upstreamRequestHeaders, type Forwarding, type Identity } from './proxy/headers.js';
+import type { Upstream, Upstreams } from './proxy/upstream.js';
+import { WebSocketProxy } from './proxy/websocket.js';
+import { UNAVAILABLE, type KeyRateLimiter } from './limits/limiter.js';
+import { rateLimitHeaders } from './limits/headers.js';
+import type { LimitDecision } from './limits/window.js';
+import type { GatewayMetrics } from './metrics.js';
+import { PayloadTooLargeError, readBody } from './body.js';
+import { allowCall, parseCall, type RpcId } from './jsonrpc/policy.js';
+import type { GatewayRequest } from './request.js';
+import { INSUFFICIENT_SCOPE, refuseUpgrade, sendError, sendRpcError } from './respond.js';
+import type { UsageCounter } from './usage/counter.js';
+
+const ROLE_NAMES = ['', ...ROLES];
+
+export interface PipelineOptions {
+  config: GatewayConfig;
+  admitter: Admitter;
+  upstreams: Upstreams;
+  remoteNodes: Upstreams;
+  logger: Logger;
+  usage: UsageCounter;
+  limiter: KeyRateLimiter;
+  metrics: GatewayMetrics;
+  now: () => number;
+  /** answers `<listen.health_prefix>…`; `what` is the rest of the target */
+  health: (req: GatewayRequest, res: ServerResponse, what: string) => void;
+}
+
+export class Pipeline {
+  /** live: the configuration; replaced as a whole by a reload */
+  config: GatewayConfig;
+  /** live: stages 1–6 over the current route table */
+  admitter: Admitter;
+  /** live: upstream pools */
+  upstreams: Upstreams;
+  /** live: Dagu remote nodes, reached with ?remoteNode= on routes that accept it */
+  remoteNodes: Upstreams;
+  /** set when shutdown begins: responses ask clients to reconnect elsewhere */
+  draining = false;
+  readonly ws = new WebSocketProxy();
+  /** client sockets handed over to WebSocket proxying, for the shutdown drain */
+  readonly upgraded = new Set<Duplex>();
+  private readonly logger: Logger;
+  private readonly usage: UsageCounter;
+  private readonly limiter: KeyRateLimiter;
+  private readonly metrics: GatewayMetrics;
+  private readonly now: () => number;
+  private readonly health: PipelineOptions['health'];
+
+  constructor(opts: PipelineOptions) {
+    this.config = opts.config;
+    this.admitter = opts.admitter;
+    this.upstreams = opts.upstreams;
+    this.remoteNodes = opts.remoteNodes;
+    this.logger = opts.logger;
+    this.usage = opts.usage;
+    this.limiter = opts.limiter;
+    this.metrics = opts.metrics;
+    this.now = opts.now;
+    this.health = opts.health;
+  }
+
+  // ------------------------------------------------------------------ HTTP
+
+  onRequest(req: GatewayRequest, res: ServerResponse): void {
+    // shutting down: finish this request, then close the connection so the client's next one
+    // goes (through the load balancer) to an instance that stays
+    if (this.draining) res.setHeader('connection', 'close');
+    if (req.url!.startsWith(this.config.listen.health_prefix)) {
+      this.health(req, res, req.url!.slice(this.config.listen.health_prefix.length));
+      return;
+    }
+    const started = performance.now();
+    res.setHeader('x-request-id', assignRequestId(req.headers));
+    let outcome: Outcome | Promise<Outcome>;
+    try {
+      outcome = this.admitter.admit(req.method!, req.url!, req.headers);
+    } catch (err) {
+      this.internalError(req, res, started, err);
+      return;
+    }
+    if (outcome instanceof Promise) {
+      outcome.then(
+        (o) => this.apply(req, res, o, started),
+        (err) => this.internalError(req, res, started, err),
+      );
+    } else this.apply(req, res, outcome, started);
+  }
+
+  private apply(req: GatewayRequest, res: ServerResponse, o: Outcome, started: number): void {
+    // JSON-RPC routes read the call first: the method policy needs it, and every refusal
+    // (authentication ones too) answers in JSON-RPC with the request's id.
+    if (o.route?.config.jsonrpc !== undefined) {
+      this.applyRpc(req, res, o, started);
+      return;
+    }
+    if (!o.forward) {
+      this.refuse(req, res, o, started);
+      return;
+    }
+    this.limitThenForward(req, res, o, started);
+  }
+
+  /** Send a refusal: Keygate's JSON error, or a JSON-RPC error when the request was a call. */
+  private refuse(req: GatewayRequest, res: ServerResponse, r: Refusal, started: number, rpcId?: RpcId): void {
+    if (rpcId === undefined) sendError(res, r.status, r.code, r.message, r.headers);
+    else sendRpcError(res, r.status, rpcId, r.message, r.headers, r.rpcCode);
+    req.resume(); // discard an unread body so the connection can be reused
+    this.access(req, r, r.status, started, -1);
+  }
+
+  private applyRpc(req: GatewayRequest, res: ServerResponse, o: Outcome, started: number): void {
+    const policy = o.route!.config.jsonrpc!;
+    if (req.method !== 'POST') {
+      // GET opens an MCP event stream, DELETE ends a session: no call to check.
+      if (!o.forward) this.refuse(req, res, o, started, null);
+      else this.limitThenForward(req, res, o, started, undefined, null);
+      return;
+    }
+    readBody(req, policy.max_body_bytes).then(
+      (body) => {
+        const parsed = parseCall(body);
+        const id = parsed.ok ? parsed.call.id : parsed.id;
+        if (!o.forward) return this.refuse(req, res, o, started, id);
+        if (!parsed.ok) {
+          return this.refuse(req, res, { forward: false, status: 400, code: 'bad_request', message: parsed.message, rpcCode: parsed.code, path: o.path, route: o.route }, started, id);
+        }
+        if (o.decision !== undefined) {
+          const verdict = allowCall(policy, o.route.minRoleRank, o.decision.roleRank, parsed.call);
+          if (!verdict.allow) {
+            const refusal: Refusal = { forward: false, status: 403, code: 'forbidden', message: verdict.message, headers: INSUFFICIENT_SCOPE, path: o.path, route: o.route, ...(o.access ? { access: o.access } : {}) };
+            return this.refuse(req, res, refusal, started, id);
+          }
+        }
+        this.limitThenForward(req, res, o, started, body, id);
+      },
+      (err: Error) => {
+        const tooLarge = err instanceof PayloadTooLargeError;
+        const refusal: Refusal = { forward: false, status: tooLarge ? 413 : 400, code: tooLarge ? 'payload_too_large' : 'bad_request', message: tooLarge ? err.message : 'the request body could not be read', path: o.path, ...(o.route ? { route: o.route } : {}) };
+        if (!res.headersSent) this.refuse(req, res, refusal, started, null);
+        if (!tooLarge) req.destroy();
+      },
+    );
+  }
+
+  /** Stage 7, the key's rate limit (after authorisation, before the upstream sees anything), then forward. */
+  private limitThenForward(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
+    if (o.access === undefined) {
+      this.forward(req, res, o, started, body);
+      return;
+    }
+    this.limiter.check(o.access.key.id, o.access.key.rateLimit).then(
+      (d) => {
+        const refusal = this.limitRefusal(o, d);
+        if (refusal !== undefined) return this.refuse(req, res, refusal, started, rpcId);
+        const headers = rateLimitHeaders(d as LimitDecision);
+        for (const name in headers) res.setHeader(name, headers[name]!);
+        this.forward(req, res, o, started, body);
+      },
+      (err) => this.internalError(req, res, started, err),
+    );
+  }
+
+  /** The 429 (or 503 when the limit store is down under the deny policy) for a decision, if any. */
+  private limitRefusal(o: Admission, d: LimitDecision | typeof UNAVAILABLE): Refusal | undefined {
+    const base = { forward: false as const, path: o.path, route: o.route, access: o.access };
+    if (d === UNAVAILABLE) {
+      return { ...base, status: 503, code: 'unavailable', message: 'rate limits cannot be checked right now (rate-limit store unreachable); retry shortly', headers: { 'retry-after': '1' } };
+    }
+    if (d.allowed) return undefined;
+    return {
+      ...base,
+      status: 429,
+      code: 'rate_limited',
+      message: `rate limit of ${d.limit} requests per minute exceeded; retry in ${d.retryAfterSeconds} s`,
+      headers: rateLimitHeaders(d),
+    };
+  }
+
+  private forward(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer): void {
+    const { upstream, headers } = this.prepareForward(req, o);
+    if (o.route.config.surface === 'a2a' && req.method === 'GET' && isAgentCardPath(o.path)) {
+      forwardAgentCard(res, req, upstream, o.upstreamTarget, headers, sendError, (r) => this.access(req, o, r.status, started, r.upstreamMs, r.error?.code));
+      return;
+    }
+    forwardHttp(req, res, upstream, o.upstreamTarget, headers, body, sendError, (r: ForwardResult) => {
+      this.access(req, o, r.status, started, r.upstreamMs, r.error?.code);
+    });
+  }
+
+  /** Count the use and build what the upstream receives; shared by HTTP and WebSocket. */
+  private prepareForward(req: GatewayRequest, o: Admission): { upstream: Upstream; headers: Record<string, string | string[]> } {
+    const upstream = o.remoteNode !== undefined ? this.remoteNodes.get(o.remoteNode) : this.upstreams.get(o.route.upstream.name);
+    if (o.access) this.usage.record(o.access.key.id, this.now());
+    const headers = upstreamRequestHeaders(
+      req.headers,
+      upstream.host,
+      o.route.config.auth === 'none' ? undefined : upstream.credential,
+      this.identity(o),
+      this.forwarding(req),
+      o.route.config.pass_authorization,
+    );
+    return { upstream, headers };
+  }
+
+  private identity(o: Admission): Identity | undefined {
+    if (!o.access || !o.decision) return undefined;
+    const k = o.access.key;
+    return {
+      keyId: k.id,
+      keyName: k.name,
+      role: ROLE_NAMES[o.decision.roleRank]!,
+      workspace: o.decision.workspace,
+      attribution: o.access.attribution,
+    };
+  }
+
+  private forwarding(req: GatewayRequest): Forwarding {
+    return {
+      remoteAddress: req.remoteAddress,
+      proto: (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
+      host: req.headers.host,
+      trustForwarded: this.config.listen.trust_forwarded,
+    };
+  }
+
+  private internalError(req: GatewayRequest, res: ServerResponse, started: number, err: unknown): void {
+    this.logger.error({ err, method: req.method }, 'request failed inside the gateway');
+    const refusal: Refusal = { forward: false, status: 503, code: 'unavailable', message: 'the gateway could not check this request (key store unavailable)' };
+    if (!res.headersSent) sendError(res, refusal.status, refusal.code, refusal.message);
+    this.access(req, refusal, 503, started, -1);
+  }
+
+  /**
+   * The end of every request: metrics always, one access-log line when enabled. Never headers,
+   * never the query string: either may carry a secret.
+   */
+  private access(req: GatewayRequest, o: Outcome, status: number, started: number, upstreamMs: number, error?: string): void {
+    const seconds = (performance.now() - started) / 1000;
+    const decision = o.forward ? (error ? 'upstream_error' : 'allowed') : refusalDecision(o);
+    this.metrics.request(o.route?.config.name ?? '-', status, decision, seconds);
+    if (upstreamMs >= 0 && o.forward) this.metrics.upstream(o.remoteNode ?? o.route.upstream.name, upstreamMs / 1000);
+    const key = o.access?.key;
+    if (key !== undefined) this.metrics.keyRequest(key.id, key.name, decision);
+    if (!this.config.log.access_log) return;
+    this.logger.info({
+      request_id: req.headers['x-request-id'],
+      remote_address: req.remoteAddress,
+      // behind a trusted proxy, the chain it reports (the client first)
+      forwarded_for: this.config.listen.trust_forwarded ? req.headers['x-forwarded-for'] : undefined,
+      method: req.method,
+      path: o.path,
+      route: o.route?.config.name,
+      key_id: key?.id,
+      key_prefix: key?.prefix,
+      status,
+      decision,
+      code: o.forward ? error : o.code,
+      bytes_in: Number(req.headers['content-length'] ?? 0) || undefined,
+      latency_ms: Math.round(seconds * 100_000) / 100,
+      upstream_ms: upstreamMs >= 0 ? Math.round(upstreamMs * 100) / 100 : undefined,
+    }, 'request');
+  }
+
+  // ------------------------------------------------------------------ WebSocket
+
+  onUpgrade(req: GatewayRequest, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => socket.destroy());
+    this.upgraded.add(socket);
+    socket.once('close', () => this.upgraded.delete(socket));
+    const started = performance.now();
+    assignRequestId(req.headers);
+    const apply = (o: Outcome): void => {
+      if (!o.forward) {
+        refuseUpgrade(socket, o.status, o.code, o.message, o.headers);
+        this.access(req, o, o.status, started, -1);
+        return;
+      }
+      if (o.access !== undefined) {
+        const access = o.access;
+        this.limiter.check(access.key.id, access.key.rateLimit).then(
+          (d) => {
+            const refusal = this.limitRefusal(o, d);
+            if (refusal === undefined) return upgrade(o);
+            refuseUpgrade(socket, refusal.status, refusal.code, refusal.message, refusal.headers);
+            this.access(req, refusal, refusal.status, started, -1);
+          },
+          () => refuseUpgrade(socket, 503, 'unavailable', 'rate limits cannot be checked right now'),
+        );
+        return;
+      }
+      upgrade(o);
+    };
+    const upgrade = (o: Admission): void => {
+      const { upstream, headers } = this.prepareForward(req, o);
+      this.ws.forward(req, socket, head, upstream, o.upstreamTarget, headers, (failure) => {
+        refuseUpgrade(socket, failure.status, failure.code, failure.message);
+        this.access(req, o, failure.status, started, -1, failure.code);
+      });
+      this.access(req, o, 101, started, -1);
+    };
+    try {
+      const outcome = this.admitter.admit(req.method!, req.url!, req.headers);
+      if (outcome instanceof Promise) outcome.then(apply, () => refuseUpgrade(socket, 503, 'unavailable', 'key store unavailable'));
+      else apply(outcome);
+    } catch {
+      refuseUpgrade(socket, 503, 'unavailable', 'key store unavailable');
+    }
+  }
+}
+
+/** Bounded label for logs and (later) metrics: what kind of refusal this was. */
+function refusalDecision(o: Refusal): string {
+  if (o.route === undefined) return o.status === 404 ? 'no_route' : o.status === 400 ? 'bad_request' : 'error';
+  switch (o.status) {
+    case 401:
+      return 'unauthenticated';
+    case 403:
+    case 404:
+      return 'forbidden';
+    case 400:
+      return 'bad_request';
+    case 429:
+      return 'rate_limited';
+    default:
+      return 'error';
+  }
+}
