@@ -49,3 +49,26 @@ t.test('a failed flush keeps its counts for the next one', async (t) => {
   await counter.stop();
   t.same(written, [6], 'the five kept plus the one after, written once');
 });
+
+t.test('flush lag: an idle gateway is never late; counts waiting on a failing store are', async (t) => {
+  let fail = false;
+  const counter = new UsageCounter({
+    async addUsage() {
+      if (fail) throw new Error('disk full');
+    },
+  });
+  const lag = () => (Date.now() - counter.lastFlushMs) / 1000;
+  counter.lastFlushMs = Date.now() - 600_000; // as if the last write was ten minutes ago
+  await counter.flush();
+  t.ok(lag() < 1, `idle: a flush with nothing to write is on time (lag ${lag()} s)`);
+  counter.record('k', Date.now());
+  fail = true;
+  counter.lastFlushMs = Date.now() - 600_000;
+  await counter.flush();
+  t.ok(lag() >= 600, 'a failed write leaves the lag growing');
+  await counter.flush();
+  t.ok(lag() >= 600, 'and so does the next attempt, which still has those counts to write');
+  fail = false;
+  await counter.flush();
+  t.ok(lag() < 1, 'until the counts are written');
+});

@@ -7,7 +7,10 @@ export class UsageCounter {
   private pending = new Map<string, UsageDelta & { lastMs: number }>();
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
-  /** when counts last reached the store (or when counting began), for the flush-lag metric */
+  /**
+   * when the last flush attempt succeeded or had nothing to write (or when counting began), for the
+   * flush-lag metric: it grows only while counts wait on a failing store, not while the gateway is idle
+   */
   lastFlushMs = Date.now();
 
   constructor(
@@ -38,7 +41,10 @@ export class UsageCounter {
   }
 
   private async write(): Promise<void> {
-    if (this.pending.size === 0) return;
+    if (this.pending.size === 0) {
+      this.lastFlushMs = Date.now();
+      return;
+    }
     const batch = this.pending;
     this.pending = new Map();
     for (const d of batch.values()) d.lastUsedAt = new Date(d.lastMs).toISOString();
