@@ -406,7 +406,7 @@ let validator: ValidateFunction | undefined;
 /** Compiled on first use, once per process. */
 function schemaValidator(): ValidateFunction {
   if (!validator) {
-    const schema = JSON.parse(readFileSync(SCHEMA_URL, 'utf8')) as Record<string, unknown>;
+    const schema = strictSchema(JSON.parse(readFileSync(SCHEMA_URL, 'utf8')) as Record<string, unknown>);
     const ajv = new Ajv({
       allErrors: true,
       useDefaults: true,
@@ -417,6 +417,30 @@ function schemaValidator(): ValidateFunction {
     validator = ajv.compile(schema);
   }
   return validator;
+}
+
+const ENV_REFERENCE = '#/definitions/env_reference';
+
+/**
+ * The schema as the loader checks it. The file lets a value also be a `${VAR}` reference
+ * (`anyOf: [{checks}, {$ref: env_reference}]`, see scripts/schema-env.mjs) because editors validate
+ * the raw YAML; the loader validates after expansion, so it drops that alternative and checks the
+ * value itself (which also keeps its error messages to the one check that failed).
+ */
+export function strictSchema<T>(node: T): T {
+  if (Array.isArray(node)) return node.map((n: unknown) => strictSchema(n)) as T;
+  if (!isRecord(node)) return node;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(node)) {
+    if (k === 'anyOf' && Array.isArray(v) && v.some((b) => isRecord(b) && b['$ref'] === ENV_REFERENCE)) {
+      const rest = v.filter((b) => !(isRecord(b) && b['$ref'] === ENV_REFERENCE));
+      if (rest.length === 1 && isRecord(rest[0])) Object.assign(out, strictSchema(rest[0]));
+      else out[k] = strictSchema(rest);
+    } else if (k === 'definitions' && isRecord(v)) {
+      out[k] = strictSchema(Object.fromEntries(Object.entries(v).filter(([name]) => `#/definitions/${name}` !== ENV_REFERENCE)));
+    } else out[k] = strictSchema(v);
+  }
+  return out as T;
 }
 
 /** Validates in place (defaults, coercion); reports every error. */
