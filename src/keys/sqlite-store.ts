@@ -2,9 +2,8 @@
 // one host may share the file (the CLI changes keys while `serve` runs).
 
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { ConflictError } from '../errors.js';
+import { createPrivateFile } from './private-file.js';
 import type { StoredKey } from './model.js';
 import type { AuditQuery, AuditRecord, AuditStore, KeyPatch, KeyStore, UsageDelta } from './store.js';
 
@@ -187,7 +186,7 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
 
   /** `file` is a path, or ":memory:" for tests. */
   constructor(file: string) {
-    if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+    if (file !== ':memory:') createPrivateFile(file);
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
