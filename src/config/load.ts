@@ -9,6 +9,7 @@
 // All of this runs once per (re)load, never per request.
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
 import type { DefinedError, ValidateFunction } from 'ajv';
 import { ConfigError, type ConfigIssue } from '../errors.js';
@@ -45,6 +46,19 @@ import { TlsFileError, loadTls, type TlsFiles } from '../tls.js';
 /** src/config/load.ts and dist/config/load.js are both two levels below the package root. */
 const SCHEMA_URL = new URL('../../config/gateway.schema.json', import.meta.url);
 const MAX_INCLUDE_DEPTH = 8;
+const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/**
+ * An include's file: relative to the including file; a relative path that is not there is looked up
+ * in the Keygate package itself, so a config copied elsewhere (/etc/keygate/gateway.yaml) still finds
+ * the shipped route maps (`include: config/routes/dagu.yaml`). Undefined when it is in neither place.
+ */
+function resolveInclude(from: string, target: string): string | undefined {
+  const local = path.resolve(path.dirname(from), target);
+  if (path.isAbsolute(target) || existsSync(local)) return local;
+  const packaged = path.resolve(PACKAGE_ROOT, target);
+  return existsSync(packaged) ? packaged : undefined;
+}
 
 /** `arg` if given, else ./gateway.yaml if it exists, else ./gateway.example.yaml (absolute paths). */
 export function resolveConfigPath(arg: string | undefined, cwd = process.cwd()): string {
@@ -281,7 +295,13 @@ function loadInclude(target: string, entry: RouteEntry, index: number, level: In
     for (const p of expanded.problems) ctx.issues.push(issueAt(at, site.field, p));
     return [];
   }
-  const abs = path.resolve(path.dirname(level.file), expanded.value);
+  const abs = resolveInclude(level.file, expanded.value);
+  if (abs === undefined) {
+    const local = ctx.display(path.resolve(path.dirname(level.file), expanded.value));
+    const packaged = path.join(PACKAGE_ROOT, expanded.value);
+    ctx.issues.push(issueAt(site.pos, site.field, `cannot read included file ${local}: no such file (nor ${packaged} in the Keygate package)`));
+    return [];
+  }
   if (level.chain.includes(abs)) {
     const cycle = [...level.chain.slice(level.chain.indexOf(abs)), abs].map((f) => ctx.display(f)).join(' -> ');
     ctx.issues.push(issueAt(site.pos, site.field, `include cycle: ${cycle}`));
