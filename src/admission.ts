@@ -45,6 +45,11 @@ export type Outcome = Refusal | Admission;
 const WWW_AUTHENTICATE = { 'www-authenticate': 'Bearer realm="keygate"' };
 const WWW_AUTHENTICATE_INVALID = { 'www-authenticate': 'Bearer realm="keygate", error="invalid_token"' };
 
+/** Dagu's password login and first-run setup: never reached through a route that did not opt in. */
+function isLoginPath(path: string): boolean {
+  return path.endsWith('/auth/login') || path.endsWith('/auth/setup') || path.endsWith('/auth/login/') || path.endsWith('/auth/setup/');
+}
+
 function refuse(status: number, code: string, message: string, extra?: Partial<Refusal>): Refusal {
   return { forward: false, status, code, message, ...extra };
 }
@@ -79,6 +84,9 @@ export class Admitter {
     }
     const route = match.route;
     const path = target.path;
+    if (!route.config.expose_login && isLoginPath(path)) {
+      return refuse(404, 'not_found', `${method} ${path} is not routed: Keygate's clients use API keys, not a password login (a route with expose_login: true opts in)`, { path });
+    }
     let query = target.query;
 
     // ?token=: a credential for clients that cannot send headers (EventSource), only where allowed.

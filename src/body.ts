@@ -23,3 +23,9 @@ export async function readBody(req: IncomingMessage, limit: number): Promise<Buf
   }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
+
+/** Whether a request has a body at all (any Transfer-Encoding, or a Content-Length other than 0). */
+export function carriesBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}

@@ -1,7 +1,10 @@
 // The `keygate` command. Every key command goes through the same KeyService the admin APIs use.
 
 import cluster from 'node:cluster';
-import { watchFile as fsWatchFile } from 'node:fs';
+import { once } from 'node:events';
+import { createReadStream, createWriteStream, existsSync, renameSync, rmSync, watchFile as fsWatchFile, type WriteStream } from 'node:fs';
+import { dirname } from 'node:path';
+import { createInterface } from 'node:readline';
 import { userInfo } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig, resolveConfigPath } from './config/load.js';
@@ -10,6 +13,10 @@ import { ConfigError, KeygateError, formatConfigIssue } from './errors.js';
 import { keyStatus, type ApiKey } from './keys/model.js';
 import { openKeyStore } from './keys/open.js';
 import { KeyService, type KeyInput } from './keys/service.js';
+import { SqliteKeyStore, verifyBackup } from './keys/sqlite-store.js';
+import type { AuditStore, KeyStore } from './keys/store.js';
+import { exportLines, importLines } from './keys/transfer.js';
+import { daguUsage } from './admin/usage-api.js';
 import { normaliseTarget } from './routes/path.js';
 import { RouteTable } from './routes/table.js';
 import { Gateway } from './server.js';
@@ -23,7 +30,9 @@ Usage: keygate <command> [options]
 
 Commands:
   serve     -c FILE                      run the gateway
-  check     -c FILE                      validate a config and print a summary (exit 1 on errors)
+  check     -c FILE [--probe]            validate a config and print a summary (exit 1 on errors);
+                                         --probe also asks each Dagu upstream its version
+                                         (exit 1 when a route map is for another Dagu)
   routes explain -c FILE METHOD PATH [--host H] [--json]
                                          show which route a request matches and where it goes
   keys create -c FILE --name NAME [--description TEXT] [--scopes agents,workflows]
@@ -31,12 +40,20 @@ Commands:
               [--grant WORKSPACE:ROLE ...] [--surfaces rest_api,mcp,a2a] [--rate-limit N]
               [--expires-at YYYY-MM-DD] [--attribution service_account|user_owned]
               [--service-account-name NAME] [--owner-user-id ID] [--json]
-  keys list   -c FILE [--workspace ID] [--json]
+  keys list   -c FILE [--workspace ID] [--limit N] [--cursor C | --all] [--json]
+                                         100 keys a page by default; --all streams every page
+  keys export -c FILE [--output FILE] [--audit]
+                                         every key as JSON Lines (digests, never secrets)
+  keys import -c FILE EXPORT.jsonl [--dry-run]
+                                         create/update/skip by key id; safe to run twice
+  backup    -c FILE BACKUP.db            consistent copy of a SQLite key store, also while serving
   keys show   -c FILE ID|NAME [--json]
   keys update -c FILE ID|NAME [same flags as create] [--all-workspaces]
   keys activate|deactivate|regenerate|delete -c FILE ID|NAME [--json]
   keys regenerate -c FILE ID|NAME [--grace-seconds N]
                                          the old key keeps working N seconds (0-86400, default 0)
+  keys usage  -c FILE ID|NAME [--days N] [--bucket day|hour] [--json]
+                                         requests per day (or hour): allowed, rate limited, forbidden
   demo      [-c FILE] [--port N]         run the gateway with a built-in echo server as every upstream
 
   -c, --config FILE   configuration (default ./gateway.yaml, else ./gateway.example.yaml)
@@ -54,6 +71,7 @@ Examples:
   keygate keys update ci --role developer --expires-at 2027-06-30
   keygate keys deactivate ci                     # refused from the next request on (403 key_inactive)
   keygate keys regenerate ci --grace-seconds 3600
+  keygate keys usage ci --days 7                 # requests per day: allowed, rate limited, forbidden
   keygate keys delete ci
   curl -H "X-API-Key: dg_…" http://127.0.0.1:8080/api/v1/dags
 `;
@@ -61,6 +79,7 @@ Examples:
 const OPTIONS = {
   config: { type: 'string', short: 'c' },
   json: { type: 'boolean' },
+  probe: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'V' },
   host: { type: 'string' },
@@ -79,6 +98,14 @@ const OPTIONS = {
   'service-account-name': { type: 'string' },
   'owner-user-id': { type: 'string' },
   'grace-seconds': { type: 'string' },
+  limit: { type: 'string' },
+  cursor: { type: 'string' },
+  all: { type: 'boolean' },
+  output: { type: 'string', short: 'o' },
+  audit: { type: 'boolean' },
+  'dry-run': { type: 'boolean' },
+  days: { type: 'string' },
+  bucket: { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
@@ -139,9 +166,10 @@ function ago(iso: string | null, nowMs: number): string {
   return `${Math.floor(s / 86400)}d ago`;
 }
 
-function table(rows: string[][]): string {
+/** Columns padded to their widest cell; the columns in `right` (numbers) aligned right. */
+function table(rows: string[][], right: readonly number[] = []): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd()).join('\n');
+  return rows.map((r) => r.map((cell, c) => (right.includes(c) ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd()).join('\n');
 }
 
 function describeKey(k: ApiKey, nowMs: number): string {
@@ -166,9 +194,126 @@ function describeKey(k: ApiKey, nowMs: number): string {
   ].join('\n');
 }
 
+/** Write to stdout, waiting when the pipe is full (a million keys must not pile up in memory). */
+async function write(s: string): Promise<void> {
+  if (!process.stdout.write(s)) await once(process.stdout, 'drain');
+}
+
+function keyRow(k: ApiKey, now: number): string[] {
+  return [k.name, `${k.prefix}…`, keyStatus(k, now), k.scopes.join(','), k.role, `${k.rateLimit}/min`, String(k.requestCount), ago(k.lastUsedAt, now), k.expiresAt?.slice(0, 10) ?? 'never', k.id];
+}
+
+/**
+ * A page of keys (--limit, --cursor), or with --all every page in turn; JSON is written a key at a
+ * time, never built as one string.
+ */
+async function listCommand(service: KeyService, v: Values, now: number): Promise<number> {
+  if (v.all && v.cursor !== undefined) throw new UsageError('--all and --cursor do not go together');
+  let cursor: string | undefined = v.cursor;
+  let first = true;
+  let shown = 0;
+  if (v.json) await write('{"apiKeys":[');
+  for (;;) {
+    const page = await service.page({ limit: v.limit, cursor, workspace: v.workspace });
+    if (v.json) {
+      for (const k of page.keys) {
+        await write(`${first ? '\n' : ',\n'}${JSON.stringify({ ...k, status: keyStatus(k, now) })}`);
+        first = false;
+      }
+    } else if (page.keys.length > 0) {
+      const rows = page.keys.map((k) => keyRow(k, now));
+      await write(table(first ? [['NAME', 'KEY', 'STATUS', 'SCOPES', 'ROLE', 'LIMIT', 'REQUESTS', 'LAST USED', 'EXPIRES', 'ID'], ...rows] : rows) + '\n');
+      first = false;
+    }
+    shown += page.keys.length;
+    if (page.next === null || !v.all) {
+      if (v.json) await write(`\n]${page.next === null ? '' : `,"nextCursor":${JSON.stringify(page.next)}`}}\n`);
+      else if (shown === 0) out('No API keys yet. Create one: keygate keys create --name NAME --scopes workflows');
+      else if (page.next !== null) out(`More keys follow: keygate keys list --cursor ${page.next}   (or --all)`);
+      return 0;
+    }
+    cursor = page.next;
+  }
+}
+
+/** keys export: JSON Lines to --output (written aside, then renamed into place) or stdout. */
+async function exportCommand(store: KeyStore & AuditStore, v: Values): Promise<number> {
+  const file = v.output;
+  const tmp = file === undefined ? undefined : `${file}.tmp-${process.pid}`;
+  const sink = tmp === undefined ? process.stdout : createWriteStream(tmp, { flags: 'wx', mode: 0o600 });
+  let keys = 0;
+  let audit = 0;
+  try {
+    for await (const line of exportLines(store, { audit: v.audit === true })) {
+      if (line.startsWith('{"type":"key"')) keys++;
+      else audit++;
+      if (!sink.write(line + '\n')) await once(sink, 'drain');
+    }
+    if (tmp !== undefined) {
+      await new Promise<void>((resolve, reject) => (sink as WriteStream).end((err?: Error | null) => (err ? reject(err) : resolve())));
+      renameSync(tmp, file!);
+    }
+  } catch (err) {
+    if (tmp !== undefined) {
+      (sink as WriteStream).destroy();
+      rmSync(tmp, { force: true });
+    }
+    throw err;
+  }
+  process.stderr.write(`exported ${keys} key(s)${v.audit ? ` and ${audit} audit record(s)` : ''}${file === undefined ? '' : ` to ${file}`}\n`);
+  return 0;
+}
+
+async function importCommand(store: KeyStore & AuditStore, file: string, v: Values): Promise<number> {
+  let input;
+  try {
+    input = createReadStream(file, 'utf8');
+    await once(input, 'open');
+  } catch (err) {
+    throw new KeygateError('import_unreadable', 400, `cannot read ${file}: ${(err as Error).message}`);
+  }
+  const report = await importLines(store, createInterface({ input, crlfDelay: Infinity }), { dryRun: v['dry-run'] === true });
+  const what = v['dry-run'] ? 'would be' : '';
+  const summary = `${v['dry-run'] ? 'dry run: ' : ''}${report.created} created, ${report.updated} updated, ${report.skipped} skipped${what ? ' (nothing was changed)' : ''}` +
+    (report.audit.created + report.audit.skipped > 0 ? `; audit records: ${report.audit.created} added, ${report.audit.skipped} already there` : '') +
+    (report.errors.length > 0 ? `; ${report.errors.length} line(s) refused` : '');
+  if (v.json) out(JSON.stringify({ dryRun: v['dry-run'] === true, ...report }, null, 2));
+  else {
+    for (const e of report.errors) process.stderr.write(`keygate: ${file}: ${e}\n`);
+    out(summary);
+  }
+  return report.errors.length > 0 ? 1 : 0;
+}
+
+/** backup: SQLite's online backup API into a new file, checked, then renamed into place. */
+async function backupCommand(args: string[], v: Values): Promise<number> {
+  const dest = args[0];
+  if (!dest) throw new UsageError('backup needs the file to write, e.g. keygate backup /var/backups/keygate-$(date +%F).db');
+  const config = load(v);
+  if (!config.store.keys.startsWith('sqlite:') || config.store.keys === 'sqlite::memory:') {
+    throw new UsageError(`backup copies a SQLite key store; store.keys is ${config.store.keys.replace(/\/\/[^@/]*@/, '//***@')}: use "keygate keys export --output FILE" (and Redis' own persistence)`);
+  }
+  if (existsSync(dest)) throw new KeygateError('backup_exists', 409, `${dest} exists; choose a new file (a backup never overwrites one)`);
+  const store = new SqliteKeyStore(config.store.keys.slice('sqlite:'.length), { mustExist: true });
+  const tmp = `${dest}.tmp-${process.pid}`;
+  try {
+    await store.backup(tmp);
+    const keys = verifyBackup(tmp);
+    renameSync(tmp, dest);
+    out(`backed up ${keys} key(s) from ${store.file} to ${dest}`);
+    return 0;
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  } finally {
+    await store.close();
+  }
+}
+
 async function keysCommand(sub: string | undefined, args: string[], v: Values): Promise<number> {
   const config = load(v);
   const store = openKeyStore(config.store.keys, { redis: config.store.redis });
+  if (store instanceof SqliteKeyStore && store.created) process.stderr.write(`keygate: note: ${store.file} did not exist; created a new, empty key store\n`);
   // the same audit trail as the admin API (GET /api/audit lists CLI changes too)
   const service = new KeyService(store, config.keys, Date.now, { store });
   const now = Date.now();
@@ -184,23 +329,12 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
         else out(`Created API key "${key.name}" (id ${key.id}).\n\n  ${secret}\n\nCopy it now: this is the only time the full key is shown.\nUse it as:  X-API-Key: ${secret.slice(0, 8)}…   or   Authorization: Bearer ${secret.slice(0, 8)}…`);
         return 0;
       }
-      case 'list': {
-        const keys = await service.list(v.workspace !== undefined ? { workspace: v.workspace } : undefined);
-        if (v.json) {
-          out(JSON.stringify({ apiKeys: keys.map((k) => ({ ...k, status: keyStatus(k, now) })) }, null, 2));
-          return 0;
-        }
-        if (keys.length === 0) {
-          out('No API keys yet. Create one: keygate keys create --name NAME --scopes workflows');
-          return 0;
-        }
-        const rows = [['NAME', 'KEY', 'STATUS', 'SCOPES', 'ROLE', 'LIMIT', 'REQUESTS', 'LAST USED', 'EXPIRES', 'ID']];
-        for (const k of keys) {
-          rows.push([k.name, `${k.prefix}…`, keyStatus(k, now), k.scopes.join(','), k.role, `${k.rateLimit}/min`, String(k.requestCount), ago(k.lastUsedAt, now), k.expiresAt?.slice(0, 10) ?? 'never', k.id]);
-        }
-        out(table(rows));
-        return 0;
-      }
+      case 'list':
+        return await listCommand(service, v, now);
+      case 'export':
+        return await exportCommand(store, v);
+      case 'import':
+        return await importCommand(store, target(), v);
       case 'show': {
         const key = await service.get(target());
         out(v.json ? JSON.stringify({ apiKey: { ...key, status: keyStatus(key, now) } }, null, 2) : describeKey(key, now));
@@ -225,21 +359,67 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
         else out(`Regenerated "${key.name}". ${old}\n\n  ${secret}\n\nCopy it now: this is the only time the full key is shown.`);
         return 0;
       }
+      case 'usage': {
+        const bucket = v.bucket ?? 'day';
+        const series = await service.usage(target(), { days: v.days ?? '7', bucket });
+        if (v.json) {
+          out(JSON.stringify(daguUsage(series), null, 2));
+          return 0;
+        }
+        const label = (iso: string) => (series.bucket === 'day' ? iso.slice(0, 10) : `${iso.slice(0, 10)} ${iso.slice(11, 16)}`);
+        const rows = [[series.bucket === 'day' ? 'DAY (UTC)' : 'HOUR (UTC)', 'ALLOWED', 'RATE LIMITED', 'FORBIDDEN']];
+        for (const p of series.points) rows.push([label(p.start), String(p.allowed), String(p.limited), String(p.forbidden)]);
+        rows.push(['total', String(series.totals.allowed), String(series.totals.limited), String(series.totals.forbidden)]);
+        out(`Requests with "${series.key.name}" per ${series.bucket}, ${label(series.from)} to ${label(series.points.at(-1)!.start)} (UTC)\n${table(rows, [1, 2, 3])}`);
+        return 0;
+      }
       case 'delete': {
         const key = await service.delete(target(), actor());
         out(v.json ? JSON.stringify({ deleted: key.id }) : `Deleted "${key.name}" (id ${key.id}). Every consumer of this key has lost access.`);
         return 0;
       }
       default:
-        throw new UsageError(`unknown keys command "${sub ?? ''}": create, list, show, update, activate, deactivate, regenerate, delete`);
+        throw new UsageError(`unknown keys command "${sub ?? ''}": create, list, show, update, activate, deactivate, regenerate, usage, delete, export, import`);
     }
   } finally {
     await service.store.close();
   }
 }
 
-function checkCommand(v: Values): number {
+/** What `check` says of the key store: how many keys it holds, or that serve would create it empty. */
+async function describeStore(spec: string, config: GatewayConfig): Promise<string> {
+  if (spec.startsWith('sqlite:') && spec !== 'sqlite::memory:') {
+    const file = spec.slice('sqlite:'.length);
+    if (!existsSync(file)) {
+      // throws when the directory does not exist either: a typo is an error, not a new store
+      if (!existsSync(dirname(file))) new SqliteKeyStore(file, { mustExist: true });
+      return `${spec} (does not exist yet: serve creates it, empty)`;
+    }
+  } else if (spec === 'sqlite::memory:') return `${spec} (in memory: empty at every start)`;
+  const store = openKeyStore(spec, { redis: config.store.redis });
+  const shown = spec.replace(/\/\/[^@/]*@/, '//***@');
+  try {
+    try {
+      await store.ready?.(3000);
+    } catch (err) {
+      return `${shown} (not reachable now: ${(err as Error).message})`;
+    }
+    return `${shown} (${await store.count()} keys)`;
+  } finally {
+    await store.close();
+  }
+}
+
+async function checkCommand(v: Values): Promise<number> {
   const config = load(v);
+  let storeLine: string;
+  let storeOk = true;
+  try {
+    storeLine = await describeStore(config.store.keys, config);
+  } catch (err) {
+    storeOk = false;
+    storeLine = `ERROR: ${(err as Error).message}`;
+  }
   const table = RouteTable.compile(config);
   const bySurface = new Map<string, number>();
   let open = 0;
@@ -251,7 +431,7 @@ function checkCommand(v: Values): number {
     `${config.file}: OK`,
     `  listen:       ${config.listen.host}:${config.listen.port}${config.listen.tls ? ` (HTTPS, certificate ${config.listen.tls.cert_file})` : ''}`,
     `  admin:        ${config.admin.enabled ? `${config.admin.host}:${config.admin.port} (${config.admin.token ? 'token set' : 'no token: admin keys only'})` : 'disabled'}`,
-    `  key store:    ${config.store.keys}`,
+    `  key store:    ${storeLine}`,
     `  rate limits:  ${config.store.rate_limits}`,
     `  keys:         prefix ${config.keys.prefix}, rate limit ${config.keys.rate_limit.default}/min (${config.keys.rate_limit.min}–${config.keys.rate_limit.max})${config.keys.max_keys ? `, at most ${config.keys.max_keys} keys` : ''}${config.keys.declared ? `, ${config.keys.declared.length} declared` : ''}`,
     `  upstreams:    ${config.upstreams.map((u) => `${u.name} → ${u.api_base_url} (auth ${u.auth_type})`).join('; ') || 'none'}`,
@@ -260,7 +440,28 @@ function checkCommand(v: Values): number {
   ];
   for (const w of config.warnings) lines.push(`  warning: ${formatConfigIssue(w)}`);
   out(lines.join('\n'));
-  return 0;
+  if (!storeOk) return 1;
+  return v.probe ? probeVersions(config) : 0;
+}
+
+/** `check --probe`: the version check the gateway makes at start, printed (exit 1 on a mismatch). */
+async function probeVersions(config: GatewayConfig): Promise<number> {
+  const { Upstreams } = await import('./proxy/upstream.js');
+  const { VersionGate } = await import('./upstream-version/gate.js');
+  const upstreams = new Upstreams(config.upstreams);
+  const remoteNodes = new Upstreams(config.remote_nodes);
+  try {
+    const gate = new VersionGate(config, { upstream: (n) => upstreams.get(n), remoteNode: (n) => remoteNodes.get(n) });
+    if (gate.empty) {
+      out('  versions:     no route declares requires: nothing to probe');
+      return 0;
+    }
+    const findings = await gate.probeAll();
+    for (const f of findings) out(`  version:      ${f.status === 'ok' ? 'OK' : f.status === 'mismatch' ? 'MISMATCH' : 'warning'}: ${f.message}`);
+    return findings.some((f) => f.status === 'mismatch') ? 1 : 0;
+  } finally {
+    await Promise.all([upstreams.close(), remoteNodes.close()]);
+  }
 }
 
 function explainCommand(args: string[], v: Values): number {
@@ -393,7 +594,10 @@ async function demoCommand(v: Values): Promise<number> {
   const { startEchoUpstream } = await import('./demo/echo-upstream.js');
   const config = load(v);
   const echoes = new Map<string, Awaited<ReturnType<typeof startEchoUpstream>>>();
-  for (const u of config.upstreams) echoes.set(u.name, await startEchoUpstream({ name: u.name }));
+  // each echo server reports a Dagu version its routes accept (the version check at start)
+  const { forDagu130 } = await import('./answers/current-user.js');
+  const daguVersion = (name: string) => (config.routes.some((r) => r.upstream === name && r.requires !== undefined && forDagu130(r)) ? '1.30.2' : '2.0.0');
+  for (const u of config.upstreams) echoes.set(u.name, await startEchoUpstream({ name: u.name, daguVersion: daguVersion(u.name) }));
   // Every upstream points at its echo server, also after a reload (SIGHUP).
   const withEchoes = (c: GatewayConfig): GatewayConfig => {
     const missing = c.upstreams.filter((u) => !echoes.has(u.name)).map((u) => u.name);
@@ -455,12 +659,14 @@ export async function main(argv: string[]): Promise<number> {
         return await serveCommand(v, () => load(v));
       }
       case 'check':
-        return checkCommand(v);
+        return await checkCommand(v);
       case 'routes':
         if (rest[0] !== 'explain') throw new UsageError('usage: keygate routes explain -c FILE METHOD PATH [--host H]');
         return explainCommand(rest.slice(1), v);
       case 'keys':
         return await keysCommand(rest[0], rest.slice(1), v);
+      case 'backup':
+        return await backupCommand(rest, v);
       case 'demo':
         return await demoCommand(v);
       default:
@@ -477,6 +683,12 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (err instanceof KeygateError) {
       process.stderr.write(`keygate: ${err.message}\n`);
+      return 1;
+    }
+    // a failure of the system around the gateway (a file, a socket, a database): one line, no stack
+    const sys = err as Error & { code?: unknown; syscall?: unknown };
+    if (err instanceof Error && (typeof sys.syscall === 'string' || (typeof sys.code === 'string' && /^(E[A-Z]+|SQLITE_\w+)$/.test(sys.code)))) {
+      process.stderr.write(`keygate: ${err.message}${typeof sys.code === 'string' && !err.message.includes(sys.code) ? ` (${sys.code})` : ''}\n`);
       return 1;
     }
     throw err;

@@ -63,3 +63,10 @@ export class LimitError extends KeygateError {
     super('forbidden', 403, message);
   }
 }
+
+/** The key store cannot answer or take changes (read-only or corrupt file, Redis down): retry later. */
+export class StoreUnavailableError extends KeygateError {
+  constructor(message: string) {
+    super('store_unavailable', 503, message);
+  }
+}

@@ -16,6 +16,8 @@ export interface MetricSources {
   connections(): Promise<{ http: number; websocket: number }>;
   /** when the served TLS certificates expire (unix seconds), by listener; empty without TLS */
   certificateExpiry(): Record<string, number>;
+  /** what the last version check found for each upstream and remote node with versioned routes */
+  upstreamVersions(): { name: string; kind: string; version?: string; status: 'ok' | 'mismatch' | 'unreachable' }[];
 }
 
 const STATUS_CLASS = ['1xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
@@ -28,6 +30,7 @@ export class GatewayMetrics {
   private readonly duration: Histogram<'route'>;
   private readonly upstreamDuration: Histogram<'upstream'>;
   private readonly keyRequests: Counter<'key_id' | 'decision'>;
+  private readonly credentialRejections: Counter<'upstream' | 'kind'>;
   /** metrics.per_key: the keys with their own series (id → latest name seen), at most maxKeys */
   private perKey = false;
   private maxKeys = 100;
@@ -41,7 +44,7 @@ export class GatewayMetrics {
       .set({ version: VERSION, node: process.version }, 1);
     this.requests = new Counter({
       name: 'keygate_requests_total',
-      help: 'Requests by route, HTTP status class and decision (allowed, unauthenticated, forbidden, rate_limited, upstream_error, no_route, bad_request, error).',
+      help: 'Requests by route, HTTP status class and decision (allowed, unauthenticated, forbidden, rate_limited, upstream_error, upstream_version_mismatch, no_route, bad_request, error).',
       labelNames: ['route', 'status_class', 'decision'],
       registers,
     });
@@ -98,6 +101,22 @@ export class GatewayMetrics {
         this.reset();
         for (const [listener, at] of Object.entries(sources.certificateExpiry())) this.set({ listener }, at);
       } });
+    new Gauge({ name: 'keygate_upstream_version_info', help: 'Always 1: the Dagu version each upstream (kind=upstream) or remote node (kind=remote_node) with versioned routes reported at the last check.', labelNames: ['upstream', 'kind', 'version'], registers, aggregator: 'max',
+      collect() {
+        this.reset();
+        for (const f of sources.upstreamVersions()) if (f.version !== undefined) this.set({ upstream: f.name, kind: f.kind, version: f.version }, 1);
+      } });
+    new Gauge({ name: 'keygate_upstream_version_mismatch', help: "1 while an upstream or remote node reports a version outside its routes' requires (those routes answer 502 upstream_version_mismatch), else 0.", labelNames: ['upstream', 'kind'], registers, aggregator: 'max',
+      collect() {
+        this.reset();
+        for (const f of sources.upstreamVersions()) this.set({ upstream: f.name, kind: f.kind }, f.status === 'mismatch' ? 1 : 0);
+      } });
+    this.credentialRejections = new Counter({
+      name: 'keygate_upstream_credential_rejections_total',
+      help: "Responses where an upstream (kind=upstream) or remote node (kind=remote_node) refused the gateway's own credential with 401/403 (answered 502 upstream_credential_rejected).",
+      labelNames: ['upstream', 'kind'],
+      registers,
+    });
     // summed across workers: every worker holds its own connections
     new Gauge({ name: 'keygate_open_connections', help: 'Client connections open on the public listener, by kind (http, websocket).', labelNames: ['kind'], registers,
       async collect() {
@@ -136,6 +155,10 @@ export class GatewayMetrics {
       this.keyNames.set(id, name);
     }
     this.keyRequests.inc({ key_id: keyId, decision });
+  }
+
+  credentialRejected(upstream: string, kind: 'upstream' | 'remote_node'): void {
+    this.credentialRejections.inc({ upstream, kind });
   }
 
   upstream(name: string, seconds: number): void {

@@ -9,7 +9,9 @@ import type { Admission, Admitter, Outcome, Refusal } from './admission.js';
 import { ROLES, type GatewayConfig } from './config/types.js';
 import type { Logger } from './log.js';
 import { forwardAgentCard, isAgentCardPath } from './proxy/agent-card.js';
-import { forwardHttp, type ForwardResult } from './proxy/forward.js';
+import { CREDENTIAL_REJECTED, forwardHttp, type ForwardResult } from './proxy/forward.js';
+import { currentUser, forDagu130 } from './answers/current-user.js';
+import type { VersionGate, VersionRefusal } from './upstream-version/gate.js';
 import { assignRequestId, upstreamRequestHeaders, type Forwarding, type Identity } from './proxy/headers.js';
 import type { Upstream, Upstreams } from './proxy/upstream.js';
 import { WebSocketProxy } from './proxy/websocket.js';
@@ -17,10 +19,10 @@ import { UNAVAILABLE, type KeyRateLimiter } from './limits/limiter.js';
 import { rateLimitHeaders } from './limits/headers.js';
 import type { LimitDecision } from './limits/window.js';
 import type { GatewayMetrics } from './metrics.js';
-import { PayloadTooLargeError, readBody } from './body.js';
-import { allowCall, parseCall, type RpcId } from './jsonrpc/policy.js';
+import { PayloadTooLargeError, carriesBody, readBody } from './body.js';
+import { INVALID_REQUEST, argumentFields, authoriseCall, parseCall, type RpcId } from './jsonrpc/policy.js';
 import type { GatewayRequest } from './request.js';
-import { INSUFFICIENT_SCOPE, refuseUpgrade, sendError, sendRpcError } from './respond.js';
+import { INSUFFICIENT_SCOPE, refuseUpgrade, sendError, sendJson, sendRpcError } from './respond.js';
 import type { UsageCounter } from './usage/counter.js';
 
 const ROLE_NAMES = ['', ...ROLES];
@@ -30,6 +32,7 @@ export interface PipelineOptions {
   admitter: Admitter;
   upstreams: Upstreams;
   remoteNodes: Upstreams;
+  versions: VersionGate;
   logger: Logger;
   usage: UsageCounter;
   limiter: KeyRateLimiter;
@@ -48,6 +51,8 @@ export class Pipeline {
   upstreams: Upstreams;
   /** live: Dagu remote nodes, reached with ?remoteNode= on routes that accept it */
   remoteNodes: Upstreams;
+  /** live: the upstream version check (routes with requires) */
+  versions: VersionGate;
   /** set when shutdown begins: responses ask clients to reconnect elsewhere */
   draining = false;
   readonly ws = new WebSocketProxy();
@@ -65,6 +70,7 @@ export class Pipeline {
     this.admitter = opts.admitter;
     this.upstreams = opts.upstreams;
     this.remoteNodes = opts.remoteNodes;
+    this.versions = opts.versions;
     this.logger = opts.logger;
     this.usage = opts.usage;
     this.limiter = opts.limiter;
@@ -125,24 +131,32 @@ export class Pipeline {
   private applyRpc(req: GatewayRequest, res: ServerResponse, o: Outcome, started: number): void {
     const policy = o.route!.config.jsonrpc!;
     if (req.method !== 'POST') {
-      // GET opens an MCP event stream, DELETE ends a session: no call to check.
+      // GET opens an MCP event stream, DELETE ends a session: no call to check, so no body either
+      // (one would reach the upstream unread).
+      if (carriesBody(req)) {
+        return this.refuse(req, res, { forward: false, status: 400, code: 'bad_request', message: `a ${req.method} on this JSON-RPC route carries no body; send calls with POST`, rpcCode: INVALID_REQUEST, path: o.path, ...(o.route ? { route: o.route } : {}) }, started, null);
+      }
       if (!o.forward) this.refuse(req, res, o, started, null);
       else this.limitThenForward(req, res, o, started, undefined, null);
       return;
     }
     readBody(req, policy.max_body_bytes).then(
       (body) => {
-        const parsed = parseCall(body);
+        const parsed = parseCall(body, argumentFields(policy));
         const id = parsed.ok ? parsed.call.id : parsed.id;
         if (!o.forward) return this.refuse(req, res, o, started, id);
         if (!parsed.ok) {
           return this.refuse(req, res, { forward: false, status: 400, code: 'bad_request', message: parsed.message, rpcCode: parsed.code, path: o.path, route: o.route }, started, id);
         }
-        if (o.decision !== undefined) {
-          const verdict = allowCall(policy, o.route.minRoleRank, o.decision.roleRank, parsed.call);
+        if (o.decision !== undefined && o.access !== undefined) {
+          const verdict = authoriseCall(policy, o.route.minRoleRank, o.access, o.decision, parsed.call);
           if (!verdict.allow) {
-            const refusal: Refusal = { forward: false, status: 403, code: 'forbidden', message: verdict.message, headers: INSUFFICIENT_SCOPE, path: o.path, route: o.route, ...(o.access ? { access: o.access } : {}) };
+            const refusal: Refusal = { forward: false, status: verdict.status, code: verdict.code, message: verdict.message, ...(verdict.status === 403 ? { headers: INSUFFICIENT_SCOPE } : {}), path: o.path, route: o.route, access: o.access };
             return this.refuse(req, res, refusal, started, id);
+          }
+          // the identity headers say where the call acts (a tool's workspace, not the URL's)
+          if (verdict.roleRank !== o.decision.roleRank || verdict.workspace !== o.decision.workspace) {
+            return this.limitThenForward(req, res, { ...o, decision: { allow: true, roleRank: verdict.roleRank, workspace: verdict.workspace } }, started, body, id);
           }
         }
         this.limitThenForward(req, res, o, started, body, id);
@@ -156,8 +170,27 @@ export class Pipeline {
     );
   }
 
-  /** Stage 7, the key's rate limit (after authorisation, before the upstream sees anything), then forward. */
+  /**
+   * The upstream's version first (a route map for another Dagu is never forwarded: 502), then
+   * stage 7, the key's rate limit (after authorisation, before the upstream sees anything), then forward.
+   */
   private limitThenForward(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
+    const refuse = (v: VersionRefusal) => this.refuse(req, res, this.versionRefusal(o, v), started, rpcId);
+    const v = o.route.config.answer === undefined ? this.versions.check(o.route.config, o.remoteNode) : undefined;
+    if (v === undefined) this.limitThenForwardChecked(req, res, o, started, body, rpcId);
+    else if (v instanceof Promise) {
+      v.then(
+        (r) => (r === undefined ? this.limitThenForwardChecked(req, res, o, started, body, rpcId) : refuse(r)),
+        (err) => this.internalError(req, res, started, err),
+      );
+    } else refuse(v);
+  }
+
+  private versionRefusal(o: Admission, v: VersionRefusal): Refusal {
+    return { forward: false, status: v.status, code: v.code, message: v.message, path: o.path, route: o.route, ...(o.access ? { access: o.access } : {}) };
+  }
+
+  private limitThenForwardChecked(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
     if (o.access === undefined) {
       this.forward(req, res, o, started, body);
       return;
@@ -191,14 +224,31 @@ export class Pipeline {
   }
 
   private forward(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer): void {
+    if (o.route.config.answer === 'current_user' && o.access !== undefined) {
+      // Keygate's answer from the key; nothing reaches the upstream
+      this.usage.record(o.access.key.id, this.now());
+      req.resume();
+      sendJson(res, 200, currentUser(o.access.key, forDagu130(o.route.config)));
+      this.access(req, o, 200, started, -1);
+      return;
+    }
     const { upstream, headers } = this.prepareForward(req, o);
     if (o.route.config.surface === 'a2a' && req.method === 'GET' && isAgentCardPath(o.path)) {
       forwardAgentCard(res, req, upstream, o.upstreamTarget, headers, sendError, (r) => this.access(req, o, r.status, started, r.upstreamMs, r.error?.code));
       return;
     }
+    const guard = o.route.config.auth !== 'none' && upstream.credential !== undefined;
     forwardHttp(req, res, upstream, o.upstreamTarget, headers, body, sendError, (r: ForwardResult) => {
+      if (r.error?.code === CREDENTIAL_REJECTED) this.credentialRejected(o, upstream.name);
       this.access(req, o, r.status, started, r.upstreamMs, r.error?.code);
-    });
+    }, guard);
+  }
+
+  /** The upstream refused the gateway's own credential: the operator must act (log, metric, alert). */
+  private credentialRejected(o: Admission, upstream: string): void {
+    const kind = o.remoteNode !== undefined ? 'remote_node' : 'upstream';
+    this.metrics.credentialRejected(upstream, kind);
+    this.logger.warn({ upstream, kind, route: o.route.config.name }, `${kind === 'upstream' ? 'upstream' : 'remote node'} "${upstream}" refused the gateway's own credential (401/403): check its auth_type/auth_token in the configuration`);
   }
 
   /** Count the use and build what the upstream receives; shared by HTTP and WebSocket. */
@@ -254,7 +304,12 @@ export class Pipeline {
     this.metrics.request(o.route?.config.name ?? '-', status, decision, seconds);
     if (upstreamMs >= 0 && o.forward) this.metrics.upstream(o.remoteNode ?? o.route.upstream.name, upstreamMs / 1000);
     const key = o.access?.key;
-    if (key !== undefined) this.metrics.keyRequest(key.id, key.name, decision);
+    if (key !== undefined) {
+      this.metrics.keyRequest(key.id, key.name, decision);
+      // the usage history's refused split (allowed requests were counted when forwarded)
+      if (decision === 'rate_limited') this.usage.refused(key.id, 'limited', this.now());
+      else if (decision === 'forbidden') this.usage.refused(key.id, 'forbidden', this.now());
+    }
     if (!this.config.log.access_log) return;
     this.logger.info({
       request_id: req.headers['x-request-id'],
@@ -289,6 +344,17 @@ export class Pipeline {
         this.access(req, o, o.status, started, -1);
         return;
       }
+      const v = this.versions.check(o.route.config, o.remoteNode);
+      const refuse = (r: VersionRefusal) => {
+        refuseUpgrade(socket, r.status, r.code, r.message);
+        this.access(req, this.versionRefusal(o, r), r.status, started, -1);
+      };
+      if (v instanceof Promise) {
+        v.then((r) => (r === undefined ? limit(o) : refuse(r)), () => refuseUpgrade(socket, 503, 'unavailable', 'upstream version could not be checked'));
+      } else if (v !== undefined) refuse(v);
+      else limit(o);
+    };
+    const limit = (o: Admission): void => {
       if (o.access !== undefined) {
         const access = o.access;
         this.limiter.check(access.key.id, access.key.rateLimit).then(
@@ -335,6 +401,8 @@ function refusalDecision(o: Refusal): string {
       return 'bad_request';
     case 429:
       return 'rate_limited';
+    case 502:
+      return o.code === 'upstream_version_mismatch' ? 'upstream_version_mismatch' : 'upstream_error';
     default:
       return 'error';
   }

@@ -8,8 +8,10 @@ import type { Duplex } from 'node:stream';
 import { Admitter } from './admission.js';
 import { AdminServer } from './admin/server.js';
 import type { GatewayConfig } from './config/types.js';
+import { KeygateError } from './errors.js';
 import { openKeyStore } from './keys/open.js';
 import { KeyService } from './keys/service.js';
+import { SqliteKeyStore } from './keys/sqlite-store.js';
 import { createLogger, type Logger } from './log.js';
 import { Upstreams } from './proxy/upstream.js';
 import type { KeyRateLimiter } from './limits/limiter.js';
@@ -21,6 +23,7 @@ import { GatewayRequest } from './request.js';
 import { sendError, sendJson } from './respond.js';
 import { loadTls, type TlsMaterial } from './tls.js';
 import { UsageCounter } from './usage/counter.js';
+import { VersionGate, type Finding } from './upstream-version/gate.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -33,6 +36,8 @@ export interface GatewayOptions {
   /** admin listener on this port instead of config.admin.port (0 = any free port; tests) */
   adminPort?: number;
   now?: () => number;
+  /** ms between re-checks of the upstreams' versions (default one minute; tests) */
+  versionRecheckMs?: number;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
@@ -76,6 +81,9 @@ export class Gateway {
       const store = openKeyStore(opts.config.store.keys, { redis: opts.config.store.redis, onError: (err) => this.logger.warn({ err: err.message }, 'key store (redis) error') });
       // every key change, whoever makes it, is logged and kept in the store's audit table
       this.keys = new KeyService(store, opts.config.keys, this.now, { store, log: (record) => this.logger.info({ audit: record }, 'key change') });
+      if (store instanceof SqliteKeyStore && store.created) {
+        this.logger.warn({ store: opts.config.store.keys }, `key store ${store.file} did not exist: created a new, empty one (no key works until keys are created or restored)`);
+      }
     }
     const gateway = this; // for the admin listener's callbacks, which run after construction
     this.admin = opts.config.admin.enabled
@@ -96,6 +104,8 @@ export class Gateway {
       : undefined;
     this.routes = RouteTable.compile(opts.config);
     const remoteNodes = new Upstreams(opts.config.remote_nodes);
+    const upstreams = new Upstreams(opts.config.upstreams);
+    this.versionRecheckMs = opts.versionRecheckMs ?? 60_000;
     this.limits = openRateLimiter(opts.config, this.logger, this.now);
     this.limiter = this.limits.limiter;
     this.usage = new UsageCounter(this.keys.store, 1000, (err) => this.logger.error({ err }, 'usage flush failed; will retry'));
@@ -105,6 +115,7 @@ export class Gateway {
       reloads: () => this.reloads,
       usageFlushLag: () => (Date.now() - this.usage.lastFlushMs) / 1000,
       certificateExpiry: () => this.certificateExpiry,
+      upstreamVersions: () => this.pipeline.versions.findings(),
       // the HTTP server still counts the sockets it handed over to WebSocket proxying
       connections: () =>
         new Promise((resolve) => {
@@ -116,8 +127,9 @@ export class Gateway {
     this.pipeline = new Pipeline({
       config: opts.config,
       admitter: new Admitter(this.routes, this.keys, this.now, remoteNodes.basePaths()),
-      upstreams: new Upstreams(opts.config.upstreams),
+      upstreams,
       remoteNodes,
+      versions: versionGate(opts.config, upstreams, remoteNodes),
       logger: this.logger,
       usage: this.usage,
       limiter: this.limiter,
@@ -148,22 +160,46 @@ export class Gateway {
     await gw.keys.store.ready?.(3000).catch(() => gw.logger.warn('key store not reachable at start: cached keys only until it is'));
       const synced = await gw.keys.syncDeclared();
       if (synced.created + synced.updated + synced.deleted > 0) gw.logger.info(synced, 'keys declared in the config synced to the key store');
-      await new Promise<void>((resolve, reject) => {
+      await gw.checkVersions(gw.pipeline.versions);
+      await listening('listen', host, port, new Promise<void>((resolve, reject) => {
         gw.server.once('error', reject);
         gw.server.listen(port, host, () => {
           gw.server.off('error', reject);
           resolve();
         });
-      });
-      await gw.admin?.listen(opts.adminPort ?? opts.config.admin.port, opts.config.admin.host);
+      }));
+      const adminPort = opts.adminPort ?? opts.config.admin.port;
+      if (gw.admin) await listening('admin', opts.config.admin.host, adminPort, gw.admin.listen(adminPort, opts.config.admin.host));
     } catch (err) {
       await gw.close(0, 0);
       throw err;
     }
+    gw.pipeline.versions.start(gw.versionRecheckMs, (f) => gw.logFinding(f));
     gw.usage.start();
     gw.pruneAudit();
     gw.auditTimer = setInterval(() => gw.pruneAudit(), 3_600_000).unref();
     return gw;
+  }
+
+  private readonly versionRecheckMs: number;
+
+  /**
+   * Ask every upstream with versioned routes its version: a mismatch throws (start and reload
+   * refuse the configuration), an unreachable one is a warning (checked again before the first
+   * request is forwarded to it).
+   */
+  private async checkVersions(gate: VersionGate): Promise<void> {
+    const findings = await gate.probeAll();
+    for (const f of findings) if (f.status !== 'mismatch') this.logFinding(f);
+    const bad = findings.filter((f) => f.status === 'mismatch');
+    if (bad.length > 0) throw new KeygateError('upstream_version_mismatch', 502, bad.map((f) => f.message).join('\n'));
+  }
+
+  private logFinding(f: Finding): void {
+    const fields = { upstream: f.name, kind: f.kind, version: f.version, requires: f.requires };
+    if (f.status === 'ok') this.logger.info(fields, f.message);
+    else if (f.status === 'unreachable') this.logger.warn(fields, f.message);
+    else this.logger.error(fields, `${f.message}; its routes answer 502 upstream_version_mismatch`);
   }
 
   /** Note when a listener's certificate expires (for /metrics); returns what the server needs. */
@@ -172,13 +208,22 @@ export class Gateway {
     return { cert: tls.cert, key: tls.key };
   }
 
-  /** keys.audit_retention_days: drop older audit records (at start, then hourly; a no-op without it). */
+  /**
+   * keys.audit_retention_days: drop older audit records (at start, then hourly; a no-op without it);
+   * keys.usage_retention_days: the same for the hourly usage history.
+   */
   private pruneAudit(): void {
     this.keys.pruneAudit().then(
       (removed) => {
         if (removed > 0) this.logger.info({ removed, audit_retention_days: this.config.keys.audit_retention_days }, 'audit records past their retention removed');
       },
       (err: Error) => this.logger.warn({ err: err.message }, 'removing old audit records failed; trying again in an hour'),
+    );
+    this.keys.pruneUsage().then(
+      (removed) => {
+        if (removed > 0) this.logger.info({ removed_hours: removed, usage_retention_days: this.config.keys.usage_retention_days }, 'usage history past its retention removed');
+      },
+      (err: Error) => this.logger.warn({ err: err.message }, 'removing old usage history failed; trying again in an hour'),
     );
   }
 
@@ -200,9 +245,17 @@ export class Gateway {
       const routes = RouteTable.compile(next);
       const upstreams = new Upstreams(next.upstreams);
       const remoteNodes = new Upstreams(next.remote_nodes);
-      built = { routes, upstreams, remoteNodes, admitter: new Admitter(routes, this.keys, this.now, remoteNodes.basePaths()) };
+      built = { routes, upstreams, remoteNodes, admitter: new Admitter(routes, this.keys, this.now, remoteNodes.basePaths()), versions: versionGate(next, upstreams, remoteNodes) };
     } catch (err) {
       this.reloads.failed++;
+      throw err;
+    }
+    try {
+      await this.checkVersions(built.versions);
+    } catch (err) {
+      this.reloads.failed++;
+      void built.upstreams.close();
+      void built.remoteNodes.close();
       throw err;
     }
     const restartNeeded = (['listen', 'admin', 'store', 'log'] as const).filter((section) => JSON.stringify(next[section]) !== JSON.stringify(this.config[section]));
@@ -218,12 +271,13 @@ export class Gateway {
     if (publicTls) (this.server as HttpsServer).setSecureContext(this.servedCertificate('public', publicTls));
     if (adminTls) this.admin?.setCertificate(this.servedCertificate('admin', adminTls));
     const pipeline = this.pipeline;
-    const old = { upstreams: pipeline.upstreams, remoteNodes: pipeline.remoteNodes };
+    const old = { upstreams: pipeline.upstreams, remoteNodes: pipeline.remoteNodes, versions: pipeline.versions };
     // the swap: plain assignments, no await in between
     this.routes = built.routes;
     pipeline.upstreams = built.upstreams;
     pipeline.remoteNodes = built.remoteNodes;
     pipeline.admitter = built.admitter;
+    pipeline.versions = built.versions;
     this.config = { ...next, listen: this.config.listen, admin: this.config.admin, store: this.config.store, log: this.config.log };
     pipeline.config = this.config;
     this.keys.setConfig(next.keys);
@@ -232,6 +286,8 @@ export class Gateway {
     // close() on an undici pool waits for the requests still running on it
     void old.upstreams.close();
     void old.remoteNodes.close();
+    old.versions.stop();
+    built.versions.start(this.versionRecheckMs, (f) => this.logFinding(f));
     let declaredKeys: string;
     try {
       const c = await this.keys.syncDeclared();
@@ -251,12 +307,25 @@ export class Gateway {
     if (this.pipeline.draining) checks.shutdown = 'draining: the gateway is shutting down';
     try {
       await withTimeout(this.keys.store.count(), 1000);
-      checks.key_store = 'ok';
+      const fault = this.keys.store.fault?.();
+      checks.key_store = fault === undefined ? 'ok' : `cannot take changes: ${fault}`;
     } catch (err) {
       checks.key_store = `unreachable: ${(err as Error).message}`;
     }
     checks.rate_limit_store = this.limits.reachable() ? 'ok' : `unreachable: serving on the fallback policy (${this.config.store.rate_limits_fallback})`;
-    return { ready: Object.values(checks).every((c) => c === 'ok'), checks };
+    let ready = Object.values(checks).every((c) => c === 'ok');
+    // an upstream with versioned routes: its version, a mismatch (not ready: the configuration is
+    // wrong for it), or not checked yet (ready: it is asked before the first request)
+    for (const f of this.pipeline.versions.findings()) {
+      const key = f.kind === 'upstream' ? `upstream_version.${f.name}` : `remote_node_version.${f.name}`;
+      if (f.status === 'ok') checks[key] = `ok: Dagu ${f.version}`;
+      else if (f.status === 'unreachable') checks[key] = `not checked: ${f.message}`;
+      else {
+        checks[key] = `mismatch: ${f.message}`;
+        ready = false;
+      }
+    }
+    return { ready, checks };
   }
 
   /** `<prefix>healthz` (alive) and `<prefix>readyz` (ready to serve), on the public listener. */
@@ -312,6 +381,7 @@ export class Gateway {
   close(drainMs = this.config.listen.drain_timeout * 1000, delayMs = this.config.listen.shutdown_delay * 1000): Promise<void> {
     this.closing ??= (async () => {
       this.pipeline.draining = true;
+      this.pipeline.versions.stop();
       clearInterval(this.auditTimer);
       if (delayMs > 0) {
         this.logger.info({ shutdown_delay_s: delayMs / 1000 }, 'shutting down: readyz answers 503; still accepting requests until the delay ends');
@@ -342,4 +412,20 @@ export class Gateway {
     })();
     return this.closing;
   }
+}
+
+/** A listener that cannot bind (port in use, no permission) is one clear error naming the section, not a stack. */
+async function listening(section: string, host: string, port: number, p: Promise<void>): Promise<void> {
+  try {
+    await p;
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    const why = e.code === 'EADDRINUSE' ? 'the address is already in use (another process listens there)' : e.code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)' : e.message;
+    throw new KeygateError('listen_failed', 500, `${section}: cannot listen on ${host}:${port}: ${why}`);
+  }
+}
+
+/** The version check over a configuration's routes and the pools it forwards on. */
+function versionGate(config: GatewayConfig, upstreams: Upstreams, remoteNodes: Upstreams): VersionGate {
+  return new VersionGate(config, { upstream: (n) => upstreams.get(n), remoteNode: (n) => remoteNodes.get(n) });
 }

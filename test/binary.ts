@@ -25,8 +25,11 @@ export interface RunningKeygate {
 }
 
 /** Start `keygate ...args` (`bin`: another copy of bin/keygate.js); killed (SIGKILL) at the test's end if still running. */
-export function spawnKeygate(t: Test, args: string[], opts: { cwd?: string; env?: Record<string, string>; bin?: string } = {}): RunningKeygate {
-  const child = spawn(process.execPath, [opts.bin ?? BIN, ...args], { ...(opts.cwd ? { cwd: opts.cwd } : {}), env: { ...CHILD_ENV, ...opts.env } });
+export function spawnKeygate(t: Test, args: string[], opts: { cwd?: string; env?: Record<string, string>; bin?: string; uid?: number; gid?: number } = {}): RunningKeygate {
+  const ids = opts.uid === undefined ? {} : { uid: opts.uid, gid: opts.gid ?? opts.uid };
+  // as another user, without the test runner's coverage hooks (they write under .tap/ as that user)
+  const [cmd, pre] = opts.uid === undefined ? [process.execPath, []] : ['/usr/bin/env', ['-u', 'NODE_OPTIONS', process.execPath]];
+  const child = spawn(cmd, [...pre, opts.bin ?? BIN, ...args], { ...(opts.cwd ? { cwd: opts.cwd } : {}), ...ids, env: { ...CHILD_ENV, ...opts.env } });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));

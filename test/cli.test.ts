@@ -63,7 +63,7 @@ t.test('check: summary for a good file, positions and exit 1 for a bad one', asy
   const ok = await run(['check', '-c', 'gateway.example.yaml']);
   t.equal(ok.code, 0, ok.stderr);
   t.match(ok.stdout, /gateway\.example\.yaml: OK/);
-  t.match(ok.stdout, /routes:\s+232 /); // config/routes/dagu.yaml (224) + config/routes/dagen.yaml (8)
+  t.match(ok.stdout, /routes:\s+230 /); // config/routes/dagu.yaml (224 operations but login and setup) + config/routes/dagen.yaml (8)
   t.notMatch(ok.stdout, /upstream-secret/);
 
   const dir = t.testdir({
@@ -269,4 +269,32 @@ t.test('keys regenerate --grace-seconds: the old key works through a running gat
   for (const r of records) t.match(r, { actor: /^cli(:|$)/, remote_address: null });
   t.match(records[2]!.details, { graceSeconds: 2 });
   for (const secret of [old, fresh, newest]) t.notOk(text.includes(secret), 'no secret in the audit records');
+});
+
+t.test('keys usage: the history the gateway wrote, per day and per hour, as a table and as JSON', async (t) => {
+  const dir = t.testdir();
+  const s = await startStack(dir);
+  t.teardown(() => s.close());
+  const k = await s.key({ name: 'charted', role: 'viewer', rateLimit: 2 });
+  const statuses: number[] = [];
+  for (const path of ['/api/v1/dags', '/api/v1/dags', '/api/v1/dags', '/api/v1/admin']) {
+    const r = await request(s.url + path, { headers: { 'x-api-key': k.secret } });
+    await r.body.dump();
+    statuses.push(r.statusCode);
+  }
+  t.same(statuses, [200, 200, 429, 403], 'two allowed, one over the limit, one not allowed (role admin)');
+  await s.gateway.flushUsage();
+  const env = { DAGU_URL: s.dagu.url, DAGEN_URL: s.dagen.url, DAGU_TOKEN: 'x' };
+  const cfg = join(dir, 'gateway.yaml');
+  const table = await run(['keys', 'usage', 'charted', '-c', cfg, '--days', '3'], env);
+  t.equal(table.code, 0, table.stderr);
+  const today = new Date().toISOString().slice(0, 10);
+  t.match(table.stdout, /DAY \(UTC\)\s+ALLOWED\s+RATE LIMITED\s+FORBIDDEN/, 'a table with the split');
+  t.match(table.stdout, new RegExp(`${today}\\s+2\\s+1\\s+1`), "today's row");
+  t.equal(table.stdout.trim().split('\n').length, 2 + 3 + 1, 'heading, header, three days, total');
+  const json = await run(['keys', 'usage', k.id, '-c', cfg, '--days', '1', '--bucket', 'hour', '--json'], env);
+  t.equal(json.code, 0, json.stderr);
+  const body = JSON.parse(json.stdout);
+  t.match(body, { keyId: k.id, keyName: 'charted', bucket: 'hour', totals: { allowed: 2, rateLimited: 1, forbidden: 1 } }, 'JSON: the Dagu-shaped usage');
+  t.equal(body.points.length, 24, '24 hours');
 });

@@ -43,7 +43,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
     workers: 1,
     reload: { watch: false },
     store: { keys: `sqlite:${path.join(FIXTURES, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' },
-    keys: { prefix: 'dg_', rate_limit: { default: 30, max: 120, min: 1 }, max_keys: 500 },
+    keys: { prefix: 'dg_', rate_limit: { default: 30, max: 120, min: 1 }, max_keys: 500, usage_retention_days: 30 },
     upstreams: [
       {
         name: 'dagu',
@@ -191,7 +191,7 @@ t.test('defaults everywhere; loading twice shares no state', async (t) => {
   t.strictSame(a.listen, { host: '0.0.0.0', port: 8080, trust_forwarded: false, drain_timeout: 10, shutdown_delay: 0, health_prefix: '/_keygate/' });
   t.strictSame(a.admin, { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10 });
   t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' });
-  t.strictSame(a.keys, { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 } });
+  t.strictSame(a.keys, { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 }, usage_retention_days: 30 });
   t.strictSame(a.log, { level: 'info', destination: 'stdout', access_log: true });
   t.strictSame(a.metrics, { per_key: false, max_keys: 100 });
   t.strictSame(a.remote_nodes, []);
@@ -418,7 +418,7 @@ colour: blue
       col: 5,
       field: 'routes[0].upstrem',
       message:
-        'unknown field "upstrem" (did you mean "upstream"?); allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, jsonrpc',
+        'unknown field "upstrem" (did you mean "upstream"?); allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, requires, answer, expose_login, jsonrpc',
     },
     {
       file,
@@ -780,7 +780,7 @@ routes:
   t.strictSame(
     issuesOf(path.join(bad, 'gateway.yaml')).map((i) => `${i.file}:${i.line}:${i.col} ${i.field}: ${i.message}`),
     [
-      `${gw}:6:31 routes[0].colour: unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, jsonrpc`,
+      `${gw}:6:31 routes[0].colour: unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, requires, answer, expose_login, jsonrpc`,
       `${gw}:8:10 routes[1].set: must be a mapping of route fields (got a list)`,
       `${gw}:10:12 routes[2].set.include: set cannot contain include`,
     ],
@@ -811,7 +811,7 @@ routes:
       col: 3,
       field: 'routes[1].colour',
       message:
-        'unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, jsonrpc',
+        'unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, requires, answer, expose_login, jsonrpc',
     },
     {
       file: inc,

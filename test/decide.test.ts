@@ -187,7 +187,7 @@ t.test('workspace: a key with grants', async (t) => {
     ['dags', 'all', wsRequired('team-a, team-b', '?workspace='), '"all"'],
     ['settings', 'all', wsRequired('team-a, team-b', 'the path'), '"all" in the path'],
     ['viewer', undefined, allow(1, null), 'a route without a workspace: top-level role'],
-    ['operator', 'team-a', ROLE, 'a route without a workspace ignores the grants'],
+    ['operator', 'team-a', { allow: false, status: 403, code: 'workspace_required', message: 'API key is limited to workspaces (team-a, team-b); this operation names no workspace, and outside them the key may only read' }, 'a route without a workspace ignores the grants: outside them the key only reads'],
   ];
   for (const [routeName, workspace, expected, why] of rows) {
     t.same(run(routeName, key, workspace), expected, `${routeName} ${String(workspace)}: ${why}`);

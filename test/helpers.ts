@@ -60,10 +60,12 @@ export interface StackOptions {
   yaml?: string;
   /** more environment for ${VAR} in the YAML */
   env?: Record<string, string>;
+  /** the Dagu version the dagu echo upstream reports on …/health (default: none) */
+  daguVersion?: string;
 }
 
 export async function startStack(dir: string, opts: StackOptions = {}): Promise<Stack> {
-  const dagu = await startEchoUpstream({ name: 'dagu' });
+  const dagu = await startEchoUpstream({ name: 'dagu', ...(opts.daguVersion ? { daguVersion: opts.daguVersion } : {}) });
   const dagen = await startEchoUpstream({ name: 'dagen' });
   const file = join(dir, 'gateway.yaml');
   writeFileSync(

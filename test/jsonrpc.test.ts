@@ -65,6 +65,7 @@ routes:
     jsonrpc:
       methods: { initialize: viewer, tools/list: viewer }
       tools: { dagu_read: viewer, dagu_change: developer, dagu_execute: operator }
+      tool_workspaces: { dagu_change: { argument: workspace, when: { type: [upsert_wiki_page] } } }
       max_body_bytes: 2048
   - path: /a2a
     upstream: dagen
@@ -126,4 +127,43 @@ t.test('over HTTP: allowed calls forwarded byte for byte; refusals are JSON-RPC 
   t.equal((await rpc('/a2a', { jsonrpc: '2.0', id: 48, method: 'SendMessage', params: {} }, h(agents))).status, 200, 'v1.0 method name');
   t.equal((await rpc('/a2a', { jsonrpc: '2.0', id: 49, method: 'message/send', params: {} }, h(agents))).status, 200, 'v0.3 method name');
   t.match(await rpc('/a2a', { jsonrpc: '2.0', id: 50, method: 'tasks/cancel', params: {} }, h(agents)), { status: 403, json: { id: 50 } }, 'default_method deny');
+});
+
+t.test('over HTTP: a call that reads two ways, a prototype name, a body on GET/DELETE: refused, never forwarded', async (t) => {
+  const viewer = await s.key({ name: 'rpc-viewer-2', role: 'viewer' });
+  const h = { 'x-api-key': viewer.secret };
+  const before = s.dagu.received.length;
+  const issue = '{"jsonrpc":"2.0","id":1,"method":"tools/list","Method":"tools/call","params":{"name":"dagu_change","arguments":{}}}';
+  t.match(await rpc('/mcp', issue, h), { status: 400, json: { jsonrpc: '2.0', id: 1, error: { code: -32600 } } }, 'the issue: Method beside method');
+  t.match(await rpc('/mcp', '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"dagu_read","Name":"dagu_change"}}', h), { status: 400, json: { id: 2, error: { code: -32600 } } }, 'params.Name');
+  t.match(await rpc('/mcp', '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"dagu_read","name":"dagu_change"}}', h), { status: 400, json: { id: 3, error: { code: -32600 } } }, 'a duplicate name');
+  t.match(await rpc('/mcp', '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"dagu_read"},"paramſ":{"name":"dagu_change"}}', h), { status: 400, json: { id: 4 } }, 'paramſ (U+017F)');
+  t.match(await rpc('/mcp', '\ufeff{"jsonrpc":"2.0","id":5,"method":"tools/list"}', h), { status: 400, json: { id: null, error: { code: -32700 } } }, 'a BOM');
+  const agents = await s.key({ name: 'rpc-agents-2', role: 'viewer', scopes: 'agents' });
+  for (const method of ['constructor', 'toString', 'hasOwnProperty', 'valueOf', '__proto__']) {
+    t.match(await rpc('/a2a', { jsonrpc: '2.0', id: 6, method }, { 'x-api-key': agents.secret }), { status: 403, json: { id: 6, error: { code: -31403 } } }, `method ${method}: default_method deny, not Object.prototype`);
+  }
+  t.match(await rpc('/mcp', { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: '__proto__' } }, h), { status: 403, json: { id: 7 } }, 'tool __proto__ meets default_tool');
+  for (const method of ['GET', 'DELETE']) {
+    const r = await request(`${s.url}/mcp`, { method, headers: { ...h, 'content-type': 'application/json' }, body: '{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"dagu_change"}}' });
+    const json = (await r.body.json()) as Record<string, any>;
+    t.match({ status: r.statusCode, json }, { status: 400, json: { error: { code: -32600 } } }, `a body on ${method}`);
+  }
+  t.equal(s.dagu.received.length, before, 'none of these reached the upstream');
+  t.equal((await request(`${s.url}/mcp`, { method: 'GET', headers: h })).statusCode, 200, 'a GET without a body still goes through');
+});
+
+t.test('over HTTP: a tools/call acts where its arguments say, for keys limited to workspaces', async (t) => {
+  const grants = await s.key({ name: 'rpc-grants', role: 'viewer', workspaceAccess: { all: false, grants: [{ workspace: 'team-a', role: 'developer' }] } });
+  const bound = await s.key({ name: 'rpc-bound', role: 'developer', workspace: 'team-a' });
+  const call = (id: number, args: Record<string, unknown>, tool = 'dagu_change') => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: tool, arguments: args } });
+  const before = s.dagu.received.length;
+  const dag = { mode: 'apply', type: 'upsert_dag', name: 'other-teams-dag', spec: 'steps: []' };
+  t.match(await rpc('/mcp', call(1, dag), { 'x-api-key': grants.secret }), { status: 403, json: { id: 1, error: { code: -31403, message: /names no workspace/ } } }, 'grants key: a DAG change names no workspace');
+  t.match(await rpc('/mcp', call(2, { action: 'start', name: 'x' }, 'dagu_execute'), { 'x-api-key': bound.secret }), { status: 403, json: { id: 2 } }, 'bound key: dagu_execute');
+  t.match(await rpc('/mcp', call(3, { type: 'upsert_wiki_page', workspace: 'team-b', path: 'p' }), { 'x-api-key': grants.secret }), { status: 404, json: { id: 3, error: { code: -31403 } } }, 'a wiki change in a workspace the key has no grant for');
+  t.equal(s.dagu.received.length, before, 'none reached the upstream');
+  const ok = await rpc('/mcp', call(4, { type: 'upsert_wiki_page', workspace: 'team-a', path: 'p' }), { 'x-api-key': grants.secret });
+  t.equal(ok.status, 200, 'a wiki change in the granted workspace');
+  t.match(ok.json.headers, { 'x-keygate-workspace': 'team-a', 'x-keygate-role': 'developer' }, 'upstream told the workspace and role the call acts with');
 });

@@ -100,7 +100,7 @@ t.test('keyStatus: inactive before expired, expired at expiresAt', async (t) => 
 
 for (const backend of ['memory', 'file'] as const) {
   t.test(`KeyService over SqliteKeyStore (${backend})`, async (t) => {
-    const file = (tt: Test) => (backend === 'memory' ? ':memory:' : join(tt.testdir(), 'nested', 'dir', 'keys.db'));
+    const file = (tt: Test) => (backend === 'memory' ? ':memory:' : join(tt.testdir({ nested: { dir: {} } }), 'nested', 'dir', 'keys.db'));
 
     t.test('create fills the defaults', async (t) => {
       const path = file(t);

@@ -67,7 +67,9 @@ t.test('Authorization: Bearer works with any scheme case; header and basic upstr
   t.equal(got.headers['x-api-key'], 'upstream-dagen-key', 'auth_type header injects the configured header');
   t.equal(got.headers.authorization, undefined, 'client Authorization stripped');
   t.equal(got.headers['x-keygate-workspace'], 'team-a', 'workspace: key passes the key workspace');
-  const b = await get('/basic/x', { 'x-api-key': secret });
+  t.equal((await get('/basic/x', { 'x-api-key': secret })).status, 403, 'a bound key on a route that names no workspace: workspace_required');
+  const unbound = await s.key({ name: 'bearer-unbound', role: 'viewer' });
+  const b = await get('/basic/x', { 'x-api-key': unbound.secret });
   t.equal(b.status, 200);
   t.equal(s.dagu.received.at(-1)!.headers.authorization, 'Basic ' + Buffer.from('ops:s3cret').toString('base64'));
 });

@@ -22,6 +22,7 @@ import { BIN, CHILD_ENV } from './binary.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DAGU_MAP = join(ROOT, 'config/routes/dagu.yaml');
+const DAGU_130_MAP = join(ROOT, 'config/routes/dagu-1.30.yaml');
 const DAGEN_MAP = join(ROOT, 'config/routes/dagen.yaml');
 const DAGU = 'http://127.0.0.1:8090';
 const DAGEN = 'http://127.0.0.1:3000';
@@ -53,6 +54,13 @@ const DAGU_ROWS = readTsv(join(ROOT, 'test/fixtures/dagu-route-roles.tsv'));
  * forward to a remote node (an unauthenticated request is never relayed with a node's credential).
  */
 const PUBLIC_WITHOUT_REMOTE = new Set(['POST /api/v1/auth/setup', 'POST /api/v1/webhooks/{fileName}']);
+
+/**
+ * Operations of the tables the maps leave out: Dagu's password login and first-run setup
+ * (Keygate's clients are machines with keys; a route with expose_login: true opts in).
+ */
+const NOT_ROUTED = new Set(['login', 'setup']);
+const DAGU_ROUTED = DAGU_ROWS.filter((r) => !NOT_ROUTED.has(r.operation_id));
 
 interface DagenRow {
   method: string;
@@ -137,12 +145,13 @@ let tmpCount = 0;
 /** Each include: a file, or `{include, set}` as written in a config. */
 type Include = string | { include: string; set: Record<string, string> };
 
-function mapConfigFile(dir: string, includes: Include[]): string {
+function mapConfigFile(dir: string, includes: Include[], daguBase = '/api/v1'): string {
   const file = join(dir, `maps-${tmpCount++}.yaml`);
   writeFileSync(
     file,
     `upstreams:
-  - { name: dagu, api_base_url: "${DAGU}/api/v1" }
+  - { name: dagu, api_base_url: "${DAGU}${daguBase}" }
+  - { name: dagu130, api_base_url: "${DAGU}/api/v2" }
   - { name: dagu-mcp, api_base_url: "${DAGU}/mcp" }
   - { name: dagen, api_base_url: "${DAGEN}" }
 routes:
@@ -151,8 +160,8 @@ ${includes.map((f) => `  - ${JSON.stringify(typeof f === 'string' ? { include: f
   return file;
 }
 
-function mapConfig(dir: string, includes: Include[]): GatewayConfig {
-  return loadConfig(mapConfigFile(dir, includes), {});
+function mapConfig(dir: string, includes: Include[], daguBase?: string): GatewayConfig {
+  return loadConfig(mapConfigFile(dir, includes, daguBase), {});
 }
 
 function resolve(table: RouteTable, method: string, target: string, host?: string): { match: RouteMatch; url: string } | undefined {
@@ -191,10 +200,12 @@ t.test('the Dagu table fixture: 224 operations, each once', async (t) => {
 t.test('dagu.yaml: every operation resolves to its own route with exactly its requirements', async (t) => {
   const config = mapConfig(t.testdir(), [DAGU_MAP]);
   const table = RouteTable.compile(config);
-  t.equal(table.routes.length, DAGU_ROWS.length, 'one route per operation, nothing more');
+  const routed = DAGU_ROWS.filter((r) => !NOT_ROUTED.has(r.operation_id));
+  t.equal(routed.length, DAGU_ROWS.length - 2, 'login and setup are in the table');
+  t.equal(table.routes.length, routed.length, 'one route per operation but login and setup, nothing more');
   t.same(
     new Set(table.routes.map((r) => routeOf(r.config))),
-    new Set(DAGU_ROWS.map((r) => `${r.method} ${r.path}`)),
+    new Set(routed.map((r) => `${r.method} ${r.path}`)),
     'the routes are exactly the operations of the table',
   );
 
@@ -203,6 +214,11 @@ t.test('dagu.yaml: every operation resolves to its own route with exactly its re
     const op = `${row.method} ${row.path}`;
     const path = sample(row.path);
     const hit = resolve(table, row.method, path);
+    if (NOT_ROUTED.has(row.operation_id)) {
+      if (hit) t.fail(`${op}: not routed, got ${hit.match.route.config.name}`);
+      else checked++;
+      continue;
+    }
     if (!hit) {
       t.fail(`${op}: no route`);
       continue;
@@ -222,6 +238,8 @@ t.test('dagu.yaml: every operation resolves to its own route with exactly its re
       jsonrpc: r.jsonrpc !== undefined,
       upstream: r.upstream,
       url: hit.url,
+      requires: r.requires ?? null,
+      answer: r.answer ?? null,
     };
     const want = {
       route: op,
@@ -234,6 +252,8 @@ t.test('dagu.yaml: every operation resolves to its own route with exactly its re
       jsonrpc: op === 'POST /mcp',
       upstream: mcp ? 'dagu-mcp' : 'dagu',
       url: DAGU + path, // the upstream path is the request path
+      requires: { dagu: '>=2.0.0' }, // never forwarded to a Dagu 1.30 (another API under /api/v1)
+      answer: row.operation_id === 'getCurrentUser' ? 'current_user' : null,
     };
     if (t.same(got, want, op)) checked++;
   }
@@ -244,6 +264,7 @@ t.test('dagu.yaml: every operation resolves to its own route with exactly its re
     t.equal(row.remote_node_param, 'yes', `${op}: Dagu takes ?remoteNode= here, the gateway deliberately does not`);
     t.equal(row.min_role, '-', `${op} is public`);
   }
+  for (const id of NOT_ROUTED) t.equal(DAGU_ROWS.find((r) => r.operation_id === id)?.min_role, '-', `${id} is public in Dagu and not routed`);
 
   // the {param} values come back decoded, and an encoded value goes upstream as it came
   const enc = resolve(table, 'GET', '/api/v1/dags/my%20dag/dag-runs/r%2B1?remoteNode=prod');
@@ -281,7 +302,7 @@ t.test('dagu.yaml: literal routes win over their {param} siblings', async (t) =>
   for (const row of DAGU_ROWS) {
     const path = sample(row.path);
     for (const method of METHODS) {
-      const fitting = DAGU_ROWS.filter((r) => r.method === method && fits(r.path, path)).map((r) => `${r.method} ${r.path}`);
+      const fitting = DAGU_ROUTED.filter((r) => r.method === method && fits(r.path, path)).map((r) => `${r.method} ${r.path}`);
       const hit = resolve(table, method, path);
       if (fitting.length === 0) {
         if (hit) t.fail(`${method} ${path}: expected no route, got ${hit.match.route.config.name}`);
@@ -375,6 +396,163 @@ t.test('routes explain (the CLI) agrees for a sample of rows', async (t) => {
 });
 
 // ---------------------------------------------------------------------------
+// Dagu 1.30 (REST API under /api/v2)
+
+interface Dagu130Row {
+  method: string;
+  path: string;
+  min_role: string;
+  /** what Dagu 1.30.2's handler itself checks: public, authenticated, execute, write, admin */
+  dagu_check: string;
+  remote_node_param: string;
+  operation_id: string;
+}
+
+const DAGU_130_ROWS = readTsv(join(ROOT, 'test/fixtures/dagu-1.30-route-roles.tsv')) as unknown as Dagu130Row[];
+const DAGU_130_ROUTED = DAGU_130_ROWS.filter((r) => !NOT_ROUTED.has(r.operation_id));
+const ROLE_RANK: Record<string, number> = { '-': 0, viewer: 1, operator: 2, developer: 3, manager: 4, admin: 5 };
+/** The least Keygate role covering each of Dagu 1.30's own checks (its manager is Keygate's developer). */
+const DAGU_130_CHECK_ROLE: Record<string, string> = { public: '-', authenticated: 'viewer', execute: 'operator', write: 'developer', admin: 'admin' };
+/** Where the map is deliberately stricter than Dagu 1.30, and why. */
+const STRICTER_THAN_DAGU_130: Record<string, string> = {
+  executeDAGRunFromSpec: 'developer', // runs a spec sent in the request: new code, as in the 2.x map
+  enqueueDAGRunFromSpec: 'developer',
+  changePassword: 'admin', // would change the gateway's own Dagu identity
+};
+
+t.test('the Dagu 1.30 table fixture: the 67 operations of Dagu 1.30.2, each once, never weaker than Dagu', async (t) => {
+  t.equal(DAGU_130_ROWS.length, 67, "Dagu 1.30.2's api/v2 spec has 67 operations");
+  const keys = DAGU_130_ROWS.map((r) => `${r.method} ${r.path}`);
+  t.equal(new Set(keys).size, keys.length, 'no operation twice');
+  t.equal(new Set(DAGU_130_ROWS.map((r) => r.operation_id)).size, 67, 'operation ids unique');
+  let exact = 0;
+  for (const r of DAGU_130_ROWS) {
+    const op = `${r.method} ${r.path}`;
+    t.ok(r.path.startsWith('/api/v2/'), `${op}: under /api/v2`);
+    t.ok(r.dagu_check in DAGU_130_CHECK_ROLE, `${op}: Dagu's check ${r.dagu_check}`);
+    const least = DAGU_130_CHECK_ROLE[r.dagu_check]!;
+    const stricter = STRICTER_THAN_DAGU_130[r.operation_id];
+    if (stricter !== undefined) {
+      t.equal(r.min_role, stricter, `${op}: deliberately ${stricter}`);
+      t.ok(ROLE_RANK[stricter]! > ROLE_RANK[least]!, `${op}: stricter than Dagu's ${least}`);
+    } else if (r.min_role === least) exact++;
+    else t.fail(`${op}: role ${r.min_role}, Dagu's check ${r.dagu_check} means ${least}`);
+  }
+  t.equal(exact, 67 - Object.keys(STRICTER_THAN_DAGU_130).length, 'every other operation: exactly the role Dagu itself checks');
+  const byCheck = (c: string) => DAGU_130_ROWS.filter((r) => r.dagu_check === c).length;
+  t.same({ public: byCheck('public'), authenticated: byCheck('authenticated'), execute: byCheck('execute'), write: byCheck('write'), admin: byCheck('admin') }, { public: 3, authenticated: 27, execute: 16, write: 4, admin: 17 });
+  t.same(DAGU_130_ROWS.filter((r) => r.dagu_check === 'public').map((r) => r.operation_id).sort(), ['getHealthStatus', 'login', 'triggerWebhook']);
+  t.notOk(DAGU_130_ROWS.some((r) => r.min_role === 'manager'), "no route needs Keygate's manager: Dagu 1.30's manager is Keygate's developer");
+});
+
+t.test('dagu-1.30.yaml: every operation resolves to its own route with exactly its requirements', async (t) => {
+  const table = RouteTable.compile(mapConfig(t.testdir(), [DAGU_130_MAP], '/api/v2'));
+  t.equal(table.routes.length, DAGU_130_ROUTED.length, 'one route per operation but login, nothing more');
+  t.same(new Set(table.routes.map((r) => routeOf(r.config))), new Set(DAGU_130_ROUTED.map((r) => `${r.method} ${r.path}`)));
+  let checked = 0;
+  for (const row of DAGU_130_ROWS) {
+    const op = `${row.method} ${row.path}`;
+    const path = sample(row.path);
+    const hit = resolve(table, row.method, path);
+    if (NOT_ROUTED.has(row.operation_id)) {
+      if (hit) t.fail(`${op}: not routed, got ${hit.match.route.config.name}`);
+      else checked++;
+      continue;
+    }
+    if (!hit) {
+      t.fail(`${op}: no route`);
+      continue;
+    }
+    const r = hit.match.route.config;
+    const open = row.min_role === '-';
+    const got = {
+      name: r.name,
+      route: routeOf(r),
+      auth: r.auth,
+      role: r.role ?? null,
+      surface: r.surface,
+      remote_node: r.remote_node,
+      pass_authorization: r.pass_authorization,
+      workspace: r.workspace ?? null,
+      query_token: r.query_token,
+      upstream: r.upstream,
+      url: hit.url,
+      requires: r.requires ?? null,
+      answer: r.answer ?? null,
+    };
+    const want = {
+      name: `dagu-1.30.${row.operation_id}`,
+      route: op,
+      auth: open ? 'none' : 'required',
+      role: open ? null : row.min_role,
+      surface: 'rest_api',
+      remote_node: row.remote_node_param === 'yes' && !open,
+      pass_authorization: row.operation_id === 'triggerWebhook',
+      workspace: null, // Dagu 1.30 has no workspaces
+      query_token: false, // nor an event stream
+      upstream: 'dagu',
+      url: DAGU + path, // the upstream path is the request path (/api/v2 stays /api/v2)
+      requires: { dagu: '>=1.30.0 <2.0.0' },
+      answer: row.operation_id === 'getCurrentUser' ? 'current_user' : null,
+    };
+    if (t.same(got, want, op)) checked++;
+  }
+  t.equal(checked, DAGU_130_ROWS.length, `all ${DAGU_130_ROWS.length} operations as in the table`);
+});
+
+t.test('dagu-1.30.yaml: literal routes win, other methods and /api/v1 paths get no route', async (t) => {
+  const table = RouteTable.compile(mapConfig(t.testdir(), [DAGU_130_MAP], '/api/v2'));
+  const cases: [string, string, string | undefined][] = [
+    ['GET', '/api/v2/dags/search', 'dagu-1.30.searchDAGs'],
+    ['GET', '/api/v2/dags/tags', 'dagu-1.30.getAllDAGTags'],
+    ['POST', '/api/v2/dags/validate', 'dagu-1.30.validateDAGSpec'],
+    ['GET', '/api/v2/dags/validate', 'dagu-1.30.getDAGDetails'], // Dagu 1.30 too: the DAG named "validate"
+    ['GET', '/api/v2/dags/labels', 'dagu-1.30.getDAGDetails'], // 1.30 has no labels: a DAG of that name
+    ['POST', '/api/v2/dag-runs/enqueue', 'dagu-1.30.enqueueDAGRunFromSpec'],
+    ['GET', '/api/v2/dag-runs/enqueue', 'dagu-1.30.listDAGRunsByName'],
+    ['POST', '/api/v2/auth/login', undefined],
+    ['POST', '/api/v2/auth/setup', undefined],
+    ['GET', '/api/v2/events/stream', undefined],
+    ['POST', '/mcp', undefined],
+    ['GET', '/api/v2/dags/', undefined],
+    ['OPTIONS', '/api/v2/dags', undefined],
+  ];
+  for (const [method, path, name] of cases) t.equal(resolve(table, method, path)?.match.route.config.name, name, `${method} ${path}`);
+  // never translated: no request under /api/v1 (the 2.x API, or 1.30's legacy one) has a route here
+  let none = 0;
+  for (const row of DAGU_ROWS) if (resolve(table, row.method, sample(row.path)) === undefined) none++;
+  t.equal(none, DAGU_ROWS.length, 'none of the 224 Dagu 2.x operations (/api/v1, /mcp) matches the 1.30 map');
+  // every other method on a routed path: 404 unless another row fits
+  let refused = 0;
+  for (const row of DAGU_130_ROWS) {
+    const path = sample(row.path);
+    for (const method of METHODS) {
+      const fitting = DAGU_130_ROUTED.filter((r) => r.method === method && fits(r.path, path)).map((r) => `${r.method} ${r.path}`);
+      const hit = resolve(table, method, path);
+      if (fitting.length === 0) {
+        if (hit) t.fail(`${method} ${path}: expected no route, got ${hit.match.route.config.name}`);
+        else refused++;
+      } else if (!hit || !fitting.includes(routeOf(hit.match.route.config))) t.fail(`${method} ${path}: expected one of ${fitting.join(' | ')}`);
+    }
+  }
+  t.ok(refused > 200, `${refused} method/path pairs not in the table get no route`);
+});
+
+t.test('dagu.yaml and dagu-1.30.yaml side by side: no request matches both', async (t) => {
+  const table = RouteTable.compile(mapConfig(t.testdir(), [DAGU_MAP, { include: DAGU_130_MAP, set: { upstream: 'dagu130' } }]));
+  t.equal(table.routes.length, DAGU_ROUTED.length + DAGU_130_ROUTED.length);
+  for (const row of DAGU_130_ROUTED) {
+    const hit = resolve(table, row.method, sample(row.path));
+    if (hit?.match.route.config.upstream !== 'dagu130') t.fail(`${row.method} ${row.path}: ${hit?.match.route.config.name}`);
+  }
+  for (const row of DAGU_ROUTED) {
+    const hit = resolve(table, row.method, sample(row.path));
+    if (hit?.match.route.config.upstream === 'dagu130') t.fail(`${row.method} ${row.path}: ${hit.match.route.config.name}`);
+  }
+  t.pass('each request has exactly one owner');
+});
+
+// ---------------------------------------------------------------------------
 // Dagen
 
 t.test('dagen.yaml: every operation resolves with its scope, surface and the key’s workspace', async (t) => {
@@ -444,19 +622,19 @@ t.test('the two maps do not overlap: each request has exactly one owner', async 
 t.test('gateway.example.yaml: Dagu requests go to Dagu, Dagen requests to Dagen', async (t) => {
   const config = loadConfig(join(ROOT, 'gateway.example.yaml'), {});
   const table = RouteTable.compile(config);
-  t.equal(table.routes.length, DAGU_ROWS.length + DAGEN_ROWS.length, 'both maps included, nothing else');
+  t.equal(table.routes.length, DAGU_ROUTED.length + DAGEN_ROWS.length, 'both maps included, nothing else');
   t.same(
     [...new Set(config.upstreams.map((u) => `${u.name} ${u.api_base_url}`))],
     [`dagu ${DAGU}/api/v1`, `dagu-mcp ${DAGU}/mcp`, `dagen ${DAGEN}`],
     'upstreams with their defaults',
   );
   let dagu = 0;
-  for (const row of DAGU_ROWS) {
+  for (const row of DAGU_ROUTED) {
     const hit = resolve(table, row.method, sample(row.path));
     if (hit?.match.route.config.name.startsWith('dagu.') && hit.url === DAGU + sample(row.path)) dagu++;
     else t.fail(`${row.method} ${row.path}: ${hit?.match.route.config.name} ${hit?.url}`);
   }
-  t.equal(dagu, DAGU_ROWS.length, 'every Dagu operation reaches Dagu at the same path');
+  t.equal(dagu, DAGU_ROUTED.length, 'every routed Dagu operation reaches Dagu at the same path');
   for (const row of DAGEN_ROWS) {
     const hit = resolve(table, row.method, sample(row.path));
     t.match({ name: hit?.match.route.config.name, upstream: hit?.match.route.config.upstream, url: hit?.url }, { name: /^dagen\./, upstream: 'dagen', url: DAGEN + sample(row.path) }, `${row.method} ${row.path}`);
@@ -472,9 +650,10 @@ t.test('the documented alternative: Dagen on its own host name', async (t) => {
 });
 
 t.test('through a running gateway with the example config: workspace rule, Dagen header, 404', async (t) => {
-  const dagu = await startEchoUpstream({ name: 'dagu' });
+  // the recorded fakes report a Dagu 2.x version on …/health: the map's requires is checked at start
+  const dagu = await startEchoUpstream({ name: 'dagu', daguVersion: '2.1.0' });
   const dagen = await startEchoUpstream({ name: 'dagen' });
-  const prod = await startEchoUpstream({ name: 'prod' });
+  const prod = await startEchoUpstream({ name: 'prod', daguVersion: '2.1.0' });
   t.teardown(() => Promise.all([dagu.close(), dagen.close(), prod.close()]));
   const dir = t.testdir();
   const file = join(dir, 'gateway.yaml');
@@ -533,6 +712,13 @@ t.test('through a running gateway with the example config: workspace rule, Dagen
   t.match(await send('GET', '/api/v1/dags?remoteNode=prod', wide), { status: 200, json: { upstream: 'prod', path: '/api/v1/dags', query: '' } }, 'remote node, parameter removed');
   t.equal(prod.received.at(-1)!.headers.authorization, 'Bearer prod-token');
   t.match(await send('GET', '/api/v1/auth/me?remoteNode=prod', wide), { status: 400 }, 'getCurrentUser takes no remote node');
+  const before = dagu.received.length;
+  t.match(await send('GET', '/api/v1/auth/me', wide), { status: 200, json: { user: { username: 'everywhere', role: 'operator', workspaceAccess: { all: true, grants: [] } } } }, 'auth/me: the caller, from its key');
+  t.match(await send('GET', '/api/v1/auth/me', scoped), { status: 200, json: { user: { username: 'team-a-dev', role: 'viewer', workspaceAccess: { all: false, grants: [{ workspace: 'team-a', role: 'developer' }] } } } });
+  t.match(await send('GET', '/api/v1/auth/me'), { status: 401 }, 'auth/me needs a key');
+  t.match(await send('POST', '/api/v1/auth/login', undefined, { username: 'admin', password: 'x' }), { status: 404, json: { code: 'not_found' } }, 'login is not routed');
+  t.match(await send('POST', '/api/v1/auth/setup', undefined, {}), { status: 404, json: { code: 'not_found' } }, 'setup is not routed');
+  t.equal(dagu.received.length, before, 'none of these reached Dagu');
   t.match(await send('POST', '/api/v1/webhooks/deploy?remoteNode=prod'), { status: 400 }, 'the public webhook is never relayed to a remote node');
   t.match(await send('POST', '/api/v1/webhooks/deploy'), { status: 200, json: { upstream: 'dagu' } }, 'the public webhook itself');
   t.match(await send('GET', `/api/v1/events/stream/topics?token=${wide}`, undefined), { status: 404 }, 'only POST on topics');

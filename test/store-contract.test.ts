@@ -68,7 +68,36 @@ async function contractOn(t: Tap, open: () => Promise<Store>): Promise<void> {
     t.equal(used?.lastUsedAt, '2026-03-01T00:00:00.000Z', 'last use never moves back');
     t.equal((await store.list()).find((k) => k.id === a.id)?.requestCount, 7, 'list shows usage too');
 
+    // the hourly history, written by the same addUsage
+    const H = Date.UTC(2026, 2, 1, 10);
+    await store.addUsage(new Map([[a.id, { count: 2, lastUsedAt: '2026-03-01T10:30:00.000Z', hours: [{ hourMs: H, allowed: 2, limited: 1, forbidden: 0 }] }]]));
+    await store.addUsage(
+      new Map([
+        [a.id, { count: 0, lastUsedAt: '', hours: [{ hourMs: H, allowed: 0, limited: 3, forbidden: 4 }, { hourMs: H + 3_600_000, allowed: 0, limited: 0, forbidden: 1 }] }],
+        [b.id, { count: 5, lastUsedAt: '2026-03-01T10:00:00.000Z', hours: [{ hourMs: H, allowed: 5, limited: 0, forbidden: 0 }] }],
+      ]),
+    );
+    const hist = await store.get(a.id);
+    t.equal(hist?.requestCount, 9, 'allowed requests add to the request count; refusals do not');
+    t.equal(hist?.lastUsedAt, '2026-03-01T10:30:00.000Z', 'a batch of refusals only does not move last use');
+    t.same(
+      await store.usageHistory(a.id, H - 3_600_000, H + 7_200_000),
+      [
+        { hour: '2026-03-01T10:00:00.000Z', allowed: 2, limited: 4, forbidden: 4 },
+        { hour: '2026-03-01T11:00:00.000Z', allowed: 0, limited: 0, forbidden: 1 },
+      ],
+      'history: per hour, counts added up, oldest first',
+    );
+    t.same(await store.usageHistory(a.id, H + 3_600_000, H + 7_200_000), [{ hour: '2026-03-01T11:00:00.000Z', allowed: 0, limited: 0, forbidden: 1 }], 'from is inclusive');
+    t.same(await store.usageHistory(a.id, H - 3_600_000, H), [], 'to is exclusive');
+    t.same(await store.usageHistory(b.id, 0, H * 2), [{ hour: '2026-03-01T10:00:00.000Z', allowed: 5, limited: 0, forbidden: 0 }], 'each key its own history');
+    t.equal(await store.pruneUsage(H + 3_600_000), 2, 'prune: the two key-hours before the cutoff');
+    t.same(await store.usageHistory(a.id, 0, H * 2), [{ hour: '2026-03-01T11:00:00.000Z', allowed: 0, limited: 0, forbidden: 1 }], 'the newer hour stays');
+    t.equal(await store.pruneUsage(H + 3_600_000), 0, 'pruning again removes nothing');
+
+    await store.addUsage(new Map([[b.id, { count: 1, lastUsedAt: '2026-03-02T00:00:00.000Z', hours: [{ hourMs: H + 86_400_000, allowed: 1, limited: 0, forbidden: 0 }] }]]));
     t.equal(await store.delete(b.id), true);
+    t.same(await store.usageHistory(b.id, 0, H * 2), [], "a deleted key's history goes with it");
     t.equal(await store.delete(b.id), false, 'deleting twice');
     t.equal(await store.getByName('renamed'), undefined);
     t.equal(await store.findByDigest(b.digest), undefined);

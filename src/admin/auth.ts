@@ -53,9 +53,7 @@ export class AdminAuth {
   /** 401; when nothing could ever pass (no token configured, no usable admin key), say how to set one up. */
   private async unauthenticated(message: string, wrongCredential = false): Promise<AdminAuthResult> {
     if (this.tokenDigest === undefined) {
-      const now = this.now();
-      const admins = (await this.keys.list()).filter((k) => k.role === 'admin' && keyStatus(k, now) === 'active');
-      if (admins.length === 0) {
+      if (!(await this.keys.hasActiveAdmin())) {
         message =
           'the admin API has no credential configured: set admin.token in the config (e.g. token: ${KEYGATE_ADMIN_TOKEN}, then export KEYGATE_ADMIN_TOKEN) and restart, or create an admin key with the CLI: keygate keys create --name admin --role admin';
       }

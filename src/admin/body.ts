@@ -62,7 +62,8 @@ const ARTICLE: Record<JsonType, string> = { string: 'a string', integer: 'an int
 export function checkBody(body: Record<string, unknown>, shape: BodyShape): void {
   const allowed = Object.keys(shape.fields);
   for (const [name, value] of Object.entries(body)) {
-    const spec = shape.fields[name];
+    // own entries only: a body member "constructor" or "__proto__" is an unknown field
+    const spec = Object.hasOwn(shape.fields, name) ? shape.fields[name] : undefined;
     if (spec === undefined) {
       if (shape.readOnly?.includes(name)) throw new ValidationError(name, 'is read-only');
       throw new ValidationError(name, `unknown field; allowed: ${allowed.join(', ')}`);

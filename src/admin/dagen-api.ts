@@ -104,9 +104,17 @@ export function dagenRoutes(keys: KeyService, now: () => number): AdminRoute[] {
       fieldNames,
       handler: async ({ query }) => {
         const workspace = queryParam(query, 'workspace_id');
-        const list = await keys.list(workspace === undefined ? undefined : { workspace });
+        const page = await keys.page({ limit: queryParam(query, 'limit'), cursor: queryParam(query, 'cursor'), workspace });
         const t = now();
-        return { status: 200, body: list.map((k) => dagenKey(k, t)) };
+        // the body stays Dagen's bare list; the next page is named in headers
+        const headers: Record<string, string> = {};
+        if (page.next !== null) {
+          const next = new URLSearchParams(query);
+          next.set('cursor', page.next);
+          headers['x-next-cursor'] = page.next;
+          headers['link'] = `</api/keys?${next}>; rel="next"`;
+        }
+        return { status: 200, body: page.keys.map((k) => dagenKey(k, t)), headers };
       },
     },
     {

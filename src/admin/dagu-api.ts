@@ -5,7 +5,7 @@ import { ROLES, SURFACES } from '../config/types.js';
 import { keyStatus, type ApiKey } from '../keys/model.js';
 import type { KeyInput, KeyService } from '../keys/service.js';
 import { checkBody, readJsonObject, type BodyShape, type Fields } from './body.js';
-import type { AdminRoute } from './router.js';
+import { queryParam, type AdminRoute } from './router.js';
 
 /** Dagu's APIKey, plus Keygate's own fields (scopes, rateLimit, status…) after them. */
 export function daguKey(k: ApiKey, nowMs: number): Record<string, unknown> {
@@ -89,9 +89,11 @@ export function daguRoutes(keys: KeyService, now: () => number): AdminRoute[] {
       path: '/api/v1/api-keys',
       operationId: 'listAPIKeys',
       fieldNames,
-      handler: async () => {
+      handler: async ({ query }) => {
+        const page = await keys.page({ limit: queryParam(query, 'limit'), cursor: queryParam(query, 'cursor') });
         const t = now();
-        return { status: 200, body: { apiKeys: (await keys.list()).map((k) => daguKey(k, t)) } };
+        const apiKeys = page.keys.map((k) => daguKey(k, t));
+        return { status: 200, body: page.next === null ? { apiKeys } : { apiKeys, nextCursor: page.next } };
       },
     },
     {

@@ -3,7 +3,7 @@
 // the handlers check, so the two cannot drift.
 
 import { ROLES, SURFACES } from '../config/types.js';
-import { MAX_GRACE_SECONDS } from '../keys/service.js';
+import { DEFAULT_PAGE, MAX_GRACE_SECONDS, MAX_PAGE } from '../keys/service.js';
 import { DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT } from './audit.js';
 import { DEFAULT_BODY_LIMIT, type BodyShape, type FieldSpec } from './body.js';
 import { DAGEN_CREATE, DAGEN_UPDATE } from './dagen-api.js';
@@ -46,8 +46,34 @@ function errors(...codes: string[]): Json {
 }
 
 const keyIdParam = (name: string): Json => ({ name, in: 'path', required: true, description: 'Key id (a name is accepted too)', schema: { type: 'string' } });
+const PAGE_PARAMETERS: Json[] = [
+  { name: 'limit', in: 'query', required: false, description: `Keys per page (default ${DEFAULT_PAGE})`, schema: { type: 'integer', minimum: 1, maximum: MAX_PAGE, default: DEFAULT_PAGE } },
+  { name: 'cursor', in: 'query', required: false, description: 'Where the page starts: the next cursor of the page before', schema: { type: 'string' } },
+];
 const ok = (description: string, schema: Json): Json => ({ description, content: json(schema) });
 const bodyOf = (schema: Json): Json => ({ required: true, content: json(schema) });
+
+const USAGE_PARAMS: Json[] = [
+  { name: 'from', in: 'query', required: false, description: 'Start (YYYY-MM-DD UTC or ISO 8601 with offset), rounded down to a bucket; default 7 days (hour) or 30 days (day) before to', schema: { type: 'string' } },
+  { name: 'to', in: 'query', required: false, description: 'End, exclusive, rounded up to a bucket; default the end of the current bucket', schema: { type: 'string' } },
+  { name: 'bucket', in: 'query', required: false, description: 'hour (at most 744 buckets) or day (at most 366)', schema: { type: 'string', enum: ['hour', 'day'], default: 'hour' } },
+];
+
+function usageSchema(limited: string, keyId: string, keyName: string): Json {
+  const counts = { allowed: { type: 'integer' }, [limited]: { type: 'integer', description: 'refused with 429' }, forbidden: { type: 'integer', description: 'refused with 403' } };
+  return {
+    type: 'object',
+    properties: {
+      [keyId]: { type: 'string' },
+      [keyName]: { type: 'string' },
+      bucket: { type: 'string', enum: ['hour', 'day'] },
+      from: { type: 'string', format: 'date-time' },
+      to: { type: 'string', format: 'date-time' },
+      points: { type: 'array', items: { type: 'object', properties: { start: { type: 'string', format: 'date-time' }, ...counts } } },
+      totals: { type: 'object', properties: counts },
+    },
+  };
+}
 
 function op(operationId: string, tag: string, summary: string, rest: Json): Json {
   return { operationId, tags: [tag], summary, ...rest };
@@ -71,8 +97,8 @@ export function openApiDocument(): Json {
     paths: {
       '/api/keys': {
         get: op('dagenListKeys', 'dagen', 'List keys (optionally of one workspace)', {
-          parameters: [{ name: 'workspace_id', in: 'query', required: false, description: 'Only keys bound to or granted this workspace', schema: { type: 'string' } }],
-          responses: { '200': ok('Keys, prefix only', { type: 'array', items: ref('DagenKey') }), ...errors('400') },
+          parameters: [{ name: 'workspace_id', in: 'query', required: false, description: 'Only keys bound to or granted this workspace', schema: { type: 'string' } }, ...PAGE_PARAMETERS],
+          responses: { '200': ok('Keys, prefix only; when more follow, the X-Next-Cursor and Link headers name the next page', { type: 'array', items: ref('DagenKey') }), ...errors('400') },
         }),
         post: op('dagenCreateKey', 'dagen', 'Create a key; the response carries the one-time `key`', {
           requestBody: bodyOf(ref('DagenCreateRequest')),
@@ -105,8 +131,20 @@ export function openApiDocument(): Json {
           responses: { '200': ok('The new one-time `key`', ref('DagenRegeneratedKey')), ...errors('400', '403', '404', '409') },
         }),
       },
+      '/api/keys/{id}/usage': {
+        get: op('dagenKeyUsage', 'dagen', 'Usage history: allowed, rate-limited and forbidden requests per hour or day (UTC)', {
+          parameters: [keyIdParam('id'), ...USAGE_PARAMS],
+          responses: { '200': ok('Zero-filled buckets, oldest first', usageSchema('rate_limited', 'key_id', 'key_name')), ...errors('400', '403', '404') },
+        }),
+      },
+      '/api/v1/api-keys/{keyId}/usage': {
+        get: op('getAPIKeyUsage', 'dagu', 'Usage history: allowed, rate-limited and forbidden requests per hour or day (UTC)', {
+          parameters: [keyIdParam('keyId'), ...USAGE_PARAMS],
+          responses: { '200': ok('Zero-filled buckets, oldest first', usageSchema('rateLimited', 'keyId', 'keyName')), ...errors('400', '403', '404') },
+        }),
+      },
       '/api/v1/api-keys': {
-        get: op('listAPIKeys', 'dagu', 'List all API keys', { responses: { '200': ok('Keys', ref('DaguAPIKeysListResponse')), ...errors('403') } }),
+        get: op('listAPIKeys', 'dagu', 'List API keys, a page at a time', { parameters: PAGE_PARAMETERS, responses: { '200': ok('Keys; nextCursor when more follow', ref('DaguAPIKeysListResponse')), ...errors('400', '403') } }),
         post: op('createAPIKey', 'dagu', 'Create an API key; the full key is returned only here', {
           requestBody: bodyOf(ref('DaguCreateAPIKeyRequest')),
           responses: { '201': ok('Created', ref('DaguCreateAPIKeyResponse')), ...errors('400', '403', '409', '413', '415') },
@@ -226,7 +264,11 @@ export function openApiDocument(): Json {
           required: ['id', 'name', 'role', 'workspaceAccess', 'allowedSurfaces', 'attributionClass', 'keyPrefix', 'createdAt', 'updatedAt', 'createdBy'],
         },
         DaguAPIKeyResponse: { type: 'object', properties: { apiKey: ref('DaguAPIKey') }, required: ['apiKey'] },
-        DaguAPIKeysListResponse: { type: 'object', properties: { apiKeys: { type: 'array', items: ref('DaguAPIKey') } }, required: ['apiKeys'] },
+        DaguAPIKeysListResponse: {
+          type: 'object',
+          properties: { apiKeys: { type: 'array', items: ref('DaguAPIKey') }, nextCursor: { type: 'string', description: 'pass as cursor for the next page; absent on the last' } },
+          required: ['apiKeys'],
+        },
         DaguCreateAPIKeyResponse: {
           type: 'object',
           properties: { apiKey: ref('DaguAPIKey'), key: { type: 'string', description: 'Full key secret, only returned once' } },

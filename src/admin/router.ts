@@ -20,6 +20,7 @@ export interface Reply {
   status: number;
   /** JSON body; absent for 204 */
   body?: unknown;
+  headers?: Record<string, string>;
 }
 
 export type Handler = (r: AdminRequest) => Promise<Reply>;
@@ -72,7 +73,7 @@ export class Router {
 function matchPath(pattern: string, parts: string[]): Record<string, string> | undefined {
   const segs = pattern.split('/');
   if (segs.length !== parts.length) return undefined;
-  const params: Record<string, string> = {};
+  const params = Object.create(null) as Record<string, string>; // lookups find captured segments only
   for (let i = 0; i < segs.length; i++) {
     const seg = segs[i]!;
     const part = parts[i]!;

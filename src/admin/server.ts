@@ -10,6 +10,7 @@ import type { KeyService } from '../keys/service.js';
 import type { Logger } from '../log.js';
 import { normaliseTarget } from '../routes/path.js';
 import { auditRoutes } from './audit.js';
+import { usageRoutes } from './usage-api.js';
 import { AdminAuth } from './auth.js';
 import { dagenRoutes } from './dagen-api.js';
 import { daguRoutes } from './dagu-api.js';
@@ -88,6 +89,7 @@ export class AdminServer {
       ...dagenRoutes(opts.keys, now),
       ...daguRoutes(opts.keys, now),
       ...auditRoutes(opts.keys),
+      ...usageRoutes(opts.keys),
       infoRoute(opts.keys, opts.info),
       { method: 'GET', path: '/openapi.json', operationId: 'getOpenApi', handler: async () => ({ status: 200, body: openApiDocument() }) },
     );
@@ -188,7 +190,7 @@ export class AdminServer {
       }
       route = match.route;
       const reply = await route.handler({ req, params: match.params, query: new URLSearchParams(target.query), actor: { id: actor, remoteAddress } });
-      sendJson(res, reply.status, reply.body);
+      sendJson(res, reply.status, reply.body, reply.headers);
     } catch (err) {
       this.fail(req, res, err, route);
     } finally {

@@ -1,9 +1,10 @@
 // The authorisation decision: a pure function of the route, the key and the request facts.
 // Order (Dagen's server order, extended with Dagu's rules): active → expiry → surface → scope →
-// workspace visibility (404) → role in that workspace (403).
+// workspace (src/auth/workspace.ts: visibility 404, isolation 403 workspace_required) → role (403).
 
 import type { KeyAccess } from '../keys/model.js';
 import type { Route } from '../routes/table.js';
+import { actAs, type Where } from './workspace.js';
 
 export interface RequestFacts {
   readonly nowMs: number;
@@ -35,8 +36,6 @@ function deny(status: 403 | 404, code: string, message: string): Deny {
 const INACTIVE = deny(403, 'key_inactive', 'API key is inactive');
 const EXPIRED = deny(403, 'key_expired', 'API key has expired');
 const SURFACE = deny(403, 'forbidden', 'API key is not allowed for this surface');
-const NOT_FOUND = deny(404, 'not_found', 'Resource not found');
-const ROLE = deny(403, 'forbidden', 'Insufficient permissions');
 
 export function decide(route: Route, access: KeyAccess, facts: RequestFacts): Decision {
   if (!access.key.isActive) return INACTIVE;
@@ -46,28 +45,17 @@ export function decide(route: Route, access: KeyAccess, facts: RequestFacts): De
     return deny(403, 'insufficient_scope', `API key lacks the scope this route needs: ${route.config.scopes.join(', ')}`);
   }
 
-  let rank = access.roleRank;
-  let workspace: string | null = null;
   const source = route.config.workspace;
-  if (source?.from === 'key') {
-    workspace = access.key.workspace;
-  } else if (source !== undefined) {
-    const asked = facts.workspace;
-    if (asked === undefined || asked === 'all') {
-      // "all workspaces": only a key that may see every workspace may ask for it. A scoped key is
-      // refused rather than silently narrowed, so a script never mistakes a partial list for all.
-      if (!access.allWorkspaces) {
-        return deny(403, 'workspace_required', `API key is limited to workspaces (${[...access.grants.keys()].join(', ')}): name one with ${source.from === 'query' ? `?${source.name}=` : 'the path'}`);
-      }
-    } else if (!access.allWorkspaces) {
-      const granted = access.grants.get(asked);
-      if (granted === undefined) return NOT_FOUND;
-      rank = granted;
-      workspace = asked;
-    } else {
-      workspace = asked;
-    }
-  }
-  if (rank < route.minRoleRank) return ROLE;
-  return { allow: true, roleRank: rank, workspace };
+  const where: Where =
+    source === undefined
+      ? NO_WORKSPACE
+      : source.from === 'key'
+        ? KEY_WORKSPACE
+        : { kind: 'named', name: facts.workspace, how: source.from === 'query' ? `?${source.name}=` : 'the path' };
+  const acting = actAs(access, where, route.minRoleRank);
+  if (!acting.allow) return acting;
+  return { allow: true, roleRank: acting.roleRank, workspace: acting.workspace };
 }
+
+const NO_WORKSPACE: Where = Object.freeze({ kind: 'none' });
+const KEY_WORKSPACE: Where = Object.freeze({ kind: 'key' });

@@ -42,6 +42,7 @@ import type {
   WorkspaceSource,
 } from './types.js';
 import { TlsFileError, loadTls, type TlsFiles } from '../tls.js';
+import { parseRange } from '../upstream-version/range.js';
 
 /** src/config/load.ts and dist/config/load.js are both two levels below the package root. */
 const SCHEMA_URL = new URL('../../config/gateway.schema.json', import.meta.url);
@@ -416,6 +417,9 @@ interface RawRoute {
   query_token: boolean;
   pass_authorization: boolean;
   jsonrpc?: Partial<JsonRpcPolicy> & { max_body_bytes: number; default_tool: RoleOrDeny };
+  requires?: { dagu: string };
+  answer?: 'current_user';
+  expose_login: boolean;
 }
 
 /** The validated document before normalisation: the final shape except for the routes. */
@@ -697,6 +701,11 @@ function checkRoute(r: RawRoute, p: string, known: string[], rep: Reporter): voi
     const list = known.length > 0 ? `known: ${known.join(', ')}` : 'no upstreams are defined';
     rep.error(`${p}/upstream`, `unknown upstream "${r.upstream}" (${list})`);
   }
+  if (r.requires !== undefined) {
+    const range = parseRange(r.requires.dagu);
+    if (typeof range === 'string') rep.error(`${p}/requires/dagu`, range);
+  }
+  if (r.answer !== undefined && r.auth === 'none') rep.error(`${p}/answer`, `${r.answer} needs a key: not on an auth: none route`);
   const ws = r.workspace;
   if (typeof ws === 'object' && ws.param !== undefined && !r.path.split('/').includes(`{${ws.param}}`)) {
     rep.error(`${p}/workspace/param`, `path "${r.path}" has no {${ws.param}} segment`);
@@ -730,7 +739,7 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
       rate_limits_fallback: raw.store.rate_limits_fallback,
       ...(raw.store.redis ? { redis: raw.store.redis } : {}),
     },
-    keys: compact({ prefix: keys.prefix, rate_limit: { ...keys.rate_limit }, max_keys: keys.max_keys, audit_retention_days: keys.audit_retention_days, declared: keys.declared?.map((k) => compact({ ...k })) }),
+    keys: compact({ prefix: keys.prefix, rate_limit: { ...keys.rate_limit }, max_keys: keys.max_keys, audit_retention_days: keys.audit_retention_days, usage_retention_days: keys.usage_retention_days, declared: keys.declared?.map((k) => compact({ ...k })) }),
     upstreams: raw.upstreams.map(normaliseServer),
     remote_nodes: raw.remote_nodes.map(normaliseServer),
     routes: raw.routes.map((r, i) => normaliseRoute(r, i, formatPos(positionOf(positions, `/routes/${i}`, false, ctx.rootPos)))),
@@ -793,6 +802,9 @@ function normaliseRoute(r: RawRoute, index: number, source: string): RouteConfig
     query_token: r.query_token,
     pass_authorization: r.pass_authorization,
     jsonrpc: r.jsonrpc && { methods: {}, tools: {}, ...r.jsonrpc },
+    requires: r.requires && { dagu: r.requires.dagu },
+    answer: r.answer,
+    expose_login: r.expose_login ? true : undefined,
   });
 }
 

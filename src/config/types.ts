@@ -84,6 +84,12 @@ export interface RouteConfig {
   pass_authorization: boolean;
   /** JSON-RPC method policy for A2A / MCP routes */
   jsonrpc?: JsonRpcPolicy;
+  /** the upstream versions this route is for (checked against GET <api_base_url>/health) */
+  requires?: { dagu: string };
+  /** Keygate answers the request itself instead of forwarding it */
+  answer?: 'current_user';
+  /** the route may serve a login or first-run setup path (…/auth/login, …/auth/setup); absent = false */
+  expose_login?: true;
 }
 
 /** Minimum role, or "deny". */
@@ -96,6 +102,18 @@ export interface JsonRpcPolicy {
   default_method?: RoleOrDeny;
   default_tool: RoleOrDeny;
   max_body_bytes: number;
+  /** tool name → where its tools/call arguments name the workspace the call acts in */
+  tool_workspaces?: Readonly<Record<string, ToolWorkspace>>;
+}
+
+/**
+ * How a tool names its workspace: `arguments[argument]`, only when every `when` argument has one
+ * of the listed values and no `unless` argument is present (e.g. a direct resource URI).
+ */
+export interface ToolWorkspace {
+  argument: string;
+  when?: Readonly<Record<string, readonly string[]>>;
+  unless?: readonly string[];
 }
 
 export interface ListenConfig {
@@ -147,6 +165,8 @@ export interface KeysConfig {
   max_keys?: number;
   /** days audit records are kept; absent = forever */
   audit_retention_days?: number;
+  /** days the hourly usage history is kept (the schema's default: 30) */
+  usage_retention_days?: number;
   /** keys declared in the YAML; absent when none are */
   declared?: DeclaredKeyConfig[];
 }

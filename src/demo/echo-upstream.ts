@@ -63,6 +63,11 @@ export interface EchoUpstreamOptions {
   port?: number;
   /** reported in every response as `upstream`; default 'echo' */
   name?: string;
+  /**
+   * A Dagu version to report as `version` in the answer to any path ending in /health, as Dagu
+   * does (the gateway's version check for route maps with `requires`); default none.
+   */
+  daguVersion?: string;
 }
 
 const DEFAULT_WAIT_MS = 5000;
@@ -254,6 +259,7 @@ export async function startEchoUpstream(opts: EchoUpstreamOptions = {}): Promise
       if (!(await bodyRead)) return;
       const body = entry.body;
       return sendJson(res, 200, {
+        ...(opts.daguVersion !== undefined && path.endsWith('/health') ? { status: 'healthy', version: opts.daguVersion } : {}),
         upstream: name,
         method: entry.method,
         path,

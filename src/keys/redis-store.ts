@@ -5,10 +5,10 @@
 
 import { randomUUID } from 'node:crypto';
 import { Cluster } from 'ioredis';
-import { ConflictError } from '../errors.js';
+import { ConflictError, ValidationError } from '../errors.js';
 import { createRedis, type RedisClient, type RedisSettings } from '../redis.js';
 import type { StoredKey } from './model.js';
-import type { AuditQuery, AuditRecord, AuditStore, KeyPatch, KeyStore, UsageDelta } from './store.js';
+import type { AuditQuery, AuditRecord, AuditStore, KeyPage, KeyPageQuery, KeyPatch, KeyStore, UsageDelta, UsageRow } from './store.js';
 
 /** Document as stored: the key without its usage counters, plus a version for optimistic updates. */
 type Doc = Omit<StoredKey, 'requestCount' | 'lastUsedAt'> & { version: number };
@@ -41,7 +41,7 @@ if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], ARGV[8], ARGV[1]) end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[9])
 return 'ok'`;
 
-// ARGV: id; KEYS 4: usage hash of the key
+// ARGV: id; KEYS 4: usage hash of the key, KEYS 5: its hourly history
 const DELETE = `
 local cur = redis.call('HGET', KEYS[3], ARGV[1])
 if not cur then return 0 end
@@ -51,15 +51,40 @@ for _, d in ipairs({doc.digest, doc.previousDigest}) do
   if type(d) == 'string' and redis.call('HGET', KEYS[2], d) == ARGV[1] then redis.call('HDEL', KEYS[2], d) end
 end
 redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('DEL', KEYS[4])
+redis.call('DEL', KEYS[4], KEYS[5])
 return 1`;
 
-// KEYS[1]: usage hash. ARGV: count, last-used ms. Last use only moves forward.
+// KEYS[1]: usage hash, KEYS[2]: the key's hourly history hash, KEYS[3]: set of ids with history.
+// ARGV: count, last-used ms (0 = none), id, then hour ms, allowed, limited, forbidden per hour.
+// Last use only moves forward; history fields are "<hour ms>:a|l|f".
 const USAGE = `
-redis.call('HINCRBY', KEYS[1], 'count', ARGV[1])
+if tonumber(ARGV[1]) > 0 then redis.call('HINCRBY', KEYS[1], 'count', ARGV[1]) end
 local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
 if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[1], 'last', ARGV[2]) end
+if #ARGV > 3 then redis.call('SADD', KEYS[3], ARGV[3]) end
+for i = 4, #ARGV, 4 do
+  if tonumber(ARGV[i + 1]) > 0 then redis.call('HINCRBY', KEYS[2], ARGV[i] .. ':a', ARGV[i + 1]) end
+  if tonumber(ARGV[i + 2]) > 0 then redis.call('HINCRBY', KEYS[2], ARGV[i] .. ':l', ARGV[i + 2]) end
+  if tonumber(ARGV[i + 3]) > 0 then redis.call('HINCRBY', KEYS[2], ARGV[i] .. ':f', ARGV[i + 3]) end
+end
 return 1`;
+
+// KEYS[1]: set of ids with history; ARGV[1]: cutoff hour ms; ARGV[2]: the hash-name prefix of a
+// key's history (the id is appended). Removes older hour fields; resolves with how many hours went.
+const USAGE_PRUNE = `
+local n = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local h = ARGV[2] .. id
+  for _, f in ipairs(redis.call('HKEYS', h)) do
+    local hour = tonumber(string.match(f, '^(%d+):'))
+    if hour and hour < tonumber(ARGV[1]) then
+      redis.call('HDEL', h, f)
+      if string.sub(f, -2) == ':a' then n = n + 1 end
+    end
+  end
+  if redis.call('EXISTS', h) == 0 then redis.call('SREM', KEYS[1], id) end
+end
+return n`;
 
 // KEYS[1]: audit list (newest first). ARGV: cutoff (ISO 8601). Pops from the old end while older.
 const AUDIT_PRUNE = `
@@ -75,8 +100,8 @@ return n`;
 interface Scripts {
   kgInsert(names: string, digests: string, keys: string, ...argv: string[]): Promise<string>;
   kgReplace(names: string, digests: string, keys: string, ...argv: (string | number)[]): Promise<string>;
-  kgDelete(names: string, digests: string, keys: string, usage: string, id: string): Promise<number>;
-  kgUsage(usage: string, count: number, lastMs: number): Promise<number>;
+  kgDelete(names: string, digests: string, keys: string, usage: string, hours: string, id: string): Promise<number>;
+  kgUsagePrune(withHistory: string, beforeMs: number, hoursPrefix: string): Promise<number>;
   kgAuditPrune(audit: string, before: string): Promise<number>;
 }
 
@@ -91,7 +116,22 @@ export interface RedisKeyStoreOptions {
 export class RedisKeyStore implements KeyStore, AuditStore {
   private readonly redis: RedisClient & Scripts;
   private readonly sub: RedisClient;
-  private readonly k: { names: string; digests: string; keys: string; audit: string; changes: string; usage: (id: string) => string };
+  private readonly k: {
+    names: string;
+    digests: string;
+    keys: string;
+    audit: string;
+    changes: string;
+    /** ids of the keys declared in the config file, and whether that index was built */
+    config: string;
+    configIndexed: string;
+    usage: (id: string) => string;
+    /** a key's hourly history; the prefix of its name is hoursPrefix */
+    hours: (id: string) => string;
+    hoursPrefix: string;
+    /** ids that have history (so pruning finds the history of deleted keys too) */
+    withHistory: string;
+  };
   private mark = 0;
   /** settles once the latest SUBSCRIBE was answered (or failed, which onError reported) */
   private subscribed: Promise<void> = Promise.resolve();
@@ -105,7 +145,13 @@ export class RedisKeyStore implements KeyStore, AuditStore {
       keys: `${p}:keys`,
       audit: `${p}:audit`,
       changes: `${p}:key-changes`,
+      // ids of the keys declared in the config file, so a sync reads those and not every key
+      config: `${p}:config-keys`,
+      configIndexed: `${p}:config-keys-indexed`,
       usage: (id) => `${p}:key-usage:${id}`,
+      hours: (id) => `${p}:key-usage-hours:${id}`,
+      hoursPrefix: `${p}:key-usage-hours:`,
+      withHistory: `${p}:key-usage-hours`,
     };
     // Management and cache misses may wait briefly for a reconnect; they are not the hot path
     // (cached keys are answered without Redis).
@@ -127,8 +173,9 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     this.redis.on('ready', () => (down = false));
     this.redis.defineCommand('kgInsert', { numberOfKeys: 3, lua: INSERT });
     this.redis.defineCommand('kgReplace', { numberOfKeys: 3, lua: REPLACE });
-    this.redis.defineCommand('kgDelete', { numberOfKeys: 4, lua: DELETE });
-    this.redis.defineCommand('kgUsage', { numberOfKeys: 1, lua: USAGE });
+    this.redis.defineCommand('kgDelete', { numberOfKeys: 5, lua: DELETE });
+    this.redis.defineCommand('kgUsage', { numberOfKeys: 3, lua: USAGE });
+    this.redis.defineCommand('kgUsagePrune', { numberOfKeys: 1, lua: USAGE_PRUNE });
     this.redis.defineCommand('kgAuditPrune', { numberOfKeys: 1, lua: AUDIT_PRUNE });
     // Any change anywhere, and any (re)connect of the subscriber, makes cached keys stale.
     this.sub.on('message', () => this.mark++);
@@ -176,6 +223,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     const doc: Doc = { ...rest, version: 1 };
     const r = await this.redis.kgInsert(this.k.names, this.k.digests, this.k.keys, key.id, key.name, key.digest, key.previousDigest ?? '', JSON.stringify(doc));
     if (r === 'name_taken') throw new ConflictError(`a key named "${key.name}" already exists`);
+    if (key.managedBy === 'config') await this.redis.sadd(this.k.config, key.id);
     await this.publish(key.id);
   }
 
@@ -200,7 +248,8 @@ export class RedisKeyStore implements KeyStore, AuditStore {
   }
 
   async delete(id: string): Promise<boolean> {
-    const n = await this.redis.kgDelete(this.k.names, this.k.digests, this.k.keys, this.k.usage(id), id);
+    const n = await this.redis.kgDelete(this.k.names, this.k.digests, this.k.keys, this.k.usage(id), this.k.hours(id), id);
+    await this.redis.srem(this.k.config, id);
     if (n === 1) await this.publish(id);
     return n === 1;
   }
@@ -238,17 +287,114 @@ export class RedisKeyStore implements KeyStore, AuditStore {
       .sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.name < b.name ? -1 : 1));
   }
 
+  /**
+   * Pages follow HSCAN (no order): the cursor is the scan cursor and how many keys of that scan step
+   * were already returned, so a page never exceeds its limit.
+   */
+  async page(q: KeyPageQuery): Promise<KeyPage> {
+    if (q.managedBy === 'config') return { keys: await this.configKeys(), next: null };
+    let [scan, skip] = q.cursor === undefined ? ['0', 0] : parseScanCursor(q.cursor);
+    const docs: Doc[] = [];
+    for (;;) {
+      const [nextScan, flat] = await this.redis.hscan(this.k.keys, scan, 'COUNT', Math.max(q.limit, 10));
+      const step: string[] = [];
+      for (let i = 1; i < flat.length; i += 2) step.push(flat[i]!);
+      const take = step.slice(skip, skip + q.limit - docs.length);
+      for (const j of take) docs.push(JSON.parse(j) as Doc);
+      if (skip + take.length < step.length) {
+        skip += take.length;
+        break; // the page is full inside this scan step: the next page resumes in it
+      }
+      scan = nextScan;
+      skip = 0;
+      if (scan === '0' || docs.length >= q.limit) break;
+    }
+    const done = scan === '0' && skip === 0;
+    return { keys: await this.withUsages(docs), next: done ? null : `${scan}.${skip}` };
+  }
+
+  private async withUsages(docs: Doc[]): Promise<StoredKey[]> {
+    if (docs.length === 0) return [];
+    const pipe = this.redis.pipeline();
+    for (const d of docs) pipe.hgetall(this.k.usage(d.id));
+    const usage = (await pipe.exec()) ?? [];
+    return docs.map((d, i) => toKey(d, (usage[i]?.[1] as Record<string, string>) ?? {}));
+  }
+
+  /** The config-managed keys, by their index (built once from a scan for stores older than it). */
+  private async configKeys(): Promise<StoredKey[]> {
+    if ((await this.redis.exists(this.k.configIndexed)) === 0) {
+      let scan = '0';
+      do {
+        const [next, flat] = await this.redis.hscan(this.k.keys, scan, 'COUNT', 1000);
+        for (let i = 1; i < flat.length; i += 2) {
+          const d = JSON.parse(flat[i]!) as Doc;
+          if (d.managedBy === 'config') await this.redis.sadd(this.k.config, d.id);
+        }
+        scan = next;
+      } while (scan !== '0');
+      await this.redis.set(this.k.configIndexed, '1');
+    }
+    const ids = await this.redis.smembers(this.k.config);
+    if (ids.length === 0) return [];
+    const json = await this.redis.hmget(this.k.keys, ...ids);
+    return this.withUsages(json.filter((j): j is string => j !== null).map((j) => JSON.parse(j) as Doc));
+  }
+
+  /** Scans the keys (Redis has no index by role): only when no admin token is configured and a credential failed. */
+  async hasActiveAdmin(nowMs: number): Promise<boolean> {
+    let scan = '0';
+    do {
+      const [next, flat] = await this.redis.hscan(this.k.keys, scan, 'COUNT', 1000);
+      for (let i = 1; i < flat.length; i += 2) {
+        const d = JSON.parse(flat[i]!) as Doc;
+        if (d.role === 'admin' && d.isActive && (d.expiresAt === null || Date.parse(d.expiresAt) > nowMs)) return true;
+      }
+      scan = next;
+    } while (scan !== '0');
+    return false;
+  }
+
   async count(): Promise<number> {
     return this.redis.hlen(this.k.keys);
   }
 
   async addUsage(batch: ReadonlyMap<string, UsageDelta>): Promise<void> {
     if (batch.size === 0) return;
-    const pipe = this.redis.pipeline() as unknown as { kgUsage(k: string, c: number, l: number): void; exec(): Promise<[Error | null, unknown][] | null> };
-    for (const [id, d] of batch) pipe.kgUsage(this.k.usage(id), d.count, Date.parse(d.lastUsedAt));
+    type Pipe = { kgUsage(usage: string, hours: string, ids: string, ...argv: (string | number)[]): void; exec(): Promise<[Error | null, unknown][] | null> };
+    const pipe = this.redis.pipeline() as unknown as Pipe;
+    for (const [id, d] of batch) {
+      const argv: (string | number)[] = [d.count, d.lastUsedAt ? Date.parse(d.lastUsedAt) : 0, id];
+      for (const h of d.hours ?? []) argv.push(h.hourMs, h.allowed, h.limited, h.forbidden);
+      pipe.kgUsage(this.k.usage(id), this.k.hours(id), this.k.withHistory, ...argv);
+    }
     const results = (await pipe.exec()) ?? [];
     const failed = results.find(([err]) => err);
     if (failed) throw failed[0];
+  }
+
+  async usageHistory(keyId: string, fromMs: number, toMs: number): Promise<UsageRow[]> {
+    const all = await this.redis.hgetall(this.k.hours(keyId));
+    const byHour = new Map<number, UsageRow>();
+    for (const [field, value] of Object.entries(all)) {
+      const i = field.indexOf(':');
+      const hourMs = Number(field.slice(0, i));
+      if (!(hourMs >= fromMs && hourMs < toMs)) continue;
+      let row = byHour.get(hourMs);
+      if (row === undefined) {
+        row = { hour: new Date(hourMs).toISOString(), allowed: 0, limited: 0, forbidden: 0 };
+        byHour.set(hourMs, row);
+      }
+      const kind = field.slice(i + 1);
+      if (kind === 'a') row.allowed = Number(value);
+      else if (kind === 'l') row.limited = Number(value);
+      else if (kind === 'f') row.forbidden = Number(value);
+    }
+    return [...byHour.entries()].sort((a, b) => a[0] - b[0]).map(([, row]) => row);
+  }
+
+  async pruneUsage(beforeMs: number): Promise<number> {
+    return this.redis.kgUsagePrune(this.k.withHistory, beforeMs, this.k.hoursPrefix);
   }
 
   async appendAudit(record: AuditRecord): Promise<void> {
@@ -284,6 +430,12 @@ export class RedisKeyStore implements KeyStore, AuditStore {
   static namespace(): string {
     return `keygate-test-${randomUUID().slice(0, 8)}`;
   }
+}
+
+function parseScanCursor(cursor: string): [string, number] {
+  const m = /^(\d+)\.(\d+)$/.exec(cursor);
+  if (!m) throw new ValidationError('cursor', 'is not a cursor this gateway returned (use the next cursor of the page before)');
+  return [m[1]!, Number(m[2])];
 }
 
 function toKey(doc: Doc, usage: Record<string, string>): StoredKey {

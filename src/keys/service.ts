@@ -18,6 +18,7 @@ import {
 } from './model.js';
 import { digestSecret, displayPrefix, generateSecret } from './secret.js';
 import type { AuditAction, AuditRecord, AuditStore, KeyPatch, KeyStore } from './store.js';
+import { DAY_MS, HOUR_MS, usageRange, usageSeries, type UsageQuery, type UsageSeries } from './usage-history.js';
 
 /** Input to create/update, as parsed from a CLI flag or a JSON body: checked here, not trusted. */
 export interface KeyInput {
@@ -82,10 +83,18 @@ type Editable = (typeof EDITABLE)[number];
 
 const WORKSPACE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const DATE_ONLY = /^(\d{4})-(\d{2})-(\d{2})$/;
+/** Keys in a page of a listing when the caller does not say, and at most. */
+export const DEFAULT_PAGE = 100;
+export const MAX_PAGE = 1000;
 /** Bound on remembered unknown digests, so a flood of random keys cannot grow memory. */
 const MAX_UNKNOWN = 10_000;
 
-function publicKey(stored: StoredKey): ApiKey {
+/** Whether a key is scoped to a workspace: bound to it, or granted it. */
+function inWorkspace(k: ApiKey, ws: string): boolean {
+  return k.workspace !== null ? k.workspace === ws : k.workspaceAccess.grants.some((g) => g.workspace === ws);
+}
+
+export function publicKey(stored: StoredKey): ApiKey {
   const { digest: _digest, previousDigest: _previous, previousDigestExpiresAt: _until, ...key } = stored;
   return key;
 }
@@ -348,6 +357,7 @@ export class KeyService {
     };
     await this.store.insert(stored);
     this.unknown.delete(stored.digest);
+    this.adminCache = undefined;
     const key = publicKey(stored);
     await this.record('create', key, actor, auditView(key));
     return { key, secret };
@@ -383,15 +393,57 @@ export class KeyService {
     return fields;
   }
 
-  /** All keys, or the keys scoped to one workspace (bound to it or granted it). */
-  async list(filter?: { workspace?: string }): Promise<ApiKey[]> {
-    const keys = (await this.store.list()).map(publicKey);
-    const ws = filter?.workspace;
-    if (ws === undefined) return keys;
-    return keys.filter((k) =>
-      k.workspace !== null ? k.workspace === ws : k.workspaceAccess.grants.some((g) => g.workspace === ws),
-    );
+  /**
+   * One page of keys (default 100, at most 1000), or of the keys scoped to one workspace (bound to
+   * it or granted it); `next` continues. Never reads more than a page's worth at a time from the
+   * store, so a million keys cost what a hundred do.
+   */
+  async page(q: { limit?: unknown; cursor?: unknown; workspace?: string | undefined } = {}): Promise<{ keys: ApiKey[]; next: string | null }> {
+    const limit = q.limit === undefined ? DEFAULT_PAGE : wholeNumber('limit', q.limit, 1, MAX_PAGE, 'keys');
+    let cursor = q.cursor === undefined || q.cursor === '' ? undefined : str('cursor', q.cursor, 1, 200);
+    const ws = q.workspace;
+    const keys: ApiKey[] = [];
+    for (;;) {
+      const page = await this.store.page({ limit: limit - keys.length, cursor });
+      for (const k of page.keys) if (ws === undefined || inWorkspace(k, ws)) keys.push(publicKey(k));
+      cursor = page.next ?? undefined;
+      if (page.next === null || keys.length >= limit) return { keys, next: page.next };
+    }
   }
+
+  /** Every key, page by page (tests and small stores; the CLI and the APIs page). */
+  async list(filter?: { workspace?: string }): Promise<ApiKey[]> {
+    const all: ApiKey[] = [];
+    let cursor: string | undefined;
+    do {
+      const p = await this.page({ limit: MAX_PAGE, cursor, workspace: filter?.workspace });
+      all.push(...p.keys);
+      cursor = p.next ?? undefined;
+    } while (cursor !== undefined);
+    return all;
+  }
+
+  /** Keys in the store (SELECT COUNT(*), HLEN): never a listing. */
+  count(): Promise<number> {
+    return this.store.count();
+  }
+
+  /**
+   * Whether an active admin key exists; asked when an admin credential fails and no token is
+   * configured (to say how to set one up). Remembered until a key changes or 10 s pass, so a flood
+   * of wrong credentials does not become a flood of store scans.
+   */
+  async hasActiveAdmin(): Promise<boolean> {
+    const c = this.adminCache;
+    const mark = this.store.changeMark();
+    if (c !== undefined && c.generation === this.generation && c.mark === mark && this.now() - c.at < 10_000) return c.answer;
+    const generation = this.generation;
+    const answer = await this.store.hasActiveAdmin(this.now());
+    this.adminCache = { answer, generation, mark, at: this.now() };
+    return answer;
+  }
+
+  private adminCache: { answer: boolean; generation: number; mark: number; at: number } | undefined;
 
   /** A key by id, or by exact name (what a person at the CLI knows). */
   async get(idOrName: string): Promise<ApiKey> {
@@ -515,7 +567,13 @@ export class KeyService {
 
   async syncDeclared(): Promise<{ created: number; updated: number; deleted: number }> {
     const declared = this.config.declared ?? [];
-    const existing = await this.store.list();
+    // only the config-managed keys and the declared names: a million other keys are not read
+    const existing = (await this.store.page({ limit: MAX_PAGE, managedBy: 'config' })).keys;
+    for (const d of declared) {
+      if (existing.some((k) => k.name === d.name)) continue;
+      const other = await this.store.getByName(d.name);
+      if (other) existing.push(other);
+    }
     const byName = new Map(existing.map((k) => [k.name, k]));
     const counts = { created: 0, updated: 0, deleted: 0 };
     for (const [i, d] of declared.entries()) {
@@ -562,7 +620,25 @@ export class KeyService {
       await this.record('delete', k, CONFIG_ACTOR, auditView(publicKey(k)));
     }
     this.unknown.clear();
+    this.adminCache = undefined;
     return counts;
+  }
+
+  // ---------------------------------------------------------------- usage history
+
+  /** A key's usage history (allowed / rate limited / forbidden) in hourly or daily buckets. */
+  async usage(idOrName: string, query: UsageQuery): Promise<UsageSeries & { key: Pick<ApiKey, 'id' | 'name'> }> {
+    const { bucket, fromMs, toMs } = usageRange(query, this.now());
+    const key = await this.find(idOrName);
+    const rows = await this.store.usageHistory(key.id, fromMs, toMs);
+    return { key: { id: key.id, name: key.name }, ...usageSeries(rows, bucket, fromMs, toMs) };
+  }
+
+  /** Remove usage history older than keys.usage_retention_days (default 30); resolves with how many hours went. */
+  async pruneUsage(): Promise<number> {
+    const days = this.config.usage_retention_days ?? 30;
+    const cutoff = this.now() - days * DAY_MS;
+    return this.store.pruneUsage(cutoff - (cutoff % HOUR_MS));
   }
 
   // ---------------------------------------------------------------- audit

@@ -2,10 +2,12 @@
 // one host may share the file (the CLI changes keys while `serve` runs).
 
 import Database from 'better-sqlite3';
-import { ConflictError } from '../errors.js';
-import { createPrivateFile } from './private-file.js';
+import { existsSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { ConflictError, KeygateError, StoreUnavailableError, ValidationError } from '../errors.js';
 import type { StoredKey } from './model.js';
-import type { AuditQuery, AuditRecord, AuditStore, KeyPatch, KeyStore, UsageDelta } from './store.js';
+import { createPrivateFile } from './private-file.js';
+import type { AuditQuery, AuditRecord, AuditStore, KeyPage, KeyPageQuery, KeyPatch, KeyStore, UsageDelta, UsageRow } from './store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -48,6 +50,15 @@ CREATE TABLE IF NOT EXISTS audit (
   details        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_key ON audit(key_id, seq);
+CREATE TABLE IF NOT EXISTS usage_hourly (
+  key_id    TEXT NOT NULL,
+  hour      TEXT NOT NULL,
+  allowed   INTEGER NOT NULL DEFAULT 0,
+  limited   INTEGER NOT NULL DEFAULT 0,
+  forbidden INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (key_id, hour)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_hourly_hour ON usage_hourly(hour);
 `;
 
 /** Columns added after the first release: added to an older file when it is opened. */
@@ -56,7 +67,35 @@ const ADDED_COLUMNS: readonly [name: string, type: string][] = [
   ['previous_digest_expires_at', 'TEXT'],
 ];
 /** Needs the added columns, so it runs after them. */
-const LATE_SCHEMA = 'CREATE INDEX IF NOT EXISTS api_keys_previous_digest ON api_keys(previous_digest)';
+const LATE_SCHEMA = `
+CREATE INDEX IF NOT EXISTS api_keys_previous_digest ON api_keys(previous_digest);
+CREATE INDEX IF NOT EXISTS api_keys_page ON api_keys(created_at, name);
+CREATE INDEX IF NOT EXISTS api_keys_config ON api_keys(managed_by) WHERE managed_by = 'config';
+CREATE INDEX IF NOT EXISTS api_keys_admin ON api_keys(role) WHERE role = 'admin';
+CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY);
+`;
+
+/** SQLite result codes that mean the file cannot take writes (or reads) any more, not a bad request. */
+const FAULT = /^SQLITE_(READONLY|CORRUPT|NOTADB|IOERR|FULL|CANTOPEN|PERM)/;
+
+function isFault(err: unknown): err is Error & { code: string } {
+  return err instanceof Error && typeof (err as { code?: unknown }).code === 'string' && FAULT.test((err as unknown as { code: string }).code);
+}
+
+/** A page cursor: the (created_at, name) of the last key of the page before, opaque to callers. */
+function encodeCursor(createdAt: string, id: string): string {
+  return Buffer.from(JSON.stringify([createdAt, id])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): [string, string] {
+  try {
+    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
+    if (Array.isArray(v) && v.length === 2 && typeof v[0] === 'string' && typeof v[1] === 'string') return [v[0], v[1]];
+  } catch {
+    // falls through to the error below
+  }
+  throw new ValidationError('cursor', 'is not a cursor this gateway returned (use the next cursor of the page before)');
+}
 
 interface Row {
   id: string;
@@ -176,23 +215,75 @@ function fromAuditRow(r: AuditRow): AuditRecord {
   };
 }
 
+function codeOf(err: unknown): string {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' ? ` (${code})` : '';
+}
+
 function isUniqueViolation(err: unknown): err is Error & { message: string } {
   return err instanceof Error && (err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE';
+}
+
+/**
+ * Check a backup file: SQLite's integrity check passes and the keys table reads; make it one
+ * self-contained file (rollback journal, no -wal beside it). Resolves with the number of keys.
+ */
+export function verifyBackup(file: string): number {
+  const db = new Database(file, { fileMustExist: true });
+  try {
+    db.pragma('journal_mode = DELETE');
+    const check = db.pragma('integrity_check', { simple: true });
+    if (check !== 'ok') throw new KeygateError('backup_invalid', 1, `the backup in ${file} failed SQLite's integrity check: ${String(check)}`);
+    return (db.prepare('SELECT count(*) AS n FROM api_keys').get() as { n: number }).n;
+  } finally {
+    db.close();
+  }
+}
+
+export interface SqliteKeyStoreOptions {
+  /** refuse to create the file when it does not exist (keygate check, keygate backup) */
+  mustExist?: boolean;
 }
 
 export class SqliteKeyStore implements KeyStore, AuditStore {
   private readonly db: Database.Database;
   private readonly stmts;
+  /** true when this open created the file: a new, empty store (the caller says so in its log) */
+  readonly created: boolean;
+  /** why the file cannot take changes (read-only, corrupt, disk full…); undefined while it can */
+  private faultReason: string | undefined;
 
-  /** `file` is a path, or ":memory:" for tests. */
-  constructor(file: string) {
-    if (file !== ':memory:') createPrivateFile(file);
-    this.db = new Database(file);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 5000');
-    this.db.exec(SCHEMA);
-    this.migrate();
+  /**
+   * `file` is a path, or ":memory:" for tests. A directory that does not exist is an error (a typo
+   * in the path must not become a new, empty store), and so is a file SQLite cannot read.
+   */
+  constructor(readonly file: string, opts: SqliteKeyStoreOptions = {}) {
+    const memory = file === ':memory:';
+    if (!memory) {
+      const dir = dirname(file);
+      if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+        throw new KeygateError('store_path', 500, `store.keys sqlite:${file}: the directory ${dir} does not exist; fix the path or create it (mkdir -p ${dir})`);
+      }
+      if (opts.mustExist && !existsSync(file)) throw new KeygateError('store_path', 500, `store.keys sqlite:${file}: no such file`);
+    }
+    this.created = !memory && !existsSync(file);
+    try {
+      if (this.created) createPrivateFile(file);
+      this.db = new Database(file);
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = NORMAL');
+      this.db.pragma('busy_timeout = 5000');
+      this.db.exec(SCHEMA);
+    } catch (err) {
+      throw new KeygateError('store_unreadable', 500, `store.keys sqlite:${file}: cannot open the database: ${(err as Error).message}${codeOf(err)}`);
+    }
+    try {
+      this.migrate();
+    } catch (err) {
+      // a read-only file of an older version: serve what it holds, report the fault
+      if (!isFault(err)) throw err;
+      this.noteFault(err);
+    }
     this.stmts = {
       get: this.db.prepare<[string], Row>('SELECT * FROM api_keys WHERE id = ?'),
       byName: this.db.prepare<[string], Row>('SELECT * FROM api_keys WHERE name = ?'),
@@ -206,8 +297,26 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       auditPrune: this.db.prepare<[string]>('DELETE FROM audit WHERE at < ?'),
       auditByKey: this.db.prepare<[string, number], AuditRow>('SELECT * FROM audit WHERE key_id = ? ORDER BY seq DESC LIMIT ?'),
       list: this.db.prepare<[], Row>('SELECT * FROM api_keys ORDER BY created_at, name'),
+      pageFirst: this.db.prepare<[number], Row>('SELECT * FROM api_keys ORDER BY created_at, name LIMIT ?'),
+      pageAfter: this.db.prepare<[string, string, number], Row>('SELECT * FROM api_keys WHERE (created_at, name) > (?, ?) ORDER BY created_at, name LIMIT ?'),
+      config: this.db.prepare<[], Row>("SELECT * FROM api_keys WHERE managed_by = 'config' ORDER BY created_at, id"),
+      admin: this.db.prepare<[string], { one: number }>(
+        "SELECT 1 AS one FROM api_keys WHERE role = 'admin' AND is_active = 1 AND (expires_at IS NULL OR expires_at > ?) LIMIT 1",
+      ),
+      probe: this.db.prepare('INSERT OR REPLACE INTO store_probe (id) VALUES (1)'),
       count: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM api_keys'),
       del: this.db.prepare<[string]>('DELETE FROM api_keys WHERE id = ?'),
+      delHistory: this.db.prepare<[string]>('DELETE FROM usage_hourly WHERE key_id = ?'),
+      // `hour` is ISO 8601 in UTC, so text order is time order
+      history: this.db.prepare<[string, string, string], UsageRow>(
+        'SELECT hour, allowed, limited, forbidden FROM usage_hourly WHERE key_id = ? AND hour >= ? AND hour < ? ORDER BY hour',
+      ),
+      historyAdd: this.db.prepare<[string, string, number, number, number]>(
+        `INSERT INTO usage_hourly (key_id, hour, allowed, limited, forbidden) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (key_id, hour) DO UPDATE SET allowed = allowed + excluded.allowed,
+           limited = limited + excluded.limited, forbidden = forbidden + excluded.forbidden`,
+      ),
+      historyPrune: this.db.prepare<[string]>('DELETE FROM usage_hourly WHERE hour < ?'),
       usage: this.db.prepare<[number, string, string, string]>(
         `UPDATE api_keys SET request_count = request_count + ?,
            last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < ? THEN ? ELSE last_used_at END
@@ -230,12 +339,57 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       .immediate();
   }
 
+  /** Remember a fault error so readiness reports it and later changes are refused with its reason. */
+  private noteFault(err: Error & { code: string }): void {
+    this.faultReason = `${err.message} (${err.code})`;
+  }
+
+  /**
+   * Run a change; a fault (read-only file, corruption, full disk) becomes a 503 naming it, and is
+   * remembered for readiness until a probe finds the file writable again.
+   */
+  private write<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      if (!isFault(err)) throw err;
+      this.noteFault(err);
+      throw new StoreUnavailableError(`the key store cannot take changes: ${this.faultReason}`);
+    }
+  }
+
+  /**
+   * Undefined when the file takes writes, else why not. Tries a write inside a transaction it
+   * rolls back, without waiting for a lock another process holds (that one is writing, so it can).
+   */
+  fault(): string | undefined {
+    if (this.file === ':memory:' || !this.db.open) return this.db.open ? undefined : 'the key store is closed';
+    const timeout = this.db.pragma('busy_timeout', { simple: true }) as number;
+    this.db.pragma('busy_timeout = 0');
+    try {
+      this.db.exec('BEGIN IMMEDIATE');
+      try {
+        this.stmts.probe.run();
+        this.stmts.count.get();
+      } finally {
+        this.db.exec('ROLLBACK');
+      }
+      this.faultReason = undefined;
+    } catch (err) {
+      if (isFault(err)) this.noteFault(err);
+      else if ((err as { code?: string }).code !== 'SQLITE_BUSY') this.faultReason = (err as Error).message;
+    } finally {
+      this.db.pragma(`busy_timeout = ${timeout}`);
+    }
+    return this.faultReason;
+  }
+
   async insert(key: StoredKey): Promise<void> {
     const fields = Object.keys(COLUMNS) as (keyof typeof COLUMNS)[];
     const cols = fields.map((f) => COLUMNS[f]);
     const values = fields.map((f) => toColumnValue(f, (key as unknown as Record<string, unknown>)[f]));
     try {
-      this.db.prepare(`INSERT INTO api_keys (${cols.join(',')}) VALUES (${cols.map(() => '?').join(',')})`).run(values);
+      this.write(() => this.db.prepare(`INSERT INTO api_keys (${cols.join(',')}) VALUES (${cols.map(() => '?').join(',')})`).run(values));
     } catch (err) {
       if (isUniqueViolation(err)) throw new ConflictError(`a key named "${key.name}" already exists`);
       throw err;
@@ -248,7 +402,7 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       const sets = fields.map((f) => `${COLUMNS[f]} = ?`).join(', ');
       const values = fields.map((f) => toColumnValue(f, patch[f]));
       try {
-        this.db.prepare(`UPDATE api_keys SET ${sets} WHERE id = ?`).run(...values, id);
+        this.write(() => this.db.prepare(`UPDATE api_keys SET ${sets} WHERE id = ?`).run(...values, id));
       } catch (err) {
         if (isUniqueViolation(err)) throw new ConflictError(`a key named "${patch.name}" already exists`);
         throw err;
@@ -258,7 +412,12 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
   }
 
   async delete(id: string): Promise<boolean> {
-    return this.stmts.del.run(id).changes > 0;
+    return this.write(() =>
+      this.db.transaction(() => {
+        this.stmts.delHistory.run(id);
+        return this.stmts.del.run(id).changes > 0;
+      })(),
+    );
   }
 
   async get(id: string): Promise<StoredKey | undefined> {
@@ -280,6 +439,27 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
     return this.stmts.list.all().map(fromRow);
   }
 
+  async page(q: KeyPageQuery): Promise<KeyPage> {
+    if (q.managedBy === 'config') return { keys: this.stmts.config.all().map(fromRow), next: null };
+    const rows = q.cursor === undefined ? this.stmts.pageFirst.all(q.limit + 1) : this.stmts.pageAfter.all(...decodeCursor(q.cursor), q.limit + 1);
+    const more = rows.length > q.limit;
+    if (more) rows.pop();
+    const last = rows[rows.length - 1];
+    return { keys: rows.map(fromRow), next: more && last ? encodeCursor(last.created_at, last.name) : null };
+  }
+
+  async hasActiveAdmin(nowMs: number): Promise<boolean> {
+    return this.stmts.admin.get(new Date(nowMs).toISOString()) !== undefined;
+  }
+
+  /**
+   * A consistent copy of the database in `dest` while other connections keep reading and writing:
+   * SQLite's online backup API, page by page, restarting when a writer changes a page already copied.
+   */
+  async backup(dest: string): Promise<void> {
+    await this.db.backup(dest);
+  }
+
   async count(): Promise<number> {
     return this.stmts.count.get()!.n;
   }
@@ -287,13 +467,24 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
   async addUsage(batch: ReadonlyMap<string, UsageDelta>): Promise<void> {
     if (batch.size === 0) return;
     const run = this.db.transaction(() => {
-      for (const [id, d] of batch) this.stmts.usage.run(d.count, d.lastUsedAt, d.lastUsedAt, id);
+      for (const [id, d] of batch) {
+        if (d.count > 0) this.stmts.usage.run(d.count, d.lastUsedAt, d.lastUsedAt, id);
+        for (const h of d.hours ?? []) this.stmts.historyAdd.run(id, new Date(h.hourMs).toISOString(), h.allowed, h.limited, h.forbidden);
+      }
     });
-    run.immediate();
+    this.write(() => run.immediate());
+  }
+
+  async usageHistory(keyId: string, fromMs: number, toMs: number): Promise<UsageRow[]> {
+    return this.stmts.history.all(keyId, new Date(fromMs).toISOString(), new Date(toMs).toISOString());
+  }
+
+  async pruneUsage(beforeMs: number): Promise<number> {
+    return this.stmts.historyPrune.run(new Date(beforeMs).toISOString()).changes;
   }
 
   async appendAudit(r: AuditRecord): Promise<void> {
-    this.stmts.auditInsert.run(r.id, r.at, r.actor, r.action, r.key_id, r.key_name, r.remote_address, JSON.stringify(r.details));
+    this.write(() => this.stmts.auditInsert.run(r.id, r.at, r.actor, r.action, r.key_id, r.key_name, r.remote_address, JSON.stringify(r.details)));
   }
 
   async listAudit(q: AuditQuery): Promise<AuditRecord[]> {
@@ -302,7 +493,7 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
   }
 
   async pruneAudit(before: string): Promise<number> {
-    return this.stmts.auditPrune.run(before).changes;
+    return this.write(() => this.stmts.auditPrune.run(before).changes);
   }
 
   changeMark(): number {

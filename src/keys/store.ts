@@ -29,11 +29,49 @@ export type KeyPatch = Partial<
   >
 >;
 
+/** One key's requests within one clock hour (UTC), as counted for the usage history. */
+export interface UsageHour {
+  /** start of the hour, ms since the epoch (a multiple of 3,600,000) */
+  hourMs: number;
+  /** forwarded to the upstream (the same requests requestCount counts) */
+  allowed: number;
+  /** refused with 429 by the key's rate limit */
+  limited: number;
+  /** refused with 403: inactive, expired, or not allowed (scope, role, workspace, surface, method) */
+  forbidden: number;
+}
+
 /** Usage gathered in memory, written in one batch: per key id. */
 export interface UsageDelta {
+  /** allowed requests: added to requestCount */
   count: number;
-  /** ISO 8601 of the latest use in the batch */
+  /** ISO 8601 of the latest allowed use in the batch; '' when the batch holds refusals only */
   lastUsedAt: string;
+  /** the same requests (and the refused ones) per hour, for the usage history; absent = none */
+  hours?: UsageHour[];
+}
+
+/** A stored hour of the usage history (hour as ISO 8601). */
+export interface UsageRow {
+  hour: string;
+  allowed: number;
+  limited: number;
+  forbidden: number;
+}
+
+/** One page of keys in a stable order; `cursor` is the `next` of the page before (opaque). */
+export interface KeyPageQuery {
+  /** at most this many keys */
+  limit: number;
+  cursor?: string | undefined;
+  /** only the keys declared in the configuration file (few: read without touching the others) */
+  managedBy?: 'config';
+}
+
+export interface KeyPage {
+  keys: StoredKey[];
+  /** where the next page starts; null when this was the last */
+  next: string | null;
 }
 
 export interface KeyStore {
@@ -49,15 +87,29 @@ export interface KeyStore {
    * grace period) is `digest` and still valid at `nowMs`.
    */
   findByDigest(digest: string, nowMs?: number): Promise<StoredKey | undefined>;
+  /** Every key at once: for tests and small stores only; nothing at start, reload or on a request calls it. */
   list(): Promise<StoredKey[]>;
+  /** A page of keys; a million keys are read a page at a time. Throws ValidationError on a bad cursor. */
+  page(query: KeyPageQuery): Promise<KeyPage>;
+  /** Whether an active, unexpired key with the role admin exists (an indexed lookup, not a listing). */
+  hasActiveAdmin(nowMs: number): Promise<boolean>;
   count(): Promise<number>;
-  /** Add counts and move last-used forward (never back), all in one transaction. */
+  /**
+   * Add counts, move last-used forward (never back) and add the hourly history, all in one
+   * transaction (SQLite) or one pipeline of atomic scripts (Redis).
+   */
   addUsage(batch: ReadonlyMap<string, UsageDelta>): Promise<void>;
+  /** The key's usage history for the hours from `fromMs` (inclusive) to `toMs` (exclusive), oldest first; hours without requests are absent. */
+  usageHistory(keyId: string, fromMs: number, toMs: number): Promise<UsageRow[]>;
+  /** Remove the history of hours before `beforeMs`; resolves with how many hour rows went. */
+  pruneUsage(beforeMs: number): Promise<number>;
   /**
    * A number that changes when another process changed the stored keys, read cheaply and
    * synchronously on the request path so a cache can tell it is stale.
    */
   changeMark(): number;
+  /** Why the store cannot take changes now (read-only or corrupt file…), undefined when it can. Absent = always can. */
+  fault?(): string | undefined;
   /** Resolves when a networked store is reachable; rejects after `ms`. Absent for local stores. */
   ready?(ms: number): Promise<void>;
   close(): Promise<void>;

@@ -3,6 +3,7 @@
 // from the client, and a client that goes away aborts the upstream request.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Writable } from 'node:stream';
 import { errors } from 'undici';
 import { clientResponseHeaders } from './headers.js';
 import type { Upstream } from './upstream.js';
@@ -40,6 +41,14 @@ function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || (len !== undefined && len !== '0');
 }
 
+/** Where the gateway's credential went, a 401/403 means the upstream refused it, not the client. */
+export const CREDENTIAL_REJECTED = 'upstream_credential_rejected';
+
+/** Swallows a refused upstream's body (its 401/403 must not reach the client). */
+function discard(): Writable {
+  return new Writable({ write: (_chunk, _enc, cb) => cb() });
+}
+
 export function forwardHttp(
   req: IncomingMessage,
   res: ServerResponse,
@@ -50,9 +59,17 @@ export function forwardHttp(
   body: Buffer | undefined,
   sendError: (res: ServerResponse, status: number, code: string, message: string) => void,
   done: (result: ForwardResult) => void,
+  /**
+   * The request carries the upstream's own credential on behalf of an accepted key: a 401 or 403
+   * from the upstream is its verdict on that credential, answered 502 upstream_credential_rejected
+   * (never passed on as if the client's key had been refused).
+   */
+  guardCredential = false,
 ): void {
   const started = performance.now();
   let upstreamMs = -1;
+  /** the upstream's 401/403 to our credential (guardCredential), 0 = none */
+  let rejected = 0;
   // undici takes any EventEmitter as its abort signal: the response itself serves, which spares an
   // AbortController (and its DOMException) per request — measured at ~10% of the gateway's CPU.
   let clientGone = false;
@@ -73,12 +90,22 @@ export function forwardHttp(
     },
     ({ statusCode, headers: upstreamHeaders }) => {
       upstreamMs = performance.now() - started;
+      if (guardCredential && (statusCode === 401 || statusCode === 403)) {
+        rejected = statusCode;
+        return discard();
+      }
       res.writeHead(statusCode, clientResponseHeaders(upstreamHeaders));
       // A body of unknown length may be a stream (SSE): send the headers now, not with its first chunk.
       if (upstreamHeaders['content-length'] === undefined) res.flushHeaders();
       return res;
     },
     (err) => {
+      if (rejected !== 0 && !clientGone) {
+        const message = `upstream "${upstream.name}" refused the gateway's own credential (${rejected}): its auth settings in the gateway configuration are wrong or expired`;
+        sendError(res, 502, CREDENTIAL_REJECTED, message);
+        done({ status: 502, upstreamMs, error: { code: CREDENTIAL_REJECTED, message } });
+        return;
+      }
       if (!err) {
         done({ status: res.statusCode, upstreamMs });
         return;

@@ -97,7 +97,7 @@ export function upstreamRequestHeaders(
   /** keep the client's Authorization (auth: none routes that opted in, e.g. Dagu webhooks) */
   passAuthorization = false,
 ): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
+  const out = Object.create(null) as Record<string, string | string[]>;
   if (passAuthorization && typeof incoming.authorization === 'string') out.authorization = incoming.authorization;
   const listed = connectionTokens(incoming.connection); // headers named in Connection are hop-by-hop too
   for (const name in incoming) {

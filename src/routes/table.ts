@@ -261,7 +261,8 @@ function segmentsMatch(route: Route, parts: string[], count: number): boolean {
 }
 
 function captureParams(route: Route, parts: string[]): Record<string, string> {
-  const params: Record<string, string> = {};
+  // no prototype: a lookup by name finds a captured segment or nothing
+  const params = Object.create(null) as Record<string, string>;
   const segs = route.segments;
   for (let i = 0; i < segs.length; i++) {
     if (segs[i]!.kind === Kind.Param) params[segs[i]!.value] = decodeSegmentValue(parts[i + 1]!);

@@ -1,10 +1,18 @@
-// Per-key usage (request count, last use), counted in memory on the request path and written to
-// the key store in one batch per interval, so no request waits on a disk write.
+// Per-key usage (request count, last use, and the hourly allowed/refused history), counted in
+// memory on the request path and written to the key store in one batch per interval, so no
+// request waits on a disk write and the history costs no write of its own.
 
-import type { KeyStore, UsageDelta } from '../keys/store.js';
+import type { KeyStore, UsageDelta, UsageHour } from '../keys/store.js';
+
+const HOUR_MS = 3_600_000;
+
+/** What a refused request counts as in the usage history. */
+export type Refused = 'limited' | 'forbidden';
+
+type Pending = UsageDelta & { lastMs: number; hours: UsageHour[] };
 
 export class UsageCounter {
-  private pending = new Map<string, UsageDelta & { lastMs: number }>();
+  private pending = new Map<string, Pending>();
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
   /**
@@ -19,14 +27,35 @@ export class UsageCounter {
     private readonly onError: (err: unknown) => void = () => {},
   ) {}
 
-  record(keyId: string, nowMs: number): void {
-    const d = this.pending.get(keyId);
+  /** The hour slot of a key's pending delta for `nowMs` (a batch spans an hour boundary rarely). */
+  private hour(keyId: string, nowMs: number): { d: Pending; h: UsageHour } {
+    const hourMs = nowMs - (nowMs % HOUR_MS);
+    let d = this.pending.get(keyId);
     if (d === undefined) {
-      this.pending.set(keyId, { count: 1, lastUsedAt: '', lastMs: nowMs });
-    } else {
-      d.count++;
-      if (nowMs > d.lastMs) d.lastMs = nowMs;
+      d = { count: 0, lastUsedAt: '', lastMs: 0, hours: [] };
+      this.pending.set(keyId, d);
     }
+    const last = d.hours[d.hours.length - 1];
+    if (last !== undefined && last.hourMs === hourMs) return { d, h: last };
+    let h = d.hours.find((x) => x.hourMs === hourMs);
+    if (h === undefined) {
+      h = { hourMs, allowed: 0, limited: 0, forbidden: 0 };
+      d.hours.push(h);
+    }
+    return { d, h };
+  }
+
+  /** A request forwarded with this key. */
+  record(keyId: string, nowMs: number): void {
+    const { d, h } = this.hour(keyId, nowMs);
+    d.count++;
+    h.allowed++;
+    if (nowMs > d.lastMs) d.lastMs = nowMs;
+  }
+
+  /** A request with this key that was refused (429 rate limit, 403 not allowed). */
+  refused(keyId: string, kind: Refused, nowMs: number): void {
+    this.hour(keyId, nowMs).h[kind]++;
   }
 
   start(): void {
@@ -47,20 +76,33 @@ export class UsageCounter {
     }
     const batch = this.pending;
     this.pending = new Map();
-    for (const d of batch.values()) d.lastUsedAt = new Date(d.lastMs).toISOString();
+    for (const d of batch.values()) d.lastUsedAt = d.lastMs > 0 ? new Date(d.lastMs).toISOString() : '';
     try {
       await this.store.addUsage(batch);
       this.lastFlushMs = Date.now();
     } catch (err) {
-      for (const [id, d] of batch) {
-        const now = this.pending.get(id);
-        if (now === undefined) this.pending.set(id, d);
-        else {
-          now.count += d.count;
-          now.lastMs = Math.max(now.lastMs, d.lastMs);
-        }
-      }
+      for (const [id, d] of batch) this.keep(id, d);
       this.onError(err);
+    }
+  }
+
+  /** Put a batch entry that could not be written back, merged with what was counted since. */
+  private keep(id: string, d: Pending): void {
+    const now = this.pending.get(id);
+    if (now === undefined) {
+      this.pending.set(id, d);
+      return;
+    }
+    now.count += d.count;
+    now.lastMs = Math.max(now.lastMs, d.lastMs);
+    for (const h of d.hours) {
+      const same = now.hours.find((x) => x.hourMs === h.hourMs);
+      if (same === undefined) now.hours.unshift(h);
+      else {
+        same.allowed += h.allowed;
+        same.limited += h.limited;
+        same.forbidden += h.forbidden;
+      }
     }
   }
 

@@ -58,7 +58,7 @@ export function summariseRoute(r: RouteConfig): RouteSummary {
 }
 
 export async function gatewayInfo(keys: KeyService, source: InfoSource | undefined): Promise<GatewayInfo> {
-  const keyCount = (await keys.list()).length;
+  const keyCount = await keys.count();
   if (source === undefined) {
     return { public_url: null, public_url_source: null, rate_limit: null, max_keys: null, key_count: keyCount, key_prefix: null, routes: null };
   }

@@ -1,0 +1,259 @@
+// A strict JSON reader for the bodies the gateway decides on, so that it reads a call exactly as
+// the upstream will. JSON.parse is not enough: it keeps the last of two equal member names
+// silently, and builds objects whose prototype answers for names the body never had. Here:
+// - RFC 8259 grammar only (no BOM, no trailing data, whitespace = space, tab, CR, LF);
+// - the bytes must be UTF-8 (a Go decoder would turn bad bytes into U+FFFD, JSON.parse too, but
+//   silently: refused instead);
+// - \u escapes with a lone surrogate become U+FFFD, as Go decodes them;
+// - objects have a null prototype, so only members the body sent are found;
+// - the first duplicate member name is reported (the value is still built, for the request's id).
+
+export type JsonValue = null | boolean | number | string | JsonValue[] | JsonObject;
+export interface JsonObject {
+  [name: string]: JsonValue;
+}
+
+export type ReadResult =
+  | { readonly ok: true; readonly value: JsonValue; /** set when some object names a member twice */ readonly duplicate: string | undefined }
+  | { readonly ok: false; readonly message: string };
+
+/** deeper nesting is refused rather than risking the stack (Go's own limit is 10000) */
+const MAX_DEPTH = 512;
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+class SyntaxFault extends Error {}
+
+/** Read one JSON document from bytes. */
+export function readJson(bytes: Uint8Array): ReadResult {
+  let text: string;
+  try {
+    text = UTF8.decode(bytes);
+  } catch {
+    return { ok: false, message: 'the body is not valid UTF-8' };
+  }
+  const r = new Reader(text);
+  try {
+    r.ws();
+    const value = r.value(0);
+    r.ws();
+    if (r.i !== text.length) r.fail('unexpected data after the JSON value');
+    return { ok: true, value, duplicate: r.duplicate };
+  } catch (err) {
+    if (err instanceof SyntaxFault) return { ok: false, message: err.message };
+    throw err;
+  }
+}
+
+/** Names shown in messages are cut short and escaped. */
+export function quoteName(name: string): string {
+  return JSON.stringify(name.length > 64 ? `${name.slice(0, 64)}…` : name);
+}
+
+class Reader {
+  i = 0;
+  duplicate: string | undefined;
+  constructor(private readonly s: string) {}
+
+  fail(what: string): never {
+    throw new SyntaxFault(`${what} at offset ${this.i}`);
+  }
+
+  ws(): void {
+    const s = this.s;
+    let i = this.i;
+    for (let c = s.charCodeAt(i); c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d; c = s.charCodeAt(++i));
+    this.i = i;
+  }
+
+  value(depth: number): JsonValue {
+    const c = this.s.charCodeAt(this.i);
+    switch (c) {
+      case 0x7b: // {
+        return this.object(depth + 1);
+      case 0x5b: // [
+        return this.array(depth + 1);
+      case 0x22: // "
+        return this.string();
+      case 0x74: // t
+        return this.literal('true', true);
+      case 0x66: // f
+        return this.literal('false', false);
+      case 0x6e: // n
+        return this.literal('null', null);
+      default:
+        if (c === 0x2d || (c >= 0x30 && c <= 0x39)) return this.number();
+        return this.fail(Number.isNaN(c) ? 'unexpected end of the body' : 'unexpected character');
+    }
+  }
+
+  private literal<T>(word: string, v: T): T {
+    if (!this.s.startsWith(word, this.i)) this.fail('unexpected character');
+    this.i += word.length;
+    return v;
+  }
+
+  private object(depth: number): JsonObject {
+    if (depth > MAX_DEPTH) this.fail('nesting too deep');
+    const o = Object.create(null) as JsonObject;
+    this.i++;
+    this.ws();
+    if (this.s.charCodeAt(this.i) === 0x7d) {
+      this.i++;
+      return o;
+    }
+    for (;;) {
+      if (this.s.charCodeAt(this.i) !== 0x22) this.fail('expected a member name');
+      const name = this.string();
+      this.ws();
+      if (this.s.charCodeAt(this.i) !== 0x3a) this.fail('expected ":"');
+      this.i++;
+      this.ws();
+      const v = this.value(depth);
+      if (name in o) this.duplicate ??= `member name ${quoteName(name)} appears twice in one object`;
+      o[name] = v;
+      this.ws();
+      const c = this.s.charCodeAt(this.i++);
+      if (c === 0x7d) return o;
+      if (c !== 0x2c) {
+        this.i--;
+        this.fail('expected "," or "}"');
+      }
+      this.ws();
+    }
+  }
+
+  private array(depth: number): JsonValue[] {
+    if (depth > MAX_DEPTH) this.fail('nesting too deep');
+    const a: JsonValue[] = [];
+    this.i++;
+    this.ws();
+    if (this.s.charCodeAt(this.i) === 0x5d) {
+      this.i++;
+      return a;
+    }
+    for (;;) {
+      a.push(this.value(depth));
+      this.ws();
+      const c = this.s.charCodeAt(this.i++);
+      if (c === 0x5d) return a;
+      if (c !== 0x2c) {
+        this.i--;
+        this.fail('expected "," or "]"');
+      }
+      this.ws();
+    }
+  }
+
+  private string(): string {
+    const s = this.s;
+    let i = ++this.i;
+    let out = '';
+    let from = i;
+    for (;;) {
+      const c = s.charCodeAt(i);
+      if (c === 0x22) {
+        out += s.slice(from, i);
+        this.i = i + 1;
+        return out;
+      }
+      if (c === 0x5c) {
+        out += s.slice(from, i);
+        this.i = i;
+        out += this.escape();
+        i = from = this.i;
+        continue;
+      }
+      if (c < 0x20 || Number.isNaN(c)) {
+        this.i = i;
+        this.fail(Number.isNaN(c) ? 'unterminated string' : 'control character in a string');
+      }
+      i++;
+    }
+  }
+
+  /** At a backslash: the character it stands for; leaves i after the escape. */
+  private escape(): string {
+    const s = this.s;
+    const c = s.charCodeAt(this.i + 1);
+    this.i += 2;
+    switch (c) {
+      case 0x22:
+        return '"';
+      case 0x5c:
+        return '\\';
+      case 0x2f:
+        return '/';
+      case 0x62:
+        return '\b';
+      case 0x66:
+        return '\f';
+      case 0x6e:
+        return '\n';
+      case 0x72:
+        return '\r';
+      case 0x74:
+        return '\t';
+      case 0x75: {
+        const u = this.hex4();
+        if (u >= 0xd800 && u <= 0xdbff) {
+          // a high surrogate pairs only with an escaped low one; else U+FFFD, as Go decodes it
+          if (s.charCodeAt(this.i) === 0x5c && s.charCodeAt(this.i + 1) === 0x75) {
+            const save = this.i;
+            this.i += 2;
+            const lo = this.hex4();
+            if (lo >= 0xdc00 && lo <= 0xdfff) return String.fromCharCode(u, lo);
+            this.i = save;
+          }
+          return '\ufffd';
+        }
+        if (u >= 0xdc00 && u <= 0xdfff) return '\ufffd';
+        return String.fromCharCode(u);
+      }
+      default:
+        this.i -= 2;
+        return this.fail('invalid escape in a string');
+    }
+  }
+
+  private hex4(): number {
+    let v = 0;
+    for (let k = 0; k < 4; k++) {
+      const c = this.s.charCodeAt(this.i + k);
+      const d = c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : c >= 0x41 && c <= 0x46 ? c - 0x37 : -1;
+      if (d < 0) this.fail('invalid \\u escape');
+      v = v * 16 + d;
+    }
+    this.i += 4;
+    return v;
+  }
+
+  private number(): number {
+    const s = this.s;
+    const start = this.i;
+    let i = start;
+    if (s.charCodeAt(i) === 0x2d) i++;
+    const digits = (): void => {
+      const from = i;
+      for (let c = s.charCodeAt(i); c >= 0x30 && c <= 0x39; c = s.charCodeAt(++i));
+      if (i === from) {
+        this.i = i;
+        this.fail('invalid number');
+      }
+    };
+    if (s.charCodeAt(i) === 0x30) i++;
+    else digits();
+    if (s.charCodeAt(i) === 0x2e) {
+      i++;
+      digits();
+    }
+    let c = s.charCodeAt(i);
+    if (c === 0x65 || c === 0x45) {
+      c = s.charCodeAt(++i);
+      if (c === 0x2b || c === 0x2d) i++;
+      digits();
+    }
+    this.i = i;
+    return Number(s.slice(start, i));
+  }
+}

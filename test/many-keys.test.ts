@@ -1,0 +1,79 @@
+// A million keys: nothing at start, reload or on a request lists every key; listings are pages.
+// (How fast a million keys start and serve is measured by `npm run bench`, not here.)
+
+import t, { type Test } from 'tap';
+import { request } from 'undici';
+import { AdminAuth } from '../src/admin/auth.js';
+import { gatewayInfo } from '../src/admin/page/info.js';
+import type { KeysConfig } from '../src/config/types.js';
+import { KeyService } from '../src/keys/service.js';
+import { SqliteKeyStore } from '../src/keys/sqlite-store.js';
+import { storedKey } from './factories.js';
+import { startStack } from './helpers.js';
+
+const CONFIG: KeysConfig = { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 } };
+
+/** A SQLite store whose list() fails the test: the code under test must page or count instead. */
+function noListing(t: Test): SqliteKeyStore {
+  const store = new SqliteKeyStore(':memory:');
+  t.teardown(() => store.close());
+  store.list = async () => {
+    t.fail('every key was listed');
+    return [];
+  };
+  return store;
+}
+
+t.test('declared-key sync, admin authentication without a token and /api/info never list every key', async (t) => {
+  const store = noListing(t);
+  for (let i = 0; i < 50; i++) await store.insert(storedKey({ id: `api-${i}`, name: `api-${i}`, digest: i.toString(16).padStart(64, '0'), managedBy: 'api' }));
+  const declared: KeysConfig['declared'] = [{ name: 'yaml-a', secret: 'kg-declared-secret-0123456789' }, { name: 'yaml-b', secret: 'kg-declared-secret-abcdefghijk' }];
+  const svc = new KeyService(store, { ...CONFIG, declared }, Date.now, { store });
+  t.same(await svc.syncDeclared(), { created: 2, updated: 0, deleted: 0 });
+  svc.setConfig({ ...CONFIG, declared: [declared[0]!] });
+  t.same(await svc.syncDeclared(), { created: 0, updated: 0, deleted: 1 }, 'a reload removes the undeclared one');
+  t.equal(await store.count(), 51, 'the API keys are untouched');
+
+  const auth = new AdminAuth(undefined, svc);
+  const refused = await auth.authenticate({ authorization: 'Bearer wrong-credential' });
+  t.match(refused, { ok: false, status: 401, message: /no credential configured/ }, 'still says how to set one up');
+  t.equal((await gatewayInfo(svc, undefined)).key_count, 51, '/api/info counts');
+});
+
+t.test('both admin list endpoints page: limit, cursor, default 100, bad input 400', async (t) => {
+  const s = await startStack(t.testdir(), { adminToken: 'admin-token-for-paging' });
+  t.teardown(() => s.close());
+  for (let i = 0; i < 105; i++) await s.key({ name: `k${String(i).padStart(3, '0')}` });
+  const admin = s.gateway.adminUrl!;
+  const get = async (path: string) => {
+    const r = await request(admin + path, { headers: { authorization: 'Bearer admin-token-for-paging' } });
+    return { status: r.statusCode, headers: r.headers, json: (await r.body.json()) as any }; // eslint-disable-line @typescript-eslint/no-explicit-any
+  };
+  const first = await get('/api/v1/api-keys');
+  t.equal(first.json.apiKeys.length, 100, 'Dagu shape: 100 by default');
+  t.type(first.json.nextCursor, 'string');
+  const rest = await get(`/api/v1/api-keys?cursor=${encodeURIComponent(first.json.nextCursor)}`);
+  t.equal(rest.json.apiKeys.length, 5);
+  t.notOk('nextCursor' in rest.json, 'the last page has no nextCursor');
+  const names = [...first.json.apiKeys, ...rest.json.apiKeys].map((k: { name: string }) => k.name);
+  t.equal(new Set(names).size, 105, 'every key once');
+
+  const seen: string[] = [];
+  let path: string | undefined = '/api/keys?limit=40';
+  while (path !== undefined) {
+    const page = await get(path);
+    t.equal(page.status, 200);
+    t.ok(page.json.length <= 40, 'Dagen shape: a bare list of at most limit');
+    seen.push(...page.json.map((k: { name: string }) => k.name));
+    const link = page.headers['link'] as string | undefined;
+    path = link === undefined ? undefined : /^<([^>]+)>; rel="next"$/.exec(link)?.[1];
+    if (link !== undefined) t.equal(new URL(path!, admin).searchParams.get('cursor'), page.headers['x-next-cursor']);
+  }
+  t.same(seen, names, 'the same keys in the same order');
+
+  for (const bad of ['/api/keys?limit=0', '/api/keys?limit=1001', '/api/keys?limit=x', '/api/v1/api-keys?cursor=nonsense']) {
+    const r = await get(bad);
+    t.equal(r.status, 400, bad);
+    t.equal(r.json.code, 'bad_request');
+  }
+});
