@@ -4,7 +4,7 @@
 // Every configuration the project ships must pass; the loader, which expands ${VAR} first, checks
 // the same values without the ${VAR} alternatives (strictSchema).
 
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
@@ -33,7 +33,9 @@ t.test('every configuration the project ships validates against the schema as an
   t.ok(configMaps.length >= 1, 'the Kubernetes manifest carries a config');
   for (const cm of configMaps) t.same(problems(parse(cm.data['gateway.yaml'])), [], `deploy/kubernetes/keygate.yaml: ConfigMap ${cm.metadata.name}`);
 
-  for (const map of ['config/routes/dagu.yaml', 'config/routes/dagen.yaml']) {
+  const maps = readdirSync(join(ROOT, 'config/routes')).filter((f) => /\.ya?ml$/.test(f)).map((f) => `config/routes/${f}`);
+  t.ok(maps.length >= 3, `the route maps: ${maps.join(', ')}`);
+  for (const map of maps) {
     const file = parse(readFileSync(join(ROOT, map), 'utf8')) as Doc;
     const routes = (Array.isArray(file) ? file : file.routes) as Doc[];
     const defaults = (Array.isArray(file) ? {} : (file.defaults ?? {})) as Doc;
