@@ -11,6 +11,7 @@ import type { KeyService } from './keys/service.js';
 import { normaliseTarget } from './routes/path.js';
 import { mayContain, takeParam } from './routes/query.js';
 import { RouteTable, type Route, type RouteMatch } from './routes/table.js';
+import { answerPreflight, type PreflightAnswer } from './cors.js';
 
 export interface Refusal {
   readonly forward: false;
@@ -50,6 +51,10 @@ function isLoginPath(path: string): boolean {
   return path.endsWith('/auth/login') || path.endsWith('/auth/setup') || path.endsWith('/auth/login/') || path.endsWith('/auth/setup/');
 }
 
+function notRouted(method: string, path: string): string {
+  return `${method} ${path} is not routed: Keygate's clients use API keys, not a password login (a route with expose_login: true opts in)`;
+}
+
 function refuse(status: number, code: string, message: string, extra?: Partial<Refusal>): Refusal {
   return { forward: false, status, code, message, ...extra };
 }
@@ -75,17 +80,32 @@ export class Admitter {
     private readonly remoteBases: ReadonlyMap<string, string> = new Map(),
   ) {}
 
+  /**
+   * A CORS preflight for a route with a CORS policy: answered here, without a key, never
+   * forwarded. undefined when no route for the requested method has one (the OPTIONS request then
+   * goes through admission like any other).
+   */
+  preflight(url: string, headers: IncomingHttpHeaders): { answer: PreflightAnswer; route: Route; path: string } | undefined {
+    const target = normaliseTarget(url);
+    if (!target.ok) return undefined;
+    const method = String(headers['access-control-request-method']).toUpperCase();
+    const match = this.table.match(method, headers.host, target.path);
+    const policy = match?.route.config.cors;
+    if (match === undefined || policy === undefined) return undefined;
+    return { answer: answerPreflight(policy, headers), route: match.route, path: target.path };
+  }
+
   admit(method: string, url: string, headers: IncomingHttpHeaders): Outcome | Promise<Outcome> {
     const target = normaliseTarget(url);
     if (!target.ok) return refuse(400, 'bad_request', target.message);
     const match = this.table.match(method, headers.host, target.path);
     if (match === undefined) {
-      return refuse(404, 'not_found', `no route for ${method} ${target.path}`, { path: target.path });
+      return refuse(404, 'not_found', isLoginPath(target.path) ? notRouted(method, target.path) : `no route for ${method} ${target.path}`, { path: target.path });
     }
     const route = match.route;
     const path = target.path;
     if (!route.config.expose_login && isLoginPath(path)) {
-      return refuse(404, 'not_found', `${method} ${path} is not routed: Keygate's clients use API keys, not a password login (a route with expose_login: true opts in)`, { path });
+      return refuse(404, 'not_found', notRouted(method, path), { path });
     }
     let query = target.query;
 

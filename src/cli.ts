@@ -532,7 +532,9 @@ async function serveCommand(v: Values, read: () => GatewayConfig, onStarted?: (g
   for (const w of config.warnings) gw.logger.warn({ file: w.file, line: w.line, col: w.col, field: w.field }, w.message);
   // a worker's /metrics answers for the whole cluster, whichever worker takes the scrape
   if (cluster.isWorker) gw.metrics.scrape = clusterMetricsSource(gw.metrics.registry);
-  gw.logger.info({ version: VERSION, url: gw.url, admin_url: gw.adminUrl, config: config.file, routes: gw.routes.routes.length }, 'keygate listening');
+  // listen/admin_listen: the sockets really bound; url/admin_url: where a client on this host reaches them
+  const bound = gw.listening;
+  gw.logger.info({ version: VERSION, listen: bound.public, admin_listen: bound.admin, url: gw.url, admin_url: gw.adminUrl, config: config.file, routes: gw.routes.routes.length }, 'keygate listening');
   reportListening();
   onStarted?.(gw);
   return new Promise<number>((resolve) => {
@@ -540,8 +542,11 @@ async function serveCommand(v: Values, read: () => GatewayConfig, onStarted?: (g
       gw.logger.info({ signal }, 'shutting down: draining in-flight requests');
       // a cluster worker's channel to the primary would keep it alive once drained: let go of it
       const done = (code: number) => {
-        if (cluster.isWorker) cluster.worker?.disconnect();
-        resolve(code);
+        gw.logger.info({ signal, exit_code: code }, 'keygate stopped');
+        gw.logger.flush(() => {
+          if (cluster.isWorker) cluster.worker?.disconnect();
+          resolve(code);
+        });
       };
       gw.close().then(
         () => done(0),

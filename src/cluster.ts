@@ -189,8 +189,8 @@ export function runPrimary(n: number, logger: Logger): Promise<number> {
       if (stopping) {
         if (alive === 0) {
           logger.info('all workers stopped');
-          logger.flush();
-          resolve(0);
+          logger.info({ exit_code: 0 }, 'keygate stopped');
+          logger.flush(() => resolve(0));
         }
         return;
       }

@@ -2,7 +2,7 @@
 // route names come from the configuration, decisions and status classes from fixed sets; never a
 // raw path, never a key or secret.
 
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Gauge, Registry, collectDefaultMetrics, Counter, type Metric } from 'prom-client';
 import { VERSION } from './version.js';
 
 /** What the gateway reports to /metrics; counters it keeps elsewhere are read on scrape. */
@@ -20,16 +20,95 @@ export interface MetricSources {
   upstreamVersions(): { name: string; kind: string; version?: string; status: 'ok' | 'mismatch' | 'unreachable' }[];
 }
 
-const STATUS_CLASS = ['1xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
+/** status classes (the label values), and the index of each hundred in them */
+const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'other'];
+const CLASS_OF_HUNDRED = [0, 0, 1, 2, 3, 4];
+/** the decisions a request can end with (the label values) */
+export const DECISIONS = ['allowed', 'unauthenticated', 'forbidden', 'rate_limited', 'upstream_error', 'upstream_version_mismatch', 'no_route', 'bad_request', 'error'] as const;
+const DECISION_INDEX: Record<string, number> = Object.fromEntries(DECISIONS.map((d, i) => [d, i]));
 /** seconds: from a cached key check (~1 ms) to a long agent chat */
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
+/**
+ * The request path counts into plain numbers (an array cell per label combination, no label
+ * hashing, no prom-client call); these metrics hand them to the registry when it is scraped,
+ * in prom-client's own shapes (text and the JSON the cluster's aggregation sums).
+ */
+interface Sample {
+  metricName?: string;
+  labels: Record<string, string | number>;
+  sharedLabels?: Record<string, string>;
+  value: number;
+}
+
+class ScrapedMetric {
+  readonly aggregator = 'sum';
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly type: 'counter' | 'histogram',
+    private readonly samples: () => Sample[],
+    readonly reset: () => void = () => {},
+  ) {}
+
+  /** text exposition: histogram buckets keep `le` first and the series' labels after it, as prom-client writes them */
+  getForPromString() {
+    return { name: this.name, help: this.help, type: this.type, values: this.samples(), aggregator: this.aggregator };
+  }
+
+  /** JSON (getMetricsAsJSON, the cluster's aggregation): all labels in one object */
+  get() {
+    const values = this.samples().map(({ sharedLabels, labels, ...rest }) => ({ ...rest, labels: sharedLabels ? Object.assign(labels, sharedLabels) : labels }));
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
+}
+
+/** One histogram series: per-bucket counts (not cumulative), sum and count. */
+class Observed {
+  readonly buckets = new Float64Array(LATENCY_BUCKETS.length);
+  sum = 0;
+  count = 0;
+
+  observe(seconds: number): void {
+    this.sum += seconds;
+    this.count++;
+    for (let i = 0; i < LATENCY_BUCKETS.length; i++) {
+      if (seconds <= LATENCY_BUCKETS[i]!) {
+        this.buckets[i]!++;
+        return;
+      }
+    }
+  }
+}
+
+function histogramSamples(name: string, label: string, series: ReadonlyMap<string, Observed>): Sample[] {
+  const out: Sample[] = [];
+  for (const [value, h] of series) {
+    const shared = { [label]: value };
+    let acc = 0;
+    for (let i = 0; i < LATENCY_BUCKETS.length; i++) {
+      acc += h.buckets[i]!;
+      out.push({ metricName: `${name}_bucket`, labels: { le: LATENCY_BUCKETS[i]! }, sharedLabels: shared, value: acc });
+    }
+    out.push({ metricName: `${name}_bucket`, labels: { le: '+Inf' }, sharedLabels: shared, value: h.count });
+    out.push({ metricName: `${name}_sum`, labels: {}, sharedLabels: shared, value: h.sum });
+    out.push({ metricName: `${name}_count`, labels: {}, sharedLabels: shared, value: h.count });
+  }
+  return out;
+}
+
+/** Requests of one route: counts by (status class, decision), and the duration histogram. */
+class RouteSeries {
+  readonly counts = new Float64Array(STATUS_CLASSES.length * DECISIONS.length);
+  readonly duration = new Observed();
+}
+
 export class GatewayMetrics {
   readonly registry = new Registry();
-  private readonly requests: Counter<'route' | 'status_class' | 'decision'>;
-  private readonly duration: Histogram<'route'>;
-  private readonly upstreamDuration: Histogram<'upstream'>;
-  private readonly keyRequests: Counter<'key_id' | 'decision'>;
+  /** route name → its counts; upstream name → its histogram; key id (or "other") → counts by decision */
+  private readonly routes = new Map<string, RouteSeries>();
+  private readonly upstreams = new Map<string, Observed>();
+  private readonly keyCounts = new Map<string, Float64Array>();
   private readonly credentialRejections: Counter<'upstream' | 'kind'>;
   /** metrics.per_key: the keys with their own series (id → latest name seen), at most maxKeys */
   private perKey = false;
@@ -42,33 +121,42 @@ export class GatewayMetrics {
     collectDefaultMetrics({ register: this.registry, prefix: 'keygate_' });
     new Gauge({ name: 'keygate_build_info', help: 'Always 1; the version of Keygate and of Node.js serving.', labelNames: ['version', 'node'], registers, aggregator: 'max' })
       .set({ version: VERSION, node: process.version }, 1);
-    this.requests = new Counter({
-      name: 'keygate_requests_total',
-      help: 'Requests by route, HTTP status class and decision (allowed, unauthenticated, forbidden, rate_limited, upstream_error, upstream_version_mismatch, no_route, bad_request, error).',
-      labelNames: ['route', 'status_class', 'decision'],
-      registers,
-    });
-    this.duration = new Histogram({
-      name: 'keygate_request_duration_seconds',
-      help: 'Time from request to the end of the response, by route.',
-      labelNames: ['route'],
-      buckets: LATENCY_BUCKETS,
-      registers,
-    });
-    this.upstreamDuration = new Histogram({
-      name: 'keygate_upstream_duration_seconds',
-      help: "Time from forwarding to the upstream's response headers, by upstream.",
-      labelNames: ['upstream'],
-      buckets: LATENCY_BUCKETS,
-      registers,
-    });
+    const scraped = (m: ScrapedMetric) => this.registry.registerMetric(m as unknown as Metric);
+    scraped(new ScrapedMetric(
+      'keygate_requests_total',
+      'Requests by route, HTTP status class and decision (allowed, unauthenticated, forbidden, rate_limited, upstream_error, upstream_version_mismatch, no_route, bad_request, error).',
+      'counter',
+      () => {
+        const out: Sample[] = [];
+        for (const [route, r] of this.routes) {
+          for (let i = 0; i < r.counts.length; i++) {
+            const n = r.counts[i]!;
+            if (n > 0) out.push({ labels: { route, status_class: STATUS_CLASSES[Math.floor(i / DECISIONS.length)]!, decision: DECISIONS[i % DECISIONS.length]! }, value: n });
+          }
+        }
+        return out;
+      },
+    ));
+    scraped(new ScrapedMetric('keygate_request_duration_seconds', 'Time from request to the end of the response, by route.', 'histogram', () =>
+      histogramSamples('keygate_request_duration_seconds', 'route', new Map([...this.routes].map(([name, r]) => [name, r.duration]))),
+    ));
+    scraped(new ScrapedMetric('keygate_upstream_duration_seconds', "Time from forwarding to the upstream's response headers, by upstream.", 'histogram', () =>
+      histogramSamples('keygate_upstream_duration_seconds', 'upstream', this.upstreams),
+    ));
+    scraped(new ScrapedMetric(
+      'keygate_key_requests_total',
+      'Requests made with each API key, by decision (with metrics.per_key; keys beyond metrics.max_keys count as key_id="other").',
+      'counter',
+      () => {
+        const out: Sample[] = [];
+        for (const [key_id, counts] of this.keyCounts) {
+          for (let i = 0; i < counts.length; i++) if (counts[i]! > 0) out.push({ labels: { key_id, decision: DECISIONS[i]! }, value: counts[i]! });
+        }
+        return out;
+      },
+      () => this.keyCounts.clear(),
+    ));
     // `max` across workers: "is any worker degraded", "the oldest unflushed counts" (sums would mean nothing)
-    this.keyRequests = new Counter({
-      name: 'keygate_key_requests_total',
-      help: 'Requests made with each API key, by decision (with metrics.per_key; keys beyond metrics.max_keys count as key_id="other").',
-      labelNames: ['key_id', 'decision'],
-      registers,
-    });
     const keyNames = this.keyNames;
     new Gauge({
       name: 'keygate_key_info',
@@ -128,14 +216,17 @@ export class GatewayMetrics {
 
   /** One finished request. `route` is a configured route name or "-" for none. */
   request(route: string, status: number, decision: string, seconds: number): void {
-    this.requests.inc({ route, status_class: STATUS_CLASS[Math.floor(status / 100)] ?? 'other', decision });
-    this.duration.observe({ route }, seconds);
+    let r = this.routes.get(route);
+    if (r === undefined) this.routes.set(route, (r = new RouteSeries()));
+    const statusClass = CLASS_OF_HUNDRED[Math.floor(status / 100)] ?? STATUS_CLASSES.length - 1;
+    r.counts[statusClass * DECISIONS.length + (DECISION_INDEX[decision] ?? DECISIONS.length - 1)]!++;
+    r.duration.observe(seconds);
   }
 
   /** metrics.per_key and metrics.max_keys; turning it off drops the per-key series. */
   configure(opts: { per_key: boolean; max_keys: number }): void {
     if (this.perKey && !opts.per_key) {
-      this.keyRequests.reset();
+      this.keyCounts.clear();
       this.keyNames.clear();
     }
     this.perKey = opts.per_key;
@@ -154,7 +245,9 @@ export class GatewayMetrics {
       keyId = id;
       this.keyNames.set(id, name);
     }
-    this.keyRequests.inc({ key_id: keyId, decision });
+    let counts = this.keyCounts.get(keyId);
+    if (counts === undefined) this.keyCounts.set(keyId, (counts = new Float64Array(DECISIONS.length)));
+    counts[DECISION_INDEX[decision] ?? DECISIONS.length - 1]!++;
   }
 
   credentialRejected(upstream: string, kind: 'upstream' | 'remote_node'): void {
@@ -162,7 +255,9 @@ export class GatewayMetrics {
   }
 
   upstream(name: string, seconds: number): void {
-    this.upstreamDuration.observe({ upstream: name }, seconds);
+    let h = this.upstreams.get(name);
+    if (h === undefined) this.upstreams.set(name, (h = new Observed()));
+    h.observe(seconds);
   }
 
   /** What /metrics serves: this process's registry, or the cluster's aggregate once a worker (see cluster.ts). */

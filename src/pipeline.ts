@@ -3,25 +3,27 @@
 // access line follow in the order they run. Lifecycle (listen, reload, shutdown, health) is in
 // server.ts; reload swaps the fields marked "live" below as plain assignments.
 
-import type { ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { AccessLog } from './access-log.js';
 import type { Admission, Admitter, Outcome, Refusal } from './admission.js';
 import { ROLES, type GatewayConfig } from './config/types.js';
 import type { Logger } from './log.js';
 import { forwardAgentCard, isAgentCardPath } from './proxy/agent-card.js';
 import { CREDENTIAL_REJECTED, forwardHttp, type ForwardResult } from './proxy/forward.js';
+import { isPreflight, responseCors } from './cors.js';
+import type { Route } from './routes/table.js';
 import { currentUser, forDagu130 } from './answers/current-user.js';
 import type { VersionGate, VersionRefusal } from './upstream-version/gate.js';
 import { assignRequestId, upstreamRequestHeaders, type Forwarding, type Identity } from './proxy/headers.js';
 import type { Upstream, Upstreams } from './proxy/upstream.js';
 import { WebSocketProxy } from './proxy/websocket.js';
 import { UNAVAILABLE, type KeyRateLimiter } from './limits/limiter.js';
-import { rateLimitHeaders } from './limits/headers.js';
+import { rateLimitHeaders, stageRateLimitHeaders } from './limits/headers.js';
 import type { LimitDecision } from './limits/window.js';
 import type { GatewayMetrics } from './metrics.js';
 import { PayloadTooLargeError, carriesBody, readBody } from './body.js';
 import { INVALID_REQUEST, argumentFields, authoriseCall, parseCall, type RpcId } from './jsonrpc/policy.js';
-import type { GatewayRequest } from './request.js';
+import type { GatewayRequest, GatewayResponse } from './request.js';
 import { INSUFFICIENT_SCOPE, refuseUpgrade, sendError, sendJson, sendRpcError } from './respond.js';
 import type { UsageCounter } from './usage/counter.js';
 
@@ -37,9 +39,11 @@ export interface PipelineOptions {
   usage: UsageCounter;
   limiter: KeyRateLimiter;
   metrics: GatewayMetrics;
+  /** undefined when log.access_log is false */
+  accessLog: AccessLog | undefined;
   now: () => number;
   /** answers `<listen.health_prefix>…`; `what` is the rest of the target */
-  health: (req: GatewayRequest, res: ServerResponse, what: string) => void;
+  health: (req: GatewayRequest, res: GatewayResponse, what: string) => void;
 }
 
 export class Pipeline {
@@ -62,6 +66,7 @@ export class Pipeline {
   private readonly usage: UsageCounter;
   private readonly limiter: KeyRateLimiter;
   private readonly metrics: GatewayMetrics;
+  private readonly accessLog: AccessLog | undefined;
   private readonly now: () => number;
   private readonly health: PipelineOptions['health'];
 
@@ -75,22 +80,24 @@ export class Pipeline {
     this.usage = opts.usage;
     this.limiter = opts.limiter;
     this.metrics = opts.metrics;
+    this.accessLog = opts.accessLog;
     this.now = opts.now;
     this.health = opts.health;
   }
 
   // ------------------------------------------------------------------ HTTP
 
-  onRequest(req: GatewayRequest, res: ServerResponse): void {
+  onRequest(req: GatewayRequest, res: GatewayResponse): void {
     // shutting down: finish this request, then close the connection so the client's next one
     // goes (through the load balancer) to an instance that stays
-    if (this.draining) res.setHeader('connection', 'close');
+    if (this.draining) res.stage('connection', 'close');
     if (req.url!.startsWith(this.config.listen.health_prefix)) {
       this.health(req, res, req.url!.slice(this.config.listen.health_prefix.length));
       return;
     }
     const started = performance.now();
-    res.setHeader('x-request-id', assignRequestId(req.headers));
+    res.stage('x-request-id', assignRequestId(req.headers));
+    if (req.method === 'OPTIONS' && isPreflight(req.method, req.headers) && this.preflight(req, res, started)) return;
     let outcome: Outcome | Promise<Outcome>;
     try {
       outcome = this.admitter.admit(req.method!, req.url!, req.headers);
@@ -106,7 +113,29 @@ export class Pipeline {
     } else this.apply(req, res, outcome, started);
   }
 
-  private apply(req: GatewayRequest, res: ServerResponse, o: Outcome, started: number): void {
+  /** Answer a CORS preflight for a route with a CORS policy; false if none applies. */
+  private preflight(req: GatewayRequest, res: GatewayResponse, started: number): boolean {
+    const p = this.admitter.preflight(req.url!, req.headers);
+    if (p === undefined) return false;
+    req.resume();
+    const { status, headers, message } = p.answer;
+    if (status === 204) {
+      for (const name in headers) res.stage(name, headers[name] as string);
+      res.writeHead(204).end();
+    } else sendError(res, 403, 'cors_forbidden', message!, headers);
+    this.access(req, { forward: false, status, code: status === 204 ? 'preflight' : 'cors_forbidden', message: message ?? '', path: p.path, route: p.route }, status, started, -1);
+    return true;
+  }
+
+  /** A route with a CORS policy: its headers on Keygate's own answers too (refusals, auth/me). */
+  private corsOnAnswer(req: GatewayRequest, res: GatewayResponse, route: Route | undefined): void {
+    const policy = route?.config.cors;
+    if (policy === undefined) return;
+    const headers = responseCors(policy, req.headers.origin);
+    for (const name in headers) res.stage(name, headers[name] as string);
+  }
+
+  private apply(req: GatewayRequest, res: GatewayResponse, o: Outcome, started: number): void {
     // JSON-RPC routes read the call first: the method policy needs it, and every refusal
     // (authentication ones too) answers in JSON-RPC with the request's id.
     if (o.route?.config.jsonrpc !== undefined) {
@@ -121,14 +150,15 @@ export class Pipeline {
   }
 
   /** Send a refusal: Keygate's JSON error, or a JSON-RPC error when the request was a call. */
-  private refuse(req: GatewayRequest, res: ServerResponse, r: Refusal, started: number, rpcId?: RpcId): void {
+  private refuse(req: GatewayRequest, res: GatewayResponse, r: Refusal, started: number, rpcId?: RpcId): void {
+    this.corsOnAnswer(req, res, r.route);
     if (rpcId === undefined) sendError(res, r.status, r.code, r.message, r.headers);
     else sendRpcError(res, r.status, rpcId, r.message, r.headers, r.rpcCode);
     req.resume(); // discard an unread body so the connection can be reused
     this.access(req, r, r.status, started, -1);
   }
 
-  private applyRpc(req: GatewayRequest, res: ServerResponse, o: Outcome, started: number): void {
+  private applyRpc(req: GatewayRequest, res: GatewayResponse, o: Outcome, started: number): void {
     const policy = o.route!.config.jsonrpc!;
     if (req.method !== 'POST') {
       // GET opens an MCP event stream, DELETE ends a session: no call to check, so no body either
@@ -174,7 +204,7 @@ export class Pipeline {
    * The upstream's version first (a route map for another Dagu is never forwarded: 502), then
    * stage 7, the key's rate limit (after authorisation, before the upstream sees anything), then forward.
    */
-  private limitThenForward(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
+  private limitThenForward(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
     const refuse = (v: VersionRefusal) => this.refuse(req, res, this.versionRefusal(o, v), started, rpcId);
     const v = o.route.config.answer === undefined ? this.versions.check(o.route.config, o.remoteNode) : undefined;
     if (v === undefined) this.limitThenForwardChecked(req, res, o, started, body, rpcId);
@@ -190,21 +220,29 @@ export class Pipeline {
     return { forward: false, status: v.status, code: v.code, message: v.message, path: o.path, route: o.route, ...(o.access ? { access: o.access } : {}) };
   }
 
-  private limitThenForwardChecked(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
+  private limitThenForwardChecked(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
     if (o.access === undefined) {
       this.forward(req, res, o, started, body);
       return;
     }
+    // in-process counters answer at once: no promise on the common path
+    const now = this.limiter.checkNow(o.access.key.id, o.access.key.rateLimit);
+    if (now !== undefined) {
+      this.limited(req, res, o, started, now, body, rpcId);
+      return;
+    }
     this.limiter.check(o.access.key.id, o.access.key.rateLimit).then(
-      (d) => {
-        const refusal = this.limitRefusal(o, d);
-        if (refusal !== undefined) return this.refuse(req, res, refusal, started, rpcId);
-        const headers = rateLimitHeaders(d as LimitDecision);
-        for (const name in headers) res.setHeader(name, headers[name]!);
-        this.forward(req, res, o, started, body);
-      },
+      (d) => this.limited(req, res, o, started, d, body, rpcId),
       (err) => this.internalError(req, res, started, err),
     );
+  }
+
+  /** The rate-limit decision made: refuse, or forward with the rate-limit headers. */
+  private limited(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, d: LimitDecision | typeof UNAVAILABLE, body: Buffer | undefined, rpcId: RpcId | undefined): void {
+    const refusal = this.limitRefusal(o, d);
+    if (refusal !== undefined) return this.refuse(req, res, refusal, started, rpcId);
+    stageRateLimitHeaders(res, d as LimitDecision);
+    this.forward(req, res, o, started, body);
   }
 
   /** The 429 (or 503 when the limit store is down under the deny policy) for a decision, if any. */
@@ -223,11 +261,12 @@ export class Pipeline {
     };
   }
 
-  private forward(req: GatewayRequest, res: ServerResponse, o: Admission, started: number, body?: Buffer): void {
+  private forward(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, body?: Buffer): void {
     if (o.route.config.answer === 'current_user' && o.access !== undefined) {
       // Keygate's answer from the key; nothing reaches the upstream
       this.usage.record(o.access.key.id, this.now());
       req.resume();
+      this.corsOnAnswer(req, res, o.route);
       sendJson(res, 200, currentUser(o.access.key, forDagu130(o.route.config)));
       this.access(req, o, 200, started, -1);
       return;
@@ -238,10 +277,11 @@ export class Pipeline {
       return;
     }
     const guard = o.route.config.auth !== 'none' && upstream.credential !== undefined;
+    const cors = o.route.config.cors && responseCors(o.route.config.cors, req.headers.origin);
     forwardHttp(req, res, upstream, o.upstreamTarget, headers, body, sendError, (r: ForwardResult) => {
       if (r.error?.code === CREDENTIAL_REJECTED) this.credentialRejected(o, upstream.name);
       this.access(req, o, r.status, started, r.upstreamMs, r.error?.code);
-    }, guard);
+    }, { guardCredential: guard, ...(cors ? { cors } : {}) });
   }
 
   /** The upstream refused the gateway's own credential: the operator must act (log, metric, alert). */
@@ -287,7 +327,7 @@ export class Pipeline {
     };
   }
 
-  private internalError(req: GatewayRequest, res: ServerResponse, started: number, err: unknown): void {
+  private internalError(req: GatewayRequest, res: GatewayResponse, started: number, err: unknown): void {
     this.logger.error({ err, method: req.method }, 'request failed inside the gateway');
     const refusal: Refusal = { forward: false, status: 503, code: 'unavailable', message: 'the gateway could not check this request (key store unavailable)' };
     if (!res.headersSent) sendError(res, refusal.status, refusal.code, refusal.message);
@@ -310,13 +350,16 @@ export class Pipeline {
       if (decision === 'rate_limited') this.usage.refused(key.id, 'limited', this.now());
       else if (decision === 'forbidden') this.usage.refused(key.id, 'forbidden', this.now());
     }
-    if (!this.config.log.access_log) return;
-    this.logger.info({
-      request_id: req.headers['x-request-id'],
+    const log = this.accessLog;
+    if (log === undefined) return;
+    const h = req.headers;
+    log.write({
+      request_id: h['x-request-id'] as string | undefined,
       remote_address: req.remoteAddress,
       // behind a trusted proxy, the chain it reports (the client first)
-      forwarded_for: this.config.listen.trust_forwarded ? req.headers['x-forwarded-for'] : undefined,
+      forwarded_for: this.config.listen.trust_forwarded ? (h['x-forwarded-for'] as string | undefined) : undefined,
       method: req.method,
+      host: h.host,
       path: o.path,
       route: o.route?.config.name,
       key_id: key?.id,
@@ -324,10 +367,14 @@ export class Pipeline {
       status,
       decision,
       code: o.forward ? error : o.code,
-      bytes_in: Number(req.headers['content-length'] ?? 0) || undefined,
+      upstream: o.forward ? (o.remoteNode ?? o.route.upstream.name) : undefined,
+      bytes_in: Number(h['content-length'] ?? 0) || undefined,
+      // the WebSocket's line is written at the upgrade: its bytes are the stream's, not counted here
+      bytes_out: status === 101 ? undefined : req.bytesOut(),
+      user_agent: h['user-agent'],
       latency_ms: Math.round(seconds * 100_000) / 100,
       upstream_ms: upstreamMs >= 0 ? Math.round(upstreamMs * 100) / 100 : undefined,
-    }, 'request');
+    });
   }
 
   // ------------------------------------------------------------------ WebSocket
@@ -392,6 +439,8 @@ export class Pipeline {
 function refusalDecision(o: Refusal): string {
   if (o.route === undefined) return o.status === 404 ? 'no_route' : o.status === 400 ? 'bad_request' : 'error';
   switch (o.status) {
+    case 204:
+      return 'preflight';
     case 401:
       return 'unauthenticated';
     case 403:

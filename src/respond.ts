@@ -1,18 +1,22 @@
 // How the gateway itself answers: JSON bodies and errors on HTTP, JSON-RPC errors on call routes,
 // and a raw refusal on a socket that asked for a WebSocket upgrade.
 
-import { STATUS_CODES, type ServerResponse } from 'node:http';
+import { STATUS_CODES, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { FORBIDDEN, INVALID_REQUEST, RATE_LIMITED, UNAUTHORIZED, rpcError, type RpcId } from './jsonrpc/policy.js';
 
-/** Write a JSON body with the gateway's standard headers; extra headers (WWW-Authenticate…) first. */
+/**
+ * Write a JSON body with the gateway's standard headers, in one writeHead; extra headers
+ * (WWW-Authenticate…) first, and before them those the response staged (GatewayResponse).
+ */
 function writeJson(res: ServerResponse, status: number, body: string, headers?: Record<string, unknown>): void {
-  if (headers) for (const name in headers) res.setHeader(name, headers[name] as string);
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-    'cache-control': 'no-store',
-  });
+  const length = Buffer.byteLength(body);
+  res.writeHead(
+    status,
+    headers === undefined
+      ? { 'content-type': 'application/json; charset=utf-8', 'content-length': length, 'cache-control': 'no-store' }
+      : { ...(headers as OutgoingHttpHeaders), 'content-type': 'application/json; charset=utf-8', 'content-length': length, 'cache-control': 'no-store' },
+  );
   res.end(body);
 }
 

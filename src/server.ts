@@ -1,7 +1,7 @@
 // Composition and lifecycle: build the parts, listen, reload, health, shutdown. What happens to
 // one request, start to end, is in pipeline.ts.
 
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -12,14 +12,15 @@ import { KeygateError } from './errors.js';
 import { openKeyStore } from './keys/open.js';
 import { KeyService } from './keys/service.js';
 import { SqliteKeyStore } from './keys/sqlite-store.js';
-import { createLogger, type Logger } from './log.js';
+import { AccessLog } from './access-log.js';
+import { closeDestination, createLogger, openDestination, streamOf, type Logger, type LogStream } from './log.js';
 import { Upstreams } from './proxy/upstream.js';
 import type { KeyRateLimiter } from './limits/limiter.js';
 import { openRateLimiter, type OpenedLimiter } from './limits/open.js';
 import { RouteTable } from './routes/table.js';
 import { GatewayMetrics } from './metrics.js';
 import { Pipeline } from './pipeline.js';
-import { GatewayRequest } from './request.js';
+import { GatewayRequest, GatewayResponse } from './request.js';
 import { sendError, sendJson } from './respond.js';
 import { loadTls, type TlsMaterial } from './tls.js';
 import { UsageCounter } from './usage/counter.js';
@@ -59,6 +60,10 @@ export class Gateway {
   /** the admin listener (key APIs, audit, OpenAPI); undefined when admin.enabled is false */
   readonly admin: AdminServer | undefined;
   private readonly server: Server;
+  /** one line per finished request; undefined with log.access_log: false */
+  private readonly accessLog: AccessLog | undefined;
+  /** the access log's own destination, when log.access_log names one */
+  private readonly accessStream: LogStream | undefined;
   /** what every request goes through; holds the live admitter and upstream pools */
   private readonly pipeline: Pipeline;
   private readonly usage: UsageCounter;
@@ -124,6 +129,13 @@ export class Gateway {
         }),
     });
     this.metrics.configure(opts.config.metrics);
+    const access = opts.config.log.access_log;
+    // access lines are info lines: a logger set to warn or above writes none to its own stream
+    this.accessStream = typeof access === 'string' ? openDestination(access, opts.config.log.format) : undefined;
+    this.accessLog =
+      this.accessStream !== undefined ? new AccessLog(this.accessStream)
+      : access === true && this.logger.isLevelEnabled('info') ? new AccessLog(streamOf(this.logger))
+      : undefined;
     this.pipeline = new Pipeline({
       config: opts.config,
       admitter: new Admitter(this.routes, this.keys, this.now, remoteNodes.basePaths()),
@@ -134,15 +146,17 @@ export class Gateway {
       usage: this.usage,
       limiter: this.limiter,
       metrics: this.metrics,
+      accessLog: this.accessLog,
       now: this.now,
       health: (req, res, what) => this.serveHealth(req, res, what),
     });
     const pipeline = this.pipeline;
-    const serverOptions = { keepAliveTimeout: 5_000, IncomingMessage: GatewayRequest };
-    const onRequest = (req: GatewayRequest, res: ServerResponse) => pipeline.onRequest(req, res);
+    // node builds these classes for every request (typed loosely: node's generics do not follow subclasses)
+    const serverOptions = { keepAliveTimeout: 5_000, IncomingMessage: GatewayRequest as typeof IncomingMessage, ServerResponse: GatewayResponse as typeof ServerResponse };
+    const onRequest = (req: IncomingMessage, res: ServerResponse) => pipeline.onRequest(req as GatewayRequest, res as GatewayResponse);
     const tls = opts.config.listen.tls && this.servedCertificate('public', loadTls(opts.config.listen.tls));
     this.server = tls ? createHttpsServer({ ...serverOptions, cert: tls.cert, key: tls.key }, onRequest) : createServer(serverOptions, onRequest);
-    this.server.on('upgrade', (req: GatewayRequest, socket: Duplex, head: Buffer) => pipeline.onUpgrade(req, socket, head));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => pipeline.onUpgrade(req as GatewayRequest, socket, head));
     this.server.on('clientError', (_err: Error, socket: Duplex) => {
       if (socket.writable && !(socket as { _httpMessage?: unknown })._httpMessage) {
         const body = JSON.stringify({ code: 'bad_request', message: 'malformed HTTP request' });
@@ -329,7 +343,7 @@ export class Gateway {
   }
 
   /** `<prefix>healthz` (alive) and `<prefix>readyz` (ready to serve), on the public listener. */
-  private serveHealth(req: GatewayRequest, res: ServerResponse, what: string): void {
+  private serveHealth(req: GatewayRequest, res: GatewayResponse, what: string): void {
     req.resume();
     const path = what.split('?', 1)[0];
     if ((req.method !== 'GET' && req.method !== 'HEAD') || (path !== 'healthz' && path !== 'readyz')) {
@@ -358,6 +372,13 @@ export class Gateway {
   get url(): string {
     const host = this.config.listen.host === '0.0.0.0' || this.config.listen.host === '::' ? '127.0.0.1' : this.config.listen.host;
     return `${this.config.listen.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
+  }
+
+  /** The addresses the listeners really bound (0.0.0.0 or :: when listening on every interface). */
+  get listening(): { public: string; admin?: string } {
+    const { address, port } = this.server.address() as AddressInfo;
+    const url = `${this.config.listen.tls ? 'https' : 'http'}://${address.includes(':') ? `[${address}]` : address}:${port}`;
+    return this.admin ? { public: url, admin: this.admin.boundUrl } : { public: url };
   }
 
   /** base URL of the admin listener; undefined when it is disabled */
@@ -408,6 +429,8 @@ export class Gateway {
       await this.pipeline.upstreams.close();
       await this.pipeline.remoteNodes.close();
       if (this.ownsKeys) await this.keys.store.close();
+      this.accessLog?.flush();
+      if (this.accessStream !== undefined) await closeDestination(this.accessStream);
       await new Promise<void>((resolve) => this.logger.flush(() => resolve()));
     })();
     return this.closing;

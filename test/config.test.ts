@@ -172,7 +172,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
         strip_prefix: '/api',
       },
     ],
-    log: { level: 'debug', destination: path.join(FIXTURES, 'logs/keygate.log'), access_log: false },
+    log: { level: 'debug', destination: path.join(FIXTURES, 'logs/keygate.log'), format: 'json', access_log: false },
     metrics: { per_key: false, max_keys: 100 },
     warnings: [],
   });
@@ -192,7 +192,7 @@ t.test('defaults everywhere; loading twice shares no state', async (t) => {
   t.strictSame(a.admin, { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10 });
   t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' });
   t.strictSame(a.keys, { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 }, usage_retention_days: 30 });
-  t.strictSame(a.log, { level: 'info', destination: 'stdout', access_log: true });
+  t.strictSame(a.log, { level: 'info', destination: 'stdout', format: 'json', access_log: true });
   t.strictSame(a.metrics, { per_key: false, max_keys: 100 });
   t.strictSame(a.remote_nodes, []);
   t.strictSame(a.upstreams[0], {
@@ -418,14 +418,14 @@ colour: blue
       col: 5,
       field: 'routes[0].upstrem',
       message:
-        'unknown field "upstrem" (did you mean "upstream"?); allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, requires, answer, expose_login, jsonrpc',
+        'unknown field "upstrem" (did you mean "upstream"?); allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, requires, answer, cors, expose_login, jsonrpc',
     },
     {
       file,
       line: 10,
       col: 1,
       field: 'colour',
-      message: 'unknown field "colour"; allowed: listen, admin, workers, reload, store, keys, upstreams, remote_nodes, routes, log, metrics',
+      message: 'unknown field "colour"; allowed: listen, admin, workers, reload, store, keys, upstreams, remote_nodes, routes, log, cors, metrics',
     },
   ]);
 });
@@ -780,7 +780,7 @@ routes:
   t.strictSame(
     issuesOf(path.join(bad, 'gateway.yaml')).map((i) => `${i.file}:${i.line}:${i.col} ${i.field}: ${i.message}`),
     [
-      `${gw}:6:31 routes[0].colour: unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, requires, answer, expose_login, jsonrpc`,
+      `${gw}:6:31 routes[0].colour: unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, requires, answer, cors, expose_login, jsonrpc`,
       `${gw}:8:10 routes[1].set: must be a mapping of route fields (got a list)`,
       `${gw}:10:12 routes[2].set.include: set cannot contain include`,
     ],
@@ -811,7 +811,7 @@ routes:
       col: 3,
       field: 'routes[1].colour',
       message:
-        'unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, requires, answer, expose_login, jsonrpc',
+        'unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, requires, answer, cors, expose_login, jsonrpc',
     },
     {
       file: inc,
@@ -1012,7 +1012,7 @@ t.test('the schema file compiles, describes every property and closes every obje
   const schema = JSON.parse(readFileSync(SCHEMA_FILE, 'utf8')) as Record<string, unknown>;
   t.equal(schema['$schema'], 'http://json-schema.org/draft-07/schema#');
   t.type(schema['title'], 'string');
-  t.strictSame(Object.keys(schema['properties'] as object), ['listen', 'admin', 'workers', 'reload', 'store', 'keys', 'upstreams', 'remote_nodes', 'routes', 'log', 'metrics']);
+  t.strictSame(Object.keys(schema['properties'] as object), ['listen', 'admin', 'workers', 'reload', 'store', 'keys', 'upstreams', 'remote_nodes', 'routes', 'log', 'cors', 'metrics']);
   // ajv's default strict mode: unknown keywords throw, questionable types are logged
   const logged: unknown[] = [];
   const logger = { log: () => {}, warn: (...m: unknown[]) => logged.push(m), error: (...m: unknown[]) => logged.push(m) };

@@ -44,7 +44,8 @@ t.test('the Kubernetes manifest: its config serves, its probes and ports match, 
   // the ConfigMap as kubelet lays it out: gateway.yaml -> ..data/gateway.yaml, ..data -> ..<version>
   const redis = await startRedis();
   t.teardown(() => redis.stop());
-  const dagu = await startEchoUpstream({ name: 'dagu', daguVersion: '2.1.0' }); // the Dagu maps require Dagu >= 2
+  // a recorded fake of a Dagu 2.x: the map's requires is checked at start (GET /api/v1/health)
+  const dagu = await startEchoUpstream({ name: 'dagu', daguVersion: '2.0.0' });
   const dagen = await startEchoUpstream({ name: 'dagen' });
   t.teardown(() => Promise.all([dagu.close(), dagen.close()]));
   const dir = t.testdir();

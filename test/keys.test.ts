@@ -513,6 +513,55 @@ t.test('changeMark moves only for commits made by another connection', async (t)
   t.equal((await b.store.get(key.id))?.requestCount, 1);
 });
 
+t.test('changeMark: every commit by another process is seen on the very next call, own commits are not', async (t) => {
+  const file = join(t.testdir(), 'keys.db');
+  const a = service(t, file);
+  const { key } = await a.svc.create({ name: 'k' }, 'tester');
+  let mark = a.store.changeMark();
+  t.equal(a.store.changeMark(), mark, 'nothing committed: the same mark');
+  // another process (as the CLI is): commits one at a time; each must move A's mark on A's next call
+  const { spawn } = await import('node:child_process');
+  const script = `
+    const Database = require('better-sqlite3');
+    const db = new Database(process.argv[1]);
+    db.pragma('busy_timeout = 5000');
+    const up = db.prepare('UPDATE api_keys SET description = ? WHERE id = ?');
+    process.stdin.setEncoding('utf8');
+    let buf = '';
+    process.stdin.on('data', (d) => {
+      buf += d;
+      let i;
+      while ((i = buf.indexOf('\\n')) >= 0) {
+        const line = buf.slice(0, i); buf = buf.slice(i + 1);
+        if (line === 'end') { db.close(); process.exit(0); }
+        up.run(line, process.argv[2]);
+        process.stdout.write('done\\n');
+      }
+    });`;
+  const child = spawn(process.execPath, ['-e', script, file, key.id], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.teardown(() => child.kill());
+  const acks: (() => void)[] = [];
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    for (const _ of d.split('\n').filter(Boolean)) acks.shift()?.();
+  });
+  const commit = (text: string) => new Promise<void>((resolve) => (acks.push(resolve), child.stdin.write(`${text}\n`)));
+  let seen = 0;
+  let ownMoved = 0;
+  for (let i = 0; i < 20; i++) {
+    await commit(`change ${i}`);
+    const next = a.store.changeMark();
+    if (next !== mark) seen++;
+    mark = next;
+    // own commits in between (usage flushes): never a change
+    await a.store.addUsage(new Map([[key.id, { count: 1, lastUsedAt: START_ISO }]]));
+    if (a.store.changeMark() !== mark) ownMoved++;
+  }
+  t.equal(seen, 20, 'all 20 commits of the other process seen on the first call after each');
+  t.equal(ownMoved, 0, 'none of the 20 own usage flushes moved the mark');
+  child.stdin.write('end\n');
+  t.equal((await a.store.get(key.id))?.description, 'change 19');
+});
+
 t.test('keys survive closing and reopening the file', async (t) => {
   const file = join(t.testdir(), 'keys.db');
   const first = new SqliteKeyStore(file);

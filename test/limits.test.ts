@@ -94,6 +94,35 @@ t.test('denied requests are not counted; a changed limit applies to the next req
   t.equal((await c.hit('other', 1)).allowed, true, 'limits are per key');
 });
 
+t.test("in-process windows ('local', no promise) decide exactly as the counter-store path", async (t) => {
+  let now = 0;
+  const viaStore = new KeyRateLimiter(counterStore(), 'memory', {}, () => now);
+  const local = new KeyRateLimiter('local', 'memory', {}, () => now);
+  t.equal(viaStore.checkNow('k', 5), undefined, 'a counter store has no synchronous answer');
+  let seed = 7;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const a: LimitDecision[] = [];
+  const b: LimitDecision[] = [];
+  let ms = 0;
+  // ten minutes of bursts, pauses (some longer than the window) and three keys with different limits
+  while (ms < 600_000) {
+    ms += rand() < 0.05 ? 90_000 * rand() : 600 * rand();
+    now = ms;
+    const key = ['k1', 'k2', 'k3'][Math.floor(rand() * 3)]!;
+    const limit = key === 'k1' ? 10 : key === 'k2' ? 40 : 3;
+    const burst = rand() < 0.05 ? 15 : 1;
+    for (let i = 0; i < burst; i++) {
+      a.push((await viaStore.check(key, limit)) as LimitDecision);
+      const d = local.checkNow(key, limit);
+      if (d === undefined) return t.fail('local windows answer synchronously');
+      b.push(d);
+    }
+  }
+  t.ok(a.some((d) => !d.allowed) && a.some((d) => d.allowed), `both allowed and denied seen (${a.length} decisions)`);
+  t.same(b, a, 'the same decisions, remaining and reset times');
+  t.same(await local.check('k1', 10), await viaStore.check('k1', 10), 'check() answers from the same windows');
+});
+
 t.test('workers: counter operations of one turn travel to the primary as one message, in order', async (t) => {
   const primary = counterStore();
   const sent: CountersRequest[] = [];

@@ -112,6 +112,12 @@ export class AdminServer {
     (this.server as HttpsServer).setSecureContext({ cert: tls.cert, key: tls.key });
   }
 
+  /** the address really bound (0.0.0.0 stays 0.0.0.0), for the start-up line */
+  get boundUrl(): string {
+    const { address, port } = this.server.address() as AddressInfo;
+    return `${this.opts.tls ? 'https' : 'http'}://${address.includes(':') ? `[${address}]` : address}:${port}`;
+  }
+
   get url(): string {
     const { address, port } = this.server.address() as AddressInfo;
     const host = address === '0.0.0.0' || address === '::' ? '127.0.0.1' : address;

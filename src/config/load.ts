@@ -29,6 +29,7 @@ import {
 } from './positions.js';
 import type {
   AuthType,
+  CorsConfig,
   DeclaredKeyConfig,
   GatewayConfig,
   JsonRpcPolicy,
@@ -420,10 +421,13 @@ interface RawRoute {
   requires?: { dagu: string };
   answer?: 'current_user';
   expose_login: boolean;
+  cors?: RawCors | false;
 }
 
+type RawCors = Partial<CorsConfig> & { allowed_origins: string[] };
+
 /** The validated document before normalisation: the final shape except for the routes. */
-type RawConfig = Omit<GatewayConfig, 'file' | 'routes' | 'warnings'> & { routes: RawRoute[] };
+type RawConfig = Omit<GatewayConfig, 'file' | 'routes' | 'warnings' | 'cors'> & { routes: RawRoute[]; cors?: RawCors };
 
 let validator: ValidateFunction | undefined;
 
@@ -573,6 +577,7 @@ function checkSemantics(cfg: RawConfig, rep: Reporter, dir: string): void {
     rep.error('/store/keys', `an in-memory key store cannot be shared by workers (workers: ${cfg.workers}): use sqlite:<file> or redis://`);
   }
   checkDeclaredKeys(cfg.keys.declared ?? [], rep);
+  if (cfg.cors) checkCors(cfg.cors, '/cors', rep);
   const known = cfg.upstreams.map((u) => u.name);
   cfg.routes.forEach((r, i) => checkRoute(r, `/routes/${i}`, known, rep));
 }
@@ -688,6 +693,29 @@ function checkDeclaredKeys(keys: DeclaredKeyConfig[], rep: Reporter): void {
   });
 }
 
+function checkCors(c: RawCors, p: string, rep: Reporter): void {
+  if (c.allow_credentials && c.allowed_origins.includes('*')) {
+    rep.error(`${p}/allow_credentials`, 'browsers refuse credentials with any origin ("*"): list the origins');
+  }
+}
+
+const CORS_DEFAULTS = {
+  allowed_methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+  allowed_headers: ['Content-Type', 'X-API-Key', 'Authorization', 'X-Request-Id'],
+  expose_headers: ['X-Request-Id', 'RateLimit', 'RateLimit-Policy', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset', 'Retry-After'],
+};
+
+function normaliseCors(c: RawCors): CorsConfig {
+  return {
+    allowed_origins: [...c.allowed_origins],
+    allowed_methods: (c.allowed_methods ?? CORS_DEFAULTS.allowed_methods).map((m) => m.toUpperCase()),
+    allowed_headers: [...(c.allowed_headers ?? CORS_DEFAULTS.allowed_headers)],
+    expose_headers: [...(c.expose_headers ?? CORS_DEFAULTS.expose_headers)],
+    allow_credentials: c.allow_credentials ?? false,
+    max_age: c.max_age ?? 600,
+  };
+}
+
 function checkRoute(r: RawRoute, p: string, known: string[], rep: Reporter): void {
   if (!r.path.startsWith('/')) rep.error(`${p}/path`, `must start with "/" (got "${r.path}")`);
   if (r.pass_authorization && r.auth !== 'none') {
@@ -705,6 +733,7 @@ function checkRoute(r: RawRoute, p: string, known: string[], rep: Reporter): voi
     const range = parseRange(r.requires.dagu);
     if (typeof range === 'string') rep.error(`${p}/requires/dagu`, range);
   }
+  if (r.cors) checkCors(r.cors, `${p}/cors`, rep);
   if (r.answer !== undefined && r.auth === 'none') rep.error(`${p}/answer`, `${r.answer} needs a key: not on an auth: none route`);
   const ws = r.workspace;
   if (typeof ws === 'object' && ws.param !== undefined && !r.path.split('/').includes(`{${ws.param}}`)) {
@@ -718,7 +747,8 @@ function checkRoute(r: RawRoute, p: string, known: string[], rep: Reporter): voi
 function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadContext): GatewayConfig {
   const dir = path.dirname(file);
   const { listen, admin, keys, log } = raw;
-  return {
+  const cors = raw.cors && normaliseCors(raw.cors);
+  return compact({
     file,
     listen: compact({
       host: listen.host,
@@ -742,11 +772,12 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
     keys: compact({ prefix: keys.prefix, rate_limit: { ...keys.rate_limit }, max_keys: keys.max_keys, audit_retention_days: keys.audit_retention_days, usage_retention_days: keys.usage_retention_days, declared: keys.declared?.map((k) => compact({ ...k })) }),
     upstreams: raw.upstreams.map(normaliseServer),
     remote_nodes: raw.remote_nodes.map(normaliseServer),
-    routes: raw.routes.map((r, i) => normaliseRoute(r, i, formatPos(positionOf(positions, `/routes/${i}`, false, ctx.rootPos)))),
-    log: { level: log.level, destination: resolveLogDestination(log.destination, dir), access_log: log.access_log },
+    routes: raw.routes.map((r, i) => normaliseRoute(r, i, formatPos(positionOf(positions, `/routes/${i}`, false, ctx.rootPos)), cors)),
+    cors,
+    log: { level: log.level, destination: resolveLogDestination(log.destination, dir), format: log.format, access_log: typeof log.access_log === 'string' ? resolveLogDestination(log.access_log, dir) : log.access_log },
     metrics: { per_key: raw.metrics.per_key, max_keys: raw.metrics.max_keys },
     warnings: ctx.tidyWarnings(),
-  };
+  });
 }
 
 /** TLS files are relative to the config file. */
@@ -782,7 +813,7 @@ function normaliseServer(s: UpstreamConfig): UpstreamConfig {
   });
 }
 
-function normaliseRoute(r: RawRoute, index: number, source: string): RouteConfig {
+function normaliseRoute(r: RawRoute, index: number, source: string, cors: CorsConfig | undefined): RouteConfig {
   const methods = r.methods === undefined ? undefined : [...new Set(toList(r.methods).map((m) => m.toUpperCase()))];
   return compact({
     index,
@@ -805,6 +836,8 @@ function normaliseRoute(r: RawRoute, index: number, source: string): RouteConfig
     requires: r.requires && { dagu: r.requires.dagu },
     answer: r.answer,
     expose_login: r.expose_login ? true : undefined,
+    // one object per policy, shared by the routes that use it
+    cors: r.cors === false ? undefined : r.cors !== undefined ? normaliseCors(r.cors) : cors,
   });
 }
 

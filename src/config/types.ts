@@ -48,6 +48,18 @@ export interface UpstreamConfig {
   connections: number;
 }
 
+/** A CORS policy, defaults filled in. */
+export interface CorsConfig {
+  /** origins, or "*" */
+  allowed_origins: string[];
+  allowed_methods: string[];
+  allowed_headers: string[];
+  expose_headers: string[];
+  allow_credentials: boolean;
+  /** seconds */
+  max_age: number;
+}
+
 /** Where a route's workspace comes from. */
 export type WorkspaceSource =
   | { from: 'query'; name: string }
@@ -88,6 +100,8 @@ export interface RouteConfig {
   requires?: { dagu: string };
   /** Keygate answers the request itself instead of forwarding it */
   answer?: 'current_user';
+  /** the CORS policy that applies (the route's own, else the top-level one); absent = none */
+  cors?: CorsConfig;
   /** the route may serve a login or first-run setup path (…/auth/login, …/auth/setup); absent = false */
   expose_login?: true;
 }
@@ -175,7 +189,10 @@ export interface LogConfig {
   level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** "stdout" | "stderr" | a file path */
   destination: string;
-  access_log: boolean;
+  /** json lines, or pretty (pino-pretty) for a terminal */
+  format: 'json' | 'pretty';
+  /** true: with the other lines, to `destination`; false: none; else its own destination ("stdout" | "stderr" | a file path) */
+  access_log: boolean | string;
 }
 
 export interface GatewayConfig {
@@ -194,6 +211,8 @@ export interface GatewayConfig {
   remote_nodes: UpstreamConfig[];
   routes: RouteConfig[];
   log: LogConfig;
+  /** the top-level CORS policy (each route's resolved policy is on the route) */
+  cors?: CorsConfig;
   /** per_key: requests per key in /metrics, for at most max_keys keys (the rest as "other") */
   metrics: { per_key: boolean; max_keys: number };
   /** non-fatal findings (e.g. an upstream token that expanded to empty) */

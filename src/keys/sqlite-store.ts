@@ -2,7 +2,7 @@
 // one host may share the file (the CLI changes keys while `serve` runs).
 
 import Database from 'better-sqlite3';
-import { existsSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ConflictError, KeygateError, StoreUnavailableError, ValidationError } from '../errors.js';
 import type { StoredKey } from './model.js';
@@ -224,6 +224,8 @@ function isUniqueViolation(err: unknown): err is Error & { message: string } {
   return err instanceof Error && (err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE';
 }
 
+/** The WAL-index header at the start of the -shm file (SQLite's WalIndexHdr): every commit changes it. */
+const WAL_INDEX_HEADER_BYTES = 48;
 /**
  * Check a backup file: SQLite's integrity check passes and the keys table reads; make it one
  * self-contained file (rollback journal, no -wal beside it). Resolves with the number of keys.
@@ -248,6 +250,11 @@ export interface SqliteKeyStoreOptions {
 export class SqliteKeyStore implements KeyStore, AuditStore {
   private readonly db: Database.Database;
   private readonly stmts;
+  /** the -shm file, read-only, for changeMark's cheap pre-check; undefined when not in WAL mode */
+  private shmFd: number | undefined;
+  private readonly shmSeen = Buffer.alloc(WAL_INDEX_HEADER_BYTES);
+  private readonly shmNow = Buffer.alloc(WAL_INDEX_HEADER_BYTES);
+  private mark = -1;
   /** true when this open created the file: a new, empty store (the caller says so in its log) */
   readonly created: boolean;
   /** why the file cannot take changes (read-only, corrupt, disk full…); undefined while it can */
@@ -324,6 +331,13 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       ),
       dataVersion: this.db.prepare('PRAGMA data_version').pluck(),
     };
+    if (file !== ':memory:' && String(this.db.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal') {
+      try {
+        this.shmFd = openSync(`${file}-shm`, 'r');
+      } catch {
+        this.shmFd = undefined; // no -shm to read (e.g. exclusive locking): data_version every time
+      }
+    }
   }
 
   /** Brings a file made by an older version up to this schema; one process at a time (BEGIN IMMEDIATE). */
@@ -496,12 +510,34 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
     return this.write(() => this.stmts.auditPrune.run(before).changes);
   }
 
+  /**
+   * `PRAGMA data_version`: changes only when another connection committed (our own usage flushes
+   * do not move it). Asking it costs a read transaction (two fcntl locks), so it is asked only when
+   * the WAL-index header in the -shm file changed: every commit, by any process, rewrites that
+   * header in the shared mapping before the commit returns, so a change made elsewhere is still
+   * seen on the very next call; the header alone cannot tell whose commit it was, data_version can.
+   */
   changeMark(): number {
-    // Changes only when another connection committed: our own usage flushes do not move it.
-    return this.stmts.dataVersion.get() as number;
+    if (this.shmFd !== undefined) {
+      let read = 0;
+      try {
+        read = readSync(this.shmFd, this.shmNow, 0, WAL_INDEX_HEADER_BYTES, 0);
+      } catch {
+        read = 0;
+      }
+      if (read === WAL_INDEX_HEADER_BYTES && this.mark !== -1 && this.shmNow.equals(this.shmSeen)) return this.mark;
+      if (read === WAL_INDEX_HEADER_BYTES) this.shmNow.copy(this.shmSeen);
+      else this.shmSeen.fill(0); // unreadable: never trust the copy
+    }
+    this.mark = this.stmts.dataVersion.get() as number;
+    return this.mark;
   }
 
   async close(): Promise<void> {
+    if (this.shmFd !== undefined) {
+      closeSync(this.shmFd);
+      this.shmFd = undefined;
+    }
     if (this.db.open) this.db.close();
   }
 }

@@ -40,9 +40,13 @@ const isoOrNull = (v: unknown): v is string | null => v === null || (typeof v ==
 
 /** A key line, checked field by field (an export from another version or a hand edit must not store junk). */
 export function parseKeyLine(o: Record<string, unknown>): StoredKey {
+  need(isStr(o['id']) && o['id'].length > 0, 'id', 'must be a non-empty string', 0);
+  need(isStr(o['name']) && o['name'].length > 0, 'name', 'must be a non-empty string', 0);
   const wa = o['workspaceAccess'] as { all?: unknown; grants?: unknown } | undefined;
-  const grants = need(typeof wa === 'object' && wa !== null && typeof wa.all === 'boolean' && Array.isArray(wa.grants), 'workspaceAccess', 'must be {all, grants}', wa!.grants as unknown[]);
-  for (const g of grants) {
+  if (typeof wa !== 'object' || wa === null || typeof wa.all !== 'boolean' || !Array.isArray(wa.grants)) {
+    throw new ValidationError('workspaceAccess', 'must be {all, grants}');
+  }
+  for (const g of wa.grants as unknown[]) {
     const x = g as { workspace?: unknown; role?: unknown };
     need(typeof x === 'object' && x !== null && isStr(x.workspace) && isRole(x.role), 'workspaceAccess.grants', 'must be {workspace, role} items', 0);
   }

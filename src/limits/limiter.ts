@@ -3,6 +3,7 @@
 // what to do when the shared store fails.
 
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import { LocalWindows } from './local.js';
 import { BUCKETS, BUCKET_MS, bucketOf, evaluate, type LimitDecision } from './window.js';
 
 /** When the shared store fails: per-instance memory limits, let everything through, or refuse (503). */
@@ -44,6 +45,8 @@ export interface LimiterEvents {
 
 export class KeyRateLimiter {
   private readonly closed = new Map<string, ClosedBuckets>();
+  /** set when the counters are this process's own: answered synchronously (checkNow) */
+  private readonly local: LocalWindows | undefined;
   private readonly fallback: KeyRateLimiter | undefined;
   private degraded = false;
   /** times the limiter switched to or from its fallback */
@@ -51,14 +54,27 @@ export class KeyRateLimiter {
   /** store errors seen */
   storeErrors = 0;
 
+  /**
+   * @param store the counters: a shared store (Redis, the cluster primary), rate-limiter-flexible's
+   *   memory limiter, or 'local' for this process's own windows (synchronous, cannot fail)
+   */
   constructor(
-    private readonly store: CounterStore,
+    private readonly store: CounterStore | 'local',
     private readonly policy: FallbackPolicy = 'memory',
     private readonly events: LimiterEvents = {},
     private readonly now: () => number = Date.now,
   ) {
+    this.local = store === 'local' ? new LocalWindows() : undefined;
     // A memory store cannot fail; a shared one falls back to per-instance memory counters.
-    this.fallback = store instanceof RateLimiterMemory || policy !== 'memory' ? undefined : new KeyRateLimiter(counterStore(), 'allow', {}, now);
+    this.fallback = store === 'local' || store instanceof RateLimiterMemory || policy !== 'memory' ? undefined : new KeyRateLimiter('local', 'allow', {}, now);
+  }
+
+  /**
+   * The decision now, without a promise, when the counters are this process's own; undefined
+   * when they are elsewhere (then use check()).
+   */
+  checkNow(keyId: string, limit: number): LimitDecision | undefined {
+    return this.local?.check(keyId, limit, this.now());
   }
 
   get isDegraded(): boolean {
@@ -67,6 +83,7 @@ export class KeyRateLimiter {
 
   /** Count one request of `keyId` against `limit` per minute; a denied request is not counted. */
   async check(keyId: string, limit: number): Promise<LimitDecision | typeof UNAVAILABLE> {
+    if (this.local !== undefined) return this.local.check(keyId, limit, this.now());
     try {
       const decision = await this.checkStore(keyId, limit);
       if (this.degraded) this.switchTo(false);
@@ -92,13 +109,13 @@ export class KeyRateLimiter {
     const counter = `${keyId}:${bucket}`;
     const [current, closed] = await Promise.all([this.consume(counter), this.closedBuckets(keyId, bucket)]);
     const decision = evaluate(limit, current, closed, now - bucket * BUCKET_MS);
-    if (!decision.allowed) await this.store.reward(counter, 1);
+    if (!decision.allowed) await (this.store as CounterStore).reward(counter, 1);
     return decision;
   }
 
   private async consume(counter: string): Promise<number> {
     try {
-      return (await this.store.consume(counter, 1)).consumedPoints;
+      return (await (this.store as CounterStore).consume(counter, 1)).consumedPoints;
     } catch (err) {
       // RLF rejects with a RateLimiterRes past `points` (never, given NO_CAP) and with an Error on store failure.
       if (err instanceof RateLimiterRes) return err.consumedPoints;
@@ -122,7 +139,7 @@ export class KeyRateLimiter {
       if (known !== undefined && b < known.bucket && b >= known.bucket - BUCKETS) {
         counts[i] = known.counts[known.bucket - 1 - b]!;
       } else {
-        reads.push(this.store.get(`${keyId}:${b}`).then((r) => void (counts[i] = r?.consumedPoints ?? 0)));
+        reads.push((this.store as CounterStore).get(`${keyId}:${b}`).then((r) => void (counts[i] = r?.consumedPoints ?? 0)));
       }
     }
     await Promise.all(reads);

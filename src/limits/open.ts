@@ -6,7 +6,7 @@ import type { Logger } from '../log.js';
 import { createRedis, type RedisClient, type RedisSettings } from '../redis.js';
 import cluster from 'node:cluster';
 import { BatchedCounterClient } from './cluster-store.js';
-import { KeyRateLimiter, counterStore, type CounterStore } from './limiter.js';
+import { KeyRateLimiter, type CounterStore } from './limiter.js';
 import { BUCKETS, BUCKET_MS } from './window.js';
 
 export interface OpenedLimiter {
@@ -83,7 +83,8 @@ export function openRateLimiter(config: GatewayConfig, logger: Logger, now: () =
   if (spec === 'memory') {
     // Several workers on one host share counters kept in the primary; if it does not answer, a
     // worker falls back to its own memory counters (the limiter's 'memory' policy).
-    const store = cluster.isWorker ? primaryCounters() : counterStore();
+    // A single process answers from its own windows, synchronously (KeyRateLimiter.checkNow).
+    const store = cluster.isWorker ? primaryCounters() : 'local';
     const events = { onSwitch: (degraded: boolean) => logger.warn(degraded ? 'cluster rate-limit counters not answering: per-worker limits until they do' : 'cluster rate-limit counters answer again') };
     return { limiter: new KeyRateLimiter(store, 'memory', events, now), reachable: () => true, ready: Promise.resolve(), close: async () => {} };
   }

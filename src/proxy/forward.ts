@@ -2,9 +2,10 @@
 // client's ServerResponse (SSE and chunked bodies stream as they come), the request body streams
 // from the client, and a client that goes away aborts the upstream request.
 
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { Writable } from 'node:stream';
 import { errors } from 'undici';
+import { withoutUpstreamCors } from '../cors.js';
 import { clientResponseHeaders } from './headers.js';
 import type { Upstream } from './upstream.js';
 
@@ -44,6 +45,26 @@ function hasBody(req: IncomingMessage): boolean {
 /** Where the gateway's credential went, a 401/403 means the upstream refused it, not the client. */
 export const CREDENTIAL_REJECTED = 'upstream_credential_rejected';
 
+export interface ForwardOptions {
+  /**
+   * The request carries the upstream's own credential on behalf of an accepted key: a 401 or 403
+   * from the upstream is its verdict on that credential, answered 502 upstream_credential_rejected
+   * (never passed on as if the client's key had been refused).
+   */
+  guardCredential?: boolean;
+  /** the route's CORS headers: they replace the upstream's Access-Control-* headers */
+  cors?: OutgoingHttpHeaders;
+}
+
+/** Keygate's CORS headers instead of the upstream's own; Vary keeps the upstream's values too. */
+function withCors(headers: OutgoingHttpHeaders, cors: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  const vary = headers.vary;
+  withoutUpstreamCors(headers);
+  Object.assign(headers, cors);
+  if (vary !== undefined && cors.vary !== undefined) headers.vary = `${String(vary)}, ${String(cors.vary)}`;
+  return headers;
+}
+
 /** Swallows a refused upstream's body (its 401/403 must not reach the client). */
 function discard(): Writable {
   return new Writable({ write: (_chunk, _enc, cb) => cb() });
@@ -59,13 +80,9 @@ export function forwardHttp(
   body: Buffer | undefined,
   sendError: (res: ServerResponse, status: number, code: string, message: string) => void,
   done: (result: ForwardResult) => void,
-  /**
-   * The request carries the upstream's own credential on behalf of an accepted key: a 401 or 403
-   * from the upstream is its verdict on that credential, answered 502 upstream_credential_rejected
-   * (never passed on as if the client's key had been refused).
-   */
-  guardCredential = false,
+  opts: ForwardOptions = {},
 ): void {
+  const guardCredential = opts.guardCredential === true;
   const started = performance.now();
   let upstreamMs = -1;
   /** the upstream's 401/403 to our credential (guardCredential), 0 = none */
@@ -94,7 +111,7 @@ export function forwardHttp(
         rejected = statusCode;
         return discard();
       }
-      res.writeHead(statusCode, clientResponseHeaders(upstreamHeaders));
+      res.writeHead(statusCode, opts.cors ? withCors(clientResponseHeaders(upstreamHeaders), opts.cors) : clientResponseHeaders(upstreamHeaders));
       // A body of unknown length may be a stream (SSE): send the headers now, not with its first chunk.
       if (upstreamHeaders['content-length'] === undefined) res.flushHeaders();
       return res;
