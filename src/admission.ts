@@ -7,7 +7,7 @@ import { decide, type Allow } from './auth/decide.js';
 import { extractCredential } from './auth/credential.js';
 import type { KeyAccess } from './keys/model.js';
 import { digestSecret } from './keys/secret.js';
-import type { KeyService } from './keys/service.js';
+import { KeyStoreUnavailableError, type KeyService } from './keys/service.js';
 import { normaliseTarget } from './routes/path.js';
 import { mayContain, takeParam } from './routes/query.js';
 import { RouteTable, type Route, type RouteMatch } from './routes/table.js';
@@ -43,6 +43,7 @@ export interface Admission {
 
 export type Outcome = Refusal | Admission;
 
+const RETRY_SOON = { 'retry-after': '1' };
 const WWW_AUTHENTICATE = { 'www-authenticate': 'Bearer realm="keygate"' };
 const WWW_AUTHENTICATE_INVALID = { 'www-authenticate': 'Bearer realm="keygate", error="invalid_token"' };
 
@@ -149,7 +150,13 @@ export class Admitter {
     }
 
     const found = this.keys.lookup(digestSecret(secret));
-    if (found instanceof Promise) return found.then((access) => this.authorise(pending, access));
+    if (found instanceof Promise) {
+      return found.then(
+        (access) => this.authorise(pending, access),
+        // the store is down and this key was never seen here (or stale_ttl is over): 503 at once
+        (err: Error) => refuse(503, 'unavailable', err instanceof KeyStoreUnavailableError ? err.message : 'the key store could not be asked; retry shortly', { headers: RETRY_SOON, path: pending.path, route: pending.match.route }),
+      );
+    }
     return this.authorise(pending, found);
   }
 

@@ -6,17 +6,18 @@ import { createReadStream, createWriteStream, existsSync, renameSync, rmSync, wa
 import { dirname } from 'node:path';
 import { createInterface } from 'node:readline';
 import { userInfo } from 'node:os';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig, resolveConfigPath } from './config/load.js';
 import type { GatewayConfig } from './config/types.js';
-import { ConfigError, KeygateError, formatConfigIssue } from './errors.js';
+import { ConfigError, KeygateError, ValidationError, formatConfigIssue } from './errors.js';
 import { keyStatus, type ApiKey } from './keys/model.js';
 import { openKeyStore } from './keys/open.js';
 import { KeyService, type KeyInput } from './keys/service.js';
+import { daguKey } from './admin/dagu-api.js';
 import { SqliteKeyStore, verifyBackup } from './keys/sqlite-store.js';
 import type { AuditStore, KeyStore } from './keys/store.js';
 import { exportLines, importLines } from './keys/transfer.js';
 import { daguUsage } from './admin/usage-api.js';
+import { COMMANDS, UsageError, commandHelp, flagMessage, parseCommandLine, type CommandSpec, type Values } from './cli-args.js';
 import { normaliseTarget } from './routes/path.js';
 import { RouteTable } from './routes/table.js';
 import { Gateway } from './server.js';
@@ -58,6 +59,7 @@ Commands:
 
   -c, --config FILE   configuration (default ./gateway.yaml, else ./gateway.example.yaml)
   -V, --version       print the version
+  keygate <command> --help (or keygate help <command>) prints a command's flags and an example.
 
 Examples:
   keygate demo                                   # try it: echo servers stand in for Dagu and Dagen
@@ -75,42 +77,6 @@ Examples:
   keygate keys delete ci
   curl -H "X-API-Key: dg_…" http://127.0.0.1:8080/api/v1/dags
 `;
-
-const OPTIONS = {
-  config: { type: 'string', short: 'c' },
-  json: { type: 'boolean' },
-  probe: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-  version: { type: 'boolean', short: 'V' },
-  host: { type: 'string' },
-  port: { type: 'string' },
-  name: { type: 'string' },
-  description: { type: 'string' },
-  scopes: { type: 'string' },
-  role: { type: 'string' },
-  workspace: { type: 'string' },
-  grant: { type: 'string', multiple: true },
-  'all-workspaces': { type: 'boolean' },
-  surfaces: { type: 'string' },
-  'rate-limit': { type: 'string' },
-  'expires-at': { type: 'string' },
-  attribution: { type: 'string' },
-  'service-account-name': { type: 'string' },
-  'owner-user-id': { type: 'string' },
-  'grace-seconds': { type: 'string' },
-  limit: { type: 'string' },
-  cursor: { type: 'string' },
-  all: { type: 'boolean' },
-  output: { type: 'string', short: 'o' },
-  audit: { type: 'boolean' },
-  'dry-run': { type: 'boolean' },
-  days: { type: 'string' },
-  bucket: { type: 'string' },
-} satisfies ParseArgsConfig['options'];
-
-type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
-
-class UsageError extends Error {}
 
 function out(s: string): void {
   process.stdout.write(s.endsWith('\n') ? s : s + '\n');
@@ -217,7 +183,7 @@ async function listCommand(service: KeyService, v: Values, now: number): Promise
     const page = await service.page({ limit: v.limit, cursor, workspace: v.workspace });
     if (v.json) {
       for (const k of page.keys) {
-        await write(`${first ? '\n' : ',\n'}${JSON.stringify({ ...k, status: keyStatus(k, now) })}`);
+        await write(`${first ? '\n' : ',\n'}${JSON.stringify(daguKey(k, now))}`);
         first = false;
       }
     } else if (page.keys.length > 0) {
@@ -325,7 +291,7 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
     switch (sub) {
       case 'create': {
         const { key, secret } = await service.create(keyInput(v), actor());
-        if (v.json) out(JSON.stringify({ apiKey: key, key: secret }, null, 2));
+        if (v.json) out(JSON.stringify({ apiKey: daguKey(key, now), key: secret }, null, 2));
         else out(`Created API key "${key.name}" (id ${key.id}).\n\n  ${secret}\n\nCopy it now: this is the only time the full key is shown.\nUse it as:  X-API-Key: ${secret.slice(0, 8)}…   or   Authorization: Bearer ${secret.slice(0, 8)}…`);
         return 0;
       }
@@ -337,25 +303,25 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
         return await importCommand(store, target(), v);
       case 'show': {
         const key = await service.get(target());
-        out(v.json ? JSON.stringify({ apiKey: { ...key, status: keyStatus(key, now) } }, null, 2) : describeKey(key, now));
+        out(v.json ? JSON.stringify({ apiKey: daguKey(key, now) }, null, 2) : describeKey(key, now));
         return 0;
       }
       case 'update': {
         const key = await service.update(target(), keyInput(v), actor());
-        out(v.json ? JSON.stringify({ apiKey: key }, null, 2) : `Updated "${key.name}".\n${describeKey(key, now)}`);
+        out(v.json ? JSON.stringify({ apiKey: daguKey(key, now) }, null, 2) : `Updated "${key.name}".\n${describeKey(key, now)}`);
         return 0;
       }
       case 'activate':
       case 'deactivate': {
         const key = await service.setActive(target(), sub === 'activate', actor());
-        out(v.json ? JSON.stringify({ apiKey: key }, null, 2) : `"${key.name}" is now ${keyStatus(key, now)}.`);
+        out(v.json ? JSON.stringify({ apiKey: daguKey(key, now) }, null, 2) : `"${key.name}" is now ${keyStatus(key, now)}.`);
         return 0;
       }
       case 'regenerate': {
         const grace = v['grace-seconds'] !== undefined ? { graceSeconds: v['grace-seconds'] } : {};
         const { key, secret, previousValidUntil } = await service.regenerate(target(), actor(), grace);
         const old = previousValidUntil ? `The old key keeps working until ${previousValidUntil}, then stops by itself.` : 'The old key stopped working.';
-        if (v.json) out(JSON.stringify({ apiKey: key, key: secret, previousValidUntil }, null, 2));
+        if (v.json) out(JSON.stringify({ apiKey: daguKey(key, now), key: secret, previousValidUntil }, null, 2));
         else out(`Regenerated "${key.name}". ${old}\n\n  ${secret}\n\nCopy it now: this is the only time the full key is shown.`);
         return 0;
       }
@@ -375,7 +341,7 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
       }
       case 'delete': {
         const key = await service.delete(target(), actor());
-        out(v.json ? JSON.stringify({ deleted: key.id }) : `Deleted "${key.name}" (id ${key.id}). Every consumer of this key has lost access.`);
+        out(v.json ? JSON.stringify({ apiKey: daguKey(key, now), deleted: key.id }, null, 2) : `Deleted "${key.name}" (id ${key.id}). Every consumer of this key has lost access.`);
         return 0;
       }
       default:
@@ -633,26 +599,45 @@ async function demoCommand(v: Values): Promise<number> {
   return code;
 }
 
+/** How many positional arguments a command takes ("ID|NAME" is one, "METHOD PATH" two). */
+function arity(spec: CommandSpec): number {
+  return spec.args === '' ? 0 : spec.args.split(' ').length;
+}
+
 export async function main(argv: string[]): Promise<number> {
   let parsed;
+  const usageHint = (spec?: CommandSpec) => `Run "keygate ${spec ? `${spec.name} ` : ''}--help" for usage.`;
   try {
-    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+    parsed = parseCommandLine(argv);
   } catch (err) {
-    process.stderr.write(`keygate: ${(err as Error).message}\nRun "keygate --help" for usage.\n`);
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`keygate: ${err.message}\n${usageHint(err.command)}\n`);
     return 2;
   }
-  const { values: v, positionals } = parsed;
-  const [command, ...rest] = positionals;
+  const { spec, values: v, args, positionals } = parsed;
+  const [command] = positionals;
   if (v.version || command === 'version') {
     out(`keygate ${VERSION} (node ${process.version})`);
     return 0;
   }
-  if (v.help || command === undefined || command === 'help') {
-    out(HELP);
+  if (command === 'help') {
+    const topic = COMMANDS.find((c) => c.name === positionals.slice(1).join(' '));
+    out(topic ? commandHelp(topic) : HELP);
+    return 0;
+  }
+  if (v.help || command === undefined) {
+    out(spec ? commandHelp(spec) : HELP);
     return 0;
   }
   try {
-    switch (command) {
+    if (spec === undefined) {
+      if (command === 'keys') throw new UsageError(`unknown keys command "${positionals[1] ?? ''}": ${COMMANDS.filter((c) => c.name.startsWith('keys ')).map((c) => c.name.slice(5)).join(', ')}`);
+      if (command === 'routes') throw new UsageError('usage: keygate routes explain -c FILE METHOD PATH [--host H]');
+      throw new UsageError(`unknown command "${command}"`);
+    }
+    const extra = args.slice(arity(spec));
+    if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}" for keygate ${spec.name}${spec.args ? ` (it takes ${spec.args})` : ''}`);
+    switch (spec.name) {
       case 'serve': {
         const config = load(v);
         const n = workerCount(config.workers);
@@ -665,17 +650,14 @@ export async function main(argv: string[]): Promise<number> {
       }
       case 'check':
         return await checkCommand(v);
-      case 'routes':
-        if (rest[0] !== 'explain') throw new UsageError('usage: keygate routes explain -c FILE METHOD PATH [--host H]');
-        return explainCommand(rest.slice(1), v);
-      case 'keys':
-        return await keysCommand(rest[0], rest.slice(1), v);
+      case 'routes explain':
+        return explainCommand(args, v);
       case 'backup':
-        return await backupCommand(rest, v);
+        return await backupCommand(args, v);
       case 'demo':
         return await demoCommand(v);
       default:
-        throw new UsageError(`unknown command "${command}"`);
+        return await keysCommand(spec.name.slice('keys '.length), args, v);
     }
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -683,8 +665,13 @@ export async function main(argv: string[]): Promise<number> {
       return 1;
     }
     if (err instanceof UsageError) {
-      process.stderr.write(`keygate: ${err.message}\nRun "keygate --help" for usage.\n`);
+      process.stderr.write(`keygate: ${err.message}\n${usageHint(spec)}\n`);
       return 2;
+    }
+    if (err instanceof ValidationError && spec?.name.startsWith('keys ')) {
+      // name the flag the person typed, not the key service's field
+      process.stderr.write(`keygate: ${flagMessage(err.field, err.reason) ?? err.message}\n`);
+      return 1;
     }
     if (err instanceof KeygateError) {
       process.stderr.write(`keygate: ${err.message}\n`);

@@ -8,7 +8,11 @@ import { VERSION } from './version.js';
 /** What the gateway reports to /metrics; counters it keeps elsewhere are read on scrape. */
 export interface MetricSources {
   limiter(): { degraded: boolean; switches: number; storeErrors: number };
-  keyCache(): { hits: number; misses: number };
+  keyCache(): { hits: number; misses: number; stale: number };
+  /** times the key store was found empty after it had content (marker key gone) */
+  keyStoreContentLost(): number;
+  /** circuit breakers of the stores on the request path (keys, rate_limits): open or not */
+  breakers(): Record<string, boolean>;
   reloads(): { ok: number; failed: number };
   /** seconds since the last flush attempt that wrote its counts or had nothing to write */
   usageFlushLag(): number;
@@ -181,6 +185,12 @@ export class GatewayMetrics {
     gauge('keygate_rate_limit_degraded', '1 while the shared rate-limit store is unreachable and the fallback policy applies.', () => (sources.limiter().degraded ? 1 : 0));
     counter('keygate_key_cache_hits_total', 'Key lookups answered from the in-memory cache.', () => sources.keyCache().hits);
     counter('keygate_key_cache_misses_total', 'Key lookups that went to the key store.', () => sources.keyCache().misses);
+    counter('keygate_key_cache_stale_total', 'Key lookups answered with the last known entry because the key store failed (store.stale_ttl).', () => sources.keyCache().stale);
+    counter('keygate_key_store_content_lost_total', 'Times the key store came back empty (its marker key gone); declared keys were synced again.', () => sources.keyStoreContentLost());
+    new Gauge({ name: 'keygate_store_breaker_open', help: '1 while the circuit breaker of a store (keys, rate_limits) is open: requests use the cache or fallback without asking it.', labelNames: ['store'], registers, aggregator: 'max',
+      collect() {
+        for (const [store, b] of Object.entries(sources.breakers())) this.set({ store }, b ? 1 : 0);
+      } });
     counter('keygate_config_reloads_total', 'Configuration reloads that took effect.', () => sources.reloads().ok);
     counter('keygate_config_reload_failures_total', 'Configuration reloads refused (the old configuration stayed).', () => sources.reloads().failed);
     gauge('keygate_usage_flush_lag_seconds', 'Seconds since the last usage flush that succeeded or had nothing to write (an idle gateway stays near 0).', () => sources.usageFlushLag());

@@ -53,3 +53,18 @@ export function createRedis(url: string, settings: RedisSettings | undefined, op
   const seeds = settings?.nodes?.length ? settings.nodes.map(hostPort) : [{ host: u.hostname, port: Number(u.port || 6379) }];
   return new Cluster(seeds, cluster);
 }
+
+/**
+ * Client behaviour for the request path: commands fail at once while disconnected (no offline
+ * queue that would stall requests), time out after 250 ms, and the client reconnects by itself
+ * in the background.
+ */
+export const REQUEST_PATH_OPTIONS: RedisOptions = {
+  enableOfflineQueue: false,
+  maxRetriesPerRequest: 1,
+  commandTimeout: 250,
+  connectTimeout: 2000,
+  enableAutoPipelining: true,
+  retryStrategy: (times) => Math.min(100 * times, 1000),
+  lazyConnect: false,
+};

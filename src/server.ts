@@ -24,6 +24,7 @@ import { GatewayRequest, GatewayResponse } from './request.js';
 import { sendError, sendJson } from './respond.js';
 import { loadTls, type TlsMaterial } from './tls.js';
 import { UsageCounter } from './usage/counter.js';
+import { StoreGuard } from './store-guard.js';
 import { VersionGate, type Finding } from './upstream-version/gate.js';
 
 export interface GatewayOptions {
@@ -67,6 +68,7 @@ export class Gateway {
   /** what every request goes through; holds the live admitter and upstream pools */
   private readonly pipeline: Pipeline;
   private readonly usage: UsageCounter;
+  private readonly guard: StoreGuard;
   private readonly limits: OpenedLimiter;
   private readonly limiter: KeyRateLimiter;
   private readonly now: () => number;
@@ -85,7 +87,7 @@ export class Gateway {
     else {
       const store = openKeyStore(opts.config.store.keys, { redis: opts.config.store.redis, onError: (err) => this.logger.warn({ err: err.message }, 'key store (redis) error') });
       // every key change, whoever makes it, is logged and kept in the store's audit table
-      this.keys = new KeyService(store, opts.config.keys, this.now, { store, log: (record) => this.logger.info({ audit: record }, 'key change') });
+      this.keys = new KeyService(store, opts.config.keys, this.now, { store, log: (record) => this.logger.info({ audit: record }, 'key change') }, { staleTtlMs: opts.config.store.stale_ttl * 1000 });
       if (store instanceof SqliteKeyStore && store.created) {
         this.logger.warn({ store: opts.config.store.keys }, `key store ${store.file} did not exist: created a new, empty one (no key works until keys are created or restored)`);
       }
@@ -113,10 +115,15 @@ export class Gateway {
     this.versionRecheckMs = opts.versionRecheckMs ?? 60_000;
     this.limits = openRateLimiter(opts.config, this.logger, this.now);
     this.limiter = this.limits.limiter;
-    this.usage = new UsageCounter(this.keys.store, 1000, (err) => this.logger.error({ err }, 'usage flush failed; will retry'));
+    this.usage = new UsageCounter(this.keys.store, 200, (err, inRow) => {
+      if (inRow === 1) this.logger.error({ err: (err as Error).message ?? String(err) }, 'usage flush failed; the batch is kept and retried (applied at most once)');
+    });
+    this.guard = new StoreGuard({ keys: this.keys, usage: this.usage, logger: this.logger, dir: opts.config.store.state_dir, staleTtlSeconds: opts.config.store.stale_ttl });
     this.metrics = new GatewayMetrics({
       limiter: () => this.limiterState,
       keyCache: () => this.keys.cacheStats,
+      keyStoreContentLost: () => this.guard.contentLost,
+      breakers: () => ({ keys: this.keys.store.unreachable?.() !== undefined, rate_limits: this.limits.breakerOpen() }),
       reloads: () => this.reloads,
       usageFlushLag: () => (Date.now() - this.usage.lastFlushMs) / 1000,
       certificateExpiry: () => this.certificateExpiry,
@@ -151,16 +158,31 @@ export class Gateway {
       health: (req, res, what) => this.serveHealth(req, res, what),
     });
     const pipeline = this.pipeline;
+    const { header_timeout, request_timeout } = opts.config.listen;
     // node builds these classes for every request (typed loosely: node's generics do not follow subclasses)
-    const serverOptions = { keepAliveTimeout: 5_000, IncomingMessage: GatewayRequest as typeof IncomingMessage, ServerResponse: GatewayResponse as typeof ServerResponse };
+    const serverOptions = {
+      keepAliveTimeout: 5_000,
+      IncomingMessage: GatewayRequest as typeof IncomingMessage,
+      ServerResponse: GatewayResponse as typeof ServerResponse,
+      headersTimeout: header_timeout * 1000,
+      requestTimeout: request_timeout * 1000,
+      // how often Node looks for clients past those timeouts (its default, 30 s, let a slow client
+      // hold a socket three times the timeout)
+      connectionsCheckingInterval: CLIENT_TIMEOUT_CHECK_MS,
+    };
     const onRequest = (req: IncomingMessage, res: ServerResponse) => pipeline.onRequest(req as GatewayRequest, res as GatewayResponse);
     const tls = opts.config.listen.tls && this.servedCertificate('public', loadTls(opts.config.listen.tls));
     this.server = tls ? createHttpsServer({ ...serverOptions, cert: tls.cert, key: tls.key }, onRequest) : createServer(serverOptions, onRequest);
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => pipeline.onUpgrade(req as GatewayRequest, socket, head));
-    this.server.on('clientError', (_err: Error, socket: Duplex) => {
+    // A malformed request gets 400, a client too slow to send its request (slow loris) 408; either
+    // way the socket is destroyed once the answer is written, never left half-open.
+    this.server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
       if (socket.writable && !(socket as { _httpMessage?: unknown })._httpMessage) {
-        const body = JSON.stringify({ code: 'bad_request', message: 'malformed HTTP request' });
-        socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+        const slow = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+        const body = slow
+          ? JSON.stringify({ code: 'request_timeout', message: `the request was not received in time (headers within ${header_timeout} s${request_timeout > 0 ? `, all of it within ${request_timeout} s` : ''})` })
+          : JSON.stringify({ code: 'bad_request', message: 'malformed HTTP request' });
+        socket.end(`HTTP/1.1 ${slow ? '408 Request Timeout' : '400 Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`, () => socket.destroy());
       } else socket.destroy();
     });
   }
@@ -170,10 +192,8 @@ export class Gateway {
     const { host } = opts.config.listen;
     const port = opts.port ?? opts.config.listen.port;
     try {
-      await gw.limits.ready;
-    await gw.keys.store.ready?.(3000).catch(() => gw.logger.warn('key store not reachable at start: cached keys only until it is'));
-      const synced = await gw.keys.syncDeclared();
-      if (synced.created + synced.updated + synced.deleted > 0) gw.logger.info(synced, 'keys declared in the config synced to the key store');
+      // neither store has to be reachable: the gateway serves what it can and catches up
+      await Promise.all([gw.limits.ready, gw.guard.start()]);
       await gw.checkVersions(gw.pipeline.versions);
       await listening('listen', host, port, new Promise<void>((resolve, reject) => {
         gw.server.once('error', reject);
@@ -316,18 +336,26 @@ export class Gateway {
    * Readiness: config loaded (it is, or this object would not exist), key store answering, Redis
    * reachable when configured. Shared by the public and admin listeners.
    */
-  async readiness(): Promise<{ ready: boolean; checks: Record<string, string> }> {
+  async readiness(): Promise<{ ready: boolean; degraded: boolean; checks: Record<string, string> }> {
     const checks: Record<string, string> = { config: 'ok' };
     if (this.pipeline.draining) checks.shutdown = 'draining: the gateway is shutting down';
-    try {
-      await withTimeout(this.keys.store.count(), 1000);
-      const fault = this.keys.store.fault?.();
-      checks.key_store = fault === undefined ? 'ok' : `cannot take changes: ${fault}`;
-    } catch (err) {
-      checks.key_store = `unreachable: ${(err as Error).message}`;
+    const keys = this.guard.keyStoreCheck(this.now());
+    if (keys.state !== 'ok') checks.key_store = keys.message;
+    else {
+      try {
+        await withTimeout(this.keys.store.count(), 1000);
+        const fault = this.keys.store.fault?.();
+        checks.key_store = fault === undefined ? 'ok' : `cannot take changes: ${fault}`;
+      } catch (err) {
+        checks.key_store = `unreachable: ${(err as Error).message}`;
+      }
     }
-    checks.rate_limit_store = this.limits.reachable() ? 'ok' : `unreachable: serving on the fallback policy (${this.config.store.rate_limits_fallback})`;
-    let ready = Object.values(checks).every((c) => c === 'ok');
+    checks.rate_limit_store = this.limits.reachable()
+      ? 'ok'
+      : `degraded: rate-limit store unreachable; serving on the fallback policy (${this.config.store.rate_limits_fallback})`;
+    // degraded still serves (cached keys, fallback limits): a load balancer should keep sending
+    let ready = Object.values(checks).every((c) => c === 'ok' || c.startsWith('degraded'));
+    const degraded = Object.values(checks).some((c) => c.startsWith('degraded'));
     // an upstream with versioned routes: its version, a mismatch (not ready: the configuration is
     // wrong for it), or not checked yet (ready: it is asked before the first request)
     for (const f of this.pipeline.versions.findings()) {
@@ -339,7 +367,7 @@ export class Gateway {
         ready = false;
       }
     }
-    return { ready, checks };
+    return { ready, degraded: ready && degraded, checks };
   }
 
   /** `<prefix>healthz` (alive) and `<prefix>readyz` (ready to serve), on the public listener. */
@@ -355,7 +383,7 @@ export class Gateway {
       return;
     }
     this.readiness().then(
-      (r) => sendJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks }),
+      (r) => sendJson(res, r.ready ? 200 : 503, { status: r.ready ? (r.degraded ? 'degraded' : 'ready') : 'not_ready', checks: r.checks }),
       () => sendError(res, 503, 'unavailable', 'readiness could not be determined'),
     );
   }
@@ -386,7 +414,7 @@ export class Gateway {
     return this.admin?.url;
   }
 
-  /** Write the usage counted so far to the key store now (otherwise it is written every second). */
+  /** Write the usage counted so far to the key store now (otherwise it is written five times a second). */
   flushUsage(): Promise<void> {
     return this.usage.flush();
   }
@@ -424,7 +452,8 @@ export class Gateway {
       await Promise.all([this.admin?.close(drainMs), closed, streamsDone]);
       clearTimeout(timer);
       this.pipeline.ws.close();
-      await this.usage.stop();
+      const left = await this.usage.stop();
+      await this.guard.stop(left);
       await this.limits.close();
       await this.pipeline.upstreams.close();
       await this.pipeline.remoteNodes.close();
@@ -436,6 +465,9 @@ export class Gateway {
     return this.closing;
   }
 }
+
+/** How often (ms) the public listener looks for clients past listen.header_timeout / request_timeout. */
+const CLIENT_TIMEOUT_CHECK_MS = 500;
 
 /** A listener that cannot bind (port in use, no permission) is one clear error naming the section, not a stack. */
 async function listening(section: string, host: string, port: number, p: Promise<void>): Promise<void> {

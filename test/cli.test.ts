@@ -102,7 +102,7 @@ t.test('keys: create, list, show, update, deactivate, regenerate, delete; secret
   t.equal(created.code, 0, created.stderr);
   const { apiKey, key: secret } = JSON.parse(created.stdout);
   t.match(secret, /^kg_[0-9A-Za-z]{43}$/);
-  t.match(apiKey, { name: 'ci', scopes: ['workflows'], role: 'operator', rateLimit: 30, isActive: true, prefix: secret.slice(0, 8) });
+  t.match(apiKey, { name: 'ci', description: 'CI runner', scopes: ['workflows'], role: 'operator', rateLimit: 30, isActive: true, status: 'active', keyPrefix: secret.slice(0, 8), allowedSurfaces: ['rest_api', 'mcp', 'a2a'], attributionClass: 'service_account' });
   t.equal(apiKey.digest, undefined);
 
   const human = await run(['keys', 'create', ...c, '--name', 'bot', '--grant', 'ops:developer', '--expires-at', '2099-01-31']);
@@ -124,10 +124,10 @@ t.test('keys: create, list, show, update, deactivate, regenerate, delete; secret
 
   const badLimit = await run(['keys', 'update', ...c, 'ci', '--rate-limit', '500']);
   t.equal(badLimit.code, 1);
-  t.match(badLimit.stderr, /rateLimit: must be a whole number of requests per minute from 1 to 100/);
+  t.match(badLimit.stderr, /^keygate: --rate-limit must be a whole number of requests per minute from 1 to 100\n$/, 'the error names the flag');
   const badScope = await run(['keys', 'create', ...c, '--name', 'x', '--scopes', 'everything']);
   t.equal(badScope.code, 1);
-  t.match(badScope.stderr, /scopes: "everything" is not one of agents, workflows/);
+  t.match(badScope.stderr, /--scopes: "everything" is not one of agents, workflows/);
   const dup = await run(['keys', 'create', ...c, '--name', 'ci']);
   t.equal(dup.code, 1);
   t.match(dup.stderr, /already exists/);
@@ -240,7 +240,7 @@ t.test('keys regenerate --grace-seconds: the old key works through a running gat
   for (const bad of ['86401', '-1', 'soon']) {
     const r = await run(['keys', 'regenerate', '-c', cfg, 'rotate', `--grace-seconds=${bad}`], env);
     t.equal(r.code, 1, `--grace-seconds ${bad}: exit 1`);
-    t.match(r.stderr, /graceSeconds: must be a whole number of seconds from 0 to 86400/);
+    t.match(r.stderr, /--grace-seconds must be a whole number of seconds from 0 to 86400/);
   }
   t.equal(await call(old), 200, 'a refused regenerate changed nothing');
 
@@ -297,4 +297,66 @@ t.test('keys usage: the history the gateway wrote, per day and per hour, as a ta
   const body = JSON.parse(json.stdout);
   t.match(body, { keyId: k.id, keyName: 'charted', bucket: 'hour', totals: { allowed: 2, rateLimited: 1, forbidden: 1 } }, 'JSON: the Dagu-shaped usage');
   t.equal(body.points.length, 24, '24 hours');
+});
+
+t.test('every command has its own --help; flags are checked per command', async (t) => {
+  const { COMMANDS } = await import('../src/cli-args.js');
+  for (const spec of COMMANDS) {
+    const r = await run([...spec.name.split(' '), '--help']);
+    t.equal(r.code, 0, `${spec.name} --help`);
+    t.match(r.stdout, new RegExp(`^keygate ${spec.name}: `), `${spec.name}: its own help`);
+    for (const f of spec.flags) t.match(r.stdout, `--${f}`, `${spec.name} --help lists --${f}`);
+    t.match(r.stdout, /Examples?:\n {2}keygate /, `${spec.name}: an example`);
+    if (spec.name === 'keys usage') t.same((await run(['help', 'keys', 'usage'])).stdout, r.stdout, 'keygate help keys usage prints the same');
+  }
+  const cases: [string[], RegExp][] = [
+    [['keys', 'create', '--name', 'x', '--rate-limt', '5'], /unknown flag --rate-limt for keygate keys create; did you mean --rate-limit\?/],
+    [['keys', 'list', '--jsn'], /unknown flag --jsn for keygate keys list; did you mean --json\?/],
+    [['keys', 'regenerate', 'ci', '--grace', '5'], /unknown flag --grace for keygate keys regenerate; did you mean --grace-seconds\?/],
+    [['keys', 'create', '--name', 'x', '--grace-seconds', '5'], /--grace-seconds does not apply to keygate keys create \(it is a flag of keys regenerate\)/],
+    [['keys', 'show', 'ci', '--rate-limit', '5'], /--rate-limit does not apply to keygate keys show \(it is a flag of keys create, keys update\)/],
+    [['check', '--json'], /--json does not apply to keygate check/],
+    [['keys', 'create', '--name'], /--name argument missing/],
+    [['keys', 'show', 'a', 'b'], /unexpected argument "b" for keygate keys show \(it takes ID\|NAME\)/],
+    [['keys', 'frob'], /unknown keys command "frob": create, list, export, import, show, update, activate, deactivate, regenerate, usage, delete/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await run(args);
+    t.equal(r.code, 2, `${args.join(' ')}: exit 2`);
+    t.match(r.stderr, message, args.join(' '));
+  }
+  const hint = await run(['keys', 'create', '--nme', 'x']);
+  t.match(hint.stderr, /Run "keygate keys create --help" for usage\./, "the hint points at the command's help");
+});
+
+t.test('one JSON shape for a key: the CLI prints what the Dagu-shaped admin API returns', async (t) => {
+  const dir = t.testdir();
+  const token = 'cli-json-admin-token-0123456789';
+  const s = await startStack(dir, { adminToken: token });
+  t.teardown(() => s.close());
+  const env = { DAGU_URL: s.dagu.url, DAGEN_URL: s.dagen.url, DAGU_TOKEN: 'x' };
+  const c = ['-c', join(dir, 'gateway.yaml')];
+  const created = await run(['keys', 'create', ...c, '--name', 'shape', '--grant', 'ops:developer', '--surfaces', 'mcp', '--attribution', 'user_owned', '--owner-user-id', 'u-1', '--json'], env);
+  t.equal(created.code, 0, created.stderr);
+  const { apiKey } = JSON.parse(created.stdout);
+  const api = async () => ((await (await request(`${s.gateway.adminUrl}/api/v1/api-keys/${apiKey.id}`, { headers: { authorization: `Bearer ${token}` } })).body.json()) as { apiKey: Record<string, unknown> }).apiKey;
+  t.same(apiKey, await api(), 'keys create --json = GET /api/v1/api-keys/{id}');
+  for (const cmd of [['show', 'shape'], ['update', 'shape', '--description', 'd'], ['deactivate', 'shape'], ['activate', 'shape']]) {
+    const r = await run(['keys', ...cmd, ...c, '--json'], env);
+    t.same(JSON.parse(r.stdout).apiKey, await api(), `keys ${cmd[0]} --json: the same shape`);
+  }
+  const list = JSON.parse((await run(['keys', 'list', ...c, '--json'], env)).stdout);
+  t.same(list.apiKeys[0], await api(), 'keys list --json: the same shape');
+  t.same(Object.keys(JSON.parse((await run(['keys', 'regenerate', ...c, 'shape', '--json'], env)).stdout).apiKey), Object.keys(await api()), 'keys regenerate --json too');
+});
+
+t.test('nearest flag: typos and prefixes, nothing for a far-off word', async (t) => {
+  const { nearest } = await import('../src/cli-args.js');
+  const flags = ['name', 'rate-limit', 'grace-seconds', 'json', 'expires-at', 'service-account-name'];
+  t.equal(nearest('rate-limt', flags), 'rate-limit');
+  t.equal(nearest('ratelimit', flags), 'rate-limit');
+  t.equal(nearest('grace', flags), 'grace-seconds');
+  t.equal(nearest('expires', flags), 'expires-at');
+  t.equal(nearest('nmae', flags), 'name');
+  t.equal(nearest('frobnicate', flags), undefined);
 });

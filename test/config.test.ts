@@ -38,11 +38,11 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
   const src = (f: string, line: number, col: number) => `${shown(path.join(FIXTURES, f))}:${line}:${col}`;
   t.strictSame(cfg, {
     file,
-    listen: { host: '127.0.0.1', port: 9090, trust_forwarded: true, drain_timeout: 10, shutdown_delay: 0, health_prefix: '/_keygate/', public_url: 'https://gw.example.com' },
+    listen: { host: '127.0.0.1', port: 9090, trust_forwarded: true, drain_timeout: 10, shutdown_delay: 0, header_timeout: 30, request_timeout: 300, health_prefix: '/_keygate/', public_url: 'https://gw.example.com' },
     admin: { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10 },
     workers: 1,
     reload: { watch: false },
-    store: { keys: `sqlite:${path.join(FIXTURES, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' },
+    store: { keys: `sqlite:${path.join(FIXTURES, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory', stale_ttl: 300, state_dir: path.join(FIXTURES, 'data') },
     keys: { prefix: 'dg_', rate_limit: { default: 30, max: 120, min: 1 }, max_keys: 500, usage_retention_days: 30 },
     upstreams: [
       {
@@ -55,6 +55,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
         timeout: 30,
         idle_timeout: 300,
         connections: 64,
+        max_pending: 1024,
       },
       {
         name: 'dagen',
@@ -66,6 +67,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
         timeout: 10,
         idle_timeout: 0,
         connections: 8,
+        max_pending: 1024,
       },
     ],
     remote_nodes: [
@@ -79,6 +81,7 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
         timeout: 30,
         idle_timeout: 300,
         connections: 64,
+        max_pending: 1024,
       },
     ],
     routes: [
@@ -188,9 +191,9 @@ t.test('defaults everywhere; loading twice shares no state', async (t) => {
   const dir = t.testdir({ 'gateway.yaml': UPSTREAM + 'routes:\n  - { path: /a, upstream: dagu }\n' });
   const a = loadConfig(path.join(dir, 'gateway.yaml'), {});
   const b = loadConfig(path.join(dir, 'gateway.yaml'), {});
-  t.strictSame(a.listen, { host: '0.0.0.0', port: 8080, trust_forwarded: false, drain_timeout: 10, shutdown_delay: 0, health_prefix: '/_keygate/' });
+  t.strictSame(a.listen, { host: '0.0.0.0', port: 8080, trust_forwarded: false, drain_timeout: 10, shutdown_delay: 0, header_timeout: 30, request_timeout: 300, health_prefix: '/_keygate/' });
   t.strictSame(a.admin, { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10 });
-  t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory' });
+  t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory', stale_ttl: 300, state_dir: path.join(dir, 'data') });
   t.strictSame(a.keys, { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 }, usage_retention_days: 30 });
   t.strictSame(a.log, { level: 'info', destination: 'stdout', format: 'json', access_log: true });
   t.strictSame(a.metrics, { per_key: false, max_keys: 100 });
@@ -203,6 +206,7 @@ t.test('defaults everywhere; loading twice shares no state', async (t) => {
     timeout: 30,
     idle_timeout: 300,
     connections: 64,
+    max_pending: 1024,
   });
   t.strictSame(b, a);
   t.not(b.listen, a.listen, 'each load builds its own objects');
@@ -228,7 +232,7 @@ routes: null
 t.test('sqlite paths: absolute and :memory: are kept; redis passes through', async (t) => {
   const dir = t.testdir({ 'a.yaml': 'store: { keys: "sqlite:/var/lib/kg.db" }\n', 'b.yaml': 'store: { keys: "sqlite::memory:", rate_limits: "redis://r:6379/0" }\n' });
   t.equal(loadConfig(path.join(dir, 'a.yaml'), {}).store.keys, 'sqlite:/var/lib/kg.db');
-  t.strictSame(loadConfig(path.join(dir, 'b.yaml'), {}).store, { keys: 'sqlite::memory:', rate_limits: 'redis://r:6379/0', rate_limits_fallback: 'memory' });
+  t.strictSame(loadConfig(path.join(dir, 'b.yaml'), {}).store, { keys: 'sqlite::memory:', rate_limits: 'redis://r:6379/0', rate_limits_fallback: 'memory', stale_ttl: 300, state_dir: path.join(dir, 'data') });
 });
 
 t.test('anchors and aliases are resolved', async (t) => {
@@ -291,7 +295,7 @@ t.test('a __proto__ key is an unknown field, not a prototype', async (t) => {
       line: 2,
       col: 3,
       field: 'listen.__proto__',
-      message: 'unknown field "__proto__"; allowed: host, port, trust_forwarded, drain_timeout, shutdown_delay, health_prefix, public_url, tls',
+      message: 'unknown field "__proto__"; allowed: host, port, trust_forwarded, drain_timeout, header_timeout, request_timeout, shutdown_delay, health_prefix, public_url, tls',
     },
   ]);
 });
@@ -402,7 +406,7 @@ colour: blue
       line: 3,
       col: 3,
       field: 'listen.prot',
-      message: 'unknown field "prot" (did you mean "port"?); allowed: host, port, trust_forwarded, drain_timeout, shutdown_delay, health_prefix, public_url, tls',
+      message: 'unknown field "prot" (did you mean "port"?); allowed: host, port, trust_forwarded, drain_timeout, header_timeout, request_timeout, shutdown_delay, health_prefix, public_url, tls',
     },
     {
       // missing required field: at the route's mapping

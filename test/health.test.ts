@@ -27,25 +27,30 @@ t.test('healthz and readyz on the embedded defaults', async (t) => {
   t.notOk(s.logs.some((l) => l.includes('"msg":"request"') && l.includes('healthz')), 'probes do not flood the access log'); // (other lines may name the test dir)
 });
 
-t.test('readyz says 503 and why while Redis is down, and recovers', { skip: skipWithoutRedis }, async (t) => {
+t.test('readyz says degraded and why while Redis is down (still serving), and recovers', { skip: skipWithoutRedis }, async (t) => {
   const redis = await startRedis();
   t.teardown(() => redis.stop());
   const s = await startStack(t.testdir(), { keys: `${redis.url}/0`, rateLimits: `${redis.url}/1` });
   t.teardown(() => s.close());
-  t.equal((await get(`${s.url}/_keygate/readyz`)).status, 200);
+  t.match(await get(`${s.url}/_keygate/readyz`), { status: 200, json: { status: 'ready' } });
   await redis.stop();
+  // cached keys and the fallback limits still serve: a load balancer must keep sending traffic
   const down = await get(`${s.url}/_keygate/readyz`);
-  t.equal(down.status, 503);
-  t.equal(down.json.status, 'not_ready');
-  t.match(down.json.checks, { config: 'ok', key_store: /^unreachable/, rate_limit_store: /^unreachable: serving on the fallback policy \(memory\)/ });
+  t.equal(down.status, 200);
+  t.equal(down.json.status, 'degraded');
+  t.match(down.json.checks, {
+    config: 'ok',
+    key_store: /^degraded: .*serving cached keys as last known for up to \d+ s more \(store\.stale_ttl\)/,
+    rate_limit_store: /^degraded: rate-limit store unreachable; serving on the fallback policy \(memory\)/,
+  });
   t.equal((await get(`${s.url}/_keygate/healthz`)).status, 200, 'still alive');
   await redis.start();
-  let status = 0;
-  for (let i = 0; i < 60 && status !== 200; i++) {
+  let status = '';
+  for (let i = 0; i < 60 && status !== 'ready'; i++) {
     await new Promise((r) => setTimeout(r, 200));
-    status = (await get(`${s.url}/_keygate/readyz`)).status;
+    status = (await get(`${s.url}/_keygate/readyz`)).json.status;
   }
-  t.equal(status, 200, 'ready again once Redis is back');
+  t.equal(status, 'ready', 'ready again once Redis is back');
 });
 
 t.test('admin listener: /healthz, /readyz and /metrics (bounded labels, no secrets), no credential needed', async (t) => {

@@ -50,6 +50,8 @@ export interface StackOptions {
   keys?: string;
   /** store.redis: topology of the redis:// stores */
   redis?: Record<string, unknown>;
+  /** more store fields as YAML flow entries, e.g. "stale_ttl: 1, state_dir: ./state" */
+  store?: string;
   /** admin.token (the admin listener runs on a free port either way) */
   adminToken?: string;
   /** listen.trust_forwarded */
@@ -73,7 +75,7 @@ export async function startStack(dir: string, opts: StackOptions = {}): Promise<
     `listen: { host: 127.0.0.1, port: 8080${opts.trustForwarded ? ', trust_forwarded: true' : ''} }
 admin: { host: 127.0.0.1${opts.adminToken === undefined ? '' : `, token: "${opts.adminToken}"`}${opts.maxFailedAuth === undefined ? '' : `, max_failed_auth: ${opts.maxFailedAuth}`} }
 ${opts.yaml ?? ''}
-store: { keys: "${opts.keys ?? 'sqlite:./keys.db'}", rate_limits: "${opts.rateLimits ?? 'memory'}", rate_limits_fallback: ${opts.rateLimitsFallback ?? 'memory'}${opts.redis ? `, redis: ${JSON.stringify(opts.redis)}` : ''} }
+store: { keys: "${opts.keys ?? 'sqlite:./keys.db'}", rate_limits: "${opts.rateLimits ?? 'memory'}", rate_limits_fallback: ${opts.rateLimitsFallback ?? 'memory'}${opts.redis ? `, redis: ${JSON.stringify(opts.redis)}` : ''}${opts.store ? `, ${opts.store}` : ''} }
 upstreams:
   - name: dagu
     api_base_url: \${DAGU_URL}/api/v1

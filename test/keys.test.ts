@@ -1,7 +1,7 @@
 // Keys: secrets and digests, keyStatus, and KeyService (validation, cache, cross-process changes)
 // over SqliteKeyStore in memory and on disk.
 
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
@@ -456,14 +456,14 @@ for (const backend of ['memory', 'file'] as const) {
         const k = (await store.get(key.id))!;
         return [k.requestCount, k.lastUsedAt];
       };
-      await store.addUsage(new Map([[key.id, { count: 3, lastUsedAt: T2 }]]));
+      await store.addUsage(new Map([[key.id, { count: 3, lastUsedAt: T2 }]]), randomUUID());
       t.same(await usage(), [3, T2]);
-      await store.addUsage(new Map([[key.id, { count: 2, lastUsedAt: T1 }]]));
+      await store.addUsage(new Map([[key.id, { count: 2, lastUsedAt: T1 }]]), randomUUID());
       t.same(await usage(), [5, T2], 'an older timestamp does not move it back');
-      await store.addUsage(new Map([[key.id, { count: 1, lastUsedAt: T3 }], [other.id, { count: 7, lastUsedAt: T1 }]]));
+      await store.addUsage(new Map([[key.id, { count: 1, lastUsedAt: T3 }], [other.id, { count: 7, lastUsedAt: T1 }]]), randomUUID());
       t.same(await usage(), [6, T3]);
-      await store.addUsage(new Map());
-      await store.addUsage(new Map([['no-such-id', { count: 9, lastUsedAt: T3 }]]));
+      await store.addUsage(new Map(), randomUUID());
+      await store.addUsage(new Map([['no-such-id', { count: 9, lastUsedAt: T3 }]]), randomUUID());
       t.same(await usage(), [6, T3], 'empty and unknown batches change nothing');
       const o = (await svc.get(other.id))!;
       t.same([o.requestCount, o.lastUsedAt], [7, T1]);
@@ -507,7 +507,7 @@ t.test('changeMark moves only for commits made by another connection', async (t)
   const { key } = await a.svc.create({ name: 'k' }, 'tester');
   const markA = a.store.changeMark();
   const markB = b.store.changeMark();
-  await a.store.addUsage(new Map([[key.id, { count: 1, lastUsedAt: START_ISO }]]));
+  await a.store.addUsage(new Map([[key.id, { count: 1, lastUsedAt: START_ISO }]]), randomUUID());
   t.equal(a.store.changeMark(), markA, 'own usage flush: A unchanged');
   t.not(b.store.changeMark(), markB, 'B sees A commit');
   t.equal((await b.store.get(key.id))?.requestCount, 1);
@@ -553,7 +553,7 @@ t.test('changeMark: every commit by another process is seen on the very next cal
     if (next !== mark) seen++;
     mark = next;
     // own commits in between (usage flushes): never a change
-    await a.store.addUsage(new Map([[key.id, { count: 1, lastUsedAt: START_ISO }]]));
+    await a.store.addUsage(new Map([[key.id, { count: 1, lastUsedAt: START_ISO }]]), randomUUID());
     if (a.store.changeMark() !== mark) ownMoved++;
   }
   t.equal(seen, 20, 'all 20 commits of the other process seen on the first call after each');

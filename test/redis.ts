@@ -25,6 +25,10 @@ export interface TestRedis {
   stop(): Promise<void>;
   /** start it again on the same port, empty */
   start(): Promise<void>;
+  /** freeze it (SIGSTOP): connections stay open, nothing is answered */
+  pause(): void;
+  /** thaw it (SIGCONT) */
+  resume(): void;
 }
 
 export async function startRedis(): Promise<TestRedis> {
@@ -58,7 +62,12 @@ export async function startRedis(): Promise<TestRedis> {
       c.kill('SIGKILL');
     });
   await start();
-  return { url: `redis://127.0.0.1:${port}`, port, start, stop };
+  const signal = (sig: NodeJS.Signals) => {
+    if (child && child.exitCode === null) child.kill(sig);
+  };
+  // a frozen server still frozen at the test's end would never exit on SIGKILL's wait: thaw first
+  const stopThawed = () => (signal('SIGCONT'), stop());
+  return { url: `redis://127.0.0.1:${port}`, port, start, stop: stopThawed, pause: () => signal('SIGSTOP'), resume: () => signal('SIGCONT') };
 }
 
 export interface TestRedisSet {

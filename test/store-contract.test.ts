@@ -1,5 +1,6 @@
 // One contract, every key store: SQLite (the default) and Redis (several instances) behave alike.
 
+import { randomUUID } from 'node:crypto';
 import t, { type Test as Tap } from 'tap';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError } from '../src/errors.js';
@@ -61,8 +62,8 @@ async function contractOn(t: Tap, open: () => Promise<Store>): Promise<void> {
     t.equal(await store.findByDigest(a.digest, now), undefined, 'a replaced digest opens nothing');
     t.equal(await store.findByDigest(fresh, now), undefined);
 
-    await store.addUsage(new Map([[a.id, { count: 3, lastUsedAt: '2026-03-01T00:00:00.000Z' }]]));
-    await store.addUsage(new Map([[a.id, { count: 4, lastUsedAt: '2026-02-01T00:00:00.000Z' }]]));
+    await store.addUsage(new Map([[a.id, { count: 3, lastUsedAt: '2026-03-01T00:00:00.000Z' }]]), randomUUID());
+    await store.addUsage(new Map([[a.id, { count: 4, lastUsedAt: '2026-02-01T00:00:00.000Z' }]]), randomUUID());
     const used = await store.get(a.id);
     t.equal(used?.requestCount, 7, 'usage adds up');
     t.equal(used?.lastUsedAt, '2026-03-01T00:00:00.000Z', 'last use never moves back');
@@ -70,12 +71,13 @@ async function contractOn(t: Tap, open: () => Promise<Store>): Promise<void> {
 
     // the hourly history, written by the same addUsage
     const H = Date.UTC(2026, 2, 1, 10);
-    await store.addUsage(new Map([[a.id, { count: 2, lastUsedAt: '2026-03-01T10:30:00.000Z', hours: [{ hourMs: H, allowed: 2, limited: 1, forbidden: 0 }] }]]));
+    await store.addUsage(new Map([[a.id, { count: 2, lastUsedAt: '2026-03-01T10:30:00.000Z', hours: [{ hourMs: H, allowed: 2, limited: 1, forbidden: 0 }] }]]), randomUUID());
     await store.addUsage(
       new Map([
         [a.id, { count: 0, lastUsedAt: '', hours: [{ hourMs: H, allowed: 0, limited: 3, forbidden: 4 }, { hourMs: H + 3_600_000, allowed: 0, limited: 0, forbidden: 1 }] }],
         [b.id, { count: 5, lastUsedAt: '2026-03-01T10:00:00.000Z', hours: [{ hourMs: H, allowed: 5, limited: 0, forbidden: 0 }] }],
       ]),
+      randomUUID(),
     );
     const hist = await store.get(a.id);
     t.equal(hist?.requestCount, 9, 'allowed requests add to the request count; refusals do not');
@@ -95,7 +97,7 @@ async function contractOn(t: Tap, open: () => Promise<Store>): Promise<void> {
     t.same(await store.usageHistory(a.id, 0, H * 2), [{ hour: '2026-03-01T11:00:00.000Z', allowed: 0, limited: 0, forbidden: 1 }], 'the newer hour stays');
     t.equal(await store.pruneUsage(H + 3_600_000), 0, 'pruning again removes nothing');
 
-    await store.addUsage(new Map([[b.id, { count: 1, lastUsedAt: '2026-03-02T00:00:00.000Z', hours: [{ hourMs: H + 86_400_000, allowed: 1, limited: 0, forbidden: 0 }] }]]));
+    await store.addUsage(new Map([[b.id, { count: 1, lastUsedAt: '2026-03-02T00:00:00.000Z', hours: [{ hourMs: H + 86_400_000, allowed: 1, limited: 0, forbidden: 0 }] }]]), randomUUID());
     t.equal(await store.delete(b.id), true);
     t.same(await store.usageHistory(b.id, 0, H * 2), [], "a deleted key's history goes with it");
     t.equal(await store.delete(b.id), false, 'deleting twice');

@@ -34,11 +34,13 @@ t.test('two instances on one key store: counts add up exactly after a graceful s
   t.ok(last <= lastSent && lastSent - last < 5_000, 'last use is the latest across instances');
 });
 
-t.test('a failed flush keeps its counts for the next one', async (t) => {
+t.test('a failed flush keeps its batch, unchanged and with its id, for the next one', async (t) => {
   let fail = true;
+  const attempts: string[] = [];
   const written: number[] = [];
   const counter = new UsageCounter({
-    async addUsage(batch) {
+    async addUsage(batch, id) {
+      attempts.push(id);
       if (fail) throw new Error('disk full');
       for (const d of batch.values()) written.push(d.count);
     },
@@ -47,9 +49,12 @@ t.test('a failed flush keeps its counts for the next one', async (t) => {
   await counter.flush();
   t.same(written, [], 'nothing written while the store fails');
   counter.record('k', 2000);
+  await counter.flush();
+  t.equal(attempts[1], attempts[0], 'the retry carries the same batch id (the store applies it at most once)');
   fail = false;
-  await counter.stop();
-  t.same(written, [6], 'the five kept plus the one after, written once');
+  t.same(await counter.stop(), [], 'nothing left over');
+  t.same(written, [5, 1], 'the kept batch as it was, then the count made after it');
+  t.equal(new Set(attempts).size, 2);
 });
 
 t.test('flush lag: an idle gateway is never late; counts waiting on a failing store are', async (t) => {
@@ -94,19 +99,22 @@ t.test('the hourly history: allowed and refused per hour, kept when a flush fail
   counter.record('k', H + 3_600_001);
   fail = false;
   await counter.stop();
-  t.equal(batches.length, 1, 'one write once the store is back');
+  // the failed batch is written as it was (it may have reached the store: its id makes a second
+  // arrival a no-op), then what was counted after it
+  t.equal(batches.length, 2, 'the kept batch once the store is back, then the newer counts');
   t.match(batches[0], {
     k: {
-      count: 3,
-      lastUsedAt: new Date(H + 3_600_001).toISOString(),
+      count: 2,
+      lastUsedAt: new Date(H + 3_600_000).toISOString(),
       hours: [
         { hourMs: H, allowed: 1, limited: 1, forbidden: 1 },
-        { hourMs: H + 3_600_000, allowed: 2, limited: 0, forbidden: 0 },
+        { hourMs: H + 3_600_000, allowed: 1, limited: 0, forbidden: 0 },
       ],
     },
     other: { count: 0, lastUsedAt: '', hours: [{ hourMs: H, allowed: 0, limited: 0, forbidden: 1 }] },
   });
   t.equal(batches[0].k.hours.length, 2, 'no hour twice');
+  t.same(batches[1], { k: { count: 1, lastUsedAt: new Date(H + 3_600_001).toISOString(), hours: [{ hourMs: H + 3_600_000, allowed: 1, limited: 0, forbidden: 0 }] } });
 });
 
 t.test('GET /api/keys/{id}/usage and /api/v1/api-keys/{keyId}/usage count real traffic', async (t) => {

@@ -38,7 +38,8 @@ export interface AdminServerOptions {
 
 export interface OpsSource {
   metrics(): Promise<{ contentType: string; body: string }>;
-  readiness(): Promise<{ ready: boolean; checks: Record<string, string> }>;
+  /** degraded: ready, but serving from a cache or fallback while a store is unreachable */
+  readiness(): Promise<{ ready: boolean; degraded?: boolean; checks: Record<string, string> }>;
 }
 
 /** Operational endpoints: no data about keys, so no credential (the listener is loopback by default). */
@@ -144,7 +145,7 @@ export class AdminServer {
         sendJson(res, 200, { status: 'ok' });
       } else {
         const r = await ops.readiness();
-        sendJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks });
+        sendJson(res, r.ready ? 200 : 503, { status: r.ready ? (r.degraded ? 'degraded' : 'ready') : 'not_ready', checks: r.checks });
       }
     } catch (err) {
       if (err instanceof KeygateError) sendJson(res, err.status, { code: err.code, message: err.message });

@@ -571,6 +571,9 @@ function checkSemantics(cfg: RawConfig, rep: Reporter, dir: string): void {
     if (n.name === 'local') rep.error(`/remote_nodes/${i}/name`, 'the name "local" is reserved (it means the Dagu server itself)');
   });
   checkRateLimit(cfg.keys.rate_limit, rep);
+  if (cfg.listen.request_timeout > 0 && cfg.listen.header_timeout > cfg.listen.request_timeout) {
+    rep.error('/listen/header_timeout', `must not exceed request_timeout (${cfg.listen.request_timeout} s): the headers are part of the request`);
+  }
   checkRedis(cfg.store, rep);
   // each worker would open its own empty in-memory database: keys made through one would not exist in the others
   if (cfg.store.keys === 'sqlite::memory:' && String(cfg.workers) !== '1') {
@@ -756,6 +759,8 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
       trust_forwarded: listen.trust_forwarded,
       drain_timeout: listen.drain_timeout,
       shutdown_delay: listen.shutdown_delay,
+      header_timeout: listen.header_timeout,
+      request_timeout: listen.request_timeout,
       health_prefix: listen.health_prefix,
       public_url: listen.public_url,
       tls: listen.tls && resolveTls(listen.tls, dir),
@@ -767,6 +772,8 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
       keys: resolveSqlite(raw.store.keys, dir),
       rate_limits: raw.store.rate_limits,
       rate_limits_fallback: raw.store.rate_limits_fallback,
+      stale_ttl: raw.store.stale_ttl,
+      state_dir: path.resolve(dir, raw.store.state_dir),
       ...(raw.store.redis ? { redis: raw.store.redis } : {}),
     },
     keys: compact({ prefix: keys.prefix, rate_limit: { ...keys.rate_limit }, max_keys: keys.max_keys, audit_retention_days: keys.audit_retention_days, usage_retention_days: keys.usage_retention_days, declared: keys.declared?.map((k) => compact({ ...k })) }),
@@ -810,6 +817,7 @@ function normaliseServer(s: UpstreamConfig): UpstreamConfig {
     timeout: s.timeout,
     idle_timeout: s.idle_timeout,
     connections: s.connections,
+    max_pending: s.max_pending,
   });
 }
 

@@ -46,6 +46,8 @@ export interface UpstreamConfig {
   idle_timeout: number;
   /** parallel connections kept to this upstream */
   connections: number;
+  /** requests that may wait for a connection; beyond, 503 upstream_overloaded at once (default 1024) */
+  max_pending?: number;
 }
 
 /** A CORS policy, defaults filled in. */
@@ -137,6 +139,10 @@ export interface ListenConfig {
   trust_forwarded: boolean;
   /** seconds a graceful shutdown waits for in-flight requests and streams */
   drain_timeout: number;
+  /** seconds a client may take to send the request headers; then 408 and the socket is destroyed */
+  header_timeout: number;
+  /** seconds a client may take to send the whole request (headers and body); 0 = no limit */
+  request_timeout: number;
   /** seconds of accepting while /readyz says draining, before the drain starts (load balancers catch up) */
   shutdown_delay: number;
   /** reserved prefix for healthz/readyz on the public listener, e.g. "/_keygate/" */
@@ -205,7 +211,11 @@ export interface GatewayConfig {
   workers: number | 'auto';
   /** watch: reload when the file changes (SIGHUP always reloads) */
   reload: { watch: boolean };
-  store: { keys: string; rate_limits: string; rate_limits_fallback: 'memory' | 'allow' | 'deny'; redis?: RedisSettings };
+  /**
+   * stale_ttl: seconds of a key-store outage during which cached keys are still served;
+   * state_dir: absolute directory of the key-cache snapshot and the usage spool
+   */
+  store: { keys: string; rate_limits: string; rate_limits_fallback: 'memory' | 'allow' | 'deny'; stale_ttl: number; state_dir: string; redis?: RedisSettings };
   keys: KeysConfig;
   upstreams: UpstreamConfig[];
   remote_nodes: UpstreamConfig[];

@@ -1,14 +1,18 @@
 // Key store in Redis, for several gateway instances on several hosts. Keys are JSON documents
 // with indexes by name and digest; usage counters are separate hashes (HINCRBY, so instances add
-// up exactly); every change is published so that each instance drops its cache within
-// milliseconds, and a reconnect drops it too (messages sent while away are lost).
+// up exactly, each batch at most once); every change is published so that each instance drops
+// that key from its cache within milliseconds, and a reconnect makes the whole cache revalidate
+// (messages sent while away are lost). Key lookups of the request path use their own connection
+// without an offline queue, behind a circuit breaker: while Redis is down or frozen they fail at
+// once and the key service answers from its cache (stale-if-error).
 
 import { randomUUID } from 'node:crypto';
 import { Cluster } from 'ioredis';
+import { CircuitBreaker } from '../breaker.js';
 import { ConflictError, ValidationError } from '../errors.js';
-import { createRedis, type RedisClient, type RedisSettings } from '../redis.js';
+import { createRedis, REQUEST_PATH_OPTIONS, type RedisClient, type RedisSettings } from '../redis.js';
 import type { StoredKey } from './model.js';
-import type { AuditQuery, AuditRecord, AuditStore, KeyPage, KeyPageQuery, KeyPatch, KeyStore, UsageDelta, UsageRow } from './store.js';
+import type { AuditQuery, AuditRecord, AuditStore, KeyPage, KeyPageQuery, KeyPatch, KeyStore, StoreAvailable, UsageDelta, UsageRow } from './store.js';
 
 /** Document as stored: the key without its usage counters, plus a version for optimistic updates. */
 type Doc = Omit<StoredKey, 'requestCount' | 'lastUsedAt'> & { version: number };
@@ -54,20 +58,37 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('DEL', KEYS[4], KEYS[5])
 return 1`;
 
-// KEYS[1]: usage hash, KEYS[2]: the key's hourly history hash, KEYS[3]: set of ids with history.
-// ARGV: count, last-used ms (0 = none), id, then hour ms, allowed, limited, forbidden per hour.
-// Last use only moves forward; history fields are "<hour ms>:a|l|f".
+// KEYS[1]: the batch's marker, KEYS[2]: set of ids with history, then per key of the batch its
+// usage hash and its hourly history hash. ARGV[1]: marker TTL (s), then per key: count, last-used
+// ms (0 = none), id, number of hours, and per hour: hour ms, allowed, limited, forbidden.
+// Applied at most once: a batch whose marker exists adds nothing. Last use only moves forward;
+// history fields are "<hour ms>:a|l|f".
 const USAGE = `
-if tonumber(ARGV[1]) > 0 then redis.call('HINCRBY', KEYS[1], 'count', ARGV[1]) end
-local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
-if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[1], 'last', ARGV[2]) end
-if #ARGV > 3 then redis.call('SADD', KEYS[3], ARGV[3]) end
-for i = 4, #ARGV, 4 do
-  if tonumber(ARGV[i + 1]) > 0 then redis.call('HINCRBY', KEYS[2], ARGV[i] .. ':a', ARGV[i + 1]) end
-  if tonumber(ARGV[i + 2]) > 0 then redis.call('HINCRBY', KEYS[2], ARGV[i] .. ':l', ARGV[i + 2]) end
-  if tonumber(ARGV[i + 3]) > 0 then redis.call('HINCRBY', KEYS[2], ARGV[i] .. ':f', ARGV[i + 3]) end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+local a = 2
+for k = 3, #KEYS, 2 do
+  local usage, hours = KEYS[k], KEYS[k + 1]
+  local count, lastMs, id, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3])
+  if count > 0 then redis.call('HINCRBY', usage, 'count', count) end
+  local last = tonumber(redis.call('HGET', usage, 'last') or '0')
+  if lastMs > last then redis.call('HSET', usage, 'last', ARGV[a + 1]) end
+  if n > 0 then redis.call('SADD', KEYS[2], id) end
+  a = a + 4
+  for _ = 1, n do
+    if tonumber(ARGV[a + 1]) > 0 then redis.call('HINCRBY', hours, ARGV[a] .. ':a', ARGV[a + 1]) end
+    if tonumber(ARGV[a + 2]) > 0 then redis.call('HINCRBY', hours, ARGV[a] .. ':l', ARGV[a + 2]) end
+    if tonumber(ARGV[a + 3]) > 0 then redis.call('HINCRBY', hours, ARGV[a] .. ':f', ARGV[a + 3]) end
+    a = a + 4
+  end
 end
 return 1`;
+
+/** How long an applied usage batch id is remembered (a retry comes within seconds; a spool replay within a day). */
+const BATCH_ID_TTL_SECONDS = 86_400;
+/** Keys per script call. */
+const USAGE_CHUNK = 200;
+/** Key-lookup connection heartbeat: how a frozen Redis is noticed between requests. */
+const HEARTBEAT_MS = 1000;
 
 // KEYS[1]: set of ids with history; ARGV[1]: cutoff hour ms; ARGV[2]: the hash-name prefix of a
 // key's history (the id is appended). Removes older hour fields; resolves with how many hours went.
@@ -101,6 +122,7 @@ interface Scripts {
   kgInsert(names: string, digests: string, keys: string, ...argv: string[]): Promise<string>;
   kgReplace(names: string, digests: string, keys: string, ...argv: (string | number)[]): Promise<string>;
   kgDelete(names: string, digests: string, keys: string, usage: string, hours: string, id: string): Promise<number>;
+  kgUsage(numberOfKeys: number, ...args: (string | number)[]): Promise<number>;
   kgUsagePrune(withHistory: string, beforeMs: number, hoursPrefix: string): Promise<number>;
   kgAuditPrune(audit: string, before: string): Promise<number>;
 }
@@ -116,12 +138,20 @@ export interface RedisKeyStoreOptions {
 export class RedisKeyStore implements KeyStore, AuditStore {
   private readonly redis: RedisClient & Scripts;
   private readonly sub: RedisClient;
+  /** the request path's connection: no offline queue, short timeouts, behind `breaker` */
+  private readonly fast: RedisClient;
+  private readonly breaker: CircuitBreaker;
+  private readonly heartbeat: NodeJS.Timeout;
   private readonly k: {
     names: string;
     digests: string;
     keys: string;
     audit: string;
     changes: string;
+    /** set on every connection; its absence after it was seen means Redis lost its content */
+    marker: string;
+    /** a usage batch's applied-once marker */
+    batch: (id: string) => string;
     /** ids of the keys declared in the config file, and whether that index was built */
     config: string;
     configIndexed: string;
@@ -133,6 +163,11 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     withHistory: string;
   };
   private mark = 0;
+  private readonly changed: ((id: string) => void)[] = [];
+  private readonly available: ((e: StoreAvailable) => void)[] = [];
+  /** the marker key existed (or was set by us) once: its absence later means the content was lost */
+  private markerSeen = false;
+  private connections = 0;
   /** settles once the latest SUBSCRIBE was answered (or failed, which onError reported) */
   private subscribed: Promise<void> = Promise.resolve();
 
@@ -145,6 +180,8 @@ export class RedisKeyStore implements KeyStore, AuditStore {
       keys: `${p}:keys`,
       audit: `${p}:audit`,
       changes: `${p}:key-changes`,
+      marker: `${p}:store-marker`,
+      batch: (id) => `${p}:usage-batch:${id}`,
       // ids of the keys declared in the config file, so a sync reads those and not every key
       config: `${p}:config-keys`,
       configIndexed: `${p}:config-keys-indexed`,
@@ -170,21 +207,68 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     };
     this.redis.on('error', onError);
     this.sub.on('error', onError);
-    this.redis.on('ready', () => (down = false));
+    this.redis.on('ready', () => {
+      down = false;
+      this.checkMarker().catch(onError);
+    });
+    this.fast = createRedis(url, opts.redis, REQUEST_PATH_OPTIONS);
+    this.fast.on('error', onError);
+    this.breaker = new CircuitBreaker({
+      name: 'redis key store',
+      threshold: 2,
+      probe: () => this.fast.ping(),
+      // open: cached keys are no longer known to be current (served stale); closed: revalidate them
+      onChange: () => this.mark++,
+    });
+    // a lost connection opens the breaker at once; the ready connection closes it
+    this.fast.on('close', () => this.breaker.trip(new Error('connection to redis lost')));
+    this.fast.on('ready', () => this.breaker.close());
+    this.heartbeat = setInterval(() => {
+      if (!this.breaker.isOpen && this.fast.status === 'ready') this.breaker.run(() => this.fast.ping()).catch(() => {});
+    }, HEARTBEAT_MS);
+    this.heartbeat.unref();
     this.redis.defineCommand('kgInsert', { numberOfKeys: 3, lua: INSERT });
     this.redis.defineCommand('kgReplace', { numberOfKeys: 3, lua: REPLACE });
     this.redis.defineCommand('kgDelete', { numberOfKeys: 5, lua: DELETE });
-    this.redis.defineCommand('kgUsage', { numberOfKeys: 3, lua: USAGE });
+    this.redis.defineCommand('kgUsage', { lua: USAGE });
     this.redis.defineCommand('kgUsagePrune', { numberOfKeys: 1, lua: USAGE_PRUNE });
     this.redis.defineCommand('kgAuditPrune', { numberOfKeys: 1, lua: AUDIT_PRUNE });
-    // Any change anywhere, and any (re)connect of the subscriber, makes cached keys stale.
-    this.sub.on('message', () => this.mark++);
+    // Any change anywhere, and any (re)connect of the subscriber, makes cached keys stale; the
+    // changed key is dropped from caches at once (a revocation must not be served stale).
+    this.sub.on('message', (_channel: string, id: string) => {
+      this.mark++;
+      for (const l of this.changed) l(id);
+    });
     const subscribe = () => (this.subscribed = this.sub.subscribe(this.k.changes).then(() => undefined, onError));
     if (this.sub instanceof Cluster) subscribe();
     this.sub.on('ready', () => {
       this.mark++;
       if (!(this.sub instanceof Cluster)) subscribe();
     });
+  }
+
+  /**
+   * On every connection of the main client: the marker key says whether this is the Redis we
+   * knew. Set when absent; absent after it was seen means Redis restarted empty (or was flushed).
+   */
+  private async checkMarker(): Promise<void> {
+    const set = await this.redis.set(this.k.marker, new Date().toISOString(), 'NX');
+    const fresh = set === 'OK';
+    const event: StoreAvailable = { first: this.connections++ === 0, emptied: fresh && this.markerSeen };
+    this.markerSeen = true;
+    for (const l of this.available) l(event);
+  }
+
+  onKeyChanged(listener: (id: string) => void): void {
+    this.changed.push(listener);
+  }
+
+  onAvailable(listener: (e: StoreAvailable) => void): void {
+    this.available.push(listener);
+  }
+
+  unreachable(): string | undefined {
+    return this.breaker.isOpen ? (this.breaker.reason ?? 'not answering') : undefined;
   }
 
   /** Resolves once both connections are ready (or rejects after `ms`). */
@@ -199,7 +283,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
               resolve();
             });
           });
-    await Promise.all([wait(this.redis), wait(this.sub)]);
+    await Promise.all([wait(this.redis), wait(this.sub), wait(this.fast)]);
     await this.subscribed;
   }
 
@@ -263,17 +347,21 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     return id === null ? undefined : this.get(id);
   }
 
-  async findByDigest(digest: string, nowMs = Date.now()): Promise<StoredKey | undefined> {
-    const id = await this.redis.hget(this.k.digests, digest);
-    if (id === null) return undefined;
-    const doc = await this.doc(id);
-    if (doc === undefined) return undefined;
-    if (doc.digest !== digest) {
-      // only a previous digest inside its grace period still opens the key
-      const until = doc.previousDigest === digest ? Date.parse(doc.previousDigestExpiresAt ?? '') : NaN;
-      if (!(until > nowMs)) return undefined;
-    }
-    return this.withUsage(doc);
+  /** The request path's lookup: on its own connection, failing at once while the breaker is open. */
+  findByDigest(digest: string, nowMs = Date.now()): Promise<StoredKey | undefined> {
+    return this.breaker.run(async () => {
+      const id = await this.fast.hget(this.k.digests, digest);
+      if (id === null) return undefined;
+      const json = await this.fast.hget(this.k.keys, id);
+      if (json === null) return undefined;
+      const doc = JSON.parse(json) as Doc;
+      if (doc.digest !== digest) {
+        // only a previous digest inside its grace period still opens the key
+        const until = doc.previousDigest === digest ? Date.parse(doc.previousDigestExpiresAt ?? '') : NaN;
+        if (!(until > nowMs)) return undefined;
+      }
+      return toKey(doc, await this.fast.hgetall(this.k.usage(doc.id)));
+    });
   }
 
   async list(): Promise<StoredKey[]> {
@@ -359,18 +447,24 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     return this.redis.hlen(this.k.keys);
   }
 
-  async addUsage(batch: ReadonlyMap<string, UsageDelta>): Promise<void> {
+  async addUsage(batch: ReadonlyMap<string, UsageDelta>, batchId: string): Promise<void> {
     if (batch.size === 0) return;
-    type Pipe = { kgUsage(usage: string, hours: string, ids: string, ...argv: (string | number)[]): void; exec(): Promise<[Error | null, unknown][] | null> };
-    const pipe = this.redis.pipeline() as unknown as Pipe;
-    for (const [id, d] of batch) {
-      const argv: (string | number)[] = [d.count, d.lastUsedAt ? Date.parse(d.lastUsedAt) : 0, id];
-      for (const h of d.hours ?? []) argv.push(h.hourMs, h.allowed, h.limited, h.forbidden);
-      pipe.kgUsage(this.k.usage(id), this.k.hours(id), this.k.withHistory, ...argv);
+    // one script call per chunk, each with its own marker: a chunk is applied whole or not at all
+    const entries = [...batch];
+    const calls: Promise<number>[] = [];
+    for (let i = 0; i < entries.length; i += USAGE_CHUNK) {
+      const chunk = entries.slice(i, i + USAGE_CHUNK);
+      const keys = [this.k.batch(`${batchId}:${i / USAGE_CHUNK}`), this.k.withHistory];
+      const argv: (string | number)[] = [BATCH_ID_TTL_SECONDS];
+      for (const [id, d] of chunk) {
+        keys.push(this.k.usage(id), this.k.hours(id));
+        const hours = d.hours ?? [];
+        argv.push(d.count, d.lastUsedAt ? Date.parse(d.lastUsedAt) : 0, id, hours.length);
+        for (const h of hours) argv.push(h.hourMs, h.allowed, h.limited, h.forbidden);
+      }
+      calls.push(this.redis.kgUsage(keys.length, ...keys, ...argv));
     }
-    const results = (await pipe.exec()) ?? [];
-    const failed = results.find(([err]) => err);
-    if (failed) throw failed[0];
+    await Promise.all(calls);
   }
 
   async usageHistory(keyId: string, fromMs: number, toMs: number): Promise<UsageRow[]> {
@@ -420,6 +514,10 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     // quit, not disconnect: it waits for replies still due (e.g. the re-subscribe ioredis sends
     // after a reconnect), whose promises would otherwise reject with nobody to catch them
     this.sub.removeAllListeners('message');
+    clearInterval(this.heartbeat);
+    this.breaker.stop();
+    this.fast.removeAllListeners('close');
+    this.fast.disconnect();
     await Promise.all([
       this.sub.quit().catch(() => this.sub.disconnect()),
       this.redis.quit().catch(() => this.redis.disconnect()),

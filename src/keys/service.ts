@@ -4,7 +4,7 @@
 
 import { randomUUID } from 'node:crypto';
 import type { DeclaredKeyConfig, KeysConfig } from '../config/types.js';
-import { ConflictError, LimitError, NotFoundError, ValidationError } from '../errors.js';
+import { ConflictError, KeygateError, LimitError, NotFoundError, ValidationError } from '../errors.js';
 import {
   accessOf,
   isRole,
@@ -88,6 +88,8 @@ export const DEFAULT_PAGE = 100;
 export const MAX_PAGE = 1000;
 /** Bound on remembered unknown digests, so a flood of random keys cannot grow memory. */
 const MAX_UNKNOWN = 10_000;
+/** Bound on cached answers (and on the snapshot file). */
+const MAX_CACHED = 100_000;
 
 /** Whether a key is scoped to a workspace: bound to it, or granted it. */
 function inWorkspace(k: ApiKey, ws: string): boolean {
@@ -248,52 +250,90 @@ function checkConsistency(k: Omit<StoredKey, 'digest'>): void {
   }
 }
 
+/** A cached answer: the key (or null: no key has this digest) and the store epoch it was read in. */
+interface CacheEntry {
+  access: KeyAccess | null;
+  /** what it was built from, for the local snapshot (digests, never a secret) */
+  stored: StoredKey | null;
+  /** the epoch it was validated in; older entries are revalidated, and served only if that fails */
+  epoch: number;
+}
+
+/** The store could not answer and nothing usable was cached: the request gets 503. */
+export class KeyStoreUnavailableError extends KeygateError {
+  constructor(reason: string) {
+    super('unavailable', 503, `the key store is unreachable and this key is not known to this instance (${reason}); retry shortly`);
+  }
+}
+
+/** One line of the local snapshot file: a key as last read from the store, found by `digest`. */
+export interface SnapshotEntry {
+  digest: string;
+  key: StoredKey | null;
+}
+
+export interface CacheOptions {
+  /** how long into a store outage cached keys are still served (ms, default 300 s) */
+  staleTtlMs?: number;
+}
+
 export class KeyService {
-  private readonly byDigest = new Map<string, KeyAccess>();
+  /** digest → last known answer; bounded by MAX_CACHED (unknown digests by MAX_UNKNOWN) */
+  private readonly cache = new Map<string, CacheEntry>();
   /** key id → the digests cached for it (two during a regenerate's grace period) */
   private readonly digestsById = new Map<string, Set<string>>();
-  private readonly unknown = new Set<string>();
+  private unknownCount = 0;
   /** bumped on every invalidation so a lookup started before it does not refill stale data */
   private generation = 0;
   private mark: number;
+  /**
+   * Entries validated in an older epoch are revalidated on their next lookup. The epoch moves when
+   * the store says changes may have been missed (another process wrote SQLite, a Redis reconnect
+   * or disconnect); the entries stay, so a failed revalidation can still serve them.
+   */
+  private epoch = 1;
+  /** when the current run of store failures began (stale answers are bounded from there) */
+  private failingSince: number | undefined;
+  private lastFailure = '';
+  private staleTtlMs: number;
 
   constructor(
     readonly store: KeyStore,
     private config: KeysConfig,
     private readonly now: () => number = Date.now,
     private readonly audit: AuditOptions = {},
+    cache: CacheOptions = {},
   ) {
     this.mark = store.changeMark();
+    this.staleTtlMs = cache.staleTtlMs ?? 300_000;
+    // a change of one key (told by a networked store): forget it; revocations apply at once
+    store.onKeyChanged?.((id) => this.invalidate(id));
   }
 
   // ---------------------------------------------------------------- request path
+
+  /** key-cache lookups answered from memory or from the store, and stale answers during outages */
+  readonly cacheStats = { hits: 0, misses: 0, stale: 0 };
 
   /**
    * The key for a secret's digest: from the cache when it can (synchronously), else from the store.
    * null = no such key. Changes made by another process (the CLI) are noticed on the next call.
    * A previous secret kept for a regenerate's grace period resolves until the grace ends, not after,
-   * cached or not.
+   * cached or not. While the store fails, the last known answer is served for store.stale_ttl
+   * (counted in cacheStats.stale); a digest never seen rejects with KeyStoreUnavailableError.
    */
-  /** key-cache lookups answered from memory (known and known-unknown keys) or from the store */
-  readonly cacheStats = { hits: 0, misses: 0 };
-
   lookup(digest: string): KeyAccess | null | Promise<KeyAccess | null> {
     const mark = this.store.changeMark();
     if (mark !== this.mark) {
       this.mark = mark;
-      this.clearCache();
+      this.epoch++;
     }
-    const hit = this.byDigest.get(digest);
-    if (hit !== undefined) {
-      if (hit.validUntilMs === Infinity || hit.validUntilMs > this.now()) {
-        this.cacheStats.hits++;
-        return hit;
-      }
-      this.invalidate(hit.key.id); // grace over: the store no longer matches this digest either
-    }
-    if (this.unknown.has(digest)) {
+    const hit = this.cache.get(digest);
+    if (hit !== undefined && hit.access !== null && !(hit.access.validUntilMs === Infinity || hit.access.validUntilMs > this.now())) {
+      this.invalidate(hit.access.key.id); // grace over: the store no longer matches this digest either
+    } else if (hit !== undefined && hit.epoch === this.epoch) {
       this.cacheStats.hits++;
-      return null;
+      return hit.access;
     }
     this.cacheStats.misses++;
     return this.fill(digest);
@@ -301,37 +341,132 @@ export class KeyService {
 
   private async fill(digest: string): Promise<KeyAccess | null> {
     const gen = this.generation;
-    const stored = await this.store.findByDigest(digest, this.now());
-    const access = stored ? accessOf(stored, stored.digest !== digest) : null;
-    if (gen === this.generation) {
-      if (access) {
-        this.byDigest.set(digest, access);
-        const digests = this.digestsById.get(access.key.id);
-        if (digests) digests.add(digest);
-        else this.digestsById.set(access.key.id, new Set([digest]));
-      } else {
-        if (this.unknown.size >= MAX_UNKNOWN) this.unknown.clear();
-        this.unknown.add(digest);
-      }
+    const epoch = this.epoch;
+    let stored: StoredKey | undefined;
+    try {
+      stored = await this.store.findByDigest(digest, this.now());
+    } catch (err) {
+      return this.stale(digest, err);
     }
+    this.failingSince = undefined;
+    const access = stored ? accessOf(stored, stored.digest !== digest) : null;
+    if (gen === this.generation) this.remember(digest, access, stored ?? null, epoch);
     return access;
   }
 
-  /** Forget one key (after a change made through this service) or everything. */
+  /** The store failed: the last known answer while within stale_ttl of the failures' start. */
+  private stale(digest: string, err: unknown): KeyAccess | null {
+    const now = this.now();
+    this.failingSince ??= now;
+    this.lastFailure = err instanceof Error ? err.message : String(err);
+    const known = this.cache.get(digest);
+    if (known === undefined || now - this.failingSince > this.staleTtlMs) throw new KeyStoreUnavailableError(this.lastFailure);
+    this.cacheStats.stale++;
+    return known.access;
+  }
+
+  private remember(digest: string, access: KeyAccess | null, stored: StoredKey | null, epoch: number): void {
+    const before = this.cache.get(digest);
+    if (before?.access === null) this.unknownCount--;
+    if (before === undefined && this.cache.size >= MAX_CACHED) this.evictUnknown();
+    this.cache.set(digest, { access, stored, epoch });
+    if (access) {
+      const digests = this.digestsById.get(access.key.id);
+      if (digests) digests.add(digest);
+      else this.digestsById.set(access.key.id, new Set([digest]));
+    } else if (++this.unknownCount > MAX_UNKNOWN) this.evictUnknown();
+  }
+
+  /** A digest that now opens a key (just created or regenerated) is no longer "unknown". */
+  private forgetUnknown(digest: string): void {
+    if (this.cache.get(digest)?.access !== null) return;
+    this.cache.delete(digest);
+    this.unknownCount--;
+  }
+
+  /** Drop the remembered unknown digests (a flood of random keys must not grow memory). */
+  private evictUnknown(): void {
+    for (const [d, e] of this.cache) if (e.access === null) this.cache.delete(d);
+    this.unknownCount = 0;
+  }
+
+  /** Whether cached answers are being served stale, and why: for readiness and metrics. */
+  get staleState(): { since: number; reason: string } | undefined {
+    return this.failingSince === undefined ? undefined : { since: this.failingSince, reason: this.lastFailure };
+  }
+
+  /** Forget one key (after a change made through this service or told by the store). */
   invalidate(id: string): void {
     this.generation++;
     const digests = this.digestsById.get(id);
     if (digests !== undefined) {
-      for (const d of digests) this.byDigest.delete(d);
+      for (const d of digests) this.cache.delete(d);
       this.digestsById.delete(id);
     }
   }
 
+  /** Revalidate every cached entry on its next lookup (a failed revalidation still serves it). */
+  revalidate(): void {
+    this.generation++;
+    this.epoch++;
+  }
+
   clearCache(): void {
     this.generation++;
-    this.byDigest.clear();
+    this.cache.clear();
     this.digestsById.clear();
-    this.unknown.clear();
+    this.unknownCount = 0;
+  }
+
+  /** The known keys of the cache, for the local snapshot file (digests and fields, never a secret). */
+  snapshot(limit = MAX_CACHED): SnapshotEntry[] {
+    const out: SnapshotEntry[] = [];
+    for (const [digest, e] of this.cache) {
+      if (e.stored === null) continue;
+      out.push({ digest, key: e.stored });
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  /**
+   * Load a snapshot (at start): its entries are unverified, so they are served only while the
+   * store fails; otherwise the first lookup revalidates them. Returns how many were loaded.
+   */
+  restore(entries: readonly SnapshotEntry[]): number {
+    let n = 0;
+    for (const e of entries) {
+      if (e.key === null || this.cache.has(e.digest)) continue;
+      const viaPrevious = e.key.digest !== e.digest;
+      if (viaPrevious && e.key.previousDigest !== e.digest) continue;
+      this.remember(e.digest, accessOf(e.key, viaPrevious), e.key, 0);
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * Revalidate the cached keys against the store now (at start and after a reconnect), so requests
+   * find them fresh. Bounded concurrency; resolves with how many are still keys.
+   */
+  async warm(): Promise<number> {
+    const digests = [...this.cache.keys()];
+    let alive = 0;
+    for (let i = 0; i < digests.length; i += 100) {
+      const gen = this.generation;
+      const epoch = this.epoch;
+      const chunk = digests.slice(i, i + 100);
+      // a failure ends the warm-up: the entries stay as they are (served stale while it lasts)
+      const found = await Promise.all(chunk.map((d) => this.store.findByDigest(d, this.now())));
+      if (gen !== this.generation) continue;
+      chunk.forEach((d, j) => {
+        const stored = found[j];
+        this.remember(d, stored ? accessOf(stored, stored.digest !== d) : null, stored ?? null, epoch);
+        if (stored) alive++;
+      });
+    }
+    this.failingSince = undefined;
+    return alive;
   }
 
   // ---------------------------------------------------------------- management
@@ -356,7 +491,7 @@ export class KeyService {
       managedBy: 'api',
     };
     await this.store.insert(stored);
-    this.unknown.delete(stored.digest);
+    this.forgetUnknown(stored.digest);
     this.adminCache = undefined;
     const key = publicKey(stored);
     await this.record('create', key, actor, auditView(key));
@@ -530,7 +665,7 @@ export class KeyService {
       updatedAt: new Date(nowMs).toISOString(),
       updatedBy: actorId(actor),
     });
-    this.unknown.delete(digest);
+    this.forgetUnknown(digest);
     await this.record('regenerate', key, actor, { prefix: { from: current.prefix, to: key.prefix }, graceSeconds: grace, previousValidUntil });
     return { key, secret, previousValidUntil };
   }
@@ -619,7 +754,7 @@ export class KeyService {
       counts.deleted++;
       await this.record('delete', k, CONFIG_ACTOR, auditView(publicKey(k)));
     }
-    this.unknown.clear();
+    this.evictUnknown();
     this.adminCache = undefined;
     return counts;
   }

@@ -59,7 +59,14 @@ CREATE TABLE IF NOT EXISTS usage_hourly (
   PRIMARY KEY (key_id, hour)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS usage_hourly_hour ON usage_hourly(hour);
+CREATE TABLE IF NOT EXISTS usage_batches (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id  TEXT NOT NULL UNIQUE
+);
 `;
+
+/** Usage batch ids remembered (at five flushes a second, more than an hour of them). */
+const KEPT_BATCH_IDS = 20_000;
 
 /** Columns added after the first release: added to an older file when it is opened. */
 const ADDED_COLUMNS: readonly [name: string, type: string][] = [
@@ -312,6 +319,8 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       ),
       probe: this.db.prepare('INSERT OR REPLACE INTO store_probe (id) VALUES (1)'),
       count: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM api_keys'),
+      batchSeen: this.db.prepare<[string]>('INSERT OR IGNORE INTO usage_batches (id) VALUES (?)'),
+      batchPrune: this.db.prepare<[number]>('DELETE FROM usage_batches WHERE seq <= ?'),
       del: this.db.prepare<[string]>('DELETE FROM api_keys WHERE id = ?'),
       delHistory: this.db.prepare<[string]>('DELETE FROM usage_hourly WHERE key_id = ?'),
       // `hour` is ISO 8601 in UTC, so text order is time order
@@ -478,9 +487,14 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
     return this.stmts.count.get()!.n;
   }
 
-  async addUsage(batch: ReadonlyMap<string, UsageDelta>): Promise<void> {
+  async addUsage(batch: ReadonlyMap<string, UsageDelta>, batchId: string): Promise<void> {
     if (batch.size === 0) return;
+    // the batch id and the counts in one transaction: a batch replayed (from the spool) adds nothing
     const run = this.db.transaction(() => {
+      const seen = this.stmts.batchSeen.run(batchId);
+      if (seen.changes === 0) return;
+      const seq = Number(seen.lastInsertRowid);
+      if (seq % 1000 === 0) this.stmts.batchPrune.run(seq - KEPT_BATCH_IDS);
       for (const [id, d] of batch) {
         if (d.count > 0) this.stmts.usage.run(d.count, d.lastUsedAt, d.lastUsedAt, id);
         for (const h of d.hours ?? []) this.stmts.historyAdd.run(id, new Date(h.hourMs).toISOString(), h.allowed, h.limited, h.forbidden);

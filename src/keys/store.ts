@@ -96,9 +96,11 @@ export interface KeyStore {
   count(): Promise<number>;
   /**
    * Add counts, move last-used forward (never back) and add the hourly history, all in one
-   * transaction (SQLite) or one pipeline of atomic scripts (Redis).
+   * transaction (SQLite) or one atomic script per chunk (Redis). A batch is applied at most once:
+   * `batchId` is remembered (Redis: for a day), so a retry of a batch whose first attempt did reach
+   * the store (e.g. answered after a timeout) or a spool replayed twice adds nothing.
    */
-  addUsage(batch: ReadonlyMap<string, UsageDelta>): Promise<void>;
+  addUsage(batch: ReadonlyMap<string, UsageDelta>, batchId: string): Promise<void>;
   /** The key's usage history for the hours from `fromMs` (inclusive) to `toMs` (exclusive), oldest first; hours without requests are absent. */
   usageHistory(keyId: string, fromMs: number, toMs: number): Promise<UsageRow[]>;
   /** Remove the history of hours before `beforeMs`; resolves with how many hour rows went. */
@@ -112,7 +114,23 @@ export interface KeyStore {
   fault?(): string | undefined;
   /** Resolves when a networked store is reachable; rejects after `ms`. Absent for local stores. */
   ready?(ms: number): Promise<void>;
+  /** A networked store tells of a change to one key (made by any instance) as it happens. */
+  onKeyChanged?(listener: (id: string) => void): void;
+  /**
+   * A networked store calls `listener` each time it becomes reachable again (and once it is first
+   * reachable); `emptied` says the store lost its content (its marker key was gone).
+   */
+  onAvailable?(listener: (event: StoreAvailable) => void): void;
+  /** A networked store: undefined while the request path reaches it, else why not. */
+  unreachable?(): string | undefined;
   close(): Promise<void>;
+}
+
+export interface StoreAvailable {
+  /** the store had been used before (its marker existed) and its content is gone now */
+  emptied: boolean;
+  /** first connection of this process (false: a reconnect) */
+  first: boolean;
 }
 
 /** Audit: one record per change to a key, made through any path (admin APIs, CLI, config sync). */

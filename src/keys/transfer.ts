@@ -2,6 +2,7 @@
 // secret, which no store holds), import idempotently (by id: created, updated or skipped).
 // Export from SQLite + import into Redis is the migration path between the two stores.
 
+import { randomUUID } from 'node:crypto';
 import { ValidationError } from '../errors.js';
 import { isRole, isScope, isSurface, type StoredKey } from './model.js';
 import type { AuditRecord, AuditStore, KeyPatch, KeyStore } from './store.js';
@@ -188,5 +189,5 @@ async function topUpUsage(store: KeyStore, key: StoredKey, have: number): Promis
   const stored = await store.get(key.id);
   const add = Math.max(0, key.requestCount - (stored?.requestCount ?? have));
   if (add === 0 && stored?.lastUsedAt != null && stored.lastUsedAt >= key.lastUsedAt) return;
-  await store.addUsage(new Map([[key.id, { count: add, lastUsedAt: key.lastUsedAt }]]));
+  await store.addUsage(new Map([[key.id, { count: add, lastUsedAt: key.lastUsedAt }]]), randomUUID());
 }

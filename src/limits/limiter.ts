@@ -3,6 +3,7 @@
 // what to do when the shared store fails.
 
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import type { CircuitBreaker } from '../breaker.js';
 import { LocalWindows } from './local.js';
 import { BUCKETS, BUCKET_MS, bucketOf, evaluate, type LimitDecision } from './window.js';
 
@@ -63,6 +64,8 @@ export class KeyRateLimiter {
     private readonly policy: FallbackPolicy = 'memory',
     private readonly events: LimiterEvents = {},
     private readonly now: () => number = Date.now,
+    /** a shared store's breaker: while open, the fallback answers without asking the store */
+    private readonly breaker?: CircuitBreaker,
   ) {
     this.local = store === 'local' ? new LocalWindows() : undefined;
     // A memory store cannot fail; a shared one falls back to per-instance memory counters.
@@ -84,17 +87,31 @@ export class KeyRateLimiter {
   /** Count one request of `keyId` against `limit` per minute; a denied request is not counted. */
   async check(keyId: string, limit: number): Promise<LimitDecision | typeof UNAVAILABLE> {
     if (this.local !== undefined) return this.local.check(keyId, limit, this.now());
+    if (this.breaker?.isOpen) {
+      if (!this.degraded) this.switchTo(true, new Error(this.breaker.reason ?? 'circuit breaker open'));
+      return this.fallbackCheck(keyId, limit);
+    }
     try {
-      const decision = await this.checkStore(keyId, limit);
+      const decision = await (this.breaker ? this.breaker.run(() => this.checkStore(keyId, limit)) : this.checkStore(keyId, limit));
       if (this.degraded) this.switchTo(false);
       return decision;
     } catch (err) {
       this.storeErrors++;
       if (!this.degraded) this.switchTo(true, err);
-      if (this.policy === 'deny') return UNAVAILABLE;
-      if (this.fallback) return this.fallback.check(keyId, limit);
-      return { allowed: true, limit, remaining: limit, resetSeconds: 0, retryAfterSeconds: 0 };
+      return this.fallbackCheck(keyId, limit);
     }
+  }
+
+  /** The answer of the fallback policy (the store failed or its breaker is open). */
+  private fallbackCheck(keyId: string, limit: number): Promise<LimitDecision | typeof UNAVAILABLE> | LimitDecision | typeof UNAVAILABLE {
+    if (this.policy === 'deny') return UNAVAILABLE;
+    if (this.fallback) return this.fallback.check(keyId, limit);
+    return { allowed: true, limit, remaining: limit, resetSeconds: 0, retryAfterSeconds: 0 };
+  }
+
+  /** The breaker closed (a background probe got an answer): back to the shared store. */
+  storeAnswers(): void {
+    if (this.degraded) this.switchTo(false);
   }
 
   private switchTo(degraded: boolean, err?: unknown): void {

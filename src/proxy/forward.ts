@@ -24,6 +24,12 @@ export interface UpstreamFailure {
   message: string;
 }
 
+export const UPSTREAM_OVERLOADED = 'upstream_overloaded';
+
+function timeoutFailure(upstream: string, ms: number): UpstreamFailure {
+  return { status: 504, code: 'timeout', message: `upstream "${upstream}" did not answer within ${ms / 1000} s` };
+}
+
 /** Map an undici/socket error to what the client is told. */
 export function upstreamFailure(err: Error & { code?: string }, upstream: string): UpstreamFailure {
   if (
@@ -83,8 +89,24 @@ export function forwardHttp(
   opts: ForwardOptions = {},
 ): void {
   const guardCredential = opts.guardCredential === true;
+  // Beyond the pool's connections and max_pending queued requests: refuse now, not after a wait
+  // nobody would sit through (Envoy's max_pending_requests).
+  if (!upstream.admit()) {
+    const message = `upstream "${upstream.name}" has ${upstream.pending} requests waiting for a connection (max_pending); retry shortly`;
+    sendError(res, 503, UPSTREAM_OVERLOADED, message);
+    req.resume();
+    done({ status: 503, upstreamMs: -1, error: { code: UPSTREAM_OVERLOADED, message } });
+    return;
+  }
   const started = performance.now();
   let upstreamMs = -1;
+  // The gateway's own deadline for the response headers, from now: time queued for a connection
+  // counts. undici's timers tick in whole seconds above 1 s; this one is exact.
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    res.emit('abort');
+  }, upstream.timeoutMs);
   /** the upstream's 401/403 to our credential (guardCredential), 0 = none */
   let rejected = 0;
   // undici takes any EventEmitter as its abort signal: the response itself serves, which spares an
@@ -106,6 +128,7 @@ export function forwardHttp(
       opaque: null,
     },
     ({ statusCode, headers: upstreamHeaders }) => {
+      clearTimeout(timer);
       upstreamMs = performance.now() - started;
       if (guardCredential && (statusCode === 401 || statusCode === 403)) {
         rejected = statusCode;
@@ -117,6 +140,8 @@ export function forwardHttp(
       return res;
     },
     (err) => {
+      clearTimeout(timer);
+      upstream.release();
       if (rejected !== 0 && !clientGone) {
         const message = `upstream "${upstream.name}" refused the gateway's own credential (${rejected}): its auth settings in the gateway configuration are wrong or expired`;
         sendError(res, 502, CREDENTIAL_REJECTED, message);
@@ -133,7 +158,7 @@ export function forwardHttp(
         done({ status: 499, upstreamMs, error: { code: 'client_closed', message: 'client closed the connection' } });
         return;
       }
-      const failure = upstreamFailure(e, upstream.name);
+      const failure = timedOut ? timeoutFailure(upstream.name, upstream.timeoutMs) : upstreamFailure(e, upstream.name);
       if (!res.headersSent) {
         sendError(res, failure.status, failure.code, failure.message);
         done({ status: failure.status, upstreamMs, error: failure });

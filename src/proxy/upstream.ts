@@ -12,6 +12,12 @@ export class Upstream {
   /** header name → value injected on every forwarded request, undefined for auth_type none */
   readonly credential: readonly [string, string] | undefined;
   readonly pool: Pool;
+  /** the gateway's own deadline for the response headers, queueing for a connection included (ms) */
+  readonly timeoutMs: number;
+  /** requests on this upstream now: on a connection or queued for one */
+  inflight = 0;
+  /** beyond connections + max_pending, a request is refused at once (503 upstream_overloaded) */
+  readonly maxInflight: number;
 
   constructor(config: UpstreamConfig) {
     const url = new URL(config.api_base_url);
@@ -20,6 +26,8 @@ export class Upstream {
     this.origin = url.origin;
     this.host = url.host;
     this.credential = credentialOf(config);
+    this.timeoutMs = config.timeout * 1000;
+    this.maxInflight = config.connections + (config.max_pending ?? 1024);
     this.pool = new Pool(url.origin, {
       connections: config.connections,
       pipelining: 1,
@@ -29,6 +37,22 @@ export class Upstream {
       connect: { timeout: config.timeout * 1000, rejectUnauthorized: !config.skip_tls_verify },
       keepAliveTimeout: 4_000,
     });
+  }
+
+  /** Take a place (true), or false when connections and the pending queue are full. */
+  admit(): boolean {
+    if (this.inflight >= this.maxInflight) return false;
+    this.inflight++;
+    return true;
+  }
+
+  release(): void {
+    this.inflight--;
+  }
+
+  /** requests waiting for a connection beyond the pool's */
+  get pending(): number {
+    return Math.max(0, this.inflight - this.config.connections);
   }
 
   close(): Promise<void> {

@@ -1,7 +1,13 @@
 // Per-key usage (request count, last use, and the hourly allowed/refused history), counted in
 // memory on the request path and written to the key store in one batch per interval, so no
 // request waits on a disk write and the history costs no write of its own.
+//
+// Never lost, never doubled: each batch gets an id when it is cut and keeps it (and its exact
+// counts) until the store accepted it, and the store applies an id at most once; so a batch whose
+// first attempt timed out but did reach the store is not added again by the retry. What cannot be
+// written by shutdown goes to a spool file (spool.ts), replayed with the same ids at the next start.
 
+import { randomUUID } from 'node:crypto';
 import type { KeyStore, UsageDelta, UsageHour } from '../keys/store.js';
 
 const HOUR_MS = 3_600_000;
@@ -11,8 +17,16 @@ export type Refused = 'limited' | 'forbidden';
 
 type Pending = UsageDelta & { lastMs: number; hours: UsageHour[] };
 
+/** Counts cut from the running tally, with the id the store de-duplicates on. */
+export interface UsageBatch {
+  id: string;
+  counts: Map<string, UsageDelta>;
+}
+
 export class UsageCounter {
   private pending = new Map<string, Pending>();
+  /** batches cut but not yet accepted by the store, oldest first */
+  private unsent: UsageBatch[] = [];
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
   /**
@@ -20,11 +34,14 @@ export class UsageCounter {
    * flush-lag metric: it grows only while counts wait on a failing store, not while the gateway is idle
    */
   lastFlushMs = Date.now();
+  private failures = 0;
 
   constructor(
     private readonly store: Pick<KeyStore, 'addUsage'>,
-    private readonly intervalMs = 1000,
-    private readonly onError: (err: unknown) => void = () => {},
+    /** short enough that a SIGKILL loses well under a second of counts */
+    private readonly intervalMs = 200,
+    /** told of each failed attempt, with how many failed in a row */
+    private readonly onError: (err: unknown, inRow: number) => void = () => {},
   ) {}
 
   /** The hour slot of a key's pending delta for `nowMs` (a batch spans an hour boundary rarely). */
@@ -58,59 +75,80 @@ export class UsageCounter {
     this.hour(keyId, nowMs).h[kind]++;
   }
 
+  /** ids of replayed (spooled) batches not yet accepted */
+  private replayed = new Set<string>();
+
+  /** Batches from a spool file, written before the counts cut now. */
+  replay(batches: readonly UsageBatch[]): void {
+    this.unsent.unshift(...batches);
+    for (const b of batches) this.replayed.add(b.id);
+  }
+
+  /** Whether batches from a spool still wait for the store. */
+  get replaying(): boolean {
+    return this.replayed.size > 0;
+  }
+
+  /** Requests (allowed) counted but not yet accepted by the store. */
+  get unwritten(): number {
+    let n = 0;
+    for (const b of this.unsent) for (const d of b.counts.values()) n += d.count;
+    for (const d of this.pending.values()) n += d.count;
+    return n;
+  }
+
   start(): void {
     this.timer ??= setInterval(() => void this.flush(), this.intervalMs);
     this.timer.unref();
   }
 
-  /** Write what was counted; on failure the counts are kept for the next attempt. */
+  /** Write what was counted; on failure the batches are kept, unchanged, for the next attempt. */
   flush(): Promise<void> {
     this.flushing ??= this.write().finally(() => (this.flushing = undefined));
     return this.flushing;
   }
 
-  private async write(): Promise<void> {
-    if (this.pending.size === 0) {
-      this.lastFlushMs = Date.now();
-      return;
-    }
-    const batch = this.pending;
+  private cut(): void {
+    if (this.pending.size === 0) return;
+    const counts = new Map<string, UsageDelta>();
+    for (const [id, d] of this.pending) counts.set(id, { count: d.count, lastUsedAt: d.lastMs > 0 ? new Date(d.lastMs).toISOString() : '', hours: d.hours });
     this.pending = new Map();
-    for (const d of batch.values()) d.lastUsedAt = d.lastMs > 0 ? new Date(d.lastMs).toISOString() : '';
-    try {
-      await this.store.addUsage(batch);
-      this.lastFlushMs = Date.now();
-    } catch (err) {
-      for (const [id, d] of batch) this.keep(id, d);
-      this.onError(err);
-    }
+    this.unsent.push({ id: randomUUID(), counts });
   }
 
-  /** Put a batch entry that could not be written back, merged with what was counted since. */
-  private keep(id: string, d: Pending): void {
-    const now = this.pending.get(id);
-    if (now === undefined) {
-      this.pending.set(id, d);
+  private async write(): Promise<void> {
+    // a batch not yet accepted keeps its content (it may have reached the store): new counts wait
+    // in `pending` until it is, so an outage holds one batch plus the running tally, not thousands
+    if (this.unsent.length === 0) this.cut();
+    if (this.unsent.length === 0) {
+      this.lastFlushMs = Date.now(); // nothing to write: on time, however long the gateway is idle
       return;
     }
-    now.count += d.count;
-    now.lastMs = Math.max(now.lastMs, d.lastMs);
-    for (const h of d.hours) {
-      const same = now.hours.find((x) => x.hourMs === h.hourMs);
-      if (same === undefined) now.hours.unshift(h);
-      else {
-        same.allowed += h.allowed;
-        same.limited += h.limited;
-        same.forbidden += h.forbidden;
+    while (this.unsent.length > 0) {
+      const batch = this.unsent[0]!;
+      try {
+        await this.store.addUsage(batch.counts, batch.id);
+      } catch (err) {
+        this.onError(err, ++this.failures);
+        return;
       }
+      this.failures = 0;
+      this.unsent.shift();
+      this.replayed.delete(batch.id);
+      this.lastFlushMs = Date.now();
     }
   }
 
-  /** Stop the timer and write everything counted so far. */
-  async stop(): Promise<void> {
+  /** Stop the timer, write everything counted so far; resolves with the batches the store did not take. */
+  async stop(): Promise<UsageBatch[]> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     await this.flush();
-    if (this.pending.size > 0) await this.flush();
+    if (this.pending.size > 0 && this.unsent.length === 0) await this.flush();
+    this.cut();
+    const left = this.unsent;
+    this.unsent = [];
+    this.replayed.clear();
+    return left;
   }
 }
