@@ -26,7 +26,7 @@ t.test('the SQLite key store is created 0600, its -wal and -shm too', async (t) 
   const dir = t.testdir();
   const file = join(dir, 'keygate.db');
   const store = new SqliteKeyStore(file);
-  await store.addUsage(new Map()); // a write: WAL and shared-memory files exist now
+  await store.addUsage(new Map(), 'mode-test'); // a write: WAL and shared-memory files exist now
   for (const f of [file, `${file}-wal`, `${file}-shm`]) t.equal(mode(f), '600', basename(f));
   await store.close();
 });
