@@ -1,283 +1,50 @@
-// Proxy overhead benchmark: the same small JSON GET load, side by side,
-//   baseline       load → echo upstream
-//   gateway        load → Keygate (key + role route, access log ON to a file, rate limits in memory) → echo upstream
-//   gateway-nolog  load → Keygate (same, access_log: false)                                           → echo upstream
-//   gateway-redis  load → Keygate (same as gateway, store.rate_limits: a private redis-server)         → echo upstream
-//   gateway-workers load → `node bin/keygate.js serve` with `workers: auto` (a primary + availableParallelism()
-//                  workers sharing one port; access log ON to a file; rate limits counted in the primary) → echo upstream
-// then the revocation delay across two gateway instances sharing a key store (bench/revocation.js):
-// keys in Redis (pub/sub invalidation) and, for comparison, keys in one SQLite file (data_version).
+// Proxy overhead benchmark: the same small JSON GET load, side by side, in alternating rounds.
+// One module per phase (bench/phases/):
+//   baseline         load → echo upstream
+//   bare             load → a bare Node proxy (node:http + undici Pool.stream + a Map of key digests) → echo upstream
+//   fastify          load → @fastify/http-proxy with a preHandler key check → echo upstream
+//   gateway          load → Keygate (key + role route, access log ON to a file, rate limits in memory) → echo upstream
+//   gateway-nolog    load → Keygate (same, access_log: false)                                           → echo upstream
+//   gateway-redis    load → Keygate (same as gateway, store.rate_limits: a private redis-server)         → echo upstream
+//   gateway-workers  load → `node bin/keygate.js serve` with `workers: auto`                              → echo upstream
+//   gateway-compare  (with BENCH_COMPARE_DIST=DIR) the gateway phase on another build's dist/, e.g. main before a change
+// then the revocation delay across two gateway instances sharing a key store (bench/revocation.js).
 //
-// Run: npm run bench   (builds dist/ first). Env: BENCH_DURATION (s, default 10), BENCH_WARMUP (s,
-// default 2), BENCH_CONNECTIONS (default 50), BENCH_ROUNDS (default 1), BENCH_REVOCATIONS (changes per
-// store, default 100; 0 skips that part), BENCH_KEEP=1 keeps the temp dir.
+// Run: npm run bench (builds dist/ first). Env: BENCH_DURATION (s, default 5), BENCH_WARMUP (s,
+// default 1), BENCH_CONNECTIONS (default 50), BENCH_ROUNDS (default 5), BENCH_PHASES (comma list,
+// default all), BENCH_REVOCATIONS (changes per store, default 100; 0 skips that part),
+// BENCH_COMPARE_DIST, BENCH_OUT (JSON file, default keygate-bench-<time>.json in the temp dir),
+// BENCH_KEEP=1 keeps the temp dir. BENCH_SHORT=1: one round of 2 s, no warm-up, 10 revocations.
 //
-// Processes (this one file plays three roles, chosen by argv[2]):
-//   main       echo upstream + orchestration (idle while a phase runs, apart from the upstream)
-//   --gateway  one Gateway per config, each in its own process; started from dist/; answers calls
-//              from main over IPC (cpu, limiter state, setActive)
-//   --load     autocannon (programmatic), one child per phase: warmup run, then the measured run
-//   redis-server (when installed): private, on a free loopback port, no persistence; never 6379
-//   keygate serve  the real binary (bin/keygate.js) with `workers: auto`: its primary is our child, its workers
-//              the primary's; the key is made beforehand with `keygate keys create … --json`; stopped with SIGTERM
-// The load generator never shares an event loop or process with the gateway or the upstream.
+// Processes: this one (echo upstream + orchestration), the load generator (bench/lib/load.js, a
+// child per phase), each proxy in its own child, redis-server when installed. CPU per process is
+// read from /proc (10 ms ticks), so every proxy is measured the same way.
 
 import { fork, spawn, spawnSync } from 'node:child_process';
-import { createReadStream, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
-import net from 'node:net';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startPeer } from './lib/peer.js';
+import { NO_LIMIT, autocannonVersion, configYaml, countLog, envNumber, fmt, get, perReq, procCpu, procPpid, redisVersion, round, signed } from './lib/util.js';
+import { startGatewayChild } from './phases/gateway.js';
+import { startRedisServer } from './phases/redis-server.js';
+import { startClusterGateway } from './phases/workers.js';
 
-const SELF = fileURLToPath(import.meta.url);
-const KEYGATE_BIN = path.join(path.dirname(path.dirname(SELF)), 'bin', 'keygate.js');
-const role = process.argv[2];
-/** Per-key limit of the bench keys (and keys.rate_limit.max of the bench configs): no request is ever limited. */
-const NO_LIMIT = 100_000_000;
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const LOAD = path.join(HERE, 'lib', 'load.js');
 
-if (role === '--gateway') await gatewayChild(process.argv[3], JSON.parse(process.argv[4] ?? '{}'));
-else if (role === '--load') await loadChild(JSON.parse(process.argv[3]));
-else await main();
-
-// ============================================================================ gateway child
-
-async function gatewayChild(configFile, opts) {
-  const { loadConfig } = await import('../dist/config/load.js');
-  const { Gateway } = await import('../dist/server.js');
-  const config = loadConfig(configFile, process.env);
-  const gw = await Gateway.start({ config, port: 0 }); // logger from config.log: the real path
-  // opts.key: create the bench key here (null for a second instance that shares another's key store)
-  const created = opts.key === null ? null : await gw.keys.create({ name: opts.key?.name ?? 'bench', role: 'operator', scopes: ['agents', 'workflows'], rateLimit: NO_LIMIT }, 'bench');
-  let closing;
-  const shutdown = () => {
-    closing ??= gw.close(2_000).then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  // A tiny control channel for main: {type: 'call', id, op, args} → {type: 'reply', id, ok, value | error}
-  const ops = {
-    cpu: () => process.cpuUsage(),
-    limiter: () => gw.limiterState,
-    setActive: async ({ id, active }) => {
-      const t0 = performance.now();
-      await gw.keys.setActive(id, active, 'bench');
-      return { ms: performance.now() - t0 };
-    },
-  };
-  process.on('message', (m) => {
-    if (m?.type === 'call') {
-      Promise.resolve()
-        .then(() => ops[m.op](m.args))
-        .then(
-          (value) => process.send({ type: 'reply', id: m.id, ok: true, value }),
-          (err) => process.send({ type: 'reply', id: m.id, ok: false, error: String(err?.stack ?? err) }),
-        );
-    } else if (m?.type === 'close') shutdown();
-  });
-  process.on('disconnect', shutdown); // the parent went away: never linger
-  process.send({ type: 'ready', url: gw.url, secret: created?.secret, keyId: created?.key.id, pid: process.pid });
-}
-
-// ============================================================================ load child
-
-async function loadChild(opts) {
-  const { default: autocannon } = await import('autocannon');
-  const run = (duration, record) =>
-    new Promise((resolve, reject) => {
-      const inst = autocannon(
-        { url: opts.url, method: 'GET', headers: opts.headers, connections: opts.connections, duration, timeout: 10 },
-        (err, res) => (err ? reject(err) : resolve(res)),
-      );
-      // autocannon's own histogram has 1 ms resolution; keep our own at 10 µs for p50/p99 (2xx only, like autocannon).
-      if (record) inst.on('response', (_client, status, _bytes, ms) => { if (status >= 200 && status < 300) record(ms); });
-    });
-
-  const warm = opts.warmup > 0 ? await run(opts.warmup, null) : null;
-  process.send({ type: 'measuring' });
-  const BUCKET_MS = 0.01;
-  const buckets = new Uint32Array(1_000_000); // 0..10 s in 10 µs steps; the last bucket takes the rest
-  let n = 0;
-  const record = (ms) => {
-    buckets[Math.min(buckets.length - 1, Math.floor(ms / BUCKET_MS))]++;
-    n++;
-  };
-  const cpu0 = process.cpuUsage();
-  const res = await run(opts.duration, record);
-  const cpu = process.cpuUsage(cpu0);
-  const pct = (p) => {
-    if (n === 0) return null;
-    const rank = Math.ceil((p / 100) * n);
-    let seen = 0;
-    for (let i = 0; i < buckets.length; i++) {
-      seen += buckets[i];
-      if (seen >= rank) return (i + 1) * BUCKET_MS; // upper edge of the bucket
-    }
-    return null;
-  };
-  process.send({
-    type: 'result',
-    result: {
-      duration: res.duration,
-      warmupCompleted: warm ? warm.requests.total : 0,
-      completed: res.requests.total,
-      ok2xx: res['2xx'],
-      non2xx: res.non2xx,
-      errors: res.errors,
-      timeouts: res.timeouts,
-      statusCodes: Object.fromEntries(Object.entries(res.statusCodeStats).map(([k, v]) => [k, v.count])),
-      totalBytes: res.throughput.total,
-      p50: pct(50),
-      p99: pct(99),
-      acP50: res.latency.p50,
-      acP99: res.latency.p99,
-      cpuMs: (cpu.user + cpu.system) / 1000,
-    },
-  });
-  process.disconnect();
-}
-
-// ============================================================================ main
-
-function envNumber(name, def, { min = 0, int = false } = {}) {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return def;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || v < min || (int && !Number.isInteger(v))) {
-    console.error(`${name}=${raw}: expected ${int ? 'an integer' : 'a number'} >= ${min}`);
-    process.exit(2);
-  }
-  return v;
-}
-
-/** A single request on a fresh connection (nothing left open afterwards). */
-function get(url, headers = {}) {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, { headers: { connection: 'close', ...headers }, agent: false, timeout: 5_000 }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`timeout: GET ${url}`)));
-    req.on('error', reject);
-  });
-}
-
-/** Lines of a log file, and how many of them are access-log entries ("msg":"request"); -1 if unreadable. */
-function countLog(file) {
-  return new Promise((resolve) => {
-    let lines = 0;
-    let requests = 0;
-    let tail = '';
-    createReadStream(file, 'utf8')
-      .on('data', (chunk) => {
-        const parts = (tail + chunk).split('\n');
-        tail = parts.pop();
-        for (const l of parts) {
-          lines++;
-          if (l.includes('"msg":"request"')) requests++;
-        }
-      })
-      .on('end', () => {
-        if (tail !== '') {
-          lines++;
-          if (tail.includes('"msg":"request"')) requests++;
-        }
-        resolve({ lines, requests });
-      })
-      .on('error', () => resolve({ lines: -1, requests: -1 }));
-  });
-}
-
-function configYaml({ upstreamUrl, keys, rateLimits, log, accessLog, workers }) {
-  // The Dagu routes of gateway.example.yaml, every upstream pointed at the echo server.
-  // keys.rate_limit.max is raised so the bench key can be given a limit no load reaches.
-  return `# generated by bench/proxy.js
-${workers === undefined ? '' : `workers: ${workers}\n`}listen:
-  host: 127.0.0.1
-  port: 0
-admin:
-  host: 127.0.0.1
-  port: 0
-store:
-  keys: ${keys}
-  rate_limits: ${rateLimits}
-keys:
-  prefix: dg_
-  rate_limit:
-    max: ${NO_LIMIT}
-upstreams:
-  - name: dagu
-    api_base_url: ${upstreamUrl}/api/v1
-    auth_type: token
-    auth_token: bench-upstream-token
-    timeout: 30
-routes:
-  - path: /api/v1/health
-    methods: [GET]
-    upstream: dagu
-    auth: none
-    strip_prefix: /api/v1
-  - path: /api/v1/dags
-    methods: [GET]
-    upstream: dagu
-    role: viewer
-    workspace: { query: workspace }
-    strip_prefix: /api/v1
-  - path: /api/v1/dags/{fileName}
-    methods: [GET]
-    upstream: dagu
-    role: operator
-    strip_prefix: /api/v1
-  - path: /api/v1/dags/{fileName}/start
-    methods: [POST]
-    upstream: dagu
-    role: operator
-    strip_prefix: /api/v1
-  - path: /api/v1/dag-runs
-    methods: [GET]
-    upstream: dagu
-    role: viewer
-    strip_prefix: /api/v1
-log:
-  level: info
-  destination: ${log}
-  access_log: ${accessLog}
-`;
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** CPU time of another process (µs, like process.cpuUsage()), from /proc; null where there is none. */
-function procCpu(pid) {
-  try {
-    // kept on the function: a module-level const/let would not be initialised yet (main() runs from a top-level await above)
-    const clkTck = (procCpu.clkTck ??= Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100);
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from 3 (state) on
-    return { user: (Number(f[11]) * 1e6) / clkTck, system: (Number(f[12]) * 1e6) / clkTck };
-  } catch {
-    return null;
-  }
-}
+await main();
 
 async function main() {
-  const DURATION = envNumber('BENCH_DURATION', 10, { min: 1 });
-  const WARMUP = envNumber('BENCH_WARMUP', 2, { min: 0 });
+  const SHORT = process.env.BENCH_SHORT === '1';
+  const DURATION = envNumber('BENCH_DURATION', SHORT ? 2 : 5, { min: 1 });
+  const WARMUP = envNumber('BENCH_WARMUP', SHORT ? 0 : 1, { min: 0 });
   const CONNECTIONS = envNumber('BENCH_CONNECTIONS', 50, { min: 1, int: true });
-  const ROUNDS = envNumber('BENCH_ROUNDS', 1, { min: 1, int: true });
-  const REVOCATIONS = envNumber('BENCH_REVOCATIONS', 100, { min: 0, int: true });
+  const ROUNDS = envNumber('BENCH_ROUNDS', SHORT ? 1 : 5, { min: 1, int: true });
+  const REVOCATIONS = envNumber('BENCH_REVOCATIONS', SHORT ? 10 : 100, { min: 0, int: true });
+  const PHASES = process.env.BENCH_PHASES ? process.env.BENCH_PHASES.split(',').map((p) => p.trim()) : null;
+  const COMPARE_DIST = process.env.BENCH_COMPARE_DIST ? path.resolve(process.env.BENCH_COMPARE_DIST) : undefined;
   const KEEP = process.env.BENCH_KEEP === '1';
   const TARGET = '/api/v1/dags/bench.yaml'; // route: GET /api/v1/dags/{fileName}, key required, role operator
   const REDIS_BIN = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).stdout.trim();
@@ -296,6 +63,8 @@ async function main() {
     child.stderr.on('data', collect);
     return { child, output: () => out };
   }
+  /** what the phase modules need of the bench: its children, and how to spawn and track them */
+  const ctx = { children, spawnTracked, grandchildren: undefined };
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'keygate-bench-'));
   let upstream;
   let redis; // { url, port, pid, stop() } of the private redis-server, when installed
@@ -303,6 +72,7 @@ async function main() {
   let cleaned = false;
   /** pids of processes our children started (the keygate primary's workers): killed before their parent at cleanup */
   const grandchildren = new Map(); // pid → parent pid
+  ctx.grandchildren = grandchildren;
   const cleanup = async () => {
     if (cleaned) return;
     cleaned = true;
@@ -321,7 +91,7 @@ async function main() {
   };
 
   // Never unbounded: a hard deadline for the whole run.
-  const phasesCount = 1 + 5 * ROUNDS;
+  const phasesCount = 8 * ROUNDS;
   const budgetS = phasesCount * (WARMUP + DURATION + 30) + 90 + 60 + 2 * (REVOCATIONS * 1.2 + 60);
   const watchdog = setTimeout(() => {
     console.error(`\nbench: watchdog: still running after ${Math.round(budgetS)} s; killing children and exiting`);
@@ -349,8 +119,9 @@ async function main() {
       upstream.received.length = 0;
     }, 200).unref();
 
-    if (REDIS_BIN) {
-      redis = await startRedisServer(REDIS_BIN);
+    const want = (phase) => PHASES === null || PHASES.includes(phase);
+    if (REDIS_BIN && (want('gateway-redis') || REVOCATIONS > 0)) {
+      redis = await startRedisServer(ctx, REDIS_BIN);
       const { Redis } = await import('ioredis');
       redisClient = new Redis(`${redis.url}/0`, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false });
       redisClient.on('error', () => {});
@@ -360,49 +131,49 @@ async function main() {
     // Redis databases of the private server: 0 the gateway-redis limiter; 1, 2 the Redis pair's keys
     // and limits; 3 the limits of the SQLite pair.
     const variants = {
-      log: { keys: `sqlite:${path.join(tmp, 'keys-log.db')}`, rateLimits: 'memory', log: path.join(tmp, 'access.log'), accessLog: true },
-      nolog: { keys: `sqlite:${path.join(tmp, 'keys-nolog.db')}`, rateLimits: 'memory', log: path.join(tmp, 'nolog.log'), accessLog: false },
-      ...(redis ? { redis: { keys: `sqlite:${path.join(tmp, 'keys-redis.db')}`, rateLimits: `${redis.url}/0`, log: path.join(tmp, 'access-redis.log'), accessLog: true } } : {}),
+      gateway: { keys: `sqlite:${path.join(tmp, 'keys-log.db')}`, rateLimits: 'memory', log: path.join(tmp, 'gateway.log'), accessLog: true },
+      'gateway-nolog': { keys: `sqlite:${path.join(tmp, 'keys-nolog.db')}`, rateLimits: 'memory', log: path.join(tmp, 'nolog.log'), accessLog: false },
+      ...(redis ? { 'gateway-redis': { keys: `sqlite:${path.join(tmp, 'keys-redis.db')}`, rateLimits: `${redis.url}/0`, log: path.join(tmp, 'gateway-redis.log'), accessLog: true } } : {}),
+      ...(COMPARE_DIST ? { 'gateway-compare': { keys: `sqlite:${path.join(tmp, 'keys-compare.db')}`, rateLimits: 'memory', log: path.join(tmp, 'gateway-compare.log'), accessLog: true, dist: COMPARE_DIST } } : {}),
     };
     const gateways = {};
+    if (want('bare')) gateways.bare = await startPeer(children, path.join(HERE, 'phases', 'bare.js'), upstream.url);
+    if (want('fastify')) gateways.fastify = await startPeer(children, path.join(HERE, 'phases', 'fastify.js'), upstream.url);
     for (const [name, v] of Object.entries(variants)) {
-      const file = path.join(tmp, `gateway-${name}.yaml`);
+      if (!want(name)) continue;
+      const file = path.join(tmp, `${name}.yaml`);
       writeFileSync(file, configYaml({ upstreamUrl: upstream.url, ...v }));
-      gateways[name] = await startGatewayChild(file);
+      gateways[name] = await startGatewayChild(children, file, {}, v.dist);
     }
     // gateway-workers: the real binary, `workers: auto`, access log on to a file, rate limits in memory (kept in the primary)
     const WORKERS = os.availableParallelism();
-    const workersVariant = { keys: `sqlite:${path.join(tmp, 'keys-workers.db')}`, rateLimits: 'memory', log: path.join(tmp, 'access-workers.log'), accessLog: true, workers: 'auto' };
-    {
+    const workersLog = path.join(tmp, 'gateway-workers.log');
+    if (want('gateway-workers')) {
       const file = path.join(tmp, 'gateway-workers.yaml');
-      writeFileSync(file, configYaml({ upstreamUrl: upstream.url, ...workersVariant }));
-      gateways.workers = await startClusterGateway(file, workersVariant.log, WORKERS);
+      writeFileSync(file, configYaml({ upstreamUrl: upstream.url, keys: `sqlite:${path.join(tmp, 'keys-workers.db')}`, rateLimits: 'memory', log: workersLog, accessLog: true, workers: 'auto' }));
+      gateways['gateway-workers'] = await startClusterGateway(ctx, file, workersLog, WORKERS);
     }
 
-    const idle0 = os.cpus().reduce((s, c) => s + c.times.user + c.times.nice + c.times.sys + c.times.irq, 0);
+    const busy0 = os.cpus().reduce((s, c) => s + c.times.user + c.times.nice + c.times.sys + c.times.irq, 0);
     await new Promise((r) => setTimeout(r, 1000));
-    const busyBefore = Math.round((os.cpus().reduce((s, c) => s + c.times.user + c.times.nice + c.times.sys + c.times.irq, 0) - idle0) / 10);
+    const busyBefore = Math.round((os.cpus().reduce((s, c) => s + c.times.user + c.times.nice + c.times.sys + c.times.irq, 0) - busy0) / 10);
+    const loadBefore = os.loadavg();
     console.log('Keygate proxy benchmark');
     console.log(
       `  node ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim()}), load: autocannon ${await autocannonVersion()}, ` +
-        `${CONNECTIONS} connections, ${WARMUP} s warmup + ${DURATION} s measured per phase, rounds ${ROUNDS}`,
+        `${CONNECTIONS} connections, ${WARMUP} s warmup + ${DURATION} s measured per phase, ${ROUNDS} alternating rounds`,
     );
     console.log(
       `  processes: load generator (one child per phase) | ${Object.entries(gateways)
-        .map(([n, g]) => (g.workerPids ? `gateway-${n}: keygate serve primary pid ${g.pid} + ${g.workerPids.length} workers (pids ${g.workerPids.join(', ')}), all on ${g.url}` : `gateway-${n} child pid ${g.pid}`))
-        .join(' | ')} | ` +
-        `echo upstream in the bench process pid ${process.pid}` +
-        (redis ? ` | redis-server ${await redisVersion(REDIS_BIN)} pid ${redis.pid}, 127.0.0.1:${redis.port}` : ''),
+        .map(([n, g]) => (g.workerPids ? `${n}: primary pid ${g.pid} + ${g.workerPids.length} workers (${g.workerPids.join(', ')})` : `${n} pid ${g.pid}`))
+        .join(' | ')} | echo upstream in the bench process pid ${process.pid}` +
+        (redis ? ` | redis-server ${await redisVersion(REDIS_BIN)} pid ${redis.pid}` : ''),
     );
     if (!redis) console.log(`  gateway-redis and the Redis revocation pair: ${REDIS_SKIPPED}`);
-    console.log(`  machine busy before the run (1 s, all processes): ${busyBefore}% of one core${busyBefore >= 15 ? '  <- not quiet' : ''}`);
-    console.log(`  target: GET ${TARGET} (route GET /api/v1/dags/{fileName}: key required, role operator; key role operator, X-API-Key)`);
-    console.log(`  bench keys: rate limit ${NO_LIMIT}/min (keys.rate_limit.max raised to that in the bench configs), so no request is limited`);
-    console.log(`  temp dir: ${tmp}${KEEP ? ' (kept)' : ' (removed at exit)'}; access logs: ${variants.log.log}${redis ? `, ${variants.redis.log}` : ''}, ${workersVariant.log}`);
-    console.log(
-      `  gateway-workers: \`node bin/keygate.js serve -c gateway-workers.yaml\` with \`workers: auto\` (= availableParallelism() = ${WORKERS}); ` +
-        `key made beforehand with \`keygate keys create --rate-limit ${NO_LIMIT} --json\`; per-key rate limits counted in the primary over IPC`,
-    );
+    if (COMPARE_DIST) console.log(`  gateway-compare: the gateway phase on ${COMPARE_DIST}`);
+    console.log(`  machine busy before the run (1 s): ${busyBefore}% of one core; load average ${loadBefore.map((x) => x.toFixed(2)).join(' ')}${busyBefore >= 15 ? '  <- not quiet' : ''}`);
+    console.log(`  target: GET ${TARGET} (Keygate: route GET /api/v1/dags/{fileName}, key required, role operator; every proxy: X-API-Key checked, stripped, identity and upstream credential injected)`);
+    console.log(`  temp dir: ${tmp}${KEEP ? ' (kept)' : ' (removed at exit)'}`);
 
     // ---- correctness, once, before measuring
     console.log('\nCorrectness');
@@ -415,196 +186,154 @@ async function main() {
     check(direct.status === 200, `upstream direct → ${direct.status}`);
     for (const [name, g] of Object.entries(gateways)) {
       const noKey = await get(g.url + TARGET);
-      check(noKey.status === 401, `gateway-${name} without key → ${noKey.status} (want 401)`);
+      check(noKey.status === 401, `${name} without key → ${noKey.status} (want 401)`);
       const withKey = await get(g.url + TARGET, { 'x-api-key': g.secret });
       let echo = {};
       try {
         echo = JSON.parse(withKey.body);
       } catch {}
       const h = echo.headers ?? {};
-      check(withKey.status === 200, `gateway-${name} with key → ${withKey.status} (want 200), upstream path ${echo.path}`);
-      check(h['x-keygate-key-id'] === g.keyId, `gateway-${name}: upstream saw x-keygate-key-id=${h['x-keygate-key-id']} (want ${g.keyId}), x-keygate-role=${h['x-keygate-role']}`);
-      check(h['x-api-key'] === undefined && h.authorization === 'Bearer bench-upstream-token', `gateway-${name}: client key not forwarded; upstream credential sent`);
-      check(withKey.headers['x-ratelimit-limit'] === String(NO_LIMIT), `gateway-${name}: x-ratelimit-limit ${withKey.headers['x-ratelimit-limit']} (want ${NO_LIMIT}), remaining ${withKey.headers['x-ratelimit-remaining']}`);
+      check(withKey.status === 200 && echo.path === TARGET, `${name} with key → ${withKey.status} (want 200), upstream path ${echo.path}`);
+      check(h['x-keygate-key-id'] === g.keyId && h['x-api-key'] === undefined && h.authorization === 'Bearer bench-upstream-token', `${name}: upstream saw x-keygate-key-id=${h['x-keygate-key-id']}, not the client's key, and the upstream credential`);
+      if (!g.peer) check(withKey.headers['x-ratelimit-limit'] === String(NO_LIMIT), `${name}: x-ratelimit-limit ${withKey.headers['x-ratelimit-limit']} (want ${NO_LIMIT})`);
     }
-    {
-      const w = gateways.workers;
-      check(w.workerPids.length === WORKERS && w.listenUrls.every((u) => u === w.url), `gateway-workers: ${w.workerPids.length} workers (want ${WORKERS}) logged "keygate listening", all on ${w.url} (${w.listenUrls.join(', ')})`);
+    if (gateways['gateway-workers']) {
+      const w = gateways['gateway-workers'];
+      check(w.workerPids.length === WORKERS && w.listenUrls.every((u) => u === w.url), `gateway-workers: ${w.workerPids.length} workers (want ${WORKERS}), all on ${w.url}`);
     }
-    if (redis) {
-      const st = await gateways.redis.call('limiter');
+    if (gateways['gateway-redis']) {
+      const st = await gateways['gateway-redis'].call('limiter');
       const counters = await redisClient.dbsize();
       check(!st.degraded && st.storeErrors === 0 && counters > 0, `gateway-redis: limiter on Redis (degraded ${st.degraded}, store errors ${st.storeErrors}), ${counters} counter key(s) in Redis db 0`);
     }
     if (checks.includes(false)) throw new Error('correctness checks failed; not measuring');
 
-    // ---- phases, interleaved
-    const gwPhases = ['gateway', 'gateway-nolog', ...(redis ? ['gateway-redis'] : []), 'gateway-workers'];
-    const plan = ['baseline'];
-    for (let r = 0; r < ROUNDS; r++) plan.push(...(r % 2 === 0 ? gwPhases : [...gwPhases].reverse()), 'baseline');
-    const gwOf = { gateway: 'log', 'gateway-nolog': 'nolog', 'gateway-redis': 'redis', 'gateway-workers': 'workers' };
-    const targetOf = (phase) => {
-      if (phase === 'baseline') return { url: upstream.url + TARGET.replace('/api/v1', ''), headers: {}, gw: null };
-      const g = gateways[gwOf[phase]];
-      return { url: g.url + TARGET, headers: { 'x-api-key': g.secret }, gw: gwOf[phase] };
-    };
-    const results = Object.fromEntries(['baseline', ...gwPhases].map((p) => [p, []]));
-    console.log('\nPhases (cpu = % of one core during the measured run)');
-    if (!redis) console.log(`   -. gateway-redis  ${REDIS_SKIPPED}`);
-    for (const [i, phase] of plan.entries()) {
+    // ---- phases, in alternating order: forward in even rounds, backward in odd ones
+    const order = ['baseline', ...Object.keys(gateways)].filter(want);
+    const plan = [];
+    for (let r = 0; r < ROUNDS; r++) plan.push(...(r % 2 === 0 ? order : [...order].reverse()).map((phase) => ({ phase, round: r })));
+    const targetOf = (phase) =>
+      phase === 'baseline'
+        ? { url: upstream.url + TARGET.replace('/api/v1', ''), headers: {}, gw: null }
+        : { url: gateways[phase].url + TARGET, headers: { 'x-api-key': gateways[phase].secret }, gw: phase };
+    const results = Object.fromEntries(order.map((p) => [p, []]));
+    console.log('\nPhases (cpu = % of one core during the measured run; µs = CPU per request)');
+    for (const [i, { phase, round: r }] of plan.entries()) {
       const t = targetOf(phase);
-      const r = await runPhase(t, gateways, phase === 'gateway-redis');
-      results[phase].push(r);
-      const gwCpu = t.gw ? r.cpu.gw[t.gw] : null;
-      const parts = t.gw ? r.cpu.gwParts[t.gw] : null; // gateway-workers: primary and each worker
-      console.log(
-        `  ${String(i + 1).padStart(2)}. ${phase.padEnd(15)} ${fmt(r.rps, 0).padStart(7)} req/s  p50 ${fmt(r.p50, 2)} ms  p99 ${fmt(r.p99, 2)} ms  ` +
-          `errors/non-2xx ${r.errors}/${r.non2xx}${r.timeouts ? ` (timeouts ${r.timeouts})` : ''}${r.non2xx ? ` (status codes ${JSON.stringify(r.statusCodes)})` : ''}  ${Math.round(r.bytesPerResponse)} B/resp  ` +
-          `cpu: load ${r.cpu.load}%, gateway ${gwCpu ?? '-'}%${parts ? ` (primary ${parts.primary ?? 'n/a'}%, workers ${parts.workers.map((x) => `${x ?? 'n/a'}%`).join(' + ')})` : ''}, upstream ${r.cpu.upstream}%${phase === 'gateway-redis' ? `, redis-server ${r.cpu.redis ?? 'n/a'}%` : ''}, other processes ${r.cpu.other}%`,
-      );
-      if (parts) r.parts = parts;
-      r.usPerReq = {
-        gateway: gwCpu === null ? null : perReq(gwCpu, r.rps),
-        upstream: perReq(r.cpu.upstream, r.rps),
-        load: perReq(r.cpu.load, r.rps),
-        redis: phase === 'gateway-redis' && r.cpu.redis !== null ? perReq(r.cpu.redis, r.rps) : null,
+      const res = await runPhase(t, gateways, phase === 'gateway-redis');
+      res.round = r;
+      res.loadavg = os.loadavg()[0];
+      const gwCpu = t.gw ? res.cpu.gw[t.gw] : null;
+      res.usPerReq = {
+        proxy: gwCpu === null ? null : perReq(gwCpu, res.rps),
+        upstream: perReq(res.cpu.upstream, res.rps),
+        load: perReq(res.cpu.load, res.rps),
+        redis: phase === 'gateway-redis' && res.cpu.redis !== null ? perReq(res.cpu.redis, res.rps) : null,
       };
+      results[phase].push(res);
       console.log(
-        `      cpu per request: ${t.gw ? `gateway ${r.usPerReq.gateway} µs, ` : ''}${r.usPerReq.redis !== null ? `redis-server ${r.usPerReq.redis} µs, ` : ''}upstream ${r.usPerReq.upstream} µs, load generator ${r.usPerReq.load} µs` +
-          (phase === 'gateway-redis' ? `; redis ${fmt(r.redisCmds / r.completedAll, 2)} commands/request; limiter degraded ${r.limiter.degraded}, switches ${r.limiter.switches}, store errors ${r.limiter.storeErrors}` : ''),
+        `  ${String(i + 1).padStart(3)}. r${r + 1} ${phase.padEnd(16)} ${fmt(res.rps, 0).padStart(6)} req/s  p50 ${fmt(res.p50, 2)} ms  p99 ${fmt(res.p99, 2)} ms  ` +
+          `err/non-2xx ${res.errors}/${res.non2xx}  ${t.gw ? `${phase} ${gwCpu ?? '-'}% ${res.usPerReq.proxy ?? '-'} µs, ` : ''}upstream ${res.cpu.upstream}% ${res.usPerReq.upstream} µs, ` +
+          `load gen ${res.cpu.load}% ${res.usPerReq.load} µs${res.usPerReq.redis !== null ? `, redis-server ${res.usPerReq.redis} µs` : ''}, other ${res.cpu.other}%, loadavg ${res.loadavg.toFixed(1)}`,
       );
     }
 
-    // ---- close gateways (flushes the access logs), then look at them
+    // ---- close the proxies (flushes the access logs), then count the lines
     await Promise.all(Object.values(gateways).map((g) => g.close()));
-    const workersExit = gateways.workers.exit; // { code, signal, ms } of the keygate primary after SIGTERM
-    const logged = { gateway: variants.log.log, ...(redis ? { 'gateway-redis': variants.redis.log } : {}), 'gateway-workers': workersVariant.log };
     const logs = {};
-    for (const [phase, file] of Object.entries(logged)) {
+    for (const phase of ['gateway', 'gateway-redis', 'gateway-compare', 'gateway-workers']) {
+      if (!results[phase]) continue;
+      const file = phase === 'gateway-workers' ? workersLog : variants[phase].log;
       logs[phase] = {
         ...(await countLog(file)),
         bytes: statSync(file, { throwIfNoEntry: false })?.size ?? 0,
-        sent: results[phase].reduce((s, r) => s + r.completed, 0),
-        warm: results[phase].reduce((s, r) => s + r.warmupCompleted, 0),
+        expected: results[phase].reduce((s, r) => s + r.completed + r.warmupCompleted, 0) + 2,
       };
     }
-    const nolog = await countLog(variants.nolog.log);
 
-    // ---- revocation delay across two instances
     const revocation = await runRevocation();
 
-    // ---- summary
-    const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
-    const agg = (rs) => ({
-      runs: rs.length,
-      rps: mean(rs.map((r) => r.rps)),
-      p50: mean(rs.map((r) => r.p50)),
-      p99: mean(rs.map((r) => r.p99)),
-      errors: rs.reduce((s, r) => s + r.errors, 0),
-      non2xx: rs.reduce((s, r) => s + r.non2xx, 0),
-      gwUsPerReq: rs[0].usPerReq.gateway === null ? null : Math.round(mean(rs.map((r) => r.usPerReq.gateway))),
-      upUsPerReq: Math.round(mean(rs.map((r) => r.usPerReq.upstream))),
-      redisUsPerReq: rs[0].usPerReq.redis === null ? null : Math.round(mean(rs.map((r) => r.usPerReq.redis))),
-      redisCmdsPerReq: rs[0].redisCmds === undefined ? null : rs.reduce((s, r) => s + r.redisCmds, 0) / rs.reduce((s, r) => s + r.completedAll, 0),
-    });
-    const A = Object.fromEntries(Object.entries(results).map(([name, rs]) => [name, agg(rs)]));
-    const base = A.baseline;
-    const ratio = (x, y) => (y > 0 ? x / y : NaN);
-    const bRps = results.baseline.map((r) => r.rps);
-    const drift = bRps.length > 1 ? (Math.max(...bRps) - Math.min(...bRps)) / mean(bRps) : 0;
-
-    console.log(`\nSummary (baseline = mean of ${base.runs} runs: ${bRps.map((x) => fmt(x, 0)).join(', ')} req/s; spread ${fmt(drift * 100, 1)}%)`);
-    const rows = [
-      ['phase', 'req/s', 'p50 ms', 'p99 ms', 'err/non2xx', 'rps ×base', 'p50 ×base', 'p99 ×base'],
-      ...Object.entries(A).map(([name, a]) => [
-        name,
-        fmt(a.rps, 0),
-        fmt(a.p50, 2),
-        fmt(a.p99, 2),
-        `${a.errors}/${a.non2xx}`,
-        fmt(ratio(a.rps, base.rps), 2),
-        fmt(ratio(a.p50, base.p50), 2),
-        fmt(ratio(a.p99, base.p99), 2),
-      ]),
-      ...(redis ? [] : [['gateway-redis', REDIS_SKIPPED, '', '', '', '', '', '']]),
-    ];
-    const widths = rows[0].map((_, c) => Math.max(...rows.filter((r) => r[2] !== '').map((r) => r[c].length)));
-    for (const [i, r] of rows.entries()) {
-      console.log('  ' + (r[2] === '' ? `${r[0].padEnd(widths[0])}  ${r[1]}` : r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ')));
+    // ---- summary: per phase the median and range over the rounds; ratios are taken within a round
+    const median = (xs) => {
+      const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+      if (s.length === 0) return NaN;
+      return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+    };
+    const stat = (xs) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs), n: xs.length });
+    const summary = {};
+    for (const [phase, rs] of Object.entries(results)) {
+      summary[phase] = {
+        rps: stat(rs.map((r) => r.rps)),
+        p50_ms: stat(rs.map((r) => r.p50)),
+        p99_ms: stat(rs.map((r) => r.p99)),
+        cpu_us_per_req: rs[0].usPerReq.proxy === null ? null : stat(rs.map((r) => r.usPerReq.proxy)),
+        upstream_cpu_us_per_req: stat(rs.map((r) => r.usPerReq.upstream)),
+        errors: rs.reduce((s, r) => s + r.errors, 0),
+        non2xx: rs.reduce((s, r) => s + r.non2xx, 0),
+        loadavg: stat(rs.map((r) => r.loadavg)),
+      };
+    }
+    /** x over ref, round by round (each round has both), then median and range */
+    const ratioOf = (x, ref, key) => {
+      if (!results[x] || !results[ref]) return null;
+      const per = results[x].map((rx) => {
+        const rr = results[ref].find((y) => y.round === rx.round);
+        const a = key === 'cpu' ? rx.usPerReq.proxy : rx[key];
+        const b = key === 'cpu' ? rr?.usPerReq.proxy : rr?.[key];
+        return rr && b > 0 ? a / b : NaN;
+      });
+      return stat(per);
+    };
+    const ratios = {};
+    for (const phase of Object.keys(results)) {
+      if (phase === 'baseline') continue;
+      ratios[phase] = {
+        rps_vs_bare: ratioOf(phase, 'bare', 'rps'),
+        cpu_vs_bare: ratioOf(phase, 'bare', 'cpu'),
+        rps_vs_fastify: ratioOf(phase, 'fastify', 'rps'),
+        rps_vs_baseline: ratioOf(phase, 'baseline', 'rps'),
+        p50_vs_bare: ratioOf(phase, 'bare', 'p50'),
+        p99_vs_bare: ratioOf(phase, 'bare', 'p99'),
+      };
+    }
+    const m = (s, d = 2) => (s === null ? 'n/a' : `${fmt(s.median, d)} (${fmt(s.min, d)}–${fmt(s.max, d)})`);
+    console.log(`\nSummary: median (min–max) over ${ROUNDS} round(s); ratios taken within each round; load average during the run ${fmt(Math.min(...Object.values(summary).map((s) => s.loadavg.min)), 1)}–${fmt(Math.max(...Object.values(summary).map((s) => s.loadavg.max)), 1)}`);
+    const rows = [['phase', 'req/s', 'p50 ms', 'p99 ms', 'proxy CPU µs/req', '× bare req/s', '× bare CPU', '× fastify req/s', 'err/non2xx']];
+    for (const [phase, s] of Object.entries(summary)) {
+      const r = ratios[phase];
+      rows.push([phase, m(s.rps, 0), m(s.p50_ms), m(s.p99_ms), m(s.cpu_us_per_req, 0), r ? m(r.rps_vs_bare) : '', r ? m(r.cpu_vs_bare) : '', r ? m(r.rps_vs_fastify) : '', `${s.errors}/${s.non2xx}`]);
+    }
+    const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => row[c].length)));
+    for (const [i, row] of rows.entries()) {
+      console.log('  ' + row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  '));
       if (i === 0) console.log('  ' + widths.map((w) => '-'.repeat(w)).join('  '));
     }
-    const logCost = 1 - ratio(A.gateway.rps, A['gateway-nolog'].rps);
-    console.log(
-      `  CPU per request: upstream ${base.upUsPerReq} µs; gateway ${A.gateway.gwUsPerReq} µs with access log, ${A['gateway-nolog'].gwUsPerReq} µs without ` +
-        `(×${fmt(ratio(A.gateway.gwUsPerReq, base.upUsPerReq), 2)} / ×${fmt(ratio(A['gateway-nolog'].gwUsPerReq, base.upUsPerReq), 2)} the upstream's own cost)`,
-    );
-    console.log(`  access log: costs ${fmt(logCost * 100, 1)}% throughput (gateway vs gateway-nolog); p50 ×${fmt(ratio(A.gateway.p50, A['gateway-nolog'].p50), 2)}, p99 ×${fmt(ratio(A.gateway.p99, A['gateway-nolog'].p99), 2)}; gateway CPU per request ${signed((ratio(A.gateway.gwUsPerReq, A['gateway-nolog'].gwUsPerReq) - 1) * 100, 1)}%`);
-    const R = A['gateway-redis'];
-    if (R) {
-      console.log(
-        `  Redis rate limits (gateway-redis vs gateway, both with access log): rps ×${fmt(ratio(R.rps, A.gateway.rps), 2)}, p50 ×${fmt(ratio(R.p50, A.gateway.p50), 2)}, p99 ×${fmt(ratio(R.p99, A.gateway.p99), 2)}; ` +
-          `gateway CPU per request ${signed((ratio(R.gwUsPerReq, A.gateway.gwUsPerReq) - 1) * 100, 1)}% (${R.gwUsPerReq} vs ${A.gateway.gwUsPerReq} µs), plus redis-server ${R.redisUsPerReq} µs; ` +
-          `${fmt(R.redisCmdsPerReq, 2)} redis commands/request; non-2xx ${R.non2xx}${R.non2xx === 0 ? ' (no request limited)' : '  <- REQUESTS REFUSED'}`,
-      );
-    } else console.log(`  Redis rate limits: ${REDIS_SKIPPED}`);
-    const W = A['gateway-workers'];
-    const wParts = results['gateway-workers'].map((r) => r.parts).filter(Boolean);
-    const meanPct = (xs) => (xs.length && xs.every((x) => x !== null) ? Math.round(mean(xs)) : null);
-    const wPrimaryPct = meanPct(wParts.map((p) => p.primary));
-    const wWorkersPct = wParts.length ? wParts[0].workers.map((_, i) => meanPct(wParts.map((p) => p.workers[i]))) : [];
-    const wTotalPct = meanPct(results['gateway-workers'].map((r) => r.cpu.gw.workers));
-    console.log(
-      `  workers (gateway-workers: \`keygate serve\`, workers: auto = ${WORKERS}, vs gateway: 1 process, both with access log): rps ×${fmt(ratio(W.rps, A.gateway.rps), 2)}, ` +
-        `p50 ×${fmt(ratio(W.p50, A.gateway.p50), 2)}, p99 ×${fmt(ratio(W.p99, A.gateway.p99), 2)}; vs baseline rps ×${fmt(ratio(W.rps, base.rps), 2)}, p50 ×${fmt(ratio(W.p50, base.p50), 2)}, p99 ×${fmt(ratio(W.p99, base.p99), 2)}; ` +
-        `non-2xx ${W.non2xx}, errors ${W.errors}${W.non2xx === 0 && W.errors === 0 ? ' (no request limited or failed)' : '  <- REQUESTS REFUSED OR FAILED'}`,
-    );
-    console.log(
-      `      cpu (% of one core, /proc of the primary and its workers): ${wTotalPct ?? 'n/a'}% in all = primary ${wPrimaryPct ?? 'n/a'}% + workers ${wWorkersPct.map((x) => `${x ?? 'n/a'}%`).join(' + ')}; ` +
-        `${W.gwUsPerReq ?? 'n/a'} µs per request (gateway: ${A.gateway.gwUsPerReq} µs); stopped with SIGTERM: exit ${workersExit.code ?? workersExit.signal} after ${fmt(workersExit.ms, 0)} ms` +
-        (workersExit.code === 0 ? ' (every worker drained)' : '  <- DID NOT EXIT 0'),
-    );
-    console.log(
-      `      on this ${os.cpus().length}-core machine the load generator and the echo upstream compete with the ${WORKERS} workers for the same cores ` +
-        `(the primary also keeps the shared rate-limit counters, asked over IPC): this ratio understates what more cores give a gateway with workers`,
-    );
-    if (W.non2xx !== 0 || workersExit.code !== 0) process.exitCode = 1; // a check, not only a number
-    const all = Object.values(results).flat();
-    const otherMax = Math.max(...all.map((r) => r.cpu.other));
-    if (otherMax >= 15) {
-      console.log(`  WARNING: other processes on this machine used up to ${otherMax}% of a core during a measured phase: numbers are disturbed; rerun on a quiet machine`);
-    }
-    // + the 401 and 200 of the correctness check. autocannon stops with up to one request in flight per
-    // connection at the end of each warmup and measured run: those reach the gateway (and its log) uncounted.
+    if (results['gateway-nolog'] && results.gateway) console.log(`  access log: gateway CPU per request ×${m(ratioOf('gateway', 'gateway-nolog', 'cpu'))} of gateway-nolog's`);
+    if (results['gateway-redis'] && results.gateway) console.log(`  Redis rate limits: gateway-redis req/s ×${m(ratioOf('gateway-redis', 'gateway', 'rps'))} of gateway's, CPU ×${m(ratioOf('gateway-redis', 'gateway', 'cpu'))}`);
+    if (results['gateway-compare'] && results.gateway) console.log(`  this build vs BENCH_COMPARE_DIST: req/s ×${m(ratioOf('gateway', 'gateway-compare', 'rps'))}, CPU per request ×${m(ratioOf('gateway', 'gateway-compare', 'cpu'))}`);
     for (const [phase, l] of Object.entries(logs)) {
-      const expected = l.sent + l.warm + 2;
-      const slack = 2 * CONNECTIONS * results[phase].length;
-      const extra = l.requests - expected;
-      console.log(
-        `  access log of ${phase}: ${l.requests} request lines (+${l.lines - l.requests} other log lines, e.g. the audit record of the key's creation), ${fmt(l.bytes / 1e6, 1)} MB; completed requests ${expected} (${l.sent} measured + ${l.warm} warmup + 2 checks)` +
-          (extra >= 0 && extra <= slack ? `, +${extra} in flight when autocannon stopped (ok, ≤ ${slack})` : `  <- MISMATCH: ${extra} lines off (at most +${slack} expected)`) +
-          (phase === 'gateway' ? `; no-log gateway wrote ${nolog.requests} request lines (${nolog.lines} in all)` : ''),
-      );
+      const slack = 2 * CONNECTIONS * results[phase].length * 2;
+      const extra = l.requests - l.expected;
+      const ok = extra >= 0 && extra <= slack;
+      console.log(`  access log of ${phase}: ${l.requests} request lines, ${fmt(l.bytes / 1e6, 1)} MB; completed ${l.expected}${ok ? ` (+${extra} in flight when autocannon stopped)` : `  <- MISMATCH: ${extra} off`}`);
+      if (!ok) process.exitCode = 1;
     }
+    const otherMax = Math.max(...Object.values(results).flat().map((r) => r.cpu.other));
+    const loadMax = Math.max(...Object.values(summary).map((s) => s.loadavg.max));
+    if (otherMax >= 15 || loadMax > os.cpus().length) {
+      console.log(`  WARNING: the machine was loaded (other processes up to ${otherMax}% of a core, load average up to ${fmt(loadMax, 1)} on ${os.cpus().length} CPUs): read CPU µs/request and the within-round ratios, not absolute req/s`);
+    }
+    if (Object.values(summary).some((s) => s.non2xx > 0 || s.errors > 0)) process.exitCode = 1;
     const revLine = (name, x) =>
-      typeof x === 'string'
-        ? `  revocation, ${name}: ${x}`
-        : `  revocation, ${name}: median ${fmt(x.median, 2)} ms, p90 ${fmt(x.p90, 2)} ms, max ${fmt(x.max, 2)} ms over ${x.toggles} changes${x.timeouts ? ` (${x.timeouts} not seen within 1 s)` : ''}`;
+      typeof x === 'string' ? `  revocation, ${name}: ${x}` : `  revocation, ${name}: median ${fmt(x.median, 2)} ms, p90 ${fmt(x.p90, 2)} ms, max ${fmt(x.max, 2)} ms over ${x.toggles} changes${x.timeouts ? ` (${x.timeouts} not seen within 1 s)` : ''}`;
     if (revocation) {
       console.log(revLine('keys in Redis (pub/sub)   ', revocation.redis));
       console.log(revLine('keys in one SQLite file   ', revocation.sqlite));
     }
 
+    const rnd = (s, d) => (s === null ? null : { median: round(s.median, d), min: round(s.min, d), max: round(s.max, d), n: s.n });
     const revJson = (x) =>
-      x === undefined ? null : typeof x === 'string' ? x : {
-        toggles: x.toggles, timeouts: x.timeouts, median_ms: round(x.median, 2), p90_ms: round(x.p90, 2), max_ms: round(x.max, 2),
-        set_active_median_ms: round(x.setActiveMedian, 2), poll_rtt_median_ms: round(x.pollRttMedian, 2), poll_interval_mean_ms: round(x.pollIntervalMean, 2),
-      };
-    /** `<prefix>_rps`, `_p50`, `_p99`: a phase's numbers over a reference phase's, for the JSON line */
-    const ratios = (prefix, x, ref) => ({
-      [`${prefix}_rps`]: round(ratio(x.rps, ref.rps), 3),
-      [`${prefix}_p50`]: round(ratio(x.p50, ref.p50), 3),
-      [`${prefix}_p99`]: round(ratio(x.p99, ref.p99), 3),
-    });
+      x === undefined ? null : typeof x === 'string' ? x : { toggles: x.toggles, timeouts: x.timeouts, median_ms: round(x.median, 2), p90_ms: round(x.p90, 2), max_ms: round(x.max, 2) };
     const json = {
       bench: 'keygate-proxy',
       node: process.version,
@@ -614,43 +343,26 @@ async function main() {
       warmup_s: WARMUP,
       rounds: ROUNDS,
       target: TARGET,
-      baseline_runs_rps: bRps.map((x) => Math.round(x)),
-      other_cpu_max_pct: otherMax,
+      loadavg_before: loadBefore.map((x) => round(x, 2)),
       busy_before_pct: busyBefore,
-      ...Object.fromEntries(
-        Object.entries(A).map(([name, a]) => [
-          name.replace('-', '_'),
+      other_cpu_max_pct: otherMax,
+      phases: Object.fromEntries(
+        Object.entries(summary).map(([p, s]) => [
+          p,
           {
-            rps: Math.round(a.rps),
-            p50_ms: round(a.p50, 2),
-            p99_ms: round(a.p99, 2),
-            errors: a.errors,
-            non2xx: a.non2xx,
-            ...(a.gwUsPerReq === null ? {} : { gateway_cpu_us_per_req: a.gwUsPerReq }),
-            ...(a.redisUsPerReq === null ? {} : { redis_server_cpu_us_per_req: a.redisUsPerReq, redis_commands_per_req: round(a.redisCmdsPerReq, 2) }),
-            upstream_cpu_us_per_req: a.upUsPerReq,
+            rps: rnd(s.rps, 0), p50_ms: rnd(s.p50_ms, 2), p99_ms: rnd(s.p99_ms, 2), cpu_us_per_req: rnd(s.cpu_us_per_req, 0), upstream_cpu_us_per_req: rnd(s.upstream_cpu_us_per_req, 0),
+            errors: s.errors, non2xx: s.non2xx, loadavg: rnd(s.loadavg, 2),
+            rounds: results[p].map((r) => ({ round: r.round + 1, rps: Math.round(r.rps), p50_ms: round(r.p50, 2), p99_ms: round(r.p99, 2), cpu_us_per_req: r.usPerReq.proxy, loadavg: round(r.loadavg, 2), other_cpu_pct: r.cpu.other })),
           },
         ]),
       ),
-      ...(R ? {} : { gateway_redis: REDIS_SKIPPED }),
-      workers: { count: WORKERS, cpu_pct: wTotalPct, primary_cpu_pct: wPrimaryPct, worker_cpu_pct: wWorkersPct, exit_code: workersExit.code, stop_ms: round(workersExit.ms, 0) },
-      ratio: {
-        ...ratios('gateway', A.gateway, base),
-        ...ratios('nolog', A['gateway-nolog'], base),
-        log_cost_rps: round(logCost, 3),
-        log_cost_cpu_per_req: round(ratio(A.gateway.gwUsPerReq, A['gateway-nolog'].gwUsPerReq) - 1, 3),
-        ...ratios('workers', W, base),
-        ...ratios('workers_vs_gateway', W, A.gateway),
-        ...(R
-          ? {
-              ...ratios('redis', R, base),
-              ...ratios('redis_vs_gateway', R, A.gateway),
-              redis_vs_gateway_cpu_per_req: round(ratio(R.gwUsPerReq, A.gateway.gwUsPerReq) - 1, 3),
-            }
-          : {}),
-      },
+      ratios: Object.fromEntries(Object.entries(ratios).map(([p, r]) => [p, Object.fromEntries(Object.entries(r).map(([k, v]) => [k, rnd(v, 3)]))])),
+      access_log_lines: Object.fromEntries(Object.entries(logs).map(([p, l]) => [p, { lines: l.requests, completed: l.expected }])),
       revocation: revocation ? { redis: revJson(revocation.redis), sqlite: revJson(revocation.sqlite) } : 'skipped: BENCH_REVOCATIONS=0',
     };
+    const out = process.env.BENCH_OUT || path.join(os.tmpdir(), `keygate-bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+    writeFileSync(out, JSON.stringify(json, null, 2) + '\n');
+    console.log(`  JSON: ${out}`);
     console.log(JSON.stringify(json));
 
     if (redis) {
@@ -695,9 +407,9 @@ async function main() {
           writeFileSync(file, configYaml({ upstreamUrl: upstream.url, keys: p.keys, rateLimits: p.rateLimits, log: path.join(tmp, `revocation-${name}-${who}.log`), accessLog: false }));
           return file;
         });
-        const a = await startGatewayChild(files[0], { key: { name: `revoke-${name}` } });
+        const a = await startGatewayChild(children, files[0], { key: { name: `revoke-${name}` } });
         started.push(a);
-        const b = await startGatewayChild(files[1], { key: null }); // B only uses the key A made
+        const b = await startGatewayChild(children, files[1], { key: null }); // B only uses the key A made
         started.push(b);
         const r = await measureRevocation({ a, b, keyId: a.keyId, secret: a.secret, target: TARGET, toggles: REVOCATIONS, pollMs: 1, boundMs: 1000 });
         out[name] = r;
@@ -719,7 +431,7 @@ async function main() {
   }
 
   async function runPhase(t, gateways, withRedis) {
-    const child = fork(SELF, ['--load', JSON.stringify({ url: t.url, headers: t.headers, connections: CONNECTIONS, duration: DURATION, warmup: WARMUP })], {
+    const child = fork(LOAD, [JSON.stringify({ url: t.url, headers: t.headers, connections: CONNECTIONS, duration: DURATION, warmup: WARMUP })], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     children.add(child);
@@ -772,7 +484,7 @@ async function main() {
         const [c0, c1] = [await cmdsBefore, await redisCommands()];
         extra.redisCmds = c1 - c0;
         extra.completedAll = result.completed;
-        extra.limiter = await gateways.redis.call('limiter');
+        extra.limiter = await gateways['gateway-redis'].call('limiter');
       }
       return {
         ...result,
@@ -806,239 +518,9 @@ async function main() {
     const machine = os.cpus().reduce((s, c) => s + c.times.user + c.times.nice + c.times.sys + c.times.irq, 0); // ms, all cores
     const redisCpu = redis ? procCpu(redis.pid) : null;
     const names = Object.keys(gateways);
-    const usages = await Promise.all(names.map((n) => (gateways[n].closed ? null : gateways[n].call('cpu'))));
+    // every process from /proc (the same 10 ms ticks for all); a workers gateway sums its primary and workers
+    const usages = await Promise.all(names.map((n) => (gateways[n].closed ? null : gateways[n].workerPids ? gateways[n].call('cpu') : procCpu(gateways[n].pid))));
     return { wall, self, machine, redis: redisCpu, gws: Object.fromEntries(names.map((n, i) => [n, usages[i]])) };
   }
-
-  /** A private redis-server on a free loopback port, no persistence (as test/redis.ts does). */
-  async function startRedisServer(bin) {
-    let port = await freePort();
-    if (port === 6379) port = await freePort(); // never the machine's usual Redis port
-    const { child, output } = spawnTracked(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
-    await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`redis-server did not start within 10 s: ${output()}`)), 10_000);
-      const onData = () => {
-        if (output().includes('Ready to accept connections')) {
-          clearTimeout(timer);
-          child.stdout.off('data', onData);
-          child.off('exit', onExit);
-          resolve();
-        }
-      };
-      const onExit = (code, sig) => {
-        clearTimeout(timer);
-        reject(new Error(`redis-server exited (${code ?? sig}) before it was ready: ${output()}`));
-      };
-      child.stdout.on('data', onData);
-      child.once('exit', onExit);
-    });
-    return {
-      url: `redis://127.0.0.1:${port}`,
-      port,
-      pid: child.pid,
-      stop: () =>
-        new Promise((resolve) => {
-          if (child.exitCode !== null || child.signalCode !== null) return resolve(children.delete(child));
-          const t = setTimeout(() => child.kill('SIGKILL'), 5_000);
-          child.once('exit', () => {
-            clearTimeout(t);
-            children.delete(child);
-            resolve();
-          });
-          child.kill('SIGTERM');
-        }),
-    };
-  }
-
-  /**
-   * gateway-workers: the key made with `keygate keys create … --json`, then `node bin/keygate.js serve -c FILE`
-   * (the config says `workers: auto`), our child being the primary; ready once `want` workers have logged
-   * "keygate listening" (to the log file). Same shape as startGatewayChild's result: url, secret, keyId, pid,
-   * call('cpu') (summed /proc CPU of the primary and its workers, with the parts), close() (SIGTERM, wait for exit).
-   */
-  async function startClusterGateway(configFile, logFile, want) {
-    const made = spawnSync(
-      process.execPath,
-      [KEYGATE_BIN, 'keys', 'create', '-c', configFile, '--name', 'bench-workers', '--role', 'operator', '--scopes', 'agents,workflows', '--rate-limit', String(NO_LIMIT), '--json'],
-      { encoding: 'utf8', timeout: 30_000 },
-    );
-    let created;
-    try {
-      created = JSON.parse(made.stdout);
-    } catch {
-      throw new Error(`keygate keys create failed (exit ${made.status ?? made.signal}${made.error ? `, ${made.error.message}` : ''}): ${made.stdout}${made.stderr}`);
-    }
-    if (made.status !== 0 || !created?.key || !created?.apiKey?.id) throw new Error(`keygate keys create: exit ${made.status}, ${made.stdout}${made.stderr}`);
-
-    const { child, output } = spawnTracked(process.execPath, [KEYGATE_BIN, 'serve', '-c', configFile]);
-    let exit = null;
-    const exited = new Promise((resolve) =>
-      child.once('exit', (code, signal) => {
-        exit = { code, signal };
-        children.delete(child);
-        resolve();
-      }),
-    );
-
-    // the workers log "keygate listening" (with their pid and url) to the log file; poll it
-    const listening = new Map(); // worker pid → url
-    const t0 = performance.now();
-    while (listening.size < want) {
-      if (exit) throw new Error(`keygate serve exited (${exit.code ?? exit.signal}) before ${want} workers listened: ${output()}`);
-      if (performance.now() - t0 > 30_000) throw new Error(`keygate serve: ${listening.size} of ${want} workers listening after 30 s: ${output()}`);
-      await new Promise((r) => setTimeout(r, 50));
-      let text = '';
-      try {
-        text = readFileSync(logFile, 'utf8');
-      } catch {}
-      for (const line of text.split('\n')) {
-        if (!line.includes('"keygate listening"')) continue;
-        try {
-          const j = JSON.parse(line);
-          if (j.pid !== child.pid) listening.set(j.pid, j.url);
-        } catch {}
-      }
-    }
-    const workerPids = [...listening.keys()];
-    for (const pid of workerPids) grandchildren.set(pid, child.pid);
-    const g = {
-      pid: child.pid,
-      workerPids,
-      listenUrls: [...listening.values()],
-      url: listening.get(workerPids[0]),
-      secret: created.key,
-      keyId: created.apiKey.id,
-      closed: false,
-      exit: null,
-      call: async (op) => {
-        if (op !== 'cpu') throw new Error(`gateway-workers: no ${op} (not an IPC child)`);
-        const primary = procCpu(child.pid);
-        const workers = workerPids.map((pid) => (procPpid(pid) === child.pid ? procCpu(pid) : null)); // null: gone (restarted?)
-        if (!primary || workers.includes(null)) return null;
-        const all = [primary, ...workers];
-        return { user: all.reduce((s, c) => s + c.user, 0), system: all.reduce((s, c) => s + c.system, 0), parts: { primary, workers } };
-      },
-      close: async () => {
-        if (g.closed) return;
-        g.closed = true;
-        const t = performance.now();
-        if (!exit) {
-          const kill = setTimeout(() => {
-            for (const pid of workerPids) {
-              if (procPpid(pid) === child.pid) {
-                try {
-                  process.kill(pid, 'SIGKILL');
-                } catch {}
-              }
-            }
-            child.kill('SIGKILL');
-          }, 15_000);
-          child.kill('SIGTERM'); // the primary drains every worker, then exits 0
-          await exited;
-          clearTimeout(kill);
-        }
-        g.exit = { ...exit, ms: performance.now() - t };
-        for (const pid of workerPids) grandchildren.delete(pid);
-      },
-    };
-    return g;
-  }
-
-  function startGatewayChild(configFile, opts = {}) {
-    const child = fork(SELF, ['--gateway', configFile, JSON.stringify(opts)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    children.add(child);
-    let nextId = 0;
-    const pending = new Map();
-    child.on('message', (m) => {
-      if (m?.type === 'reply') {
-        const p = pending.get(m.id);
-        pending.delete(m.id);
-        if (p) m.ok ? p.resolve(m.value) : p.reject(new Error(`gateway child: ${m.error}`));
-      }
-    });
-    child.on('exit', () => {
-      for (const p of pending.values()) p.reject(new Error('gateway child exited'));
-      pending.clear();
-    });
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`gateway child (${configFile}) did not start within 30 s`)), 30_000);
-      child.once('exit', (code, sig) => {
-        clearTimeout(timer);
-        reject(new Error(`gateway child (${configFile}) exited (${code ?? sig}) before it was ready`));
-      });
-      child.on('message', (m) => {
-        if (m?.type !== 'ready') return;
-        clearTimeout(timer);
-        resolve({
-          ...m,
-          /** ask the child: cpu, limiter, setActive {id, active} */
-          call: (op, args, timeoutMs = 5_000) =>
-            new Promise((res, rej) => {
-              const id = nextId++;
-              const timer = setTimeout(() => pending.has(id) && (pending.delete(id), rej(new Error(`gateway child did not answer ${op} within ${timeoutMs} ms`))), timeoutMs);
-              timer.unref();
-              pending.set(id, {
-                resolve: (v) => (clearTimeout(timer), res(v)),
-                reject: (e) => (clearTimeout(timer), rej(e)),
-              });
-              child.send({ type: 'call', id, op, args });
-            }),
-          close: () =>
-            new Promise((res) => {
-              if (child.exitCode !== null || child.signalCode !== null) {
-                children.delete(child);
-                return res();
-              }
-              const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
-              child.once('exit', () => {
-                clearTimeout(t);
-                children.delete(child);
-                res();
-              });
-              child.send({ type: 'close' });
-            }),
-        });
-      });
-    });
-  }
 }
 
-/** Parent pid of a process, from /proc; null where there is none. */
-function procPpid(pid) {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  } catch {
-    return null;
-  }
-}
-
-async function redisVersion(bin) {
-  return /v=(\S+)/.exec(spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout ?? '')?.[1] ?? '?';
-}
-
-async function autocannonVersion() {
-  try {
-    const { createRequire } = await import('node:module');
-    return createRequire(import.meta.url)('autocannon/package.json').version;
-  } catch {
-    return '?';
-  }
-}
-
-/** µs of CPU per request from a CPU share (% of one core) and a request rate */
-function perReq(cpuPct, rps) {
-  return rps > 0 ? Math.round(((cpuPct / 100) * 1e6) / rps) : null;
-}
-
-function signed(x, digits) {
-  return Number.isFinite(x) ? (x >= 0 ? '+' : '') + x.toFixed(digits) : 'n/a';
-}
-
-function fmt(x, digits) {
-  return x === null || x === undefined || Number.isNaN(x) ? 'n/a' : x.toFixed(digits);
-}
-
-function round(x, digits) {
-  return Number.isFinite(x) ? Number(x.toFixed(digits)) : null;
-}
