@@ -9,7 +9,7 @@ import type { KeyAccess } from './keys/model.js';
 import { digestSecret } from './keys/secret.js';
 import { KeyStoreUnavailableError, type KeyService } from './keys/service.js';
 import { normaliseTarget } from './routes/path.js';
-import { mayContain, takeParam } from './routes/query.js';
+import { credentialInQuery, mayContain, takeParam } from './routes/query.js';
 import { RouteTable, type Route, type RouteMatch } from './routes/table.js';
 import { answerPreflight, type PreflightAnswer } from './cors.js';
 
@@ -21,6 +21,8 @@ export interface Refusal {
   readonly headers?: OutgoingHttpHeaders;
   /** the JSON-RPC error code, when it is not the one the status implies */
   readonly rpcCode?: number;
+  /** a key was presented and is unknown (counted for listen.max_failed_auth) */
+  readonly unknownKey?: true;
   /** for the access log */
   readonly path?: string;
   readonly route?: Route;
@@ -132,10 +134,16 @@ export class Admitter {
         query = taken.rest;
       }
     }
+    // A credential in the query (other than ?token= where the route accepts it) would land in
+    // upstream access logs: refused, on every route.
+    const credential = extractCredential(headers);
+    const inQuery = credentialInQuery(query, credential.kind === 'key' ? credential.secret : undefined);
+    if (inQuery !== undefined) {
+      return refuse(400, 'bad_request', `${inQuery}; send the key in X-API-Key or Authorization: Bearer${route.config.query_token ? ' (or as the one ?token= this route accepts)' : ''}`, { path, route });
+    }
     const pending: Pending = { match, path, query, remoteNode };
     if (route.config.auth === 'none') return this.admitted(pending, undefined, undefined);
 
-    const credential = extractCredential(headers);
     let secret: string;
     if (credential.kind === 'invalid') return refuse(400, 'bad_request', credential.message, { path, route });
     if (credential.kind === 'key') {
@@ -164,7 +172,7 @@ export class Admitter {
     const { match, path, query } = p;
     const route = match.route;
     if (access === null) {
-      return refuse(401, 'unauthorized', 'API key is not valid', { headers: WWW_AUTHENTICATE_INVALID, path, route });
+      return refuse(401, 'unauthorized', 'API key is not valid', { headers: WWW_AUTHENTICATE_INVALID, path, route, unknownKey: true });
     }
     let workspace: string | undefined;
     const source = route.config.workspace;

@@ -14,7 +14,8 @@ import { isPreflight, responseCors } from './cors.js';
 import type { Route } from './routes/table.js';
 import { currentUser, forDagu130 } from './answers/current-user.js';
 import type { VersionGate, VersionRefusal } from './upstream-version/gate.js';
-import { assignRequestId, upstreamRequestHeaders, type Forwarding, type Identity } from './proxy/headers.js';
+import { FailedAuthThrottle } from './admin/throttle.js';
+import { assignRequestId, underscoreHeader, upstreamRequestHeaders, type Forwarding, type Identity } from './proxy/headers.js';
 import type { Upstream, Upstreams } from './proxy/upstream.js';
 import { WebSocketProxy } from './proxy/websocket.js';
 import { UNAVAILABLE, type KeyRateLimiter } from './limits/limiter.js';
@@ -69,6 +70,8 @@ export class Pipeline {
   private readonly accessLog: AccessLog | undefined;
   private readonly now: () => number;
   private readonly health: PipelineOptions['health'];
+  /** listen.max_failed_auth: unknown keys per client address (a listen change needs a restart) */
+  private readonly failedAuth: FailedAuthThrottle;
 
   constructor(opts: PipelineOptions) {
     this.config = opts.config;
@@ -83,6 +86,7 @@ export class Pipeline {
     this.accessLog = opts.accessLog;
     this.now = opts.now;
     this.health = opts.health;
+    this.failedAuth = new FailedAuthThrottle(opts.config.listen.max_failed_auth, 60_000, opts.now);
   }
 
   // ------------------------------------------------------------------ HTTP
@@ -98,9 +102,9 @@ export class Pipeline {
     const started = performance.now();
     res.stage('x-request-id', assignRequestId(req.headers));
     if (req.method === 'OPTIONS' && isPreflight(req.method, req.headers) && this.preflight(req, res, started)) return;
-    let outcome: Outcome | Promise<Outcome>;
+    let outcome: Outcome | Promise<Outcome> | undefined = this.screen(req);
     try {
-      outcome = this.admitter.admit(req.method!, req.url!, req.headers);
+      outcome ??= this.admitter.admit(req.method!, req.url!, req.headers);
     } catch (err) {
       this.internalError(req, res, started, err);
       return;
@@ -292,6 +296,22 @@ export class Pipeline {
   }
 
   /** Count the use and build what the upstream receives; shared by HTTP and WebSocket. */
+  /**
+   * Before anything else: an address over listen.max_failed_auth (429), and under
+   * listen.underscore_headers: reject a header name with "_" (400). HTTP and WebSocket alike.
+   */
+  private screen(req: GatewayRequest): Refusal | undefined {
+    const wait = this.failedAuth.retryAfter(req.remoteAddress);
+    if (wait > 0) {
+      return { forward: false, status: 429, code: 'rate_limited', message: `too many unknown keys from this address; retry in ${wait} s`, headers: { 'retry-after': String(wait) } };
+    }
+    if (this.config.listen.underscore_headers === 'reject') {
+      const name = underscoreHeader(req.headers);
+      if (name !== undefined) return { forward: false, status: 400, code: 'bad_request', message: `header names with "_" are refused (${JSON.stringify(name.slice(0, 64))}): upstreams may read them as "-"` };
+    }
+    return undefined;
+  }
+
   private prepareForward(req: GatewayRequest, o: Admission): { upstream: Upstream; headers: Record<string, string | string[]> } {
     const upstream = o.remoteNode !== undefined ? this.remoteNodes.get(o.remoteNode) : this.upstreams.get(o.route.upstream.name);
     if (o.access) this.usage.record(o.access.key.id, this.now());
@@ -302,6 +322,7 @@ export class Pipeline {
       this.identity(o),
       this.forwarding(req),
       o.route.config.pass_authorization,
+      { underscores: this.config.listen.underscore_headers, pass: o.route.config.pass_headers },
     );
     return { upstream, headers };
   }
@@ -341,6 +362,9 @@ export class Pipeline {
   private access(req: GatewayRequest, o: Outcome, status: number, started: number, upstreamMs: number, error?: string): void {
     const seconds = (performance.now() - started) / 1000;
     const decision = o.forward ? (error ? 'upstream_error' : 'allowed') : refusalDecision(o);
+    if (!o.forward && o.unknownKey === true && this.failedAuth.failed(req.remoteAddress)) {
+      this.logger.warn({ remote_address: req.remoteAddress, max_failed_auth: this.config.listen.max_failed_auth }, 'too many unknown keys from one address: refused with 429 for the rest of the minute');
+    }
     this.metrics.request(o.route?.config.name ?? '-', status, decision, seconds);
     if (upstreamMs >= 0 && o.forward) this.metrics.upstream(o.remoteNode ?? o.route.upstream.name, upstreamMs / 1000);
     const key = o.access?.key;
@@ -426,7 +450,7 @@ export class Pipeline {
       this.access(req, o, 101, started, -1);
     };
     try {
-      const outcome = this.admitter.admit(req.method!, req.url!, req.headers);
+      const outcome = this.screen(req) ?? this.admitter.admit(req.method!, req.url!, req.headers);
       if (outcome instanceof Promise) outcome.then(apply, () => refuseUpgrade(socket, 503, 'unavailable', 'key store unavailable'));
       else apply(outcome);
     } catch {

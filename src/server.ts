@@ -99,6 +99,7 @@ export class Gateway {
           logger: this.logger,
           token: opts.config.admin.token,
           maxFailedAuth: opts.config.admin.max_failed_auth,
+          allowedHosts: [...opts.config.admin.allowed_hosts, opts.config.admin.host.toLowerCase()],
           ...(opts.config.admin.tls ? { tls: this.servedCertificate('admin', loadTls(opts.config.admin.tls)) } : {}),
           now: this.now,
           // a getter: the key page sees the configuration a reload made live

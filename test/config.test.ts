@@ -35,8 +35,8 @@ t.test('a full valid config: defaults, env expansion, includes, normalisation', 
   const src = (f: string, line: number, col: number) => `${shown(path.join(FIXTURES, f))}:${line}:${col}`;
   t.strictSame(cfg, {
     file,
-    listen: { host: '127.0.0.1', port: 9090, trust_forwarded: true, drain_timeout: 10, shutdown_delay: 0, header_timeout: 30, request_timeout: 300, health_prefix: '/_keygate/', public_url: 'https://gw.example.com' },
-    admin: { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10 },
+    listen: { host: '127.0.0.1', port: 9090, trust_forwarded: true, drain_timeout: 10, shutdown_delay: 0, header_timeout: 30, request_timeout: 300, health_prefix: '/_keygate/', public_url: 'https://gw.example.com', underscore_headers: 'drop', max_failed_auth: 0 },
+    admin: { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10, allowed_hosts: [] },
     workers: 1,
     reload: { watch: false },
     store: { keys: `sqlite:${path.join(FIXTURES, 'data/keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory', stale_ttl: 300, state_dir: path.join(FIXTURES, 'data') },
@@ -188,8 +188,8 @@ t.test('defaults everywhere; loading twice shares no state', async (t) => {
   const dir = t.testdir({ 'gateway.yaml': UPSTREAM + 'routes:\n  - { path: /a, upstream: dagu }\n' });
   const a = loadConfig(path.join(dir, 'gateway.yaml'), {});
   const b = loadConfig(path.join(dir, 'gateway.yaml'), {});
-  t.strictSame(a.listen, { host: '0.0.0.0', port: 8080, trust_forwarded: false, drain_timeout: 10, shutdown_delay: 0, header_timeout: 30, request_timeout: 300, health_prefix: '/_keygate/' });
-  t.strictSame(a.admin, { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10 });
+  t.strictSame(a.listen, { host: '0.0.0.0', port: 8080, trust_forwarded: false, drain_timeout: 10, shutdown_delay: 0, header_timeout: 30, request_timeout: 300, health_prefix: '/_keygate/', underscore_headers: 'drop', max_failed_auth: 0 });
+  t.strictSame(a.admin, { host: '127.0.0.1', port: 8081, enabled: true, max_failed_auth: 10, allowed_hosts: [] });
   t.strictSame(a.store, { keys: `sqlite:${path.join(dir, 'keygate.db')}`, rate_limits: 'memory', rate_limits_fallback: 'memory', stale_ttl: 300, state_dir: path.join(dir, 'data') });
   t.strictSame(a.keys, { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 }, usage_retention_days: 30 });
   t.strictSame(a.log, { level: 'info', destination: 'stdout', format: 'json', access_log: true });
@@ -292,7 +292,7 @@ t.test('a __proto__ key is an unknown field, not a prototype', async (t) => {
       line: 2,
       col: 3,
       field: 'listen.__proto__',
-      message: 'unknown field "__proto__"; allowed: host, port, trust_forwarded, drain_timeout, header_timeout, request_timeout, shutdown_delay, health_prefix, public_url, tls',
+      message: 'unknown field "__proto__"; allowed: host, port, trust_forwarded, drain_timeout, header_timeout, request_timeout, shutdown_delay, health_prefix, public_url, tls, underscore_headers, max_failed_auth',
     },
   ]);
 });
@@ -403,7 +403,7 @@ colour: blue
       line: 3,
       col: 3,
       field: 'listen.prot',
-      message: 'unknown field "prot" (did you mean "port"?); allowed: host, port, trust_forwarded, drain_timeout, header_timeout, request_timeout, shutdown_delay, health_prefix, public_url, tls',
+      message: 'unknown field "prot" (did you mean "port"?); allowed: host, port, trust_forwarded, drain_timeout, header_timeout, request_timeout, shutdown_delay, health_prefix, public_url, tls, underscore_headers, max_failed_auth',
     },
     {
       // missing required field: at the route's mapping
@@ -419,7 +419,7 @@ colour: blue
       col: 5,
       field: 'routes[0].upstrem',
       message:
-        'unknown field "upstrem" (did you mean "upstream"?); allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, requires, answer, cors, expose_login, jsonrpc',
+        'unknown field "upstrem" (did you mean "upstream"?); allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_headers, pass_authorization, query_token, requires, answer, cors, expose_login, jsonrpc',
     },
     {
       file,
@@ -781,7 +781,7 @@ routes:
   t.strictSame(
     issuesOf(path.join(bad, 'gateway.yaml')).map((i) => `${i.file}:${i.line}:${i.col} ${i.field}: ${i.message}`),
     [
-      `${gw}:6:31 routes[0].colour: unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, requires, answer, cors, expose_login, jsonrpc`,
+      `${gw}:6:31 routes[0].colour: unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_headers, pass_authorization, query_token, requires, answer, cors, expose_login, jsonrpc`,
       `${gw}:8:10 routes[1].set: must be a mapping of route fields (got a list)`,
       `${gw}:10:12 routes[2].set.include: set cannot contain include`,
     ],
@@ -812,7 +812,7 @@ routes:
       col: 3,
       field: 'routes[1].colour',
       message:
-        'unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_authorization, query_token, requires, answer, cors, expose_login, jsonrpc',
+        'unknown field "colour"; allowed: name, path, methods, host, upstream, auth, surface, scope, role, workspace, strip_prefix, remote_node, pass_headers, pass_authorization, query_token, requires, answer, cors, expose_login, jsonrpc',
     },
     {
       file: inc,

@@ -58,6 +58,10 @@ export interface StackOptions {
   trustForwarded?: boolean;
   /** admin.max_failed_auth (default: the gateway's default) */
   maxFailedAuth?: number;
+  /** more listen fields, flow style without braces, e.g. "underscore_headers: reject" */
+  listen?: string;
+  /** more admin fields, e.g. "allowed_hosts: [keygate.internal]" */
+  admin?: string;
   /** more top-level YAML, e.g. a keys: section */
   yaml?: string;
   /** more environment for ${VAR} in the YAML */
@@ -72,8 +76,8 @@ export async function startStack(dir: string, opts: StackOptions = {}): Promise<
   const file = join(dir, 'gateway.yaml');
   writeFileSync(
     file,
-    `listen: { host: 127.0.0.1, port: 8080${opts.trustForwarded ? ', trust_forwarded: true' : ''} }
-admin: { host: 127.0.0.1${opts.adminToken === undefined ? '' : `, token: "${opts.adminToken}"`}${opts.maxFailedAuth === undefined ? '' : `, max_failed_auth: ${opts.maxFailedAuth}`} }
+    `listen: { host: 127.0.0.1, port: 8080${opts.trustForwarded ? ', trust_forwarded: true' : ''}${opts.listen ? `, ${opts.listen}` : ''} }
+admin: { host: 127.0.0.1${opts.adminToken === undefined ? '' : `, token: "${opts.adminToken}"`}${opts.maxFailedAuth === undefined ? '' : `, max_failed_auth: ${opts.maxFailedAuth}`}${opts.admin ? `, ${opts.admin}` : ''} }
 ${opts.yaml ?? ''}
 store: { keys: "${opts.keys ?? 'sqlite:./keys.db'}", rate_limits: "${opts.rateLimits ?? 'memory'}", rate_limits_fallback: ${opts.rateLimitsFallback ?? 'memory'}${opts.redis ? `, redis: ${JSON.stringify(opts.redis)}` : ''}${opts.store ? `, ${opts.store}` : ''} }
 upstreams:

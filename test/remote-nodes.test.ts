@@ -87,7 +87,7 @@ t.test('?token= works only where the route allows it, and never travels on', asy
   await viaNode.body.text();
   t.equal(prod.received.at(-1)!.query, 'count=1&interval=10');
 
-  t.equal((await call(`/api/v1/dags?token=${k.secret}`)).status, 401, 'a route without query_token ignores ?token=');
+  t.equal((await call(`/api/v1/dags?token=${k.secret}`)).status, 400, 'a route without query_token refuses ?token= (it would reach upstream logs)');
   t.equal((await call(`/api/v1/events/stream?token=${k.secret}`, { 'x-api-key': 'dg_other' })).status, 400, 'two different credentials');
   for (const line of s.logs) if (line.includes(k.secret)) t.fail(`secret in log: ${line}`);
 });

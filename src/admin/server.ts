@@ -4,7 +4,7 @@
 
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { isIP, type AddressInfo } from 'node:net';
 import { KeygateError, ValidationError } from '../errors.js';
 import type { KeyService } from '../keys/service.js';
 import type { Logger } from '../log.js';
@@ -34,6 +34,26 @@ export interface AdminServerOptions {
   maxFailedAuth?: number;
   /** admin.tls: serve HTTPS with this certificate and key */
   tls?: { cert: Buffer; key: Buffer };
+  /** admin.allowed_hosts: Host names answered besides localhost and IP addresses (lower case) */
+  allowedHosts?: readonly string[];
+}
+
+/**
+ * Whether the admin listener answers a request with this Host header: an IP address, localhost, or
+ * a configured name (port ignored). A DNS-rebinding page can only send a name it controls. No Host
+ * (HTTP/1.0, not a browser) is answered.
+ */
+export function hostAllowed(host: string | undefined, allowed: ReadonlySet<string>): boolean {
+  if (host === undefined) return true;
+  let name = host.toLowerCase();
+  if (name.startsWith('[')) {
+    const end = name.indexOf(']');
+    return end !== -1 && isIP(name.slice(1, end)) === 6 && (end === name.length - 1 || name[end + 1] === ':');
+  }
+  const colon = name.indexOf(':');
+  if (colon !== -1) name = name.slice(0, colon);
+  if (name.endsWith('.')) name = name.slice(0, -1);
+  return name === 'localhost' || isIP(name) === 4 || allowed.has(name);
 }
 
 export interface OpsSource {
@@ -81,8 +101,11 @@ export class AdminServer {
   /** the key page (/api-keys, /api-management): static files, see page/serve.ts */
   private readonly page = new KeyPage();
 
+  private readonly allowedHosts: ReadonlySet<string>;
+
   constructor(private readonly opts: AdminServerOptions) {
     const now = opts.now ?? Date.now;
+    this.allowedHosts = new Set(opts.allowedHosts ?? []);
     this.logger = opts.logger;
     this.auth = new AdminAuth(opts.token, opts.keys, now);
     this.throttle = new FailedAuthThrottle(opts.maxFailedAuth ?? 10, 60_000, now);
@@ -154,6 +177,11 @@ export class AdminServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (!hostAllowed(req.headers.host, this.allowedHosts)) {
+      // DNS rebinding: a web page whose name now resolves to this listener sends its own name
+      sendJson(res, 403, { code: 'forbidden', message: 'this admin listener does not answer to that Host; add the name to admin.allowed_hosts' });
+      return;
+    }
     const ops = this.opts.ops;
     const bare = (req.url ?? '').split('?', 1)[0]!;
     if (ops !== undefined && req.method === 'GET' && OPS_PATHS.has(bare)) {

@@ -41,6 +41,7 @@ import type {
   UpstreamConfig,
   WorkspaceSource,
 } from './types.js';
+import { OVERRIDE_HEADER_NAMES } from './types.js';
 import { TlsFileError, loadTls, type TlsFiles } from '../tls.js';
 import { parseRange } from '../upstream-version/range.js';
 
@@ -397,6 +398,7 @@ interface RawRoute {
   remote_node: boolean;
   query_token: boolean;
   pass_authorization: boolean;
+  pass_headers?: string[];
   jsonrpc?: Partial<JsonRpcPolicy> & { max_body_bytes: number; default_tool: RoleOrDeny };
   requires?: { dagu: string };
   answer?: 'current_user';
@@ -694,6 +696,9 @@ function checkRoute(r: RawRoute, p: string, known: string[], rep: Reporter): voi
   }
   if (r.cors) checkCors(r.cors, `${p}/cors`, rep);
   if (r.answer !== undefined && r.auth === 'none') rep.error(`${p}/answer`, `${r.answer} needs a key: not on an auth: none route`);
+  for (const [i, h] of (r.pass_headers ?? []).entries()) {
+    if (!OVERRIDE_HEADER_NAMES.includes(h.toLowerCase())) rep.error(`${p}/pass_headers/${i}`, `"${h}" is not an override header; one of ${OVERRIDE_HEADER_NAMES.join(', ')} (others pass anyway)`);
+  }
   const ws = r.workspace;
   if (typeof ws === 'object' && ws.param !== undefined && !r.path.split('/').includes(`{${ws.param}}`)) {
     rep.error(`${p}/workspace/param`, `path "${r.path}" has no {${ws.param}} segment`);
@@ -720,8 +725,10 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
       health_prefix: listen.health_prefix,
       public_url: listen.public_url,
       tls: listen.tls && resolveTls(listen.tls, dir),
+      underscore_headers: listen.underscore_headers,
+      max_failed_auth: listen.max_failed_auth,
     }),
-    admin: compact({ host: admin.host, port: admin.port, token: admin.token || undefined, enabled: admin.enabled, max_failed_auth: admin.max_failed_auth, tls: admin.tls && resolveTls(admin.tls, dir) }),
+    admin: compact({ host: admin.host, port: admin.port, token: admin.token || undefined, enabled: admin.enabled, max_failed_auth: admin.max_failed_auth, tls: admin.tls && resolveTls(admin.tls, dir), allowed_hosts: admin.allowed_hosts.map((h) => h.toLowerCase()) }),
     workers: raw.workers === 'auto' ? 'auto' : Number(raw.workers),
     reload: { watch: raw.reload.watch },
     store: {
@@ -796,6 +803,7 @@ function normaliseRoute(r: RawRoute, index: number, source: string, cors: CorsCo
     remote_node: r.remote_node,
     query_token: r.query_token,
     pass_authorization: r.pass_authorization,
+    pass_headers: r.pass_headers?.map((h) => h.toLowerCase()),
     jsonrpc: r.jsonrpc && { methods: {}, tools: {}, ...r.jsonrpc },
     requires: r.requires && { dagu: r.requires.dagu },
     answer: r.answer,

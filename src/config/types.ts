@@ -50,6 +50,20 @@ export interface UpstreamConfig {
   max_pending?: number;
 }
 
+/** Headers that make an upstream reinterpret the method or path; removed unless a route's pass_headers lists them. */
+export const OVERRIDE_HEADER_NAMES: readonly string[] = [
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+  'x-original-method',
+  'x-original-url',
+  'x-original-uri',
+  'x-rewrite-url',
+  'x-forwarded-uri',
+  'x-forwarded-path',
+  'x-forwarded-prefix',
+];
+
 /** A CORS policy, defaults filled in. */
 export interface CorsConfig {
   /** origins, or "*" */
@@ -94,6 +108,8 @@ export interface RouteConfig {
   remote_node: boolean;
   /** the key may come as ?token= (EventSource cannot send headers) */
   query_token: boolean;
+  /** method/path override headers forwarded on this route (lower case); others are removed */
+  pass_headers?: string[];
   /** auth: none only: forward the client's own Authorization (a Dagu webhook token) */
   pass_authorization: boolean;
   /** JSON-RPC method policy for A2A / MCP routes */
@@ -151,6 +167,10 @@ export interface ListenConfig {
   public_url?: string;
   /** serve HTTPS: PEM files (absolute paths once loaded) */
   tls?: { cert_file: string; key_file: string };
+  /** header names with "_": not forwarded (drop), refused with 400 (reject) or forwarded (allow) */
+  underscore_headers: 'drop' | 'reject' | 'allow';
+  /** unknown keys per client address and minute before 429; 0 = off */
+  max_failed_auth: number;
 }
 
 /**
@@ -206,7 +226,7 @@ export interface GatewayConfig {
   file: string;
   listen: ListenConfig;
   /** max_failed_auth: failed authentications per client address and minute before 429; 0 = off */
-  admin: { host: string; port: number; token?: string; enabled: boolean; max_failed_auth: number; tls?: { cert_file: string; key_file: string } };
+  admin: { host: string; port: number; token?: string; enabled: boolean; max_failed_auth: number; tls?: { cert_file: string; key_file: string }; /** Host names answered besides localhost and IP literals */ allowed_hosts: string[] };
   /** processes sharing the listeners: a number, or "auto" (one per CPU core) */
   workers: number | 'auto';
   /** watch: reload when the file changes (SIGHUP always reloads) */

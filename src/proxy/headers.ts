@@ -2,6 +2,7 @@
 
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { OVERRIDE_HEADER_NAMES } from '../config/types.js';
 
 // Never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1, and those undici refuses),
 // the client's credentials, and identity headers only the gateway may set.
@@ -31,6 +32,34 @@ const DROP_REQUEST = new Set([
   'x-real-ip',
 ]);
 const IDENTITY_PREFIX = 'x-keygate-';
+
+/**
+ * Headers that make an upstream reinterpret the request's method or path (frameworks honour them:
+ * a viewer's GET must not become a DELETE, nor reach a path the gateway did not authorise).
+ * Removed unless the route lists them in pass_headers.
+ */
+export const OVERRIDE_HEADERS: ReadonlySet<string> = new Set(OVERRIDE_HEADER_NAMES);
+
+/** What crosses besides the fixed rules: listen.underscore_headers and the route's pass_headers. */
+export interface HeaderPolicy {
+  /** drop (and reject, refused before this point): names with "_" are not forwarded */
+  readonly underscores: 'drop' | 'reject' | 'allow';
+  /** override headers this route forwards */
+  readonly pass?: readonly string[] | undefined;
+}
+
+const DEFAULT_POLICY: HeaderPolicy = { underscores: 'drop' };
+
+/** The first header name with an underscore, if any (for underscore_headers: reject). */
+export function underscoreHeader(headers: IncomingHttpHeaders): string | undefined {
+  for (const name in headers) if (name.indexOf('_') !== -1) return name;
+  return undefined;
+}
+
+/** Whether the gateway removes a header of this name (spelt with "-"). */
+function removed(name: string, pass: readonly string[] | undefined): boolean {
+  return DROP_REQUEST.has(name) || name.startsWith(IDENTITY_PREFIX) || (OVERRIDE_HEADERS.has(name) && (pass === undefined || !pass.includes(name)));
+}
 
 // x-request-id: the client sees the id the gateway logged and sent upstream (set by the gateway)
 const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'x-request-id']);
@@ -96,12 +125,17 @@ export function upstreamRequestHeaders(
   fwd: Forwarding,
   /** keep the client's Authorization (auth: none routes that opted in, e.g. Dagu webhooks) */
   passAuthorization = false,
+  policy: HeaderPolicy = DEFAULT_POLICY,
 ): Record<string, string | string[]> {
   const out = Object.create(null) as Record<string, string | string[]>;
   if (passAuthorization && typeof incoming.authorization === 'string') out.authorization = incoming.authorization;
   const listed = connectionTokens(incoming.connection); // headers named in Connection are hop-by-hop too
   for (const name in incoming) {
-    if (DROP_REQUEST.has(name) || name.startsWith(IDENTITY_PREFIX)) continue;
+    if (removed(name, policy.pass)) continue;
+    if (name.indexOf('_') !== -1) {
+      // CGI-style upstreams read "_" as "-": X_API_Key is X-API-Key to them
+      if (policy.underscores !== 'allow' || removed(name.replaceAll('_', '-'), policy.pass)) continue;
+    }
     if (listed !== undefined && listed.includes(name)) continue;
     const v = incoming[name];
     if (v !== undefined) out[name] = v;

@@ -37,3 +37,28 @@ export function takeParam(query: string, name: string, mayBeEncoded = true): Tak
 export function mayContain(query: string, name: string): boolean {
   return query !== '' && (query.indexOf(name) !== -1 || query.indexOf('%') !== -1);
 }
+
+/** Query parameter names that carry a credential (compared decoded, in any case). */
+const CREDENTIAL_PARAMS: ReadonlySet<string> = new Set(['token', 'access_token', 'api_key', 'apikey', 'api-key', 'x-api-key', 'x_api_key', 'key', 'auth', 'authorization', 'bearer', 'id_token', 'refresh_token']);
+
+/** a cheap pre-check: one of those names could be in the query (or it is encoded) */
+const MAY_NAME_CREDENTIAL = /token|key|auth|bearer|%/i;
+
+/**
+ * Why the query carries a credential, or undefined: a parameter named like one, or any parameter
+ * (name or value) holding `secret` (the key presented in a header). Such a query would be written
+ * into upstream access logs, so the request is refused rather than forwarded.
+ */
+export function credentialInQuery(query: string, secret: string | undefined): string | undefined {
+  if (query === '') return undefined;
+  const named = MAY_NAME_CREDENTIAL.test(query);
+  const holds = secret !== undefined && secret.length >= 8;
+  if (!named && !holds) return undefined;
+  for (const part of query.split('&')) {
+    const eq = part.indexOf('=');
+    const name = decodeName(eq === -1 ? part : part.slice(0, eq));
+    if (named && CREDENTIAL_PARAMS.has(name.toLowerCase())) return `query parameter "${name.slice(0, 64)}" carries a credential`;
+    if (holds && (part.includes(secret) || decodeName(part).includes(secret))) return 'the query string carries the API key';
+  }
+  return undefined;
+}
