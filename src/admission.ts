@@ -50,7 +50,7 @@ const WWW_AUTHENTICATE = { 'www-authenticate': 'Bearer realm="keygate"' };
 const WWW_AUTHENTICATE_INVALID = { 'www-authenticate': 'Bearer realm="keygate", error="invalid_token"' };
 
 /** Dagu's password login and first-run setup: never reached through a route that did not opt in. */
-function isLoginPath(path: string): boolean {
+export function isLoginPath(path: string): boolean {
   return path.endsWith('/auth/login') || path.endsWith('/auth/setup') || path.endsWith('/auth/login/') || path.endsWith('/auth/setup/');
 }
 

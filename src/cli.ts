@@ -21,6 +21,7 @@ import { COMMANDS, UsageError, commandHelp, flagMessage, parseCommandLine, type 
 import { normaliseTarget } from './routes/path.js';
 import { RouteTable } from './routes/table.js';
 import { Gateway } from './server.js';
+import { isLoginPath } from './admission.js';
 import { clusterMetricsSource, reportListening, runPrimary, workerCount } from './cluster.js';
 import { createLogger, reopenLogFile } from './log.js';
 import { VERSION } from './version.js';
@@ -446,6 +447,11 @@ function explainCommand(args: string[], v: Values): number {
     out(v.json ? JSON.stringify({ matched: false, status: 404, path: target.path }) : `no route: ${m} ${target.path} gets 404 and reaches no upstream`);
     return 1;
   }
+  if (!match.route.config.expose_login && isLoginPath(target.path)) {
+    const reason = `a login path: not routed without expose_login: true (route ${match.route.config.name} matched)`;
+    out(v.json ? JSON.stringify({ matched: false, status: 404, path: target.path, reason }) : `no route: ${m} ${target.path} gets 404 (${reason})`);
+    return 1;
+  }
   const r = match.route.config;
   const upstreamUrl = match.route.origin + RouteTable.upstreamPath(match.route, target.path) + (target.query ? `?${target.query}` : '');
   const ws = r.workspace === undefined ? 'none' : r.workspace.from === 'key' ? "the key's workspace" : `${r.workspace.from} "${r.workspace.name}"`;
@@ -464,6 +470,9 @@ function explainCommand(args: string[], v: Values): number {
     remote_node: r.remote_node,
     query_token: r.query_token,
     jsonrpc: r.jsonrpc ?? null,
+    requires: r.requires ?? null,
+    answer: r.answer ?? null,
+    cors: r.cors ?? null,
     upstream: r.upstream,
     upstream_url: upstreamUrl,
   };
@@ -477,6 +486,9 @@ function explainCommand(args: string[], v: Values): number {
         ...(r.auth === 'none' ? [] : [`  surface:    ${r.surface}`, `  scopes:     ${r.scopes.join(', ') || 'any'}`, `  min role:   ${r.role ?? 'any'}`, `  workspace:  ${ws}`]),
         ...(r.remote_node ? ['  remote:     ?remoteNode=<name> goes to that remote node'] : []),
         ...(r.query_token ? ['  ?token=:    accepted as the key (stripped before forwarding)'] : []),
+        ...(r.requires ? [`  requires:   Dagu ${r.requires.dagu} (checked against the upstream's GET …/health)`] : []),
+        ...(r.answer ? [`  answer:     ${r.answer}: Keygate answers from the key, nothing is forwarded`] : []),
+        ...(r.cors ? [`  cors:       origins ${r.cors.allowed_origins.join(', ')}; preflights answered by Keygate`] : []),
         ...(r.jsonrpc ? [`  jsonrpc:    methods ${JSON.stringify(r.jsonrpc.methods)}, tools ${JSON.stringify(r.jsonrpc.tools)}, other tools ${r.jsonrpc.default_tool}`] : []),
         `  params:     ${Object.entries(match.params ?? {}).map(([k, val]) => `${k}=${val}`).join(', ') || 'none'}`,
         `  upstream:   ${r.upstream} → ${upstreamUrl}`,

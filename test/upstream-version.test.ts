@@ -214,3 +214,34 @@ routes:
   const metrics = await (await request(`${s.gateway.adminUrl}/metrics`)).body.text();
   t.match(metrics, /keygate_upstream_credential_rejections_total\{upstream="dagu",kind="upstream"\} 2/);
 });
+
+t.test('login paths: 404 unless the matching route says expose_login; a remote node refusing its credential', async (t) => {
+  const prod = await startEchoUpstream({ name: 'prod' });
+  t.teardown(() => prod.close());
+  const routes = `
+routes:
+  - { path: /api/v2/auth/login, methods: [POST], upstream: dagu, auth: none, strip_prefix: /api/v2, expose_login: true }
+  - { path: "/api/v1/{a}/{b}", upstream: dagu, auth: none, strip_prefix: /api/v1 }
+  - { path: "/api/v1/t/**", upstream: dagu, strip_prefix: /api/v1/t, remote_node: true }
+`;
+  const s = await startStack(t.testdir(), {
+    routes,
+    yaml: `remote_nodes:\n  - { name: prod, api_base_url: "${prod.url}/api/v1", auth_type: token, auth_token: wrong-prod-token }\n`,
+  });
+  t.teardown(() => s.close());
+  const post = (path: string) => request(`${s.url}${path}`, { method: 'POST', body: '{}' }).then(async (r) => ({ status: r.statusCode, json: (await r.body.json()) as Record<string, unknown> }));
+  t.match(await post('/api/v1/auth/login'), { status: 404, json: { code: 'not_found', message: /is not routed: Keygate's clients use API keys/ } }, 'a catch-all route does not expose login');
+  t.match(await post('/api/v1/auth/setup'), { status: 404 }, 'nor first-run setup');
+  t.match(await post('/api/v1/other/thing'), { status: 200 }, 'the catch-all serves everything else');
+  t.match(await post('/api/v2/auth/login'), { status: 200, json: { path: '/api/v1/auth/login' } }, 'opted in: forwarded (to the base path of the upstream)');
+  t.same(s.dagu.received.map((r) => r.path), ['/api/v1/other/thing', '/api/v1/auth/login'], 'the refused ones never reached the upstream');
+
+  const { secret } = await s.key({ name: 'ci', role: 'viewer' });
+  const r = await request(`${s.url}/api/v1/t/_status/401?remoteNode=prod`, { headers: { 'x-api-key': secret } });
+  t.equal(r.statusCode, 502);
+  t.match(await r.body.json(), { code: 'upstream_credential_rejected', message: /upstream "prod" refused the gateway's own credential \(401\)/ });
+  t.match(JSON.parse(s.logs.find((l) => l.includes('refused the gateway'))!), { level: 40, upstream: 'prod', kind: 'remote_node' });
+  const metrics = await (await request(`${s.gateway.adminUrl}/metrics`)).body.text();
+  t.match(metrics, /keygate_upstream_credential_rejections_total\{upstream="prod",kind="remote_node"\} 1/);
+  t.notOk(s.logs.some((l) => l.includes('wrong-prod-token')), 'the secret is never logged');
+});
