@@ -37,6 +37,7 @@ export class StoreGuard {
   /** times the key store was found empty after it had content */
   contentLost = 0;
   private declaredSynced = false;
+  private syncChain: Promise<void> = Promise.resolve();
   private syncTimer: NodeJS.Timeout | undefined;
   private snapshotTimer: NodeJS.Timeout | undefined;
   private lastSnapshot = '';
@@ -73,8 +74,18 @@ export class StoreGuard {
     if (reachable) await this.syncDeclared(true);
   }
 
-  /** The declared-key sync; a store failure is retried (not fatal), a config conflict is. */
-  private async syncDeclared(atStart: boolean, reason?: string): Promise<void> {
+  /**
+   * The declared-key sync, one at a time (the start and the store's first "available" would
+   * otherwise both insert the same key); `force` syncs again even after a success (content lost).
+   */
+  private syncDeclared(atStart: boolean, reason?: string, force = false): Promise<void> {
+    const run = this.syncChain.then(() => (this.declaredSynced && !force ? undefined : this.syncOnce(atStart, reason)));
+    this.syncChain = run.catch(() => {});
+    return run;
+  }
+
+  /** A store failure is retried (not fatal), a config conflict is. */
+  private async syncOnce(atStart: boolean, reason?: string): Promise<void> {
     clearTimeout(this.syncTimer);
     try {
       const synced = await this.opts.keys.syncDeclared();
@@ -88,7 +99,7 @@ export class StoreGuard {
       }
       this.declaredSynced = false;
       this.opts.logger.warn({ err: (err as Error).message, retry_in_s: SYNC_RETRY_MS / 1000 }, 'declared keys not synced: key store unreachable; trying again');
-      if (!this.stopped) this.syncTimer = setTimeout(() => void this.syncDeclared(false, reason), SYNC_RETRY_MS).unref();
+      if (!this.stopped) this.syncTimer = setTimeout(() => void this.syncDeclared(false, reason, true), SYNC_RETRY_MS).unref();
     }
   }
 
@@ -101,8 +112,8 @@ export class StoreGuard {
         { content_lost: this.contentLost },
         'KEY STORE CONTENT LOST: Redis came back without the keygate marker key (restarted empty or flushed). Keys created through the API or CLI are gone from it (restore them from a backup); declared keys are synced again now',
       );
-      void this.syncDeclared(false, 'key store content lost');
-    } else if (!this.declaredSynced) {
+      void this.syncDeclared(false, 'key store content lost', true);
+    } else {
       void this.syncDeclared(false, e.first ? 'key store reachable' : 'key store reachable again');
     }
     if (!e.first || e.emptied) logger.info('key store reachable again: cached keys are revalidated');
