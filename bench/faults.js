@@ -174,7 +174,7 @@ try {
     console.log(`kill ${i + 1}: ${servedAtKill} answered 200, ${after - before} stored, lost ${lost} = ${(lost / rate).toFixed(3)} s of traffic at ${rate.toFixed(0)} req/s`);
   }
   const secs = losses.map((l) => l.seconds).sort((a, b) => a - b);
-  console.log(`kill-loss over ${KILLS} SIGKILLs: median ${pct(secs, 50).toFixed(3)} s, max ${secs[secs.length - 1].toFixed(3)} s, runs over 1 s: ${secs.filter((s) => s > 1).length}`);
+  if (KILLS > 0) console.log(`kill-loss over ${KILLS} SIGKILLs: median ${pct(secs, 50).toFixed(3)} s, max ${secs[secs.length - 1].toFixed(3)} s, runs over 1 s: ${secs.filter((s) => s > 1).length}`);
 } finally {
   for (const c of children) await kill(c);
   await db.quit().catch(() => db.disconnect());
