@@ -274,7 +274,7 @@ t.test('key page in Chromium', { skip }, async (t) => {
     t.ok(await create.isEnabled(), 'valid again');
     await page.mouse.click(8, 8);
     t.ok(await dialogOpen(page, 'create-dialog'), 'a click outside does not close the dialog');
-    t.equal(await dialog.getByLabel('Name').inputValue(), 'Nightly ETL', 'and nothing is lost');
+    t.equal(await page.locator('#create-name').inputValue(), 'Nightly ETL', 'and nothing is lost');
     await create.click();
 
     // --- the copy-once dialog
@@ -365,7 +365,7 @@ t.test('key page in Chromium', { skip }, async (t) => {
     await page.goto(base + '/api-management');
     await row(page, 'Nightly ETL').waitFor();
     t.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'API Management');
-    t.same(await page.getByRole('tab').allTextContents(), ['REST v1', 'A2A Protocol', 'MCP'], 'tabs, MCP because an MCP route exists');
+    t.same(await page.locator('#tabs').getByRole('tab').allTextContents(), ['REST v1', 'A2A Protocol', 'MCP'], 'tabs, MCP because an MCP route exists');
     const rest = await page.locator('#panel-rest').textContent();
     t.match(rest, `curl "${s.url}/api/v1/dags?workspace=WORKSPACE"`, 'REST: the configured route on the public URL');
     t.match(rest, 'X-API-Key: $KEYGATE_API_KEY', 'with the X-API-Key header');
@@ -434,5 +434,181 @@ t.test('key page in Chromium', { skip }, async (t) => {
 
     t.same(problems, [], 'no console errors, CSP violations or requests elsewhere');
     t.comment(`screenshots: ${SHOTS}`);
+  });
+
+  // ------------------------------------------------------------ the whole key model (issue 15)
+  t.test('a Dagu-style key through the dialog: grants, surfaces, attribution; details, edit, chart, grace, audit, 390 px', async (t) => {
+    const s = await startStack(t.testdir(), { adminToken: TOKEN });
+    t.teardown(() => s.close());
+    const base = s.gateway.adminUrl!;
+    const { context, page, problems } = await newPage(base);
+    t.teardown(() => closeOnce(() => context.close()));
+    await page.goto(base + '/api-keys');
+    await signIn(page);
+    await page.getByText('No API keys yet').waitFor();
+
+    // --- create: role viewer with a grant, two surfaces, user-owned, a description
+    await page.getByRole('button', { name: 'Create API Key' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Create API Key' });
+    await page.locator('#create-name').fill('ops-deployer');
+    await dialog.getByLabel('Workflows').check();
+    await dialog.getByLabel('Role', { exact: true }).selectOption('operator');
+    await dialog.getByLabel('Selected workspaces').check();
+    t.equal(await dialog.getByLabel('Role', { exact: true }).inputValue(), 'viewer', "choosing selected workspaces applies Dagu's rule: top-level viewer");
+    await dialog.getByLabel('Grant 1 workspace').fill('ops');
+    await dialog.getByLabel('Grant 1 role').selectOption('developer');
+    await dialog.getByLabel('A2A').uncheck();
+    await dialog.getByLabel('User-owned').check();
+    t.ok(await dialog.getByRole('button', { name: 'Create' }).isDisabled(), 'user-owned without an owner: disabled');
+    await dialog.getByLabel('Owner user ID').fill('alice');
+    await dialog.getByLabel('Description (optional)').fill('Deploys to ops');
+    // the service's own rule, shown at its field: a workspace name it refuses
+    await dialog.getByRole('button', { name: '+ Add workspace' }).click();
+    await dialog.getByLabel('Grant 2 workspace').fill('all');
+    await dialog.getByRole('button', { name: 'Create' }).click();
+    await page.locator('#create-grants-error', { hasText: 'reserved' }).waitFor();
+    t.match(await page.locator('#create-grants-error').textContent(), /"all" is reserved/, "the API's message at the grants field");
+    t.ok(await dialogOpen(page, 'create-dialog'), 'the dialog stays open with what was typed');
+    await page.screenshot({ path: join(SHOTS, 'create-dialog-dagu.png'), fullPage: true });
+    await dialog.getByRole('button', { name: 'Remove grant 2' }).click();
+    await dialog.getByRole('button', { name: 'Create' }).click();
+    await page.getByRole('dialog', { name: 'Copy your API key' }).waitFor();
+    const secret = (await page.locator('#secret-value').textContent()) ?? '';
+    await page.getByRole('button', { name: 'Done' }).click();
+    const stored = await s.gateway.keys.get('ops-deployer');
+    t.match(stored, {
+      role: 'viewer',
+      workspaceAccess: { all: false, grants: [{ workspace: 'ops', role: 'developer' }] },
+      surfaces: ['rest_api', 'mcp'],
+      attributionClass: 'user_owned',
+      ownerUserId: 'alice',
+      description: 'Deploys to ops',
+      scopes: ['workflows'],
+    }, 'every field as chosen in the dialog');
+
+    // --- use it through the gateway: allowed, forbidden (no grant for team-b), rate limited later
+    t.equal(await pub(s, secret, '/api/v1/dags?workspace=ops'), 200, 'its grant works on the public listener');
+    t.equal(await pub(s, secret, '/api/v1/dags?workspace=ops'), 200);
+    t.equal(await pub(s, secret, '/api/v1/admin'), 403, 'not an admin: 403');
+    await s.gateway.flushUsage();
+
+    // --- details: every field, the chart counts the traffic, the audit trail
+    await row(page, 'ops-deployer').getByRole('button', { name: 'Details of key ops-deployer' }).click();
+    const drawer = page.getByRole('dialog', { name: 'ops-deployer' });
+    await drawer.waitFor();
+    const fields = await drawer.locator('dl.fields').textContent();
+    for (const text of ['Deploys to ops', 'ops: developer (top-level role viewer)', 'REST, MCP', 'user-owned by alice', 'Workflows'.toLowerCase(), 'by admin-token']) t.match(fields, text, `details show ${text}`);
+    await drawer.locator('svg.usage-svg').waitFor();
+    const bars = await drawer.locator('svg.usage-svg rect').evaluateAll((rects) => rects.map((r) => [r.getAttribute('data-kind'), Number(r.getAttribute('data-value'))]));
+    t.same(bars, [['allowed', 2], ['forbidden', 1]], 'the chart draws the real traffic: 2 allowed, 1 forbidden in this hour');
+    t.match(await drawer.locator('#usage-legend').textContent(), /2 allowed.*0 rate limited.*1 forbidden/);
+    t.match(await drawer.locator('svg.usage-svg').getAttribute('aria-label'), /168 hours: 2 allowed, 0 rate limited, 1 forbidden/);
+    await drawer.locator('#details-audit li').first().waitFor();
+    t.match(await drawer.locator('#details-audit').textContent(), /create by admin-token/, 'the audit trail');
+    await page.screenshot({ path: join(SHOTS, 'key-details.png') });
+    await drawer.getByRole('button', { name: '30 days by day' }).click();
+    await page.waitForFunction(() => document.querySelector('#usage-chart svg')?.getAttribute('aria-label')?.includes('30 days'));
+    t.pass('30 days by day');
+
+    // --- edit from the details: role (all workspaces, operator)
+    await drawer.getByRole('button', { name: 'Edit' }).click();
+    const edit = page.getByRole('dialog', { name: 'Edit API Key' });
+    await edit.waitFor();
+    t.equal(await page.locator('#create-name').inputValue(), 'ops-deployer', 'the edit dialog is filled from the key');
+    t.equal(await edit.getByLabel('Grant 1 workspace').inputValue(), 'ops');
+    await edit.getByLabel('All workspaces').check();
+    await edit.getByLabel('Role', { exact: true }).selectOption('operator');
+    await edit.getByRole('button', { name: 'Save' }).click();
+    await page.locator('#snackbar', { hasText: 'saved' }).waitFor();
+    await page.waitForFunction(() => document.querySelector('#details-fields')?.textContent?.includes('all workspaces (role operator)'));
+    t.match(await s.gateway.keys.get('ops-deployer'), { role: 'operator', workspaceAccess: { all: true, grants: [] } }, 'saved through PATCH');
+    t.equal(await pub(s, secret, '/api/v1/dags/x/start'.replace('/api/v1/dags/x/start', '/api/v1/dags?workspace=team-b')), 200, 'now every workspace');
+
+    // --- regenerate with a grace period: the old key works, then stops
+    await drawer.getByRole('button', { name: 'Regenerate' }).click();
+    const confirm = page.getByRole('dialog', { name: 'Regenerate "ops-deployer"?' });
+    await confirm.waitFor();
+    await confirm.getByLabel('Old key keeps working for (seconds)').fill('3');
+    await page.screenshot({ path: join(SHOTS, 'regenerate-grace.png') });
+    await confirm.getByRole('button', { name: 'Regenerate' }).click();
+    await page.getByRole('dialog', { name: 'Copy your API key' }).waitFor();
+    const fresh = (await page.locator('#secret-value').textContent()) ?? '';
+    t.match(await page.locator('#snackbar').textContent(), /old secret keeps working until/, 'the snackbar says until when');
+    t.equal(await pub(s, fresh, '/api/v1/dags'), 200, 'the new key works');
+    t.equal(await pub(s, secret, '/api/v1/dags'), 200, 'the old key still works during the grace');
+    await page.getByRole('button', { name: 'Done' }).click();
+    await sleep(3500);
+    t.equal(await pub(s, secret, '/api/v1/dags'), 401, 'and stops after it');
+    await page.keyboard.press('Escape');
+
+    // --- the audit tab, filterable by key
+    await s.key({ name: 'other-key', role: 'viewer' });
+    await page.reload();
+    await row(page, 'other-key').waitFor();
+    await page.getByRole('tab', { name: 'Audit log' }).click();
+    await page.locator('#audit-body tr').first().waitFor();
+    const all = await page.locator('#audit-body tr td:nth-child(2)').allTextContents();
+    t.ok(all.includes('other-key') && all.includes('ops-deployer'), 'all keys by default');
+    const changes = (await page.locator('#audit-body').textContent()) ?? '';
+    t.match(changes, /role: "viewer" → "operator"/, 'what changed, who and when');
+    await page.getByLabel('Key', { exact: true }).selectOption({ label: 'ops-deployer' });
+    await page.waitForFunction(() => [...document.querySelectorAll('#audit-body tr td:nth-child(2)')].every((td: Json) => td.textContent === 'ops-deployer'));
+    t.same(await page.locator('#audit-body tr td:nth-child(3)').allTextContents(), ['regenerate', 'update', 'create'], 'one key: its changes, newest first');
+    await page.screenshot({ path: join(SHOTS, 'audit-tab.png'), fullPage: true });
+
+    // --- 390 px: cards, nothing wider than the screen
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.getByRole('tab', { name: 'Keys' }).click();
+    const overflow = () => page.evaluate(() => ({ doc: document.documentElement.scrollWidth, vw: document.documentElement.clientWidth }));
+    let o = await overflow();
+    t.ok(o.doc <= o.vw, `keys at 390 px: page ${o.doc} px wide in ${o.vw} px`);
+    t.equal(await page.locator('#keys-table tbody tr').first().evaluate((tr) => getComputedStyle(tr).display), 'block', 'rows are cards');
+    await page.screenshot({ path: join(SHOTS, 'narrow-390-keys.png'), fullPage: true });
+    await row(page, 'ops-deployer').getByRole('button', { name: 'Details of key ops-deployer' }).click();
+    await drawer.locator('svg.usage-svg').waitFor();
+    o = await overflow();
+    t.ok(o.doc <= o.vw, 'details at 390 px: no overflow');
+    await page.screenshot({ path: join(SHOTS, 'narrow-390-details.png') });
+    await page.keyboard.press('Escape');
+    await page.goto(base + '/api-management');
+    await row(page, 'ops-deployer').waitFor();
+    o = await overflow();
+    t.ok(o.doc <= o.vw, `API Management at 390 px: page ${o.doc} px wide in ${o.vw} px`);
+    await page.screenshot({ path: join(SHOTS, 'narrow-390-management.png'), fullPage: true });
+    // the one refused create (the reserved workspace name) is a 400 Chromium logs as a failed load
+    t.same(problems.filter((p) => !/status of 400/.test(p)), [], 'no other console errors, CSP violations or requests elsewhere');
+    t.equal(problems.length, 1, 'exactly that one 400');
+  });
+
+  t.test('API Management: MCP methods once with their verbs; REST grouped by resource, collapsed, searchable', async (t) => {
+    const s = await startStack(t.testdir(), {
+      adminToken: TOKEN,
+      routes: `${ROUTES}  - { path: /mcp2, upstream: dagu, surface: mcp }\n  - { path: /mcp3, methods: [POST], upstream: dagu, surface: mcp }\n`,
+    });
+    t.teardown(() => s.close());
+    const base = s.gateway.adminUrl!;
+    const { context, page, problems } = await newPage(base);
+    t.teardown(() => closeOnce(() => context.close()));
+    await page.goto(base + '/api-management');
+    await signIn(page);
+    await page.locator('#panel-rest details.group').first().waitFor();
+    const groups = await page.locator('#panel-rest details.group').evaluateAll((ds) => ds.map((d: Json) => [d.dataset.tag, d.open]));
+    t.ok(groups.length >= 3, `${groups.length} groups`);
+    t.ok(groups.every(([, open]) => open === false), 'every group collapsed by default');
+    t.ok(groups.some(([tag]) => tag === 'dags'), 'a dags group');
+    await page.getByLabel('Search REST examples').fill('start');
+    const open = await page.locator('#panel-rest details.group:not([hidden])').evaluateAll((ds) => ds.map((d: Json) => [d.dataset.tag, d.open]));
+    t.same(open, [['dags', true]], 'search: only the matching group, opened');
+    t.match(await page.locator('#rest-search-status').textContent(), /^1 matching example$/);
+    t.equal(await page.locator('#panel-rest figure:not([hidden])').count(), 1);
+    await page.screenshot({ path: join(SHOTS, 'api-management-rest-search.png'), fullPage: true });
+    await page.locator('#tabs').getByRole('tab', { name: 'MCP' }).click();
+    const titles = await page.locator('#panel-mcp figcaption').allTextContents();
+    t.same(titles, ['POST initialize', 'POST tools/list', 'POST tools/call', 'GET event stream', 'DELETE session'], 'each MCP method once, with its verb, though three MCP routes exist');
+    const codes = await page.locator('#panel-mcp code').allTextContents();
+    t.match(codes[3], /^curl "http:\/\/[^"]+\/mcp"/, 'GET without -X POST');
+    t.match(codes[4], /^curl -X DELETE /);
+    await page.screenshot({ path: join(SHOTS, 'api-management-mcp.png'), fullPage: true });
+    t.same(problems, [], 'no console errors');
   });
 });

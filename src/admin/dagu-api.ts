@@ -54,12 +54,15 @@ const FIELDS: Fields = {
   attributionClass: { type: 'string', enum: ['service_account', 'user_owned'], description: 'service_account (needs serviceAccountName, default the name) or user_owned (needs ownerUserId).' },
   serviceAccountName: { type: 'string', description: 'Service-account display name when attributionClass is service_account.' },
   ownerUserId: { type: 'string', description: 'Owner user ID when attributionClass is user_owned.' },
+  // Keygate's fields, writable here too, so this one shape manages the whole key model
+  scopes: { type: 'array', items: { type: 'string', enum: ['agents', 'workflows'] }, description: "Keygate: Dagen scopes, agents and/or workflows (default both)." },
+  rateLimit: { type: 'integer', description: 'Keygate: requests per minute, within keys.rate_limit.' },
+  expiresAt: { type: 'string', nullable: true, description: 'Keygate: YYYY-MM-DD (00:00 UTC) or ISO 8601 with offset, in the future; null = never.' },
+  isActive: { type: 'boolean', description: 'Keygate: false = deactivated (403 until reactivated).' },
+  workspace: { type: 'string', nullable: true, description: "Keygate: Dagen's one bound workspace (instead of workspaceAccess grants); null = not bound." },
 };
 
-const OUTPUT_ONLY = [
-  'id', 'key', 'keyPrefix', 'createdAt', 'updatedAt', 'createdBy', 'lastUsedAt',
-  'workspace', 'scopes', 'rateLimit', 'expiresAt', 'isActive', 'status', 'requestCount', 'updatedBy', 'managedBy',
-];
+const OUTPUT_ONLY = ['id', 'key', 'keyPrefix', 'createdAt', 'updatedAt', 'createdBy', 'lastUsedAt', 'status', 'requestCount', 'updatedBy', 'managedBy'];
 
 /** Dagu's CreateAPIKeyRequest: these four are required there too. */
 export const DAGU_CREATE: BodyShape = { fields: FIELDS, required: ['name', 'role', 'allowedSurfaces', 'attributionClass'], readOnly: OUTPUT_ONLY };
@@ -78,6 +81,11 @@ function toInput(body: Record<string, unknown>): KeyInput {
     attributionClass: body['attributionClass'],
     serviceAccountName: body['serviceAccountName'],
     ownerUserId: body['ownerUserId'],
+    scopes: body['scopes'],
+    rateLimit: body['rateLimit'],
+    expiresAt: body['expiresAt'],
+    isActive: body['isActive'],
+    workspace: body['workspace'],
   };
 }
 

@@ -20,6 +20,7 @@ const TYPES: Readonly<Record<string, string>> = {
   'dom.js': 'text/javascript; charset=utf-8',
   'examples.js': 'text/javascript; charset=utf-8',
   'format.js': 'text/javascript; charset=utf-8',
+  'chart.js': 'text/javascript; charset=utf-8',
   'app.css': 'text/css; charset=utf-8',
   'icon.svg': 'image/svg+xml',
 };

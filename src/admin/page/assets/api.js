@@ -56,6 +56,12 @@ export const api = {
   list: () => call('GET', '/api/keys'),
   create: (body) => call('POST', '/api/keys', body),
   setActive: (key, active) => call('PUT', `/api/keys/${id(key)}`, { is_active: active }),
-  regenerate: (key) => call('POST', `/api/keys/${id(key)}/regenerate`),
+  regenerate: (key, graceSeconds = 0) => call('POST', `/api/keys/${id(key)}/regenerate${graceSeconds > 0 ? `?grace_seconds=${graceSeconds}` : ''}`),
   remove: (key) => call('DELETE', `/api/keys/${id(key)}`),
+  // the Dagu-shaped API carries the whole key model (role, workspaceAccess, surfaces, attribution…)
+  get: (key) => call('GET', `/api/v1/api-keys/${id(key)}`),
+  createFull: (body) => call('POST', '/api/v1/api-keys', body),
+  update: (key, body) => call('PATCH', `/api/v1/api-keys/${id(key)}`, body),
+  usage: (key, bucket) => call('GET', `/api/v1/api-keys/${id(key)}/usage?bucket=${bucket}`),
+  audit: (keyId) => call('GET', `/api/audit?limit=200${keyId ? `&key_id=${encodeURIComponent(keyId)}` : ''}`),
 };

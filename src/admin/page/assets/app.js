@@ -6,6 +6,7 @@ import { api, ApiError, credential } from './api.js';
 import { copyButton, h } from './dom.js';
 import { a2aExamples, mcpExamples, quickStart, restExamples, URL_VAR } from './examples.js';
 import { count, fullDateTime, humanDate, localDate, rate, relativeTime, statusLabel, SURFACE_LABEL } from './format.js';
+import { KINDS, usageChart } from './chart.js';
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const VIEW = location.pathname === '/api-management' ? 'management' : 'keys';
@@ -134,8 +135,8 @@ function scopeCell(key) {
   const chips = [];
   for (const s of key.scopes ?? []) chips.push(chip(s === 'agents' ? 'Agents' : s === 'workflows' ? 'Workflows' : s, `scope-${s}`));
   // role and surfaces only where a key has something other than the defaults of a key made here
-  if (key.role && key.role !== 'viewer') chips.push(chip(`role: ${key.role}`, 'meta', 'Minimum-role grant (set through the Dagu-shaped API or the CLI)'));
-  if (Array.isArray(key.surfaces)) {
+  if (key.role && key.role !== 'viewer') chips.push(chip(`role: ${key.role}`, 'meta', 'Role of the key'));
+  if (Array.isArray(key.surfaces) && key.surfaces.length < 3) {
     for (const s of key.surfaces) chips.push(chip(SURFACE_LABEL[s] ?? s, 'meta surface', 'Allowed surface'));
   }
   return h('div', { class: 'chips' }, chips);
@@ -166,23 +167,30 @@ function keyRow(key) {
     h(
       'th',
       { scope: 'row', class: 'name' },
-      h('span', { class: 'key-name' }, key.name),
+      h('button', { type: 'button', class: 'link key-name', dataset: { keyId: key.id, action: 'details' }, 'aria-label': `Details of key ${key.name}`, onclick: () => openDetails(key.id) }, key.name),
       key.workspace_id ? h('span', { class: 'sub' }, `workspace ${key.workspace_id}`) : null,
       key.managed_by === 'config' ? h('span', { class: 'sub' }, 'declared in the config') : null,
     ),
-    h('td', {}, h('code', { class: 'prefix' }, `${key.key_prefix}…`)),
-    h('td', {}, scopeCell(key)),
-    h('td', {}, chip(statusLabel(key.status), `status-${key.status}`, key.status === 'expired' && key.expires_at ? `Expired ${fullDateTime(key.expires_at)}` : key.expires_at ? `Expires ${fullDateTime(key.expires_at)}` : undefined)),
-    h('td', { class: 'num' }, rate(key.rate_limit)),
-    h('td', { class: 'num' }, count(key.request_count)),
-    h('td', { class: 'last-used', dataset: { at: key.last_used_at ?? '' }, title: key.last_used_at ? fullDateTime(key.last_used_at) : undefined }, relativeTime(key.last_used_at, now)),
-    h('td', { title: fullDateTime(key.created_at) }, humanDate(key.created_at)),
+    h('td', { 'data-label': 'Key' }, h('code', { class: 'prefix' }, `${key.key_prefix}…`)),
+    h('td', { 'data-label': 'Scopes' }, scopeCell(key)),
+    h('td', { 'data-label': 'Status' }, chip(statusLabel(key.status), `status-${key.status}`, key.status === 'expired' && key.expires_at ? `Expired ${fullDateTime(key.expires_at)}` : key.expires_at ? `Expires ${fullDateTime(key.expires_at)}` : undefined)),
+    h('td', { class: 'num', 'data-label': 'Rate limit' }, rate(key.rate_limit)),
+    h('td', { class: 'num', 'data-label': 'Requests' }, count(key.request_count)),
+    h('td', { class: 'last-used', 'data-label': 'Last used', dataset: { at: key.last_used_at ?? '' }, title: key.last_used_at ? fullDateTime(key.last_used_at) : undefined }, relativeTime(key.last_used_at, now)),
+    h('td', { title: fullDateTime(key.created_at), 'data-label': 'Created' }, humanDate(key.created_at)),
     h(
       'td',
       { class: 'actions-cell' },
       h(
         'div',
         { class: 'row-actions' },
+        actionButton(key, 'edit', 'Edit', async () => {
+          try {
+            openCreate((await api.get(key)).apiKey);
+          } catch (err) {
+            if (!credentialRefused(err)) failure('Loading the key', err);
+          }
+        }),
         actionButton(key, 'toggle', key.is_active ? 'Deactivate' : 'Activate', () => toggle(key)),
         actionButton(key, 'regenerate', 'Regenerate', () => regenerate(key)),
         actionButton(key, 'delete', 'Delete', () => remove(key)),
@@ -237,15 +245,16 @@ async function toggle(key) {
 }
 
 async function regenerate(key) {
-  const ok = await confirmAction(
+  const answer = await confirmAction(
     `Regenerate "${key.name}"?`,
-    'A new secret is made and shown once. The old secret stops working immediately: every client that uses it is refused until it has the new one.',
+    'A new secret is made and shown once. Without a grace period the old secret stops working immediately: every client that uses it is refused until it has the new one.',
     'Regenerate',
+    true,
   );
-  if (!ok) return restoreFocus({ id: key.id, action: 'regenerate' });
+  if (!answer) return restoreFocus({ id: key.id, action: 'regenerate' });
   try {
-    const fresh = await api.regenerate(key);
-    snackbar(`Key "${key.name}" regenerated: the old secret no longer works`);
+    const fresh = await api.regenerate(key, answer.grace);
+    snackbar(fresh.previous_key_expires_at ? `Key "${key.name}" regenerated: the old secret keeps working until ${fullDateTime(fresh.previous_key_expires_at)}` : `Key "${key.name}" regenerated: the old secret no longer works`);
     await reload();
     await showSecret(fresh.key, key.name);
   } catch (err) {
@@ -275,21 +284,36 @@ async function remove(key) {
 
 // ------------------------------------------------------------------ confirm dialog
 
-/** Resolves true when confirmed; Cancel, Escape or closing resolve false. */
-function confirmAction(title, message, okLabel) {
+/**
+ * Resolves truthy when confirmed ({grace} seconds when `withGrace`); Cancel, Escape or closing
+ * resolve false.
+ */
+function confirmAction(title, message, okLabel, withGrace = false) {
   const dialog = /** @type {HTMLDialogElement} */ ($('confirm-dialog'));
+  const grace = /** @type {HTMLInputElement} */ ($('confirm-grace'));
   $('confirm-title').textContent = title;
   $('confirm-message').textContent = message;
   $('confirm-ok').textContent = okLabel;
+  $('confirm-grace-wrap').hidden = !withGrace;
+  $('confirm-grace-error').textContent = '';
+  grace.value = '0';
   dialog.returnValue = '';
   return new Promise((resolve) => {
     const done = (value) => {
       dialog.removeEventListener('close', onClose);
       resolve(value);
     };
-    const onClose = () => done(dialog.returnValue === 'ok');
+    const onClose = () => done(dialog.returnValue === 'ok' ? (withGrace ? { grace: Number(grace.value) } : true) : false);
     dialog.addEventListener('close', onClose);
-    $('confirm-ok').onclick = () => dialog.close('ok');
+    $('confirm-ok').onclick = () => {
+      // the same range the API checks (grace_seconds 0-86400)
+      if (withGrace && !(/^\d+$/.test(grace.value) && Number(grace.value) <= 86400)) {
+        $('confirm-grace-error').textContent = 'A whole number of seconds from 0 to 86400.';
+        grace.focus();
+        return;
+      }
+      dialog.close('ok');
+    };
     $('confirm-cancel').onclick = () => dialog.close('cancel');
     dialog.showModal();
     $('confirm-cancel').focus();
@@ -323,7 +347,7 @@ function showSecret(secret, name) {
   });
 }
 
-// ------------------------------------------------------------------ create dialog
+// ------------------------------------------------------------------ create / edit dialog
 
 const createDialog = /** @type {HTMLDialogElement} */ ($('create-dialog'));
 const form = /** @type {HTMLFormElement} */ ($('create-form'));
@@ -331,64 +355,201 @@ const nameInput = /** @type {HTMLInputElement} */ ($('create-name'));
 const rateInput = /** @type {HTMLInputElement} */ ($('create-rate'));
 const expiresInput = /** @type {HTMLInputElement} */ ($('create-expires'));
 const scopeInputs = /** @type {HTMLInputElement[]} */ ([$('create-scope-agents'), $('create-scope-workflows')]);
+const roleInput = /** @type {HTMLSelectElement} */ ($('create-role'));
+const workspaceInput = /** @type {HTMLInputElement} */ ($('create-workspace'));
+const saInput = /** @type {HTMLInputElement} */ ($('create-sa'));
+const ownerInput = /** @type {HTMLInputElement} */ ($('create-owner'));
+const descriptionInput = /** @type {HTMLTextAreaElement} */ ($('create-description'));
+const ROLES = ['viewer', 'operator', 'developer', 'manager', 'admin'];
 /** fields the user has left once: their errors show from then on */
 const touched = new Set();
+/** null = creating; else the Dagu-shaped key being edited */
+let editing = null;
 
 const rateRange = () => state.info?.rate_limit ?? DEFAULT_RATE;
+const radio = (name) => /** @type {HTMLInputElement | null} */ (form.querySelector(`input[name="${name}"]:checked`))?.value;
+const surfaceInputs = () => /** @type {HTMLInputElement[]} */ ([...form.querySelectorAll('input[name="surfaces"]')]);
 
-/** Field → error message ('' = valid). */
+function grantRow(grant = { workspace: '', role: 'developer' }) {
+  const n = $('create-grants-body').children.length + 1;
+  const ws = h('input', { type: 'text', class: 'grant-workspace', value: grant.workspace, 'aria-label': `Grant ${n} workspace`, autocomplete: 'off', placeholder: 'e.g. ops' });
+  const role = h('select', { class: 'grant-role', 'aria-label': `Grant ${n} role` }, ROLES.filter((r) => r !== 'admin').map((r) => h('option', { value: r, selected: r === grant.role }, r)));
+  const tr = h('tr', {}, h('td', {}, ws), h('td', {}, role), h('td', {}, h('button', { type: 'button', class: 'small danger-text', 'aria-label': `Remove grant ${n}`, onclick: () => { tr.remove(); touched.add('grants'); showValidity(); } }, 'Remove')));
+  $('create-grants-body').append(tr);
+  return tr;
+}
+
+function grants() {
+  return [...$('create-grants-body').querySelectorAll('tr')].map((tr) => ({
+    workspace: /** @type {HTMLInputElement} */ (tr.querySelector('.grant-workspace')).value.trim(),
+    role: /** @type {HTMLSelectElement} */ (tr.querySelector('.grant-role')).value,
+  }));
+}
+
+/** Shows the parts of the form that the access and attribution choices call for. */
+function syncSections() {
+  const access = radio('access');
+  $('create-grants-wrap').hidden = access !== 'grants';
+  $('create-workspace-wrap').hidden = access !== 'bound';
+  if (access === 'grants' && $('create-grants-body').children.length === 0) grantRow();
+  const owned = radio('attribution') === 'user_owned';
+  $('create-sa-wrap').hidden = owned;
+  $('create-owner-wrap').hidden = !owned;
+}
+
+/** Field → error message ('' = valid): only what a browser can tell at once; the API checks the rest. */
 function validate() {
   const { min, max } = rateRange();
-  const errors = { name: '', scopes: '', rate: '', expires: '' };
+  const errors = { name: '', scopes: '', rate: '', expires: '', grants: '', workspace: '', owner: '', surfaces: '' };
   const name = nameInput.value.trim();
   if (!name) errors.name = 'Name is required.';
   else if (name.length > 100) errors.name = 'At most 100 characters.';
   if (!scopeInputs.some((i) => i.checked)) errors.scopes = 'Choose at least one scope.';
   const r = rateInput.value.trim();
   if (!/^\d+$/.test(r) || Number(r) < min || Number(r) > max) errors.rate = `A whole number from ${min} to ${max}.`;
-  if (expiresInput.value && expiresInput.value <= localDate(0)) errors.expires = 'The expiration date must be after today.';
+  const expiryChanged = !editing || expiresInput.value !== (editing.expiresAt ?? '').slice(0, 10);
+  if (expiryChanged && expiresInput.value && expiresInput.value <= localDate(0)) errors.expires = 'The expiration date must be after today.';
   if (expiresInput.validity.badInput) errors.expires = 'Enter a valid date.';
+  const access = radio('access');
+  if (access === 'grants' && (grants().length === 0 || grants().some((g) => !g.workspace))) errors.grants = 'Name each workspace (at least one).';
+  if (access === 'bound' && !workspaceInput.value.trim()) errors.workspace = 'Name the workspace.';
+  if (radio('attribution') === 'user_owned' && !ownerInput.value.trim()) errors.owner = 'The owner user ID is required for a user-owned key.';
+  if (!surfaceInputs().some((i) => i.checked)) errors.surfaces = 'Choose at least one surface.';
   return errors;
 }
 
+const ERROR_IDS = { name: 'create-name-error', scopes: 'create-scopes-error', rate: 'create-rate-error', expires: 'create-expires-error', grants: 'create-grants-error', workspace: 'create-workspace-error', owner: 'create-owner-error', surfaces: 'create-surfaces-error' };
+const INPUTS = { name: nameInput, rate: rateInput, expires: expiresInput, workspace: workspaceInput, owner: ownerInput };
+
 function showValidity() {
   const errors = validate();
-  const fields = [
-    ['name', nameInput, 'create-name-error'],
-    ['scopes', null, 'create-scopes-error'],
-    ['rate', rateInput, 'create-rate-error'],
-    ['expires', expiresInput, 'create-expires-error'],
-  ];
-  for (const [field, input, errorId] of fields) {
+  for (const [field, errorId] of Object.entries(ERROR_IDS)) {
     const shown = touched.has(field) ? errors[field] : '';
     $(errorId).textContent = shown;
-    if (input) input.setAttribute('aria-invalid', String(Boolean(shown)));
+    INPUTS[field]?.setAttribute('aria-invalid', String(Boolean(shown)));
   }
   const valid = Object.values(errors).every((e) => e === '');
   /** @type {HTMLButtonElement} */ ($('create-submit')).disabled = !valid;
   return valid;
 }
 
-function openCreate() {
+/** The Dagu-shaped body for every field of the form. */
+function formBody() {
+  const access = radio('access');
+  const owned = radio('attribution') === 'user_owned';
+  const body = {
+    name: nameInput.value.trim(),
+    description: descriptionInput.value.trim(),
+    scopes: scopeInputs.filter((i) => i.checked).map((i) => i.value),
+    rateLimit: Number(rateInput.value),
+    role: roleInput.value,
+    workspaceAccess: access === 'grants' ? { all: false, grants: grants() } : { all: true },
+    workspace: access === 'bound' ? workspaceInput.value.trim() : null,
+    allowedSurfaces: surfaceInputs().filter((i) => i.checked).map((i) => i.value),
+    attributionClass: owned ? 'user_owned' : 'service_account',
+  };
+  if (owned) body.ownerUserId = ownerInput.value.trim();
+  else if (saInput.value.trim()) body.serviceAccountName = saInput.value.trim();
+  if (expiresInput.value) body.expiresAt = expiresInput.value;
+  else if (editing) body.expiresAt = null;
+  return body;
+}
+
+/** Only what changed, for PATCH (an unchanged past expiry must not be sent back). */
+function changedFields(body, key) {
+  const out = {};
+  const was = {
+    ...key,
+    workspaceAccess: key.workspaceAccess.all ? { all: true } : key.workspaceAccess,
+    expiresAt: key.expiresAt ? key.expiresAt.slice(0, 10) : null,
+    serviceAccountName: key.attributionClass === 'service_account' ? key.serviceAccountName : undefined,
+  };
+  for (const [k, v] of Object.entries(body)) if (JSON.stringify(v) !== JSON.stringify(was[k])) out[k] = v;
+  return out;
+}
+
+function setRadio(name, value) {
+  for (const i of form.querySelectorAll(`input[name="${name}"]`)) /** @type {HTMLInputElement} */ (i).checked = i.value === value;
+}
+
+/** Opens the dialog empty (create) or filled from a Dagu-shaped key (edit). */
+function openCreate(key = null) {
+  editing = key;
   const { default: def, min, max } = rateRange();
   form.reset();
   touched.clear();
+  $('create-grants-body').replaceChildren();
+  $('create-form-error').textContent = '';
+  $('create-title').textContent = key ? `Edit API Key` : 'Create API Key';
+  $('create-submit').textContent = key ? 'Save' : 'Create';
   rateInput.min = String(min);
   rateInput.max = String(max);
-  rateInput.value = String(def);
+  rateInput.value = String(key?.rateLimit ?? def);
   $('create-rate-hint').textContent = `Whole number from ${min} to ${max} requests per minute; default ${def}.`;
   expiresInput.min = localDate(1);
+  if (key) {
+    nameInput.value = key.name;
+    for (const i of scopeInputs) i.checked = key.scopes.includes(i.value);
+    expiresInput.value = key.expiresAt ? key.expiresAt.slice(0, 10) : '';
+    roleInput.value = key.role;
+    setRadio('access', key.workspace ? 'bound' : key.workspaceAccess.all ? 'all' : 'grants');
+    workspaceInput.value = key.workspace ?? '';
+    for (const g of key.workspaceAccess.grants ?? []) grantRow(g);
+    for (const i of surfaceInputs()) i.checked = key.allowedSurfaces.includes(i.value);
+    setRadio('attribution', key.attributionClass);
+    saInput.value = key.serviceAccountName ?? '';
+    ownerInput.value = key.ownerUserId ?? '';
+    descriptionInput.value = key.description ?? '';
+  }
+  syncSections();
   showValidity();
   createDialog.showModal();
   nameInput.focus();
 }
 
-$('create-open').addEventListener('click', openCreate);
-$('create-first').addEventListener('click', openCreate);
+/** An API error → the form field it names (Dagu's spelling, e.g. workspaceAccess.grants[0].role). */
+function fieldErrorId(field) {
+  if (!field) return 'create-form-error';
+  const base = field.replace(/[.[].*$/, '');
+  return (
+    {
+      name: 'create-name-error',
+      description: 'create-description-error',
+      scopes: 'create-scopes-error',
+      rateLimit: 'create-rate-error',
+      expiresAt: 'create-expires-error',
+      role: 'create-role-error',
+      workspaceAccess: 'create-grants-error',
+      workspace: 'create-workspace-error',
+      allowedSurfaces: 'create-surfaces-error',
+      attributionClass: 'create-attribution-error',
+      serviceAccountName: 'create-sa-error',
+      ownerUserId: 'create-owner-error',
+    }[base] ?? 'create-form-error'
+  );
+}
+
+$('create-open').addEventListener('click', () => openCreate());
+$('create-first').addEventListener('click', () => openCreate());
 $('create-cancel').addEventListener('click', () => createDialog.close());
+$('create-grant-add').addEventListener('click', () => {
+  const tr = grantRow();
+  /** @type {HTMLInputElement} */ (tr.querySelector('input')).focus();
+  showValidity();
+});
+form.addEventListener('change', (e) => {
+  const t = /** @type {HTMLInputElement} */ (e.target);
+  if (t.name === 'access' && t.value === 'grants' && roleInput.value !== 'viewer') {
+    // Dagu's rule, applied for the user: selected workspaces go with the top-level role viewer
+    roleInput.value = 'viewer';
+    snackbar('Role set to viewer: keys with selected workspaces get their roles per workspace', 'success');
+  }
+  syncSections();
+  showValidity();
+});
 form.addEventListener('input', (e) => {
   const t = /** @type {HTMLInputElement} */ (e.target);
-  touched.add(t === nameInput ? 'name' : t === rateInput ? 'rate' : t === expiresInput ? 'expires' : 'scopes');
+  touched.add(t === nameInput ? 'name' : t === rateInput ? 'rate' : t === expiresInput ? 'expires' : t === workspaceInput ? 'workspace' : t === ownerInput ? 'owner' : t.classList.contains('grant-workspace') ? 'grants' : t.name === 'surfaces' ? 'surfaces' : t.name === 'scopes' ? 'scopes' : 'other');
   showValidity();
 });
 form.addEventListener('focusout', (e) => {
@@ -401,28 +562,36 @@ form.addEventListener('focusout', (e) => {
 
 form.addEventListener('submit', async (e) => {
   e.preventDefault(); // method=dialog would close the dialog before the key exists
-  for (const f of ['name', 'scopes', 'rate', 'expires']) touched.add(f);
+  for (const f of Object.keys(ERROR_IDS)) touched.add(f);
   if (!showValidity()) return;
   const submit = /** @type {HTMLButtonElement} */ ($('create-submit'));
   submit.disabled = true;
-  const name = nameInput.value.trim();
-  const body = { name, scopes: scopeInputs.filter((i) => i.checked).map((i) => i.value), rate_limit: Number(rateInput.value) };
-  if (expiresInput.value) body.expires_at = expiresInput.value;
+  const body = formBody();
+  const name = body.name;
   try {
-    const created = await api.create(body);
+    if (editing) {
+      const key = editing;
+      const updated = await api.update(key, changedFields(body, key));
+      createDialog.close();
+      snackbar(`Key "${name}" saved`);
+      await reload();
+      if ($('details').open) await openDetails(updated.apiKey);
+      return;
+    }
+    const created = await api.createFull(body);
     createDialog.close();
     snackbar(`Key "${name}" created`);
     await reload();
     await showSecret(created.key, name);
-    restoreFocus({ id: created.id, action: 'toggle' });
+    restoreFocus({ id: created.apiKey.id, action: 'toggle' });
   } catch (err) {
     if (credentialRefused(err)) {
       createDialog.close();
       return;
     }
-    const fieldError = err instanceof ApiError && err.field ? { name: 'create-name-error', scopes: 'create-scopes-error', rate_limit: 'create-rate-error', expires_at: 'create-expires-error' }[err.field] : undefined;
-    if (fieldError) $(fieldError).textContent = err.message;
-    failure('Creating the key', err);
+    // the API's own message, at the field it names
+    if (err instanceof ApiError) $(fieldErrorId(err.field)).textContent = err.message.replace(/^[\w.[\]]+: /, '');
+    failure(editing ? 'Saving the key' : 'Creating the key', err);
     if (err instanceof ApiError && err.status === 403) {
       // the key limit, reached meanwhile: show it
       createDialog.close();
@@ -431,6 +600,157 @@ form.addEventListener('submit', async (e) => {
     submit.disabled = false;
   }
 });
+
+// ------------------------------------------------------------------ key details
+
+const details = /** @type {HTMLDialogElement} */ ($('details'));
+/** the Dagu-shaped key shown in the drawer */
+let shown = null;
+let usageBucket = 'hour';
+
+function describeAccess(k) {
+  if (k.workspace) return `bound to workspace ${k.workspace} (role ${k.role})`;
+  if (k.workspaceAccess.all) return `all workspaces (role ${k.role})`;
+  return k.workspaceAccess.grants.map((g) => `${g.workspace}: ${g.role}`).join(', ') + ` (top-level role ${k.role})`;
+}
+
+function detailRows(k) {
+  const when = (iso, by) => (iso ? `${fullDateTime(iso)}${by ? ` by ${by}` : ''}` : 'Never');
+  return [
+    ['Status', statusLabel(k.status)],
+    ['Key', `${k.keyPrefix}…`],
+    ['Description', k.description || '—'],
+    ['Scopes', k.scopes.join(', ')],
+    ['Role', k.role],
+    ['Workspace access', describeAccess(k)],
+    ['Surfaces', k.allowedSurfaces.map((s) => SURFACE_LABEL[s] ?? s).join(', ')],
+    ['Attribution', k.attributionClass === 'user_owned' ? `user-owned by ${k.ownerUserId}` : `service account ${k.serviceAccountName}`],
+    ['Rate limit', rate(k.rateLimit)],
+    ['Expires', k.expiresAt ? fullDateTime(k.expiresAt) : 'Never'],
+    ['Requests', count(k.requestCount)],
+    ['Last used', k.lastUsedAt ? `${relativeTime(k.lastUsedAt)} (${fullDateTime(k.lastUsedAt)})` : 'Never'],
+    ['Created', when(k.createdAt, k.createdBy)],
+    ['Updated', when(k.updatedAt, k.updatedBy)],
+    ['Managed by', k.managedBy === 'config' ? 'the configuration file' : 'API / CLI / this page'],
+    ['ID', k.id],
+  ];
+}
+
+async function renderUsage() {
+  if (!shown) return;
+  $('usage-hour').setAttribute('aria-pressed', String(usageBucket === 'hour'));
+  $('usage-day').setAttribute('aria-pressed', String(usageBucket === 'day'));
+  try {
+    const usage = await api.usage(shown, usageBucket);
+    $('usage-chart').replaceChildren(usageChart(usage));
+    const t = usage.totals;
+    $('usage-legend').replaceChildren(
+      ...KINDS.map(([kind, label]) => h('span', { class: `legend-item ${kind}`, dataset: { kind } }, h('span', { class: 'swatch', 'aria-hidden': 'true' }), `${count(t[kind])} ${label}`)),
+    );
+  } catch (err) {
+    if (!credentialRefused(err)) failure('Loading the usage', err);
+  }
+}
+
+function auditLine(r) {
+  return h('li', {}, h('time', { datetime: r.at, title: fullDateTime(r.at) }, relativeTime(r.at)), ' ', h('strong', {}, r.action), ` by ${r.actor}`, h('span', { class: 'sub' }, auditSummary(r)));
+}
+
+/** What an audit record changed, in a line (never a secret: the records hold none). */
+function auditSummary(r) {
+  const d = r.details ?? {};
+  if (r.action === 'update' && d.changes) return Object.entries(d.changes).map(([f, c]) => `${f}: ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`).join('; ');
+  if (r.action === 'regenerate') return `new prefix ${d.prefix?.to ?? ''}…${d.graceSeconds ? `, old key valid for ${d.graceSeconds} s` : ''}`;
+  if (r.action === 'create' || r.action === 'delete') return `role ${d.role ?? ''}, scopes ${(d.scopes ?? []).join(', ')}`;
+  return '';
+}
+
+async function openDetails(keyOrId) {
+  try {
+    const k = typeof keyOrId === 'string' || !keyOrId.allowedSurfaces ? (await api.get(typeof keyOrId === 'string' ? { id: keyOrId } : keyOrId)).apiKey : keyOrId;
+    shown = k;
+    $('details-title').textContent = k.name;
+    $('details-fields').replaceChildren(...detailRows(k).flatMap(([dt, dd]) => [h('dt', {}, dt), h('dd', {}, dd)]));
+    const declared = k.managedBy === 'config';
+    for (const id of ['details-edit', 'details-regenerate']) {
+      const b = /** @type {HTMLButtonElement} */ ($(id));
+      b.disabled = declared;
+      b.title = declared ? 'Declared in the configuration file: change it there' : '';
+    }
+    if (!details.open) details.showModal();
+    await renderUsage();
+    const trail = await api.audit(k.id);
+    $('details-audit').replaceChildren(...(trail.records.length ? trail.records.map(auditLine) : [h('li', { class: 'muted' }, 'No changes recorded.')]));
+  } catch (err) {
+    if (!credentialRefused(err)) failure('Loading the key', err);
+  }
+}
+
+$('details-close').addEventListener('click', () => details.close());
+$('details-edit').addEventListener('click', () => shown && openCreate(shown));
+$('details-regenerate').addEventListener('click', async () => {
+  if (!shown) return;
+  await regenerate({ id: shown.id, name: shown.name });
+  if (shown) await openDetails(shown.id);
+});
+$('usage-hour').addEventListener('click', () => ((usageBucket = 'hour'), renderUsage()));
+$('usage-day').addEventListener('click', () => ((usageBucket = 'day'), renderUsage()));
+details.addEventListener('close', () => {
+  shown = null;
+  // the table's request counts and last use may have moved while the drawer was open
+  void reload();
+});
+
+// ------------------------------------------------------------------ audit tab
+
+async function renderAudit() {
+  const select = /** @type {HTMLSelectElement} */ ($('audit-key'));
+  const current = select.value;
+  select.replaceChildren(h('option', { value: '' }, 'All keys'), ...(state.keys ?? []).map((k) => h('option', { value: k.id, selected: k.id === current }, k.name)));
+  try {
+    const { records } = await api.audit(select.value || undefined);
+    $('audit-empty').hidden = records.length > 0;
+    $('audit-body').replaceChildren(
+      ...records.map((r) =>
+        h(
+          'tr',
+          {},
+          h('td', { 'data-label': 'When', title: fullDateTime(r.at) }, h('time', { datetime: r.at }, `${humanDate(r.at)} ${new Date(r.at).toLocaleTimeString()}`)),
+          h('td', { 'data-label': 'Key' }, r.key_name),
+          h('td', { 'data-label': 'Action' }, r.action),
+          h('td', { 'data-label': 'Who' }, r.actor),
+          h('td', { 'data-label': 'What changed', class: 'wrap' }, auditSummary(r)),
+        ),
+      ),
+    );
+  } catch (err) {
+    if (!credentialRefused(err)) failure('Loading the audit log', err);
+  }
+}
+
+$('audit-key').addEventListener('change', () => void renderAudit());
+
+function selectView(view) {
+  const audit = view === 'audit';
+  $('view-tab-keys').setAttribute('aria-selected', String(!audit));
+  $('view-tab-audit').setAttribute('aria-selected', String(audit));
+  $('view-tab-keys').tabIndex = audit ? -1 : 0;
+  $('view-tab-audit').tabIndex = audit ? 0 : -1;
+  $('keys').hidden = audit;
+  $('audit').hidden = !audit;
+  if (audit) void renderAudit();
+}
+$('view-tab-keys').addEventListener('click', () => selectView('keys'));
+$('view-tab-audit').addEventListener('click', () => selectView('audit'));
+for (const id of ['view-tab-keys', 'view-tab-audit']) {
+  $(id).addEventListener('keydown', (e) => {
+    if (e.key !== 'ArrowRight' && e.key !== 'ArrowLeft') return;
+    e.preventDefault();
+    const next = id === 'view-tab-keys' ? 'audit' : 'keys';
+    selectView(next);
+    $(`view-tab-${next}`).focus();
+  });
+}
 
 // ------------------------------------------------------------------ examples
 
@@ -446,6 +766,46 @@ function exampleBlock(ex) {
       copyButton(() => ex.code, `Copy example: ${ex.title}`, undefined, (ok) => (ok ? snackbar('Example copied') : snackbar('Copying failed', 'error'))),
     ),
   );
+}
+
+/** REST examples grouped by resource, collapsed, with a search box that opens the groups it matches. */
+function restGroups(examples) {
+  const groups = new Map();
+  for (const ex of examples) {
+    const list = groups.get(ex.tag) ?? [];
+    list.push(ex);
+    groups.set(ex.tag, list);
+  }
+  const sections = [...groups].map(([tag, list]) => {
+    const figures = list.map((ex) => {
+      const fig = exampleBlock(ex);
+      fig.dataset.search = `${ex.title} ${ex.route?.name ?? ''}`.toLowerCase();
+      return fig;
+    });
+    const count = h('span', { class: 'muted' }, `${list.length}`);
+    const det = h('details', { class: 'group', dataset: { tag } }, h('summary', {}, h('span', { class: 'group-name' }, tag), ' ', count), figures);
+    return { det, figures, count, total: list.length };
+  });
+  const status = h('p', { class: 'muted', role: 'status', id: 'rest-search-status' });
+  const search = h('input', { type: 'search', id: 'rest-search', placeholder: 'Search routes, e.g. dag-runs or POST', 'aria-label': 'Search REST examples', autocomplete: 'off' });
+  search.addEventListener('input', () => {
+    const q = search.value.trim().toLowerCase();
+    let shownCount = 0;
+    for (const g of sections) {
+      let n = 0;
+      for (const f of g.figures) {
+        const hit = q === '' || f.dataset.search.includes(q);
+        f.hidden = !hit;
+        if (hit) n++;
+      }
+      g.det.hidden = n === 0;
+      g.det.open = q !== '' && n > 0;
+      g.count.textContent = q === '' ? `${g.total}` : `${n} of ${g.total}`;
+      shownCount += n;
+    }
+    status.textContent = q === '' ? '' : `${shownCount} matching example${shownCount === 1 ? '' : 's'}`;
+  });
+  return [h('div', { class: 'search-row' }, search), status, ...sections.map((g) => g.det)];
 }
 
 function baseNote(base) {
@@ -474,7 +834,7 @@ function renderExamples() {
     {
       id: 'rest',
       label: 'REST v1',
-      note: routes === null ? "The gateway's routes are not known here: Dagen's External API v1 is shown." : 'Every configured route that takes a key (routes with auth: none need none and are left out).',
+      note: routes === null ? "The gateway's routes are not known here: Dagen's External API v1 is shown." : 'Every configured route that takes a key, grouped by resource (routes with auth: none need none and are left out). Open a group or search.',
       examples: routes === null ? quickStart(base, null) : rest,
     },
     {
@@ -484,7 +844,7 @@ function renderExamples() {
       examples: a2a.examples,
     },
   ];
-  if (mcp.length > 0) tabs.push({ id: 'mcp', label: 'MCP', note: 'MCP Streamable HTTP: one JSON-RPC message per POST.', examples: mcp });
+  if (mcp.length > 0) tabs.push({ id: 'mcp', label: 'MCP', note: 'MCP Streamable HTTP: each JSON-RPC message is a POST (initialize first; its answer carries the Mcp-Session-Id for the calls after it), GET opens the event stream, DELETE ends the session.', examples: mcp });
 
   const tablist = $('tabs');
   const panels = $('tabpanels');
@@ -496,7 +856,7 @@ function renderExamples() {
       'div',
       { role: 'tabpanel', id: `panel-${tab.id}`, 'aria-labelledby': `tab-${tab.id}`, tabindex: '0', hidden: i !== 0 },
       h('p', { class: 'muted' }, tab.note),
-      tab.examples.length > 0 ? tab.examples.map(exampleBlock) : h('p', {}, 'No route of this kind is configured.'),
+      tab.examples.length === 0 ? h('p', {}, 'No route of this kind is configured.') : tab.id === 'rest' && routes !== null ? restGroups(tab.examples) : tab.examples.map(exampleBlock),
     ),
   );
   const select = (i, focus) => {

@@ -79,7 +79,7 @@ export function restExamples(base, routes) {
     .map((r) => {
       const method = r.methods === null ? 'GET' : r.methods[0];
       const query = r.workspace_query ? `${r.workspace_query}=WORKSPACE` : undefined;
-      return { title: `${r.methods === null ? 'any method' : r.methods.join(', ')} ${examplePath(r.path)}`, route: r, code: curl(base, { method, path: r.path, body: bodyFor(r, method), query }) };
+      return { title: `${r.methods === null ? 'any method' : r.methods.join(', ')} ${examplePath(r.path)}`, route: r, tag: restTag(r.path), code: curl(base, { method, path: r.path, body: bodyFor(r, method), query }) };
     });
 }
 
@@ -110,17 +110,32 @@ export function a2aExamples(base, routes) {
   };
 }
 
-/** MCP (Streamable HTTP) calls on each route whose surface is mcp; [] when there is none. */
+/**
+ * MCP (Streamable HTTP) on the first route whose surface is mcp: each method once, with the verb
+ * the transport uses — POST for every JSON-RPC message (initialize, tools/list, tools/call), GET to
+ * open the server's event stream, DELETE to end a session. [] when no mcp route exists.
+ */
 export function mcpExamples(base, routes) {
-  const headers = ['Accept: application/json, text/event-stream'];
-  const bodies = [
-    {
-      title: 'initialize',
-      body: { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'curl', version: '1' } } },
-    },
-    { title: 'tools/list', body: { jsonrpc: '2.0', id: 2, method: 'tools/list' } },
+  const mcp = keyed(routes).filter((r) => r.surface === 'mcp' && (r.methods === null || r.methods.includes('POST')));
+  if (mcp.length === 0) return [];
+  const path = mcp[0].path;
+  const accept = 'Accept: application/json, text/event-stream';
+  const session = 'Mcp-Session-Id: SESSION_ID';
+  const post = (title, body, headers) => ({ title: `POST ${title}`, code: curl(base, { method: 'POST', path, body, headers }) });
+  const out = [
+    post('initialize', { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'curl', version: '1' } } }, [accept]),
+    post('tools/list', { jsonrpc: '2.0', id: 2, method: 'tools/list' }, [accept, session]),
+    post('tools/call', { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'TOOL_NAME', arguments: {} } }, [accept, session]),
   ];
-  return keyed(routes)
-    .filter((r) => r.surface === 'mcp')
-    .flatMap((r) => bodies.map((b) => ({ title: `${b.title} · POST ${examplePath(r.path)}`, code: curl(base, { method: 'POST', path: r.path, body: b.body, headers }) })));
+  const allows = (m) => mcp[0].methods === null || mcp[0].methods.includes(m);
+  if (allows('GET')) out.push({ title: 'GET event stream', code: curl(base, { method: 'GET', path, headers: ['Accept: text/event-stream', session] }) });
+  if (allows('DELETE')) out.push({ title: 'DELETE session', code: curl(base, { method: 'DELETE', path, headers: [session] }) });
+  return out;
+}
+
+/** The group a REST route's example belongs to: its first path segment after /api/v1 (Dagu's resource, like its OpenAPI tags). */
+export function restTag(path) {
+  const rest = path.replace(/^\/api\/v\d+\//, '/').split('/').filter(Boolean);
+  const first = rest[0] ?? '';
+  return first.startsWith('{') || first === '' ? 'other' : first.replace(/\*+/g, 'other');
 }
