@@ -41,6 +41,7 @@ export class StoreGuard {
   private syncTimer: NodeJS.Timeout | undefined;
   private snapshotTimer: NodeJS.Timeout | undefined;
   private lastSnapshot = '';
+  private snapshotFailing = false;
   /** spool files this process took over at start: removed once their batches are written */
   private claimed: string[] = [];
   private stopped = false;
@@ -157,8 +158,11 @@ export class StoreGuard {
       await writeFile(tmp, text, { mode: 0o600 });
       await rename(tmp, file);
       this.lastSnapshot = text;
+      this.snapshotFailing = false;
     } catch (err) {
-      this.opts.logger.warn({ err: (err as Error).message, file }, 'key-cache snapshot not written');
+      // once per run of failures (an unwritable state_dir would otherwise warn every 30 s)
+      if (!this.snapshotFailing) this.opts.logger.warn({ err: (err as Error).message, file }, 'key-cache snapshot not written (store.state_dir); keys are still cached in memory');
+      this.snapshotFailing = true;
     }
   }
 
