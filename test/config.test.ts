@@ -1020,3 +1020,19 @@ t.test('the schema file compiles, describes every property and closes every obje
   t.strictSame(open, [], 'every object has additionalProperties: false');
   t.ok(properties > 50, `${properties} properties checked`);
 });
+
+t.test('YAML syntax: only the first error, where the mistake starts (an unclosed quote where it opened), one line', async (t) => {
+  const many = 'listen:\n  host: 0.0.0.0\n' + Array.from({ length: 20 }, (_, i) => ` - bad${i}: [\n`).join('') + 'log: { level: info\n';
+  const dir = t.testdir({
+    'many.yaml': many,
+    'quote.yaml': 'listen:\n  host: "127.0.0.1\n  port: 8080\nadmin:\n  port: 8081\nroutes: []\n',
+    'single.yaml': "listen:\n  host: 'it''s\n  port: 8080\n",
+  });
+  const cascade = issuesOf(path.join(dir, 'many.yaml'));
+  t.equal(cascade.length, 1, 'one error, not the cascade after it');
+  t.ok(cascade.every((i) => !i.message.includes('\n') && i.message.length <= 200), 'each in one short line');
+  t.strictSame(issuesOf(path.join(dir, 'quote.yaml')), [
+    { file: shown(path.join(dir, 'quote.yaml')), line: 2, col: 9, field: '', message: 'this "-quoted string is never closed (Missing closing "quote)' },
+  ]);
+  t.match(issuesOf(path.join(dir, 'single.yaml')), [{ line: 2, col: 9, message: /this '-quoted string is never closed/ }], "'' inside single quotes is not where it opened");
+});

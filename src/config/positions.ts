@@ -125,7 +125,13 @@ export function parseYaml(src: string, file: string): ParsedYaml {
   const at = (offset: number): Pos => ({ file, ...lineCounter.linePos(offset) });
   const warnings = doc.warnings.filter((w) => !CORE_TAG.test(w.message)).map((w) => issue(at(w.pos[0]), '', w.message));
   if (doc.errors.length > 0) {
-    const issues = doc.errors.map((e) => issue(at(e.pos[0]), '', e.message + flowHint(src, e.pos[0])));
+    // Only the first: the ones after it are mostly the parser losing its footing over the same
+    // mistake. At the place the mistake starts (an unclosed quote: where it opened, not the end of
+    // the file), in one line.
+    const e = doc.errors[0]!;
+    const offset = unclosedQuoteAt(src, e.message, e.pos[0]) ?? e.pos[0];
+    const message = offset === e.pos[0] ? oneLine(e.message) : `this ${src[offset]}-quoted string is never closed (${oneLine(e.message)})`;
+    const issues = [issue(at(offset), '', message + flowHint(src, offset))];
     return { value: undefined, positions: new Map(), issues, warnings, unusable: true };
   }
   const walker = new Walker(doc, at);
@@ -138,6 +144,36 @@ export function parseYaml(src: string, file: string): ParsedYaml {
     const issues = [issue(at(0), '', `the document has more than ${MAX_NODES} nodes once aliases are expanded`)];
     return { value: undefined, positions: new Map(), issues, warnings, unusable: true };
   }
+}
+
+/** Longest YAML error message shown: the first line, cut to this many characters. */
+const MAX_MESSAGE = 200;
+
+function oneLine(message: string): string {
+  const first = message.split('\n', 1)[0]!.trim();
+  return first.length > MAX_MESSAGE ? `${first.slice(0, MAX_MESSAGE - 1)}…` : first;
+}
+
+/**
+ * For "Missing closing "quote" (reported where the file ends), the offset of the quote that opened
+ * the scalar: the last one of that kind before the error that is not escaped (\" in double
+ * quotes, '' in single quotes) — the scalar ran on to the error, so it holds no other.
+ */
+function unclosedQuoteAt(src: string, message: string, end: number): number | undefined {
+  const m = /^Missing closing (["'])quote/.exec(message);
+  if (!m) return undefined;
+  const q = m[1]!;
+  for (let i = Math.min(end, src.length) - 1; i >= 0; i--) {
+    if (src[i] !== q) continue;
+    if (q === '"') {
+      let backslashes = 0;
+      for (let j = i - 1; j >= 0 && src[j] === '\\'; j--) backslashes++;
+      if (backslashes % 2 === 0) return i;
+    } else if (src[i - 1] === "'") {
+      i--; // '' is an escaped quote inside the scalar
+    } else return i;
+  }
+  return undefined;
 }
 
 function issue(p: Pos, field: string, message: string): ConfigIssue {

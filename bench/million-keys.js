@@ -1,0 +1,200 @@
+// A million keys in SQLite against ten: start time, memory, throughput, reloads under load, and the
+// listings (run by `npm run bench` after bench/proxy.js; on its own: node bench/million-keys.js
+// after npm run build).
+//
+// Env: BENCH_KEYS (default 1000000), BENCH_DURATION (s per load run, default 10), BENCH_CONNECTIONS
+// (default 50), BENCH_KEEP=1 keeps the temp dir. Goals (issue 13): start <= 2 s, RSS <= 200 MB,
+// a SIGHUP reload never blocks requests, throughput >= 0.95x of the ten-key store.
+
+import autocannon from 'autocannon';
+import Database from 'better-sqlite3';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startEchoUpstream } from '../dist/demo/echo-upstream.js';
+import { SqliteKeyStore } from '../dist/keys/sqlite-store.js';
+import { digestSecret, displayPrefix, generateSecret } from '../dist/keys/secret.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const BIN = path.join(ROOT, 'bin/keygate.js');
+const KEYS = Number(process.env.BENCH_KEYS ?? 1_000_000);
+const DURATION = Number(process.env.BENCH_DURATION ?? 10);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
+const TOKEN = 'bench-admin-token-0123456789';
+
+/** A store of `n` keys written in one transaction; returns one usable secret. */
+function fillStore(file, n) {
+  new SqliteKeyStore(file).close(); // the schema, as the gateway makes it
+  const db = new Database(file);
+  db.pragma('journal_mode = WAL');
+  const insert = db.prepare(
+    `INSERT INTO api_keys (id, name, description, digest, prefix, scopes, role, workspace, workspace_access, surfaces, attribution_class,
+       service_account_name, owner_user_id, rate_limit, expires_at, is_active, request_count, last_used_at, created_at, updated_at, created_by, updated_by, managed_by)
+     VALUES (?, ?, '', ?, ?, '["agents","workflows"]', 'viewer', NULL, '{"all":true,"grants":[]}', NULL, 'service_account', ?, NULL, 1000000, NULL, 1, 0, NULL, ?, ?, 'bench', 'bench', 'api')`,
+  );
+  const secret = generateSecret('dg_');
+  const start = Date.parse('2026-01-01T00:00:00Z');
+  db.transaction(() => {
+    for (let i = 0; i < n; i++) {
+      const last = i === n - 1;
+      const digest = last ? digestSecret(secret) : createHash('sha256').update(`bench-key-${i}`).digest('hex');
+      const at = new Date(start + i).toISOString();
+      insert.run(`id-${i}`, `key-${i}`, digest, last ? displayPrefix(secret) : 'dg_bench', `key-${i}`, at, at);
+    }
+  })();
+  db.pragma('wal_checkpoint(TRUNCATE)');
+  db.close();
+  return secret;
+}
+
+function rssMb(pid) {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** keygate serve; resolves once it logs "keygate listening", with the time that took. */
+function serve(cfg) {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn(process.execPath, [BIN, 'serve', '-c', cfg], { env: { ...process.env, NODE_OPTIONS: '' } });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const onData = () => {
+      const m = /"url":"(http:\/\/[^"]+)","admin_url":"(http:\/\/[^"]+)"/.exec(out);
+      if (m && /keygate listening/.test(out)) {
+        child.stdout.off('data', onData);
+        resolve({ child, url: m[1], admin: m[2], startMs: performance.now() - started, log: () => out });
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', (d) => (out += d));
+    child.once('exit', (code) => reject(new Error(`keygate exited ${code}: ${out}`)));
+  });
+}
+
+function stop(gw) {
+  return new Promise((resolve) => {
+    gw.child.removeAllListeners('exit');
+    gw.child.once('exit', resolve);
+    gw.child.kill('SIGTERM');
+  });
+}
+
+function load(url, secret, seconds) {
+  return new Promise((resolve, reject) => {
+    autocannon({ url, connections: CONNECTIONS, duration: seconds, headers: { 'x-api-key': secret } }, (err, r) => (err ? reject(err) : resolve(r)));
+  });
+}
+
+function timed(url, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    http
+      .get(url, { headers }, (res) => {
+        let n = 0;
+        res.on('data', (d) => (n += d.length));
+        res.on('end', () => resolve({ status: res.statusCode, ms: performance.now() - t0, bytes: n }));
+      })
+      .on('error', reject);
+  });
+}
+
+function runCli(args) {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, NODE_OPTIONS: '' } });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.once('exit', (code) => resolve({ code, ms: performance.now() - t0, out }));
+  });
+}
+
+/** One store size: start, RSS, throughput, a load run with a SIGHUP every second, the listings. */
+async function measure(dir, name, n, upstream) {
+  const db = path.join(dir, `${name}.db`);
+  const t0 = performance.now();
+  const secret = fillStore(db, n);
+  const fillS = (performance.now() - t0) / 1000;
+  const cfg = path.join(dir, `${name}.yaml`);
+  writeFileSync(
+    cfg,
+    `listen: { host: 127.0.0.1, port: 0 }\nadmin: { host: 127.0.0.1, port: 0, token: ${TOKEN} }\nstore: { keys: "sqlite:${db}" }\nlog: { level: info, access_log: false }\n` +
+      `keys: { rate_limit: { default: 60, min: 1, max: 1000000 } }\nupstreams: [{ name: up, api_base_url: "${upstream}" }]\nroutes: [{ path: "/**", upstream: up }]\n`,
+  );
+  const gw = await serve(cfg);
+  const rssStart = rssMb(gw.child.pid);
+  await load(gw.url + '/x', secret, 2); // warm-up
+  const steady = await load(gw.url + '/x', secret, DURATION);
+  const rssLoad = rssMb(gw.child.pid);
+  // reloads under load: one SIGHUP a second; the slowest request shows whether one blocked
+  let reloads = 0;
+  const hup = setInterval(() => {
+    gw.child.kill('SIGHUP');
+    reloads++;
+  }, 1000);
+  const reloading = await load(gw.url + '/x', secret, DURATION);
+  clearInterval(hup);
+  const auth = { authorization: `Bearer ${TOKEN}` };
+  const info = await timed(gw.admin + '/api/info', auth);
+  const page = await timed(gw.admin + '/api/v1/api-keys?limit=10', auth);
+  const list = await runCli(['keys', 'list', '-c', cfg, '--limit', '10', '--json']);
+  const reloadLines = gw.log().split('\n').filter((l) => l.includes('configuration reloaded')).length;
+  await stop(gw);
+  return {
+    keys: n,
+    fill_s: fillS,
+    start_ms: gw.startMs,
+    rss_start_mb: rssStart,
+    rss_load_mb: rssLoad,
+    rps: steady.requests.average,
+    p99_ms: steady.latency.p99,
+    max_ms: steady.latency.max,
+    errors: steady.errors + steady.non2xx,
+    reload: { sighups: reloads, logged: reloadLines, rps: reloading.requests.average, p99_ms: reloading.latency.p99, max_ms: reloading.latency.max, errors: reloading.errors + reloading.non2xx },
+    info_ms: info.ms,
+    page_ms: page.ms,
+    page_status: page.status,
+    cli_list_ms: list.ms,
+    cli_list_code: list.code,
+  };
+}
+
+export async function millionKeys() {
+  const dir = mkdtempSync(path.join(tmpdir(), 'keygate-million-'));
+  const upstream = await startEchoUpstream({ name: 'up' });
+  try {
+    const small = await measure(dir, 'ten', 10, upstream.url);
+    const big = await measure(dir, 'million', KEYS, upstream.url);
+    return { small, big };
+  } finally {
+    await upstream.close();
+    if (process.env.BENCH_KEEP !== '1') rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : String(x));
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const { small, big } = await millionKeys();
+  console.log(`\nkeygate with ${big.keys.toLocaleString('en')} keys in SQLite vs 10 (${CONNECTIONS} connections, ${DURATION} s per run)`);
+  for (const r of [small, big]) {
+    console.log(
+      `  ${String(r.keys).padStart(8)} keys: filled in ${fmt(r.fill_s, 1)} s; start ${fmt(r.start_ms)} ms; RSS ${fmt(r.rss_start_mb)} MB at start, ${fmt(r.rss_load_mb)} MB under load; ` +
+        `${fmt(r.rps)} req/s, p99 ${fmt(r.p99_ms)} ms, max ${fmt(r.max_ms)} ms, errors ${r.errors}`,
+    );
+    console.log(
+      `            reloads: ${r.reload.sighups} SIGHUPs under load (${r.reload.logged} logged): ${fmt(r.reload.rps)} req/s, p99 ${fmt(r.reload.p99_ms)} ms, max ${fmt(r.reload.max_ms)} ms, errors ${r.reload.errors}; ` +
+        `GET /api/info ${fmt(r.info_ms, 1)} ms, GET /api/v1/api-keys?limit=10 ${r.page_status} in ${fmt(r.page_ms, 1)} ms, keys list --limit 10 exit ${r.cli_list_code} in ${fmt(r.cli_list_ms)} ms`,
+    );
+  }
+  const ratio = big.rps / small.rps;
+  console.log(
+    `  goals: start <= 2000 ms: ${fmt(big.start_ms)} ms ${big.start_ms <= 2000 ? 'ok' : 'MISSED'}; RSS <= 200 MB: ${fmt(Math.max(big.rss_start_mb, big.rss_load_mb))} MB ${Math.max(big.rss_start_mb, big.rss_load_mb) <= 200 ? 'ok' : 'MISSED'}; ` +
+      `throughput ${fmt(ratio, 2)}x of 10 keys ${ratio >= 0.95 ? 'ok' : 'MISSED'}; slowest request during reloads ${fmt(big.reload.max_ms)} ms (10 keys: ${fmt(small.reload.max_ms)} ms)`,
+  );
+  console.log(JSON.stringify({ bench: 'million-keys', small, big, rps_ratio: ratio }));
+}
