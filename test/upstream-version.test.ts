@@ -245,3 +245,25 @@ routes:
   t.match(metrics, /keygate_upstream_credential_rejections_total\{upstream="prod",kind="remote_node"\} 1/);
   t.notOk(s.logs.some((l) => l.includes('wrong-prod-token')), 'the secret is never logged');
 });
+
+t.test('re-checked while running: a Dagu replaced by an older one under a running gateway is refused from then on', async (t) => {
+  const first = await startEchoUpstream({ name: 'dagu', daguVersion: '2.1.0' });
+  const port = first.port;
+  const dir = t.testdir();
+  const file = join(dir, 'gateway.yaml');
+  writeFileSync(file, `store: { keys: "sqlite::memory:" }\nupstreams:\n  - { name: dagu, api_base_url: "http://127.0.0.1:${port}/api/v1", auth_type: token, auth_token: up-token, timeout: 2 }\n${VERSIONED}`);
+  const lines: string[] = [];
+  const gw = await Gateway.start({ config: loadConfig(file, {}), port: 0, adminPort: 0, logger: quietLogger(lines), versionRecheckMs: 100 });
+  t.teardown(() => gw.close(1000));
+  const { secret } = await gw.keys.create({ name: 'op', role: 'operator' }, 'test');
+  const start = () => request(`${gw.url}/api/v1/dags/x/start`, { method: 'POST', headers: { 'x-api-key': secret } }).then(async (r) => ({ status: r.statusCode, json: (await r.body.json()) as Record<string, unknown> }));
+  t.match(await start(), { status: 200, json: { upstream: 'dagu' } });
+  await first.close();
+  const old = await startEchoUpstream({ name: 'old', port, daguVersion: '1.30.2' });
+  t.teardown(() => old.close());
+  const until = Date.now() + 10_000;
+  while (!lines.some((l) => l.includes('is Dagu 1.30.2')) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  t.match(JSON.parse(lines.find((l) => l.includes('is Dagu 1.30.2'))!), { level: 50, upstream: 'dagu', version: '1.30.2', msg: /answer 502 upstream_version_mismatch/ }, 'an error in the log');
+  t.match(await start(), { status: 502, json: { code: 'upstream_version_mismatch' } });
+  t.equal(old.received.filter((r) => r.path !== '/api/v1/health').length, 0, 'nothing but probes reached the old Dagu');
+});
