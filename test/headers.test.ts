@@ -59,7 +59,7 @@ t.test('unit: the rules behind the headers', async (t) => {
 
   const secret = 'dg_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG';
   t.match(credentialInQuery(`token=${secret}`, undefined), /"token" carries a credential/);
-  for (const q of ['api_key=x', 'apikey=x', 'API_KEY=x', 'access_token=x', 'a=1&Token=x', 'to%6Ben=x', 'x-api-key=y', 'key=z']) t.ok(credentialInQuery(q, undefined), `named: ${q}`);
+  for (const q of ['api_key=x', 'apikey=x', 'apiKey=x', 'API_KEY=x', 'access_token=x', 'Access-Token=x', 'auth_token=x', 'jwt=x', 'a=1&Token=x', 'to%6Ben=x', 'x-api-key=y', 'key=z']) t.ok(credentialInQuery(q, undefined), `named: ${q}`);
   t.match(credentialInQuery(`q=${secret}`, secret), /carries the API key/, 'the presented key anywhere');
   t.match(credentialInQuery(`q=${encodeURIComponent(secret).replace('_', '%5F')}`, secret), /carries the API key/, 'encoded');
   t.equal(credentialInQuery('workspace=a&page=2&tokens_used=3', secret), undefined, 'ordinary parameters');

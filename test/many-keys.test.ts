@@ -1,6 +1,9 @@
 // A million keys: nothing at start, reload or on a request lists every key; listings are pages.
 // (How fast a million keys start and serve is measured by `npm run bench`, not here.)
 
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { AdminAuth } from '../src/admin/auth.js';
@@ -8,6 +11,7 @@ import { gatewayInfo } from '../src/admin/page/info.js';
 import type { KeysConfig } from '../src/config/types.js';
 import { KeyService } from '../src/keys/service.js';
 import { SqliteKeyStore } from '../src/keys/sqlite-store.js';
+import { BIN, CHILD_ENV } from './binary.js';
 import { storedKey } from './factories.js';
 import { startStack } from './helpers.js';
 
@@ -76,4 +80,26 @@ t.test('both admin list endpoints page: limit, cursor, default 100, bad input 40
     t.equal(r.status, 400, bad);
     t.equal(r.json.code, 'bad_request');
   }
+});
+
+t.test('keys list pages (--limit, --cursor, --all) and writes JSON a key at a time', async (t) => {
+  const dir = t.testdir();
+  const cfg = join(dir, 'gw.yaml');
+  writeFileSync(cfg, 'store: { keys: "sqlite:./k.db" }\n');
+  const run = (args: string[]) =>
+    new Promise<{ code: number; stdout: string }>((resolve) =>
+      execFile(process.execPath, [BIN, ...args, '-c', cfg], { env: CHILD_ENV, timeout: 60_000 }, (err, stdout) => resolve({ code: err ? 1 : 0, stdout })),
+    );
+  for (const name of ['a', 'b', 'c']) t.equal((await run(['keys', 'create', '--name', name])).code, 0);
+  const first = JSON.parse((await run(['keys', 'list', '--limit', '2', '--json'])).stdout);
+  t.same(first.apiKeys.map((k: { name: string }) => k.name), ['a', 'b']);
+  t.type(first.nextCursor, 'string');
+  const rest = JSON.parse((await run(['keys', 'list', '--limit', '2', '--cursor', first.nextCursor, '--json'])).stdout);
+  t.same(rest.apiKeys.map((k: { name: string }) => k.name), ['c']);
+  t.notOk('nextCursor' in rest);
+  const all = await run(['keys', 'list', '--limit', '1', '--all', '--json']);
+  t.same(JSON.parse(all.stdout).apiKeys.map((k: { name: string }) => k.name), ['a', 'b', 'c'], '--all follows every page');
+  t.equal(all.stdout.trim().split('\n').length, 5, 'one line per key between the brackets');
+  const table = await run(['keys', 'list', '--limit', '2']);
+  t.match(table.stdout, /More keys follow: keygate keys list --cursor \S+/);
 });

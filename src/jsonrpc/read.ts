@@ -24,6 +24,9 @@ const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 class SyntaxFault extends Error {}
 
+/** a run of string characters that need no attention (compiled once; sticky, so it scans in place) */
+const PLAIN_RUN = /[^"\\\u0000-\u001f]*/y;
+
 /** Read one JSON document from bytes. */
 export function readJson(bytes: Uint8Array): ReadResult {
   let text: string;
@@ -151,6 +154,9 @@ class Reader {
     let out = '';
     let from = i;
     for (;;) {
+      PLAIN_RUN.lastIndex = i;
+      PLAIN_RUN.test(s);
+      i = PLAIN_RUN.lastIndex;
       const c = s.charCodeAt(i);
       if (c === 0x22) {
         out += s.slice(from, i);

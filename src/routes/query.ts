@@ -39,10 +39,13 @@ export function mayContain(query: string, name: string): boolean {
 }
 
 /** Query parameter names that carry a credential (compared decoded, in any case). */
-const CREDENTIAL_PARAMS: ReadonlySet<string> = new Set(['token', 'access_token', 'api_key', 'apikey', 'api-key', 'x-api-key', 'x_api_key', 'key', 'auth', 'authorization', 'bearer', 'id_token', 'refresh_token']);
+const CREDENTIAL_PARAMS: ReadonlySet<string> = new Set([
+  'token', 'access_token', 'access-token', 'accesstoken', 'auth_token', 'auth-token', 'authtoken', 'api_token', 'api-token', 'apitoken',
+  'api_key', 'api-key', 'apikey', 'x-api-key', 'x_api_key', 'key', 'auth', 'authorization', 'bearer', 'id_token', 'refresh_token', 'jwt',
+]);
 
 /** a cheap pre-check: one of those names could be in the query (or it is encoded) */
-const MAY_NAME_CREDENTIAL = /token|key|auth|bearer|%/i;
+const MAY_NAME_CREDENTIAL = /token|key|auth|bearer|jwt|%/i;
 
 /**
  * Why the query carries a credential, or undefined: a parameter named like one, or any parameter
