@@ -598,7 +598,7 @@ async function demoCommand(v: Values): Promise<number> {
         ...upstreams.map((u) => `  ${u.name} → ${u.api_base_url}`),
         '',
         'Try it (in another terminal):',
-        `  npx keygate keys create --name demo --scopes workflows --role operator`,
+        `  ./bin/keygate keys create --name demo --scopes workflows --role operator   # or: keygate … when installed`,
         `  curl -i ${gw.url}/api/v1/dags                          # 401: no key`,
         `  curl -i -H "X-API-Key: <key>" ${gw.url}/api/v1/dags    # 200: echoed by the upstream`,
         `  curl -i -H "X-API-Key: <key>" -X POST ${gw.url}/api/v1/agent/chat   # 403: no agents scope`,

@@ -14,7 +14,7 @@ export interface MetricSources {
   /** circuit breakers of the stores on the request path (keys, rate_limits): open or not */
   breakers(): Record<string, boolean>;
   reloads(): { ok: number; failed: number };
-  /** seconds since usage counts last reached the store */
+  /** seconds since the last flush attempt that wrote its counts or had nothing to write */
   usageFlushLag(): number;
   /** client connections open on the public listener, and those of them upgraded to WebSocket */
   connections(): Promise<{ http: number; websocket: number }>;
@@ -121,7 +121,8 @@ export class GatewayMetrics {
 
   constructor(sources: MetricSources) {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry, prefix: 'keygate_process_' });
+    // prom-client's defaults are process_* and nodejs_*: keygate_process_cpu_seconds_total, keygate_nodejs_heap_size_used_bytes, …
+    collectDefaultMetrics({ register: this.registry, prefix: 'keygate_' });
     new Gauge({ name: 'keygate_build_info', help: 'Always 1; the version of Keygate and of Node.js serving.', labelNames: ['version', 'node'], registers, aggregator: 'max' })
       .set({ version: VERSION, node: process.version }, 1);
     const scraped = (m: ScrapedMetric) => this.registry.registerMetric(m as unknown as Metric);
@@ -192,7 +193,7 @@ export class GatewayMetrics {
       } });
     counter('keygate_config_reloads_total', 'Configuration reloads that took effect.', () => sources.reloads().ok);
     counter('keygate_config_reload_failures_total', 'Configuration reloads refused (the old configuration stayed).', () => sources.reloads().failed);
-    gauge('keygate_usage_flush_lag_seconds', 'Seconds since usage counts last reached the key store.', () => sources.usageFlushLag());
+    gauge('keygate_usage_flush_lag_seconds', 'Seconds since the last usage flush that succeeded or had nothing to write (an idle gateway stays near 0).', () => sources.usageFlushLag());
     new Gauge({ name: 'keygate_tls_certificate_expiry_seconds', help: 'When the certificate a listener serves expires (unix time), by listener (public, admin).', labelNames: ['listener'], registers, aggregator: 'min',
       collect() {
         this.reset();

@@ -2,6 +2,8 @@
 // Dagu-shaped key endpoints, regenerate with grace (checked on the PUBLIC listener), the key-count
 // limit, keys declared in the config, the audit trail, the OpenAPI document.
 
+import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { writeFileSync } from 'node:fs';
@@ -683,6 +685,18 @@ t.test('GET /openapi.json describes exactly the routes the admin listener serves
   for (const [, name] of text.matchAll(/"#\/components\/schemas\/([^"]+)"/g)) t.ok(doc.components.schemas[name!], `schema ${name} exists`);
   t.same(doc.components.schemas.DaguCreateAPIKeyRequest.required, ['name', 'role', 'allowedSurfaces', 'attributionClass']);
   t.same(doc.components.schemas.DagenCreateRequest.required, ['name', 'scopes']);
+
+  // Redocly's recommended rules (what API portals and linters in CI run): no error, no warning
+  const file = join(t.testdir(), 'openapi.json');
+  writeFileSync(file, r.text);
+  const redocly = createRequire(import.meta.url).resolve('@redocly/cli/bin/cli.js');
+  const lint = spawnSync(process.execPath, [redocly, 'lint', '--format=summary', file], {
+    encoding: 'utf8',
+    env: { ...process.env, NODE_OPTIONS: '', REDOCLY_TELEMETRY: 'off', REDOCLY_SUPPRESS_UPDATE_NOTICE: 'true' },
+  });
+  const said = lint.stdout + lint.stderr;
+  t.equal(lint.status, 0, `redocly lint: ${said}`);
+  t.notMatch(said, /\d+ errors?|\d+ warnings?|Validation failed/, 'Redocly reports no error and no warning');
 });
 
 t.test('logs: admin requests and key changes are logged; no line holds a secret or the token', async (t) => {

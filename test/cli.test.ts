@@ -201,7 +201,7 @@ t.test('demo: echo upstreams behind the example config answer through the gatewa
   const cfg = join(dir, 'demo.yaml');
   // the example includes config/routes/*.yaml relative to itself: point the copy at the originals
   const example = readFileSync(join(ROOT, 'gateway.example.yaml'), 'utf8').replaceAll('include: config/routes/', `include: ${join(ROOT, 'config/routes')}/`);
-  writeFileSync(cfg, example.replace('port: ${KEYGATE_PORT:-8080}', 'port: 0').replace('port: 8081', 'port: 0'));
+  writeFileSync(cfg, example.replace('port: ${KEYGATE_PORT:-8080}', 'port: 0').replace('port: ${KEYGATE_ADMIN_PORT:-8081}', 'port: 0'));
   const demo = spawnKeygate(t, ['demo', '-c', cfg], { cwd: ROOT });
   t.teardown(() => {
     demo.child.kill('SIGTERM');

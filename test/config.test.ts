@@ -23,6 +23,9 @@ function issuesOf(file: string, env: NodeJS.ProcessEnv = {}): ConfigIssue[] {
   throw new Error(`expected ${file} to be rejected`);
 }
 
+/** the package root: a relative include not found next to the config is looked up here */
+const ROOT = path.resolve(import.meta.dirname, '..');
+
 const UPSTREAM = `upstreams:
   - name: dagu
     api_base_url: http://127.0.0.1:8090/api/v1
@@ -880,9 +883,29 @@ t.test('a missing included file: at the include entry', async (t) => {
       line: 6,
       col: 5,
       field: 'routes[1].include',
-      message: `cannot read included file ${shown(target)}: ENOENT: no such file or directory, open '${target}'`,
+      message: `cannot read included file ${shown(target)}: no such file (nor ${path.join(ROOT, 'routes/missing.yaml')} in the Keygate package)`,
     },
   ]);
+});
+
+t.test('a config copied out of the package still includes the shipped route maps; a file beside it wins', async (t) => {
+  const dir = t.testdir({
+    'gateway.yaml': `${UPSTREAM}  - name: dagu-mcp
+    api_base_url: http://127.0.0.1:8090/mcp
+  - name: dagen
+    api_base_url: http://127.0.0.1:3000
+routes:
+  - include: config/routes/dagu.yaml
+  - include: config/routes/dagen.yaml
+`,
+  });
+  const cfg = loadConfig(path.join(dir, 'gateway.yaml'), {});
+  t.ok(cfg.routes.some((r) => r.name === 'dagu.listAPIKeys'), "the package's config/routes/dagu.yaml");
+  t.ok(cfg.routes.some((r) => r.name?.startsWith('dagen.')), "and config/routes/dagen.yaml");
+  mkdirSync(path.join(dir, 'config/routes'), { recursive: true });
+  writeFileSync(path.join(dir, 'config/routes/dagu.yaml'), '- { name: mine, path: /mine, upstream: dagu }\n');
+  const local = loadConfig(path.join(dir, 'gateway.yaml'), {});
+  t.same(local.routes.filter((r) => !r.name?.startsWith('dagen.')).map((r) => r.name), ['mine'], 'a file next to the config comes first');
 });
 
 t.test('include cycles and nesting deeper than 8 levels', async (t) => {

@@ -49,8 +49,9 @@ t.test('the Kubernetes manifest: its config serves, its probes and ports match, 
   const dagen = await startEchoUpstream({ name: 'dagen' });
   t.teardown(() => Promise.all([dagu.close(), dagen.close()]));
   const dir = t.testdir();
-  // test-only changes: the route maps from this checkout (the image has them in /app), a free admin port
-  const local = (text: string) => text.replaceAll('/app/config/routes/', `${ROOT}config/routes/`).replace('port: 8081', 'port: 0');
+  // test-only change: a free admin port. The relative route-map includes are not next to the config,
+  // so they are found in the package — this checkout here, /app in the image.
+  const local = (text: string) => text.replace('port: 8081', 'port: 0');
   const version = (name: string, text: string) => {
     mkdirSync(join(dir, name));
     writeFileSync(join(dir, name, 'gateway.yaml'), local(text));
@@ -86,4 +87,64 @@ t.test('the Kubernetes manifest: its config serves, its probes and ports match, 
   t.equal(readyAfterTerm, 503, `after SIGTERM the readiness probe fails at once (shutdown_delay), here after ${Math.round(performance.now() - signalled)} ms`);
   t.equal(await status('/extra'), 200, 'while requests are still served');
   t.equal(await gw.exited, 0, 'and the pod exits 0 after the delay and the drain');
+});
+
+/** Pod Security Standards, "restricted" profile (v1.30): what a pod template must meet to be admitted. */
+function restrictedViolations(spec: Doc): string[] {
+  const out: string[] = [];
+  const pod = spec.securityContext ?? {};
+  for (const k of ['hostNetwork', 'hostPID', 'hostIPC']) if (spec[k]) out.push(`${k}: true`);
+  const volumeTypes = new Set(['configMap', 'csi', 'downwardAPI', 'emptyDir', 'ephemeral', 'persistentVolumeClaim', 'projected', 'secret']);
+  for (const v of spec.volumes ?? []) for (const k of Object.keys(v)) if (k !== 'name' && !volumeTypes.has(k)) out.push(`volume ${v.name}: ${k}`);
+  if (pod.runAsUser === 0) out.push('pod runAsUser 0');
+  for (const c of [...(spec.initContainers ?? []), ...spec.containers] as Doc[]) {
+    const sc = c.securityContext ?? {};
+    const at = `container ${c.name}`;
+    if (sc.privileged) out.push(`${at}: privileged`);
+    if (sc.allowPrivilegeEscalation !== false) out.push(`${at}: allowPrivilegeEscalation must be false`);
+    if (!(sc.capabilities?.drop ?? []).includes('ALL')) out.push(`${at}: capabilities must drop ALL`);
+    for (const cap of sc.capabilities?.add ?? []) if (cap !== 'NET_BIND_SERVICE') out.push(`${at}: adds capability ${cap}`);
+    if ((sc.runAsNonRoot ?? pod.runAsNonRoot) !== true) out.push(`${at}: runAsNonRoot must be true`);
+    if (sc.runAsUser === 0) out.push(`${at}: runAsUser 0`);
+    const seccomp = (sc.seccompProfile ?? pod.seccompProfile)?.type;
+    if (seccomp !== 'RuntimeDefault' && seccomp !== 'Localhost') out.push(`${at}: seccompProfile must be RuntimeDefault or Localhost`);
+    for (const p of c.ports ?? []) if (p.hostPort) out.push(`${at}: hostPort ${p.hostPort}`);
+  }
+  return out;
+}
+
+t.test('the Kubernetes manifest: restricted pods, the admin port fenced off, and a named Redis', async (t) => {
+  const docs = parseAllDocuments(readFileSync(join(ROOT, 'deploy/kubernetes/keygate.yaml'), 'utf8')).map((d) => d.toJS() as Doc);
+  const workloads = docs.filter((d) => d.kind === 'Deployment' || d.kind === 'StatefulSet');
+  t.ok(workloads.length >= 2, 'the gateway and its Redis');
+  for (const w of workloads) t.same(restrictedViolations(w.spec.template.spec), [], `${w.kind} ${w.metadata.name} passes the "restricted" Pod Security profile`);
+  t.same(restrictedViolations({ containers: [{ name: 'x', ports: [{ hostPort: 80 }] }], hostNetwork: true }).length, 6, '(the check does catch a bad pod)');
+
+  const deployment = docs.find((d) => d.kind === 'Deployment')!;
+  const labels: Doc = deployment.spec.template.metadata.labels;
+  const selects = (sel: Doc | undefined, l: Doc) => Object.entries(sel?.matchLabels ?? {}).every(([k, v]) => l[k] === v);
+  const policies = docs.filter((d) => d.kind === 'NetworkPolicy' && selects(d.spec.podSelector, labels));
+  t.equal(policies.length, 1, "a NetworkPolicy selects the gateway's pods");
+  const rules: Doc[] = policies[0]?.spec.ingress ?? [];
+  t.ok(policies[0]?.spec.policyTypes.includes('Ingress'), 'and governs ingress: what no rule admits is refused');
+  const admits = (port: string) => rules.filter((r) => (r.ports ?? []).some((p: Doc) => p.port === port));
+  t.ok(admits('http').some((r) => r.from === undefined), 'the public port: from anywhere');
+  const admin = admits('admin');
+  t.ok(admin.length > 0 && admin.every((r) => Array.isArray(r.from) && r.from.length > 0), 'the admin port: only from the sources named …');
+  t.match(admin[0]?.from, [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }], '… the monitoring namespace (Prometheus)');
+  t.notOk(rules.some((r) => !r.ports), 'no rule admits every port');
+
+  const env: Doc[] = deployment.spec.template.spec.containers[0].env;
+  const redisUrl = new URL(env.find((e) => e.name === 'KEYGATE_REDIS_URL')!.value);
+  const service = docs.find((d) => d.kind === 'Service' && d.metadata.name === redisUrl.hostname);
+  t.ok(service, `KEYGATE_REDIS_URL names a Service of the manifest: ${redisUrl.hostname}`);
+  const redis = docs.find((d) => d.kind === 'StatefulSet' && selects({ matchLabels: service?.spec.selector }, d.spec.template.metadata.labels));
+  t.ok(redis, "which selects the Redis StatefulSet's pods");
+  const port = service?.spec.ports.find((p: Doc) => p.port === Number(redisUrl.port || 6379));
+  const container = redis?.spec.template.spec.containers[0];
+  t.match(container?.image, /^redis:\d/, 'running Redis');
+  t.equal(container?.ports.find((p: Doc) => p.name === port?.targetPort)?.containerPort, 6379, "the Service's port reaches Redis's 6379");
+  t.ok(redis?.spec.volumeClaimTemplates?.length, 'on a persistent volume');
+  const redisPolicy = docs.find((d) => d.kind === 'NetworkPolicy' && selects(d.spec.podSelector, redis?.spec.template.metadata.labels ?? {}));
+  t.match(redisPolicy?.spec.ingress, [{ from: [{ podSelector: { matchLabels: labels } }] }], 'Redis admits only the gateway');
 });

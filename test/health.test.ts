@@ -78,6 +78,9 @@ t.test('admin listener: /healthz, /readyz and /metrics (bounded labels, no secre
   t.match(text, /keygate_rate_limit_degraded 0/);
   const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   t.match(text, `keygate_build_info{version="${version}",node="${process.version}"} 1`, 'the version being served');
+  t.match(text, /\nkeygate_process_cpu_seconds_total \d/, 'process metrics as keygate_process_*');
+  t.match(text, /\nkeygate_nodejs_heap_size_used_bytes \d/, "and Node's as keygate_nodejs_*");
+  t.notMatch(text, /keygate_process_process_|keygate_process_nodejs_/, 'never with the prefix twice');
   t.notOk(text.includes(k.secret), 'no secret');
   t.notOk(text.includes('/not/a/route'), 'no raw path');
   t.notOk(text.includes('secret-looking-query'), 'no query string');

@@ -13,7 +13,7 @@ const skip = PROMTOOL ? false : 'promtool is not installed (apt-get install prom
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /** prom-client's own default gauges end in _total; promtool's lint names them, nothing else may show. */
-const PROM_CLIENT_DEFAULTS = /^keygate_process_nodejs_active_(handles|requests|resources)_total non-counter metrics should not have "_total" suffix$/;
+const PROM_CLIENT_DEFAULTS = /^keygate_nodejs_active_(handles|requests|resources)_total non-counter metrics should not have "_total" suffix$/;
 
 t.test('promtool check metrics: the exposition of a gateway with traffic and per-key series', { skip }, async (t) => {
   const s = await startStack(t.testdir(), { yaml: 'metrics: { per_key: true }\n' });

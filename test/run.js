@@ -1,25 +1,81 @@
 #!/usr/bin/env node
-// Runs the tap suite and ends with the one line CI reads: "N passed, N failed, N skipped".
-// tap's own summary ("# { total, pass, fail, skip }") is parsed from its output.
+// Runs the tap suite with tap's dot reporter (progress as it goes: a live display on a terminal,
+// dots in a CI log), then reads the raw TAP that tap saves per test file (.tap/test-results) and ends
+// with the failures, one a line, and the one line CI reads: "N passed, N failed, N skipped".
+//
+// Counted: every assertion (a leaf test point) by its result; a subtest that failed without a failing
+// assertion of its own (a timeout, a thrown error, a wrong plan) counts as one failure; a test file
+// that printed no TAP or ended badly, or tap exiting non-zero with nothing failed, counts as one too.
 import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { join, relative } from 'node:path';
+import { Parser } from 'tap-parser';
 
+const RESULTS = '.tap/test-results';
 const tapBin = createRequire(import.meta.url).resolve('tap/package.json').replace(/package\.json$/, 'dist/esm/run.mjs');
-const child = spawn(process.execPath, [tapBin, ...process.argv.slice(2)], { stdio: ['ignore', 'pipe', 'inherit'] });
-let tail = '';
-child.stdout.on('data', (chunk) => {
-  process.stdout.write(chunk);
-  tail = (tail + chunk.toString('utf8')).slice(-4096);
-});
-child.on('close', (code) => {
-  const m = /# \{ total: (\d+)(?:, pass: (\d+))?(?:, fail: (\d+))?(?:, todo: \d+)?(?:, skip: (\d+))?/.exec(tail);
-  if (!m) {
-    console.log(`\ntap printed no summary (exit ${code})`);
-    console.log('0 passed, 1 failed');
-    process.exit(code || 1);
+const args = process.argv.slice(2);
+const reporter = args.some((a) => a.startsWith('--reporter') || a.startsWith('-R')) ? [] : ['--reporter=dot'];
+// Stale results of a test file that is gone (or was not run this time) must not be counted.
+rmSync(RESULTS, { recursive: true, force: true });
+// Not a terminal (a CI log, a pipe): tap's reporters then print once instead of redrawing a frame.
+const env = process.stdout.isTTY ? process.env : { ...process.env, CI: process.env.CI || 'true' };
+const child = spawn(process.execPath, [tapBin, ...reporter, ...args], { stdio: ['ignore', 'inherit', 'inherit'], env });
+
+child.on('close', (code, signal) => {
+  const totals = { pass: 0, fail: 0, skip: 0 };
+  const failures = [];
+  const files = existsSync(RESULTS) ? walk(RESULTS).filter((f) => f.endsWith('.tap')) : [];
+  for (const file of files.sort()) count(relative(RESULTS, file).replace(/\.tap$/, ''), readFileSync(file, 'utf8'), totals, failures);
+  if (files.length === 0) failures.push(`no test results in ${RESULTS} (tap exited ${code ?? signal})`);
+  if (code !== 0 && failures.length === 0) failures.push(`tap exited ${code ?? signal} with no failed test`);
+  console.log('');
+  if (failures.length) {
+    console.log(`Failures (${failures.length}):`);
+    for (const f of failures) console.log(`  ✖ ${f}`);
   }
-  const [pass, fail, skip] = [m[2], m[3], m[4]].map((v) => Number(v ?? 0));
-  const failed = fail + (code !== 0 && fail === 0 ? 1 : 0);
-  console.log(`\n${pass} passed, ${failed} failed, ${skip} skipped`);
-  process.exit(code ?? 1);
+  // failures beyond the counted ones are the runner's own (no results, tap's exit status)
+  console.log(`${totals.pass} passed, ${Math.max(totals.fail, failures.length)} failed, ${totals.skip} skipped`);
+  process.exit(code === 0 && failures.length === 0 ? 0 : code || 1);
 });
+
+function walk(dir) {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]));
+}
+
+/** Count one file's TAP into `totals`; each failure's "file > subtest > assertion" into `failures`. */
+function count(file, tap, totals, failures) {
+  const before = totals.fail;
+  const parser = new Parser();
+  watch(parser, [file]);
+  let final;
+  parser.on('complete', (r) => (final = r));
+  parser.end(tap);
+  if (final && !final.ok && totals.fail === before) {
+    totals.fail++;
+    failures.push(`${file}: ${final.bailout ? `bailed out: ${final.bailout}` : 'ended without passing (plan or exit)'}`);
+  }
+
+  function watch(p, path) {
+    let sub; // the subtest whose summary point comes next, and how many failures were counted inside it
+    p.on('child', (c) => {
+      sub = { failsBefore: totals.fail };
+      watch(c, [...path, c.name.replace(/^Subtest: /, '')]);
+    });
+    p.on('assert', (a) => {
+      const isSummary = sub !== undefined;
+      const failsInside = isSummary ? totals.fail - sub.failsBefore : 0;
+      sub = undefined;
+      const name = [...path, a.name || `#${a.id}`].join(' > ');
+      if (a.skip || a.todo) {
+        if (!isSummary) totals.skip++;
+      } else if (a.ok) {
+        if (!isSummary) totals.pass++;
+      } else if ((!isSummary || failsInside === 0) && !failures.some((f) => f === name || f.startsWith(`${name} > `))) {
+        // (tap reports a timed-out subtest again when it finally ends: one failure, not two)
+        totals.fail++;
+        failures.push(name);
+      }
+    });
+  }
+}

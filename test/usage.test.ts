@@ -57,6 +57,29 @@ t.test('a failed flush keeps its batch, unchanged and with its id, for the next 
   t.equal(new Set(attempts).size, 2);
 });
 
+t.test('flush lag: an idle gateway is never late; counts waiting on a failing store are', async (t) => {
+  let fail = false;
+  const counter = new UsageCounter({
+    async addUsage() {
+      if (fail) throw new Error('disk full');
+    },
+  });
+  const lag = () => (Date.now() - counter.lastFlushMs) / 1000;
+  counter.lastFlushMs = Date.now() - 600_000; // as if the last write was ten minutes ago
+  await counter.flush();
+  t.ok(lag() < 1, `idle: a flush with nothing to write is on time (lag ${lag()} s)`);
+  counter.record('k', Date.now());
+  fail = true;
+  counter.lastFlushMs = Date.now() - 600_000;
+  await counter.flush();
+  t.ok(lag() >= 600, 'a failed write leaves the lag growing');
+  await counter.flush();
+  t.ok(lag() >= 600, 'and so does the next attempt, which still has those counts to write');
+  fail = false;
+  await counter.flush();
+  t.ok(lag() < 1, 'until the counts are written');
+});
+
 t.test('the hourly history: allowed and refused per hour, kept when a flush fails', async (t) => {
   const H = Date.UTC(2026, 4, 1, 9);
   let fail = true;

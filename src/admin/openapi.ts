@@ -87,7 +87,10 @@ export function openApiDocument(): Json {
       version: '1',
       description:
         "Key management on Keygate's admin listener, in Dagen's shape (snake_case, /api/keys) and in Dagu's (camelCase, /api/v1/api-keys); both manage the same keys. Every call needs the admin token or an admin key.",
+      license: { name: 'MIT', url: 'https://opensource.org/licenses/MIT' },
     },
+    // relative: the admin listener this document was fetched from (admin.host:admin.port, http or https)
+    servers: [{ url: '/', description: 'This admin listener' }],
     security: [{ bearer: [] }, { apiKey: [] }],
     tags: [
       { name: 'dagen', description: "Dagen's key backend" },

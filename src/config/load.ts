@@ -9,6 +9,7 @@
 // All of this runs once per (re)load, never per request.
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
 import type { DefinedError, ValidateFunction } from 'ajv';
 import { ConfigError, type ConfigIssue } from '../errors.js';
@@ -48,6 +49,19 @@ import { parseRange } from '../upstream-version/range.js';
 /** src/config/load.ts and dist/config/load.js are both two levels below the package root. */
 const SCHEMA_URL = new URL('../../config/gateway.schema.json', import.meta.url);
 const MAX_INCLUDE_DEPTH = 8;
+const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/**
+ * An include's file: relative to the including file; a relative path that is not there is looked up
+ * in the Keygate package itself, so a config copied elsewhere (/etc/keygate/gateway.yaml) still finds
+ * the shipped route maps (`include: config/routes/dagu.yaml`). Undefined when it is in neither place.
+ */
+function resolveInclude(from: string, target: string): string | undefined {
+  const local = path.resolve(path.dirname(from), target);
+  if (path.isAbsolute(target) || existsSync(local)) return local;
+  const packaged = path.resolve(PACKAGE_ROOT, target);
+  return existsSync(packaged) ? packaged : undefined;
+}
 
 /** `arg` if given, else ./gateway.yaml if it exists, else ./gateway.example.yaml (absolute paths). */
 export function resolveConfigPath(arg: string | undefined, cwd = process.cwd()): string {
@@ -284,7 +298,13 @@ function loadInclude(target: string, entry: RouteEntry, index: number, level: In
     for (const p of expanded.problems) ctx.issues.push(issueAt(at, site.field, p));
     return [];
   }
-  const abs = path.resolve(path.dirname(level.file), expanded.value);
+  const abs = resolveInclude(level.file, expanded.value);
+  if (abs === undefined) {
+    const local = ctx.display(path.resolve(path.dirname(level.file), expanded.value));
+    const packaged = path.join(PACKAGE_ROOT, expanded.value);
+    ctx.issues.push(issueAt(site.pos, site.field, `cannot read included file ${local}: no such file (nor ${packaged} in the Keygate package)`));
+    return [];
+  }
   if (level.chain.includes(abs)) {
     const cycle = [...level.chain.slice(level.chain.indexOf(abs)), abs].map((f) => ctx.display(f)).join(' -> ');
     ctx.issues.push(issueAt(site.pos, site.field, `include cycle: ${cycle}`));
@@ -416,7 +436,7 @@ let validator: ValidateFunction | undefined;
 /** Compiled on first use, once per process. */
 function schemaValidator(): ValidateFunction {
   if (!validator) {
-    const schema = JSON.parse(readFileSync(SCHEMA_URL, 'utf8')) as Record<string, unknown>;
+    const schema = strictSchema(JSON.parse(readFileSync(SCHEMA_URL, 'utf8')) as Record<string, unknown>);
     const ajv = new Ajv({
       allErrors: true,
       useDefaults: true,
@@ -427,6 +447,30 @@ function schemaValidator(): ValidateFunction {
     validator = ajv.compile(schema);
   }
   return validator;
+}
+
+const ENV_REFERENCE = '#/definitions/env_reference';
+
+/**
+ * The schema as the loader checks it. The file lets a value also be a `${VAR}` reference
+ * (`anyOf: [{checks}, {$ref: env_reference}]`, see scripts/schema-env.mjs) because editors validate
+ * the raw YAML; the loader validates after expansion, so it drops that alternative and checks the
+ * value itself (which also keeps its error messages to the one check that failed).
+ */
+export function strictSchema<T>(node: T): T {
+  if (Array.isArray(node)) return node.map((n: unknown) => strictSchema(n)) as T;
+  if (!isRecord(node)) return node;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(node)) {
+    if (k === 'anyOf' && Array.isArray(v) && v.some((b) => isRecord(b) && b['$ref'] === ENV_REFERENCE)) {
+      const rest = v.filter((b) => !(isRecord(b) && b['$ref'] === ENV_REFERENCE));
+      if (rest.length === 1 && isRecord(rest[0])) Object.assign(out, strictSchema(rest[0]));
+      else out[k] = strictSchema(rest);
+    } else if (k === 'definitions' && isRecord(v)) {
+      out[k] = strictSchema(Object.fromEntries(Object.entries(v).filter(([name]) => `#/definitions/${name}` !== ENV_REFERENCE)));
+    } else out[k] = strictSchema(v);
+  }
+  return out as T;
 }
 
 /** Validates in place (defaults, coercion); reports every error. */

@@ -6,6 +6,7 @@ import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ConflictError, KeygateError, StoreUnavailableError, ValidationError } from '../errors.js';
 import type { StoredKey } from './model.js';
+import { createPrivateFile } from './private-file.js';
 import type { AuditQuery, AuditRecord, AuditStore, KeyPage, KeyPageQuery, KeyPatch, KeyStore, UsageDelta, UsageRow } from './store.js';
 
 const SCHEMA = `
@@ -281,6 +282,7 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
     }
     this.created = !memory && !existsSync(file);
     try {
+      if (this.created) createPrivateFile(file);
       this.db = new Database(file);
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');

@@ -29,7 +29,10 @@ export class UsageCounter {
   private unsent: UsageBatch[] = [];
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
-  /** when counts last reached the store (or when counting began), for the flush-lag metric */
+  /**
+   * when the last flush attempt succeeded or had nothing to write (or when counting began), for the
+   * flush-lag metric: it grows only while counts wait on a failing store, not while the gateway is idle
+   */
   lastFlushMs = Date.now();
   private failures = 0;
 
@@ -117,6 +120,10 @@ export class UsageCounter {
     // a batch not yet accepted keeps its content (it may have reached the store): new counts wait
     // in `pending` until it is, so an outage holds one batch plus the running tally, not thousands
     if (this.unsent.length === 0) this.cut();
+    if (this.unsent.length === 0) {
+      this.lastFlushMs = Date.now(); // nothing to write: on time, however long the gateway is idle
+      return;
+    }
     while (this.unsent.length > 0) {
       const batch = this.unsent[0]!;
       try {
