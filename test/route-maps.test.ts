@@ -692,7 +692,7 @@ t.test('through a running gateway with the example config: workspace rule, Dagen
   t.match(await send('PUT', '/api/v1/settings/workspaces/team-a/base-config', scoped), { status: 200 }, 'grant role developer in its workspace');
   t.equal(dagu.received.at(-1)!.headers['x-keygate-role'], 'developer');
   t.match(await send('PUT', '/api/v1/settings/workspaces/team-b/base-config', scoped), { status: 404 });
-  t.match(await send('PUT', '/api/v1/dags/deploy/spec', scoped), { status: 403, json: { code: 'forbidden' } }, 'no workspace on the route: the top-level role (viewer) applies');
+  t.match(await send('PUT', '/api/v1/dags/deploy/spec', scoped), { status: 403, json: { code: 'workspace_required' } }, 'no workspace on the route and more than viewer needed: a grants key is refused (README workspace table)');
   t.match(await send('GET', '/api/v1/dags', wide), { status: 200 }, 'a key for every workspace lists them all');
   t.match(await send('POST', '/api/v1/dags/deploy/start', wide), { status: 200, json: { path: '/api/v1/dags/deploy/start' } });
   t.match(await send('POST', '/api/v1/secrets', wide), { status: 403, json: { code: 'forbidden' } }, 'manager route, operator key');
@@ -723,7 +723,7 @@ t.test('through a running gateway with the example config: workspace rule, Dagen
   t.match(await send('POST', '/api/v1/webhooks/deploy'), { status: 200, json: { upstream: 'dagu' } }, 'the public webhook itself');
   t.match(await send('GET', `/api/v1/events/stream/topics?token=${wide}`, undefined), { status: 404 }, 'only POST on topics');
   t.match(await send('POST', `/api/v1/events/stream/topics?token=${wide}`), { status: 200, json: { query: '' } }, '?token= accepted on events, and removed');
-  t.match(await send('GET', `/api/v1/dags?token=${wide}`), { status: 401 }, '?token= is not a credential elsewhere');
+  t.match(await send('GET', `/api/v1/dags?token=${wide}`), { status: 400, json: { code: 'bad_request' } }, '?token= is not a credential elsewhere: refused before it reaches upstream logs');
   const call = (name: string) => ({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name, arguments: {} } });
   t.match(await send('POST', '/mcp', wide, { jsonrpc: '2.0', id: 1, method: 'initialize', params: {} }), { status: 200, json: { upstream: 'dagu', path: '/mcp' } }, 'MCP reaches Dagu at /mcp (upstream dagu-mcp)');
   t.match(await send('POST', '/mcp', wide, call('dagu_execute')), { status: 200 }, 'operator may execute');
