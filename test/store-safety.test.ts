@@ -78,7 +78,7 @@ t.test('a new empty store is created with a log line; check prints the key count
   t.ok(await gw.waitFor(/keygate listening/), gw.output());
   const created = gw.lines().find((l) => /did not exist: created a new, empty one/.test(l.msg ?? ''));
   t.ok(created, 'the log says a new, empty store was created');
-  t.equal(created?.level, 40, 'as a warning');
+  t.equal(created?.level, 'warn', 'as a warning');
   gw.child.kill('SIGTERM');
   await gw.exited;
   await run(['keys', 'create', '-c', cfg, '--name', 'a'], dir);
