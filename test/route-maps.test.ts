@@ -140,6 +140,22 @@ function fits(pattern: string, path: string): boolean {
   return p.length === c.length && p.every((seg, i) => /^\{.*\}$/.test(seg) ? c[i] !== '' : seg === c[i]);
 }
 
+/** One row of a route table resolved against a compiled map: the hit, or why there is none (a failure is reported). */
+function resolveRow(t: { fail(message: string): unknown }, table: RouteTable, row: { method: string; path: string; operation_id: string }) {
+  const op = `${row.method} ${row.path}`;
+  const path = sample(row.path);
+  const hit = resolve(table, row.method, path);
+  if (NOT_ROUTED.has(row.operation_id)) {
+    if (hit) t.fail(`${op}: not routed, got ${hit.match.route.config.name}`);
+    return hit ? 'failed' : 'not_routed';
+  }
+  if (!hit) {
+    t.fail(`${op}: no route`);
+    return 'failed';
+  }
+  return { op, path, hit };
+}
+
 let tmpCount = 0;
 /** Writes a config that includes the given route files by absolute path, with the upstreams they name. */
 /** Each include: a file, or `{include, set}` as written in a config. */
@@ -211,18 +227,10 @@ t.test('dagu.yaml: every operation resolves to its own route with exactly its re
 
   let checked = 0;
   for (const row of DAGU_ROWS) {
-    const op = `${row.method} ${row.path}`;
-    const path = sample(row.path);
-    const hit = resolve(table, row.method, path);
-    if (NOT_ROUTED.has(row.operation_id)) {
-      if (hit) t.fail(`${op}: not routed, got ${hit.match.route.config.name}`);
-      else checked++;
-      continue;
-    }
-    if (!hit) {
-      t.fail(`${op}: no route`);
-      continue;
-    }
+    const resolved = resolveRow(t, table, row);
+    if (resolved === 'not_routed') checked++;
+    if (typeof resolved !== 'object') continue;
+    const { op, path, hit } = resolved;
     const r = hit.match.route.config;
     const open = row.min_role === '-';
     const mcp = row.surface === 'mcp';
@@ -451,18 +459,10 @@ t.test('dagu-1.30.yaml: every operation resolves to its own route with exactly i
   t.same(new Set(table.routes.map((r) => routeOf(r.config))), new Set(DAGU_130_ROUTED.map((r) => `${r.method} ${r.path}`)));
   let checked = 0;
   for (const row of DAGU_130_ROWS) {
-    const op = `${row.method} ${row.path}`;
-    const path = sample(row.path);
-    const hit = resolve(table, row.method, path);
-    if (NOT_ROUTED.has(row.operation_id)) {
-      if (hit) t.fail(`${op}: not routed, got ${hit.match.route.config.name}`);
-      else checked++;
-      continue;
-    }
-    if (!hit) {
-      t.fail(`${op}: no route`);
-      continue;
-    }
+    const resolved = resolveRow(t, table, row);
+    if (resolved === 'not_routed') checked++;
+    if (typeof resolved !== 'object') continue;
+    const { op, path, hit } = resolved;
     const r = hit.match.route.config;
     const open = row.min_role === '-';
     const got = {
