@@ -1,11 +1,13 @@
 #!/usr/bin/env node
-// Runs the tap suite with tap's dot reporter (progress as it goes: a live display on a terminal,
-// dots in a CI log), then reads the raw TAP that tap saves per test file (.tap/test-results) and ends
-// with the failures, one a line, and the one line CI reads: "N passed, N failed, N skipped".
+// Runs the tap suite and prints one line per test file as it finishes ("[12/96] ✔ test/x.test.ts
+// 49 passed (14.5 s)"), the same on a terminal and in a CI log, where a live display would only print
+// at the end. Then it reads the raw TAP that tap saves per test file (.tap/test-results) and ends with
+// the failures, one a line, and the one line CI reads: "N passed, N failed, N skipped".
 //
 // Counted: every assertion (a leaf test point) by its result; a subtest that failed without a failing
 // assertion of its own (a timeout, a thrown error, a wrong plan) counts as one failure; a test file
 // that printed no TAP or ended badly, or tap exiting non-zero with nothing failed, counts as one too.
+// `npm test -- --reporter=X` hands the output to tap's own reporter X instead.
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -15,12 +17,37 @@ import { Parser } from 'tap-parser';
 const RESULTS = '.tap/test-results';
 const tapBin = createRequire(import.meta.url).resolve('tap/package.json').replace(/package\.json$/, 'dist/esm/run.mjs');
 const args = process.argv.slice(2);
-const reporter = args.some((a) => a.startsWith('--reporter') || a.startsWith('-R')) ? [] : ['--reporter=dot'];
+const ownReporter = args.some((a) => a.startsWith('--reporter') || a.startsWith('-R'));
 // Stale results of a test file that is gone (or was not run this time) must not be counted.
 rmSync(RESULTS, { recursive: true, force: true });
-// Not a terminal (a CI log, a pipe): tap's reporters then print once instead of redrawing a frame.
 const env = process.stdout.isTTY ? process.env : { ...process.env, CI: process.env.CI || 'true' };
-const child = spawn(process.execPath, [tapBin, ...reporter, ...args], { stdio: ['ignore', 'inherit', 'inherit'], env });
+const child = spawn(process.execPath, [tapBin, ...(ownReporter ? [] : ['--reporter=tap']), ...args], {
+  stdio: ['ignore', ownReporter ? 'inherit' : 'pipe', 'inherit'],
+  env,
+});
+if (!ownReporter) progress(child.stdout);
+
+/** One line per finished test file, read from tap's own TAP stream (files are its top-level points). */
+function progress(stream) {
+  const top = new Parser();
+  let planned = '?';
+  let done = 0;
+  top.on('plan', (p) => (planned = String(p.end)));
+  top.on('assert', (a) => {
+    done++;
+    const file = a.name;
+    const tally = { pass: 0, fail: 0, skip: 0 };
+    const fails = [];
+    const saved = join(RESULTS, `${file}.tap`);
+    if (existsSync(saved)) count(file, readFileSync(saved, 'utf8'), tally, fails);
+    const secs = a.time ? ` (${(a.time / 1000).toFixed(1)} s)` : '';
+    const what = `${tally.pass} passed${tally.fail ? `, ${tally.fail} failed` : ''}${tally.skip ? `, ${tally.skip} skipped` : ''}`;
+    console.log(`[${done}/${planned}] ${a.ok && !tally.fail ? '✔' : '✖'} ${file}  ${what}${secs}`);
+    for (const f of fails.slice(0, 5)) console.log(`      ✖ ${f}`);
+    if (fails.length > 5) console.log(`      … and ${fails.length - 5} more (listed at the end)`);
+  });
+  stream.pipe(top);
+}
 
 child.on('close', (code, signal) => {
   const totals = { pass: 0, fail: 0, skip: 0 };
