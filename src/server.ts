@@ -20,6 +20,7 @@ import { openRateLimiter, type OpenedLimiter } from './limits/open.js';
 import { RouteTable } from './routes/table.js';
 import { GatewayMetrics } from './metrics.js';
 import { Pipeline } from './pipeline.js';
+import { QuotaGate } from './limits/quota.js';
 import { INVALID_REQUEST, rpcError } from './jsonrpc/policy.js';
 import { GatewayRequest, GatewayResponse } from './request.js';
 import { sendError, sendJson } from './respond.js';
@@ -163,6 +164,7 @@ export class Gateway {
       logger: this.logger,
       usage: this.usage,
       limiter: this.limiter,
+      quotas: new QuotaGate(this.keys.store, this.now),
       metrics: this.metrics,
       accessLog: this.accessLog,
       now: this.now,

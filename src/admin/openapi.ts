@@ -345,7 +345,7 @@ export function openApiDocument(): Json {
             id: { type: 'string' },
             at: { type: 'string', format: 'date-time' },
             actor: { type: 'string', description: 'admin-token, key:<id>, cli:<user> or config' },
-            action: { type: 'string', enum: ['create', 'update', 'activate', 'deactivate', 'regenerate', 'delete'] },
+            action: { type: 'string', enum: ['create', 'update', 'activate', 'deactivate', 'regenerate', 'delete', 'quota'], description: 'quota: a top-up or reset of the quota counter' },
             key_id: { type: 'string' },
             key_name: { type: 'string' },
             remote_address: { type: 'string', nullable: true },
