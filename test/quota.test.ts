@@ -247,3 +247,53 @@ t.test('over HTTP: quota headers, 429 quota_exceeded with Retry-After, nothing f
   const text = await metrics.body.text();
   t.match(text, /keygate_requests_total\{[^}]*decision="quota_exceeded"[^}]*\} \d+/, 'metric label');
 });
+
+t.test('admin APIs: quota in each shape, its state in key details, top-up and reset (audited), errors name the field', async (t) => {
+  const token = 'admin-token-for-quota-tests-0123456789';
+  const s = await startStack(t.testdir(), { adminToken: token });
+  t.teardown(() => s.close());
+  const admin = async (method: string, path: string, body?: unknown) => {
+    const r = await request(`${s.gateway.adminUrl}${path}`, {
+      method: method as 'GET',
+      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    return { status: r.statusCode, json: (r.statusCode === 204 ? undefined : await r.body.json()) as Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
+  };
+  const created = await admin('POST', '/api/keys', { name: 'tenant', scopes: ['workflows'], quota: { limit: 5, period: 'month', refill: 'add', start: '2031-01-15' } });
+  t.equal(created.status, 201);
+  t.same(created.json.quota, { limit: 5, period: 'month', refill: 'add', start: '2031-01-15T00:00:00.000Z' }, 'Dagen: quota');
+  t.equal(created.json.quota_remaining, 5, 'Dagen: quota_remaining');
+  t.match(created.json.quota_next_refill_at, /^\d{4}-\d{2}-15T00:00:00\.000Z$/, 'Dagen: quota_next_refill_at on the 15th');
+  for (let i = 0; i < 2; i++) {
+    const r = await request(`${s.url}/api/v1/t/x`, { headers: { 'x-api-key': created.json.key } });
+    await r.body.dump();
+    t.equal(r.statusCode, 200);
+  }
+  const details = await admin('GET', `/api/v1/api-keys/${created.json.id}`);
+  t.match(details.json.apiKey, { quota: { limit: 5, period: 'month', refill: 'add' }, quotaRemaining: 3, quotaNextRefillAt: created.json.quota_next_refill_at }, 'Dagu details: what is left now');
+  const listed = await admin('GET', '/api/keys');
+  t.equal(listed.json.find((k: { name: string }) => k.name === 'tenant').quota_remaining, 3, 'Dagen list: what is left now');
+  const daguList = await admin('GET', '/api/v1/api-keys');
+  t.equal(daguList.json.apiKeys.find((k: { name: string }) => k.name === 'tenant').quotaRemaining, 3, 'Dagu list too');
+
+  const topped = await admin('POST', `/api/keys/${created.json.id}/quota`, { remaining: 100 });
+  t.equal(topped.status, 200);
+  t.equal(topped.json.quota_remaining, 100);
+  const reset = await admin('POST', `/api/v1/api-keys/tenant/quota`, { reset: true });
+  t.equal(reset.json.apiKey.quotaRemaining, 5, 'reset: full again');
+  const audit = await admin('GET', `/api/audit?key_id=${created.json.id}`);
+  t.same(audit.json.records.filter((r: { action: string }) => r.action === 'quota').map((r: { details: unknown }) => r.details), [{ remaining: { from: 100, to: 5 }, reset: true }, { remaining: { from: 3, to: 100 } }], 'both audited, newest first');
+
+  const bad = await admin('POST', '/api/v1/api-keys', { name: 'x', role: 'viewer', allowedSurfaces: ['rest_api'], attributionClass: 'service_account', quota: { limit: 5, period: 'fortnight' } });
+  t.equal(bad.status, 400);
+  t.match(bad.json, { code: 'bad_request', field: 'quota.period', message: /^quota\.period: must be one of day, week, month/ });
+  const badDagen = await admin('PUT', `/api/keys/${created.json.id}`, { quota: { remaining: 'many' } });
+  t.match(badDagen.json, { field: 'quota.remaining' });
+  const badTopUp = await admin('POST', `/api/keys/${created.json.id}/quota`, { remaining: -5 });
+  t.match(badTopUp.json, { field: 'remaining' });
+  const removed = await admin('PATCH', `/api/v1/api-keys/${created.json.id}`, { quota: null });
+  t.same([removed.json.apiKey.quota, removed.json.apiKey.quotaRemaining, removed.json.apiKey.quotaNextRefillAt], [null, null, null], 'quota: null removes it');
+  const noQuota = await admin('POST', `/api/keys/${created.json.id}/quota`, { remaining: 5 });
+  t.match(noQuota, { status: 400, json: { field: 'quota' } });
+});
