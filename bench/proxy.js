@@ -15,6 +15,9 @@
 // default all), BENCH_REVOCATIONS (changes per store, default 100; 0 skips that part),
 // BENCH_COMPARE_DIST, BENCH_OUT (JSON file, default keygate-bench-<time>.json in the temp dir),
 // BENCH_KEEP=1 keeps the temp dir. BENCH_SHORT=1: one round of 2 s, no warm-up, 10 revocations.
+// BENCH_PACED_RATE (default 1000): req/s of the paced runs (upstream direct, bare proxy, Keygate;
+// the latency each adds when not saturated); BENCH_PACED=0 skips them. Phase gateway-open: the
+// gateway process on an auth: none route, for what a key costs.
 //
 // Processes: this one (echo upstream + orchestration), the load generator (bench/lib/load.js, a
 // child per phase), each proxy in its own child, redis-server when installed. CPU per process is
@@ -47,6 +50,9 @@ async function main() {
   const COMPARE_DIST = process.env.BENCH_COMPARE_DIST ? path.resolve(process.env.BENCH_COMPARE_DIST) : undefined;
   const KEEP = process.env.BENCH_KEEP === '1';
   const TARGET = '/api/v1/dags/bench.yaml'; // route: GET /api/v1/dags/{fileName}, key required, role operator
+  const OPEN_TARGET = '/api/v1/health'; // route: auth: none (gateway-open)
+  const PACED_RATE = envNumber('BENCH_PACED_RATE', 1000, { min: 1, int: true }); // req/s of the paced runs (0 = no paced runs via BENCH_PACED=0)
+  const PACED = process.env.BENCH_PACED !== '0';
   const REDIS_BIN = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).stdout.trim();
   const REDIS_SKIPPED = 'skipped: redis-server not installed (apt-get install redis-server)';
 
@@ -197,6 +203,10 @@ async function main() {
       check(h['x-keygate-key-id'] === g.keyId && h['x-api-key'] === undefined && h.authorization === 'Bearer bench-upstream-token', `${name}: upstream saw x-keygate-key-id=${h['x-keygate-key-id']}, not the client's key, and the upstream credential`);
       if (!g.peer) check(withKey.headers['x-ratelimit-limit'] === String(NO_LIMIT), `${name}: x-ratelimit-limit ${withKey.headers['x-ratelimit-limit']} (want ${NO_LIMIT})`);
     }
+    if (gateways.gateway) {
+      const open = await get(gateways.gateway.url + OPEN_TARGET);
+      check(open.status === 200, `gateway ${OPEN_TARGET} (auth: none) without key → ${open.status} (want 200)`);
+    }
     if (gateways['gateway-workers']) {
       const w = gateways['gateway-workers'];
       check(w.workerPids.length === WORKERS && w.listenUrls.every((u) => u === w.url), `gateway-workers: ${w.workerPids.length} workers (want ${WORKERS}), all on ${w.url}`);
@@ -209,13 +219,16 @@ async function main() {
     if (checks.includes(false)) throw new Error('correctness checks failed; not measuring');
 
     // ---- phases, in alternating order: forward in even rounds, backward in odd ones
-    const order = ['baseline', ...Object.keys(gateways)].filter(want);
+    // gateway-open: the same gateway process on an `auth: none` route (GET /api/v1/health): what a key costs
+    const order = ['baseline', ...Object.keys(gateways), ...(gateways.gateway ? ['gateway-open'] : [])].filter(want);
     const plan = [];
     for (let r = 0; r < ROUNDS; r++) plan.push(...(r % 2 === 0 ? order : [...order].reverse()).map((phase) => ({ phase, round: r })));
     const targetOf = (phase) =>
       phase === 'baseline'
         ? { url: upstream.url + TARGET.replace('/api/v1', ''), headers: {}, gw: null }
-        : { url: gateways[phase].url + TARGET, headers: { 'x-api-key': gateways[phase].secret }, gw: phase };
+        : phase === 'gateway-open'
+          ? { url: gateways.gateway.url + OPEN_TARGET, headers: {}, gw: 'gateway' }
+          : { url: gateways[phase].url + TARGET, headers: { 'x-api-key': gateways[phase].secret }, gw: phase };
     const results = Object.fromEntries(order.map((p) => [p, []]));
     console.log('\nPhases (cpu = % of one core during the measured run; µs = CPU per request)');
     for (const [i, { phase, round: r }] of plan.entries()) {
@@ -238,6 +251,9 @@ async function main() {
       );
     }
 
+    // ---- added latency at a paced rate (not saturated): upstream direct, the bare proxy, Keygate
+    const paced = await runPaced(['baseline', 'bare', 'gateway'].filter((p) => p === 'baseline' || (gateways[p] && want(p))), targetOf);
+
     // ---- close the proxies (flushes the access logs), then count the lines
     await Promise.all(Object.values(gateways).map((g) => g.close()));
     const logs = {};
@@ -247,7 +263,9 @@ async function main() {
       logs[phase] = {
         ...(await countLog(file)),
         bytes: statSync(file, { throwIfNoEntry: false })?.size ?? 0,
-        expected: results[phase].reduce((s, r) => s + r.completed + r.warmupCompleted, 0) + 2,
+        // + the paced runs through it, + the correctness requests
+        expected: results[phase].reduce((s, r) => s + r.completed + r.warmupCompleted, 0) + (paced?.[phase]?.reduce((s, r) => s + r.completed, 0) ?? 0) + 2 +
+          (phase === 'gateway' ? 1 + (results['gateway-open'] ?? []).reduce((s, r) => s + r.completed + r.warmupCompleted, 0) : 0),
       };
     }
 
@@ -308,11 +326,13 @@ async function main() {
       console.log('  ' + row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  '));
       if (i === 0) console.log('  ' + widths.map((w) => '-'.repeat(w)).join('  '));
     }
+    if (results['gateway-open'] && results.gateway) console.log(`  a key's cost: gateway (keyed route) req/s ×${m(ratioOf('gateway', 'gateway-open', 'rps'))} of gateway-open (auth: none route), CPU ×${m(ratioOf('gateway', 'gateway-open', 'cpu'))}`);
+    if (paced) printPaced(paced, m);
     if (results['gateway-nolog'] && results.gateway) console.log(`  access log: gateway CPU per request ×${m(ratioOf('gateway', 'gateway-nolog', 'cpu'))} of gateway-nolog's`);
     if (results['gateway-redis'] && results.gateway) console.log(`  Redis rate limits: gateway-redis req/s ×${m(ratioOf('gateway-redis', 'gateway', 'rps'))} of gateway's, CPU ×${m(ratioOf('gateway-redis', 'gateway', 'cpu'))}`);
     if (results['gateway-compare'] && results.gateway) console.log(`  this build vs BENCH_COMPARE_DIST: req/s ×${m(ratioOf('gateway', 'gateway-compare', 'rps'))}, CPU per request ×${m(ratioOf('gateway', 'gateway-compare', 'cpu'))}`);
     for (const [phase, l] of Object.entries(logs)) {
-      const slack = 2 * CONNECTIONS * results[phase].length * 2;
+      const slack = 2 * CONNECTIONS * (results[phase].length + (phase === 'gateway' ? (results['gateway-open']?.length ?? 0) : 0)) * 2 + 20 * (paced?.[phase]?.length ?? 0);
       const extra = l.requests - l.expected;
       const ok = extra >= 0 && extra <= slack;
       console.log(`  access log of ${phase}: ${l.requests} request lines, ${fmt(l.bytes / 1e6, 1)} MB; completed ${l.expected}${ok ? ` (+${extra} in flight when autocannon stopped)` : `  <- MISMATCH: ${extra} off`}`);
@@ -358,6 +378,7 @@ async function main() {
       ),
       ratios: Object.fromEntries(Object.entries(ratios).map(([p, r]) => [p, Object.fromEntries(Object.entries(r).map(([k, v]) => [k, rnd(v, 3)]))])),
       access_log_lines: Object.fromEntries(Object.entries(logs).map(([p, l]) => [p, { lines: l.requests, completed: l.expected }])),
+      paced: paced?.summary ?? 'skipped: BENCH_PACED=0',
       revocation: revocation ? { redis: revJson(revocation.redis), sqlite: revJson(revocation.sqlite) } : 'skipped: BENCH_REVOCATIONS=0',
     };
     const out = process.env.BENCH_OUT || path.join(os.tmpdir(), `keygate-bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
@@ -428,6 +449,59 @@ async function main() {
       }
     }
     return out;
+  }
+
+  /**
+   * Latency at PACED_RATE req/s (10 connections, not saturated), each target once per round in
+   * alternating order: what a proxy adds to a request when the machine is not the bottleneck.
+   */
+  async function runPaced(targets, targetOf) {
+    if (!PACED) return null;
+    const runs = Object.fromEntries(targets.map((t) => [t, []]));
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const name of r % 2 === 0 ? targets : [...targets].reverse()) {
+        const t = targetOf(name);
+        const child = fork(LOAD, [JSON.stringify({ url: t.url, headers: t.headers, connections: 10, duration: DURATION, warmup: 1, rate: PACED_RATE })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+        children.add(child);
+        const res = await new Promise((resolve, reject) => {
+          const timer = setTimeout(() => {
+            child.kill('SIGKILL');
+            reject(new Error('paced load generator did not finish'));
+          }, (DURATION + 31) * 1000);
+          child.on('message', (msg) => {
+            if (msg.type === 'result') {
+              clearTimeout(timer);
+              resolve(msg.result);
+            }
+          });
+          child.on('exit', (code, sig) => {
+            clearTimeout(timer);
+            reject(new Error(`paced load generator exited (${code ?? sig}) without a result`));
+          });
+        });
+        children.delete(child);
+        runs[name].push({ round: r, p50: res.p50, p99: res.p99, rps: res.completed / res.duration, completed: res.completed + res.warmupCompleted, errors: res.errors + res.non2xx });
+      }
+    }
+    return runs;
+  }
+
+  function printPaced(paced, m) {
+    const median = (xs) => {
+      const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
+      return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+    };
+    const st = (xs) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs), n: xs.length });
+    console.log(`\nPaced: ${PACED_RATE} req/s over 10 connections, ${DURATION} s per run, ${ROUNDS} alternating round(s); added = the proxy's latency minus the upstream's direct, round by round`);
+    const added = {};
+    for (const [name, rs] of Object.entries(paced)) {
+      const base = (r, k) => paced.baseline.find((b) => b.round === r.round)?.[k];
+      const a50 = name === 'baseline' ? null : st(rs.map((r) => r.p50 - base(r, 'p50')));
+      const a99 = name === 'baseline' ? null : st(rs.map((r) => r.p99 - base(r, 'p99')));
+      added[name] = { p50_ms: st(rs.map((r) => r.p50)), p99_ms: st(rs.map((r) => r.p99)), added_p50_ms: a50, added_p99_ms: a99, errors: rs.reduce((s, r) => s + r.errors, 0) };
+      console.log(`  ${name.padEnd(9)} p50 ${m(added[name].p50_ms)} ms  p99 ${m(added[name].p99_ms)} ms${a50 ? `  added p50 ${m(a50)} ms, p99 ${m(a99)} ms` : ''}  (${fmt(median(rs.map((r) => r.rps)), 0)} req/s, errors ${added[name].errors})`);
+    }
+    paced.summary = added;
   }
 
   async function runPhase(t, gateways, withRedis) {

@@ -98,6 +98,24 @@ export class Admitter {
     return { answer: answerPreflight(policy, headers), route: match.route, path: target.path };
   }
 
+  /**
+   * The JSON-RPC route (MCP, A2A) a request's target names, whatever its method, for a refusal made
+   * before or without a route match; undefined on every other path. Only refusals ask, so the
+   * normal path pays nothing. A target that cannot be normalised is tried by its path alone (a
+   * bad query or fragment does not hide that the path is a JSON-RPC endpoint).
+   */
+  rpcRoute(url: string | undefined, host: string | undefined): Route | undefined {
+    if (url === undefined) return undefined;
+    let target = normaliseTarget(url);
+    if (!target.ok) {
+      const end = url.search(/[?#]/);
+      if (end === -1) return undefined;
+      target = normaliseTarget(url.slice(0, end));
+      if (!target.ok) return undefined;
+    }
+    return this.table.rpcRoute(host, target.path);
+  }
+
   admit(method: string, url: string, headers: IncomingHttpHeaders): Outcome | Promise<Outcome> {
     const target = normaliseTarget(url);
     if (!target.ok) return refuse(400, 'bad_request', target.message);

@@ -28,6 +28,8 @@ export const OPTIONS = {
   'grace-seconds': { type: 'string' },
   limit: { type: 'string' },
   cursor: { type: 'string' },
+  search: { type: 'string' },
+  status: { type: 'string' },
   all: { type: 'boolean' },
   output: { type: 'string', short: 'o' },
   audit: { type: 'boolean' },
@@ -64,6 +66,8 @@ const FLAG_HELP: Record<Flag, [value: string, text: string]> = {
   'grace-seconds': ['N', 'the old key keeps working N seconds (0-86400, default 0)'],
   limit: ['N', 'keys per page (default 100)'],
   cursor: ['C', 'the page after this cursor (printed with the previous page)'],
+  search: ['TEXT', 'only keys whose name or key prefix contains TEXT (case-insensitive)'],
+  status: ['STATUS', 'only active, inactive or expired keys'],
   all: ['', 'every page in turn'],
   output: ['FILE', 'write to FILE (written aside, then renamed into place) instead of stdout'],
   audit: ['', 'also the audit records'],
@@ -107,8 +111,8 @@ export const COMMANDS: readonly CommandSpec[] = [
     name: 'keys list',
     args: '',
     summary: 'list the keys, 100 a page by default (never a secret)',
-    flags: ['config', 'workspace', 'limit', 'cursor', 'all', 'json'],
-    examples: ['keygate keys list --json', 'keygate keys list --all'],
+    flags: ['config', 'workspace', 'search', 'status', 'limit', 'cursor', 'all', 'json'],
+    examples: ['keygate keys list --json', 'keygate keys list --all', 'keygate keys list --search etl --status active'],
   },
   {
     name: 'keys export',
@@ -290,6 +294,10 @@ const FIELD_FLAGS: Readonly<Record<string, Flag>> = {
   graceSeconds: 'grace-seconds',
   days: 'days',
   bucket: 'bucket',
+  q: 'search',
+  status: 'status',
+  limit: 'limit',
+  cursor: 'cursor',
 };
 
 /** "--rate-limit must be …" for a key-service error about rateLimit; undefined when no flag sets the field. */

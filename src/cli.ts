@@ -42,7 +42,8 @@ Commands:
               [--grant WORKSPACE:ROLE ...] [--surfaces rest_api,mcp,a2a] [--rate-limit N]
               [--expires-at YYYY-MM-DD] [--attribution service_account|user_owned]
               [--service-account-name NAME] [--owner-user-id ID] [--json]
-  keys list   -c FILE [--workspace ID] [--limit N] [--cursor C | --all] [--json]
+  keys list   -c FILE [--workspace ID] [--search TEXT] [--status active|inactive|expired]
+              [--limit N] [--cursor C | --all] [--json]
                                          100 keys a page by default; --all streams every page
   keys export -c FILE [--output FILE] [--audit]
                                          every key as JSON Lines (digests, never secrets)
@@ -170,6 +171,11 @@ function keyRow(k: ApiKey, now: number): string[] {
   return [k.name, `${k.prefix}…`, keyStatus(k, now), k.scopes.join(','), k.role, `${k.rateLimit}/min`, String(k.requestCount), ago(k.lastUsedAt, now), k.expiresAt?.slice(0, 10) ?? 'never', k.id];
 }
 
+/** A word as a POSIX shell reads it back (quoted when it holds anything but safe characters). */
+function shellWord(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
 /**
  * A page of keys (--limit, --cursor), or with --all every page in turn; JSON is written a key at a
  * time, never built as one string.
@@ -177,11 +183,13 @@ function keyRow(k: ApiKey, now: number): string[] {
 async function listCommand(service: KeyService, v: Values, now: number): Promise<number> {
   if (v.all && v.cursor !== undefined) throw new UsageError('--all and --cursor do not go together');
   let cursor: string | undefined = v.cursor;
+  // a cursor continues the listing it came from: the next command repeats its filters
+  const filter = [v.workspace !== undefined ? ` --workspace ${shellWord(v.workspace)}` : '', v.search ? ` --search ${shellWord(v.search)}` : '', v.status ? ` --status ${v.status}` : ''].join('');
   let first = true;
   let shown = 0;
   if (v.json) await write('{"apiKeys":[');
   for (;;) {
-    const page = await service.page({ limit: v.limit, cursor, workspace: v.workspace });
+    const page = await service.page({ limit: v.limit, cursor, workspace: v.workspace, q: v.search, status: v.status });
     if (v.json) {
       for (const k of page.keys) {
         await write(`${first ? '\n' : ',\n'}${JSON.stringify(daguKey(k, now))}`);
@@ -195,8 +203,9 @@ async function listCommand(service: KeyService, v: Values, now: number): Promise
     shown += page.keys.length;
     if (page.next === null || !v.all) {
       if (v.json) await write(`\n]${page.next === null ? '' : `,"nextCursor":${JSON.stringify(page.next)}`}}\n`);
+      else if (shown === 0 && filter !== '') out(`No key matches${filter}.`);
       else if (shown === 0) out('No API keys yet. Create one: keygate keys create --name NAME --scopes workflows');
-      else if (page.next !== null) out(`More keys follow: keygate keys list --cursor ${page.next}   (or --all)`);
+      else if (page.next !== null) out(`More keys follow: keygate keys list${filter} --cursor ${page.next}   (or --all)`);
       return 0;
     }
     cursor = page.next;

@@ -3,6 +3,7 @@
 // access line follow in the order they run. Lifecycle (listen, reload, shutdown, health) is in
 // server.ts; reload swaps the fields marked "live" below as plain assignments.
 
+import type { ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { AccessLog } from './access-log.js';
 import type { Admission, Admitter, Outcome, Refusal } from './admission.js';
@@ -27,7 +28,7 @@ import { INVALID_REQUEST, argumentFields, authoriseCall, parseCall, type RpcId }
 import type { GatewayRequest, GatewayResponse } from './request.js';
 import { UNTRUSTED, allowHeaders, originalRequest, refusalHeaders, type ForwardAuth } from './forward-auth.js';
 import { takeParam } from './routes/query.js';
-import { INSUFFICIENT_SCOPE, refuseUpgrade, sendError, sendJson, sendRpcError } from './respond.js';
+import { INSUFFICIENT_SCOPE, refuseUpgrade, sendError, sendFailure, sendJson } from './respond.js';
 import type { UsageCounter } from './usage/counter.js';
 
 const ROLE_NAMES = ['', ...ROLES];
@@ -187,21 +188,46 @@ export class Pipeline {
       return;
     }
     if (!o.forward) {
-      this.refuse(req, res, o, started);
+      if (o.route === undefined) this.refuseUnrouted(req, res, o, started);
+      else this.refuse(req, res, o, started);
       return;
     }
     this.limitThenForward(req, res, o, started);
   }
 
-  /** Send a refusal: Keygate's JSON error, or a JSON-RPC error when the request was a call. */
+  /**
+   * Send a refusal. Its shape is decided in one place (sendFailure): a JSON-RPC error on a
+   * JSON-RPC path (the call's id when it was read, else null), Keygate's JSON error elsewhere.
+   */
   private refuse(req: GatewayRequest, res: GatewayResponse, r: Refusal, started: number, rpcId?: RpcId): void {
     this.corsOnAnswer(req, res, r.route);
     // forward-auth: the proxy may not pass the status or the body on (nginx): say them in headers too
     const headers = req.forwardAuth === true ? refusalHeaders(r.status, r.code, r.message, r.headers) : r.headers;
-    if (rpcId === undefined) sendError(res, r.status, r.code, r.message, headers);
-    else sendRpcError(res, r.status, rpcId, r.message, headers, r.rpcCode);
+    sendFailure(res, rpcId !== undefined ? rpcId : r.route?.rpc === true ? null : undefined, r.status, r.code, r.message, headers, r.rpcCode);
     req.resume(); // discard an unread body so the connection can be reused
     this.access(req, r, r.status, started, -1);
+  }
+
+  /**
+   * A refusal made before a route matched (the failed-key throttle, underscore_headers: reject, a
+   * malformed target, no route for this method): on a JSON-RPC path (POST /mcp, /a2a…) it is still
+   * a JSON-RPC error, with the call's id when the body is a readable call. Only refusals look the
+   * path up, so allowed requests pay nothing for it.
+   */
+  private refuseUnrouted(req: GatewayRequest, res: GatewayResponse, r: Refusal, started: number): void {
+    const rpc = this.admitter.rpcRoute(req.url, req.headers.host);
+    if (rpc === undefined) return this.refuse(req, res, r, started);
+    if (req.method !== 'POST' || !carriesBody(req)) return this.refuse(req, res, r, started, null);
+    readBody(req, rpc.config.jsonrpc!.max_body_bytes).then(
+      (body) => {
+        const call = parseCall(body);
+        this.refuse(req, res, r, started, call.ok ? call.call.id : call.id);
+      },
+      (err: Error) => {
+        if (!res.headersSent) this.refuse(req, res, r, started, null);
+        if (!(err instanceof PayloadTooLargeError)) req.destroy();
+      },
+    );
   }
 
   private applyRpc(req: GatewayRequest, res: GatewayResponse, o: Outcome, started: number): void {
@@ -273,7 +299,7 @@ export class Pipeline {
 
   private limitThenForwardChecked(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
     if (o.access === undefined) {
-      this.forward(req, res, o, started, body);
+      this.forward(req, res, o, started, body, rpcId);
       return;
     }
     // in-process counters answer at once: no promise on the common path
@@ -293,7 +319,7 @@ export class Pipeline {
     const refusal = this.limitRefusal(o, d);
     if (refusal !== undefined) return this.refuse(req, res, refusal, started, rpcId);
     stageRateLimitHeaders(res, d as LimitDecision);
-    this.forward(req, res, o, started, body);
+    this.forward(req, res, o, started, body, rpcId);
   }
 
   /** The 429 (or 503 when the limit store is down under the deny policy) for a decision, if any. */
@@ -312,7 +338,7 @@ export class Pipeline {
     };
   }
 
-  private forward(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, body?: Buffer): void {
+  private forward(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
     if (req.forwardAuth === true) {
       this.answer(req, res, o, started);
       return;
@@ -333,7 +359,10 @@ export class Pipeline {
     }
     const guard = o.route.config.auth !== 'none' && upstream.credential !== undefined;
     const cors = o.route.config.cors && responseCors(o.route.config.cors, req.headers.origin);
-    forwardHttp(req, res, upstream, o.upstreamTarget, headers, body, sendError, (r: ForwardResult) => {
+    // a failed upstream on a JSON-RPC path is a JSON-RPC error too (502/503/504, -32603)
+    const id = rpcId !== undefined ? rpcId : o.route.rpc ? null : undefined;
+    const fail = id === undefined ? sendError : (r: ServerResponse, status: number, code: string, message: string) => sendFailure(r, id, status, code, message);
+    forwardHttp(req, res, upstream, o.upstreamTarget, headers, body, fail, (r: ForwardResult) => {
       if (r.error?.code === CREDENTIAL_REJECTED) this.credentialRejected(o, upstream.name);
       this.access(req, o, r.status, started, r.upstreamMs, r.error?.code);
     }, { guardCredential: guard, ...(cors ? { cors } : {}) });
@@ -422,7 +451,8 @@ export class Pipeline {
   private internalError(req: GatewayRequest, res: GatewayResponse, started: number, err: unknown): void {
     this.logger.error({ err, method: req.method }, 'request failed inside the gateway');
     const refusal: Refusal = { forward: false, status: 503, code: 'unavailable', message: 'the gateway could not check this request (key store unavailable)' };
-    if (!res.headersSent) sendError(res, refusal.status, refusal.code, refusal.message, req.forwardAuth === true ? refusalHeaders(refusal.status, refusal.code, refusal.message, undefined) : undefined);
+    const headers = req.forwardAuth === true ? refusalHeaders(refusal.status, refusal.code, refusal.message, undefined) : undefined;
+    if (!res.headersSent) sendFailure(res, this.admitter.rpcRoute(req.url, req.headers.host) === undefined ? undefined : null, refusal.status, refusal.code, refusal.message, headers);
     this.access(req, refusal, 503, started, -1);
   }
 

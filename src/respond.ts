@@ -34,7 +34,7 @@ function rpcCodeFor(status: number): number {
   if (status === 401) return UNAUTHORIZED;
   if (status === 403 || status === 404) return FORBIDDEN;
   if (status === 429) return RATE_LIMITED;
-  if (status === 400 || status === 413) return INVALID_REQUEST;
+  if (status === 400 || status === 408 || status === 413 || status === 431) return INVALID_REQUEST;
   return -32603; // internal error
 }
 
@@ -47,6 +47,16 @@ export const INSUFFICIENT_SCOPE = { 'www-authenticate': 'Bearer realm="keygate",
 export function sendRpcError(res: ServerResponse, status: number, id: RpcId, message: string, headers?: Record<string, unknown>, code?: number): void {
   if (status === 403 && (headers === undefined || headers['www-authenticate'] === undefined)) headers = { ...headers, ...INSUFFICIENT_SCOPE };
   writeJson(res, status, rpcError(id, code ?? rpcCodeFor(status), message), headers);
+}
+
+/**
+ * The one place that shapes the gateway's own error answers (refusals, upstream failures, its own
+ * faults): on a JSON-RPC path — `rpcId` given, the call's id or null when it was not read — a
+ * JSON-RPC error that keeps the HTTP status; everywhere else Keygate's `{"code","message"}`.
+ */
+export function sendFailure(res: ServerResponse, rpcId: RpcId | undefined, status: number, code: string, message: string, headers?: Record<string, unknown>, rpcCode?: number): void {
+  if (rpcId === undefined) sendError(res, status, code, message, headers);
+  else sendRpcError(res, status, rpcId, message, headers, rpcCode);
 }
 
 export function refuseUpgrade(socket: Duplex, status: number, code: string, message: string, headers?: Record<string, unknown>): void {

@@ -1,7 +1,7 @@
 // Composition and lifecycle: build the parts, listen, reload, health, shutdown. What happens to
 // one request, start to end, is in pipeline.ts.
 
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -21,6 +21,7 @@ import { RouteTable } from './routes/table.js';
 import { GatewayMetrics } from './metrics.js';
 import { Pipeline } from './pipeline.js';
 import { ForwardAuth } from './forward-auth.js';
+import { INVALID_REQUEST, rpcError } from './jsonrpc/policy.js';
 import { GatewayRequest, GatewayResponse } from './request.js';
 import { sendError, sendJson } from './respond.js';
 import { loadTls, type TlsMaterial } from './tls.js';
@@ -41,6 +42,15 @@ export interface GatewayOptions {
   now?: () => number;
   /** ms between re-checks of the upstreams' versions (default one minute; tests) */
   versionRecheckMs?: number;
+}
+
+/** `METHOD target HTTP/1.x` at the start of the bytes node could not parse, if they hold it. */
+const REQUEST_LINE = /^([A-Z]{1,16}) (\/[^ \r\n]{0,8190}) HTTP\/1\.[01]\r?\n/;
+
+export function requestLineOf(raw: unknown): { method: string; target: string } | undefined {
+  if (!Buffer.isBuffer(raw)) return undefined;
+  const m = REQUEST_LINE.exec(raw.toString('latin1', 0, Math.min(raw.length, 8300)));
+  return m === null ? undefined : { method: m[1]!, target: m[2]! };
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
@@ -177,15 +187,23 @@ export class Gateway {
     const tls = opts.config.listen.tls && this.servedCertificate('public', loadTls(opts.config.listen.tls));
     this.server = tls ? createHttpsServer({ ...serverOptions, cert: tls.cert, key: tls.key }, onRequest) : createServer(serverOptions, onRequest);
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => pipeline.onUpgrade(req as GatewayRequest, socket, head));
-    // A malformed request gets 400, a client too slow to send its request (slow loris) 408; either
-    // way the socket is destroyed once the answer is written, never left half-open.
-    this.server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
+    // A malformed request gets 400, a header block over node's limit 431, a client too slow to
+    // send its request (slow loris) 408; either way the socket is destroyed once the answer is
+    // written, never left half-open. On a JSON-RPC path (when the request line arrived) the answer
+    // is a JSON-RPC error, as every other refusal there.
+    this.server.on('clientError', (err: Error & { code?: string; rawPacket?: unknown }, socket: Duplex) => {
       if (socket.writable && !(socket as { _httpMessage?: unknown })._httpMessage) {
         const slow = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
-        const body = slow
-          ? JSON.stringify({ code: 'request_timeout', message: `the request was not received in time (headers within ${header_timeout} s${request_timeout > 0 ? `, all of it within ${request_timeout} s` : ''})` })
-          : JSON.stringify({ code: 'bad_request', message: 'malformed HTTP request' });
-        socket.end(`HTTP/1.1 ${slow ? '408 Request Timeout' : '400 Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`, () => socket.destroy());
+        const large = err.code === 'HPE_HEADER_OVERFLOW';
+        const [status, code, message] = slow
+          ? [408, 'request_timeout', `the request was not received in time (headers within ${header_timeout} s${request_timeout > 0 ? `, all of it within ${request_timeout} s` : ''})`]
+          : large
+            ? [431, 'header_too_large', 'the request header block is larger than this server accepts']
+            : [400, 'bad_request', 'malformed HTTP request'];
+        const line = requestLineOf(err.rawPacket);
+        const rpc = line !== undefined && pipeline.admitter.rpcRoute(line.target, undefined) !== undefined;
+        const body = rpc ? rpcError(null, INVALID_REQUEST, message) : JSON.stringify({ code, message });
+        socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`, () => socket.destroy());
       } else socket.destroy();
     });
   }

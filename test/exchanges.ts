@@ -13,10 +13,10 @@ export interface Exchange {
   body: string | undefined;
 }
 
-/** A fetch that records every exchange into `exchanges`. */
-export function recordingFetch(exchanges: Exchange[]): typeof fetch {
+/** A fetch (by default the global one) that records every exchange into `exchanges`. */
+export function recordingFetch(exchanges: Exchange[], base: typeof fetch = fetch): typeof fetch {
   return async (input, init) => {
-    const res = await fetch(input, init);
+    const res = await base(input, init);
     exchanges.push({
       url: input instanceof Request ? input.url : String(input),
       method: init?.method ?? 'GET',

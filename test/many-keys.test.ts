@@ -82,6 +82,46 @@ t.test('both admin list endpoints page: limit, cursor, default 100, bad input 40
   }
 });
 
+t.test('both admin list endpoints filter on the server (q, status) across pages; /api/keys/counts counts every key', async (t) => {
+  const s = await startStack(t.testdir(), { adminToken: 'admin-token-for-paging' });
+  t.teardown(() => s.close());
+  for (let i = 0; i < 130; i++) await s.key({ name: i % 10 === 0 ? `Nightly-ETL-${i}` : `svc-${i}` });
+  for (const i of [10, 20, 33]) await s.gateway.keys.setActive(i % 10 === 0 ? `Nightly-ETL-${i}` : `svc-${i}`, false, 'test');
+  const admin = s.gateway.adminUrl!;
+  const get = async (path: string) => {
+    const r = await request(admin + path, { headers: { authorization: 'Bearer admin-token-for-paging' } });
+    return { status: r.statusCode, headers: r.headers, json: (await r.body.json()) as any }; // eslint-disable-line @typescript-eslint/no-explicit-any
+  };
+  // Dagu shape, 5 a page: every match, across pages
+  const names: string[] = [];
+  let cursor = '';
+  do {
+    const page = await get(`/api/v1/api-keys?q=etl&limit=5${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+    t.equal(page.status, 200);
+    names.push(...page.json.apiKeys.map((k: { name: string }) => k.name));
+    cursor = page.json.nextCursor ?? '';
+  } while (cursor);
+  t.same(names, Array.from({ length: 13 }, (_, i) => `Nightly-ETL-${i * 10}`), 'q: name contains, any case, every page');
+  const dagen = await get('/api/keys?q=ETL&status=inactive');
+  t.same(dagen.json.map((k: { name: string }) => k.name), ['Nightly-ETL-10', 'Nightly-ETL-20'], 'Dagen shape: q and status together');
+  const inactive = await get('/api/v1/api-keys?status=inactive');
+  t.same(inactive.json.apiKeys.map((k: { name: string }) => k.name), ['Nightly-ETL-10', 'Nightly-ETL-20', 'svc-33']);
+  const prefix = (await s.gateway.keys.get('svc-77')).prefix;
+  t.same((await get(`/api/v1/api-keys?q=${encodeURIComponent(prefix)}`)).json.apiKeys.map((k: { name: string }) => k.name), ['svc-77'], 'q: a key prefix');
+  t.same((await get('/api/keys/counts')).json, { total: 130, active: 127, inactive: 3, expired: 0 }, 'counts of every key');
+  t.same((await get('/api/keys/counts?q=etl')).json, { total: 13, active: 11, inactive: 2, expired: 0 }, 'counts of the matches');
+  for (const [bad, field] of [
+    [`/api/v1/api-keys?q=${'x'.repeat(101)}`, 'q'],
+    ['/api/keys?status=gone', 'status'],
+    ['/api/keys/counts?q=a&q=b', 'q'],
+    ['/api/v1/api-keys?status=Active', 'status'],
+  ] as const) {
+    const r = await get(bad);
+    t.equal(r.status, 400, bad);
+    t.match(r.json, { code: 'bad_request', field }, `${bad}: names ${field}`);
+  }
+});
+
 t.test('keys list pages (--limit, --cursor, --all) and writes JSON a key at a time', async (t) => {
   const dir = t.testdir();
   const cfg = join(dir, 'gw.yaml');
@@ -102,4 +142,15 @@ t.test('keys list pages (--limit, --cursor, --all) and writes JSON a key at a ti
   t.equal(all.stdout.trim().split('\n').length, 5, 'one line per key between the brackets');
   const table = await run(['keys', 'list', '--limit', '2']);
   t.match(table.stdout, /More keys follow: keygate keys list --cursor \S+/);
+  t.equal((await run(['keys', 'create', '--name', 'Nightly ETL'])).code, 0);
+  t.equal((await run(['keys', 'create', '--name', 'etl-2'])).code, 0);
+  const found = JSON.parse((await run(['keys', 'list', '--search', 'ETL', '--json'])).stdout);
+  t.same(found.apiKeys.map((k: { name: string }) => k.name), ['Nightly ETL', 'etl-2'], '--search: the same filter as the admin API');
+  const paged = await run(['keys', 'list', '--search', 'Nightly ETL', '--status', 'active', '--limit', '1']);
+  t.notMatch(paged.stdout, /More keys follow/, 'one match, no next page');
+  const more = await run(['keys', 'list', '--search', 'e', '--limit', '1']);
+  t.match(more.stdout, /More keys follow: keygate keys list --search e --cursor \S+/, 'the next command keeps the filter');
+  t.match((await run(['keys', 'list', '--search', 'zzz'])).stdout, /No key matches --search zzz\./);
+  const bad = await run(['keys', 'list', '--status', 'gone']);
+  t.equal(bad.code, 1);
 });

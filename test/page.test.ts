@@ -167,7 +167,7 @@ t.test('key page in Chromium', { skip }, async (t) => {
     // hold the key list so the spinner can be seen
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
-    await page.route('**/api/keys', async (route) => {
+    await page.route('**/api/v1/api-keys?*', async (route) => {
       await held;
       await route.continue();
     });
@@ -551,7 +551,8 @@ t.test('key page in Chromium', { skip }, async (t) => {
     t.ok(all.includes('other-key') && all.includes('ops-deployer'), 'all keys by default');
     const changes = (await page.locator('#audit-body').textContent()) ?? '';
     t.match(changes, /role: "viewer" → "operator"/, 'what changed, who and when');
-    await page.getByLabel('Key', { exact: true }).selectOption({ label: 'ops-deployer' });
+    await page.getByLabel('Key', { exact: true }).fill('ops-deployer');
+    await page.getByLabel('Key', { exact: true }).press('Enter');
     await page.waitForFunction(() => [...document.querySelectorAll('#audit-body tr td:nth-child(2)')].every((td: Json) => td.textContent === 'ops-deployer'));
     t.same(await page.locator('#audit-body tr td:nth-child(3)').allTextContents(), ['regenerate', 'update', 'create'], 'one key: its changes, newest first');
     await page.screenshot({ path: join(SHOTS, 'audit-tab.png'), fullPage: true });
@@ -578,6 +579,107 @@ t.test('key page in Chromium', { skip }, async (t) => {
     // the one refused create (the reserved workspace name) is a 400 Chromium logs as a failed load
     t.same(problems.filter((p) => !/status of 400/.test(p)), [], 'no other console errors, CSP violations or requests elsewhere');
     t.equal(problems.length, 1, 'exactly that one 400');
+  });
+
+  // ------------------------------------------------------------ more keys than a page (the admin API pages at 100)
+  t.test('250 keys: true counts in the header, Load more, server-side search and status filter, audit of a late key', async (t) => {
+    const s = await startStack(t.testdir(), {
+      adminToken: TOKEN,
+      yaml: `keys:
+  declared:
+    - name: zz-legacy
+      scopes: [agents]
+      expires_at: "2020-01-01"
+      secret: ${DECLARED_EXPIRED}
+`,
+    });
+    t.teardown(() => s.close());
+    const base = s.gateway.adminUrl!;
+    const svc = s.gateway.keys;
+    for (let i = 1; i <= 249; i++) await svc.create({ name: `svc-${String(i).padStart(3, '0')}`, scopes: ['workflows'] }, 'test');
+    for (const i of ['030', '060', '090', '120', '150', '180', '210']) await svc.setActive(`svc-${i}`, false, 'test');
+    const everyName = (await svc.list()).map((k) => k.name);
+    t.equal(everyName.length, 250);
+
+    const { context, page, problems } = await newPage(base);
+    t.teardown(() => closeOnce(() => context.close()));
+    const listCalls: URL[] = [];
+    page.on('request', (r) => {
+      if (r.url().includes('/api/v1/api-keys?')) listCalls.push(new URL(r.url()));
+    });
+    await page.goto(base + '/api-keys');
+    await signIn(page);
+    const rows = page.locator('#keys-body tr');
+    await page.locator('#keys-more').waitFor();
+    t.equal(await rows.count(), 100, 'the first page: 100 rows');
+    const counts = async () => Object.fromEntries(await page.locator('#key-counts button').evaluateAll((bs) => bs.map((b: Json) => [b.textContent.replace(/^[\d,]+ /, ''), Number(b.dataset.count)])));
+    t.same(await counts(), { All: 250, Active: 242, Inactive: 7, Expired: 1 }, 'the header counts every key, not the page');
+    t.same(await counts(), { All: (await svc.counts()).total, Active: (await svc.counts()).active, Inactive: (await svc.counts()).inactive, Expired: (await svc.counts()).expired }, 'as the key service counts them');
+    t.equal(await page.locator('#keys-shown').textContent(), 'Showing 100 of 250 keys');
+    await page.screenshot({ path: join(SHOTS, 'many-keys-first-page.png') });
+
+    await page.getByRole('button', { name: 'Load more' }).click();
+    await page.waitForFunction(() => document.querySelectorAll('#keys-body tr').length === 200);
+    t.equal(await page.locator('#keys-shown').textContent(), 'Showing 200 of 250 keys');
+    t.equal(await page.evaluate(() => document.activeElement?.textContent), (await rows.nth(100).locator('.key-name').textContent()), 'focus moves to the first new row');
+    await page.getByRole('button', { name: 'Load more' }).click();
+    await page.waitForFunction(() => document.querySelectorAll('#keys-body tr').length === 250);
+    t.ok(await page.locator('#keys-more').isHidden(), 'no Load more after the last page');
+    t.equal(await page.locator('#keys-shown').textContent(), 'Showing 250 of 250 keys');
+    const shownNames = await page.locator('#keys-body th .key-name').allTextContents();
+    t.same(shownNames, everyName, 'every key is in the table, once, in the API order');
+
+    // an action keeps what was loaded, and the counts follow
+    await row(page, 'svc-249').getByRole('button', { name: 'Deactivate key svc-249' }).click();
+    await row(page, 'svc-249').getByRole('button', { name: 'Activate key svc-249' }).waitFor();
+    t.equal(await rows.count(), 250, 'after a change the table still shows every key it showed');
+    t.same(await counts(), { All: 250, Active: 241, Inactive: 8, Expired: 1 }, 'counts follow the change');
+
+    // search: asked of the server, finds keys on pages never loaded
+    await page.reload();
+    await page.locator('#keys-more').waitFor();
+    listCalls.length = 0;
+    await page.getByLabel('Search keys').fill('SVC-24');
+    await page.waitForFunction(() => document.getElementById('keys-shown')?.textContent === 'Showing 10 of 10 matching keys');
+    t.same(await page.locator('#keys-body th .key-name').allTextContents(), Array.from({ length: 10 }, (_, i) => `svc-24${i}`), 'the keys whose name contains the text, any case');
+    t.ok(listCalls.some((u) => u.searchParams.get('q') === 'SVC-24'), 'the search went to the admin API as q');
+    t.same(await counts(), { All: 250, Active: 241, Inactive: 8, Expired: 1 }, 'the header still counts every key');
+    t.ok(await page.locator('#keys-more').isHidden());
+    await page.screenshot({ path: join(SHOTS, 'many-keys-search.png') });
+    const prefix = (await svc.get('svc-237')).prefix;
+    await page.getByLabel('Search keys').fill(prefix);
+    await page.waitForFunction(() => document.getElementById('keys-shown')?.textContent === 'Showing 1 of 1 matching key');
+    t.same(await page.locator('#keys-body th .key-name').allTextContents(), ['svc-237'], 'a key prefix finds its key (one never loaded before)');
+    await page.getByLabel('Search keys').fill('no-such-key');
+    await page.getByText('No key matches "no-such-key".').waitFor();
+    t.ok(await page.locator('#keys-table-wrap').isHidden(), 'no table, a message instead');
+
+    // status filter: the header counts are the buttons
+    await page.getByRole('button', { name: 'Clear search and filter' }).click();
+    await page.waitForFunction(() => document.getElementById('keys-shown')?.textContent === 'Showing 100 of 250 keys');
+    await page.locator('#key-counts button', { hasText: 'Inactive' }).click();
+    await page.waitForFunction(() => document.getElementById('keys-shown')?.textContent === 'Showing 8 of 8 matching keys');
+    t.same(await page.locator('#keys-body td:nth-child(4)').allTextContents(), Array(8).fill('Inactive'), 'only inactive keys');
+    t.equal(await page.locator('#key-counts button', { hasText: 'Inactive' }).getAttribute('aria-pressed'), 'true');
+    await page.locator('#key-counts button', { hasText: 'Expired' }).click();
+    await page.waitForFunction(() => document.getElementById('keys-shown')?.textContent === 'Showing 1 of 1 matching key');
+    t.same(await page.locator('#keys-body th .key-name').allTextContents(), ['zz-legacy']);
+    await page.getByLabel('Search keys').fill('svc');
+    await page.getByText('No key matches "svc" and status expired.').waitFor();
+    await page.locator('#key-counts button', { hasText: 'All' }).click();
+    await page.waitForFunction(() => document.getElementById('keys-shown')?.textContent === 'Showing 100 of 249 matching keys');
+    t.pass('search "svc" with every status: 249 matching, a page of them');
+
+    // the audit tab: any key by name, not only the loaded ones
+    await page.getByRole('tab', { name: 'Audit log' }).click();
+    await page.getByLabel('Key', { exact: true }).fill('svc-249');
+    await page.getByLabel('Key', { exact: true }).press('Enter');
+    await page.waitForFunction(() => [...document.querySelectorAll('#audit-body tr td:nth-child(2)')].every((td: Json) => td.textContent === 'svc-249') && document.querySelectorAll('#audit-body tr').length > 0);
+    t.same(await page.locator('#audit-body tr td:nth-child(3)').allTextContents(), ['deactivate', 'create'], "the key's own changes");
+    await page.getByLabel('Key', { exact: true }).fill('svc-9999');
+    await page.getByLabel('Key', { exact: true }).press('Enter');
+    await page.getByText('No key is named "svc-9999".').waitFor();
+    t.same(problems.filter((p) => !/status of 404/.test(p)), [], 'no console errors besides the one 404 of the unknown name');
   });
 
   t.test('API Management: MCP methods once with their verbs; REST grouped by resource, collapsed, searchable', async (t) => {

@@ -4,11 +4,11 @@ import { randomUUID } from 'node:crypto';
 import t, { type Test as Tap } from 'tap';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError } from '../src/errors.js';
-import type { StoredKey } from '../src/keys/model.js';
+import { keyMatches, keyStatus, type KeyStatus, type StoredKey } from '../src/keys/model.js';
 import { RedisKeyStore } from '../src/keys/redis-store.js';
 import { KeyService } from '../src/keys/service.js';
 import { SqliteKeyStore } from '../src/keys/sqlite-store.js';
-import type { AuditStore, KeyStore } from '../src/keys/store.js';
+import type { AuditStore, KeyPageQuery, KeyStore } from '../src/keys/store.js';
 import { storedKey } from './factories.js';
 import { skipWithoutRedis, startCluster, startRedis, startSentinel, type TestRedis } from './redis.js';
 
@@ -115,6 +115,44 @@ async function contractOn(t: Tap, open: () => Promise<Store>): Promise<void> {
     t.equal(await store.pruneAudit('2026-01-02T00:00:00.000Z'), 1, 'prune: the one record before the cutoff');
     t.same((await store.listAudit({ limit: 10 })).map((r) => r.id), ['r2', 'r1'], 'the newer ones stay');
     t.equal(await store.pruneAudit('2026-01-02T00:00:00.000Z'), 0, 'pruning again removes nothing');
+  }
+  {
+    // the key page's search, status filter and counts: the same answers from every store
+    const store = await open();
+    t.teardown(() => store.close());
+    const nowMs = Date.UTC(2026, 5, 1);
+    const keys = Array.from({ length: 25 }, (_, i) =>
+      stored(100 + i, {
+        name: i < 10 ? `Nightly-ETL-${i}` : `ops-${i}`,
+        prefix: `dg_Pf${String(i).padStart(2, '0')}`,
+        isActive: i % 7 !== 0,
+        expiresAt: i === 3 || i === 12 ? '2026-01-01T00:00:00.000Z' : i === 4 ? '2027-01-01T00:00:00+02:00' : null,
+      }),
+    );
+    for (const k of keys) await store.insert(k);
+    const all = async (q: Omit<KeyPageQuery, 'limit'>) => {
+      const names: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await store.page({ ...q, limit: 3, cursor, nowMs });
+        t.ok(page.keys.length <= 3, 'a filtered page holds at most limit');
+        names.push(...page.keys.map((k) => k.name));
+        cursor = page.next ?? undefined;
+      } while (cursor !== undefined);
+      return names.sort();
+    };
+    const expect = (search?: string, status?: KeyStatus) =>
+      keys.filter((k) => (search === undefined || keyMatches(k.name, k.prefix, search)) && (status === undefined || keyStatus(k, nowMs) === status)).map((k) => k.name).sort();
+    t.same(await all({ search: 'etl' }), expect('etl'), 'search: part of the name, any case');
+    t.equal(expect('etl').length, 10);
+    t.same(await all({ search: 'dg_pf1' }), expect('dg_pf1'), 'search: part of the key prefix');
+    t.same(await all({ status: 'inactive' }), expect(undefined, 'inactive'), 'status inactive');
+    t.same(await all({ status: 'expired' }), ['Nightly-ETL-3', 'ops-12'], 'status expired');
+    t.same(await all({ status: 'active' }), expect(undefined, 'active'), 'status active (a future expiry with an offset is active)');
+    t.same(await all({ search: 'etl', status: 'inactive' }), expect('etl', 'inactive'), 'search and status together');
+    t.same(await all({ search: 'nothing-like-it' }), [], 'no match: an empty last page');
+    t.same(await store.counts(nowMs), { total: 25, active: 19, inactive: 4, expired: 2 }, 'counts of every key by status');
+    t.same(await store.counts(nowMs, 'etl'), { total: 10, active: 7, inactive: 2, expired: 1 }, 'counts of the keys matching a search');
   }
 }
 

@@ -9,7 +9,8 @@ async function loadChild(opts) {
   const run = (duration, record) =>
     new Promise((resolve, reject) => {
       const inst = autocannon(
-        { url: opts.url, method: 'GET', headers: opts.headers, connections: opts.connections, duration, timeout: 10 },
+        // opts.rate: paced (requests per second over all connections) instead of as fast as possible
+        { url: opts.url, method: 'GET', headers: opts.headers, connections: opts.connections, duration, timeout: 10, ...(opts.rate ? { overallRate: opts.rate } : {}) },
         (err, res) => (err ? reject(err) : resolve(res)),
       );
       // autocannon's own histogram has 1 ms resolution; keep our own at 10 µs for p50/p99 (2xx only, like autocannon).

@@ -104,7 +104,13 @@ export function dagenRoutes(keys: KeyService, now: () => number): AdminRoute[] {
       fieldNames,
       handler: async ({ query }) => {
         const workspace = queryParam(query, 'workspace_id');
-        const page = await keys.page({ limit: queryParam(query, 'limit'), cursor: queryParam(query, 'cursor'), workspace });
+        const page = await keys.page({
+          limit: queryParam(query, 'limit'),
+          cursor: queryParam(query, 'cursor'),
+          workspace,
+          q: queryParam(query, 'q'),
+          status: queryParam(query, 'status'),
+        });
         const t = now();
         // the body stays Dagen's bare list; the next page is named in headers
         const headers: Record<string, string> = {};
@@ -116,6 +122,14 @@ export function dagenRoutes(keys: KeyService, now: () => number): AdminRoute[] {
         }
         return { status: 200, body: page.keys.map((k) => dagenKey(k, t)), headers };
       },
+    },
+    {
+      method: 'GET',
+      path: '/api/keys/counts',
+      operationId: 'countKeys',
+      fieldNames,
+      // the key page's header and pager: true for every key, not for the page the table shows
+      handler: async ({ query }) => ({ status: 200, body: await keys.counts({ q: queryParam(query, 'q') }) }),
     },
     {
       method: 'POST',

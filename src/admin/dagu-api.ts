@@ -98,7 +98,13 @@ export function daguRoutes(keys: KeyService, now: () => number): AdminRoute[] {
       operationId: 'listAPIKeys',
       fieldNames,
       handler: async ({ query }) => {
-        const page = await keys.page({ limit: queryParam(query, 'limit'), cursor: queryParam(query, 'cursor') });
+        const page = await keys.page({
+          limit: queryParam(query, 'limit'),
+          cursor: queryParam(query, 'cursor'),
+          workspace: queryParam(query, 'workspace'),
+          q: queryParam(query, 'q'),
+          status: queryParam(query, 'status'),
+        });
         const t = now();
         const apiKeys = page.keys.map((k) => daguKey(k, t));
         return { status: 200, body: page.next === null ? { apiKeys } : { apiKeys, nextCursor: page.next } };

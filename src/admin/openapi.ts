@@ -3,6 +3,7 @@
 // the handlers check, so the two cannot drift.
 
 import { ROLES, SURFACES } from '../config/types.js';
+import { KEY_STATUSES } from '../keys/model.js';
 import { DEFAULT_PAGE, MAX_GRACE_SECONDS, MAX_PAGE } from '../keys/service.js';
 import { DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT } from './audit.js';
 import { DEFAULT_BODY_LIMIT, type BodyShape, type FieldSpec } from './body.js';
@@ -49,6 +50,10 @@ const keyIdParam = (name: string): Json => ({ name, in: 'path', required: true, 
 const PAGE_PARAMETERS: Json[] = [
   { name: 'limit', in: 'query', required: false, description: `Keys per page (default ${DEFAULT_PAGE})`, schema: { type: 'integer', minimum: 1, maximum: MAX_PAGE, default: DEFAULT_PAGE } },
   { name: 'cursor', in: 'query', required: false, description: 'Where the page starts: the next cursor of the page before', schema: { type: 'string' } },
+];
+const FILTER_PARAMETERS: Json[] = [
+  { name: 'q', in: 'query', required: false, description: 'Only keys whose name or key prefix contains this text (case-insensitive, at most 100 characters)', schema: { type: 'string', maxLength: 100 } },
+  { name: 'status', in: 'query', required: false, description: 'Only keys with this status now', schema: { type: 'string', enum: [...KEY_STATUSES] } },
 ];
 const ok = (description: string, schema: Json): Json => ({ description, content: json(schema) });
 const bodyOf = (schema: Json): Json => ({ required: true, content: json(schema) });
@@ -100,7 +105,7 @@ export function openApiDocument(): Json {
     paths: {
       '/api/keys': {
         get: op('dagenListKeys', 'dagen', 'List keys (optionally of one workspace)', {
-          parameters: [{ name: 'workspace_id', in: 'query', required: false, description: 'Only keys bound to or granted this workspace', schema: { type: 'string' } }, ...PAGE_PARAMETERS],
+          parameters: [{ name: 'workspace_id', in: 'query', required: false, description: 'Only keys bound to or granted this workspace', schema: { type: 'string' } }, ...FILTER_PARAMETERS, ...PAGE_PARAMETERS],
           responses: { '200': ok('Keys, prefix only; when more follow, the X-Next-Cursor and Link headers name the next page', { type: 'array', items: ref('DagenKey') }), ...errors('400') },
         }),
         post: op('dagenCreateKey', 'dagen', 'Create a key; the response carries the one-time `key`', {
@@ -146,8 +151,16 @@ export function openApiDocument(): Json {
           responses: { '200': ok('Zero-filled buckets, oldest first', usageSchema('rateLimited', 'keyId', 'keyName')), ...errors('400', '403', '404') },
         }),
       },
+      '/api/keys/counts': {
+        get: op('countKeys', 'dagen', 'How many keys there are by status, of every key or of those matching q (the key page header and pager)', {
+          parameters: [FILTER_PARAMETERS[0]!],
+          responses: { '200': ok('Counts now', ref('KeyCounts')), ...errors('400', '403') },
+        }),
+      },
       '/api/v1/api-keys': {
-        get: op('listAPIKeys', 'dagu', 'List API keys, a page at a time', { parameters: PAGE_PARAMETERS, responses: { '200': ok('Keys; nextCursor when more follow', ref('DaguAPIKeysListResponse')), ...errors('400', '403') } }),
+        get: op('listAPIKeys', 'dagu', 'List API keys, a page at a time', {
+          parameters: [{ name: 'workspace', in: 'query', required: false, description: 'Only keys bound to or granted this workspace', schema: { type: 'string' } }, ...FILTER_PARAMETERS, ...PAGE_PARAMETERS],
+          responses: { '200': ok('Keys; nextCursor when more follow', ref('DaguAPIKeysListResponse')), ...errors('400', '403') } }),
         post: op('createAPIKey', 'dagu', 'Create an API key; the full key is returned only here', {
           requestBody: bodyOf(ref('DaguCreateAPIKeyRequest')),
           responses: { '201': ok('Created', ref('DaguCreateAPIKeyResponse')), ...errors('400', '403', '409', '413', '415') },
@@ -315,6 +328,16 @@ export function openApiDocument(): Json {
             },
           },
           required: ['public_url', 'public_url_source', 'rate_limit', 'max_keys', 'key_count', 'key_prefix', 'routes'],
+        },
+        KeyCounts: {
+          type: 'object',
+          properties: {
+            total: { type: 'integer', description: 'keys (matching q when given)' },
+            active: { type: 'integer' },
+            inactive: { type: 'integer', description: 'deactivated' },
+            expired: { type: 'integer', description: 'active but past expiresAt' },
+          },
+          required: ['total', 'active', 'inactive', 'expired'],
         },
         AuditRecord: {
           type: 'object',

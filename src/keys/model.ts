@@ -66,6 +66,16 @@ export function keyStatus(key: Pick<ApiKey, 'isActive' | 'expiresAt'>, nowMs: nu
   return 'active';
 }
 
+/**
+ * Whether a key matches a search of the key list: `search` (already lower-case) is part of its
+ * name or of its key prefix. The one rule both stores apply (SQLite calls it as a SQL function).
+ */
+export function keyMatches(name: string, prefix: string, search: string): boolean {
+  return name.toLowerCase().includes(search) || prefix.toLowerCase().includes(search);
+}
+
+export const KEY_STATUSES: readonly KeyStatus[] = ['active', 'inactive', 'expired'];
+
 export function isRole(v: unknown): v is Role {
   return typeof v === 'string' && (ROLES as readonly string[]).includes(v);
 }

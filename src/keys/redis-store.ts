@@ -11,8 +11,8 @@ import { Cluster } from 'ioredis';
 import { CircuitBreaker } from '../breaker.js';
 import { ConflictError, ValidationError } from '../errors.js';
 import { createRedis, REQUEST_PATH_OPTIONS, type RedisClient, type RedisSettings } from '../redis.js';
-import type { StoredKey } from './model.js';
-import type { AuditQuery, AuditRecord, AuditStore, KeyPage, KeyPageQuery, KeyPatch, KeyStore, StoreAvailable, UsageDelta, UsageRow } from './store.js';
+import { keyMatches, keyStatus, type StoredKey } from './model.js';
+import type { AuditQuery, AuditRecord, AuditStore, KeyCounts, KeyPage, KeyPageQuery, KeyPatch, KeyStore, StoreAvailable, UsageDelta, UsageRow } from './store.js';
 
 /** Document as stored: the key without its usage counters, plus a version for optimistic updates. */
 type Doc = Omit<StoredKey, 'requestCount' | 'lastUsedAt'> & { version: number };
@@ -383,12 +383,20 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     if (q.managedBy === 'config') return { keys: await this.configKeys(), next: null };
     let [scan, skip] = q.cursor === undefined ? ['0', 0] : parseScanCursor(q.cursor);
     const docs: Doc[] = [];
+    const filtered = q.search !== undefined || q.status !== undefined;
+    const nowMs = q.nowMs ?? Date.now();
+    // a filtered page may pass many keys by: larger scan steps (the same for every page of one filter)
+    const count = filtered ? 1000 : Math.max(q.limit, 10);
     for (;;) {
-      const [nextScan, flat] = await this.redis.hscan(this.k.keys, scan, 'COUNT', Math.max(q.limit, 10));
-      const step: string[] = [];
-      for (let i = 1; i < flat.length; i += 2) step.push(flat[i]!);
+      const [nextScan, flat] = await this.redis.hscan(this.k.keys, scan, 'COUNT', count);
+      const step: Doc[] = [];
+      for (let i = 1; i < flat.length; i += 2) {
+        const d = JSON.parse(flat[i]!) as Doc;
+        if (filtered && !docMatches(d, q.search, q.status, nowMs)) continue;
+        step.push(d);
+      }
       const take = step.slice(skip, skip + q.limit - docs.length);
-      for (const j of take) docs.push(JSON.parse(j) as Doc);
+      docs.push(...take);
       if (skip + take.length < step.length) {
         skip += take.length;
         break; // the page is full inside this scan step: the next page resumes in it
@@ -445,6 +453,23 @@ export class RedisKeyStore implements KeyStore, AuditStore {
 
   async count(): Promise<number> {
     return this.redis.hlen(this.k.keys);
+  }
+
+  /** Redis has no index by status or name: a scan of the keys (the key service remembers the answer briefly). */
+  async counts(nowMs: number, search?: string): Promise<KeyCounts> {
+    const out: KeyCounts = { total: 0, active: 0, inactive: 0, expired: 0 };
+    let scan = '0';
+    do {
+      const [next, flat] = await this.redis.hscan(this.k.keys, scan, 'COUNT', 1000);
+      for (let i = 1; i < flat.length; i += 2) {
+        const d = JSON.parse(flat[i]!) as Doc;
+        if (search !== undefined && !keyMatches(d.name, d.prefix, search)) continue;
+        out.total++;
+        out[keyStatus(d, nowMs)]++;
+      }
+      scan = next;
+    } while (scan !== '0');
+    return out;
   }
 
   async addUsage(batch: ReadonlyMap<string, UsageDelta>, batchId: string): Promise<void> {
@@ -528,6 +553,12 @@ export class RedisKeyStore implements KeyStore, AuditStore {
   static namespace(): string {
     return `keygate-test-${randomUUID().slice(0, 8)}`;
   }
+}
+
+/** Whether a stored document passes a page's search and status filters. */
+function docMatches(d: Doc, search: string | undefined, status: KeyPageQuery['status'], nowMs: number): boolean {
+  if (search !== undefined && !keyMatches(d.name, d.prefix, search)) return false;
+  return status === undefined || keyStatus(d, nowMs) === status;
 }
 
 function parseScanCursor(cursor: string): [string, number] {

@@ -10,14 +10,16 @@ import {
   isRole,
   isScope,
   isSurface,
+  KEY_STATUSES,
   type ApiKey,
+  type KeyStatus,
   type AttributionClass,
   type KeyAccess,
   type StoredKey,
   type WorkspaceAccess,
 } from './model.js';
 import { digestSecret, displayPrefix, generateSecret } from './secret.js';
-import type { AuditAction, AuditRecord, AuditStore, KeyPatch, KeyStore } from './store.js';
+import type { AuditAction, AuditRecord, AuditStore, KeyCounts, KeyPatch, KeyStore } from './store.js';
 import { DAY_MS, HOUR_MS, usageRange, usageSeries, type UsageQuery, type UsageSeries } from './usage-history.js';
 
 /** Input to create/update, as parsed from a CLI flag or a JSON body: checked here, not trusted. */
@@ -35,6 +37,17 @@ export interface KeyInput {
   rateLimit?: unknown;
   expiresAt?: unknown;
   isActive?: unknown;
+}
+
+/** A listing's query, as given by a CLI flag or a query parameter: checked here. */
+export interface PageQuery {
+  limit?: unknown;
+  cursor?: unknown;
+  workspace?: string | undefined;
+  /** only keys whose name or key prefix contains this (case-insensitive); '' = every key */
+  q?: unknown;
+  /** only keys with this status now: active, inactive or expired */
+  status?: unknown;
 }
 
 export interface CreatedKey {
@@ -183,6 +196,22 @@ function workspaceAccess(v: unknown): WorkspaceAccess {
     return { workspace: ws, role: gr };
   });
   return { all, grants };
+}
+
+/** The search text of a listing, lower-case; undefined for none. */
+function searchText(v: unknown): string | undefined {
+  if (v === undefined || v === null || v === '') return undefined;
+  if (typeof v !== 'string') throw new ValidationError('q', 'must be a string');
+  const s = v.trim();
+  if (s.length > 100) throw new ValidationError('q', 'must be at most 100 characters');
+  return s === '' ? undefined : s.toLowerCase();
+}
+
+function keyStatusFilter(v: unknown): KeyStatus {
+  if (typeof v !== 'string' || !(KEY_STATUSES as readonly string[]).includes(v)) {
+    throw new ValidationError('status', `must be one of ${KEY_STATUSES.join(', ')}`);
+  }
+  return v as KeyStatus;
 }
 
 /** A whole number from min to max, given as a number or a string of digits (a CLI flag, a query). */
@@ -398,6 +427,7 @@ export class KeyService {
   /** Forget one key (after a change made through this service or told by the store). */
   invalidate(id: string): void {
     this.generation++;
+    this.countsVersion++;
     const digests = this.digestsById.get(id);
     if (digests !== undefined) {
       for (const d of digests) this.cache.delete(d);
@@ -493,6 +523,7 @@ export class KeyService {
     await this.store.insert(stored);
     this.forgetUnknown(stored.digest);
     this.adminCache = undefined;
+    this.countsVersion++;
     const key = publicKey(stored);
     await this.record('create', key, actor, auditView(key));
     return { key, secret };
@@ -533,13 +564,16 @@ export class KeyService {
    * it or granted it); `next` continues. Never reads more than a page's worth at a time from the
    * store, so a million keys cost what a hundred do.
    */
-  async page(q: { limit?: unknown; cursor?: unknown; workspace?: string | undefined } = {}): Promise<{ keys: ApiKey[]; next: string | null }> {
+  async page(q: PageQuery = {}): Promise<{ keys: ApiKey[]; next: string | null }> {
     const limit = q.limit === undefined ? DEFAULT_PAGE : wholeNumber('limit', q.limit, 1, MAX_PAGE, 'keys');
     let cursor = q.cursor === undefined || q.cursor === '' ? undefined : str('cursor', q.cursor, 1, 200);
     const ws = q.workspace;
+    const search = searchText(q.q);
+    const status = q.status === undefined || q.status === '' ? undefined : keyStatusFilter(q.status);
+    const nowMs = this.now();
     const keys: ApiKey[] = [];
     for (;;) {
-      const page = await this.store.page({ limit: limit - keys.length, cursor });
+      const page = await this.store.page({ limit: limit - keys.length, cursor, search, status, nowMs });
       for (const k of page.keys) if (ws === undefined || inWorkspace(k, ws)) keys.push(publicKey(k));
       cursor = page.next ?? undefined;
       if (page.next === null || keys.length >= limit) return { keys, next: page.next };
@@ -547,11 +581,11 @@ export class KeyService {
   }
 
   /** Every key, page by page (tests and small stores; the CLI and the APIs page). */
-  async list(filter?: { workspace?: string }): Promise<ApiKey[]> {
+  async list(filter?: { workspace?: string; q?: string; status?: KeyStatus }): Promise<ApiKey[]> {
     const all: ApiKey[] = [];
     let cursor: string | undefined;
     do {
-      const p = await this.page({ limit: MAX_PAGE, cursor, workspace: filter?.workspace });
+      const p = await this.page({ limit: MAX_PAGE, cursor, workspace: filter?.workspace, q: filter?.q, status: filter?.status });
       all.push(...p.keys);
       cursor = p.next ?? undefined;
     } while (cursor !== undefined);
@@ -562,6 +596,26 @@ export class KeyService {
   count(): Promise<number> {
     return this.store.count();
   }
+
+  /**
+   * How many keys there are by status (active, inactive, expired), of all keys or of those whose
+   * name or prefix contains `q`. Remembered until a key changes or 5 s pass (a Redis store scans).
+   */
+  async counts(query: { q?: unknown } = {}): Promise<KeyCounts> {
+    const search = searchText(query.q);
+    const mark = this.store.changeMark();
+    const c = this.countsCache;
+    if (c !== undefined && c.search === search && c.version === this.countsVersion && c.mark === mark && this.now() - c.at < 5_000) return { ...c.counts };
+    const version = this.countsVersion;
+    const at = this.now();
+    const counts = await this.store.counts(at, search);
+    this.countsCache = { search, counts, version, mark, at };
+    return { ...counts };
+  }
+
+  private countsCache: { search: string | undefined; counts: KeyCounts; version: number; mark: number; at: number } | undefined;
+  /** moves on every change of a key made or told here: a remembered count from before it is not used */
+  private countsVersion = 0;
 
   /**
    * Whether an active admin key exists; asked when an admin credential fails and no token is
@@ -756,6 +810,7 @@ export class KeyService {
     }
     this.evictUnknown();
     this.adminCache = undefined;
+    this.countsVersion++;
     return counts;
   }
 

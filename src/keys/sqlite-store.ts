@@ -5,9 +5,9 @@ import Database from 'better-sqlite3';
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ConflictError, KeygateError, StoreUnavailableError, ValidationError } from '../errors.js';
-import type { StoredKey } from './model.js';
+import { keyMatches, keyStatus, type StoredKey } from './model.js';
 import { createPrivateFile } from './private-file.js';
-import type { AuditQuery, AuditRecord, AuditStore, KeyPage, KeyPageQuery, KeyPatch, KeyStore, UsageDelta, UsageRow } from './store.js';
+import type { AuditQuery, AuditRecord, AuditStore, KeyCounts, KeyPage, KeyPageQuery, KeyPatch, KeyStore, UsageDelta, UsageRow } from './store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -81,6 +81,16 @@ CREATE INDEX IF NOT EXISTS api_keys_config ON api_keys(managed_by) WHERE managed
 CREATE INDEX IF NOT EXISTS api_keys_admin ON api_keys(role) WHERE role = 'admin';
 CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY);
 `;
+
+interface CountRow {
+  total: number;
+  inactive: number;
+  expired: number;
+}
+
+/** keygate_status is model.ts keyStatus itself (registered on the connection): one rule for both stores. */
+const COUNTS_SQL = `SELECT count(*) AS total, coalesce(sum(is_active = 0), 0) AS inactive,
+  coalesce(sum(is_active = 1 AND expires_at IS NOT NULL AND keygate_status(is_active, expires_at, @now) = 'expired'), 0) AS expired FROM api_keys`;
 
 /** SQLite result codes that mean the file cannot take writes (or reads) any more, not a bad request. */
 const FAULT = /^SQLITE_(READONLY|CORRUPT|NOTADB|IOERR|FULL|CANTOPEN|PERM)/;
@@ -288,6 +298,12 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       this.db.pragma('synchronous = NORMAL');
       this.db.pragma('busy_timeout = 5000');
       this.db.exec(SCHEMA);
+      // the search of the key list: the same rule as the Redis store's (model.ts keyMatches)
+      this.db.function('keygate_match', { deterministic: true }, (name, prefix, search) => (keyMatches(String(name), String(prefix), String(search)) ? 1 : 0));
+      // a key's status at a time (ms), as keyStatus judges it
+      this.db.function('keygate_status', { deterministic: true }, (active, expiresAt, nowMs) =>
+        keyStatus({ isActive: active === 1, expiresAt: typeof expiresAt === 'string' ? expiresAt : null }, Number(nowMs)),
+      );
     } catch (err) {
       throw new KeygateError('store_unreadable', 500, `store.keys sqlite:${file}: cannot open the database: ${(err as Error).message}${codeOf(err)}`);
     }
@@ -319,6 +335,8 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       ),
       probe: this.db.prepare('INSERT OR REPLACE INTO store_probe (id) VALUES (1)'),
       count: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM api_keys'),
+      counts: this.db.prepare<[{ now: number }], CountRow>(COUNTS_SQL),
+      countsMatching: this.db.prepare<[{ now: number; search: string }], CountRow>(`${COUNTS_SQL} WHERE keygate_match(name, prefix, @search) = 1`),
       batchSeen: this.db.prepare<[string]>('INSERT OR IGNORE INTO usage_batches (id) VALUES (?)'),
       batchPrune: this.db.prepare<[number]>('DELETE FROM usage_batches WHERE seq <= ?'),
       del: this.db.prepare<[string]>('DELETE FROM api_keys WHERE id = ?'),
@@ -462,9 +480,36 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
     return this.stmts.list.all().map(fromRow);
   }
 
+  /** Filtered page statements, prepared once per shape (search yes/no × status × cursor yes/no). */
+  private readonly filtered = new Map<string, Database.Statement<Record<string, unknown>, Row>>();
+
+  private filteredPage(q: KeyPageQuery): Row[] {
+    const shape = `${q.search !== undefined}:${q.status ?? ''}:${q.cursor !== undefined}`;
+    let stmt = this.filtered.get(shape);
+    if (stmt === undefined) {
+      const where: string[] = [];
+      if (q.cursor !== undefined) where.push('(created_at, name) > (@afterCreated, @afterName)');
+      if (q.search !== undefined) where.push('keygate_match(name, prefix, @search) = 1');
+      if (q.status !== undefined) where.push('keygate_status(is_active, expires_at, @now) = @status');
+      stmt = this.db.prepare<Record<string, unknown>, Row>(`SELECT * FROM api_keys WHERE ${where.join(' AND ')} ORDER BY created_at, name LIMIT @limit`);
+      this.filtered.set(shape, stmt);
+    }
+    const [afterCreated, afterName] = q.cursor === undefined ? [undefined, undefined] : decodeCursor(q.cursor);
+    const params: Record<string, unknown> = { limit: q.limit + 1 };
+    if (q.cursor !== undefined) Object.assign(params, { afterCreated, afterName });
+    if (q.search !== undefined) params['search'] = q.search;
+    if (q.status !== undefined) Object.assign(params, { now: q.nowMs ?? Date.now(), status: q.status });
+    return stmt.all(params);
+  }
+
   async page(q: KeyPageQuery): Promise<KeyPage> {
     if (q.managedBy === 'config') return { keys: this.stmts.config.all().map(fromRow), next: null };
-    const rows = q.cursor === undefined ? this.stmts.pageFirst.all(q.limit + 1) : this.stmts.pageAfter.all(...decodeCursor(q.cursor), q.limit + 1);
+    const rows =
+      q.search !== undefined || q.status !== undefined
+        ? this.filteredPage(q)
+        : q.cursor === undefined
+          ? this.stmts.pageFirst.all(q.limit + 1)
+          : this.stmts.pageAfter.all(...decodeCursor(q.cursor), q.limit + 1);
     const more = rows.length > q.limit;
     if (more) rows.pop();
     const last = rows[rows.length - 1];
@@ -485,6 +530,14 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
 
   async count(): Promise<number> {
     return this.stmts.count.get()!.n;
+  }
+
+  async counts(nowMs: number, search?: string): Promise<KeyCounts> {
+    const r = search === undefined ? this.stmts.counts.get({ now: nowMs }) : this.stmts.countsMatching.get({ now: nowMs, search });
+    const total = r?.total ?? 0;
+    const inactive = r?.inactive ?? 0;
+    const expired = r?.expired ?? 0;
+    return { total, active: total - inactive - expired, inactive, expired };
   }
 
   async addUsage(batch: ReadonlyMap<string, UsageDelta>, batchId: string): Promise<void> {

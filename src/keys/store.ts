@@ -1,7 +1,7 @@
 // The storage contract every key store (SQLite now, Redis for several instances) fulfils.
 // Async so that a networked store fits; the SQLite store answers synchronously inside.
 
-import type { StoredKey } from './model.js';
+import type { KeyStatus, StoredKey } from './model.js';
 
 /** Fields an update may change; the service decides which are allowed. */
 export type KeyPatch = Partial<
@@ -66,6 +66,20 @@ export interface KeyPageQuery {
   cursor?: string | undefined;
   /** only the keys declared in the configuration file (few: read without touching the others) */
   managedBy?: 'config';
+  /** only keys that `keyMatches` this (lower-case) search text; a cursor belongs to one filter */
+  search?: string;
+  /** only keys with this status at `nowMs` */
+  status?: KeyStatus;
+  /** the instant `status` is judged at (default now) */
+  nowMs?: number;
+}
+
+/** How many keys there are, by status (the key page's header), of all keys or of those matching a search. */
+export interface KeyCounts {
+  total: number;
+  active: number;
+  inactive: number;
+  expired: number;
 }
 
 export interface KeyPage {
@@ -94,6 +108,8 @@ export interface KeyStore {
   /** Whether an active, unexpired key with the role admin exists (an indexed lookup, not a listing). */
   hasActiveAdmin(nowMs: number): Promise<boolean>;
   count(): Promise<number>;
+  /** Keys by status at `nowMs`, of those that `keyMatches` `search` when given (SQLite: one aggregate query; Redis: a scan). */
+  counts(nowMs: number, search?: string): Promise<KeyCounts>;
   /**
    * Add counts, move last-used forward (never back) and add the hourly history, all in one
    * transaction (SQLite) or one atomic script per chunk (Redis). A batch is applied at most once:

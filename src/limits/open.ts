@@ -7,6 +7,7 @@ import { CircuitBreaker } from '../breaker.js';
 import { createRedis, REQUEST_PATH_OPTIONS, type RedisClient, type RedisSettings } from '../redis.js';
 import cluster from 'node:cluster';
 import { BatchedCounterClient } from './cluster-store.js';
+import { CoalescingCounters } from './coalesce.js';
 import { KeyRateLimiter, type CounterStore } from './limiter.js';
 import { BUCKETS, BUCKET_MS } from './window.js';
 
@@ -86,13 +87,14 @@ export function openRateLimiter(config: GatewayConfig, logger: Logger, now: () =
     return { limiter: new KeyRateLimiter(store, 'memory', events, now), reachable: () => true, breakerOpen: () => false, ready: Promise.resolve(), close: async () => {} };
   }
   const redis = requestPathRedis(spec, config.store.redis, logger, 'rate_limits');
-  const store = new RateLimiterRedis({
+  // one script call per hot key per event-loop turn (coalesce.ts), decisions as exact as one by one
+  const store = new CoalescingCounters(new RateLimiterRedis({
     storeClient: redis,
     points: 1_000_000_000,
     duration: Math.ceil(((BUCKETS + 2) * BUCKET_MS) / 1000),
     keyPrefix: 'keygate:rl',
     rejectIfRedisNotReady: true,
-  });
+  }));
   // After 3 failures in a row (250 ms timeouts when Redis is frozen) requests go straight to the
   // fallback; a background PING closes the breaker again.
   let limiter: KeyRateLimiter | undefined;

@@ -36,6 +36,11 @@ export interface Route {
   readonly minRoleRank: number;
   readonly scopeMask: number;
   readonly surfaceBit: number;
+  /**
+   * The gateway answers here in JSON-RPC: this route, or another one on the same host and path
+   * (MCP's GET event stream and DELETE beside its POST), has a `jsonrpc` policy.
+   */
+  readonly rpc: boolean;
 }
 
 export interface RouteMatch {
@@ -134,6 +139,7 @@ function compileRoute(cfg: RouteConfig, upstreams: ReadonlyMap<string, UpstreamC
     minRoleRank: cfg.role ? ROLE_RANK[cfg.role] : 0,
     scopeMask: cfg.scopes.reduce((m, sc) => m | SCOPE_BIT[sc], 0),
     surfaceBit: SURFACE_BIT[cfg.surface],
+    rpc: cfg.jsonrpc !== undefined,
   };
 }
 
@@ -178,9 +184,14 @@ export class RouteTable {
    * first-match order is kept and most of a large table is never looked at.
    */
   private readonly candidates = new Map<string, readonly Route[]>();
+  /** the routes with a `jsonrpc` policy (usually one or two): the JSON-RPC paths */
+  private readonly rpcRoutes: readonly Route[];
 
   private constructor(routes: Route[]) {
     this.routes = routes;
+    this.rpcRoutes = routes.filter((r) => r.config.jsonrpc !== undefined);
+    const rpcPaths = new Set(this.rpcRoutes.map((r) => `${r.host ?? ''} ${r.config.path}`));
+    for (const r of routes) if (!r.rpc && rpcPaths.has(`${r.host ?? ''} ${r.config.path}`)) (r as { rpc: boolean }).rpc = true;
     this.usesHost = routes.some((r) => r.host !== undefined);
     const prefixes = routes.map(literalPrefix);
     const keys = new Set<string>(['']);
@@ -220,6 +231,23 @@ export class RouteTable {
       if (route.host !== undefined && !hostMatches(route.host, host)) continue;
       if (!segmentsMatch(route, parts, count)) continue;
       return { route, params: route.hasParams ? captureParams(route, parts) : undefined };
+    }
+    return undefined;
+  }
+
+  /**
+   * The route with a `jsonrpc` policy whose host and path match, whatever the method: how a
+   * request refused before (or without) a route match learns that its path is a JSON-RPC one.
+   * Used only on refusals; a table without JSON-RPC routes answers at once.
+   */
+  rpcRoute(hostHeader: string | undefined, path: string): Route | undefined {
+    if (this.rpcRoutes.length === 0) return undefined;
+    const host = hostOf(hostHeader);
+    const parts = path.split('/');
+    const count = path === '/' ? 0 : parts.length - 1;
+    for (const route of this.rpcRoutes) {
+      if (route.host !== undefined && !hostMatches(route.host, host)) continue;
+      if (segmentsMatch(route, parts, count)) return route;
     }
     return undefined;
   }

@@ -1,4 +1,5 @@
-// The admin API, as the page uses it: the Dagen-shaped /api/keys endpoints and /api/info. The admin
+// The admin API, as the page uses it: the Dagu-shaped /api/v1/api-keys (the whole key model), the
+// Dagen-shaped regenerate and counts, /api/audit and /api/info. The admin
 // credential lives in this tab's sessionStorage only and goes with every call.
 
 const STORAGE = 'keygate.admin-credential';
@@ -50,12 +51,17 @@ export async function call(method, path, body, secret = credential.get() ?? '') 
 }
 
 const id = (key) => encodeURIComponent(key.id);
+/** A query string of the non-empty values. */
+const query = (params) => new URLSearchParams(Object.entries(params).filter(([, v]) => v !== '' && v !== undefined && v !== null).map(([k, v]) => [k, String(v)])).toString();
 
 export const api = {
   info: (secret) => call('GET', '/api/info', undefined, secret),
-  list: () => call('GET', '/api/keys'),
+  /** One page of keys (Dagu-shaped, the whole model), filtered on the server: {apiKeys, nextCursor?}. */
+  list: ({ q = '', status = '', cursor = '', limit = 100 } = {}) => call('GET', `/api/v1/api-keys?${query({ q, status, cursor, limit })}`),
+  /** {total, active, inactive, expired} of every key, or of those matching q. */
+  counts: (q = '') => call('GET', `/api/keys/counts${q ? `?${query({ q })}` : ''}`),
   create: (body) => call('POST', '/api/keys', body),
-  setActive: (key, active) => call('PUT', `/api/keys/${id(key)}`, { is_active: active }),
+  setActive: (key, active) => call('PATCH', `/api/v1/api-keys/${id(key)}`, { isActive: active }),
   regenerate: (key, graceSeconds = 0) => call('POST', `/api/keys/${id(key)}/regenerate${graceSeconds > 0 ? `?grace_seconds=${graceSeconds}` : ''}`),
   remove: (key) => call('DELETE', `/api/keys/${id(key)}`),
   // the Dagu-shaped API carries the whole key model (role, workspaceAccess, surfaces, attribution…)

@@ -13,9 +13,21 @@ const VIEW = location.pathname === '/api-management' ? 'management' : 'keys';
 /** Keygate's and Dagen's defaults, used only when the admin listener does not report its own. */
 const DEFAULT_RATE = { default: 60, min: 1, max: 600 };
 
+/** Keys a page of the table asks for (the admin API's default page). */
+const PAGE = 100;
+
 const state = {
   /** @type {any} */ info: null,
+  /** the keys loaded so far (Dagu-shaped), in the server's order; null until the first answer */
   /** @type {any[] | null} */ keys: null,
+  /** where the next page starts; null when every matching key is loaded */
+  /** @type {string | null} */ next: null,
+  /** counts of every key (the header), and of those matching the search (the pager) */
+  /** @type {any} */ counts: null,
+  /** @type {any} */ matching: null,
+  /** the server-side filters of the table */
+  q: '',
+  status: '',
 };
 
 // ------------------------------------------------------------------ snackbar
@@ -102,10 +114,21 @@ async function start(info) {
   }
 }
 
-/** Fetches the keys and redraws the table; keeps focus on the control it was on. */
+/**
+ * Fetches the keys matching the search and status filter, as many as were shown before (at least a
+ * page), and the counts; redraws the table; keeps focus on the control it was on.
+ */
 async function reload(focus) {
+  const wanted = Math.max(PAGE, state.keys?.length ?? 0);
+  const filters = { q: state.q, status: state.status };
   try {
-    state.keys = await api.list();
+    const [page, counts, matching] = await Promise.all([fetchKeys(filters, wanted), api.counts(), state.q ? api.counts(state.q) : null]);
+    // a newer search replaced this one while it was under way: its answer is the one to show
+    if (filters.q !== state.q || filters.status !== state.status) return;
+    state.keys = page.keys;
+    state.next = page.next;
+    state.counts = counts;
+    state.matching = matching;
   } catch (err) {
     if (credentialRefused(err)) return;
     failure('Loading the keys', err);
@@ -116,12 +139,48 @@ async function reload(focus) {
   if (focus) restoreFocus(focus);
 }
 
+/** Pages of keys until `wanted` are loaded or none are left. */
+async function fetchKeys(filters, wanted, cursor = '') {
+  const keys = [];
+  let next = cursor || null;
+  do {
+    const page = await api.list({ ...filters, cursor: next ?? '', limit: Math.min(1000, Math.max(PAGE, wanted - keys.length)) });
+    keys.push(...page.apiKeys);
+    next = page.nextCursor ?? null;
+  } while (next !== null && keys.length < wanted);
+  return { keys, next };
+}
+
+/** "Load more": the next page of the same search, appended. */
+async function loadMore() {
+  if (state.next === null) return;
+  const button = /** @type {HTMLButtonElement} */ ($('keys-more'));
+  button.disabled = true;
+  button.setAttribute('aria-busy', 'true');
+  const filters = { q: state.q, status: state.status };
+  try {
+    const page = await fetchKeys(filters, PAGE, state.next);
+    if (filters.q !== state.q || filters.status !== state.status) return;
+    const first = state.keys?.length ?? 0;
+    state.keys = [...(state.keys ?? []), ...page.keys];
+    state.next = page.next;
+    renderKeys();
+    // focus the first new row's name, so keyboard users continue where the list grew
+    /** @type {HTMLElement | null} */ (document.querySelectorAll('#keys-body .key-name')[first] ?? null)?.focus();
+  } catch (err) {
+    if (!credentialRefused(err)) failure('Loading more keys', err);
+  } finally {
+    button.disabled = false;
+    button.removeAttribute('aria-busy');
+  }
+}
+
 function setLoading(on) {
   $('keys-loading').hidden = !on;
   $('keys').setAttribute('aria-busy', String(on));
   if (on) {
-    $('keys-empty').hidden = true;
-    $('keys-table-wrap').hidden = true;
+    for (const id of ['keys-empty', 'keys-none', 'keys-toolbar', 'keys-table-wrap', 'keys-more']) $(id).hidden = true;
+    $('keys-shown').textContent = '';
   }
 }
 
@@ -136,14 +195,14 @@ function scopeCell(key) {
   for (const s of key.scopes ?? []) chips.push(chip(s === 'agents' ? 'Agents' : s === 'workflows' ? 'Workflows' : s, `scope-${s}`));
   // role and surfaces only where a key has something other than the defaults of a key made here
   if (key.role && key.role !== 'viewer') chips.push(chip(`role: ${key.role}`, 'meta', 'Role of the key'));
-  if (Array.isArray(key.surfaces) && key.surfaces.length < 3) {
-    for (const s of key.surfaces) chips.push(chip(SURFACE_LABEL[s] ?? s, 'meta surface', 'Allowed surface'));
+  if (Array.isArray(key.allowedSurfaces) && key.allowedSurfaces.length < 3) {
+    for (const s of key.allowedSurfaces) chips.push(chip(SURFACE_LABEL[s] ?? s, 'meta surface', 'Allowed surface'));
   }
   return h('div', { class: 'chips' }, chips);
 }
 
 function actionButton(key, action, label, onclick) {
-  const declared = key.managed_by === 'config';
+  const declared = key.managedBy === 'config';
   return h(
     'button',
     {
@@ -159,25 +218,32 @@ function actionButton(key, action, label, onclick) {
   );
 }
 
+function workspaceNote(key) {
+  if (key.workspace) return `workspace ${key.workspace}`;
+  if (key.workspaceAccess && !key.workspaceAccess.all) return `workspaces ${key.workspaceAccess.grants.map((g) => g.workspace).join(', ')}`;
+  return null;
+}
+
 function keyRow(key) {
   const now = Date.now();
+  const ws = workspaceNote(key);
   return h(
     'tr',
     { dataset: { keyId: key.id } },
     h(
       'th',
       { scope: 'row', class: 'name' },
-      h('button', { type: 'button', class: 'link key-name', dataset: { keyId: key.id, action: 'details' }, 'aria-label': `Details of key ${key.name}`, onclick: () => openDetails(key.id) }, key.name),
-      key.workspace_id ? h('span', { class: 'sub' }, `workspace ${key.workspace_id}`) : null,
-      key.managed_by === 'config' ? h('span', { class: 'sub' }, 'declared in the config') : null,
+      h('button', { type: 'button', class: 'link key-name', dataset: { keyId: key.id, action: 'details' }, 'aria-label': `Details of key ${key.name}`, onclick: () => openDetails(key) }, key.name),
+      ws ? h('span', { class: 'sub' }, ws) : null,
+      key.managedBy === 'config' ? h('span', { class: 'sub' }, 'declared in the config') : null,
     ),
-    h('td', { 'data-label': 'Key' }, h('code', { class: 'prefix' }, `${key.key_prefix}…`)),
+    h('td', { 'data-label': 'Key' }, h('code', { class: 'prefix' }, `${key.keyPrefix}…`)),
     h('td', { 'data-label': 'Scopes' }, scopeCell(key)),
-    h('td', { 'data-label': 'Status' }, chip(statusLabel(key.status), `status-${key.status}`, key.status === 'expired' && key.expires_at ? `Expired ${fullDateTime(key.expires_at)}` : key.expires_at ? `Expires ${fullDateTime(key.expires_at)}` : undefined)),
-    h('td', { class: 'num', 'data-label': 'Rate limit' }, rate(key.rate_limit)),
-    h('td', { class: 'num', 'data-label': 'Requests' }, count(key.request_count)),
-    h('td', { class: 'last-used', 'data-label': 'Last used', dataset: { at: key.last_used_at ?? '' }, title: key.last_used_at ? fullDateTime(key.last_used_at) : undefined }, relativeTime(key.last_used_at, now)),
-    h('td', { title: fullDateTime(key.created_at), 'data-label': 'Created' }, humanDate(key.created_at)),
+    h('td', { 'data-label': 'Status' }, chip(statusLabel(key.status), `status-${key.status}`, key.status === 'expired' && key.expiresAt ? `Expired ${fullDateTime(key.expiresAt)}` : key.expiresAt ? `Expires ${fullDateTime(key.expiresAt)}` : undefined)),
+    h('td', { class: 'num', 'data-label': 'Rate limit' }, rate(key.rateLimit)),
+    h('td', { class: 'num', 'data-label': 'Requests' }, count(key.requestCount)),
+    h('td', { class: 'last-used', 'data-label': 'Last used', dataset: { at: key.lastUsedAt ?? '' }, title: key.lastUsedAt ? fullDateTime(key.lastUsedAt) : undefined }, relativeTime(key.lastUsedAt, now)),
+    h('td', { title: fullDateTime(key.createdAt), 'data-label': 'Created' }, humanDate(key.createdAt)),
     h(
       'td',
       { class: 'actions-cell' },
@@ -191,7 +257,7 @@ function keyRow(key) {
             if (!credentialRefused(err)) failure('Loading the key', err);
           }
         }),
-        actionButton(key, 'toggle', key.is_active ? 'Deactivate' : 'Activate', () => toggle(key)),
+        actionButton(key, 'toggle', key.isActive ? 'Deactivate' : 'Activate', () => toggle(key)),
         actionButton(key, 'regenerate', 'Regenerate', () => regenerate(key)),
         actionButton(key, 'delete', 'Delete', () => remove(key)),
       ),
@@ -199,18 +265,86 @@ function keyRow(key) {
   );
 }
 
+const STATUS_FILTERS = [
+  ['', 'All', 'total'],
+  ['active', 'Active', 'active'],
+  ['inactive', 'Inactive', 'inactive'],
+  ['expired', 'Expired', 'expired'],
+];
+
+/** The header counts: every key the gateway has, by status; each one filters the table by it. */
+function renderCounts() {
+  const c = state.counts;
+  if (!c) return;
+  $('key-counts').replaceChildren(
+    ...STATUS_FILTERS.map(([status, label, field]) =>
+      h(
+        'button',
+        {
+          type: 'button',
+          class: `count-filter${status ? ` status-${status}` : ''}`,
+          dataset: { status, count: String(c[field]) },
+          'aria-pressed': String(state.status === status),
+          onclick: () => setFilter({ status }),
+        },
+        h('span', { class: 'count-value' }, count(c[field])),
+        ` ${label}`,
+      ),
+    ),
+  );
+}
+
 function renderKeys() {
   if (state.keys === null) return;
+  renderCounts();
+  const none = (state.counts?.total ?? state.keys.length) === 0;
+  const filtered = state.q !== '' || state.status !== '';
   const empty = state.keys.length === 0;
-  $('keys-empty').hidden = !empty;
+  $('keys-empty').hidden = !none;
+  $('keys-toolbar').hidden = none;
+  $('keys-none').hidden = none || !empty;
+  $('keys-none-text').textContent = `No key matches ${[state.q ? `"${state.q}"` : '', state.status ? `status ${statusLabel(state.status).toLowerCase()}` : ''].filter(Boolean).join(' and ')}.`;
   $('keys-table-wrap').hidden = empty;
   $('keys-body').replaceChildren(...state.keys.map(keyRow));
+  // the pager: how many of how many, and the next page on request
+  const source = state.q ? state.matching : state.counts;
+  const of = source ? source[state.status || 'total'] : null;
+  const what = filtered ? `matching key${of === 1 ? '' : 's'}` : `key${of === 1 ? '' : 's'}`;
+  $('keys-shown').textContent = empty ? '' : of === null ? `Showing ${count(state.keys.length)}` : `Showing ${count(state.keys.length)} of ${count(of)} ${what}`;
+  $('keys-more').hidden = state.next === null;
 }
+
+let searchTimer;
+/** A new search or status filter: asks the server (never filters the loaded page in the browser). */
+function setFilter(change) {
+  Object.assign(state, change);
+  state.keys = state.keys === null ? null : [];
+  clearTimeout(searchTimer);
+  renderCounts();
+  void reload();
+}
+
+$('keys-search').addEventListener('input', () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => setFilter({ q: /** @type {HTMLInputElement} */ ($('keys-search')).value.trim() }), 250);
+});
+$('keys-search').addEventListener('keydown', (e) => {
+  if (e.key !== 'Enter') return;
+  e.preventDefault();
+  setFilter({ q: /** @type {HTMLInputElement} */ ($('keys-search')).value.trim() });
+});
+$('keys-more').addEventListener('click', () => void loadMore());
+$('keys-clear').addEventListener('click', () => {
+  /** @type {HTMLInputElement} */ ($('keys-search')).value = '';
+  setFilter({ q: '', status: '' });
+  $('keys-search').focus();
+});
 
 /** keys.max_keys reached: say so and disable creation (existing keys keep working). */
 function renderLimit() {
   const max = state.info?.max_keys;
-  const n = state.keys?.length ?? state.info?.key_count ?? 0;
+  // every key the gateway has, not the page the table shows
+  const n = state.counts?.total ?? state.info?.key_count ?? 0;
   const reached = typeof max === 'number' && n >= max;
   const banner = $('limit-banner');
   banner.hidden = !reached;
@@ -233,7 +367,7 @@ function restoreFocus({ id, action }) {
 // ------------------------------------------------------------------ actions
 
 async function toggle(key) {
-  const active = !key.is_active;
+  const active = !key.isActive;
   try {
     await api.setActive(key, active);
     snackbar(active ? `Key "${key.name}" activated` : `Key "${key.name}" deactivated: it is refused (403) until activated again`);
@@ -703,12 +837,12 @@ details.addEventListener('close', () => {
 
 // ------------------------------------------------------------------ audit tab
 
+/** the key the audit tab is filtered by: {id, name}, or null for every key */
+let auditKey = null;
+
 async function renderAudit() {
-  const select = /** @type {HTMLSelectElement} */ ($('audit-key'));
-  const current = select.value;
-  select.replaceChildren(h('option', { value: '' }, 'All keys'), ...(state.keys ?? []).map((k) => h('option', { value: k.id, selected: k.id === current }, k.name)));
   try {
-    const { records } = await api.audit(select.value || undefined);
+    const { records } = await api.audit(auditKey?.id);
     $('audit-empty').hidden = records.length > 0;
     $('audit-body').replaceChildren(
       ...records.map((r) =>
@@ -728,7 +862,47 @@ async function renderAudit() {
   }
 }
 
-$('audit-key').addEventListener('change', () => void renderAudit());
+const auditInput = /** @type {HTMLInputElement} */ ($('audit-key'));
+let auditTimer;
+/** names offered while typing: keys matching the text, asked of the server (any key, not only those loaded) */
+auditInput.addEventListener('input', () => {
+  clearTimeout(auditTimer);
+  auditTimer = setTimeout(async () => {
+    const q = auditInput.value.trim();
+    if (!q) return;
+    try {
+      const { apiKeys } = await api.list({ q, limit: 20 });
+      $('audit-key-options').replaceChildren(...apiKeys.map((k) => h('option', { value: k.name })));
+    } catch (err) {
+      if (!credentialRefused(err)) failure('Searching the keys', err);
+    }
+  }, 200);
+});
+
+/** Filters the audit tab by the key named in the box (by its exact name), or shows every key's changes. */
+async function applyAuditFilter() {
+  const name = auditInput.value.trim();
+  $('audit-key-error').textContent = '';
+  if (!name) auditKey = null;
+  else {
+    try {
+      const { apiKey } = await api.get({ id: name });
+      auditKey = { id: apiKey.id, name: apiKey.name };
+    } catch (err) {
+      if (credentialRefused(err)) return;
+      $('audit-key-error').textContent = err instanceof ApiError && err.status === 404 ? `No key is named "${name}".` : String(err instanceof Error ? err.message : err);
+      return;
+    }
+  }
+  await renderAudit();
+}
+
+auditInput.addEventListener('change', () => void applyAuditFilter());
+auditInput.addEventListener('keydown', (e) => {
+  if (e.key !== 'Enter') return;
+  e.preventDefault();
+  void applyAuditFilter();
+});
 
 function selectView(view) {
   const audit = view === 'audit';
