@@ -256,7 +256,7 @@ export class Pipeline {
           return this.refuse(req, res, { forward: false, status: 400, code: 'bad_request', message: parsed.message, rpcCode: parsed.code, path: o.path, route: o.route }, started, id);
         }
         if (o.decision !== undefined && o.access !== undefined) {
-          const verdict = authoriseCall(policy, o.route.minRoleRank, o.access, o.decision, parsed.call);
+          const verdict = authoriseCall(policy, o.route.minRoleRank, o.access, o.decision, parsed.call, o.route.config.surface);
           if (!verdict.allow) {
             const refusal: Refusal = { forward: false, status: verdict.status, code: verdict.code, message: verdict.message, ...(verdict.status === 403 ? { headers: INSUFFICIENT_SCOPE } : {}), path: o.path, route: o.route, access: o.access };
             return this.refuse(req, res, refusal, started, id);

@@ -136,17 +136,40 @@ export interface JsonRpcPolicy {
   max_body_bytes: number;
   /** tool name → where its tools/call arguments name the workspace the call acts in */
   tool_workspaces?: Readonly<Record<string, ToolWorkspace>>;
+  /**
+   * MCP resource URI patterns → the workspace the resource lives in, first match wins; read for
+   * resources/read, resources/subscribe, resources/unsubscribe and a tool's `uri` argument. A URI
+   * no rule matches is attributed to no workspace (refused to a key limited to workspaces).
+   */
+  resource_workspaces?: readonly ResourceWorkspace[];
+  /** prompt name → where a prompts/get acts; an unlisted prompt is attributed to no workspace */
+  prompt_workspaces?: Readonly<Record<string, PromptWorkspace>>;
 }
 
 /**
- * How a tool names its workspace: `arguments[argument]`, only when every `when` argument has one
- * of the listed values and no `unless` argument is present (e.g. a direct resource URI).
+ * How a tool names its workspace: `arguments[argument]` when every `when` argument has one of the
+ * listed values; an object outside any workspace when the `none` arguments match; no object (the
+ * route's own workspace) when the `route` arguments match; through a resource URI when the `uri`
+ * argument is given. A call that matches none of them is attributed to no workspace. (`unless`:
+ * arguments whose presence means no workspace, kept for older configurations.)
  */
 export interface ToolWorkspace {
   argument: string;
   when?: Readonly<Record<string, readonly string[]>>;
+  none?: Readonly<Record<string, readonly string[]>>;
+  route?: Readonly<Record<string, readonly string[]>>;
+  uri?: string;
   unless?: readonly string[];
 }
+
+/** `uri`: scheme://host/segments with `{variable}` segments and a final `**`; `workspace`: `{variable}`, all, none or route. */
+export interface ResourceWorkspace {
+  uri: string;
+  workspace: string;
+}
+
+/** A prompt's workspace argument; `none`: it names an object outside any workspace; `route`: no object. */
+export type PromptWorkspace = { argument: string } | 'none' | 'route';
 
 export interface ListenConfig {
   host: string;
