@@ -26,7 +26,7 @@ export interface UpstreamFailure {
 
 export const UPSTREAM_OVERLOADED = 'upstream_overloaded';
 
-function timeoutFailure(upstream: string, ms: number): UpstreamFailure {
+export function timeoutFailure(upstream: string, ms: number): UpstreamFailure {
   return { status: 504, code: 'timeout', message: `upstream "${upstream}" did not answer within ${ms / 1000} s` };
 }
 
