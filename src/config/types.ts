@@ -246,6 +246,21 @@ export interface LogConfig {
   access_log: boolean | string;
 }
 
+/**
+ * forward_auth: the endpoint a proxy in front of the upstream asks (nginx auth_request, Traefik
+ * ForwardAuth, Envoy ext_authz). Present = on; at least one of secret / allow_from.
+ */
+export interface ForwardAuthConfig {
+  /** e.g. "/_keygate/auth"; Envoy's form appends the original path to it */
+  path: string;
+  /** the shared secret the proxy sends in secret_header */
+  secret?: string;
+  /** lower case */
+  secret_header: string;
+  /** addresses or CIDR ranges the endpoint answers; absent = any */
+  allow_from?: string[];
+}
+
 export interface GatewayConfig {
   /** absolute path of the file that was loaded */
   file: string;
@@ -268,6 +283,8 @@ export interface GatewayConfig {
   log: LogConfig;
   /** the top-level CORS policy (each route's resolved policy is on the route) */
   cors?: CorsConfig;
+  /** the forward-auth endpoint; absent = off */
+  forward_auth?: ForwardAuthConfig;
   /** per_key: requests per key in /metrics, for at most max_keys keys (the rest as "other") */
   metrics: { per_key: boolean; max_keys: number };
   /** non-fatal findings (e.g. an upstream token that expanded to empty) */
