@@ -14,6 +14,7 @@ import { startEchoUpstream, type EchoUpstream } from '../src/demo/echo-upstream.
 import { consume, type QuotaState } from '../src/keys/quota.js';
 import { RedisKeyStore } from '../src/keys/redis-store.js';
 import { BIN, CHILD_ENV, spawnKeygate } from './binary.js';
+import { startStack } from './helpers.js';
 import { skipWithoutRedis, startRedis } from './redis.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -170,4 +171,25 @@ t.test('the Redis script applies the same rule as the reference', { skip: skipWi
       }
     }
   }
+});
+
+t.test('Redis down: a quota key is refused 503 at once (its quota is not waived), a key without one is served from the cache', { skip: skipWithoutRedis }, async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const s = await startStack(t.testdir(), { keys: `${redis.url}/0` });
+  t.teardown(() => s.close());
+  const metered = await s.key({ name: 'metered', quota: { limit: 100, period: 'day' }, rateLimit: 600 });
+  const plain = await s.key({ name: 'plain', rateLimit: 600 });
+  const get = async (secret: string) => {
+    const r = await request(`${s.url}/api/v1/dags`, { headers: { 'x-api-key': secret } });
+    return { status: r.statusCode, retry: r.headers['retry-after'], body: await r.body.text() };
+  };
+  t.equal((await get(metered.secret)).status, 200);
+  t.equal((await get(plain.secret)).status, 200);
+  await redis.stop();
+  const refused = await get(metered.secret);
+  t.equal(refused.status, 503);
+  t.equal(refused.retry, '1');
+  t.match(JSON.parse(refused.body), { code: 'unavailable', message: /quota cannot be checked right now/ });
+  t.equal((await get(plain.secret)).status, 200, 'keys without a quota make no store call');
 });
