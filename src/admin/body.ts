@@ -87,9 +87,12 @@ export function bodyProblems(body: Record<string, unknown>, shape: BodyShape): F
   return out;
 }
 
+/** The top-level body field a problem is about: "workspaceAccess" of "workspaceAccess.grants[0].role". */
+const fieldBase = (field: string): string => /^[^.[]*/.exec(field)![0];
+
 /** The body without the fields `problems` name (a field whose JSON is wrong is not judged again). */
 export function withoutFields(body: Record<string, unknown>, problems: readonly FieldError[]): Record<string, unknown> {
-  const bad = new Set(problems.map((p) => p.field.replace(/\[\d+\]$/, '')));
+  const bad = new Set(problems.map((p) => fieldBase(p.field)));
   return Object.fromEntries(Object.entries(body).filter(([k]) => !bad.has(k)));
 }
 
@@ -113,7 +116,14 @@ export async function validateBody(
   } catch (err) {
     if (problems.length === 0) throw err;
     // with the body's own problems, only the rules' problems join them (a 409 or 404 waits for a good body)
-    if (err instanceof ValidationError) problems.push(...err.errors.map((e) => ({ field: apiFieldName(e.field, fieldNames), reason: e.reason })));
+    if (err instanceof ValidationError) {
+      // a field already refused for its JSON is absent to the rules: their word on it is not news
+      const refused = new Set(problems.map((p) => fieldBase(p.field)));
+      for (const e of err.errors) {
+        const field = apiFieldName(e.field, fieldNames);
+        if (!refused.has(fieldBase(field))) problems.push({ field, reason: e.reason });
+      }
+    }
   }
   if (problems.length > 0) throw ValidationError.of(problems, true);
 }
