@@ -564,7 +564,7 @@ export class KeyService {
     const p = new Problems();
     p.list.push(...known);
     p.check(() => this.plan(current, input));
-    if (input.name !== undefined) await this.nameTaken(input.name, current.id, p);
+    await this.nameTaken(input.name, current.id, p);
   }
 
   /**
@@ -572,6 +572,7 @@ export class KeyService {
    * the real call would answer.
    */
   private async nameTaken(nameIn: unknown, ownId: string | undefined, p: Problems): Promise<void> {
+    // (an update that does not rename: nameIn is undefined, and only the other problems count)
     const name = typeof nameIn === 'string' ? nameIn.trim() : '';
     const other = name && !p.has('name') ? await this.store.getByName(name) : undefined;
     const taken = other !== undefined && other.id !== ownId;
