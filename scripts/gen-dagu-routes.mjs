@@ -46,14 +46,53 @@ const EXTRA_NAMES = {
 const MCP_TOOLS = { dagu_read: 'viewer', dagu_change: 'developer', dagu_execute: 'operator' };
 
 /**
- * How Dagu's tools name the workspace they act in (docs.dagu.sh, MCP Tools): dagu_read and
- * dagu_change take `workspace` for Wiki targets and changes only; DAGs, runs and dagu_execute are
- * named by DAG name, with no workspace, and a `uri` names the object directly. A call that names no
- * workspace acts nowhere: a key with grants only reads there, a bound key is refused.
+ * Where Dagu's MCP calls act (its MCP server, internal/service/mcp: read_tool.go, change_tool.go,
+ * server.go). dagu_read and dagu_change take `workspace` for Wiki targets and changes; DAGs and
+ * runs are named by DAG name, with no workspace (a key with grants reads them as viewer, a bound key
+ * not at all); the built-in references are no workspace's; the `dags` and `runs` lists span every
+ * workspace; a `uri` names the object directly (resource_workspaces). Dagu trims every value it
+ * reads: an untrimmed one, like any target not listed here, is refused to a scoped key.
  */
 const MCP_TOOL_WORKSPACES = {
-  dagu_read: { argument: 'workspace', when: { target: ['wiki', 'wiki_page', 'wiki_search', 'docs', 'doc', 'doc_search'] }, unless: ['uri'] },
-  dagu_change: { argument: 'workspace', when: { type: ['upsert_wiki_page', 'rename_wiki_page', 'delete_wiki_page', 'upsert_doc', 'rename_doc', 'delete_doc'] } },
+  dagu_read: {
+    uri: 'uri',
+    argument: 'workspace',
+    when: { target: ['wiki', 'wiki_page', 'wiki_search', 'docs', 'doc', 'doc_search'] },
+    none: { target: ['dag', 'dag_spec', 'run', 'run_logs', 'step_log'] },
+    route: { target: ['references', 'reference'] },
+  },
+  dagu_change: {
+    argument: 'workspace',
+    when: { type: ['upsert_wiki_page', 'rename_wiki_page', 'delete_wiki_page', 'upsert_doc', 'rename_doc', 'delete_doc'] },
+    none: { type: ['upsert_dag', 'rename_dag', 'delete_dag'] },
+  },
+};
+
+/** Dagu's resource URIs (its resources and templates) → the workspace the resource lives in. */
+const MCP_RESOURCE_WORKSPACES = [
+  ['dagu://wiki', 'all'],
+  ['dagu://wiki/{workspace}', '{workspace}'],
+  ['dagu://wiki/{workspace}/{path}', '{workspace}'],
+  ['dagu://docs', 'all'],
+  ['dagu://docs/{workspace}', '{workspace}'],
+  ['dagu://docs/{workspace}/{path}', '{workspace}'],
+  ['dagu://dags', 'all'],
+  ['dagu://dags/{name}/spec', 'none'],
+  ['dagu://runs', 'all'],
+  ['dagu://runs/{name}/**', 'none'],
+  ['dagu://reference/**', 'route'],
+  ['ui://dagu/**', 'route'],
+];
+
+/** Dagu's prompts: the Wiki ones name a workspace, the DAG and run ones a DAG, dagu_create_dag nothing. */
+const MCP_PROMPT_WORKSPACES = {
+  dagu_create_dag: 'route',
+  dagu_edit_dag: 'none',
+  dagu_debug_failed_run: 'none',
+  dagu_create_wiki_page: { argument: 'workspace' },
+  dagu_edit_wiki_page: { argument: 'workspace' },
+  dagu_create_doc: { argument: 'workspace' },
+  dagu_edit_doc: { argument: 'workspace' },
 };
 
 /**
@@ -156,8 +195,12 @@ function mcpPolicy() {
     '      default_tool: deny                    # a tool not listed below is refused',
     '      tools:',
     ...Object.entries(MCP_TOOLS).map(([t, r]) => `        ${pad(t)}${r}`),
-    '      tool_workspaces:                      # where a tool call names its workspace (dagu_execute: nowhere)',
-    ...Object.entries(MCP_TOOL_WORKSPACES).map(([t, w]) => `        ${pad(t)}${flow(w)}`),
+    '      tool_workspaces:                      # where a tool call acts (dagu_execute: on a DAG, in no workspace)',
+    ...Object.entries(MCP_TOOL_WORKSPACES).flatMap(([t, w]) => [`        ${t}:`, ...Object.entries(w).map(([k, v]) => `          ${`${k}:`.padEnd(10)}${flow(v)}`)]),
+    '      resource_workspaces:                  # where a resource URI acts (resources/read, …/subscribe, dagu_read uri)',
+    ...MCP_RESOURCE_WORKSPACES.map(([uri, ws]) => `        - { uri: ${`${JSON.stringify(uri)},`.padEnd(35)} workspace: ${JSON.stringify(ws)} }`),
+    '      prompt_workspaces:                    # where a prompts/get acts; other prompts are refused to scoped keys',
+    ...Object.entries(MCP_PROMPT_WORKSPACES).map(([p, w]) => `        ${pad(p)}${flow(w)}`),
   ];
 }
 

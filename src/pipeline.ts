@@ -26,6 +26,8 @@ import type { GatewayMetrics } from './metrics.js';
 import { PayloadTooLargeError, carriesBody, readBody } from './body.js';
 import { INVALID_REQUEST, argumentFields, authoriseCall, parseCall, type RpcId } from './jsonrpc/policy.js';
 import type { GatewayRequest, GatewayResponse } from './request.js';
+import { UNTRUSTED, allowHeaders, originalRequest, refusalHeaders, type ForwardAuth } from './forward-auth.js';
+import { takeParam } from './routes/query.js';
 import { INSUFFICIENT_SCOPE, refuseUpgrade, sendError, sendFailure, sendJson } from './respond.js';
 import type { UsageCounter } from './usage/counter.js';
 
@@ -46,6 +48,8 @@ export interface PipelineOptions {
   now: () => number;
   /** answers `<listen.health_prefix>…`; `what` is the rest of the target */
   health: (req: GatewayRequest, res: GatewayResponse, what: string) => void;
+  /** the forward-auth endpoint (forward_auth in the config); undefined = off */
+  forwardAuth?: ForwardAuth | undefined;
 }
 
 export class Pipeline {
@@ -59,6 +63,8 @@ export class Pipeline {
   remoteNodes: Upstreams;
   /** live: the upstream version check (routes with requires) */
   versions: VersionGate;
+  /** live: the forward-auth endpoint; undefined when forward_auth is not configured */
+  forwardAuth: ForwardAuth | undefined;
   /** set when shutdown begins: responses ask clients to reconnect elsewhere */
   draining = false;
   readonly ws = new WebSocketProxy();
@@ -80,6 +86,7 @@ export class Pipeline {
     this.upstreams = opts.upstreams;
     this.remoteNodes = opts.remoteNodes;
     this.versions = opts.versions;
+    this.forwardAuth = opts.forwardAuth;
     this.logger = opts.logger;
     this.usage = opts.usage;
     this.limiter = opts.limiter;
@@ -96,6 +103,11 @@ export class Pipeline {
     // shutting down: finish this request, then close the connection so the client's next one
     // goes (through the load balancer) to an instance that stays
     if (this.draining) res.stage('connection', 'close');
+    const fa = this.forwardAuth;
+    if (fa !== undefined && fa.matches(req.url!)) {
+      this.onForwardAuth(req, res, fa);
+      return;
+    }
     if (req.url!.startsWith(this.config.listen.health_prefix)) {
       this.health(req, res, req.url!.slice(this.config.listen.health_prefix.length));
       return;
@@ -103,6 +115,34 @@ export class Pipeline {
     const started = performance.now();
     res.stage('x-request-id', assignRequestId(req.headers));
     if (req.method === 'OPTIONS' && isPreflight(req.method, req.headers) && this.preflight(req, res, started)) return;
+    this.admitThenApply(req, res, started);
+  }
+
+  /**
+   * A proxy asks about the request it is about to forward (forward-auth.ts). Once the asker is
+   * known to be the proxy, the request becomes the original one (method, target, Host, client
+   * address from the proxy's headers) and goes through the same admission as any other; only the
+   * end differs: answer() instead of forward(), and refusals carry X-Keygate-Status/-Error.
+   */
+  private onForwardAuth(req: GatewayRequest, res: GatewayResponse, fa: ForwardAuth): void {
+    const started = performance.now();
+    res.stage('x-request-id', assignRequestId(req.headers));
+    req.forwardAuth = true;
+    const trusted = fa.trusts(req.remoteAddress, req.headers);
+    fa.forgetSecret(req.headers);
+    if (!trusted) return this.refuse(req, res, { forward: false, ...UNTRUSTED }, started);
+    const original = originalRequest(req.url!, fa.path, req.method!, req.headers);
+    if (typeof original === 'string') return this.refuse(req, res, { forward: false, status: 400, code: 'bad_request', message: original }, started);
+    req.method = original.method;
+    req.url = original.target;
+    if (original.host !== undefined) req.headers.host = original.host;
+    else delete req.headers.host;
+    if (original.client !== undefined) req.remoteAddress = original.client;
+    this.admitThenApply(req, res, started);
+  }
+
+  /** Stages 1–6 (admission), then what the outcome says. */
+  private admitThenApply(req: GatewayRequest, res: GatewayResponse, started: number): void {
     let outcome: Outcome | Promise<Outcome> | undefined = this.screen(req);
     try {
       outcome ??= this.admitter.admit(req.method!, req.url!, req.headers);
@@ -161,7 +201,9 @@ export class Pipeline {
    */
   private refuse(req: GatewayRequest, res: GatewayResponse, r: Refusal, started: number, rpcId?: RpcId): void {
     this.corsOnAnswer(req, res, r.route);
-    sendFailure(res, rpcId !== undefined ? rpcId : r.route?.rpc === true ? null : undefined, r.status, r.code, r.message, r.headers, r.rpcCode);
+    // forward-auth: the proxy may not pass the status or the body on (nginx): say them in headers too
+    const headers = req.forwardAuth === true ? refusalHeaders(r.status, r.code, r.message, r.headers) : r.headers;
+    sendFailure(res, rpcId !== undefined ? rpcId : r.route?.rpc === true ? null : undefined, r.status, r.code, r.message, headers, r.rpcCode);
     req.resume(); // discard an unread body so the connection can be reused
     this.access(req, r, r.status, started, -1);
   }
@@ -200,6 +242,11 @@ export class Pipeline {
       else this.limitThenForward(req, res, o, started, undefined, null);
       return;
     }
+    if (req.forwardAuth === true && !carriesBody(req)) {
+      // the method policy cannot be checked without the call: closed, never the route's role alone
+      if (!o.forward) return this.refuse(req, res, o, started);
+      return this.refuse(req, res, { forward: false, status: 400, code: 'bad_request', message: "this route's JSON-RPC policy needs the call: the proxy must pass the request body to the forward-auth endpoint (Envoy: with_request_body; Traefik: forwardBody: true; nginx auth_request cannot)", path: o.path, route: o.route, ...(o.access ? { access: o.access } : {}) }, started);
+    }
     readBody(req, policy.max_body_bytes).then(
       (body) => {
         const parsed = parseCall(body, argumentFields(policy));
@@ -209,7 +256,7 @@ export class Pipeline {
           return this.refuse(req, res, { forward: false, status: 400, code: 'bad_request', message: parsed.message, rpcCode: parsed.code, path: o.path, route: o.route }, started, id);
         }
         if (o.decision !== undefined && o.access !== undefined) {
-          const verdict = authoriseCall(policy, o.route.minRoleRank, o.access, o.decision, parsed.call);
+          const verdict = authoriseCall(policy, o.route.minRoleRank, o.access, o.decision, parsed.call, o.route.config.surface);
           if (!verdict.allow) {
             const refusal: Refusal = { forward: false, status: verdict.status, code: verdict.code, message: verdict.message, ...(verdict.status === 403 ? { headers: INSUFFICIENT_SCOPE } : {}), path: o.path, route: o.route, access: o.access };
             return this.refuse(req, res, refusal, started, id);
@@ -292,6 +339,10 @@ export class Pipeline {
   }
 
   private forward(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
+    if (req.forwardAuth === true) {
+      this.answer(req, res, o, started);
+      return;
+    }
     if (o.route.config.answer === 'current_user' && o.access !== undefined) {
       // Keygate's answer from the key; nothing reaches the upstream
       this.usage.record(o.access.key.id, this.now());
@@ -315,6 +366,26 @@ export class Pipeline {
       if (r.error?.code === CREDENTIAL_REJECTED) this.credentialRejected(o, upstream.name);
       this.access(req, o, r.status, started, r.upstreamMs, r.error?.code);
     }, { guardCredential: guard, ...(cors ? { cors } : {}) });
+  }
+
+  /**
+   * Forward-auth's end of an admitted request: 200 with the identity and the route's upstream
+   * credential for the proxy to copy (the proxy forwards to its own upstream: a ?remoteNode= is
+   * that Dagu's to follow), usage counted as for a forwarded request. A ?token= key is refused: the
+   * proxy would forward it in the URL.
+   */
+  private answer(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number): void {
+    if (o.route.config.query_token) {
+      const q = req.url!.indexOf('?');
+      if (q !== -1 && takeParam(req.url!.slice(q + 1), 'token').values.length > 0) {
+        return this.refuse(req, res, { forward: false, status: 400, code: 'bad_request', message: 'a key in ?token= cannot be checked by forward-auth: the proxy would forward it to the upstream in the URL; send X-API-Key or Authorization: Bearer', path: o.path, route: o.route, ...(o.access ? { access: o.access } : {}) }, started);
+      }
+    }
+    req.resume();
+    if (o.access) this.usage.record(o.access.key.id, this.now());
+    const upstream = this.upstreams.get(o.route.upstream.name);
+    res.writeHead(200, allowHeaders(this.identity(o), o.route.config.auth === 'none' ? undefined : upstream.credential)).end();
+    this.access(req, o, 200, started, -1);
   }
 
   /** The upstream refused the gateway's own credential: the operator must act (log, metric, alert). */
@@ -380,7 +451,8 @@ export class Pipeline {
   private internalError(req: GatewayRequest, res: GatewayResponse, started: number, err: unknown): void {
     this.logger.error({ err, method: req.method }, 'request failed inside the gateway');
     const refusal: Refusal = { forward: false, status: 503, code: 'unavailable', message: 'the gateway could not check this request (key store unavailable)' };
-    if (!res.headersSent) sendFailure(res, this.admitter.rpcRoute(req.url, req.headers.host) === undefined ? undefined : null, refusal.status, refusal.code, refusal.message);
+    const headers = req.forwardAuth === true ? refusalHeaders(refusal.status, refusal.code, refusal.message, undefined) : undefined;
+    if (!res.headersSent) sendFailure(res, this.admitter.rpcRoute(req.url, req.headers.host) === undefined ? undefined : null, refusal.status, refusal.code, refusal.message, headers);
     this.access(req, refusal, 503, started, -1);
   }
 
@@ -434,6 +506,10 @@ export class Pipeline {
 
   onUpgrade(req: GatewayRequest, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
+    if (this.forwardAuth?.matches(req.url!)) {
+      refuseUpgrade(socket, 400, 'bad_request', 'the forward-auth endpoint answers plain HTTP requests: the proxy must not pass Upgrade/Connection to it');
+      return;
+    }
     this.upgraded.add(socket);
     socket.once('close', () => this.upgraded.delete(socket));
     const started = performance.now();

@@ -7,8 +7,13 @@ import { IncomingMessage, ServerResponse, type OutgoingHttpHeaders } from 'node:
 import type { Socket } from 'node:net';
 
 export class GatewayRequest extends IncomingMessage {
-  /** the client's address as the socket saw it ('' when unknown) */
-  readonly remoteAddress: string;
+  /**
+   * the client's address as the socket saw it ('' when unknown); on a forward-auth request from the
+   * trusted proxy, the client's address as the proxy reports it
+   */
+  remoteAddress: string;
+  /** set on a forward-auth request: the pipeline answers the proxy instead of forwarding (no field otherwise) */
+  declare forwardAuth?: true;
   /** bytes the connection had written before this request's response */
   private readonly writtenBefore: number;
 

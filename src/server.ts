@@ -20,6 +20,7 @@ import { openRateLimiter, type OpenedLimiter } from './limits/open.js';
 import { RouteTable } from './routes/table.js';
 import { GatewayMetrics } from './metrics.js';
 import { Pipeline } from './pipeline.js';
+import { ForwardAuth } from './forward-auth.js';
 import { INVALID_REQUEST, rpcError } from './jsonrpc/policy.js';
 import { GatewayRequest, GatewayResponse } from './request.js';
 import { sendError, sendJson } from './respond.js';
@@ -167,6 +168,7 @@ export class Gateway {
       accessLog: this.accessLog,
       now: this.now,
       health: (req, res, what) => this.serveHealth(req, res, what),
+      forwardAuth: opts.config.forward_auth && new ForwardAuth(opts.config.forward_auth),
     });
     const pipeline = this.pipeline;
     const { header_timeout, request_timeout } = opts.config.listen;
@@ -298,7 +300,14 @@ export class Gateway {
       const routes = RouteTable.compile(next);
       const upstreams = new Upstreams(next.upstreams);
       const remoteNodes = new Upstreams(next.remote_nodes);
-      built = { routes, upstreams, remoteNodes, admitter: new Admitter(routes, this.keys, this.now, remoteNodes.basePaths()), versions: versionGate(next, upstreams, remoteNodes) };
+      built = {
+        routes,
+        upstreams,
+        remoteNodes,
+        admitter: new Admitter(routes, this.keys, this.now, remoteNodes.basePaths()),
+        versions: versionGate(next, upstreams, remoteNodes),
+        forwardAuth: next.forward_auth && new ForwardAuth(next.forward_auth),
+      };
     } catch (err) {
       this.reloads.failed++;
       throw err;
@@ -331,6 +340,7 @@ export class Gateway {
     pipeline.remoteNodes = built.remoteNodes;
     pipeline.admitter = built.admitter;
     pipeline.versions = built.versions;
+    pipeline.forwardAuth = built.forwardAuth;
     this.config = { ...next, listen: this.config.listen, admin: this.config.admin, store: this.config.store, log: this.config.log };
     pipeline.config = this.config;
     this.keys.setConfig(next.keys);

@@ -99,3 +99,20 @@ t.test('config: credentials need listed origins; origins are origins', async (t)
   writeFileSync(f, 'cors: { allowed_origins: ["https://a.example", "*"] }\n');
   t.match(loadConfig(f, {}).cors, { allowed_origins: ['https://a.example', '*'], allow_credentials: false, max_age: 600 });
 });
+
+t.test("the gateway's own failures after forwarding (upstream down, credential refused) carry the CORS headers", async (t) => {
+  const routes = `${ROUTES}  - { path: /api/v1/down, methods: [GET], upstream: down, strip_prefix: /api/v1 }\n  - { path: "/api/v1/t/**", methods: [GET], upstream: dagu, strip_prefix: /api/v1/t }\n`;
+  const s = await startStack(t.testdir(), { routes, yaml: 'cors: { allowed_origins: ["https://app.example"] }' });
+  t.teardown(() => s.close());
+  const { secret } = await s.key({ name: 'browser-failures', role: 'viewer' });
+  const headers = { origin: 'https://app.example', 'x-api-key': secret };
+  const down = await request(`${s.url}/api/v1/down`, { headers });
+  t.equal(down.statusCode, 502, 'upstream unreachable → 502');
+  t.match(await down.body.json(), { code: 'bad_gateway' });
+  t.equal(down.headers['access-control-allow-origin'], 'https://app.example', 'with the CORS headers');
+  const refused = await request(`${s.url}/api/v1/t/_status/401`, { headers });
+  t.equal(refused.statusCode, 502, "the upstream refused the gateway's credential → 502");
+  t.match(await refused.body.json(), { code: 'upstream_credential_rejected' });
+  t.equal(refused.headers['access-control-allow-origin'], 'https://app.example', 'with the CORS headers');
+  t.match(refused.headers.vary, /Origin/);
+});

@@ -8,7 +8,6 @@ import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +18,7 @@ import { loadConfig } from '../src/config/load.js';
 import { KeygateError } from '../src/errors.js';
 import { Gateway } from '../src/server.js';
 import { BIN, CHILD_ENV } from './binary.js';
+import { freePort } from './ports.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MAP_130 = join(ROOT, 'config/routes/dagu-1.30.yaml');
@@ -43,15 +43,6 @@ function findDagu(): { bin: string } | { skip: string } {
     return { skip: `real-Dagu tests skipped: ${bin} cannot run here (${(err as Error).message.split('\n')[0]})` };
   }
   return { bin };
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer().listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const port = (srv.address() as { port: number }).port;
-  srv.close();
-  await once(srv, 'close');
-  return port;
 }
 
 interface Reply {

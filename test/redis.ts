@@ -1,22 +1,11 @@
 // Spawns a private redis-server on a free loopback port (never the machine's 6379) for one test.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
+import { freePort } from './ports.js';
 
 export const REDIS_BIN = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).stdout.trim();
 /** Pass as a tap `skip` option: a visible reason when redis-server is missing. */
 export const skipWithoutRedis = REDIS_BIN ? false : 'redis-server is not installed (apt-get install redis-server; .ci/run does it)';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
-}
 
 export interface TestRedis {
   readonly url: string;

@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { McpServer, ResourceTemplate } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest, LoggingMessageNotificationSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { lastRefusal, recordingFetch, type Exchange } from './exchanges.js';
@@ -56,6 +56,15 @@ function buildServer(): McpServer {
       return { content: [{ type: 'text', text: name }] };
     });
   }
+  // Dagu's Wiki pages, one resource per workspace and path, with completion of the workspace name
+  server.registerResource(
+    'wiki_page',
+    new ResourceTemplate('dagu://wiki/{workspace}/{path}', { list: undefined, complete: { workspace: () => ['team-a', 'team-b'] } }),
+    { mimeType: 'text/markdown' },
+    async (uri, vars) => ({ contents: [{ uri: uri.href, text: `page ${String(vars.workspace)}/${String(vars.path)}` }] }),
+  );
+  server.registerResource('authoring', 'dagu://reference/authoring', { mimeType: 'text/markdown' }, async (uri) => ({ contents: [{ uri: uri.href, text: 'how to write a DAG' }] }));
+  server.registerPrompt('dagu_edit_wiki_page', { description: 'edit a Wiki page' }, async () => ({ messages: [{ role: 'user', content: { type: 'text', text: 'edit it' } }] }));
   return server;
 }
 
@@ -131,6 +140,11 @@ routes:
         dagu_change: developer
         dagu_execute: operator
       default_tool: deny
+      resource_workspaces:
+        - { uri: "dagu://wiki/{workspace}/{path}", workspace: "{workspace}" }
+        - { uri: "dagu://reference/**", workspace: route }
+      prompt_workspaces:
+        dagu_edit_wiki_page: { argument: workspace }
 `,
   });
 });
@@ -351,6 +365,44 @@ t.test('DELETE ends the session through the gateway', async (t) => {
   t.ok(mcp.closedSessions.includes(sessionId), 'which closed the session');
   t.notOk(mcp.sessions.has(sessionId), 'and forgot it');
   await client.close();
+});
+
+t.test('resources, prompts and completion act where their params say, for a key limited to workspaces', async (t) => {
+  const grants = await s.key({ name: 'mcp-grants', role: 'viewer', workspaceAccess: { all: false, grants: [{ workspace: 'team-a', role: 'developer' }] } });
+  const { client, transport } = await connect(grants.secret);
+  t.teardown(() => client.close());
+  const sessionId = transport.sessionId;
+  const reached = (method: string) => mcp.seen.filter((r) => r.rpc?.method === method && r.headers['mcp-session-id'] === sessionId);
+
+  const own = await client.readResource({ uri: 'dagu://wiki/team-a/runbook' });
+  t.equal((own.contents[0] as { text?: string }).text, 'page team-a/runbook', 'a Wiki page of its own workspace is read');
+  t.equal(reached('resources/read').at(-1)?.headers['x-keygate-workspace'], 'team-a', 'the upstream is told the workspace the read acts in');
+  t.equal(reached('resources/read').at(-1)?.headers['x-keygate-role'], 'developer', 'at the grant\'s role');
+
+  const refused = async (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e);
+  const readsBefore = reached('resources/read').length;
+  const other = await refused(client.readResource({ uri: 'dagu://wiki/team-b/secret' }));
+  t.ok(other instanceof StreamableHTTPError && other.code === 404, 'another workspace\'s Wiki page: 404 through the SDK');
+  const odd = await refused(client.readResource({ uri: 'dagu://user@wiki/team-b/secret' }));
+  t.ok(odd instanceof StreamableHTTPError && odd.code === 403, 'a URI Keygate cannot place: 403');
+  t.equal(reached('resources/read').length, readsBefore, 'neither reached the MCP server');
+  t.equal((await client.readResource({ uri: 'dagu://reference/authoring' })).contents.length, 1, 'built-in reference text: no workspace object, read');
+
+  const prompt = await client.getPrompt({ name: 'dagu_edit_wiki_page', arguments: { workspace: 'team-a', path: 'runbook' } });
+  t.equal(prompt.messages.length, 1, 'a prompt naming its own workspace');
+  const otherPrompt = await refused(client.getPrompt({ name: 'dagu_edit_wiki_page', arguments: { workspace: 'team-b', path: 'runbook' } }));
+  t.ok(otherPrompt instanceof StreamableHTTPError && otherPrompt.code === 404, 'a prompt naming another workspace: 404');
+
+  const completion = await refused(client.complete({ ref: { type: 'ref/resource', uri: 'dagu://wiki/{workspace}/{path}' }, argument: { name: 'workspace', value: 'team' } }));
+  t.ok(completion instanceof StreamableHTTPError && completion.code === 403, 'completion would list every workspace\'s names: 403 for a scoped key');
+  t.equal(reached('completion/complete').length, 0, 'never reached the MCP server');
+
+  const wide = await s.key({ name: 'mcp-all', role: 'viewer' });
+  const all = await connect(wide.secret);
+  t.teardown(() => all.client.close());
+  const suggested = await all.client.complete({ ref: { type: 'ref/resource', uri: 'dagu://wiki/{workspace}/{path}' }, argument: { name: 'workspace', value: 'team' } });
+  t.same(suggested.completion.values, ['team-a', 'team-b'], 'an all-workspaces key gets the suggestions');
+  t.equal((await all.client.readResource({ uri: 'dagu://wiki/team-b/secret' })).contents.length, 1, 'and reads any workspace');
 });
 
 t.test('no secret reaches the upstream or the logs', async (t) => {

@@ -136,3 +136,31 @@ t.test('header_timeout above request_timeout is a config error', async (t) => {
   writeFileSync(file, 'listen: { header_timeout: 60, request_timeout: 30 }\nstore: { keys: "sqlite::memory:" }\n');
   t.throws(() => loadConfig(file), /listen\.header_timeout: must not exceed request_timeout \(30 s\)/);
 });
+
+t.test('the A2A agent card fetch keeps the same bounds: its timeout, and max_pending', async (t) => {
+  const { createServer } = await import('node:http');
+  const silent = createServer(() => {}); // never answers
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => { silent.closeAllConnections(); silent.close(() => r()); }));
+  const file = join(t.testdir(), 'gw.yaml');
+  writeFileSync(
+    file,
+    `listen: { host: 127.0.0.1 }\nadmin: { enabled: false }\nstore: { keys: "sqlite::memory:" }\nlog: { level: silent }\n` +
+      `upstreams:\n  - { name: agent, api_base_url: "http://127.0.0.1:${(silent.address() as { port: number }).port}", timeout: 1, connections: 1, max_pending: 1 }\n` +
+      `routes: [{ path: /.well-known/agent-card.json, methods: [GET], upstream: agent, auth: none, surface: a2a }]\n`,
+  );
+  const gw = await Gateway.start({ config: loadConfig(file), port: 0, logger: pino({ level: 'silent' }) });
+  t.teardown(() => gw.close(0, 0));
+  const card = async () => {
+    const started = performance.now();
+    const r = await request(`${gw.url}/.well-known/agent-card.json`);
+    return { status: r.statusCode, code: ((await r.body.json()) as { code?: string }).code, ms: performance.now() - started };
+  };
+  const [a, b, c] = await Promise.all([card(), card(), new Promise((r) => setTimeout(r, 100)).then(card)]);
+  t.match(c, { status: 503, code: 'upstream_overloaded' }, 'a third card fetch beyond connections + max_pending is refused at once');
+  t.ok(c.ms + 100 < Math.min(a.ms, b.ms), `answered before the two waiting ones time out (${Math.round(c.ms)} ms)`);
+  for (const r of [a, b]) {
+    t.match(r, { status: 504, code: 'timeout' }, 'a silent upstream: 504 at its timeout');
+    t.ok(r.ms >= 990 && r.ms < 3000, `at the 1 s timeout (a hang guard) (${Math.round(r.ms)} ms)`);
+  }
+});

@@ -2,8 +2,6 @@
 // credential, against recorded fakes (echo upstreams on loopback). The same against the real Dagu
 // 1.30.2 binary is in test/dagu-real.test.ts.
 
-import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -16,6 +14,7 @@ import { ConfigError, KeygateError } from '../src/errors.js';
 import { Gateway } from '../src/server.js';
 import { compareVersions, parseRange, parseVersion, satisfies } from '../src/upstream-version/range.js';
 import { startStack } from './helpers.js';
+import { freePort } from './ports.js';
 
 t.test('version ranges', async (t) => {
   const cases: [string, string, boolean][] = [
@@ -96,16 +95,6 @@ t.test('a matching version: forwarded; readyz and /metrics show the version', as
   t.match(metrics, /keygate_upstream_version_info\{upstream="dagu",kind="upstream",version="2\.1\.0"\} 1/);
   t.match(metrics, /keygate_upstream_version_mismatch\{upstream="dagu",kind="upstream"\} 0/);
 });
-
-/** A free loopback port with nothing listening on it (yet). */
-async function freePort(): Promise<number> {
-  const srv = createServer().listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const port = (srv.address() as { port: number }).port;
-  srv.close();
-  await once(srv, 'close');
-  return port;
-}
 
 function quietLogger(lines: string[]) {
   return pino({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(...c.toString().split('\n').filter(Boolean)), cb()) }));

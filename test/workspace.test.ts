@@ -24,6 +24,7 @@ type Kind = keyof typeof KEYS;
 const named = (name: string | undefined): Where => ({ kind: 'named', name, how: '?workspace=' });
 const NONE: Where = { kind: 'none' };
 const KEY: Where = { kind: 'key' };
+const UNATTRIBUTED: Where = { kind: 'unattributed', what: 'resource "x://y"' };
 const ok = (roleRank: number, workspace: string | null): Acting => ({ allow: true, roleRank, workspace });
 
 // [row of the README table, where, needed rank, key kind, expected]
@@ -54,6 +55,10 @@ const CELLS: [string, Where, number, Kind, Acting | string][] = [
   ['named all', named('all'), VIEWER, 'all', ok(DEVELOPER, null)],
   ['named all', named('all'), VIEWER, 'grants', 'workspace_required'],
   ['named all', named('all'), VIEWER, 'bound', 'workspace_required'],
+  // unattributed: an MCP call naming an object Keygate cannot place (an unknown URI, an unlisted prompt…)
+  ['unattributed', UNATTRIBUTED, VIEWER, 'all', ok(DEVELOPER, null)],
+  ['unattributed', UNATTRIBUTED, VIEWER, 'grants', 'workspace_required'],
+  ['unattributed', UNATTRIBUTED, VIEWER, 'bound', 'workspace_required'],
   // workspace: key (the upstream enforces the key's workspace)
   ['key', KEY, 0, 'all', ok(DEVELOPER, null)],
   ['key', KEY, 0, 'grants', 'workspace_required'],
@@ -127,7 +132,72 @@ t.test('the shipped maps: a bound key never acts outside its workspace; a grants
   t.match(tool(grants, 'dagu_change', { ...wiki, workspace: 'all' }), { allow: false, code: 'workspace_required' });
   t.match(tool(grants, 'dagu_change', wiki), { allow: false, code: 'workspace_required' }, 'a wiki change naming no workspace');
   t.match(tool(grants, 'dagu_read', { target: 'wiki_page', workspace: 'team-b', path: 'x' }), { allow: false, status: 404 }, 'a wiki read in another workspace');
-  t.match(tool(KEYS.bound, 'dagu_read', { target: 'wiki_page', workspace: 'team-a', path: 'x', uri: 'dagu://wiki/team-b/x' }), { allow: false, code: 'workspace_required' }, 'a uri names the object another way: not established');
+  t.match(tool(KEYS.bound, 'dagu_read', { target: 'wiki_page', workspace: 'team-a', path: 'x', uri: 'dagu://wiki/team-b/x' }), { allow: false, status: 404 }, 'a uri names the object: its workspace (team-b) counts, not the target fields beside it');
   t.match(tool(KEYS.all, 'dagu_change', upsert), { allow: true, roleRank: DEVELOPER }, 'an all-workspaces key: its role');
   t.match(tool(KEYS.all, 'dagu_change', { ...wiki, workspace: 'team-z' }), { allow: true, workspace: 'team-z' }, 'the tool\'s workspace goes upstream');
+
+  // dagu_read as Dagu reads it: a uri names the object (URI mode); Dagu trims what it reads
+  t.match(tool(grants, 'dagu_read', { uri: 'dagu://wiki/team-b/secret' }), { allow: false, status: 404 }, 'dagu_read uri of another workspace\'s Wiki page');
+  t.match(tool(grants, 'dagu_read', { uri: 'dagu://wiki/team-a/runbook' }), { allow: true, roleRank: DEVELOPER, workspace: 'team-a' }, 'dagu_read uri in the granted workspace: the grant');
+  t.match(tool(grants, 'dagu_read', { uri: 'dagu://wiki' }), { allow: false, code: 'workspace_required' }, 'dagu_read uri of the all-workspaces Wiki');
+  t.match(tool(grants, 'dagu_read', { uri: 'dagu://dags' }), { allow: false, code: 'workspace_required' }, 'dagu_read uri of the DAG list (every workspace)');
+  t.match(tool(grants, 'dagu_read', { uri: 'dagu://dags/other-teams-dag/spec' }), { allow: true, roleRank: VIEWER }, 'dagu_read uri of a DAG: as viewer, like GET /dags/{name}/spec');
+  t.match(tool(KEYS.bound, 'dagu_read', { uri: 'dagu://runs/x/1/logs' }), { allow: false, code: 'workspace_required' }, 'bound key: a run names no workspace');
+  t.match(tool(KEYS.bound, 'dagu_read', { uri: 'dagu://reference/authoring' }), { allow: true, workspace: 'team-a' }, 'Dagu\'s built-in reference: no workspace object, the route\'s own');
+  t.match(tool(grants, 'dagu_read', { target: 'wiki_page', workspace: 'team-b', path: 'x', uri: ' ' }), { allow: false, status: 404 }, 'a blank uri is no uri (Dagu trims): target mode, team-b');
+  t.match(tool(grants, 'dagu_read', { target: ' wiki_page', workspace: 'team-b', path: 'x' }), { allow: false, code: 'workspace_required' }, 'a target Dagu would trim to wiki_page: not attributed, refused');
+  t.match(tool(grants, 'dagu_read', { target: 'wiki_page', workspace: 'team-b\u0085', path: 'x' }), { allow: false, code: 'workspace_required' }, 'a workspace Dagu would trim: not attributed');
+  t.match(tool(grants, 'dagu_read', { target: 'dags' }), { allow: false, code: 'workspace_required' }, 'the DAG list spans every workspace (like GET /dags without ?workspace=)');
+  t.match(tool(grants, 'dagu_read', { target: 'runs' }), { allow: false, code: 'workspace_required' }, 'the run list too');
+  t.match(tool(grants, 'dagu_read', { target: 'nonsense' }), { allow: false, code: 'workspace_required' }, 'a target the map does not know: not attributed');
+  t.match(tool(grants, 'dagu_read', { target: 'reference', name: 'authoring' }), { allow: true, workspace: 'team-a' }, 'a reference: the route\'s own');
+  t.match(tool(KEYS.all, 'dagu_read', { uri: 'DAGU://wiki/team-b/x' }), { allow: true }, 'an all-workspaces key reads whatever it names');
+
+  // the other MCP methods that name an object: resources/*, prompts/get, completion, tasks
+  const rpc = (access: typeof grants, method: string, params: Record<string, unknown>) => {
+    const p = parseCall(Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: 1, method, params })), argumentFields(policy));
+    if (!p.ok) throw new Error(p.message);
+    const d = viaTeamA(access);
+    if (!d.allow) throw new Error(d.message);
+    return authoriseCall(policy, mcp.minRoleRank, access, d, p.call, 'mcp');
+  };
+  for (const method of ['resources/read', 'resources/subscribe', 'resources/unsubscribe']) {
+    t.match(rpc(grants, method, { uri: 'dagu://wiki/team-b/secret' }), { allow: false, status: 404 }, `${method} of another workspace's Wiki page, whatever ?workspace= said`);
+    t.match(rpc(grants, method, { uri: 'dagu://wiki/team-a/runbook' }), { allow: true, roleRank: DEVELOPER, workspace: 'team-a' }, `${method} in the granted workspace`);
+    t.match(rpc(KEYS.bound, method, { uri: 'dagu://docs/team-b' }), { allow: false, status: 404 }, `${method}: bound key, the deprecated docs alias of another workspace`);
+    t.match(rpc(KEYS.bound, method, { uri: 'dagu://runs/other-teams-dag/20260101/logs' }), { allow: false, code: 'workspace_required' }, `${method}: bound key, a run (no workspace)`);
+    t.match(rpc(grants, method, { uri: 'dagu://runs/other-teams-dag/20260101' }), { allow: true, roleRank: VIEWER, workspace: null }, `${method}: grants key reads a run as viewer`);
+  }
+  const unplaced: [string, string][] = [
+    ['dagu://wiki/team-a/x/y', 'a path Dagu does not serve (three segments)'],
+    ['dagu://user@wiki/team-b/x', 'user info (Go reads the host as wiki)'],
+    ['dagu://wiki:80/team-b/x', 'a port'],
+    ['DAGU://wiki/team-b/x', 'an upper-case scheme (Go lower-cases it)'],
+    ['dagu://Wiki/team-b/x', 'an upper-case host'],
+    ['dagu://wiki/team-b/x#frag', 'a fragment'],
+    ['dagu://wiki/team%zz/x', 'a malformed escape'],
+    ['dagu://wiki/team-a\\..\\team-b/x', 'a backslash'],
+    [' dagu://wiki/team-a/x', 'a leading space'],
+    ['file:///etc/passwd', 'another scheme'],
+    ['dagu://secrets/x', 'a family the map does not list'],
+  ];
+  for (const [uri, why] of unplaced) t.match(rpc(grants, 'resources/read', { uri }), { allow: false, code: 'workspace_required' }, `resources/read ${JSON.stringify(uri)}: ${why} → not attributed`);
+  t.match(rpc(grants, 'resources/read', { uri: 'dagu://wiki//team-a/runbook' }), { allow: true, workspace: 'team-a' }, 'leading slashes are trimmed as Dagu trims them');
+  t.match(rpc(grants, 'resources/read', { uri: 'dagu://wiki/team%2Db/x' }), { allow: false, status: 404 }, 'a percent-encoded workspace is decoded as Dagu decodes it');
+  t.match(rpc(grants, 'resources/read', {}), { allow: false, code: 'workspace_required' }, 'no uri');
+  t.match(rpc(KEYS.all, 'resources/read', { uri: 'dagu://wiki/team-b/secret' }), { allow: true, workspace: 'team-b' }, 'an all-workspaces key: there');
+
+  t.match(rpc(grants, 'prompts/get', { name: 'dagu_edit_wiki_page', arguments: { workspace: 'team-b', path: 'x', change: 'y' } }), { allow: false, status: 404 }, 'prompts/get naming another workspace');
+  t.match(rpc(grants, 'prompts/get', { name: 'dagu_edit_wiki_page', arguments: { workspace: 'team-a', path: 'x', change: 'y' } }), { allow: true, workspace: 'team-a' }, 'prompts/get in the granted workspace');
+  t.match(rpc(KEYS.bound, 'prompts/get', { name: 'dagu_edit_dag', arguments: { name: 'x', change: 'y' } }), { allow: false, code: 'workspace_required' }, 'prompts/get naming a DAG: not for a bound key');
+  t.match(rpc(KEYS.bound, 'prompts/get', { name: 'dagu_create_dag', arguments: { goal: 'x' } }), { allow: true, workspace: 'team-a' }, 'prompts/get naming nothing: the route\'s own');
+  t.match(rpc(grants, 'prompts/get', { name: 'unknown_prompt' }), { allow: false, code: 'workspace_required' }, 'an unlisted prompt: not attributed');
+  for (const method of ['completion/complete', 'tasks/get', 'tasks/list', 'tasks/result', 'tasks/cancel']) {
+    t.match(rpc(grants, method, { ref: { type: 'ref/prompt', name: 'dagu_edit_wiki_page' }, argument: { name: 'workspace', value: '' } }), { allow: false, code: 'workspace_required' }, `${method}: names nothing Keygate can place, refused to a scoped key`);
+    t.match(rpc(KEYS.all, method, {}), { allow: true }, `${method}: an all-workspaces key`);
+  }
+  for (const method of ['initialize', 'tools/list', 'resources/list', 'resources/templates/list', 'prompts/list', 'ping']) {
+    t.match(rpc(KEYS.bound, method, {}), { allow: true, workspace: 'team-a' }, `${method}: names no object, acts where the URL said`);
+  }
+  t.throws(() => rpc(grants, 'resources/read', JSON.parse('{"uri":"dagu://reference/tools","URI":"dagu://wiki/team-b/x"}')), /would be read as "uri"/, 'a case variant of uri is refused by the reader');
 });

@@ -8,13 +8,19 @@
 //   named    ?workspace= / a {workspaceName} segment / a tool argument — given, or not given / "all"
 //   key      the route hands the key's own workspace to an upstream that enforces it (workspace: key)
 //   none     the operation names an object, not a workspace; nothing establishes one
+//   unattributed  an MCP call names an object Keygate cannot place (a URI no rule matches, an
+//            unlisted prompt, completion/complete, tasks/…): treated as naming all workspaces
 //
 // A scoped key (grants or bound) never acts in a workspace it holds no grant for, and never above
 // viewer where no workspace is established; a bound key never acts outside its workspace at all.
 
 import type { KeyAccess } from '../keys/model.js';
 
-export type Where = { readonly kind: 'named'; readonly name: string | undefined; readonly how: string } | { readonly kind: 'key' } | { readonly kind: 'none' };
+export type Where =
+  | { readonly kind: 'named'; readonly name: string | undefined; readonly how: string }
+  | { readonly kind: 'key' }
+  | { readonly kind: 'none' }
+  | { readonly kind: 'unattributed'; readonly what: string };
 
 export type KeyKind = 'all' | 'grants' | 'bound';
 
@@ -61,6 +67,11 @@ export function actAs(access: KeyAccess, where: Where, needed: number): Acting {
         return required(`API key is limited to workspaces (${granted(access)}) but holds no single workspace to pass to this upstream; use a key bound to one workspace`);
       }
       workspace = access.key.workspace;
+      break;
+    case 'unattributed':
+      // only a key that may see every workspace may act where Keygate cannot tell which one it is
+      if (kind === 'bound') return required(`API key is bound to workspace ${access.key.workspace}; ${where.what} names no workspace Keygate can attribute, so it cannot be kept inside it`);
+      if (kind === 'grants') return required(`API key is limited to workspaces (${granted(access)}); ${where.what} names no workspace Keygate can attribute to one of them`);
       break;
     case 'named': {
       const asked = where.name;

@@ -8,6 +8,7 @@
 // Every problem found is collected; loadConfig throws one ConfigError listing them all.
 // All of this runs once per (re)load, never per request.
 import { existsSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
@@ -31,6 +32,7 @@ import type {
   AuthType,
   CorsConfig,
   DeclaredKeyConfig,
+  ForwardAuthConfig,
   GatewayConfig,
   JsonRpcPolicy,
   KeysConfig,
@@ -583,6 +585,7 @@ function checkSemantics(cfg: RawConfig, rep: Reporter, dir: string): void {
   }
   checkDeclaredKeys(cfg.keys.declared ?? [], rep);
   if (cfg.cors) checkCors(cfg.cors, '/cors', rep);
+  if (cfg.forward_auth) checkForwardAuth(cfg.forward_auth, cfg.listen.health_prefix, rep);
   const known = cfg.upstreams.map((u) => u.name);
   cfg.routes.forEach((r, i) => checkRoute(r, `/routes/${i}`, known, rep));
 }
@@ -698,6 +701,39 @@ function checkDeclaredKeys(keys: DeclaredKeyConfig[], rep: Reporter): void {
   });
 }
 
+/** Shortest forward-auth secret: shorter ones can be guessed. */
+const MIN_FORWARD_AUTH_SECRET = 20;
+
+/** Who may call the endpoint must be said; addresses must parse; the health endpoints stay reachable. Never echoes the secret. */
+function checkForwardAuth(fa: ForwardAuthConfig, healthPrefix: string, rep: Reporter): void {
+  const p = '/forward_auth';
+  if (fa.secret === undefined && fa.allow_from === undefined) {
+    rep.error(`${p}/secret`, 'needs secret (e.g. ${KEYGATE_FORWARD_AUTH_SECRET}) or allow_from (the proxy\'s addresses), or both: otherwise anyone could describe a request in X-Original-*/X-Forwarded-* headers', { at: p });
+  }
+  if (fa.secret !== undefined && fa.secret.length < MIN_FORWARD_AUTH_SECRET) {
+    rep.error(`${p}/secret`, `must be at least ${MIN_FORWARD_AUTH_SECRET} characters (it is ${fa.secret.length === 0 ? 'empty' : 'shorter'})`);
+  }
+  fa.allow_from?.forEach((a, i) => {
+    const problem = addressRangeProblem(a);
+    if (problem !== undefined) rep.error(`${p}/allow_from/${i}`, problem);
+  });
+  for (const own of ['healthz', 'readyz']) {
+    const health = healthPrefix + own;
+    if (fa.path === health || health.startsWith(`${fa.path}/`)) rep.error(`${p}/path`, `"${fa.path}" would hide ${health} (listen.health_prefix): choose another path`);
+  }
+}
+
+/** An IP address or a CIDR range (address/prefix), else why not. */
+function addressRangeProblem(a: string): string | undefined {
+  const [addr = '', prefix, extra] = a.split('/');
+  const family = isIP(addr);
+  if (family === 0 || extra !== undefined) return `"${a}" is not an IP address or CIDR range (e.g. 10.0.0.0/8, ::1)`;
+  if (prefix === undefined) return undefined;
+  const max = family === 4 ? 32 : 128;
+  if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > max) return `"${a}": the prefix length must be 0 to ${max}`;
+  return undefined;
+}
+
 function checkCors(c: RawCors, p: string, rep: Reporter): void {
   if (c.allow_credentials && c.allowed_origins.includes('*')) {
     rep.error(`${p}/allow_credentials`, 'browsers refuse credentials with any origin ("*"): list the origins');
@@ -788,6 +824,7 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
     remote_nodes: raw.remote_nodes.map(normaliseServer),
     routes: raw.routes.map((r, i) => normaliseRoute(r, i, formatPos(positionOf(positions, `/routes/${i}`, false, ctx.rootPos)), cors)),
     cors,
+    forward_auth: raw.forward_auth && compact({ path: raw.forward_auth.path, secret: raw.forward_auth.secret, secret_header: raw.forward_auth.secret_header.toLowerCase(), allow_from: raw.forward_auth.allow_from && [...raw.forward_auth.allow_from] }),
     log: { level: log.level, destination: resolveLogDestination(log.destination, dir), format: log.format, access_log: typeof log.access_log === 'string' ? resolveLogDestination(log.access_log, dir) : log.access_log },
     metrics: { per_key: raw.metrics.per_key, max_keys: raw.metrics.max_keys },
     warnings: ctx.tidyWarnings(),

@@ -136,17 +136,40 @@ export interface JsonRpcPolicy {
   max_body_bytes: number;
   /** tool name → where its tools/call arguments name the workspace the call acts in */
   tool_workspaces?: Readonly<Record<string, ToolWorkspace>>;
+  /**
+   * MCP resource URI patterns → the workspace the resource lives in, first match wins; read for
+   * resources/read, resources/subscribe, resources/unsubscribe and a tool's `uri` argument. A URI
+   * no rule matches is attributed to no workspace (refused to a key limited to workspaces).
+   */
+  resource_workspaces?: readonly ResourceWorkspace[];
+  /** prompt name → where a prompts/get acts; an unlisted prompt is attributed to no workspace */
+  prompt_workspaces?: Readonly<Record<string, PromptWorkspace>>;
 }
 
 /**
- * How a tool names its workspace: `arguments[argument]`, only when every `when` argument has one
- * of the listed values and no `unless` argument is present (e.g. a direct resource URI).
+ * How a tool names its workspace: `arguments[argument]` when every `when` argument has one of the
+ * listed values; an object outside any workspace when the `none` arguments match; no object (the
+ * route's own workspace) when the `route` arguments match; through a resource URI when the `uri`
+ * argument is given. A call that matches none of them is attributed to no workspace. (`unless`:
+ * arguments whose presence means no workspace, kept for older configurations.)
  */
 export interface ToolWorkspace {
   argument: string;
   when?: Readonly<Record<string, readonly string[]>>;
+  none?: Readonly<Record<string, readonly string[]>>;
+  route?: Readonly<Record<string, readonly string[]>>;
+  uri?: string;
   unless?: readonly string[];
 }
+
+/** `uri`: scheme://host/segments with `{variable}` segments and a final `**`; `workspace`: `{variable}`, all, none or route. */
+export interface ResourceWorkspace {
+  uri: string;
+  workspace: string;
+}
+
+/** A prompt's workspace argument; `none`: it names an object outside any workspace; `route`: no object. */
+export type PromptWorkspace = { argument: string } | 'none' | 'route';
 
 export interface ListenConfig {
   host: string;
@@ -221,6 +244,21 @@ export interface LogConfig {
   access_log: boolean | string;
 }
 
+/**
+ * forward_auth: the endpoint a proxy in front of the upstream asks (nginx auth_request, Traefik
+ * ForwardAuth, Envoy ext_authz). Present = on; at least one of secret / allow_from.
+ */
+export interface ForwardAuthConfig {
+  /** e.g. "/_keygate/auth"; Envoy's form appends the original path to it */
+  path: string;
+  /** the shared secret the proxy sends in secret_header */
+  secret?: string;
+  /** lower case */
+  secret_header: string;
+  /** addresses or CIDR ranges the endpoint answers; absent = any */
+  allow_from?: string[];
+}
+
 export interface GatewayConfig {
   /** absolute path of the file that was loaded */
   file: string;
@@ -243,6 +281,8 @@ export interface GatewayConfig {
   log: LogConfig;
   /** the top-level CORS policy (each route's resolved policy is on the route) */
   cors?: CorsConfig;
+  /** the forward-auth endpoint; absent = off */
+  forward_auth?: ForwardAuthConfig;
   /** per_key: requests per key in /metrics, for at most max_keys keys (the rest as "other") */
   metrics: { per_key: boolean; max_keys: number };
   /** non-fatal findings (e.g. an upstream token that expanded to empty) */

@@ -4,11 +4,12 @@
 // and MCP (since 2025-06-18) no longer allows them: checking each element would let one refused
 // call ride along with allowed ones in a response the client cannot tell apart.
 
-import { ROLE_RANK, type JsonRpcPolicy, type RoleOrDeny } from '../config/types.js';
+import { ROLE_RANK, type JsonRpcPolicy, type RoleOrDeny, type Surface } from '../config/types.js';
 import { actAs, type Where } from '../auth/workspace.js';
 import type { KeyAccess } from '../keys/model.js';
 import { foldName } from './fold.js';
 import { quoteName, readJson, type JsonObject, type JsonValue } from './read.js';
+import { isBlank, isTrimmed, resourceWhere } from './resources.js';
 
 export type RpcId = string | number | null;
 
@@ -20,6 +21,8 @@ export interface RpcCall {
   readonly tool: string | undefined;
   /** params.arguments of an MCP tools/call, when an object */
   readonly arguments?: JsonObject | undefined;
+  /** params of any other call, when an object (an MCP resource URI, a prompt's name…) */
+  readonly params?: JsonObject | undefined;
 }
 
 export const PARSE_ERROR = -32700;
@@ -38,7 +41,7 @@ export type Parsed = { ok: true; call: RpcCall } | { ok: false; id: RpcId; code:
 // The members the policy reads, at each level: a member that a case-insensitive decoder (Go's
 // encoding/json) would take for one of them, without being exactly it, is refused.
 const ENVELOPE = fieldsByFold(['jsonrpc', 'id', 'method', 'params', 'result', 'error']);
-const PARAMS = fieldsByFold(['name', 'arguments']);
+const PARAMS = fieldsByFold(['name', 'arguments', 'uri']);
 const NO_FIELDS: ReadonlyMap<string, string> = new Map();
 
 /** folded name → the exact name, for a list of field names */
@@ -55,7 +58,10 @@ export function argumentFields(policy: JsonRpcPolicy): ReadonlyMap<string, strin
     const names = new Set<string>();
     for (const rule of Object.values(policy.tool_workspaces ?? {})) {
       names.add(rule.argument);
+      if (rule.uri !== undefined) names.add(rule.uri);
       for (const k of Object.keys(rule.when ?? {})) names.add(k);
+      for (const k of Object.keys(rule.none ?? {})) names.add(k);
+      for (const k of Object.keys(rule.route ?? {})) names.add(k);
       for (const k of rule.unless ?? []) names.add(k);
     }
     fields = fieldsByFold([...names]);
@@ -130,7 +136,7 @@ export function parseCall(body: Uint8Array, argumentFields: ReadonlyMap<string, 
   if (own(msg, 'jsonrpc') !== '2.0' || typeof method !== 'string' || method === '') {
     return { ok: false, id, code: INVALID_REQUEST, message: 'Invalid Request: needs "jsonrpc": "2.0" and a method' };
   }
-  if (method !== 'tools/call') return { ok: true, call: { id, method, tool: undefined } };
+  if (method !== 'tools/call') return { ok: true, call: isObject(params) ? { id, method, tool: undefined, params } : { id, method, tool: undefined } };
   const tool = isObject(params) ? own(params, 'name') : undefined;
   if (typeof tool !== 'string') return { ok: false, id, code: INVALID_REQUEST, message: 'Invalid Request: tools/call needs params.name' };
   const args = isObject(params) ? own(params, 'arguments') : undefined;
@@ -150,6 +156,12 @@ function rank(rule: RoleOrDeny): number {
   return rule === 'deny' ? Infinity : ROLE_RANK[rule];
 }
 
+/** The least role a method needs: its own rule, else default_method, else the route's role. */
+function methodNeeds(policy: JsonRpcPolicy, routeRoleRank: number, method: string): number {
+  const methodRule = ownRule(policy.methods, method) ?? policy.default_method;
+  return methodRule === undefined ? routeRoleRank : rank(methodRule);
+}
+
 /**
  * Whether a key acting at `roleRank` may make this call. `routeRoleRank` is the route's own
  * minimum (0 = none): the default for methods the policy does not list.
@@ -159,8 +171,7 @@ export function allowCall(policy: JsonRpcPolicy, routeRoleRank: number, roleRank
     // answers to the server's own requests need only what the route needs
     return roleRank >= routeRoleRank ? { allow: true } : { allow: false, message: `this route needs role ${roleName(routeRoleRank)}` };
   }
-  const methodRule = ownRule(policy.methods, call.method) ?? policy.default_method;
-  const needed = methodRule === undefined ? routeRoleRank : rank(methodRule);
+  const needed = methodNeeds(policy, routeRoleRank, call.method);
   if (roleRank < needed) {
     return { allow: false, message: needed === Infinity ? `method "${call.method}" is not allowed through this gateway` : `method "${call.method}" needs role ${roleName(needed)}` };
   }
@@ -173,25 +184,116 @@ export function allowCall(policy: JsonRpcPolicy, routeRoleRank: number, roleRank
   return { allow: true };
 }
 
-/**
- * Where a tools/call acts: the workspace its arguments name, when the policy says how this tool
- * names one (tool_workspaces) and the call is of a kind that honours it; else nowhere (`none`).
- */
-export function toolWhere(policy: JsonRpcPolicy, call: RpcCall): Where {
-  const rules = policy.tool_workspaces;
-  const rule = rules !== undefined && call.tool !== undefined && Object.hasOwn(rules, call.tool) ? rules[call.tool]! : undefined;
-  const args = call.arguments;
-  if (rule === undefined || args === undefined) return NO_WORKSPACE;
-  for (const name of rule.unless ?? []) if (Object.hasOwn(args, name)) return NO_WORKSPACE;
-  for (const [name, values] of Object.entries(rule.when ?? {})) {
-    const v = own(args, name);
-    if (typeof v !== 'string' || !values.includes(v)) return NO_WORKSPACE;
-  }
-  const named = own(args, rule.argument);
-  return { kind: 'named', name: typeof named === 'string' && named !== '' ? named : undefined, how: `params.arguments.${rule.argument}` };
+const NO_WORKSPACE: Where = Object.freeze({ kind: 'none' });
+
+function unattributed(what: string): Where {
+  return { kind: 'unattributed', what };
 }
 
-const NO_WORKSPACE: Where = Object.freeze({ kind: 'none' });
+/** Whether the argument `name` holds one of `values`, exactly as Dagu reads it (trimmed). */
+function selects(args: JsonObject, selector: Readonly<Record<string, readonly string[]>> | undefined): boolean {
+  if (selector === undefined) return false;
+  for (const name in selector) {
+    const v = own(args, name);
+    if (typeof v !== 'string' || !selector[name]!.includes(v)) return false;
+  }
+  return true;
+}
+
+/** The workspace a named argument gives: its value, when Dagu reads it exactly so. */
+function namedBy(value: JsonValue | undefined, how: string, what: string): Where {
+  if (value === undefined || value === null || value === '') return { kind: 'named', name: undefined, how };
+  if (typeof value !== 'string' || !isTrimmed(value)) return unattributed(what);
+  return { kind: 'named', name: value, how };
+}
+
+/**
+ * Where an MCP resource URI acts (resource_workspaces); `undefined`: nowhere in particular, the
+ * route's own workspace (built-in reference text).
+ */
+export function uriWhere(policy: JsonRpcPolicy, uri: JsonValue | undefined): Where | undefined {
+  const what = typeof uri === 'string' ? `resource ${quoteName(uri)}` : 'a resource without a string URI';
+  if (typeof uri !== 'string' || !isTrimmed(uri)) return unattributed(what);
+  const found = resourceWhere(policy.resource_workspaces ?? [], uri);
+  if (found === undefined) return unattributed(what);
+  switch (found.act.kind) {
+    case 'named':
+      return { kind: 'named', name: found.workspace === '' ? undefined : found.workspace, how: `a resource URI of one workspace (${what} names "${found.workspace}")` };
+    case 'all':
+      return { kind: 'named', name: undefined, how: `a resource URI of one workspace (${what} spans all of them)` };
+    case 'none':
+      return NO_WORKSPACE;
+    case 'route':
+      return undefined;
+  }
+}
+
+/**
+ * Where a tools/call acts: through its `uri` argument, the workspace its arguments name (`when`),
+ * an object outside any workspace (`none`), no object (`route`: undefined); a tool without a rule
+ * acts on an object outside any workspace (dagu_execute); a call its rule does not place is
+ * attributed to no workspace.
+ */
+export function toolWhere(policy: JsonRpcPolicy, call: RpcCall): Where | undefined {
+  const rules = policy.tool_workspaces;
+  const rule = rules !== undefined && call.tool !== undefined && Object.hasOwn(rules, call.tool) ? rules[call.tool]! : undefined;
+  if (rule === undefined) return NO_WORKSPACE;
+  const what = `tool "${call.tool}"`;
+  const args = call.arguments;
+  if (args === undefined) return unattributed(`${what} without arguments`);
+  if (rule.uri !== undefined) {
+    const uri = own(args, rule.uri);
+    // Dagu reads a blank uri as none given
+    if (uri !== undefined && !(typeof uri === 'string' && isBlank(uri))) return uriWhere(policy, uri);
+  }
+  for (const name of rule.unless ?? []) if (Object.hasOwn(args, name)) return NO_WORKSPACE;
+  if (selects(args, rule.when)) return namedBy(own(args, rule.argument), `params.arguments.${rule.argument}`, what);
+  if (selects(args, rule.none)) return NO_WORKSPACE;
+  if (selects(args, rule.route)) return undefined;
+  if (rule.when === undefined && rule.none === undefined && rule.route === undefined) return namedBy(own(args, rule.argument), `params.arguments.${rule.argument}`, what);
+  return unattributed(what);
+}
+
+/** Where a prompts/get acts (prompt_workspaces); an unlisted prompt is attributed to no workspace. */
+function promptWhere(policy: JsonRpcPolicy, params: JsonObject | undefined): Where | undefined {
+  const name = params === undefined ? undefined : own(params, 'name');
+  const what = typeof name === 'string' ? `prompt ${quoteName(name)}` : 'a prompt without a name';
+  const rules = policy.prompt_workspaces;
+  if (typeof name !== 'string' || rules === undefined || !Object.hasOwn(rules, name)) return unattributed(what);
+  const rule = rules[name]!;
+  if (rule === 'none') return NO_WORKSPACE;
+  if (rule === 'route') return undefined;
+  const args = own(params!, 'arguments');
+  return namedBy(isObject(args) ? own(args, rule.argument) : undefined, `params.arguments.${rule.argument}`, what);
+}
+
+/**
+ * Where an MCP call acts, from what its params name; undefined: it names no object (initialize,
+ * tools/list, notifications…), so it acts where the route's URL said. The MCP methods that name an
+ * object: tools/call (its arguments), resources/read|subscribe|unsubscribe (params.uri),
+ * prompts/get (params.name and its arguments); completion/complete and tasks/… name nothing
+ * Keygate can place (suggestions and tasks across workspaces).
+ */
+export function mcpCallWhere(policy: JsonRpcPolicy, call: RpcCall): Where | undefined {
+  switch (call.method) {
+    case 'tools/call':
+      return toolWhere(policy, call);
+    case 'resources/read':
+    case 'resources/subscribe':
+    case 'resources/unsubscribe':
+      return uriWhere(policy, call.params === undefined ? undefined : own(call.params, 'uri'));
+    case 'prompts/get':
+      return promptWhere(policy, call.params);
+    case 'completion/complete':
+    case 'tasks/get':
+    case 'tasks/result':
+    case 'tasks/list':
+    case 'tasks/cancel':
+      return unattributed(call.method);
+    default:
+      return undefined;
+  }
+}
 
 export type CallVerdict =
   | { readonly allow: true; readonly roleRank: number; readonly workspace: string | null }
@@ -199,19 +301,27 @@ export type CallVerdict =
 
 /**
  * The whole check of one call by a key the route admitted (`acting`: its role and workspace
- * there): the method at that role; a tools/call where its arguments act (src/auth/workspace.ts),
- * not where the URL said, so ?workspace=team-a cannot carry a change to another workspace.
+ * there): the method at that role; then, on MCP, the call where its params say it acts
+ * (src/auth/workspace.ts), not where the URL said, so ?workspace=team-a cannot carry a read or a
+ * change of another workspace's object. Elsewhere (A2A) only a tools/call is placed.
  */
-export function authoriseCall(policy: JsonRpcPolicy, routeRoleRank: number, access: KeyAccess, acting: { roleRank: number; workspace: string | null }, call: RpcCall): CallVerdict {
+export function authoriseCall(policy: JsonRpcPolicy, routeRoleRank: number, access: KeyAccess, acting: { roleRank: number; workspace: string | null }, call: RpcCall, surface: Surface = 'mcp'): CallVerdict {
   const method = allowCall(policy, routeRoleRank, acting.roleRank, call.tool === undefined ? call : { id: call.id, method: call.method, tool: undefined });
   if (!method.allow) return { allow: false, status: 403, code: 'forbidden', message: method.message };
-  if (call.tool === undefined) return { allow: true, roleRank: acting.roleRank, workspace: acting.workspace };
-  const rule = ownRule(policy.tools, call.tool) ?? policy.default_tool;
-  if (rule === 'deny') return { allow: false, status: 403, code: 'forbidden', message: `tool "${call.tool}" is not allowed through this gateway` };
-  const there = actAs(access, toolWhere(policy, call), ROLE_RANK[rule]);
+  if (call.method === null) return { allow: true, roleRank: acting.roleRank, workspace: acting.workspace };
+  let needed: number;
+  if (call.tool !== undefined) {
+    const rule = ownRule(policy.tools, call.tool) ?? policy.default_tool;
+    if (rule === 'deny') return { allow: false, status: 403, code: 'forbidden', message: `tool "${call.tool}" is not allowed through this gateway` };
+    needed = ROLE_RANK[rule];
+  } else needed = methodNeeds(policy, routeRoleRank, call.method);
+  const where = surface === 'mcp' ? mcpCallWhere(policy, call) : call.tool !== undefined ? toolWhere(policy, call) : undefined;
+  if (where === undefined) return { allow: true, roleRank: acting.roleRank, workspace: acting.workspace };
+  const there = actAs(access, where, needed);
   if (there.allow) return there;
-  if (there.code === 'forbidden') return { ...there, message: `tool "${call.tool}" needs role ${rule}` };
-  return { ...there, message: `tool "${call.tool}": ${there.message}` };
+  const subject = call.tool !== undefined ? `tool "${call.tool}"` : `method "${call.method}"`;
+  if (there.code === 'forbidden') return { ...there, message: `${subject} needs role ${roleName(needed)} where it acts` };
+  return { ...there, message: `${subject}: ${there.message}` };
 }
 
 function roleName(r: number): string {

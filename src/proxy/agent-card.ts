@@ -4,7 +4,7 @@
 // `securityRequirements`), as an alternative to whatever the card already requires.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { upstreamFailure, type ForwardResult } from './forward.js';
+import { UPSTREAM_OVERLOADED, timeoutFailure, upstreamFailure, type ForwardResult } from './forward.js';
 import type { Upstream } from './upstream.js';
 
 const CARD_PATH = /\/\.well-known\/agent(?:-card)?\.json$/;
@@ -63,10 +63,18 @@ export function forwardAgentCard(
   sendError: (res: ServerResponse, status: number, code: string, message: string) => void,
   done: (result: ForwardResult) => void,
 ): void {
+  // the same bounds as every forwarded request: max_pending, and the upstream's timeout exactly
+  if (!upstream.admit()) {
+    const message = `upstream "${upstream.name}" has ${upstream.pending} requests waiting for a connection (max_pending); retry shortly`;
+    sendError(res, 503, UPSTREAM_OVERLOADED, message);
+    done({ status: 503, upstreamMs: -1, error: { code: UPSTREAM_OVERLOADED, message } });
+    return;
+  }
   const started = performance.now();
   const { 'accept-encoding': _encoding, ...plain } = headers; // the card is rewritten: ask for it uncompressed
+  const deadline = AbortSignal.timeout(upstream.timeoutMs);
   upstream.pool
-    .request({ path, method: 'GET', headers: plain })
+    .request({ path, method: 'GET', headers: plain, signal: deadline })
     .then(async (r) => {
       const upstreamMs = performance.now() - started;
       const chunks: Buffer[] = [];
@@ -90,8 +98,9 @@ export function forwardAgentCard(
       done({ status: r.statusCode, upstreamMs });
     })
     .catch((err: Error & { code?: string }) => {
-      const failure = upstreamFailure(err, upstream.name);
+      const failure = deadline.aborted ? timeoutFailure(upstream.name, upstream.timeoutMs) : upstreamFailure(err, upstream.name);
       if (!res.headersSent) sendError(res, failure.status, failure.code, failure.message);
       done({ status: failure.status, upstreamMs: -1, error: failure });
-    });
+    })
+    .finally(() => upstream.release());
 }

@@ -26,7 +26,7 @@ export interface UpstreamFailure {
 
 export const UPSTREAM_OVERLOADED = 'upstream_overloaded';
 
-function timeoutFailure(upstream: string, ms: number): UpstreamFailure {
+export function timeoutFailure(upstream: string, ms: number): UpstreamFailure {
   return { status: 504, code: 'timeout', message: `upstream "${upstream}" did not answer within ${ms / 1000} s` };
 }
 
@@ -63,6 +63,17 @@ export interface ForwardOptions {
 }
 
 /** Keygate's CORS headers instead of the upstream's own; Vary keeps the upstream's values too. */
+/** Stage headers on the gateway's response (GatewayResponse), or set them on a plain one. */
+function stageCors(res: ServerResponse, cors: OutgoingHttpHeaders): void {
+  const staging = res as ServerResponse & { stage?: (name: string, value: string) => void };
+  for (const name in cors) {
+    const v = cors[name];
+    if (v === undefined) continue;
+    if (staging.stage !== undefined) staging.stage(name, String(v));
+    else res.setHeader(name, v);
+  }
+}
+
 function withCors(headers: OutgoingHttpHeaders, cors: OutgoingHttpHeaders): OutgoingHttpHeaders {
   const vary = headers.vary;
   withoutUpstreamCors(headers);
@@ -89,11 +100,16 @@ export function forwardHttp(
   opts: ForwardOptions = {},
 ): void {
   const guardCredential = opts.guardCredential === true;
+  // the gateway's own failures carry the route's CORS headers too: a browser must be able to read why
+  const fail = (status: number, code: string, message: string): void => {
+    if (opts.cors !== undefined) stageCors(res, opts.cors);
+    sendError(res, status, code, message);
+  };
   // Beyond the pool's connections and max_pending queued requests: refuse now, not after a wait
   // nobody would sit through (Envoy's max_pending_requests).
   if (!upstream.admit()) {
     const message = `upstream "${upstream.name}" has ${upstream.pending} requests waiting for a connection (max_pending); retry shortly`;
-    sendError(res, 503, UPSTREAM_OVERLOADED, message);
+    fail(503, UPSTREAM_OVERLOADED, message);
     req.resume();
     done({ status: 503, upstreamMs: -1, error: { code: UPSTREAM_OVERLOADED, message } });
     return;
@@ -144,7 +160,7 @@ export function forwardHttp(
       upstream.release();
       if (rejected !== 0 && !clientGone) {
         const message = `upstream "${upstream.name}" refused the gateway's own credential (${rejected}): its auth settings in the gateway configuration are wrong or expired`;
-        sendError(res, 502, CREDENTIAL_REJECTED, message);
+        fail(502, CREDENTIAL_REJECTED, message);
         done({ status: 502, upstreamMs, error: { code: CREDENTIAL_REJECTED, message } });
         return;
       }
@@ -160,7 +176,7 @@ export function forwardHttp(
       }
       const failure = timedOut ? timeoutFailure(upstream.name, upstream.timeoutMs) : upstreamFailure(e, upstream.name);
       if (!res.headersSent) {
-        sendError(res, failure.status, failure.code, failure.message);
+        fail(failure.status, failure.code, failure.message);
         done({ status: failure.status, upstreamMs, error: failure });
       } else {
         // Mid-stream failure: the status is sent; cut the response so the client sees it broke.

@@ -116,6 +116,16 @@ function headerSafe(v: string): string {
   return v;
 }
 
+/** The key's identity as headers (upstream requests; the forward-auth answer). */
+export function identityHeaders(identity: Identity, out: Record<string, string | string[]>): void {
+  out['x-keygate-key-id'] = identity.keyId;
+  out['x-keygate-key-name'] = headerSafe(identity.keyName);
+  out['x-keygate-role'] = identity.role;
+  if (identity.workspace !== null) out['x-keygate-workspace'] = headerSafe(identity.workspace);
+  out['x-keygate-attribution'] = headerSafe(identity.attribution);
+  out['x-request-source'] = 'external_api';
+}
+
 /** Headers to send upstream: the client's minus what must not pass, plus the gateway's own. */
 export function upstreamRequestHeaders(
   incoming: IncomingHttpHeaders,
@@ -146,14 +156,7 @@ export function upstreamRequestHeaders(
   out['x-forwarded-proto'] = (fwd.trustForwarded && typeof incoming['x-forwarded-proto'] === 'string' && incoming['x-forwarded-proto']) || fwd.proto;
   const host = (fwd.trustForwarded && typeof incoming['x-forwarded-host'] === 'string' && incoming['x-forwarded-host']) || fwd.host;
   if (host) out['x-forwarded-host'] = host;
-  if (identity !== undefined) {
-    out['x-keygate-key-id'] = identity.keyId;
-    out['x-keygate-key-name'] = headerSafe(identity.keyName);
-    out['x-keygate-role'] = identity.role;
-    if (identity.workspace !== null) out['x-keygate-workspace'] = headerSafe(identity.workspace);
-    out['x-keygate-attribution'] = headerSafe(identity.attribution);
-    out['x-request-source'] = 'external_api';
-  }
+  if (identity !== undefined) identityHeaders(identity, out);
   if (credential !== undefined) out[credential[0]] = credential[1];
   return out;
 }

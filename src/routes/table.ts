@@ -4,6 +4,7 @@
 import { ROLE_RANK, SCOPE_BIT, SURFACE_BIT, type GatewayConfig, type RouteConfig, type UpstreamConfig } from '../config/types.js';
 import { ConfigError, type ConfigIssue } from '../errors.js';
 import { decodeSegmentValue, normaliseTarget } from './path.js';
+import { compileResourceRules } from '../jsonrpc/resources.js';
 
 const enum Kind {
   Literal,
@@ -117,6 +118,15 @@ function compileRoute(cfg: RouteConfig, upstreams: ReadonlyMap<string, UpstreamC
       if (!seg || seg.kind !== Kind.Literal || seg.value !== strip[i]) {
         return fail('strip_prefix', `"${cfg.strip_prefix}" is not a literal prefix of path "${cfg.path}"`);
       }
+    }
+  }
+
+  const resources = cfg.jsonrpc?.resource_workspaces;
+  if (resources !== undefined) {
+    try {
+      compileResourceRules(resources); // compiled here, once; requests find it cached
+    } catch (err) {
+      return fail('jsonrpc', (err as Error).message);
     }
   }
 
