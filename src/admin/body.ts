@@ -87,6 +87,12 @@ export function bodyProblems(body: Record<string, unknown>, shape: BodyShape): F
   return out;
 }
 
+/** Refuses unknown, read-only, missing and wrongly typed fields: one 400 naming every one. */
+export function checkBody(body: Record<string, unknown>, shape: BodyShape): void {
+  const problems = bodyProblems(body, shape);
+  if (problems.length > 0) throw ValidationError.of(problems, true);
+}
+
 /** The top-level body field a problem is about: "workspaceAccess" of "workspaceAccess.grants[0].role". */
 const fieldBase = (field: string): string => /^[^.[]*/.exec(field)![0];
 
