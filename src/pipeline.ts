@@ -566,6 +566,7 @@ export class Pipeline {
 
 /** Bounded label for logs and (later) metrics: what kind of refusal this was. */
 function refusalDecision(o: Refusal): string {
+  if (o.code === UNTRUSTED.code) return 'unauthenticated'; // forward-auth: the asker is not the proxy
   if (o.route === undefined) return o.status === 404 ? 'no_route' : o.status === 400 ? 'bad_request' : 'error';
   switch (o.status) {
     case 204:

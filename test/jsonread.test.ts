@@ -1,11 +1,11 @@
 // The JSON-RPC reader: one reading of a call, the same one a Go upstream (encoding/json: member
 // names matched case-insensitively with Unicode simple folding, the last one winning) would make.
 
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type { JsonRpcPolicy } from '../src/config/types.js';
 import { foldName, foldRune } from '../src/jsonrpc/fold.js';
 import { allowCall, argumentFields, parseCall } from '../src/jsonrpc/policy.js';
-import { readJson } from '../src/jsonrpc/read.js';
+import { provablyPlain, readJson, readJsonStrict } from '../src/jsonrpc/read.js';
 
 t.test('folding table: Go unicode.SimpleFold orbits, smallest rune first', async (t) => {
   // [a, b, same field to Go?] — from Go's unicode tables (CaseFolding.txt C + S)
@@ -135,4 +135,97 @@ t.test('lookups keyed by request data find own entries only (admin bodies, upstr
   const { upstreamRequestHeaders } = await import('../src/proxy/headers.js');
   const out = upstreamRequestHeaders({ constructor: 'x', 'x-a': 'b' } as never, 'up', undefined, undefined, { remoteAddress: '127.0.0.1', proto: 'http', host: 'h', trustForwarded: false });
   t.equal(Object.getPrototypeOf(out), null, 'upstream headers: no prototype');
+});
+
+// ------------------------------------------------------------------ the fast path
+
+/** A value written out with its types and prototypes, so that two readings compare exactly. */
+function canon(v: unknown): string {
+  if (v === null || typeof v !== 'object') return typeof v === 'number' && Object.is(v, -0) ? '-0' : JSON.stringify(v);
+  if (Array.isArray(v)) return `[${v.map(canon).join(',')}]`;
+  const proto = Object.getPrototypeOf(v) === null ? '' : '!proto';
+  return `{${proto}${Object.keys(v).map((k) => `${JSON.stringify(k)}:${canon((v as Record<string, unknown>)[k])}`).join(',')}}`;
+}
+
+function sameReading(t: Test, body: Uint8Array, label: string): void {
+  const fast = readJson(body);
+  const strict = readJsonStrict(body);
+  const key = (r: ReturnType<typeof readJson>) => (r.ok ? `ok ${canon(r.value)} dup=${r.duplicate}` : `refused ${r.message}`);
+  if (key(fast) !== key(strict)) t.fail(`${label}: the fast path reads ${key(fast).slice(0, 200)}, the strict reader ${key(strict).slice(0, 200)}`);
+  const fields = argumentFields(POLICY);
+  if (JSON.stringify(parseCall(body, fields)) !== JSON.stringify(parseCallStrict(body, fields))) t.fail(`${label}: parseCall differs`);
+}
+
+/** parseCall as it was before the fast path: the strict reader only. */
+function parseCallStrict(body: Uint8Array, fields: ReadonlyMap<string, string>) {
+  return parseCall(body, fields, readJsonStrict);
+}
+
+t.test('fast path: JSON.parse is used only where it reads exactly as the strict reader', async (t) => {
+  const texts: string[] = [
+    '{"jsonrpc":"2.0","id":1,"method":"tools/list"}',
+    '{"a":[1,-2.5e3,true,false,null,"x\\u00e9\\n"]}',
+    '{"__proto__":{"x":1},"constructor":2,"toString":{"valueOf":3}}',
+    '{"1":"a","0":"b","x":"c"}',
+    '{"a":-0,"b":1e400,"c":-1e-400,"d":123456789012345678901234567890}',
+    '{"s":"tab\\tquote\\"slash\\/back\\\\u\\u0041 raw é 😀 \\u2028"}',
+    '{"a":"\\"}","b":"\\\\"}',
+    '{"a":"x\\\\","a\\\\":1}',
+    '{"k":"\\ud83d\\ude00"}',
+    '"\\ud800x"',
+    '{"a":1,"a":2}',
+    '{"a":1,"\\u0061":2}',
+    '{"x":{"y":{"z":1,"z":1}}}',
+    '[{"a":1},{"a":1}]',
+    '{"a":{"b":1},"b":{"a":1}}',
+    '{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17,"a":18}',
+    '[' + '{"k":1},'.repeat(40) + '{}]',
+    '['.repeat(512) + ']'.repeat(512),
+    '['.repeat(513) + ']'.repeat(513),
+    '{"a":'.repeat(300) + '1' + '}'.repeat(300),
+    '\ufeff{}', '{"a":1,}', '[1,]', '{a:1}', '01', '1.', '{"a":1} x', '"\t"', '"\\x"', '"\\u12"', '', ' ', '{"a" 1}', '{"a":1', '"abc', '{"a":"b"', '{"a"}', '}{', '{"a":1}}', '[}', '{"a\\"}":1,"a\\"}":2}',
+  ];
+  // the hostile calls of the tests above
+  for (const body of [
+    '{"jsonrpc":"2.0","id":1,"method":"tools/list","Method":"tools/call","params":{"name":"dagu_change","arguments":{}}}',
+    '{"jsonrpc":"2.0","id":14,"method":"tools/list","\\u006dethod":"tools/call"}',
+    '{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"name":"x"},"paramſ":{"name":"dagu_change"}}',
+    '{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"dagu_read","arguments":{"\u212aey":1,"key":2}}}',
+    '{"jsonrpc":"2.0","id":17,"ID":18,"method":"tools/list"}',
+    '{"jsonrpc":"2.0","id":20,"method":"tools/call","params":{"name":"dagu_read","arguments":{"q":{"a":1,"a":2}}}}',
+  ]) texts.push(body);
+  for (const text of texts) sameReading(t, Buffer.from(text), JSON.stringify(text).slice(0, 80));
+  sameReading(t, Buffer.from([0x7b, 0x22, 0xff, 0x22, 0x3a, 0x31, 0x7d]), 'invalid UTF-8');
+
+  // generated: random documents, their duplicates, escapes and truncations
+  let seed = 12345;
+  const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff), seed % n);
+  const NAMES = ['a', 'b', 'id', 'method', 'Method', '__proto__', 'é', 'ſ', 'x"y', 'x\\y', '\u2028', '😀', '0', '10'];
+  const gen = (depth: number): string => {
+    const k = rand(depth > 4 ? 4 : 7);
+    if (k === 0) return String(rand(2000) - 1000) + (rand(3) === 0 ? '.5e-3' : '');
+    if (k === 1) return JSON.stringify(NAMES[rand(NAMES.length)]);
+    if (k === 2) return ['true', 'false', 'null'][rand(3)]!;
+    if (k === 3) return rand(4) === 0 ? '"\\ud800"' : '"\\u00e9\\n\\"\\\\"';
+    if (k === 4) return `[${Array.from({ length: rand(4) }, () => gen(depth + 1)).join(',')}]`;
+    const members = Array.from({ length: rand(5) }, () => `${rand(6) === 0 ? '"\\u0061"' : JSON.stringify(NAMES[rand(NAMES.length)])}${' '.repeat(rand(2))}:${gen(depth + 1)}`);
+    return `{${members.join(',')}}`;
+  };
+  let fastTaken = 0;
+  for (let i = 0; i < 3000; i++) {
+    const text = gen(0);
+    if (provablyPlain(text)) fastTaken++;
+    sameReading(t, Buffer.from(text), `generated ${JSON.stringify(text).slice(0, 80)}`);
+    const cut = text.slice(0, rand(text.length + 1));
+    sameReading(t, Buffer.from(cut), `truncated ${JSON.stringify(cut).slice(0, 80)}`);
+  }
+  t.ok(fastTaken > 300, `the fast path was taken for many generated documents (${fastTaken} of 3000)`);
+
+  // what takes the fast path, and what never does
+  const call = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'dagu_change', arguments: { type: 'upsert_dag', spec: 'steps:\n  - echo "hi"\n'.repeat(100) } } });
+  t.ok(provablyPlain(call), 'a 4 KB tools/call with escapes in its values: fast path');
+  for (const text of ['{"a":1,"a":2}', '{"\\u0061":1}', '{"a":"\\udc00"}', '{"a":"\\uD83D\\uDE00"}', '['.repeat(513)]) {
+    t.notOk(provablyPlain(text), `strict reader for ${JSON.stringify(text).slice(0, 40)}`);
+  }
+  t.pass('every reading above was compared');
 });

@@ -8,7 +8,7 @@ import { ROLE_RANK, type JsonRpcPolicy, type RoleOrDeny, type Surface } from '..
 import { actAs, type Where } from '../auth/workspace.js';
 import type { KeyAccess } from '../keys/model.js';
 import { foldName } from './fold.js';
-import { quoteName, readJson, type JsonObject, type JsonValue } from './read.js';
+import { quoteName, readJson, type JsonObject, type JsonValue, type ReadResult } from './read.js';
 import { isBlank, isTrimmed, resourceWhere } from './resources.js';
 
 export type RpcId = string | number | null;
@@ -113,8 +113,8 @@ function idOf(o: JsonObject): RpcId {
  * Read one JSON-RPC message the way a strict reader and a case-insensitive one agree on, or say
  * why not. `argumentFields`: the tools/call argument names the policy reads (workspace rules).
  */
-export function parseCall(body: Uint8Array, argumentFields: ReadonlyMap<string, string> = NO_FIELDS): Parsed {
-  const read = readJson(body);
+export function parseCall(body: Uint8Array, argumentFields: ReadonlyMap<string, string> = NO_FIELDS, reader: (body: Uint8Array) => ReadResult = readJson): Parsed {
+  const read = reader(body);
   if (!read.ok) return { ok: false, id: null, code: PARSE_ERROR, message: `Parse error: ${read.message}` };
   const msg = read.value;
   if (Array.isArray(msg)) return { ok: false, id: null, code: INVALID_REQUEST, message: 'Invalid Request: batches are not accepted; send one call per request' };

@@ -27,7 +27,12 @@ class SyntaxFault extends Error {}
 /** a run of string characters that need no attention (compiled once; sticky, so it scans in place) */
 const PLAIN_RUN = /[^"\\\u0000-\u001f]*/y;
 
-/** Read one JSON document from bytes. */
+/**
+ * Read one JSON document from bytes. Most calls take the fast path: a single scan proves that
+ * JSON.parse reads the text exactly as the strict reader would (see `provablyPlain`), then
+ * JSON.parse builds the value and its objects lose their prototype. Every other text — and any
+ * text JSON.parse refuses — goes to the strict reader, which says why.
+ */
 export function readJson(bytes: Uint8Array): ReadResult {
   let text: string;
   try {
@@ -35,6 +40,123 @@ export function readJson(bytes: Uint8Array): ReadResult {
   } catch {
     return { ok: false, message: 'the body is not valid UTF-8' };
   }
+  if (provablyPlain(text)) {
+    let value: JsonValue;
+    try {
+      value = JSON.parse(text) as JsonValue;
+    } catch {
+      return readText(text);
+    }
+    return { ok: true, value: withoutPrototypes(value), duplicate: undefined };
+  }
+  return readText(text);
+}
+
+/** The strict reader alone, for every text (tests and the benchmark compare the two paths). */
+export function readJsonStrict(bytes: Uint8Array): ReadResult {
+  let text: string;
+  try {
+    text = UTF8.decode(bytes);
+  } catch {
+    return { ok: false, message: 'the body is not valid UTF-8' };
+  }
+  return readText(text);
+}
+
+/** \uD800–\uDFFF: a surrogate escape */
+const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
+
+/**
+ * Whether JSON.parse reads `s` as the strict reader does, when it accepts it at all. JSON.parse
+ * accepts exactly RFC 8259 on a string (no BOM, the same white space, numbers, escapes and
+ * control characters) and builds the same values, except where the strict reader is stricter or
+ * different, which this scan rules out:
+ * - a member name given twice in one object (JSON.parse keeps the last in silence);
+ * - an escaped member name (two spellings of one name: compared only after decoding);
+ * - a \u escape of a surrogate (Go, and the strict reader, read a lone one as U+FFFD);
+ * - nesting deeper than MAX_DEPTH.
+ * A text that is not JSON at all may pass the scan; JSON.parse then refuses it and the strict
+ * reader reports why. Member names are recognised by position (after "{" or "," in an object),
+ * which is exact for any text JSON.parse accepts.
+ */
+export function provablyPlain(s: string): boolean {
+  const n = s.length;
+  /** open containers: the member names seen so far for an object, null for an array */
+  const frames: (string[] | Set<string> | null)[] = [];
+  let atName = false;
+  // a \uD800–\uDFFF escape anywhere (or text that looks like one): the strict reader decides
+  if (s.indexOf('\\u') !== -1 && SURROGATE_ESCAPE.test(s)) return false;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x22) {
+      // the closing quote: the next one not escaped (preceded by an odd run of backslashes)
+      let end = s.indexOf('"', i + 1);
+      while (end !== -1 && s.charCodeAt(end - 1) === 0x5c && oddBackslashesBefore(s, end)) end = s.indexOf('"', end + 1);
+      if (end === -1) return false;
+      if (atName) {
+        const name = s.slice(i + 1, end);
+        if (name.includes('\\')) return false; // an escaped name: two spellings compare only decoded
+        const top = frames[frames.length - 1];
+        if (Array.isArray(top)) {
+          if (top.includes(name)) return false;
+          if (top.length < 16) top.push(name);
+          else frames[frames.length - 1] = new Set([...top, name]);
+        } else if (top) {
+          if (top.has(name)) return false;
+          top.add(name);
+        }
+        atName = false;
+      }
+      i = end;
+      continue;
+    }
+    switch (c) {
+      case 0x7b: // {
+        if (frames.length >= MAX_DEPTH) return false;
+        frames.push([]);
+        atName = true;
+        break;
+      case 0x5b: // [
+        if (frames.length >= MAX_DEPTH) return false;
+        frames.push(null);
+        atName = false;
+        break;
+      case 0x7d: // }
+      case 0x5d: // ]
+        frames.pop();
+        atName = false;
+        break;
+      case 0x2c: // ,
+        atName = frames.length > 0 && frames[frames.length - 1] !== null;
+        break;
+      case 0x3a: // :
+        atName = false;
+        break;
+    }
+  }
+  return true;
+}
+
+/** Whether the run of backslashes just before `q` is odd (so the character at `q` is escaped). */
+function oddBackslashesBefore(s: string, q: number): boolean {
+  let k = q - 1;
+  while (s.charCodeAt(k) === 0x5c) k--;
+  return ((q - 1 - k) & 1) === 1;
+}
+
+/** JSON.parse's objects made like the strict reader's: no prototype, so only sent members are found. */
+function withoutPrototypes(v: JsonValue): JsonValue {
+  if (typeof v !== 'object' || v === null) return v;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) withoutPrototypes(v[i]!);
+    return v;
+  }
+  Object.setPrototypeOf(v, null);
+  for (const name in v) withoutPrototypes(v[name]!);
+  return v;
+}
+
+function readText(text: string): ReadResult {
   const r = new Reader(text);
   try {
     r.ws();
