@@ -8,6 +8,7 @@
 //   gateway-redis    load → Keygate (same as gateway, store.rate_limits: a private redis-server)         → echo upstream
 //   gateway-workers  load → `node bin/keygate.js serve` with `workers: auto`                              → echo upstream
 //   gateway-compare  (with BENCH_COMPARE_DIST=DIR) the gateway phase on another build's dist/, e.g. main before a change
+//   nginx-auth       load → nginx (auth_request → Keygate's forward_auth endpoint) → echo upstream (skipped without nginx)
 // then the revocation delay across two gateway instances sharing a key store (bench/revocation.js).
 //
 // Run: npm run bench (builds dist/ first). Env: BENCH_DURATION (s, default 5), BENCH_WARMUP (s,
@@ -33,6 +34,7 @@ import { NO_LIMIT, autocannonVersion, configYaml, countLog, envNumber, fmt, get,
 import { startGatewayChild } from './phases/gateway.js';
 import { startRedisServer } from './phases/redis-server.js';
 import { startClusterGateway } from './phases/workers.js';
+import { NGINX_AUTH_SKIPPED, startNginxAuth } from './phases/nginx-auth.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const LOAD = path.join(HERE, 'lib', 'load.js');
@@ -97,7 +99,7 @@ async function main() {
   };
 
   // Never unbounded: a hard deadline for the whole run.
-  const phasesCount = 8 * ROUNDS;
+  const phasesCount = 10 * ROUNDS;
   const budgetS = phasesCount * (WARMUP + DURATION + 30) + 90 + 60 + 2 * (REVOCATIONS * 1.2 + 60);
   const watchdog = setTimeout(() => {
     console.error(`\nbench: watchdog: still running after ${Math.round(budgetS)} s; killing children and exiting`);
@@ -159,6 +161,8 @@ async function main() {
       writeFileSync(file, configYaml({ upstreamUrl: upstream.url, keys: `sqlite:${path.join(tmp, 'keys-workers.db')}`, rateLimits: 'memory', log: workersLog, accessLog: true, workers: 'auto' }));
       gateways['gateway-workers'] = await startClusterGateway(ctx, file, workersLog, WORKERS);
     }
+    // nginx-auth: nginx + auth_request, Keygate as its key check (forward_auth), against the gateway phase proxying
+    if (want('nginx-auth') && !NGINX_AUTH_SKIPPED) gateways['nginx-auth'] = await startNginxAuth(ctx, tmp, upstream.url);
 
     const busy0 = os.cpus().reduce((s, c) => s + c.times.user + c.times.nice + c.times.sys + c.times.irq, 0);
     await new Promise((r) => setTimeout(r, 1000));
@@ -171,11 +175,12 @@ async function main() {
     );
     console.log(
       `  processes: load generator (one child per phase) | ${Object.entries(gateways)
-        .map(([n, g]) => (g.workerPids ? `${n}: primary pid ${g.pid} + ${g.workerPids.length} workers (${g.workerPids.join(', ')})` : `${n} pid ${g.pid}`))
+        .map(([n, g]) => g.describe ?? (g.workerPids ? `${n}: primary pid ${g.pid} + ${g.workerPids.length} workers (${g.workerPids.join(', ')})` : `${n} pid ${g.pid}`))
         .join(' | ')} | echo upstream in the bench process pid ${process.pid}` +
         (redis ? ` | redis-server ${await redisVersion(REDIS_BIN)} pid ${redis.pid}` : ''),
     );
     if (!redis) console.log(`  gateway-redis and the Redis revocation pair: ${REDIS_SKIPPED}`);
+    if (want('nginx-auth') && NGINX_AUTH_SKIPPED) console.log(`  nginx-auth: ${NGINX_AUTH_SKIPPED}`);
     if (COMPARE_DIST) console.log(`  gateway-compare: the gateway phase on ${COMPARE_DIST}`);
     console.log(`  machine busy before the run (1 s): ${busyBefore}% of one core; load average ${loadBefore.map((x) => x.toFixed(2)).join(' ')}${busyBefore >= 15 ? '  <- not quiet' : ''}`);
     console.log(`  target: GET ${TARGET} (Keygate: route GET /api/v1/dags/{fileName}, key required, role operator; every proxy: X-API-Key checked, stripped, identity and upstream credential injected)`);
@@ -201,7 +206,9 @@ async function main() {
       const h = echo.headers ?? {};
       check(withKey.status === 200 && echo.path === TARGET, `${name} with key → ${withKey.status} (want 200), upstream path ${echo.path}`);
       check(h['x-keygate-key-id'] === g.keyId && h['x-api-key'] === undefined && h.authorization === 'Bearer bench-upstream-token', `${name}: upstream saw x-keygate-key-id=${h['x-keygate-key-id']}, not the client's key, and the upstream credential`);
-      if (!g.peer) check(withKey.headers['x-ratelimit-limit'] === String(NO_LIMIT), `${name}: x-ratelimit-limit ${withKey.headers['x-ratelimit-limit']} (want ${NO_LIMIT})`);
+      // nginx-auth: the snippet passes RateLimit-Policy on (not the X- form)
+      if (name === 'nginx-auth') check(withKey.headers['ratelimit-policy'] === `"per-key";q=${NO_LIMIT};w=60`, `${name}: ratelimit-policy ${withKey.headers['ratelimit-policy']} (want q=${NO_LIMIT})`);
+      else if (!g.peer) check(withKey.headers['x-ratelimit-limit'] === String(NO_LIMIT), `${name}: x-ratelimit-limit ${withKey.headers['x-ratelimit-limit']} (want ${NO_LIMIT})`);
     }
     if (gateways.gateway) {
       const open = await get(gateways.gateway.url + OPEN_TARGET);
@@ -243,10 +250,12 @@ async function main() {
         load: perReq(res.cpu.load, res.rps),
         redis: phase === 'gateway-redis' && res.cpu.redis !== null ? perReq(res.cpu.redis, res.rps) : null,
       };
+      const parts = phase === 'nginx-auth' ? res.cpu.gwParts['nginx-auth'] : undefined;
+      if (parts) res.usPerReq.split = { keygate: perReq(parts.primary, res.rps), nginx: perReq(parts.workers.reduce((s, x) => s + (x ?? 0), 0), res.rps) };
       results[phase].push(res);
       console.log(
         `  ${String(i + 1).padStart(3)}. r${r + 1} ${phase.padEnd(16)} ${fmt(res.rps, 0).padStart(6)} req/s  p50 ${fmt(res.p50, 2)} ms  p99 ${fmt(res.p99, 2)} ms  ` +
-          `err/non-2xx ${res.errors}/${res.non2xx}  ${t.gw ? `${phase} ${gwCpu ?? '-'}% ${res.usPerReq.proxy ?? '-'} µs, ` : ''}upstream ${res.cpu.upstream}% ${res.usPerReq.upstream} µs, ` +
+          `err/non-2xx ${res.errors}/${res.non2xx}  ${t.gw ? `${phase} ${gwCpu ?? '-'}% ${res.usPerReq.proxy ?? '-'} µs${res.usPerReq.split ? ` (keygate ${res.usPerReq.split.keygate} + nginx ${res.usPerReq.split.nginx})` : ''}, ` : ''}upstream ${res.cpu.upstream}% ${res.usPerReq.upstream} µs, ` +
           `load gen ${res.cpu.load}% ${res.usPerReq.load} µs${res.usPerReq.redis !== null ? `, redis-server ${res.usPerReq.redis} µs` : ''}, other ${res.cpu.other}%, loadavg ${res.loadavg.toFixed(1)}`,
       );
     }
@@ -257,9 +266,9 @@ async function main() {
     // ---- close the proxies (flushes the access logs), then count the lines
     await Promise.all(Object.values(gateways).map((g) => g.close()));
     const logs = {};
-    for (const phase of ['gateway', 'gateway-redis', 'gateway-compare', 'gateway-workers']) {
+    for (const phase of ['gateway', 'gateway-redis', 'gateway-compare', 'gateway-workers', 'nginx-auth']) {
       if (!results[phase]) continue;
-      const file = phase === 'gateway-workers' ? workersLog : variants[phase].log;
+      const file = phase === 'gateway-workers' ? workersLog : phase === 'nginx-auth' ? gateways[phase].log : variants[phase].log;
       logs[phase] = {
         ...(await countLog(file)),
         bytes: statSync(file, { throwIfNoEntry: false })?.size ?? 0,
@@ -330,6 +339,9 @@ async function main() {
     if (paced) printPaced(paced, m);
     if (results['gateway-nolog'] && results.gateway) console.log(`  access log: gateway CPU per request ×${m(ratioOf('gateway', 'gateway-nolog', 'cpu'))} of gateway-nolog's`);
     if (results['gateway-redis'] && results.gateway) console.log(`  Redis rate limits: gateway-redis req/s ×${m(ratioOf('gateway-redis', 'gateway', 'rps'))} of gateway's, CPU ×${m(ratioOf('gateway-redis', 'gateway', 'cpu'))}`);
+    if (results['nginx-auth'] && results.gateway) {
+      console.log(`  nginx + auth_request + Keygate (nginx-auth) vs Keygate proxying (gateway): req/s ×${m(ratioOf('nginx-auth', 'gateway', 'rps'))}, p50 ×${m(ratioOf('nginx-auth', 'gateway', 'p50'))}, CPU per request (nginx + Keygate vs Keygate) ×${m(ratioOf('nginx-auth', 'gateway', 'cpu'))}; of it Keygate ${m(stat(results['nginx-auth'].map((r) => r.usPerReq.split?.keygate ?? NaN)), 0)} µs, nginx ${m(stat(results['nginx-auth'].map((r) => r.usPerReq.split?.nginx ?? NaN)), 0)} µs`);
+    }
     if (results['gateway-compare'] && results.gateway) console.log(`  this build vs BENCH_COMPARE_DIST: req/s ×${m(ratioOf('gateway', 'gateway-compare', 'rps'))}, CPU per request ×${m(ratioOf('gateway', 'gateway-compare', 'cpu'))}`);
     for (const [phase, l] of Object.entries(logs)) {
       const slack = 2 * CONNECTIONS * (results[phase].length + (phase === 'gateway' ? (results['gateway-open']?.length ?? 0) : 0)) * 2 + 20 * (paced?.[phase]?.length ?? 0);
@@ -377,6 +389,9 @@ async function main() {
         ]),
       ),
       ratios: Object.fromEntries(Object.entries(ratios).map(([p, r]) => [p, Object.fromEntries(Object.entries(r).map(([k, v]) => [k, rnd(v, 3)]))])),
+      nginx_auth_vs_gateway: results['nginx-auth'] && results.gateway
+        ? { rps: rnd(ratioOf('nginx-auth', 'gateway', 'rps'), 3), p50: rnd(ratioOf('nginx-auth', 'gateway', 'p50'), 3), cpu_per_req: rnd(ratioOf('nginx-auth', 'gateway', 'cpu'), 3) }
+        : (NGINX_AUTH_SKIPPED ?? 'not run'),
       access_log_lines: Object.fromEntries(Object.entries(logs).map(([p, l]) => [p, { lines: l.requests, completed: l.expected }])),
       paced: paced?.summary ?? 'skipped: BENCH_PACED=0',
       revocation: revocation ? { redis: revJson(revocation.redis), sqlite: revJson(revocation.sqlite) } : 'skipped: BENCH_REVOCATIONS=0',
@@ -593,7 +608,7 @@ async function main() {
     const redisCpu = redis ? procCpu(redis.pid) : null;
     const names = Object.keys(gateways);
     // every process from /proc (the same 10 ms ticks for all); a workers gateway sums its primary and workers
-    const usages = await Promise.all(names.map((n) => (gateways[n].closed ? null : gateways[n].workerPids ? gateways[n].call('cpu') : procCpu(gateways[n].pid))));
+    const usages = await Promise.all(names.map((n) => (gateways[n].closed ? null : gateways[n].workerPids || gateways[n].describe ? gateways[n].call('cpu') : procCpu(gateways[n].pid))));
     return { wall, self, machine, redis: redisCpu, gws: Object.fromEntries(names.map((n, i) => [n, usages[i]])) };
   }
 }

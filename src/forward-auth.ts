@@ -172,13 +172,18 @@ export function asciiJson(value: unknown): string {
   return JSON.stringify(value).replace(NOT_ASCII, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
+/** Longest message in X-Keygate-Error (characters, before escaping). */
+const MAX_HEADER_MESSAGE = 1000;
+
 /**
  * Headers of a refusal for the proxy to reproduce: X-Keygate-Status and X-Keygate-Error (the JSON
  * body). nginx's auth_request turns any status but 401/403 into 500 and never passes the body: its
  * error_page reads these (README, deploy/nginx-forward-auth.conf).
  */
 export function refusalHeaders(status: number, code: string, message: string, headers: OutgoingHttpHeaders | undefined): OutgoingHttpHeaders {
-  return { ...headers, 'x-keygate-status': String(status), 'x-keygate-error': asciiJson({ code, message }) };
+  // a message quoting a long path stays well inside a proxy's header buffer (nginx: 4 or 8 kB)
+  const short = message.length > MAX_HEADER_MESSAGE ? `${message.slice(0, MAX_HEADER_MESSAGE)}…` : message;
+  return { ...headers, 'x-keygate-status': String(status), 'x-keygate-error': asciiJson({ code, message: short }) };
 }
 
 /**

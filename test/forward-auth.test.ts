@@ -24,6 +24,7 @@ routes:
   - { path: /api/v1/dags, methods: [GET], upstream: dagu, role: viewer, workspace: { query: workspace } }
   - { path: "/api/v1/dags/{fileName}/start", methods: [POST], upstream: dagu, role: operator }
   - { path: /api/v1/events, methods: [GET], upstream: dagu, role: viewer, query_token: true }
+  - { path: "/api/v1/stream/**", methods: [GET], upstream: dagu, role: viewer }
   - name: mcp
     path: /mcp
     upstream: dagu
@@ -171,6 +172,21 @@ t.test('with a real nginx (auth_request) in front of a recording upstream', { sk
     t.equal(s.dagu.received.at(-1)!.headers['x-keygate-key-id'], undefined, 'no identity on auth: none');
   });
 
+  await t.test('a server-sent event stream passes as it comes (not held in nginx buffers)', async (t) => {
+    // the upstream writes ": connected" at once, then nothing for ten minutes
+    const res = await request(`${nginx!.url}/api/v1/stream/_sse?count=0&interval=600000`, { headers: { 'x-api-key': viewer.secret } });
+    t.equal(res.statusCode, 200);
+    t.match(res.headers['content-type'], /^text\/event-stream/);
+    let guard: NodeJS.Timeout | undefined;
+    const first = await Promise.race([
+      new Promise<string>((resolve) => res.body.once('data', (c: Buffer) => resolve(c.toString()))),
+      new Promise<string>((resolve) => (guard = setTimeout(() => resolve('(nothing within 20 s)'), 20_000))),
+    ]);
+    clearTimeout(guard);
+    res.body.destroy();
+    t.equal(first, ': connected\n\n', 'the first bytes arrive while the stream is still open');
+  });
+
   await t.test('refused: each status and Keygate\'s JSON body reach the client; nothing reaches the upstream', async (t) => {
     const before = s.dagu.received.length;
     const missing = await via('/api/v1/dags');
@@ -197,6 +213,11 @@ t.test('with a real nginx (auth_request) in front of a recording upstream', { sk
     t.equal(noRoute.status, 404, 'a status auth_request alone would turn into 500');
     t.match(noRoute.json, { code: 'not_found' });
 
+    const long = await via(`/api/v1/${'x'.repeat(6000)}`, { headers: { 'x-api-key': viewer.secret } });
+    t.equal(long.status, 404, "a long path: Keygate's refusal headers stay within nginx's header buffer");
+    t.match(long.json, { code: 'not_found', message: /^no route for GET \/api\/v1\/x+…$/ });
+    t.equal(long.json?.message.length, 1001, 'the message cut at 1,000 characters (+ "…") in X-Keygate-Error');
+
     const mcp = await via('/mcp', { method: 'POST', headers: { 'x-api-key': viewer.secret, 'content-type': 'application/json' }, body: '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' });
     t.equal(mcp.status, 400, 'a JSON-RPC route: nginx does not pass the body, so the policy cannot be checked: closed');
     t.match(mcp.json, { code: 'bad_request', message: /needs the call/ });
@@ -220,7 +241,7 @@ t.test('with a real nginx (auth_request) in front of a recording upstream', { sk
 
   await t.test('usage counted, access log written with the original request, no secret logged', async (t) => {
     await s.gateway.flushUsage();
-    t.equal((await s.gateway.keys.get(viewer.id)).requestCount, 1, 'viewer: one allowed request (its refusals are not uses)');
+    t.equal((await s.gateway.keys.get(viewer.id)).requestCount, 2, 'viewer: two allowed requests, the stream included (its refusals are not uses)');
     t.equal((await s.gateway.keys.get(operator.id)).requestCount, 1);
     t.equal((await s.gateway.keys.get(limited.id)).requestCount, 2, 'limited: the two allowed ones');
     const lines = s.logs.filter((l) => l.includes('"msg":"request"')).map((l) => JSON.parse(l) as Json);

@@ -7,6 +7,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { freePort } from './util.js';
 
 export const NGINX_BIN = spawnSync('sh', ['-c', 'command -v nginx || { test -x /usr/sbin/nginx && echo /usr/sbin/nginx; }'], { encoding: 'utf8' }).stdout.trim();
 /** A tap `skip` value: the reason when nginx is missing. */
@@ -26,17 +27,6 @@ export function forwardAuthSnippet({ listen, keygate, dagu, secret }) {
   swap('server 127.0.0.1:8090;', `server ${dagu};`);
   swap('"replace-with-the-forward_auth-secret"', `"${secret}"`);
   return text;
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
 }
 
 function canConnect(port) {

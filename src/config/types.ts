@@ -216,6 +216,8 @@ export interface DeclaredKeyConfig {
   grants?: { workspace: string; role: Role }[];
   surfaces?: Surface[];
   rate_limit?: number;
+  /** usage credits: {limit, period, refill, start} or {remaining}; checked by the key service */
+  quota?: { limit?: number; period?: string; refill?: string; start?: string; remaining?: number };
   /** YYYY-MM-DD or ISO 8601 with an offset; a past date means the key is expired */
   expires_at?: string;
   attribution?: 'service_account' | 'user_owned';
