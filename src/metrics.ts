@@ -28,7 +28,7 @@ export interface MetricSources {
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'other'];
 const CLASS_OF_HUNDRED = [0, 0, 1, 2, 3, 4];
 /** the decisions a request can end with (the label values) */
-export const DECISIONS = ['allowed', 'unauthenticated', 'forbidden', 'rate_limited', 'upstream_error', 'upstream_version_mismatch', 'no_route', 'bad_request', 'error'] as const;
+export const DECISIONS = ['allowed', 'unauthenticated', 'forbidden', 'rate_limited', 'quota_exceeded', 'upstream_error', 'upstream_version_mismatch', 'no_route', 'bad_request', 'error'] as const;
 const DECISION_INDEX: Record<string, number> = Object.fromEntries(DECISIONS.map((d, i) => [d, i]));
 /** seconds: from a cached key check (~1 ms) to a long agent chat */
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -128,7 +128,7 @@ export class GatewayMetrics {
     const scraped = (m: ScrapedMetric) => this.registry.registerMetric(m as unknown as Metric);
     scraped(new ScrapedMetric(
       'keygate_requests_total',
-      'Requests by route, HTTP status class and decision (allowed, unauthenticated, forbidden, rate_limited, upstream_error, upstream_version_mismatch, no_route, bad_request, error).',
+      'Requests by route, HTTP status class and decision (allowed, unauthenticated, forbidden, rate_limited, quota_exceeded, upstream_error, upstream_version_mismatch, no_route, bad_request, error).',
       'counter',
       () => {
         const out: Sample[] = [];

@@ -30,6 +30,8 @@ import { UNTRUSTED, allowHeaders, originalRequest, refusalHeaders, type ForwardA
 import { takeParam } from './routes/query.js';
 import { INSUFFICIENT_SCOPE, refuseUpgrade, sendError, sendFailure, sendJson } from './respond.js';
 import type { UsageCounter } from './usage/counter.js';
+import { keyQuotaOwner, type Quota } from './keys/quota.js';
+import { quotaMessage, quotaRefusalHeaders, stageQuotaHeaders, type QuotaDecision, type QuotaGate } from './limits/quota.js';
 
 const ROLE_NAMES = ['', ...ROLES];
 
@@ -42,6 +44,8 @@ export interface PipelineOptions {
   logger: Logger;
   usage: UsageCounter;
   limiter: KeyRateLimiter;
+  /** quotas (usage credits) of the keys that have one, counted in the key store */
+  quotas: QuotaGate;
   metrics: GatewayMetrics;
   /** undefined when log.access_log is false */
   accessLog: AccessLog | undefined;
@@ -73,6 +77,7 @@ export class Pipeline {
   private readonly logger: Logger;
   private readonly usage: UsageCounter;
   private readonly limiter: KeyRateLimiter;
+  private readonly quotas: QuotaGate;
   private readonly metrics: GatewayMetrics;
   private readonly accessLog: AccessLog | undefined;
   private readonly now: () => number;
@@ -90,6 +95,7 @@ export class Pipeline {
     this.logger = opts.logger;
     this.usage = opts.usage;
     this.limiter = opts.limiter;
+    this.quotas = opts.quotas;
     this.metrics = opts.metrics;
     this.accessLog = opts.accessLog;
     this.now = opts.now;
@@ -314,12 +320,45 @@ export class Pipeline {
     );
   }
 
-  /** The rate-limit decision made: refuse, or forward with the rate-limit headers. */
+  /** The rate-limit decision made: refuse, or (after the quota, for a key with one) forward with the rate-limit headers. */
   private limited(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, d: LimitDecision | typeof UNAVAILABLE, body: Buffer | undefined, rpcId: RpcId | undefined): void {
     const refusal = this.limitRefusal(o, d);
     if (refusal !== undefined) return this.refuse(req, res, refusal, started, rpcId);
     stageRateLimitHeaders(res, d as LimitDecision);
-    this.forward(req, res, o, started, body, rpcId);
+    const quota = o.access!.key.quota;
+    if (quota === null) return this.forward(req, res, o, started, body, rpcId);
+    this.quotaThenForward(req, res, o, quota, started, body, rpcId);
+  }
+
+  /**
+   * Stage 7b, a key with a quota: take one credit (synchronously from SQLite, a promise from
+   * Redis), then forward with the quota headers, or refuse 429 quota_exceeded (nothing taken).
+   */
+  private quotaThenForward(req: GatewayRequest, res: GatewayResponse, o: Admission, quota: Quota, started: number, body: Buffer | undefined, rpcId: RpcId | undefined): void {
+    const decided = (d: QuotaDecision) => {
+      if (!d.allowed) return this.refuse(req, res, this.quotaRefusal(o, d), started, rpcId);
+      stageQuotaHeaders(res, d);
+      this.forward(req, res, o, started, body, rpcId);
+    };
+    const unavailable = (err: unknown) => this.refuse(req, res, this.quotaUnavailable(o, err), started, rpcId);
+    let d: QuotaDecision | Promise<QuotaDecision>;
+    try {
+      d = this.quotas.check(keyQuotaOwner(o.access!.key.id), quota);
+    } catch (err) {
+      return unavailable(err);
+    }
+    if (d instanceof Promise) d.then(decided, unavailable);
+    else decided(d);
+  }
+
+  private quotaRefusal(o: Admission, d: QuotaDecision): Refusal {
+    return { forward: false, status: 429, code: 'quota_exceeded', message: quotaMessage(d), headers: quotaRefusalHeaders(d), path: o.path, route: o.route, access: o.access };
+  }
+
+  /** The quota's counter could not be reached: refused (a quota is not waived while its store is down). */
+  private quotaUnavailable(o: Admission, err: unknown): Refusal {
+    const why = err instanceof Error ? err.message : String(err);
+    return { forward: false, status: 503, code: 'unavailable', message: `this key's quota cannot be checked right now (key store: ${why}); retry shortly`, headers: { 'retry-after': '1' }, path: o.path, route: o.route, access: o.access };
   }
 
   /** The 429 (or 503 when the limit store is down under the deny policy) for a decision, if any. */
@@ -472,7 +511,7 @@ export class Pipeline {
     if (key !== undefined) {
       this.metrics.keyRequest(key.id, key.name, decision);
       // the usage history's refused split (allowed requests were counted when forwarded)
-      if (decision === 'rate_limited') this.usage.refused(key.id, 'limited', this.now());
+      if (decision === 'rate_limited' || decision === 'quota_exceeded') this.usage.refused(key.id, 'limited', this.now());
       else if (decision === 'forbidden') this.usage.refused(key.id, 'forbidden', this.now());
     }
     const log = this.accessLog;
@@ -536,7 +575,7 @@ export class Pipeline {
         this.limiter.check(access.key.id, access.key.rateLimit).then(
           (d) => {
             const refusal = this.limitRefusal(o, d);
-            if (refusal === undefined) return upgrade(o);
+            if (refusal === undefined) return access.key.quota === null ? upgrade(o) : quota(o, access.key.quota);
             refuseUpgrade(socket, refusal.status, refusal.code, refusal.message, refusal.headers);
             this.access(req, refusal, refusal.status, started, -1);
           },
@@ -545,6 +584,20 @@ export class Pipeline {
         return;
       }
       upgrade(o);
+    };
+    const quota = (o: Admission, q: Quota): void => {
+      const refuse = (r: Refusal) => {
+        refuseUpgrade(socket, r.status, r.code, r.message, r.headers);
+        this.access(req, r, r.status, started, -1);
+      };
+      const decided = (d: QuotaDecision) => (d.allowed ? upgrade(o) : refuse(this.quotaRefusal(o, d)));
+      try {
+        const d = this.quotas.check(keyQuotaOwner(o.access!.key.id), q);
+        if (d instanceof Promise) d.then(decided, (err) => refuse(this.quotaUnavailable(o, err)));
+        else decided(d);
+      } catch (err) {
+        refuse(this.quotaUnavailable(o, err));
+      }
     };
     const upgrade = (o: Admission): void => {
       const { upstream, headers } = this.prepareForward(req, o);
@@ -568,6 +621,7 @@ export class Pipeline {
 function refusalDecision(o: Refusal): string {
   if (o.code === UNTRUSTED.code) return 'unauthenticated'; // forward-auth: the asker is not the proxy
   if (o.route === undefined) return o.status === 404 ? 'no_route' : o.status === 400 ? 'bad_request' : 'error';
+  if (o.code === 'quota_exceeded') return 'quota_exceeded';
   switch (o.status) {
     case 204:
       return 'preflight';

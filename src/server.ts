@@ -20,6 +20,7 @@ import { openRateLimiter, type OpenedLimiter } from './limits/open.js';
 import { RouteTable } from './routes/table.js';
 import { GatewayMetrics } from './metrics.js';
 import { Pipeline } from './pipeline.js';
+import { QuotaGate } from './limits/quota.js';
 import { ForwardAuth } from './forward-auth.js';
 import { INVALID_REQUEST, rpcError } from './jsonrpc/policy.js';
 import { GatewayRequest, GatewayResponse } from './request.js';
@@ -164,6 +165,7 @@ export class Gateway {
       logger: this.logger,
       usage: this.usage,
       limiter: this.limiter,
+      quotas: new QuotaGate(this.keys.store, this.now),
       metrics: this.metrics,
       accessLog: this.accessLog,
       now: this.now,

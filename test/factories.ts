@@ -42,6 +42,7 @@ export function storedKey(over: Partial<StoredKey> = {}): StoredKey {
     serviceAccountName: 'ci-bot',
     ownerUserId: null,
     rateLimit: 60,
+    quota: null,
     expiresAt: null,
     isActive: true,
     requestCount: 0,

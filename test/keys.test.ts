@@ -123,6 +123,7 @@ for (const backend of ['memory', 'file'] as const) {
         serviceAccountName: 'ci-bot',
         ownerUserId: null,
         rateLimit: 60,
+        quota: null,
         expiresAt: null,
         isActive: true,
         requestCount: 0,

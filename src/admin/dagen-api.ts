@@ -4,6 +4,7 @@
 
 import { SCOPES, type Role, type Surface } from '../config/types.js';
 import { keyStatus, type ApiKey } from '../keys/model.js';
+import type { Quota, QuotaStatus } from '../keys/quota.js';
 import type { KeyInput, KeyService } from '../keys/service.js';
 import { checkBody, readJsonObject, type BodyShape, type Fields } from './body.js';
 import { queryParam, type AdminRoute } from './router.js';
@@ -29,9 +30,15 @@ export interface DagenKey {
   role: Role;
   /** null = every surface */
   surfaces: Surface[] | null;
+  /** Keygate: usage credits ({limit, period, refill, start} or {remaining}); null = none */
+  quota: Quota | null;
+  /** Keygate: credits left now; null without a quota */
+  quota_remaining: number | null;
+  /** Keygate: when the quota refills next; null without one or for one-time credits */
+  quota_next_refill_at: string | null;
 }
 
-export function dagenKey(k: ApiKey, nowMs: number): DagenKey {
+export function dagenKey(k: ApiKey, nowMs: number, quota: QuotaStatus | null = null): DagenKey {
   return {
     id: k.id,
     name: k.name,
@@ -49,7 +56,15 @@ export function dagenKey(k: ApiKey, nowMs: number): DagenKey {
     managed_by: k.managedBy,
     role: k.role,
     surfaces: k.surfaces,
+    quota: k.quota,
+    quota_remaining: quota?.remaining ?? null,
+    quota_next_refill_at: quota?.nextRefillAt ?? null,
   };
+}
+
+/** A key with its quota counter read now. */
+async function withQuota(keys: KeyService, k: ApiKey, now: () => number): Promise<DagenKey> {
+  return dagenKey(k, now(), await keys.quotaStatus(k));
 }
 
 const UPDATE_FIELDS: Fields = {
@@ -58,9 +73,18 @@ const UPDATE_FIELDS: Fields = {
   rate_limit: { type: 'integer', description: 'Requests per minute, within keys.rate_limit (default 1-600, default value 60).' },
   expires_at: { type: 'string', nullable: true, description: 'YYYY-MM-DD (00:00 UTC) or ISO 8601 date-time with offset; after today. null = never.' },
   is_active: { type: 'boolean', description: 'false = deactivated: the key gets 403 until reactivated.' },
+  quota: { type: 'object', nullable: true, ref: 'Quota', description: 'Keygate: usage credits, {limit, period, refill, start} or {remaining}; null = none. A changed quota starts full.' },
 };
 
-const OUTPUT_ONLY = ['id', 'key', 'key_prefix', 'status', 'request_count', 'last_used_at', 'created_at', 'updated_at', 'managed_by', 'role', 'surfaces'];
+const OUTPUT_ONLY = ['id', 'key', 'key_prefix', 'status', 'request_count', 'last_used_at', 'created_at', 'updated_at', 'managed_by', 'role', 'surfaces', 'quota_remaining', 'quota_next_refill_at'];
+
+/** POST …/quota: a top-up (credits left now) or a reset (full again). */
+export const QUOTA_SET: BodyShape = {
+  fields: {
+    remaining: { type: 'integer', description: 'Credits left now (0 blocks the key until the next refill); the next refill still comes on time.' },
+    reset: { type: 'boolean', description: 'true: the counter starts full again (the limit, or the one-time credits of the quota).' },
+  },
+};
 
 export const DAGEN_CREATE: BodyShape = {
   fields: { ...UPDATE_FIELDS, workspace_id: { type: 'string', nullable: true, description: 'Workspace the key is bound to (its agents, workflows and jobs only).' } },
@@ -91,6 +115,7 @@ function toInput(body: Record<string, unknown>): KeyInput {
     expiresAt: body['expires_at'],
     isActive: body['is_active'],
     workspace: body['workspace_id'],
+    quota: body['quota'],
   };
 }
 
@@ -112,6 +137,7 @@ export function dagenRoutes(keys: KeyService, now: () => number): AdminRoute[] {
           status: queryParam(query, 'status'),
         });
         const t = now();
+        const quotas = await keys.quotaStatuses(page.keys);
         // the body stays Dagen's bare list; the next page is named in headers
         const headers: Record<string, string> = {};
         if (page.next !== null) {
@@ -120,7 +146,7 @@ export function dagenRoutes(keys: KeyService, now: () => number): AdminRoute[] {
           headers['x-next-cursor'] = page.next;
           headers['link'] = `</api/keys?${next}>; rel="next"`;
         }
-        return { status: 200, body: page.keys.map((k) => dagenKey(k, t)), headers };
+        return { status: 200, body: page.keys.map((k, i) => dagenKey(k, t, quotas[i])), headers };
       },
     },
     {
@@ -140,7 +166,7 @@ export function dagenRoutes(keys: KeyService, now: () => number): AdminRoute[] {
         const body = await readJsonObject(req);
         checkBody(body, DAGEN_CREATE);
         const { key, secret } = await keys.create(toInput(body), actor);
-        return { status: 201, body: { ...dagenKey(key, now()), key: secret } };
+        return { status: 201, body: { ...(await withQuota(keys, key, now)), key: secret } };
       },
     },
     {
@@ -152,7 +178,19 @@ export function dagenRoutes(keys: KeyService, now: () => number): AdminRoute[] {
         const body = await readJsonObject(req);
         checkBody(body, DAGEN_UPDATE);
         const key = await keys.update(params['id']!, toInput(body), actor);
-        return { status: 200, body: dagenKey(key, now()) };
+        return { status: 200, body: await withQuota(keys, key, now) };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/api/keys/{id}/quota',
+      operationId: 'dagenSetKeyQuota',
+      fieldNames,
+      handler: async ({ req, params, actor }) => {
+        const body = await readJsonObject(req);
+        checkBody(body, QUOTA_SET);
+        const { key, status } = await keys.setQuotaRemaining(params['id']!, { remaining: body['remaining'], reset: body['reset'] }, actor);
+        return { status: 200, body: dagenKey(key, now(), status) };
       },
     },
     {
@@ -173,7 +211,7 @@ export function dagenRoutes(keys: KeyService, now: () => number): AdminRoute[] {
       handler: async ({ params, query, actor }) => {
         const graceSeconds = queryParam(query, 'grace_seconds');
         const { key, secret, previousValidUntil } = await keys.regenerate(params['id']!, actor, { graceSeconds });
-        return { status: 200, body: { ...dagenKey(key, now()), key: secret, previous_key_expires_at: previousValidUntil } };
+        return { status: 200, body: { ...(await withQuota(keys, key, now)), key: secret, previous_key_expires_at: previousValidUntil } };
       },
     },
   ];

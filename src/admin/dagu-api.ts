@@ -3,12 +3,14 @@
 
 import { ROLES, SURFACES } from '../config/types.js';
 import { keyStatus, type ApiKey } from '../keys/model.js';
+import type { QuotaStatus } from '../keys/quota.js';
+import { QUOTA_SET } from './dagen-api.js';
 import type { KeyInput, KeyService } from '../keys/service.js';
 import { checkBody, readJsonObject, type BodyShape, type Fields } from './body.js';
 import { queryParam, type AdminRoute } from './router.js';
 
 /** Dagu's APIKey, plus Keygate's own fields (scopes, rateLimit, status…) after them. */
-export function daguKey(k: ApiKey, nowMs: number): Record<string, unknown> {
+export function daguKey(k: ApiKey, nowMs: number, quota: QuotaStatus | null = null): Record<string, unknown> {
   const out: Record<string, unknown> = {
     id: k.id,
     name: k.name,
@@ -37,8 +39,16 @@ export function daguKey(k: ApiKey, nowMs: number): Record<string, unknown> {
     requestCount: k.requestCount,
     updatedBy: k.updatedBy,
     managedBy: k.managedBy,
+    quota: k.quota,
+    quotaRemaining: quota?.remaining ?? null,
+    quotaNextRefillAt: quota?.nextRefillAt ?? null,
   });
   return out;
+}
+
+/** A key with its quota counter read now. */
+async function withQuota(keys: KeyService, k: ApiKey, now: () => number): Promise<Record<string, unknown>> {
+  return daguKey(k, now(), await keys.quotaStatus(k));
 }
 
 const FIELDS: Fields = {
@@ -60,9 +70,10 @@ const FIELDS: Fields = {
   expiresAt: { type: 'string', nullable: true, description: 'Keygate: YYYY-MM-DD (00:00 UTC) or ISO 8601 with offset, in the future; null = never.' },
   isActive: { type: 'boolean', description: 'Keygate: false = deactivated (403 until reactivated).' },
   workspace: { type: 'string', nullable: true, description: "Keygate: Dagen's one bound workspace (instead of workspaceAccess grants); null = not bound." },
+  quota: { type: 'object', nullable: true, ref: 'Quota', description: 'Keygate: usage credits, {limit, period, refill, start} or {remaining}; null = none. A changed quota starts full.' },
 };
 
-const OUTPUT_ONLY = ['id', 'key', 'keyPrefix', 'createdAt', 'updatedAt', 'createdBy', 'lastUsedAt', 'status', 'requestCount', 'updatedBy', 'managedBy'];
+const OUTPUT_ONLY = ['id', 'key', 'keyPrefix', 'createdAt', 'updatedAt', 'createdBy', 'lastUsedAt', 'status', 'requestCount', 'updatedBy', 'managedBy', 'quotaRemaining', 'quotaNextRefillAt'];
 
 /** Dagu's CreateAPIKeyRequest: these four are required there too. */
 export const DAGU_CREATE: BodyShape = { fields: FIELDS, required: ['name', 'role', 'allowedSurfaces', 'attributionClass'], readOnly: OUTPUT_ONLY };
@@ -86,6 +97,7 @@ function toInput(body: Record<string, unknown>): KeyInput {
     expiresAt: body['expiresAt'],
     isActive: body['isActive'],
     workspace: body['workspace'],
+    quota: body['quota'],
   };
 }
 
@@ -106,7 +118,8 @@ export function daguRoutes(keys: KeyService, now: () => number): AdminRoute[] {
           status: queryParam(query, 'status'),
         });
         const t = now();
-        const apiKeys = page.keys.map((k) => daguKey(k, t));
+        const quotas = await keys.quotaStatuses(page.keys);
+        const apiKeys = page.keys.map((k, i) => daguKey(k, t, quotas[i]));
         return { status: 200, body: page.next === null ? { apiKeys } : { apiKeys, nextCursor: page.next } };
       },
     },
@@ -119,7 +132,7 @@ export function daguRoutes(keys: KeyService, now: () => number): AdminRoute[] {
         const body = await readJsonObject(req);
         checkBody(body, DAGU_CREATE);
         const { key, secret } = await keys.create(toInput(body), actor);
-        return { status: 201, body: { apiKey: daguKey(key, now()), key: secret } };
+        return { status: 201, body: { apiKey: await withQuota(keys, key, now), key: secret } };
       },
     },
     {
@@ -127,7 +140,7 @@ export function daguRoutes(keys: KeyService, now: () => number): AdminRoute[] {
       path: '/api/v1/api-keys/{keyId}',
       operationId: 'getAPIKey',
       fieldNames,
-      handler: async ({ params }) => ({ status: 200, body: { apiKey: daguKey(await keys.get(params['keyId']!), now()) } }),
+      handler: async ({ params }) => ({ status: 200, body: { apiKey: await withQuota(keys, await keys.get(params['keyId']!), now) } }),
     },
     {
       method: 'PATCH',
@@ -138,7 +151,19 @@ export function daguRoutes(keys: KeyService, now: () => number): AdminRoute[] {
         const body = await readJsonObject(req);
         checkBody(body, DAGU_UPDATE);
         const key = await keys.update(params['keyId']!, toInput(body), actor);
-        return { status: 200, body: { apiKey: daguKey(key, now()) } };
+        return { status: 200, body: { apiKey: await withQuota(keys, key, now) } };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/api-keys/{keyId}/quota',
+      operationId: 'setAPIKeyQuota',
+      fieldNames,
+      handler: async ({ req, params, actor }) => {
+        const body = await readJsonObject(req);
+        checkBody(body, QUOTA_SET);
+        const { key, status } = await keys.setQuotaRemaining(params['keyId']!, { remaining: body['remaining'], reset: body['reset'] }, actor);
+        return { status: 200, body: { apiKey: daguKey(key, now(), status) } };
       },
     },
     {

@@ -4,10 +4,11 @@
 
 import { ROLES, SURFACES } from '../config/types.js';
 import { KEY_STATUSES } from '../keys/model.js';
-import { DEFAULT_PAGE, MAX_GRACE_SECONDS, MAX_PAGE } from '../keys/service.js';
+import { DEFAULT_PAGE, MAX_GRACE_SECONDS, MAX_PAGE, MAX_QUOTA } from '../keys/service.js';
 import { DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT } from './audit.js';
 import { DEFAULT_BODY_LIMIT, type BodyShape, type FieldSpec } from './body.js';
-import { DAGEN_CREATE, DAGEN_UPDATE } from './dagen-api.js';
+import { DAGEN_CREATE, DAGEN_UPDATE, QUOTA_SET } from './dagen-api.js';
+import { QUOTA_PERIODS, QUOTA_REFILLS } from '../keys/quota.js';
 import { DAGU_CREATE, DAGU_UPDATE } from './dagu-api.js';
 
 type Json = Record<string, unknown>;
@@ -16,7 +17,7 @@ const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: Json): Json => ({ 'application/json': { schema } });
 
 function fieldSchema(f: FieldSpec): Json {
-  if (f.ref) return { allOf: [ref(f.ref)], description: f.description, ...(f.nullable ? { nullable: true } : {}) };
+  if (f.ref) return { allOf: [ref(f.ref)], description: f.description, ...(f.nullable ? { type: f.type, nullable: true } : {}) };
   const s: Json = { type: f.type, description: f.description };
   if (f.nullable) s['nullable'] = true;
   if (f.enum) s['enum'] = [...f.enum];
@@ -139,6 +140,20 @@ export function openApiDocument(): Json {
           responses: { '200': ok('The new one-time `key`', ref('DagenRegeneratedKey')), ...errors('400', '403', '404', '409') },
         }),
       },
+      '/api/keys/{id}/quota': {
+        post: op('dagenSetKeyQuota', 'dagen', "Top up (credits left now) or reset (full again) a key's quota counter; audited (action quota)", {
+          parameters: [keyIdParam('id')],
+          requestBody: bodyOf(ref('QuotaSetRequest')),
+          responses: { '200': ok('The key with its quota now', ref('DagenKey')), ...errors('400', '403', '404', '413', '415') },
+        }),
+      },
+      '/api/v1/api-keys/{keyId}/quota': {
+        post: op('setAPIKeyQuota', 'dagu', "Top up (credits left now) or reset (full again) a key's quota counter; audited (action quota)", {
+          parameters: [keyIdParam('keyId')],
+          requestBody: bodyOf(ref('QuotaSetRequest')),
+          responses: { '200': ok('The key with its quota now', ref('DaguAPIKeyResponse')), ...errors('400', '403', '404', '413', '415') },
+        }),
+      },
       '/api/keys/{id}/usage': {
         get: op('dagenKeyUsage', 'dagen', 'Usage history: allowed, rate-limited and forbidden requests per hour or day (UTC)', {
           parameters: [keyIdParam('id'), ...USAGE_PARAMS],
@@ -229,6 +244,9 @@ export function openApiDocument(): Json {
             managed_by: { type: 'string', enum: ['api', 'config'] },
             role: { type: 'string', enum: [...ROLES], description: 'Keygate: minimum-role grant of the key (viewer unless set through the Dagu-shaped API or the CLI)' },
             surfaces: { type: 'array', items: { type: 'string', enum: [...SURFACES] }, nullable: true, description: 'Keygate: allowed surfaces; null = every surface' },
+            quota: { type: 'object', allOf: [ref('Quota')], nullable: true, description: 'Keygate: usage credits; null = none' },
+            quota_remaining: { type: 'integer', nullable: true, description: 'Keygate: credits left now; null without a quota' },
+            quota_next_refill_at: { type: 'string', format: 'date-time', nullable: true, description: 'Keygate: the next refill; null without a quota or for one-time credits' },
           },
         },
         DagenCreatedKey: { allOf: [ref('DagenKey'), { type: 'object', properties: { key: { type: 'string', description: 'the full key, shown only once' } }, required: ['key'] }] },
@@ -240,6 +258,33 @@ export function openApiDocument(): Json {
         },
         DagenCreateRequest: bodySchema(DAGEN_CREATE, 'Create a Dagen-style key'),
         DagenUpdateRequest: bodySchema(DAGEN_UPDATE, 'Fields to change; the others stay'),
+        Quota: {
+          description:
+            'Usage credits. Periodic: {limit, period, refill, start}: limit requests per period (UTC day from 00:00, week from Monday 00:00, month from the 1st; or repeating from start), refill reset (back to limit) or add (limit added per period elapsed). One-time: {remaining} (never refilled). Over it: 429 quota_exceeded.',
+          type: 'object',
+          oneOf: [
+            {
+              type: 'object',
+              title: 'PeriodicQuota',
+              additionalProperties: false,
+              properties: {
+                limit: { type: 'integer', minimum: 1, maximum: MAX_QUOTA },
+                period: { type: 'string', enum: [...QUOTA_PERIODS] },
+                refill: { type: 'string', enum: [...QUOTA_REFILLS], default: 'reset' },
+                start: { type: 'string', nullable: true, description: 'YYYY-MM-DD or ISO 8601 with an offset: periods repeat from it (a day of month the month lacks is its last day); null = calendar boundaries' },
+              },
+              required: ['limit', 'period'],
+            },
+            {
+              type: 'object',
+              title: 'OneTimeQuota',
+              additionalProperties: false,
+              properties: { remaining: { type: 'integer', minimum: 0, maximum: MAX_QUOTA } },
+              required: ['remaining'],
+            },
+          ],
+        },
+        QuotaSetRequest: bodySchema(QUOTA_SET, 'remaining (credits left now) or reset: true, one of them'),
         DaguWorkspaceAccess: {
           type: 'object',
           properties: {
@@ -276,6 +321,9 @@ export function openApiDocument(): Json {
             requestCount: { type: 'integer' },
             updatedBy: { type: 'string', nullable: true },
             managedBy: { type: 'string', enum: ['api', 'config'] },
+            quota: { type: 'object', allOf: [ref('Quota')], nullable: true, description: 'Keygate: usage credits; null = none' },
+            quotaRemaining: { type: 'integer', nullable: true, description: 'Keygate: credits left now; null without a quota' },
+            quotaNextRefillAt: { type: 'string', format: 'date-time', nullable: true, description: 'Keygate: the next refill; null without a quota or for one-time credits' },
           },
           required: ['id', 'name', 'role', 'workspaceAccess', 'allowedSurfaces', 'attributionClass', 'keyPrefix', 'createdAt', 'updatedAt', 'createdBy'],
         },
@@ -345,7 +393,7 @@ export function openApiDocument(): Json {
             id: { type: 'string' },
             at: { type: 'string', format: 'date-time' },
             actor: { type: 'string', description: 'admin-token, key:<id>, cli:<user> or config' },
-            action: { type: 'string', enum: ['create', 'update', 'activate', 'deactivate', 'regenerate', 'delete'] },
+            action: { type: 'string', enum: ['create', 'update', 'activate', 'deactivate', 'regenerate', 'delete', 'quota'], description: 'quota: a top-up or reset of the quota counter' },
             key_id: { type: 'string' },
             key_name: { type: 'string' },
             remote_address: { type: 'string', nullable: true },

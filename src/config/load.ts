@@ -743,7 +743,7 @@ function checkCors(c: RawCors, p: string, rep: Reporter): void {
 const CORS_DEFAULTS = {
   allowed_methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
   allowed_headers: ['Content-Type', 'X-API-Key', 'Authorization', 'X-Request-Id'],
-  expose_headers: ['X-Request-Id', 'RateLimit', 'RateLimit-Policy', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset', 'Retry-After'],
+  expose_headers: ['X-Request-Id', 'RateLimit', 'RateLimit-Policy', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset', 'Retry-After', 'X-Quota-Limit', 'X-Quota-Period', 'X-Quota-Remaining', 'X-Quota-Reset'],
 };
 
 function normaliseCors(c: RawCors): CorsConfig {

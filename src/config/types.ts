@@ -144,6 +144,11 @@ export interface JsonRpcPolicy {
   resource_workspaces?: readonly ResourceWorkspace[];
   /** prompt name → where a prompts/get acts; an unlisted prompt is attributed to no workspace */
   prompt_workspaces?: Readonly<Record<string, PromptWorkspace>>;
+  /**
+   * A params member that names the workspace a call acts in (A2A v1.0 `tenant`), for calls that
+   * name no object otherwise: given and not empty, the call acts there, not in the route's.
+   */
+  param_workspace?: string;
 }
 
 /**
@@ -211,6 +216,8 @@ export interface DeclaredKeyConfig {
   grants?: { workspace: string; role: Role }[];
   surfaces?: Surface[];
   rate_limit?: number;
+  /** usage credits: {limit, period, refill, start} or {remaining}; checked by the key service */
+  quota?: { limit?: number; period?: string; refill?: string; start?: string; remaining?: number };
   /** YYYY-MM-DD or ISO 8601 with an offset; a past date means the key is expired */
   expires_at?: string;
   attribution?: 'service_account' | 'user_owned';

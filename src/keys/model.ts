@@ -2,6 +2,7 @@
 // Field names are camelCase here; the Dagen- and Dagu-shaped APIs map them at their edge.
 
 import { ALL_SURFACES, ROLE_RANK, ROLES, SCOPE_BIT, SCOPES, SURFACE_BIT, SURFACES, type Role, type Scope, type Surface } from '../config/types.js';
+import type { Quota } from './quota.js';
 
 export interface WorkspaceGrant {
   workspace: string;
@@ -36,6 +37,8 @@ export interface ApiKey {
   ownerUserId: string | null;
   /** requests per minute */
   rateLimit: number;
+  /** usage credits (per day/week/month, or one-time); null = no quota */
+  quota: Quota | null;
   /** ISO 8601; null = never expires */
   expiresAt: string | null;
   isActive: boolean;

@@ -12,6 +12,7 @@ import { CircuitBreaker } from '../breaker.js';
 import { ConflictError, ValidationError } from '../errors.js';
 import { createRedis, REQUEST_PATH_OPTIONS, type RedisClient, type RedisSettings } from '../redis.js';
 import { keyMatches, keyStatus, type StoredKey } from './model.js';
+import { keyQuotaOwner, type QuotaCount, type QuotaState, type QuotaTick } from './quota.js';
 import type { AuditQuery, AuditRecord, AuditStore, KeyCounts, KeyPage, KeyPageQuery, KeyPatch, KeyStore, StoreAvailable, UsageDelta, UsageRow } from './store.js';
 
 /** Document as stored: the key without its usage counters, plus a version for optimistic updates. */
@@ -45,7 +46,7 @@ if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], ARGV[8], ARGV[1]) end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[9])
 return 'ok'`;
 
-// ARGV: id; KEYS 4: usage hash of the key, KEYS 5: its hourly history
+// ARGV: id; KEYS 4: usage hash of the key, KEYS 5: its hourly history, KEYS 6: its quota counter
 const DELETE = `
 local cur = redis.call('HGET', KEYS[3], ARGV[1])
 if not cur then return 0 end
@@ -55,8 +56,28 @@ for _, d in ipairs({doc.digest, doc.previousDigest}) do
   if type(d) == 'string' and redis.call('HGET', KEYS[2], d) == ARGV[1] then redis.call('HDEL', KEYS[2], d) end
 end
 redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('DEL', KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
 return 1`;
+
+// One quota consume (quota.ts refill, then take a credit only when one is left; a refused consume
+// writes nothing). KEYS[1]: the owner's counter hash {b: balance, p: period}. ARGV: period now,
+// limit, 1 = refill add. Returns {1 allowed | 0 refused, balance after}.
+const QUOTA_CONSUME = `
+local b = redis.call('HGET', KEYS[1], 'b')
+local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local balance, period
+if not b then
+  balance, period = limit, now
+else
+  balance, period = tonumber(b), tonumber(redis.call('HGET', KEYS[1], 'p'))
+  if period < now then
+    if ARGV[3] == '1' then balance = balance + limit * (now - period) else balance = limit end
+    period = now
+  end
+end
+if balance <= 0 then return {0, 0} end
+redis.call('HSET', KEYS[1], 'b', balance - 1, 'p', period)
+return {1, balance - 1}`;
 
 // KEYS[1]: the batch's marker, KEYS[2]: set of ids with history, then per key of the batch its
 // usage hash and its hourly history hash. ARGV[1]: marker TTL (s), then per key: count, last-used
@@ -118,10 +139,14 @@ while n < 100000 do
 end
 return n`;
 
+interface QuotaScript {
+  kgQuota(counter: string, period: number, limit: number, add: number): Promise<[number, number]>;
+}
+
 interface Scripts {
   kgInsert(names: string, digests: string, keys: string, ...argv: string[]): Promise<string>;
   kgReplace(names: string, digests: string, keys: string, ...argv: (string | number)[]): Promise<string>;
-  kgDelete(names: string, digests: string, keys: string, usage: string, hours: string, id: string): Promise<number>;
+  kgDelete(names: string, digests: string, keys: string, usage: string, hours: string, quota: string, id: string): Promise<number>;
   kgUsage(numberOfKeys: number, ...args: (string | number)[]): Promise<number>;
   kgUsagePrune(withHistory: string, beforeMs: number, hoursPrefix: string): Promise<number>;
   kgAuditPrune(audit: string, before: string): Promise<number>;
@@ -139,7 +164,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
   private readonly redis: RedisClient & Scripts;
   private readonly sub: RedisClient;
   /** the request path's connection: no offline queue, short timeouts, behind `breaker` */
-  private readonly fast: RedisClient;
+  private readonly fast: RedisClient & QuotaScript;
   private readonly breaker: CircuitBreaker;
   private readonly heartbeat: NodeJS.Timeout;
   private readonly k: {
@@ -161,6 +186,8 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     hoursPrefix: string;
     /** ids that have history (so pruning finds the history of deleted keys too) */
     withHistory: string;
+    /** a quota counter by owner */
+    quota: (owner: string) => string;
   };
   private mark = 0;
   private readonly changed: ((id: string) => void)[] = [];
@@ -189,6 +216,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
       hours: (id) => `${p}:key-usage-hours:${id}`,
       hoursPrefix: `${p}:key-usage-hours:`,
       withHistory: `${p}:key-usage-hours`,
+      quota: (owner) => `${p}:quota:${owner}`,
     };
     // Management and cache misses may wait briefly for a reconnect; they are not the hot path
     // (cached keys are answered without Redis).
@@ -211,7 +239,8 @@ export class RedisKeyStore implements KeyStore, AuditStore {
       down = false;
       this.checkMarker().catch(onError);
     });
-    this.fast = createRedis(url, opts.redis, REQUEST_PATH_OPTIONS);
+    this.fast = createRedis(url, opts.redis, REQUEST_PATH_OPTIONS) as RedisClient & QuotaScript;
+    this.fast.defineCommand('kgQuota', { numberOfKeys: 1, lua: QUOTA_CONSUME });
     this.fast.on('error', onError);
     this.breaker = new CircuitBreaker({
       name: 'redis key store',
@@ -229,7 +258,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     this.heartbeat.unref();
     this.redis.defineCommand('kgInsert', { numberOfKeys: 3, lua: INSERT });
     this.redis.defineCommand('kgReplace', { numberOfKeys: 3, lua: REPLACE });
-    this.redis.defineCommand('kgDelete', { numberOfKeys: 5, lua: DELETE });
+    this.redis.defineCommand('kgDelete', { numberOfKeys: 6, lua: DELETE });
     this.redis.defineCommand('kgUsage', { lua: USAGE });
     this.redis.defineCommand('kgUsagePrune', { numberOfKeys: 1, lua: USAGE_PRUNE });
     this.redis.defineCommand('kgAuditPrune', { numberOfKeys: 1, lua: AUDIT_PRUNE });
@@ -332,7 +361,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
   }
 
   async delete(id: string): Promise<boolean> {
-    const n = await this.redis.kgDelete(this.k.names, this.k.digests, this.k.keys, this.k.usage(id), this.k.hours(id), id);
+    const n = await this.redis.kgDelete(this.k.names, this.k.digests, this.k.keys, this.k.usage(id), this.k.hours(id), this.k.quota(keyQuotaOwner(id)), id);
     await this.redis.srem(this.k.config, id);
     if (n === 1) await this.publish(id);
     return n === 1;
@@ -492,6 +521,24 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     await Promise.all(calls);
   }
 
+  /** One script call on the request path's connection, failing at once while its breaker is open. */
+  consumeQuota(owner: string, t: QuotaTick): Promise<QuotaCount> {
+    return this.breaker.run(async () => {
+      const [allowed, balance] = await this.fast.kgQuota(this.k.quota(owner), t.period, t.limit, t.add ? 1 : 0);
+      return { allowed: allowed === 1, remaining: balance };
+    });
+  }
+
+  async quotaState(owner: string): Promise<QuotaState | undefined> {
+    const h = await this.redis.hgetall(this.k.quota(owner));
+    return h.b === undefined ? undefined : { balance: Number(h.b), period: Number(h.p) };
+  }
+
+  async setQuotaState(owner: string, state: QuotaState | undefined): Promise<void> {
+    if (state === undefined) await this.redis.del(this.k.quota(owner));
+    else await this.redis.hset(this.k.quota(owner), 'b', state.balance, 'p', state.period);
+  }
+
   async usageHistory(keyId: string, fromMs: number, toMs: number): Promise<UsageRow[]> {
     const all = await this.redis.hgetall(this.k.hours(keyId));
     const byHour = new Map<number, UsageRow>();
@@ -574,6 +621,7 @@ function toKey(doc: Doc, usage: Record<string, string>): StoredKey {
     ...key,
     previousDigest: key.previousDigest ?? null,
     previousDigestExpiresAt: key.previousDigestExpiresAt ?? null,
+    quota: key.quota ?? null,
     requestCount: Number(usage.count ?? 0),
     lastUsedAt: last > 0 ? new Date(last).toISOString() : null,
   };

@@ -18,6 +18,7 @@ import {
   type StoredKey,
   type WorkspaceAccess,
 } from './model.js';
+import { keyQuotaOwner, QUOTA_PERIODS, QUOTA_REFILLS, statusOf, tickOf, refill, type Quota, type QuotaStatus } from './quota.js';
 import { digestSecret, displayPrefix, generateSecret } from './secret.js';
 import type { AuditAction, AuditRecord, AuditStore, KeyCounts, KeyPatch, KeyStore } from './store.js';
 import { DAY_MS, HOUR_MS, usageRange, usageSeries, type UsageQuery, type UsageSeries } from './usage-history.js';
@@ -35,6 +36,8 @@ export interface KeyInput {
   serviceAccountName?: unknown;
   ownerUserId?: unknown;
   rateLimit?: unknown;
+  /** {limit, period, refill?, start?} | {remaining} | null (no quota) */
+  quota?: unknown;
   expiresAt?: unknown;
   isActive?: unknown;
 }
@@ -89,6 +92,7 @@ const EDITABLE = [
   'serviceAccountName',
   'ownerUserId',
   'rateLimit',
+  'quota',
   'expiresAt',
   'isActive',
 ] as const satisfies readonly (keyof ApiKey)[];
@@ -236,24 +240,69 @@ function realDay(y: string, m: string, d: string): boolean {
 }
 
 /**
- * ISO instant of an expiry given as a date (00:00 UTC of that day) or an ISO 8601 date-time with
- * an explicit offset (never the server's local time); must be in the future.
+ * ISO instant of a date (00:00 UTC of that day) or an ISO 8601 date-time with an explicit offset
+ * (never the server's local time); null when empty.
  */
-export function parseExpiry(v: unknown, nowMs: number, requireFuture = true): string | null {
+function parseInstant(field: string, v: unknown): string | null {
   if (v === undefined || v === null || v === '') return null;
   const shape = 'must be a date (YYYY-MM-DD) or an ISO 8601 date-time with an offset (2031-01-31T12:00:00Z)';
-  if (typeof v !== 'string') throw new ValidationError('expiresAt', shape);
+  if (typeof v !== 'string') throw new ValidationError(field, shape);
   const date = DATE_ONLY.exec(v);
   const dateTime = date ? null : DATE_TIME.exec(v);
   const parts = date ?? dateTime;
-  if (!parts || !realDay(v.slice(0, 4), v.slice(5, 7), v.slice(8, 10))) throw new ValidationError('expiresAt', `"${v}" ${shape}`);
+  if (!parts || !realDay(v.slice(0, 4), v.slice(5, 7), v.slice(8, 10))) throw new ValidationError(field, `"${v}" ${shape}`);
   if (dateTime && (Number(dateTime[4]) > 23 || Number(dateTime[5]) > 59 || Number(dateTime[6] ?? 0) > 59)) {
-    throw new ValidationError('expiresAt', `"${v}" is not a valid time of day`);
+    throw new ValidationError(field, `"${v}" is not a valid time of day`);
   }
   const ms = Date.parse(date ? `${v}T00:00:00Z` : v);
-  if (Number.isNaN(ms)) throw new ValidationError('expiresAt', `"${v}" ${shape}`);
-  if (requireFuture && ms <= nowMs) throw new ValidationError('expiresAt', 'must be in the future (a date after today)');
+  if (Number.isNaN(ms)) throw new ValidationError(field, `"${v}" ${shape}`);
   return new Date(ms).toISOString();
+}
+
+/** The ISO instant of an expiry (see parseInstant); must be in the future. */
+export function parseExpiry(v: unknown, nowMs: number, requireFuture = true): string | null {
+  const at = parseInstant('expiresAt', v);
+  if (at !== null && requireFuture && Date.parse(at) <= nowMs) throw new ValidationError('expiresAt', 'must be in the future (a date after today)');
+  return at;
+}
+
+/** Largest quota limit or balance (far beyond any real use, well inside exact integers everywhere). */
+export const MAX_QUOTA = 1_000_000_000_000;
+
+/** A value from a fixed list (a CLI flag, a JSON field). */
+function oneOf<T extends string>(field: string, v: unknown, allowed: readonly T[]): T {
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) throw new ValidationError(field, `must be one of ${allowed.join(', ')}`);
+  return v as T;
+}
+
+/**
+ * A key's quota: {limit, period, refill (default reset), start (optional anchor)} or {remaining}
+ * (one-time credits); null, '' or false = none. Errors name the member (quota.limit…).
+ */
+export function parseQuota(v: unknown): Quota | null {
+  if (v === undefined || v === null || v === '' || v === false) return null;
+  if (typeof v !== 'object' || Array.isArray(v)) {
+    throw new ValidationError('quota', 'must be {limit, period, refill, start} or {remaining}, or null for none');
+  }
+  const o = v as Record<string, unknown>;
+  const members = ['limit', 'period', 'refill', 'start', 'remaining'];
+  for (const name of Object.keys(o)) {
+    if (!members.includes(name)) throw new ValidationError(`quota.${name}`, `unknown field; allowed: ${members.join(', ')}`);
+  }
+  const given = (name: string) => o[name] !== undefined && o[name] !== null && o[name] !== '';
+  if (given('remaining')) {
+    const periodic = ['limit', 'period', 'refill', 'start'].find(given);
+    if (periodic !== undefined) throw new ValidationError(`quota.${periodic}`, 'a one-time quota (remaining) has no limit, period, refill or start: give one kind');
+    return { remaining: wholeNumber('quota.remaining', o['remaining'], 0, MAX_QUOTA, 'requests') };
+  }
+  if (!given('limit')) throw new ValidationError('quota.limit', 'is required (with period), or give remaining for one-time credits');
+  if (!given('period')) throw new ValidationError('quota.period', `is required: one of ${QUOTA_PERIODS.join(', ')}`);
+  return {
+    limit: wholeNumber('quota.limit', o['limit'], 1, MAX_QUOTA, 'requests'),
+    period: oneOf('quota.period', o['period'], QUOTA_PERIODS),
+    refill: given('refill') ? oneOf('quota.refill', o['refill'], QUOTA_REFILLS) : 'reset',
+    start: parseInstant('quota.start', o['start']),
+  };
 }
 
 function attribution(cls: unknown): AttributionClass {
@@ -546,6 +595,7 @@ export class KeyService {
       serviceAccountName: cls === 'service_account' ? (optionalStr('serviceAccountName', input.serviceAccountName, 100) ?? name) : null,
       ownerUserId: cls === 'user_owned' ? optionalStr('ownerUserId', input.ownerUserId, 100) : null,
       rateLimit: input.rateLimit === undefined ? this.config.rate_limit.default : rateLimit(input.rateLimit, this.config.rate_limit),
+      quota: parseQuota(input.quota),
       expiresAt: parseExpiry(input.expiresAt, this.now(), requireFutureExpiry),
       isActive: input.isActive === undefined ? true : bool('isActive', input.isActive),
       requestCount: 0,
@@ -672,6 +722,10 @@ export class KeyService {
     if (input.serviceAccountName !== undefined) patch.serviceAccountName = optionalStr('serviceAccountName', input.serviceAccountName, 100);
     if (input.ownerUserId !== undefined) patch.ownerUserId = optionalStr('ownerUserId', input.ownerUserId, 100);
     if (input.rateLimit !== undefined) patch.rateLimit = rateLimit(input.rateLimit, this.config.rate_limit);
+    if (input.quota !== undefined) {
+      const quota = parseQuota(input.quota);
+      if (JSON.stringify(quota) !== JSON.stringify(current.quota)) patch.quota = quota;
+    }
     if (input.expiresAt !== undefined) patch.expiresAt = parseExpiry(input.expiresAt, this.now());
     if (input.isActive !== undefined) patch.isActive = bool('isActive', input.isActive);
     const next = { ...current, ...patch };
@@ -737,6 +791,8 @@ export class KeyService {
     const updated = await this.store.update(id, patch);
     this.invalidate(id);
     if (!updated) throw new NotFoundError(`no API key with id "${id}"`);
+    // a changed quota starts afresh (full) at the key's next request
+    if (patch.quota !== undefined) await this.store.setQuotaState(keyQuotaOwner(id), undefined);
     return publicKey(updated);
   }
 
@@ -814,6 +870,41 @@ export class KeyService {
     return counts;
   }
 
+  // ---------------------------------------------------------------- quotas
+
+  /** What is left of a key's quota now and when it refills; null for a key without a quota. */
+  async quotaStatus(key: Pick<ApiKey, 'id' | 'quota'>): Promise<QuotaStatus | null> {
+    if (key.quota === null) return null;
+    return statusOf(key.quota, await this.store.quotaState(keyQuotaOwner(key.id)), this.now());
+  }
+
+  /** quotaStatus of each key, in order (a page of a listing). */
+  quotaStatuses(keys: readonly Pick<ApiKey, 'id' | 'quota'>[]): Promise<(QuotaStatus | null)[]> {
+    return Promise.all(keys.map((k) => this.quotaStatus(k)));
+  }
+
+  /**
+   * Top up or reset a key's quota counter: `remaining` sets what is left in the current period
+   * (the next refill still comes on time); `reset: true` forgets the counter, so it starts full.
+   * The spec does not change, so keys declared in the config file can be topped up too. Audited.
+   */
+  async setQuotaRemaining(idOrName: string, input: { remaining?: unknown; reset?: unknown }, actor: Actor): Promise<{ key: ApiKey; status: QuotaStatus }> {
+    const key = publicKey(await this.find(idOrName));
+    if (key.quota === null) throw new ValidationError('quota', `API key "${key.name}" has no quota; set one first (quota {limit, period} or {remaining})`);
+    const reset = input.reset === undefined ? false : bool('reset', input.reset);
+    if (reset === (input.remaining !== undefined)) throw new ValidationError('remaining', 'give remaining (credits left now) or reset: true, one of them');
+    const owner = keyQuotaOwner(key.id);
+    const before = await this.quotaStatus(key);
+    if (reset) await this.store.setQuotaState(owner, undefined);
+    else {
+      const remaining = wholeNumber('remaining', input.remaining, 0, MAX_QUOTA, 'requests');
+      await this.store.setQuotaState(owner, { balance: remaining, period: refill(undefined, tickOf(key.quota, this.now())).period });
+    }
+    const status = (await this.quotaStatus(key))!;
+    await this.record('quota', key, actor, { remaining: { from: before!.remaining, to: status.remaining }, ...(reset ? { reset: true } : {}) });
+    return { key, status };
+  }
+
   // ---------------------------------------------------------------- usage history
 
   /** A key's usage history (allowed / rate limited / forbidden) in hourly or daily buckets. */
@@ -878,6 +969,7 @@ function declaredInput(d: DeclaredKeyConfig): KeyInput {
     workspace: d.workspace,
     surfaces: d.surfaces,
     rateLimit: d.rate_limit,
+    quota: d.quota,
     expiresAt: d.expires_at,
     attributionClass: d.attribution,
     serviceAccountName: d.service_account_name,

@@ -6,6 +6,7 @@ import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ConflictError, KeygateError, StoreUnavailableError, ValidationError } from '../errors.js';
 import { keyMatches, keyStatus, type StoredKey } from './model.js';
+import { keyQuotaOwner, type QuotaCount, type QuotaState, type QuotaTick } from './quota.js';
 import { createPrivateFile } from './private-file.js';
 import type { AuditQuery, AuditRecord, AuditStore, KeyCounts, KeyPage, KeyPageQuery, KeyPatch, KeyStore, UsageDelta, UsageRow } from './store.js';
 
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
   updated_by           TEXT,
   managed_by           TEXT NOT NULL DEFAULT 'api',
   previous_digest      TEXT,
-  previous_digest_expires_at TEXT
+  previous_digest_expires_at TEXT,
+  quota                TEXT
 );
 CREATE INDEX IF NOT EXISTS api_keys_workspace ON api_keys(workspace);
 CREATE TABLE IF NOT EXISTS audit (
@@ -59,6 +61,11 @@ CREATE TABLE IF NOT EXISTS usage_hourly (
   PRIMARY KEY (key_id, hour)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS usage_hourly_hour ON usage_hourly(hour);
+CREATE TABLE IF NOT EXISTS quota_counters (
+  owner   TEXT PRIMARY KEY,
+  balance INTEGER NOT NULL,
+  period  INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage_batches (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   id  TEXT NOT NULL UNIQUE
@@ -72,6 +79,7 @@ const KEPT_BATCH_IDS = 20_000;
 const ADDED_COLUMNS: readonly [name: string, type: string][] = [
   ['previous_digest', 'TEXT'],
   ['previous_digest_expires_at', 'TEXT'],
+  ['quota', 'TEXT'],
 ];
 /** Needs the added columns, so it runs after them. */
 const LATE_SCHEMA = `
@@ -91,6 +99,9 @@ interface CountRow {
 /** keygate_status is model.ts keyStatus itself (registered on the connection): one rule for both stores. */
 const COUNTS_SQL = `SELECT count(*) AS total, coalesce(sum(is_active = 0), 0) AS inactive,
   coalesce(sum(is_active = 1 AND expires_at IS NOT NULL AND keygate_status(is_active, expires_at, @now) = 'expired'), 0) AS expired FROM api_keys`;
+
+/** quota.ts `refill` in SQL, over the stored row (balance, period) and the tick's parameters. */
+const REFILLED = '(CASE WHEN period < @period THEN (CASE WHEN @add = 1 THEN balance + @limit * (@period - period) ELSE @limit END) ELSE balance END)';
 
 /** SQLite result codes that mean the file cannot take writes (or reads) any more, not a bad request. */
 const FAULT = /^SQLITE_(READONLY|CORRUPT|NOTADB|IOERR|FULL|CANTOPEN|PERM)/;
@@ -140,6 +151,8 @@ interface Row {
   managed_by: string;
   previous_digest: string | null;
   previous_digest_expires_at: string | null;
+  /** JSON of the quota spec; absent in a read-only file from before quotas */
+  quota?: string | null;
 }
 
 interface AuditRow {
@@ -180,11 +193,12 @@ const COLUMNS: Record<keyof KeyPatch | 'id' | 'requestCount' | 'lastUsedAt' | 'c
   managedBy: 'managed_by',
   previousDigest: 'previous_digest',
   previousDigestExpiresAt: 'previous_digest_expires_at',
+  quota: 'quota',
 };
 
 function toColumnValue(field: string, value: unknown): unknown {
   if (field === 'scopes' || field === 'workspaceAccess') return JSON.stringify(value);
-  if (field === 'surfaces') return value === null ? null : JSON.stringify(value);
+  if (field === 'surfaces' || field === 'quota') return value === null || value === undefined ? null : JSON.stringify(value);
   if (field === 'isActive') return value ? 1 : 0;
   return value ?? null;
 }
@@ -205,6 +219,7 @@ function fromRow(r: Row): StoredKey {
     serviceAccountName: r.service_account_name,
     ownerUserId: r.owner_user_id,
     rateLimit: r.rate_limit,
+    quota: r.quota ? JSON.parse(r.quota) : null,
     expiresAt: r.expires_at,
     isActive: r.is_active === 1,
     requestCount: r.request_count,
@@ -341,6 +356,20 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       batchPrune: this.db.prepare<[number]>('DELETE FROM usage_batches WHERE seq <= ?'),
       del: this.db.prepare<[string]>('DELETE FROM api_keys WHERE id = ?'),
       delHistory: this.db.prepare<[string]>('DELETE FROM usage_hourly WHERE key_id = ?'),
+      // one statement: refill (quota.ts refill) and take a credit only when one is left; a counter
+      // never used starts at the limit. No row back = refused, nothing changed.
+      quotaConsume: this.db.prepare<[{ owner: string; limit: number; period: number; add: number }], { balance: number }>(
+        `INSERT INTO quota_counters (owner, balance, period) SELECT @owner, @limit - 1, @period WHERE @limit > 0
+         ON CONFLICT (owner) DO UPDATE SET balance = ${REFILLED} - 1, period = max(period, @period) WHERE ${REFILLED} > 0
+         RETURNING balance`,
+      ),
+      // the same when a counter never used has nothing (a one-time quota of 0): only an existing one can pay
+      quotaConsumeExisting: this.db.prepare<[{ owner: string; limit: number; period: number; add: number }], { balance: number }>(
+        `UPDATE quota_counters SET balance = ${REFILLED} - 1, period = max(period, @period) WHERE owner = @owner AND ${REFILLED} > 0 RETURNING balance`,
+      ),
+      quotaGet: this.db.prepare<[string], { balance: number; period: number }>('SELECT balance, period FROM quota_counters WHERE owner = ?'),
+      quotaSet: this.db.prepare<[string, number, number]>('INSERT OR REPLACE INTO quota_counters (owner, balance, period) VALUES (?, ?, ?)'),
+      quotaDel: this.db.prepare<[string]>('DELETE FROM quota_counters WHERE owner = ?'),
       // `hour` is ISO 8601 in UTC, so text order is time order
       history: this.db.prepare<[string, string, string], UsageRow>(
         'SELECT hour, allowed, limited, forbidden FROM usage_hourly WHERE key_id = ? AND hour >= ? AND hour < ? ORDER BY hour',
@@ -456,6 +485,7 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
     return this.write(() =>
       this.db.transaction(() => {
         this.stmts.delHistory.run(id);
+        this.stmts.quotaDel.run(keyQuotaOwner(id));
         return this.stmts.del.run(id).changes > 0;
       })(),
     );
@@ -554,6 +584,21 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       }
     });
     this.write(() => run.immediate());
+  }
+
+  /** Synchronous: better-sqlite3 runs the one statement and returns; no promise on the request path. */
+  consumeQuota(owner: string, t: QuotaTick): QuotaCount {
+    const stmt = t.limit > 0 ? this.stmts.quotaConsume : this.stmts.quotaConsumeExisting;
+    const row = this.write(() => stmt.get({ owner, limit: t.limit, period: t.period, add: t.add ? 1 : 0 }));
+    return row === undefined ? { allowed: false, remaining: 0 } : { allowed: true, remaining: row.balance };
+  }
+
+  async quotaState(owner: string): Promise<QuotaState | undefined> {
+    return this.stmts.quotaGet.get(owner);
+  }
+
+  async setQuotaState(owner: string, state: QuotaState | undefined): Promise<void> {
+    this.write(() => (state === undefined ? this.stmts.quotaDel.run(owner) : this.stmts.quotaSet.run(owner, state.balance, state.period)));
   }
 
   async usageHistory(keyId: string, fromMs: number, toMs: number): Promise<UsageRow[]> {

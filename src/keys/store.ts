@@ -2,6 +2,7 @@
 // Async so that a networked store fits; the SQLite store answers synchronously inside.
 
 import type { KeyStatus, StoredKey } from './model.js';
+import type { QuotaCount, QuotaState, QuotaTick } from './quota.js';
 
 /** Fields an update may change; the service decides which are allowed. */
 export type KeyPatch = Partial<
@@ -18,6 +19,7 @@ export type KeyPatch = Partial<
     | 'serviceAccountName'
     | 'ownerUserId'
     | 'rateLimit'
+    | 'quota'
     | 'expiresAt'
     | 'isActive'
     | 'digest'
@@ -88,7 +90,21 @@ export interface KeyPage {
   next: string | null;
 }
 
-export interface KeyStore {
+/**
+ * Quota counters by owner (a key's id; a group's later), exact across instances: one consume is
+ * one atomic statement (SQLite) or script (Redis) that refills the balance for `t` (quota.ts
+ * `refill`) and takes a credit only when one is left; a refused consume changes nothing.
+ */
+export interface QuotaCounters {
+  /** SQLite answers synchronously (no promise on the request path); Redis with a promise. */
+  consumeQuota(owner: string, t: QuotaTick): QuotaCount | Promise<QuotaCount>;
+  /** The stored counter; undefined when never used (or reset: it starts full). */
+  quotaState(owner: string): Promise<QuotaState | undefined>;
+  /** Replace the counter (a top-up); undefined removes it, so it starts full at its next use. */
+  setQuotaState(owner: string, state: QuotaState | undefined): Promise<void>;
+}
+
+export interface KeyStore extends QuotaCounters {
   /** Throws ConflictError when the name is taken. */
   insert(key: StoredKey): Promise<void>;
   /** Undefined when no key has that id. Throws ConflictError when a new name is taken. */
@@ -150,7 +166,7 @@ export interface StoreAvailable {
 }
 
 /** Audit: one record per change to a key, made through any path (admin APIs, CLI, config sync). */
-export type AuditAction = 'create' | 'update' | 'activate' | 'deactivate' | 'regenerate' | 'delete';
+export type AuditAction = 'create' | 'update' | 'activate' | 'deactivate' | 'regenerate' | 'delete' | 'quota';
 
 export interface AuditRecord {
   id: string;

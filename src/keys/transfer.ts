@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { ValidationError } from '../errors.js';
 import { isRole, isScope, isSurface, type StoredKey } from './model.js';
+import { parseQuota } from './service.js';
 import type { AuditRecord, AuditStore, KeyPatch, KeyStore } from './store.js';
 
 /** One line of an export file. */
@@ -69,6 +70,8 @@ export function parseKeyLine(o: Record<string, unknown>): StoredKey {
     serviceAccountName: need(strOrNull(o['serviceAccountName']), 'serviceAccountName', 'must be a string or null', o['serviceAccountName'] as string | null),
     ownerUserId: need(strOrNull(o['ownerUserId']), 'ownerUserId', 'must be a string or null', o['ownerUserId'] as string | null),
     rateLimit: need(Number.isInteger(o['rateLimit']) && (o['rateLimit'] as number) > 0, 'rateLimit', 'must be a positive whole number', o['rateLimit'] as number),
+    // an export from before quotas has none
+    quota: parseQuota(o['quota']),
     expiresAt: need(isoOrNull(o['expiresAt']), 'expiresAt', 'must be an ISO 8601 date-time or null', o['expiresAt'] as string | null),
     isActive: need(typeof o['isActive'] === 'boolean', 'isActive', 'must be true or false', o['isActive'] as boolean),
     requestCount: need(Number.isInteger(count) && (count as number) >= 0, 'requestCount', 'must be a whole number', count as number),
@@ -95,7 +98,7 @@ function parseAuditLine(o: Record<string, unknown>): AuditRecord {
 /** Fields an import may set on a key that exists (all but id, usage, creation and management). */
 const PATCHABLE = [
   'name', 'description', 'digest', 'prefix', 'scopes', 'role', 'workspace', 'workspaceAccess', 'surfaces', 'attributionClass',
-  'serviceAccountName', 'ownerUserId', 'rateLimit', 'expiresAt', 'isActive', 'updatedAt', 'updatedBy', 'previousDigest', 'previousDigestExpiresAt',
+  'serviceAccountName', 'ownerUserId', 'rateLimit', 'quota', 'expiresAt', 'isActive', 'updatedAt', 'updatedBy', 'previousDigest', 'previousDigestExpiresAt',
 ] as const satisfies readonly (keyof KeyPatch)[];
 
 export interface ImportReport {
