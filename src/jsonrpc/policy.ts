@@ -41,7 +41,7 @@ export type Parsed = { ok: true; call: RpcCall } | { ok: false; id: RpcId; code:
 // The members the policy reads, at each level: a member that a case-insensitive decoder (Go's
 // encoding/json) would take for one of them, without being exactly it, is refused.
 const ENVELOPE = fieldsByFold(['jsonrpc', 'id', 'method', 'params', 'result', 'error']);
-const PARAMS = fieldsByFold(['name', 'arguments', 'uri']);
+const PARAMS = fieldsByFold(['name', 'arguments', 'uri', 'tenant']);
 const NO_FIELDS: ReadonlyMap<string, string> = new Map();
 
 /** folded name → the exact name, for a list of field names */
@@ -315,7 +315,12 @@ export function authoriseCall(policy: JsonRpcPolicy, routeRoleRank: number, acce
     if (rule === 'deny') return { allow: false, status: 403, code: 'forbidden', message: `tool "${call.tool}" is not allowed through this gateway` };
     needed = ROLE_RANK[rule];
   } else needed = methodNeeds(policy, routeRoleRank, call.method);
-  const where = surface === 'mcp' ? mcpCallWhere(policy, call) : call.tool !== undefined ? toolWhere(policy, call) : undefined;
+  let where = surface === 'mcp' ? mcpCallWhere(policy, call) : call.tool !== undefined ? toolWhere(policy, call) : undefined;
+  if (where === undefined && policy.param_workspace !== undefined && call.params !== undefined) {
+    // a call naming no object may still name its workspace (A2A v1.0 params.tenant)
+    const named = own(call.params, policy.param_workspace);
+    if (named !== undefined && named !== null && named !== '') where = namedBy(named, `params.${policy.param_workspace}`, `params.${policy.param_workspace}`);
+  }
   if (where === undefined) return { allow: true, roleRank: acting.roleRank, workspace: acting.workspace };
   const there = actAs(access, where, needed);
   if (there.allow) return there;
