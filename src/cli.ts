@@ -414,6 +414,11 @@ async function checkCommand(v: Values): Promise<number> {
     `  remote nodes: ${config.remote_nodes.map((u) => u.name).join(', ') || 'none'}`,
     `  routes:       ${table.routes.length} (${[...bySurface].map(([s, n]) => `${n} ${s}`).join(', ')}; ${open} without auth)`,
   ];
+  const fa = config.forward_auth;
+  if (fa !== undefined) {
+    const who = [fa.secret !== undefined ? `shared secret in ${fa.secret_header}` : '', fa.allow_from ? `from ${fa.allow_from.join(', ')}` : ''].filter(Boolean).join(', ');
+    lines.push(`  forward-auth: ${fa.path} (${who})`);
+  }
   for (const w of config.warnings) lines.push(`  warning: ${formatConfigIssue(w)}`);
   out(lines.join('\n'));
   if (!storeOk) return 1;

@@ -2,9 +2,11 @@
 // deploy/nginx-forward-auth.conf (the README's snippet) with auth_request in front of a recording
 // upstream; Traefik's ForwardAuth and Envoy's ext_authz HTTP service are requests shaped like theirs.
 
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { request } from 'undici';
 import { loadConfig } from '../src/config/load.js';
@@ -120,6 +122,11 @@ t.test('config: forward_auth is validated with file:line:col', async (t) => {
   t.match(issues(`forward_auth: { secret: "${SECRET}", secrt_header: x }`), [{ field: 'forward_auth.secrt_header', message: /did you mean "secret_header"/ }]);
   t.same(issues(`forward_auth: { secret: "${SECRET}", secret_header: X-Proxy-Secret, allow_from: [127.0.0.1, "10.0.0.0/8"] }`), []);
   t.match(loadConfig(file, {}).forward_auth, { path: '/_keygate/auth', secret_header: 'x-proxy-secret', allow_from: ['127.0.0.1', '10.0.0.0/8'] }, 'defaults; the header name in lower case');
+  // keygate check (the built binary) says who may ask, never the secret
+  const check = spawnSync(process.execPath, [fileURLToPath(new URL('../bin/keygate.js', import.meta.url)), 'check', '-c', file], { encoding: 'utf8', timeout: 60_000 });
+  t.equal(check.status, 0, check.stderr);
+  t.match(check.stdout, /\n {2}forward-auth: \/_keygate\/auth \(shared secret in x-proxy-secret, from 127\.0\.0\.1, 10\.0\.0\.0\/8\)\n/);
+  t.notOk(check.stdout.includes(SECRET), 'not the secret');
   t.notOk(JSON.stringify(issues('forward_auth:\n  secret: short-secret-value')).includes('short-secret-value'), 'never echoes the secret');
 });
 
