@@ -246,6 +246,19 @@ t.test('with a real nginx (auth_request) in front of a recording upstream', { sk
     t.equal(s.dagu.received.length, before, 'not forwarded');
   });
 
+  await t.test('a quota: 429 quota_exceeded reaches the client, the quota headers too', async (t) => {
+    const trial = await s.key({ name: 'fwd-trial', role: 'viewer', quota: { remaining: 1 } });
+    const ok = await via('/api/v1/dags', { headers: { 'x-api-key': trial.secret } });
+    t.equal(ok.status, 200, ok.text);
+    t.match(ok.headers, { 'x-quota-period': 'none', 'x-quota-remaining': '0' }, 'what remains, on the allowed response');
+    const before = s.dagu.received.length;
+    const r = await via('/api/v1/dags', { headers: { 'x-api-key': trial.secret } });
+    t.equal(r.status, 429, r.text);
+    t.match(r.json, { code: 'quota_exceeded' });
+    t.equal(r.headers['x-quota-remaining'], '0');
+    t.equal(s.dagu.received.length, before, 'not forwarded');
+  });
+
   await t.test('usage counted, access log written with the original request, no secret logged', async (t) => {
     await s.gateway.flushUsage();
     t.equal((await s.gateway.keys.get(viewer.id)).requestCount, 2, 'viewer: two allowed requests, the stream included (its refusals are not uses)');
