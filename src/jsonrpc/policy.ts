@@ -295,6 +295,22 @@ export function mcpCallWhere(policy: JsonRpcPolicy, call: RpcCall): Where | unde
   }
 }
 
+/**
+ * MCP 2026-07-28 mirrors the call in headers (`Mcp-Method`; `Mcp-Name`: the tool, resource URI or
+ * prompt) so that intermediaries can route without the body. A header that says something else
+ * than the body the policy read is a second reading: why, or undefined when they agree or are absent.
+ */
+export function mirrorMismatch(call: RpcCall, mcpMethod: string | string[] | undefined, mcpName: string | string[] | undefined): string | undefined {
+  if (mcpMethod !== undefined && mcpMethod !== call.method) return `the Mcp-Method header (${quoteName(String(mcpMethod))}) is not the call's method`;
+  if (mcpName === undefined) return undefined;
+  let name: JsonValue | undefined;
+  if (call.tool !== undefined) name = call.tool;
+  else if (call.method === 'resources/read' || call.method === 'resources/subscribe' || call.method === 'resources/unsubscribe') name = call.params && own(call.params, 'uri');
+  else if (call.method === 'prompts/get') name = call.params && own(call.params, 'name');
+  if (mcpName !== name) return `the Mcp-Name header (${quoteName(String(mcpName))}) is not what the call names`;
+  return undefined;
+}
+
 export type CallVerdict =
   | { readonly allow: true; readonly roleRank: number; readonly workspace: string | null }
   | { readonly allow: false; readonly status: 403 | 404; readonly code: string; readonly message: string };
