@@ -695,8 +695,8 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     if (err instanceof ValidationError && spec?.name.startsWith('keys ')) {
-      // name the flag the person typed, not the key service's field
-      process.stderr.write(`keygate: ${flagMessage(err.field, err.reason) ?? err.message}\n`);
+      // name the flag the person typed, not the key service's field; every problem, one a line
+      for (const e of err.errors) process.stderr.write(`keygate: ${flagMessage(e.field, e.reason) ?? `${e.field}: ${e.reason}`}\n`);
       return 1;
     }
     if (err instanceof KeygateError) {

@@ -69,8 +69,12 @@ function watch(page: Page, origin: string) {
   const problems: string[] = [];
   page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
   page.on('console', (msg) => {
-    // a refused fetch (401 at sign-in) is logged by Chromium as a failed resource load; anything else is a fault
-    if (msg.type() === 'error' && !/Failed to load resource: the server responded with a status of (401|403)/.test(msg.text())) problems.push(`console: ${msg.text()}`);
+    // a refused fetch (401 at sign-in) is logged by Chromium as a failed resource load; so is the
+    // 400 of a dry run that found problems in the form (the page shows them at their fields); anything else is a fault
+    if (msg.type() !== 'error') return;
+    if (/Failed to load resource: the server responded with a status of (401|403)/.test(msg.text())) return;
+    if (/Failed to load resource: the server responded with a status of (400|409)/.test(msg.text()) && /[?&]dryRun=true/.test(msg.location().url)) return;
+    problems.push(`console: ${msg.text()}`);
   });
   page.on('request', (r) => {
     if (!r.url().startsWith(origin + '/') && !r.url().startsWith('data:')) problems.push(`request to another origin: ${r.url()}`);
@@ -86,6 +90,8 @@ async function signIn(page: Page, credential = TOKEN): Promise<void> {
 const row = (page: Page, name: string): Locator => page.locator('#keys-body tr', { has: page.locator('th', { hasText: name }) });
 const cell = (r: Locator, i: number): Locator => r.locator('td').nth(i);
 const dialogOpen = (page: Page, id: string) => page.evaluate((x) => document.getElementById(x).open, id);
+/** The create/edit dialog's dry run of the form has answered (the page validates through the admin API). */
+const settled = (page: Page) => page.waitForFunction(() => document.getElementById('create-form').dataset.pending === undefined);
 
 async function closeOnce(what: () => Promise<void>): Promise<void> {
   try {
@@ -251,26 +257,33 @@ t.test('key page in Chromium', { skip }, async (t) => {
     const dialog = page.getByRole('dialog', { name: 'Create API Key' });
     const create = dialog.getByRole('button', { name: 'Create' });
     t.equal(await dialog.getByLabel('Rate limit (requests per minute)').inputValue(), '60', 'rate limit defaults to 60');
+    await settled(page);
     t.ok(await create.isDisabled(), 'Create is disabled while the form is empty');
     await page.keyboard.type('Nightly ETL');
+    await settled(page);
     t.ok(await create.isDisabled(), 'still disabled without a scope');
     await page.keyboard.press('Tab');
     await page.keyboard.press('Tab');
     await page.keyboard.press('Space');
     t.ok(await dialog.getByLabel('Workflows').isChecked(), 'Workflows toggled by keyboard');
+    await settled(page);
     t.ok(await create.isEnabled(), 'name + scope: enabled');
     await dialog.getByLabel('Rate limit (requests per minute)').fill('601');
+    await settled(page);
     t.ok(await create.isDisabled(), 'rate limit above the range: disabled');
-    t.match(await page.locator('#create-rate-error').textContent(), /from 1 to 600/);
+    t.equal(await page.locator('#create-rate-error').textContent(), 'must be a whole number of requests per minute from 1 to 600', "the key service's message");
     await page.screenshot({ path: join(SHOTS, 'create-dialog-invalid.png') });
     await dialog.getByLabel('Rate limit (requests per minute)').fill('2.5');
+    await settled(page);
     t.ok(await create.isDisabled(), 'not a whole number: disabled');
     await dialog.getByLabel('Rate limit (requests per minute)').fill('30');
     const today = await page.evaluate(async () => (await import('/api-keys/assets/format.js' as string)).localDate(0));
     await dialog.getByLabel('Expiration (optional)').fill(today);
+    await settled(page);
     t.ok(await create.isDisabled(), 'expiration today: disabled');
     t.match(await page.locator('#create-expires-error').textContent(), /after today/);
     await dialog.getByLabel('Expiration (optional)').fill('2099-01-31');
+    await settled(page);
     t.ok(await create.isEnabled(), 'valid again');
     await page.mouse.click(8, 8);
     t.ok(await dialogOpen(page, 'create-dialog'), 'a click outside does not close the dialog');
@@ -459,18 +472,20 @@ t.test('key page in Chromium', { skip }, async (t) => {
     await dialog.getByLabel('Grant 1 role').selectOption('developer');
     await dialog.getByLabel('A2A').uncheck();
     await dialog.getByLabel('User-owned').check();
+    await settled(page);
     t.ok(await dialog.getByRole('button', { name: 'Create' }).isDisabled(), 'user-owned without an owner: disabled');
     await dialog.getByLabel('Owner user ID').fill('alice');
     await dialog.getByLabel('Description (optional)').fill('Deploys to ops');
-    // the service's own rule, shown at its field: a workspace name it refuses
+    // the service's own rule, shown at its field as it is typed: a workspace name it refuses
     await dialog.getByRole('button', { name: '+ Add workspace' }).click();
     await dialog.getByLabel('Grant 2 workspace').fill('all');
-    await dialog.getByRole('button', { name: 'Create' }).click();
     await page.locator('#create-grants-error', { hasText: 'reserved' }).waitFor();
-    t.match(await page.locator('#create-grants-error').textContent(), /"all" is reserved/, "the API's message at the grants field");
-    t.ok(await dialogOpen(page, 'create-dialog'), 'the dialog stays open with what was typed');
+    t.equal(await page.locator('#create-grants-error').textContent(), 'Grant 2 workspace: "all" is reserved: use workspaceAccess {"all": true} for every workspace', "the API's message at the grants field, naming the grant");
+    t.equal(await dialog.getByLabel('Grant 2 workspace').getAttribute('aria-invalid'), 'true', 'that grant is marked invalid');
+    t.ok(await dialog.getByRole('button', { name: 'Create' }).isDisabled(), 'Create waits for a valid form');
     await page.screenshot({ path: join(SHOTS, 'create-dialog-dagu.png'), fullPage: true });
     await dialog.getByRole('button', { name: 'Remove grant 2' }).click();
+    await settled(page);
     await dialog.getByRole('button', { name: 'Create' }).click();
     await page.getByRole('dialog', { name: 'Copy your API key' }).waitFor();
     const secret = (await page.locator('#secret-value').textContent()) ?? '';
@@ -518,6 +533,13 @@ t.test('key page in Chromium', { skip }, async (t) => {
     t.equal(await edit.getByLabel('Grant 1 workspace').inputValue(), 'ops');
     await edit.getByLabel('All workspaces').check();
     await edit.getByLabel('Role', { exact: true }).selectOption('operator');
+    // the edit is checked by a dry run of the PATCH: the service's rule at its field
+    await edit.getByLabel('Rate limit (requests per minute)').fill('0');
+    await settled(page);
+    t.ok(await edit.getByRole('button', { name: 'Save' }).isDisabled(), 'edit: an invalid rate limit disables Save');
+    t.equal(await page.locator('#create-rate-error').textContent(), 'must be a whole number of requests per minute from 1 to 600');
+    await edit.getByLabel('Rate limit (requests per minute)').fill('60');
+    await settled(page);
     await edit.getByRole('button', { name: 'Save' }).click();
     await page.locator('#snackbar', { hasText: 'saved' }).waitFor();
     await page.waitForFunction(() => document.querySelector('#details-fields')?.textContent?.includes('all workspaces (role operator)'));
@@ -576,9 +598,87 @@ t.test('key page in Chromium', { skip }, async (t) => {
     o = await overflow();
     t.ok(o.doc <= o.vw, `API Management at 390 px: page ${o.doc} px wide in ${o.vw} px`);
     await page.screenshot({ path: join(SHOTS, 'narrow-390-management.png'), fullPage: true });
-    // the one refused create (the reserved workspace name) is a 400 Chromium logs as a failed load
-    t.same(problems.filter((p) => !/status of 400/.test(p)), [], 'no other console errors, CSP violations or requests elsewhere');
-    t.equal(problems.length, 1, 'exactly that one 400');
+    t.same(problems, [], 'no console errors, CSP violations or requests elsewhere');
+  });
+
+  // ------------------------------------------------------------ one set of rules: the key service's, every problem at its field
+  t.test("validation: the key service's rules and messages, every problem at its field at once", async (t) => {
+    const s = await startStack(t.testdir(), { adminToken: TOKEN });
+    t.teardown(() => s.close());
+    const base = s.gateway.adminUrl!;
+    await s.key({ name: 'taken-name' });
+    const { context, page, problems } = await newPage(base);
+    t.teardown(() => closeOnce(() => context.close()));
+    await page.goto(base + '/api-keys');
+    await signIn(page);
+    await row(page, 'taken-name').waitFor();
+    await page.getByRole('button', { name: 'Create API Key' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Create API Key' });
+    const yesterday = await page.evaluate(async () => (await import('/api-keys/assets/format.js' as string)).localDate(-1));
+
+    // one wrong value in each field, typed as a person would; no submit
+    await page.locator('#create-name').fill('taken-name');
+    await dialog.getByLabel('Agents').check();
+    await dialog.getByLabel('Agents').uncheck();
+    await dialog.getByLabel('Rate limit (requests per minute)').fill('0');
+    await dialog.getByLabel('Expiration (optional)').fill(yesterday);
+    await dialog.getByLabel('Selected workspaces').check();
+    await dialog.getByLabel('Grant 1 workspace').fill('all');
+    await dialog.getByRole('button', { name: '+ Add workspace' }).click();
+    await dialog.getByLabel('Grant 2 workspace').fill('ops');
+    await dialog.getByRole('button', { name: '+ Add workspace' }).click();
+    await dialog.getByLabel('Grant 3 workspace').fill('ops');
+    for (const surface of ['REST API', 'MCP', 'A2A']) await dialog.getByLabel(surface).uncheck();
+    await dialog.getByLabel('User-owned').check();
+    await dialog.getByLabel('Owner user ID').fill(' ');
+    await dialog.getByLabel('Owner user ID').blur();
+    await settled(page);
+
+    // what the key service itself says of the same input (in-process, not through the page)
+    let service: { field: string; reason: string }[] = [];
+    try {
+      await s.gateway.keys.checkCreate({
+        name: 'taken-name', scopes: [], rateLimit: 0, expiresAt: yesterday, role: 'viewer',
+        workspaceAccess: { all: false, grants: [{ workspace: 'all', role: 'developer' }, { workspace: 'ops', role: 'developer' }, { workspace: 'ops', role: 'developer' }] },
+        surfaces: [], attributionClass: 'user_owned', ownerUserId: '', description: '',
+      });
+    } catch (err) {
+      service = [...(err as { errors: { field: string; reason: string }[] }).errors];
+    }
+    const reason = (field: string) => service.filter((e) => e.field === field).map((e) => e.reason);
+    t.same(service.map((e) => e.field), ['scopes', 'workspaceAccess.grants[0].workspace', 'workspaceAccess.grants[2].workspace', 'surfaces', 'rateLimit', 'expiresAt', 'ownerUserId', 'name'], 'the service finds eight problems');
+    const at = async (id: string) => (await page.locator(`#${id}`).isVisible() ? await page.locator(`#${id}`).textContent() : '(hidden)');
+    t.equal(await at('create-name-error'), reason('name')[0], 'name: taken, as the service says');
+    t.equal(await at('create-scopes-error'), reason('scopes')[0], 'scopes');
+    t.equal(await at('create-rate-error'), reason('rateLimit')[0], 'rate limit');
+    t.equal(await at('create-expires-error'), reason('expiresAt')[0], 'expiry');
+    t.equal(await at('create-grants-error'), `Grant 1 workspace: ${reason('workspaceAccess.grants[0].workspace')[0]}\nGrant 3 workspace: ${reason('workspaceAccess.grants[2].workspace')[0]}`, 'grants: each grant its problem');
+    t.equal(await at('create-surfaces-error'), reason('surfaces')[0], 'surfaces');
+    t.equal(await at('create-owner-error'), reason('ownerUserId')[0], 'owner');
+    t.equal(await page.locator('#create-form-error').textContent(), '', 'nothing left over at the form level');
+    t.ok(await dialog.getByRole('button', { name: 'Create' }).isDisabled(), 'Create waits');
+    const invalid = await page.locator('#create-form [aria-invalid="true"]').evaluateAll((els) => els.map((e: Json) => e.getAttribute('aria-label') ?? e.id));
+    t.same(invalid.sort(), ['Grant 1 workspace', 'Grant 3 workspace', 'create-expires', 'create-name', 'create-owner', 'create-rate'].sort(), 'the invalid inputs are marked for assistive technology');
+    await dialog.screenshot({ path: join(SHOTS, 'create-dialog-every-error.png') });
+
+    // each fixed in turn: its message goes, the others stay, until Create is enabled
+    await page.locator('#create-name').fill('fresh-name');
+    await settled(page);
+    t.equal(await at('create-name-error'), '(hidden)', 'name fixed: its message is gone');
+    t.equal(await at('create-rate-error'), reason('rateLimit')[0], 'the others stay');
+    await dialog.getByLabel('Agents').check();
+    await dialog.getByLabel('Rate limit (requests per minute)').fill('10');
+    await dialog.getByLabel('Expiration (optional)').fill('');
+    await dialog.getByLabel('Grant 1 workspace').fill('dev');
+    await dialog.getByRole('button', { name: 'Remove grant 3' }).click();
+    await dialog.getByLabel('MCP').check();
+    await dialog.getByLabel('Owner user ID').fill('bob');
+    await settled(page);
+    t.ok(await dialog.getByRole('button', { name: 'Create' }).isEnabled(), 'every problem fixed: Create is enabled');
+    await dialog.getByRole('button', { name: 'Create' }).click();
+    await page.getByRole('dialog', { name: 'Copy your API key' }).waitFor();
+    t.match(await s.gateway.keys.get('fresh-name'), { scopes: ['agents'], rateLimit: 10, surfaces: ['mcp'], ownerUserId: 'bob', workspaceAccess: { all: false, grants: [{ workspace: 'dev' }, { workspace: 'ops' }] } }, 'created as fixed');
+    t.same(problems, [], 'no console errors');
   });
 
   // ------------------------------------------------------------ more keys than a page (the admin API pages at 100)

@@ -335,7 +335,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     const { requestCount: _c, lastUsedAt: _l, ...rest } = key;
     const doc: Doc = { ...rest, version: 1 };
     const r = await this.redis.kgInsert(this.k.names, this.k.digests, this.k.keys, key.id, key.name, key.digest, key.previousDigest ?? '', JSON.stringify(doc));
-    if (r === 'name_taken') throw new ConflictError(`a key named "${key.name}" already exists`);
+    if (r === 'name_taken') throw new ConflictError(`a key named "${key.name}" already exists`, 'name');
     if (key.managedBy === 'config') await this.redis.sadd(this.k.config, key.id);
     await this.publish(key.id);
   }
@@ -350,7 +350,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
         id, cur.version, cur.name, next.name, cur.digest, next.digest, cur.previousDigest ?? '', next.previousDigest ?? '', JSON.stringify(next),
       );
       if (r === 'gone') return undefined;
-      if (r === 'name_taken') throw new ConflictError(`a key named "${next.name}" already exists`);
+      if (r === 'name_taken') throw new ConflictError(`a key named "${next.name}" already exists`, 'name');
       if (r === 'ok') {
         await this.publish(id);
         return this.withUsage(next);

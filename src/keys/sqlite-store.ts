@@ -461,7 +461,7 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
     try {
       this.write(() => this.db.prepare(`INSERT INTO api_keys (${cols.join(',')}) VALUES (${cols.map(() => '?').join(',')})`).run(values));
     } catch (err) {
-      if (isUniqueViolation(err)) throw new ConflictError(`a key named "${key.name}" already exists`);
+      if (isUniqueViolation(err)) throw new ConflictError(`a key named "${key.name}" already exists`, 'name');
       throw err;
     }
   }
@@ -474,7 +474,7 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       try {
         this.write(() => this.db.prepare(`UPDATE api_keys SET ${sets} WHERE id = ?`).run(...values, id));
       } catch (err) {
-        if (isUniqueViolation(err)) throw new ConflictError(`a key named "${patch.name}" already exists`);
+        if (isUniqueViolation(err)) throw new ConflictError(`a key named "${patch.name}" already exists`, 'name');
         throw err;
       }
     }
