@@ -316,6 +316,11 @@ t.test('Traefik ForwardAuth and Envoy ext_authz forms', async (t) => {
     t.equal((await traefik(viewer.secret, 'GET', '/api/v1/dags')).status, 200, 'the method comes from X-Forwarded-Method');
     const lines = s.logs.filter((l) => l.includes('"msg":"request"')).map((l) => JSON.parse(l) as Json);
     t.equal(lines.at(-1)?.remote_address, '198.51.100.4', 'the client address as the proxy reports it');
+    // forwardBody: true — Traefik still asks with a GET, the call in its body
+    const call = (key: string) =>
+      send(auth, { method: 'GET', headers: { 'x-api-key': key, 'x-forwarded-method': 'POST', 'x-forwarded-uri': '/mcp', 'x-forwarded-host': 'dagu.example', 'content-type': 'application/json', [SECRET_HEADER]: SECRET }, body: '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"dagu_execute"}}' });
+    t.equal((await call(viewer.secret)).status, 403, 'with the body passed, the tool policy holds');
+    t.equal((await call(operator.secret)).status, 200);
   });
 
   await t.test('Envoy: the original method, path after the prefix, Host; the body when passed', async (t) => {
