@@ -246,6 +246,19 @@ t.test('with a real nginx (auth_request) in front of a recording upstream', { sk
     t.equal(s.dagu.received.length, before, 'not forwarded');
   });
 
+  await t.test('a quota: 429 quota_exceeded reaches the client, the quota headers too', async (t) => {
+    const trial = await s.key({ name: 'fwd-trial', role: 'viewer', quota: { remaining: 1 } });
+    const ok = await via('/api/v1/dags', { headers: { 'x-api-key': trial.secret } });
+    t.equal(ok.status, 200, ok.text);
+    t.match(ok.headers, { 'x-quota-period': 'none', 'x-quota-remaining': '0' }, 'what remains, on the allowed response');
+    const before = s.dagu.received.length;
+    const r = await via('/api/v1/dags', { headers: { 'x-api-key': trial.secret } });
+    t.equal(r.status, 429, r.text);
+    t.match(r.json, { code: 'quota_exceeded' });
+    t.equal(r.headers['x-quota-remaining'], '0');
+    t.equal(s.dagu.received.length, before, 'not forwarded');
+  });
+
   await t.test('usage counted, access log written with the original request, no secret logged', async (t) => {
     await s.gateway.flushUsage();
     t.equal((await s.gateway.keys.get(viewer.id)).requestCount, 2, 'viewer: two allowed requests, the stream included (its refusals are not uses)');
@@ -303,6 +316,11 @@ t.test('Traefik ForwardAuth and Envoy ext_authz forms', async (t) => {
     t.equal((await traefik(viewer.secret, 'GET', '/api/v1/dags')).status, 200, 'the method comes from X-Forwarded-Method');
     const lines = s.logs.filter((l) => l.includes('"msg":"request"')).map((l) => JSON.parse(l) as Json);
     t.equal(lines.at(-1)?.remote_address, '198.51.100.4', 'the client address as the proxy reports it');
+    // forwardBody: true — Traefik still asks with a GET, the call in its body
+    const call = (key: string) =>
+      send(auth, { method: 'GET', headers: { 'x-api-key': key, 'x-forwarded-method': 'POST', 'x-forwarded-uri': '/mcp', 'x-forwarded-host': 'dagu.example', 'content-type': 'application/json', [SECRET_HEADER]: SECRET }, body: '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"dagu_execute"}}' });
+    t.equal((await call(viewer.secret)).status, 403, 'with the body passed, the tool policy holds');
+    t.equal((await call(operator.secret)).status, 200);
   });
 
   await t.test('Envoy: the original method, path after the prefix, Host; the body when passed', async (t) => {
