@@ -726,6 +726,17 @@ t.test('audit: every change recorded with who, what, when, from where; never a s
   t.equal(Date.parse(records[0].at) >= Date.parse(records[6].at), true);
 
   t.equal((await admin('GET', '/api/audit?limit=3')).json.records.length, 3, 'limit');
+  // older records by cursor: every record once, newest first
+  const everyId = (await admin('GET', '/api/audit?limit=1000')).json.records.map((r: { id: string }) => r.id);
+  const paged: string[] = [];
+  let cursor = '';
+  do {
+    const page = await admin('GET', `/api/audit?limit=4${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+    paged.push(...page.json.records.map((r: { id: string }) => r.id));
+    cursor = page.json.nextCursor ?? '';
+  } while (cursor);
+  t.same(paged, everyId, 'pages of 4 follow nextCursor through every record');
+  isError(t, await admin('GET', '/api/audit?cursor=x-1'), 400, 'bad_request', 'cursor', 'a cursor not made here:');
   t.ok((await admin('GET', '/api/audit')).json.records.length > 20, 'all keys by default');
   for (const bad of ['0', '1001', 'x', '-5']) isError(t, await admin('GET', `/api/audit?limit=${bad}`), 400, 'bad_request', 'limit', `limit=${bad}:`);
 

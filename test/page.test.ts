@@ -797,6 +797,19 @@ t.test('key page in Chromium', { skip }, async (t) => {
     await page.getByLabel('Key', { exact: true }).fill('svc-9999');
     await page.getByLabel('Key', { exact: true }).press('Enter');
     await page.getByText('No key is named "svc-9999".').waitFor();
+    // every key's changes: more than a page of them, older ones by the API's cursor
+    await page.getByLabel('Key', { exact: true }).fill('');
+    await page.getByLabel('Key', { exact: true }).press('Enter');
+    await page.waitForFunction(() => document.getElementById('audit-shown')?.textContent === 'Showing the 100 newest changes');
+    const trail = await svc.auditTrail({ limit: 1000 });
+    t.ok(trail.length > 250, `${trail.length} changes recorded`);
+    while (await page.locator('#audit-more').isVisible()) {
+      const before = await page.locator('#audit-body tr').count();
+      await page.getByRole('button', { name: 'Load older' }).click();
+      await page.waitForFunction((n) => document.querySelectorAll('#audit-body tr').length > n, before);
+    }
+    t.equal(await page.locator('#audit-shown').textContent(), `Showing the ${trail.length} newest changes (all)`);
+    t.same(await page.locator('#audit-body tr td:nth-child(2)').allTextContents(), trail.map((r) => r.key_name), 'every change, newest first, down to the first key created');
     t.same(problems.filter((p) => !/status of 404/.test(p)), [], 'no console errors besides the one 404 of the unknown name');
   });
 

@@ -212,8 +212,16 @@ export function openApiDocument(): Json {
           parameters: [
             { name: 'limit', in: 'query', required: false, description: 'At most this many', schema: { type: 'integer', minimum: 1, maximum: MAX_AUDIT_LIMIT, default: DEFAULT_AUDIT_LIMIT } },
             { name: 'key_id', in: 'query', required: false, description: 'Only records of this key', schema: { type: 'string' } },
+            { name: 'cursor', in: 'query', required: false, description: 'Older records: the nextCursor of the page before', schema: { type: 'string' } },
           ],
-          responses: { '200': ok('Records', { type: 'object', properties: { records: { type: 'array', items: ref('AuditRecord') } }, required: ['records'] }), ...errors('400', '403') },
+          responses: {
+            '200': ok('Records, newest first; nextCursor when older ones follow', {
+              type: 'object',
+              properties: { records: { type: 'array', items: ref('AuditRecord') }, nextCursor: { type: 'string', description: 'pass as cursor for older records; absent on the last page' } },
+              required: ['records'],
+            }),
+            ...errors('400', '403'),
+          },
         }),
       },
       '/api/info': {

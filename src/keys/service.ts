@@ -1015,6 +1015,13 @@ export class KeyService {
     return this.audit.store.pruneAudit(new Date(this.now() - days * 86_400_000).toISOString());
   }
 
+  /** A page of audit records, newest first; `next` continues with older ones (null: no more). */
+  async auditPage(query: { limit: number; keyId?: string | undefined; cursor?: unknown }): Promise<{ records: AuditRecord[]; next: string | null }> {
+    const cursor = query.cursor === undefined || query.cursor === '' ? undefined : str('cursor', query.cursor, 1, 100);
+    if (!this.audit.store) return { records: [], next: null };
+    return this.audit.store.pageAudit({ limit: query.limit, cursor, ...(query.keyId === undefined ? {} : { key_id: query.keyId }) });
+  }
+
   /** Audit records, newest first (the audit store's own; empty when the service has none). */
   async auditTrail(query: { limit: number; keyId?: string }): Promise<AuditRecord[]> {
     if (!this.audit.store) return [];

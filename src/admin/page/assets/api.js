@@ -75,5 +75,6 @@ export const api = {
   /** The key service's own rules, as a dry run of create (no key) or update: resolves, or throws ApiError with errors[]. */
   check: (body, key = null) => (key ? call('PATCH', `/api/v1/api-keys/${id(key)}?dryRun=true`, body) : call('POST', '/api/v1/api-keys?dryRun=true', body)),
   usage: (key, bucket) => call('GET', `/api/v1/api-keys/${id(key)}/usage?bucket=${bucket}`),
-  audit: (keyId) => call('GET', `/api/audit?limit=200${keyId ? `&key_id=${encodeURIComponent(keyId)}` : ''}`),
+  /** A page of audit records, newest first: {records, nextCursor?}. */
+  audit: (keyId, cursor = '', limit = 100) => call('GET', `/api/audit?${query({ limit, key_id: keyId ?? '', cursor })}`),
 };

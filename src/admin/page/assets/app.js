@@ -917,27 +917,60 @@ details.addEventListener('close', () => {
 /** the key the audit tab is filtered by: {id, name}, or null for every key */
 let auditKey = null;
 
+/** where older audit records continue; null when the oldest is shown */
+let auditNext = null;
+
+function auditRow(r) {
+  return h(
+    'tr',
+    {},
+    h('td', { 'data-label': 'When', title: fullDateTime(r.at) }, h('time', { datetime: r.at }, `${humanDate(r.at)} ${new Date(r.at).toLocaleTimeString()}`)),
+    h('td', { 'data-label': 'Key' }, r.key_name),
+    h('td', { 'data-label': 'Action' }, r.action),
+    h('td', { 'data-label': 'Who' }, r.actor),
+    h('td', { 'data-label': 'What changed', class: 'wrap' }, auditSummary(r)),
+  );
+}
+
+/** The newest page of changes (of every key, or of the key chosen); "Load older" follows the API's cursor. */
 async function renderAudit() {
+  const forKey = auditKey?.id;
   try {
-    const { records } = await api.audit(auditKey?.id);
-    $('audit-empty').hidden = records.length > 0;
-    $('audit-body').replaceChildren(
-      ...records.map((r) =>
-        h(
-          'tr',
-          {},
-          h('td', { 'data-label': 'When', title: fullDateTime(r.at) }, h('time', { datetime: r.at }, `${humanDate(r.at)} ${new Date(r.at).toLocaleTimeString()}`)),
-          h('td', { 'data-label': 'Key' }, r.key_name),
-          h('td', { 'data-label': 'Action' }, r.action),
-          h('td', { 'data-label': 'Who' }, r.actor),
-          h('td', { 'data-label': 'What changed', class: 'wrap' }, auditSummary(r)),
-        ),
-      ),
-    );
+    const page = await api.audit(forKey);
+    if (forKey !== auditKey?.id) return;
+    auditNext = page.nextCursor ?? null;
+    $('audit-empty').hidden = page.records.length > 0;
+    $('audit-body').replaceChildren(...page.records.map(auditRow));
+    renderAuditPager();
   } catch (err) {
     if (!credentialRefused(err)) failure('Loading the audit log', err);
   }
 }
+
+function renderAuditPager() {
+  const n = $('audit-body').children.length;
+  $('audit-shown').textContent = n === 0 ? '' : `Showing the ${count(n)} newest change${n === 1 ? '' : 's'}${auditNext === null ? ' (all)' : ''}`;
+  $('audit-more').hidden = auditNext === null;
+}
+
+async function loadOlderAudit() {
+  if (auditNext === null) return;
+  const forKey = auditKey?.id;
+  const button = /** @type {HTMLButtonElement} */ ($('audit-more'));
+  button.disabled = true;
+  try {
+    const page = await api.audit(forKey, auditNext);
+    if (forKey !== auditKey?.id) return;
+    auditNext = page.nextCursor ?? null;
+    $('audit-body').append(...page.records.map(auditRow));
+    renderAuditPager();
+  } catch (err) {
+    if (!credentialRefused(err)) failure('Loading older changes', err);
+  } finally {
+    button.disabled = false;
+  }
+}
+$('audit-more').addEventListener('click', () => void loadOlderAudit());
 
 const auditInput = /** @type {HTMLInputElement} */ ($('audit-key'));
 let auditTimer;
