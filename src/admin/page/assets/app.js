@@ -616,7 +616,26 @@ function showProblems() {
   const bad = new Set((problems ?? []).map((e) => /^workspaceAccess\.grants\[(\d+)\]/.exec(e.field)?.[1]).filter(Boolean).map(Number));
   [...$('create-grants-body').querySelectorAll('tr')].forEach((tr, i) => tr.querySelector('.grant-workspace')?.setAttribute('aria-invalid', String(touched.has('workspaceAccess') && bad.has(i))));
   /** @type {HTMLButtonElement} */ ($('create-submit')).disabled = problems === null || problems.length > 0;
+  // problems of fields not used yet are not shown at them: name those fields beside the disabled button
+  const waiting = [...new Set((problems ?? []).map((e) => fieldBase(e.field)).filter((f) => ERROR_AT[f] && !touched.has(f)))];
+  $('create-todo').textContent = waiting.length > 0 ? `To ${editing ? 'save' : 'create'}: ${waiting.map((f) => FIELD_LABEL[f] ?? f).join(', ')}.` : '';
 }
+
+/** Field names as the form labels them. */
+const FIELD_LABEL = {
+  name: 'Name',
+  description: 'Description',
+  scopes: 'Scopes',
+  rateLimit: 'Rate limit',
+  expiresAt: 'Expiration',
+  role: 'Role',
+  workspaceAccess: 'Workspace grants',
+  workspace: 'Bound workspace',
+  allowedSurfaces: 'Surfaces',
+  attributionClass: 'Attribution',
+  serviceAccountName: 'Service-account name',
+  ownerUserId: 'Owner user ID',
+};
 
 /** The form field an input belongs to (Dagu's spelling). */
 function fieldOf(t) {
@@ -696,7 +715,7 @@ function openCreate(key = null) {
   syncSections();
   problems = null;
   /** @type {HTMLButtonElement} */ ($('create-submit')).disabled = true;
-  for (const id of [...Object.values(ERROR_AT), 'create-form-error']) $(id).textContent = '';
+  for (const id of [...Object.values(ERROR_AT), 'create-form-error', 'create-todo']) $(id).textContent = '';
   createDialog.showModal();
   nameInput.focus();
   scheduleCheck();
@@ -858,7 +877,8 @@ function auditSummary(r) {
 
 async function openDetails(keyOrId) {
   try {
-    const k = typeof keyOrId === 'string' || !keyOrId.allowedSurfaces ? (await api.get(typeof keyOrId === 'string' ? { id: keyOrId } : keyOrId)).apiKey : keyOrId;
+    // always read afresh: the table's copy may predate requests made since (count, last use)
+    const k = (await api.get(typeof keyOrId === 'string' ? { id: keyOrId } : keyOrId)).apiKey;
     shown = k;
     $('details-title').textContent = k.name;
     $('details-fields').replaceChildren(...detailRows(k).flatMap(([dt, dd]) => [h('dt', {}, dt), h('dd', {}, dd)]));
