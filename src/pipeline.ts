@@ -536,7 +536,9 @@ export class Pipeline {
       status,
       decision,
       code: o.forward ? error : o.code,
-      upstream: o.forward ? (o.remoteNode ?? o.route.upstream.name) : undefined,
+      // forward-auth: Keygate forwarded nothing (the proxy did)
+      upstream: o.forward && req.forwardAuth !== true ? (o.remoteNode ?? o.route.upstream.name) : undefined,
+      via: req.forwardAuth === true ? 'forward_auth' : undefined,
       bytes_in: Number(h['content-length'] ?? 0) || undefined,
       // the WebSocket's line is written at the upgrade: its bytes are the stream's, not counted here
       bytes_out: status === 101 ? undefined : req.bytesOut(),

@@ -266,6 +266,7 @@ t.test('with a real nginx (auth_request) in front of a recording upstream', { sk
     t.equal((await s.gateway.keys.get(limited.id)).requestCount, 2, 'limited: the two allowed ones');
     const lines = s.logs.filter((l) => l.includes('"msg":"request"')).map((l) => JSON.parse(l) as Json);
     t.ok(lines.some((l) => l.method === 'POST' && l.path === '/api/v1/dags/deploy.yaml/start' && l.status === 200 && l.decision === 'allowed' && l.key_id === operator.id), 'the original method and path in the access log');
+    t.ok(lines.every((l) => l.via === 'forward_auth' && l.upstream === undefined && l.upstream_ms === undefined), 'every line marked as a forward-auth answer, no upstream of its own');
     t.ok(lines.some((l) => l.status === 429 && l.decision === 'rate_limited' && l.key_id === limited.id));
     t.ok(lines.every((l) => l.remote_address === '127.0.0.1'), 'the client address from X-Forwarded-For');
     const all = s.logs.join('\n');
