@@ -66,7 +66,8 @@ export const api = {
   counts: (q = '') => call('GET', `/api/keys/counts${q ? `?${query({ q })}` : ''}`),
   create: (body) => call('POST', '/api/keys', body),
   setActive: (key, active) => call('PATCH', `/api/v1/api-keys/${id(key)}`, { isActive: active }),
-  regenerate: (key, graceSeconds = 0) => call('POST', `/api/keys/${id(key)}/regenerate${graceSeconds > 0 ? `?grace_seconds=${graceSeconds}` : ''}`),
+  /** `graceSeconds` as typed: the API judges it (a 400 naming grace_seconds when it is not 0-86400) */
+  regenerate: (key, graceSeconds = '') => call('POST', `/api/keys/${id(key)}/regenerate${graceSeconds !== '' && graceSeconds !== '0' ? `?${query({ grace_seconds: graceSeconds })}` : ''}`),
   remove: (key) => call('DELETE', `/api/keys/${id(key)}`),
   // the Dagu-shaped API carries the whole key model (role, workspaceAccess, surfaces, attribution…)
   get: (key) => call('GET', `/api/v1/api-keys/${id(key)}`),

@@ -379,23 +379,25 @@ async function toggle(key) {
 }
 
 async function regenerate(key) {
-  const answer = await confirmAction(
-    `Regenerate "${key.name}"?`,
-    'A new secret is made and shown once. Without a grace period the old secret stops working immediately: every client that uses it is refused until it has the new one.',
-    'Regenerate',
-    true,
-  );
-  if (!answer) return restoreFocus({ id: key.id, action: 'regenerate' });
+  let fresh;
   try {
-    const fresh = await api.regenerate(key, answer.grace);
-    snackbar(fresh.previous_key_expires_at ? `Key "${key.name}" regenerated: the old secret keeps working until ${fullDateTime(fresh.previous_key_expires_at)}` : `Key "${key.name}" regenerated: the old secret no longer works`);
-    await reload();
-    await showSecret(fresh.key, key.name);
+    // the regenerate runs from the confirmation, so the API's word on the grace period shows there
+    fresh = await confirmAction(
+      `Regenerate "${key.name}"?`,
+      'A new secret is made and shown once. Without a grace period the old secret stops working immediately: every client that uses it is refused until it has the new one.',
+      'Regenerate',
+      (grace) => api.regenerate(key, grace),
+    );
   } catch (err) {
     if (credentialRefused(err)) return;
     failure('Regenerating the key', err);
     await reload();
+    return restoreFocus({ id: key.id, action: 'regenerate' });
   }
+  if (!fresh) return restoreFocus({ id: key.id, action: 'regenerate' });
+  snackbar(fresh.previous_key_expires_at ? `Key "${key.name}" regenerated: the old secret keeps working until ${fullDateTime(fresh.previous_key_expires_at)}` : `Key "${key.name}" regenerated: the old secret no longer works`);
+  await reload();
+  await showSecret(fresh.key, key.name);
   restoreFocus({ id: key.id, action: 'regenerate' });
 }
 
@@ -419,34 +421,51 @@ async function remove(key) {
 // ------------------------------------------------------------------ confirm dialog
 
 /**
- * Resolves truthy when confirmed ({grace} seconds when `withGrace`); Cancel, Escape or closing
- * resolve false.
+ * Resolves true when confirmed; Cancel, Escape or closing resolve false. With `act` (regenerate)
+ * the grace-period field shows, OK runs `act(grace as typed)` and resolves with its answer; a
+ * problem the API finds with the grace period is shown at the field and the dialog stays open
+ * (the page has no rule of its own for it); any other failure closes the dialog and rejects.
  */
-function confirmAction(title, message, okLabel, withGrace = false) {
+function confirmAction(title, message, okLabel, act = null) {
   const dialog = /** @type {HTMLDialogElement} */ ($('confirm-dialog'));
   const grace = /** @type {HTMLInputElement} */ ($('confirm-grace'));
+  const ok = /** @type {HTMLButtonElement} */ ($('confirm-ok'));
   $('confirm-title').textContent = title;
   $('confirm-message').textContent = message;
-  $('confirm-ok').textContent = okLabel;
-  $('confirm-grace-wrap').hidden = !withGrace;
+  ok.textContent = okLabel;
+  $('confirm-grace-wrap').hidden = act === null;
   $('confirm-grace-error').textContent = '';
+  grace.removeAttribute('aria-invalid');
   grace.value = '0';
   dialog.returnValue = '';
-  return new Promise((resolve) => {
-    const done = (value) => {
+  return new Promise((resolve, reject) => {
+    let result = true;
+    let failed = null;
+    const onClose = () => {
       dialog.removeEventListener('close', onClose);
-      resolve(value);
+      if (failed) reject(failed);
+      else resolve(dialog.returnValue === 'ok' ? result : false);
     };
-    const onClose = () => done(dialog.returnValue === 'ok' ? (withGrace ? { grace: Number(grace.value) } : true) : false);
     dialog.addEventListener('close', onClose);
-    $('confirm-ok').onclick = () => {
-      // the same range the API checks (grace_seconds 0-86400)
-      if (withGrace && !(/^\d+$/.test(grace.value) && Number(grace.value) <= 86400)) {
-        $('confirm-grace-error').textContent = 'A whole number of seconds from 0 to 86400.';
-        grace.focus();
-        return;
+    ok.onclick = async () => {
+      if (act === null) return dialog.close('ok');
+      ok.disabled = true;
+      try {
+        result = await act(grace.value.trim());
+        dialog.close('ok');
+      } catch (err) {
+        const problem = err instanceof ApiError ? err.errors.find((e) => e.field === 'grace_seconds') : undefined;
+        if (problem) {
+          $('confirm-grace-error').textContent = problem.message;
+          grace.setAttribute('aria-invalid', 'true');
+          grace.focus();
+        } else {
+          failed = err;
+          dialog.close('error');
+        }
+      } finally {
+        ok.disabled = false;
       }
-      dialog.close('ok');
     };
     $('confirm-cancel').onclick = () => dialog.close('cancel');
     dialog.showModal();
