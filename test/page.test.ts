@@ -687,6 +687,13 @@ t.test('key page in Chromium', { skip }, async (t) => {
     t.same(invalid.sort(), ['Grant 1 workspace', 'Grant 3 workspace', 'create-expires', 'create-name', 'create-owner', 'create-rate'].sort(), 'the invalid inputs are marked for assistive technology');
     await dialog.screenshot({ path: join(SHOTS, 'create-dialog-every-error.png') });
 
+    // lengths too are the service's rule (the inputs set no maxlength of their own)
+    await page.locator('#create-name').fill('n'.repeat(101));
+    await dialog.getByLabel('Description (optional)').fill('d'.repeat(501));
+    await settled(page);
+    t.equal(await at('create-name-error'), 'must be at most 100 characters', 'a 101-character name: the service says so');
+    t.equal(await at('create-description-error'), 'must be at most 500 characters', 'a 501-character description too');
+    await dialog.getByLabel('Description (optional)').fill('');
     // each fixed in turn: its message goes, the others stay, until Create is enabled
     await page.locator('#create-name').fill('fresh-name');
     await settled(page);
