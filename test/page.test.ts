@@ -803,6 +803,21 @@ t.test('key page in Chromium', { skip }, async (t) => {
     await page.waitForFunction(() => document.getElementById('keys-shown')?.textContent === 'Showing 100 of 249 matching keys');
     t.pass('search "svc" with every status: 249 matching, a page of them');
 
+    // a key with more changes than a page: its details' trail goes on with Load older changes
+    for (let i = 1; i <= 104; i++) await svc.update('svc-001', { rateLimit: 100 + i }, 'test');
+    await page.getByLabel('Search keys').fill('svc-001');
+    await page.waitForFunction(() => document.getElementById('keys-shown')?.textContent === 'Showing 1 of 1 matching key');
+    await row(page, 'svc-001').getByRole('button', { name: 'Details of key svc-001' }).click();
+    await page.locator('#details-audit li').nth(99).waitFor();
+    t.equal(await page.locator('#details-audit li').count(), 100, "the key's 100 newest changes");
+    await page.getByRole('button', { name: 'Load older changes' }).click();
+    await page.waitForFunction(() => document.querySelectorAll('#details-audit li').length === 105);
+    t.match(await page.locator('#details-audit li').last().textContent(), /create by test/, 'down to its creation');
+    t.ok(await page.locator('#details-audit-more').isHidden(), 'then no more');
+    await page.keyboard.press('Escape');
+    await page.getByLabel('Search keys').fill('svc');
+    await page.waitForFunction(() => document.getElementById('keys-shown')?.textContent === 'Showing 100 of 249 matching keys');
+
     // the audit tab: any key by name, not only the loaded ones
     await page.getByRole('tab', { name: 'Audit log' }).click();
     await page.getByLabel('Key', { exact: true }).fill('svc-249');

@@ -910,12 +910,29 @@ async function openDetails(keyOrId) {
     if (!details.open) details.showModal();
     await renderUsage();
     const trail = await api.audit(k.id);
+    trailNext = trail.nextCursor ?? null;
     $('details-audit').replaceChildren(...(trail.records.length ? trail.records.map(auditLine) : [h('li', { class: 'muted' }, 'No changes recorded.')]));
+    $('details-audit-more').hidden = trailNext === null;
   } catch (err) {
     if (!credentialRefused(err)) failure('Loading the key', err);
   }
 }
 
+/** where the shown key's older changes continue (null: all shown) */
+let trailNext = null;
+$('details-audit-more').addEventListener('click', async () => {
+  if (!shown || trailNext === null) return;
+  const id = shown.id;
+  try {
+    const page = await api.audit(id, trailNext);
+    if (shown?.id !== id) return;
+    trailNext = page.nextCursor ?? null;
+    $('details-audit').append(...page.records.map(auditLine));
+    $('details-audit-more').hidden = trailNext === null;
+  } catch (err) {
+    if (!credentialRefused(err)) failure('Loading older changes', err);
+  }
+});
 $('details-close').addEventListener('click', () => details.close());
 $('details-edit').addEventListener('click', () => shown && openCreate(shown));
 $('details-regenerate').addEventListener('click', async () => {
