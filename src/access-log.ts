@@ -6,7 +6,7 @@
 //  "request_id":"…","remote_address":"127.0.0.1","forwarded_for":"…","method":"GET","host":"gw.example",
 //  "path":"/api/v1/dags","route":"GET /api/v1/dags","key_id":"…","key_prefix":"dg_7Qx2a","status":200,
 //  "decision":"allowed","code":"…","upstream":"dagu","bytes_in":12,"bytes_out":431,"user_agent":"curl/8.5.0",
-//  "latency_ms":1.25,"upstream_ms":0.81,"msg":"request"}
+//  "latency_ms":1.25,"upstream_ms":0.81,"msg":"request"}  (a forward-auth answer: "via":"forward_auth", no upstream)
 //
 // Absent values are left out. Never a header other than those named, never the query string.
 
@@ -31,6 +31,8 @@ export interface AccessEntry {
   user_agent: string | undefined;
   latency_ms: number;
   upstream_ms: number | undefined;
+  /** 'forward_auth': a proxy's ask (forward_auth), answered, not forwarded */
+  via: 'forward_auth' | undefined;
 }
 
 const str = (name: string, v: string | undefined): string => (v === undefined ? '' : `,"${name}":${JSON.stringify(v)}`);
@@ -77,6 +79,7 @@ export class AccessLog {
       str('user_agent', e.user_agent) +
       num('latency_ms', e.latency_ms) +
       num('upstream_ms', e.upstream_ms) +
+      str('via', e.via) +
       ',"msg":"request"}\n';
     if (!this.scheduled) {
       this.scheduled = true;

@@ -470,6 +470,11 @@ async function checkCommand(v: Values): Promise<number> {
     `  remote nodes: ${config.remote_nodes.map((u) => u.name).join(', ') || 'none'}`,
     `  routes:       ${table.routes.length} (${[...bySurface].map(([s, n]) => `${n} ${s}`).join(', ')}; ${open} without auth)`,
   ];
+  const fa = config.forward_auth;
+  if (fa !== undefined) {
+    const who = [fa.secret !== undefined ? `shared secret in ${fa.secret_header}` : '', fa.allow_from ? `from ${fa.allow_from.join(', ')}` : ''].filter(Boolean).join(', ');
+    lines.push(`  forward-auth: ${fa.path} (${who})`);
+  }
   for (const w of config.warnings) lines.push(`  warning: ${formatConfigIssue(w)}`);
   out(lines.join('\n'));
   if (!storeOk) return 1;
@@ -746,8 +751,8 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     if (err instanceof ValidationError && spec?.name.startsWith('keys ')) {
-      // name the flag the person typed, not the key service's field
-      process.stderr.write(`keygate: ${flagMessage(err.field, err.reason) ?? err.message}\n`);
+      // name the flag the person typed, not the key service's field; every problem, one a line
+      for (const e of err.errors) process.stderr.write(`keygate: ${flagMessage(e.field, e.reason) ?? `${e.field}: ${e.reason}`}\n`);
       return 1;
     }
     if (err instanceof KeygateError) {

@@ -24,7 +24,7 @@ import { rateLimitHeaders, stageRateLimitHeaders } from './limits/headers.js';
 import type { LimitDecision } from './limits/window.js';
 import type { GatewayMetrics } from './metrics.js';
 import { PayloadTooLargeError, carriesBody, readBody } from './body.js';
-import { INVALID_REQUEST, argumentFields, authoriseCall, parseCall, type RpcId } from './jsonrpc/policy.js';
+import { INVALID_REQUEST, argumentFields, authoriseCall, mirrorMismatch, parseCall, type RpcId } from './jsonrpc/policy.js';
 import type { GatewayRequest, GatewayResponse } from './request.js';
 import { UNTRUSTED, allowHeaders, originalRequest, refusalHeaders, type ForwardAuth } from './forward-auth.js';
 import { takeParam } from './routes/query.js';
@@ -260,6 +260,11 @@ export class Pipeline {
         if (!o.forward) return this.refuse(req, res, o, started, id);
         if (!parsed.ok) {
           return this.refuse(req, res, { forward: false, status: 400, code: 'bad_request', message: parsed.message, rpcCode: parsed.code, path: o.path, route: o.route }, started, id);
+        }
+        if (o.route.config.surface === 'mcp') {
+          const h = req.headers;
+          const mismatch = h['mcp-method'] === undefined && h['mcp-name'] === undefined ? undefined : mirrorMismatch(parsed.call, h['mcp-method'], h['mcp-name']);
+          if (mismatch !== undefined) return this.refuse(req, res, { forward: false, status: 400, code: 'bad_request', message: `Invalid Request: ${mismatch}`, rpcCode: INVALID_REQUEST, path: o.path, route: o.route }, started, id);
         }
         if (o.decision !== undefined && o.access !== undefined) {
           const verdict = authoriseCall(policy, o.route.minRoleRank, o.access, o.decision, parsed.call, o.route.config.surface);
@@ -531,7 +536,9 @@ export class Pipeline {
       status,
       decision,
       code: o.forward ? error : o.code,
-      upstream: o.forward ? (o.remoteNode ?? o.route.upstream.name) : undefined,
+      // forward-auth: Keygate forwarded nothing (the proxy did)
+      upstream: o.forward && req.forwardAuth !== true ? (o.remoteNode ?? o.route.upstream.name) : undefined,
+      via: req.forwardAuth === true ? 'forward_auth' : undefined,
       bytes_in: Number(h['content-length'] ?? 0) || undefined,
       // the WebSocket's line is written at the upgrade: its bytes are the stream's, not counted here
       bytes_out: status === 101 ? undefined : req.bytesOut(),

@@ -492,6 +492,74 @@ t.test("Dagu: each of Dagu's validation rules is a 400 naming the field (409 for
   t.equal((await admin('GET', `/api/v1/api-keys/${other.json.apiKey.id}`)).json.apiKey.name, 'dagu-other', 'unchanged');
 });
 
+t.test('every problem of a body at once (errors[], each at its field); ?dryRun validates and changes nothing', async (t) => {
+  const count = async () => (await admin('GET', '/api/keys/counts')).json.total;
+  const auditCount = async () => (await admin('GET', '/api/audit?limit=1000')).json.records.length;
+  const [keysBefore, auditBefore] = [await count(), await auditCount()];
+  const bad = {
+    name: '',
+    role: 'boss',
+    workspaceAccess: { all: false, grants: [{ workspace: 'all', role: 'viewer' }, { workspace: 'ops', role: 'admin' }] },
+    allowedSurfaces: [],
+    attributionClass: 'user_owned',
+    rateLimit: 601,
+    expiresAt: '2020-01-01',
+  };
+  const expected = [
+    { field: 'name', message: 'is required' },
+    { field: 'role', message: 'must be one of viewer, operator, developer, manager, admin' },
+    { field: 'workspaceAccess.grants[0].workspace', message: '"all" is reserved: use workspaceAccess {"all": true} for every workspace' },
+    { field: 'workspaceAccess.grants[1].role', message: 'admin cannot be granted per workspace' },
+    { field: 'allowedSurfaces', message: 'must name at least one of rest_api, mcp, a2a' },
+    { field: 'rateLimit', message: 'must be a whole number of requests per minute from 1 to 600' },
+    { field: 'expiresAt', message: 'must be in the future (a date after today)' },
+    { field: 'ownerUserId', message: 'is required for a user_owned key' },
+  ];
+  for (const path of ['/api/v1/api-keys', '/api/v1/api-keys?dryRun=true']) {
+    const r = await admin('POST', path, { body: bad });
+    isError(t, r, 400, 'bad_request', 'name', `${path}:`);
+    t.equal(r.json.message, 'name: is required', 'message and field: the first problem, as before');
+    t.same(r.json.errors, expected, `${path}: every problem, each at its field, with the key service's message`);
+  }
+  // the JSON shape's problems and the rules' problems together
+  const mixed = await admin('POST', '/api/v1/api-keys?dryRun=true', { body: { name: 5, role: 'boss', rateLimit: '10', workspaceAccess: { all: true } } });
+  t.same(
+    mixed.json.errors.map((e: { field: string }) => e.field),
+    ['name', 'rateLimit', 'allowedSurfaces', 'attributionClass', 'role'],
+    'wrong JSON types and missing fields, then the rules for the fields that were well-formed',
+  );
+  const ok = await admin('POST', '/api/v1/api-keys?dryRun=true', { body: { ...DAGU_BODY, name: 'dry-run-only' } });
+  t.equal(ok.status, 200);
+  t.same(ok.json, { dryRun: true, valid: true, errors: [] }, 'a body that would be accepted');
+  t.equal((await admin('GET', '/api/v1/api-keys/dry-run-only')).status, 404, 'and nothing was created');
+
+  const made = await admin('POST', '/api/v1/api-keys', { body: { ...DAGU_BODY, name: 'dry-run-target' } });
+  secrets.push(made.json.key);
+  const id = made.json.apiKey.id;
+  const taken = await admin('POST', '/api/v1/api-keys?dryRun=true', { body: { ...DAGU_BODY, name: 'dry-run-target' } });
+  t.equal(taken.status, 409, 'a taken name alone: the 409 the real create answers');
+  t.match(taken.json, { code: 'conflict', field: 'name', errors: [{ field: 'name' }] });
+  const takenAndBad = await admin('POST', '/api/v1/api-keys?dryRun=true', { body: { ...DAGU_BODY, name: 'dry-run-target', rateLimit: 0 } });
+  t.same(takenAndBad.json.errors.map((e: { field: string }) => e.field), ['rateLimit', 'name'], 'with other problems: one 400 naming them all');
+  const real409 = await admin('POST', '/api/v1/api-keys', { body: { ...DAGU_BODY, name: 'dry-run-target' } });
+  t.match(real409.json, { code: 'conflict', field: 'name' }, 'the real create names the field of its 409 too');
+
+  const patch = await admin('PATCH', `/api/v1/api-keys/${id}?dryRun=true`, { body: { rateLimit: 0, allowedSurfaces: [], name: ' ' } });
+  t.same(patch.json.errors.map((e: { field: string }) => e.field), ['name', 'allowedSurfaces', 'rateLimit'], 'PATCH: every problem');
+  const patchOk = await admin('PATCH', `/api/v1/api-keys/${id}?dryRun=true`, { body: { rateLimit: 5 } });
+  t.same(patchOk.json, { dryRun: true, valid: true, errors: [] });
+  t.equal((await admin('GET', `/api/v1/api-keys/${id}`)).json.apiKey.rateLimit, 60, 'a dry run changes nothing');
+  isError(t, await admin('PATCH', `/api/v1/api-keys/${id}?dryRun=yes`, { body: {} }), 400, 'bad_request', 'dryRun');
+
+  // the Dagen shape: the same rules, its own field names
+  const dagen = await admin('POST', '/api/keys?dry_run=true', { body: { name: '', scopes: [], rate_limit: 0, expires_at: 'soon' } });
+  t.same(dagen.json.errors.map((e: { field: string }) => e.field), ['name', 'scopes', 'rate_limit', 'expires_at'], 'Dagen: every problem in its spelling');
+  const dagenOk = await admin('PUT', `/api/keys/${id}?dry_run=true`, { body: { rate_limit: 7 } });
+  t.same(dagenOk.json, { dry_run: true, valid: true, errors: [] });
+  t.equal(await count(), keysBefore + 1, 'only the one real create made a key');
+  t.equal(await auditCount(), auditBefore + 1, 'and only it was audited');
+});
+
 // ---------------------------------------------------------------- limit, declared keys
 
 t.test('keys.max_keys: creation stops with 403 through both APIs; existing keys keep working', async (t) => {
@@ -658,6 +726,17 @@ t.test('audit: every change recorded with who, what, when, from where; never a s
   t.equal(Date.parse(records[0].at) >= Date.parse(records[6].at), true);
 
   t.equal((await admin('GET', '/api/audit?limit=3')).json.records.length, 3, 'limit');
+  // older records by cursor: every record once, newest first
+  const everyId = (await admin('GET', '/api/audit?limit=1000')).json.records.map((r: { id: string }) => r.id);
+  const paged: string[] = [];
+  let cursor = '';
+  do {
+    const page = await admin('GET', `/api/audit?limit=4${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+    paged.push(...page.json.records.map((r: { id: string }) => r.id));
+    cursor = page.json.nextCursor ?? '';
+  } while (cursor);
+  t.same(paged, everyId, 'pages of 4 follow nextCursor through every record');
+  isError(t, await admin('GET', '/api/audit?cursor=x-1'), 400, 'bad_request', 'cursor', 'a cursor not made here:');
   t.ok((await admin('GET', '/api/audit')).json.records.length > 20, 'all keys by default');
   for (const bad of ['0', '1001', 'x', '-5']) isError(t, await admin('GET', `/api/audit?limit=${bad}`), 400, 'bad_request', 'limit', `limit=${bad}:`);
 

@@ -125,6 +125,18 @@ t.test('keys: create, list, show, update, deactivate, regenerate, delete; secret
   const badLimit = await run(['keys', 'update', ...c, 'ci', '--rate-limit', '500']);
   t.equal(badLimit.code, 1);
   t.match(badLimit.stderr, /^keygate: --rate-limit must be a whole number of requests per minute from 1 to 100\n$/, 'the error names the flag');
+  const several = await run(['keys', 'create', ...c, '--name', 'x', '--rate-limit', '0', '--surfaces', 'web', '--grant', 'all:viewer', '--attribution', 'user_owned']);
+  t.equal(several.code, 1);
+  t.same(
+    several.stderr.trim().split('\n'),
+    [
+      'keygate: --grant (grant 1): "all" is reserved: use workspaceAccess {"all": true} for every workspace',
+      'keygate: --surfaces: "web" is not one of rest_api, mcp, a2a',
+      'keygate: --rate-limit must be a whole number of requests per minute from 1 to 100',
+      'keygate: --owner-user-id is required for a user_owned key',
+    ],
+    'every problem at once, each at the flag that set it',
+  );
   const badScope = await run(['keys', 'create', ...c, '--name', 'x', '--scopes', 'everything']);
   t.equal(badScope.code, 1);
   t.match(badScope.stderr, /--scopes: "everything" is not one of agents, workflows/);

@@ -2,9 +2,11 @@
 // deploy/nginx-forward-auth.conf (the README's snippet) with auth_request in front of a recording
 // upstream; Traefik's ForwardAuth and Envoy's ext_authz HTTP service are requests shaped like theirs.
 
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { request } from 'undici';
 import { loadConfig } from '../src/config/load.js';
@@ -120,6 +122,11 @@ t.test('config: forward_auth is validated with file:line:col', async (t) => {
   t.match(issues(`forward_auth: { secret: "${SECRET}", secrt_header: x }`), [{ field: 'forward_auth.secrt_header', message: /did you mean "secret_header"/ }]);
   t.same(issues(`forward_auth: { secret: "${SECRET}", secret_header: X-Proxy-Secret, allow_from: [127.0.0.1, "10.0.0.0/8"] }`), []);
   t.match(loadConfig(file, {}).forward_auth, { path: '/_keygate/auth', secret_header: 'x-proxy-secret', allow_from: ['127.0.0.1', '10.0.0.0/8'] }, 'defaults; the header name in lower case');
+  // keygate check (the built binary) says who may ask, never the secret
+  const check = spawnSync(process.execPath, [fileURLToPath(new URL('../bin/keygate.js', import.meta.url)), 'check', '-c', file], { encoding: 'utf8', timeout: 60_000 });
+  t.equal(check.status, 0, check.stderr);
+  t.match(check.stdout, /\n {2}forward-auth: \/_keygate\/auth \(shared secret in x-proxy-secret, from 127\.0\.0\.1, 10\.0\.0\.0\/8\)\n/);
+  t.notOk(check.stdout.includes(SECRET), 'not the secret');
   t.notOk(JSON.stringify(issues('forward_auth:\n  secret: short-secret-value')).includes('short-secret-value'), 'never echoes the secret');
 });
 
@@ -239,6 +246,19 @@ t.test('with a real nginx (auth_request) in front of a recording upstream', { sk
     t.equal(s.dagu.received.length, before, 'not forwarded');
   });
 
+  await t.test('a quota: 429 quota_exceeded reaches the client, the quota headers too', async (t) => {
+    const trial = await s.key({ name: 'fwd-trial', role: 'viewer', quota: { remaining: 1 } });
+    const ok = await via('/api/v1/dags', { headers: { 'x-api-key': trial.secret } });
+    t.equal(ok.status, 200, ok.text);
+    t.match(ok.headers, { 'x-quota-period': 'none', 'x-quota-remaining': '0' }, 'what remains, on the allowed response');
+    const before = s.dagu.received.length;
+    const r = await via('/api/v1/dags', { headers: { 'x-api-key': trial.secret } });
+    t.equal(r.status, 429, r.text);
+    t.match(r.json, { code: 'quota_exceeded' });
+    t.equal(r.headers['x-quota-remaining'], '0');
+    t.equal(s.dagu.received.length, before, 'not forwarded');
+  });
+
   await t.test('usage counted, access log written with the original request, no secret logged', async (t) => {
     await s.gateway.flushUsage();
     t.equal((await s.gateway.keys.get(viewer.id)).requestCount, 2, 'viewer: two allowed requests, the stream included (its refusals are not uses)');
@@ -246,6 +266,7 @@ t.test('with a real nginx (auth_request) in front of a recording upstream', { sk
     t.equal((await s.gateway.keys.get(limited.id)).requestCount, 2, 'limited: the two allowed ones');
     const lines = s.logs.filter((l) => l.includes('"msg":"request"')).map((l) => JSON.parse(l) as Json);
     t.ok(lines.some((l) => l.method === 'POST' && l.path === '/api/v1/dags/deploy.yaml/start' && l.status === 200 && l.decision === 'allowed' && l.key_id === operator.id), 'the original method and path in the access log');
+    t.ok(lines.every((l) => l.via === 'forward_auth' && l.upstream === undefined && l.upstream_ms === undefined), 'every line marked as a forward-auth answer, no upstream of its own');
     t.ok(lines.some((l) => l.status === 429 && l.decision === 'rate_limited' && l.key_id === limited.id));
     t.ok(lines.every((l) => l.remote_address === '127.0.0.1'), 'the client address from X-Forwarded-For');
     const all = s.logs.join('\n');
@@ -296,6 +317,11 @@ t.test('Traefik ForwardAuth and Envoy ext_authz forms', async (t) => {
     t.equal((await traefik(viewer.secret, 'GET', '/api/v1/dags')).status, 200, 'the method comes from X-Forwarded-Method');
     const lines = s.logs.filter((l) => l.includes('"msg":"request"')).map((l) => JSON.parse(l) as Json);
     t.equal(lines.at(-1)?.remote_address, '198.51.100.4', 'the client address as the proxy reports it');
+    // forwardBody: true — Traefik still asks with a GET, the call in its body
+    const call = (key: string) =>
+      send(auth, { method: 'GET', headers: { 'x-api-key': key, 'x-forwarded-method': 'POST', 'x-forwarded-uri': '/mcp', 'x-forwarded-host': 'dagu.example', 'content-type': 'application/json', [SECRET_HEADER]: SECRET }, body: '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"dagu_execute"}}' });
+    t.equal((await call(viewer.secret)).status, 403, 'with the body passed, the tool policy holds');
+    t.equal((await call(operator.secret)).status, 200);
   });
 
   await t.test('Envoy: the original method, path after the prefix, Host; the body when passed', async (t) => {

@@ -153,6 +153,19 @@ t.test('over HTTP: a call that reads two ways, a prototype name, a body on GET/D
   t.equal((await request(`${s.url}/mcp`, { method: 'GET', headers: h })).statusCode, 200, 'a GET without a body still goes through');
 });
 
+t.test('over HTTP: MCP 2026 mirror headers (Mcp-Method, Mcp-Name) must say what the body says', async (t) => {
+  const viewer = await s.key({ name: 'rpc-mirror', role: 'viewer' });
+  const h = { 'x-api-key': viewer.secret };
+  const body = { jsonrpc: '2.0', id: 31, method: 'tools/call', params: { name: 'dagu_read', arguments: {} } };
+  const before = s.dagu.received.length;
+  t.match(await rpc('/mcp', body, { ...h, 'mcp-method': 'tools/call', 'mcp-name': 'dagu_change' }), { status: 400, json: { id: 31, error: { code: -32600, message: /Mcp-Name/ } } }, 'Mcp-Name naming another tool than the body');
+  t.match(await rpc('/mcp', body, { ...h, 'mcp-method': 'tools/list' }), { status: 400, json: { id: 31, error: { code: -32600, message: /Mcp-Method/ } } }, 'Mcp-Method naming another method');
+  t.match(await rpc('/mcp', { jsonrpc: '2.0', id: 32, method: 'tools/list' }, { ...h, 'mcp-name': 'dagu_change' }), { status: 400, json: { id: 32 } }, 'Mcp-Name on a call that names nothing');
+  t.equal(s.dagu.received.length, before, 'none reached the upstream');
+  t.equal((await rpc('/mcp', body, { ...h, 'mcp-method': 'tools/call', 'mcp-name': 'dagu_read' })).status, 200, 'headers that mirror the body: forwarded');
+  t.equal((await rpc('/mcp', body, h)).status, 200, 'no mirror headers (MCP before 2026-07-28): forwarded');
+});
+
 t.test('over HTTP: a tools/call acts where its arguments say, for keys limited to workspaces', async (t) => {
   const grants = await s.key({ name: 'rpc-grants', role: 'viewer', workspaceAccess: { all: false, grants: [{ workspace: 'team-a', role: 'developer' }] } });
   const bound = await s.key({ name: 'rpc-bound', role: 'developer', workspace: 'team-a' });

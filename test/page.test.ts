@@ -69,8 +69,12 @@ function watch(page: Page, origin: string) {
   const problems: string[] = [];
   page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
   page.on('console', (msg) => {
-    // a refused fetch (401 at sign-in) is logged by Chromium as a failed resource load; anything else is a fault
-    if (msg.type() === 'error' && !/Failed to load resource: the server responded with a status of (401|403)/.test(msg.text())) problems.push(`console: ${msg.text()}`);
+    // a refused fetch (401 at sign-in) is logged by Chromium as a failed resource load; so is the
+    // 400 of a dry run that found problems in the form (the page shows them at their fields); anything else is a fault
+    if (msg.type() !== 'error') return;
+    if (/Failed to load resource: the server responded with a status of (401|403)/.test(msg.text())) return;
+    if (/Failed to load resource: the server responded with a status of (400|409)/.test(msg.text()) && /[?&]dryRun=true/.test(msg.location().url)) return;
+    problems.push(`console: ${msg.text()}`);
   });
   page.on('request', (r) => {
     if (!r.url().startsWith(origin + '/') && !r.url().startsWith('data:')) problems.push(`request to another origin: ${r.url()}`);
@@ -86,6 +90,8 @@ async function signIn(page: Page, credential = TOKEN): Promise<void> {
 const row = (page: Page, name: string): Locator => page.locator('#keys-body tr', { has: page.locator('th', { hasText: name }) });
 const cell = (r: Locator, i: number): Locator => r.locator('td').nth(i);
 const dialogOpen = (page: Page, id: string) => page.evaluate((x) => document.getElementById(x).open, id);
+/** The create/edit dialog's dry run of the form has answered (the page validates through the admin API). */
+const settled = (page: Page) => page.waitForFunction(() => document.getElementById('create-form').dataset.pending === undefined);
 
 async function closeOnce(what: () => Promise<void>): Promise<void> {
   try {
@@ -251,26 +257,35 @@ t.test('key page in Chromium', { skip }, async (t) => {
     const dialog = page.getByRole('dialog', { name: 'Create API Key' });
     const create = dialog.getByRole('button', { name: 'Create' });
     t.equal(await dialog.getByLabel('Rate limit (requests per minute)').inputValue(), '60', 'rate limit defaults to 60');
+    await settled(page);
     t.ok(await create.isDisabled(), 'Create is disabled while the form is empty');
+    t.equal(await page.locator('#create-todo').textContent(), 'To create: Name, Scopes.', 'beside it, the fields still to fill in (their messages wait until they are used)');
     await page.keyboard.type('Nightly ETL');
+    await settled(page);
     t.ok(await create.isDisabled(), 'still disabled without a scope');
+    t.equal(await page.locator('#create-todo').textContent(), 'To create: Scopes.');
     await page.keyboard.press('Tab');
     await page.keyboard.press('Tab');
     await page.keyboard.press('Space');
     t.ok(await dialog.getByLabel('Workflows').isChecked(), 'Workflows toggled by keyboard');
+    await settled(page);
     t.ok(await create.isEnabled(), 'name + scope: enabled');
     await dialog.getByLabel('Rate limit (requests per minute)').fill('601');
+    await settled(page);
     t.ok(await create.isDisabled(), 'rate limit above the range: disabled');
-    t.match(await page.locator('#create-rate-error').textContent(), /from 1 to 600/);
+    t.equal(await page.locator('#create-rate-error').textContent(), 'must be a whole number of requests per minute from 1 to 600', "the key service's message");
     await page.screenshot({ path: join(SHOTS, 'create-dialog-invalid.png') });
     await dialog.getByLabel('Rate limit (requests per minute)').fill('2.5');
+    await settled(page);
     t.ok(await create.isDisabled(), 'not a whole number: disabled');
     await dialog.getByLabel('Rate limit (requests per minute)').fill('30');
     const today = await page.evaluate(async () => (await import('/api-keys/assets/format.js' as string)).localDate(0));
     await dialog.getByLabel('Expiration (optional)').fill(today);
+    await settled(page);
     t.ok(await create.isDisabled(), 'expiration today: disabled');
     t.match(await page.locator('#create-expires-error').textContent(), /after today/);
     await dialog.getByLabel('Expiration (optional)').fill('2099-01-31');
+    await settled(page);
     t.ok(await create.isEnabled(), 'valid again');
     await page.mouse.click(8, 8);
     t.ok(await dialogOpen(page, 'create-dialog'), 'a click outside does not close the dialog');
@@ -459,18 +474,20 @@ t.test('key page in Chromium', { skip }, async (t) => {
     await dialog.getByLabel('Grant 1 role').selectOption('developer');
     await dialog.getByLabel('A2A').uncheck();
     await dialog.getByLabel('User-owned').check();
+    await settled(page);
     t.ok(await dialog.getByRole('button', { name: 'Create' }).isDisabled(), 'user-owned without an owner: disabled');
     await dialog.getByLabel('Owner user ID').fill('alice');
     await dialog.getByLabel('Description (optional)').fill('Deploys to ops');
-    // the service's own rule, shown at its field: a workspace name it refuses
+    // the service's own rule, shown at its field as it is typed: a workspace name it refuses
     await dialog.getByRole('button', { name: '+ Add workspace' }).click();
     await dialog.getByLabel('Grant 2 workspace').fill('all');
-    await dialog.getByRole('button', { name: 'Create' }).click();
     await page.locator('#create-grants-error', { hasText: 'reserved' }).waitFor();
-    t.match(await page.locator('#create-grants-error').textContent(), /"all" is reserved/, "the API's message at the grants field");
-    t.ok(await dialogOpen(page, 'create-dialog'), 'the dialog stays open with what was typed');
+    t.equal(await page.locator('#create-grants-error').textContent(), 'Grant 2 workspace: "all" is reserved: use workspaceAccess {"all": true} for every workspace', "the API's message at the grants field, naming the grant");
+    t.equal(await dialog.getByLabel('Grant 2 workspace').getAttribute('aria-invalid'), 'true', 'that grant is marked invalid');
+    t.ok(await dialog.getByRole('button', { name: 'Create' }).isDisabled(), 'Create waits for a valid form');
     await page.screenshot({ path: join(SHOTS, 'create-dialog-dagu.png'), fullPage: true });
     await dialog.getByRole('button', { name: 'Remove grant 2' }).click();
+    await settled(page);
     await dialog.getByRole('button', { name: 'Create' }).click();
     await page.getByRole('dialog', { name: 'Copy your API key' }).waitFor();
     const secret = (await page.locator('#secret-value').textContent()) ?? '';
@@ -498,6 +515,7 @@ t.test('key page in Chromium', { skip }, async (t) => {
     await drawer.waitFor();
     const fields = await drawer.locator('dl.fields').textContent();
     for (const text of ['Deploys to ops', 'ops: developer (top-level role viewer)', 'REST, MCP', 'user-owned by alice', 'Workflows'.toLowerCase(), 'by admin-token']) t.match(fields, text, `details show ${text}`);
+    t.match(fields, /Requests2Last usedjust now/, 'requests and last use as they are now, not as the table loaded them');
     await drawer.locator('svg.usage-svg').waitFor();
     const bars = await drawer.locator('svg.usage-svg rect').evaluateAll((rects) => rects.map((r) => [r.getAttribute('data-kind'), Number(r.getAttribute('data-value'))]));
     t.same(bars, [['allowed', 2], ['forbidden', 1]], 'the chart draws the real traffic: 2 allowed, 1 forbidden in this hour');
@@ -518,6 +536,13 @@ t.test('key page in Chromium', { skip }, async (t) => {
     t.equal(await edit.getByLabel('Grant 1 workspace').inputValue(), 'ops');
     await edit.getByLabel('All workspaces').check();
     await edit.getByLabel('Role', { exact: true }).selectOption('operator');
+    // the edit is checked by a dry run of the PATCH: the service's rule at its field
+    await edit.getByLabel('Rate limit (requests per minute)').fill('0');
+    await settled(page);
+    t.ok(await edit.getByRole('button', { name: 'Save' }).isDisabled(), 'edit: an invalid rate limit disables Save');
+    t.equal(await page.locator('#create-rate-error').textContent(), 'must be a whole number of requests per minute from 1 to 600');
+    await edit.getByLabel('Rate limit (requests per minute)').fill('60');
+    await settled(page);
     await edit.getByRole('button', { name: 'Save' }).click();
     await page.locator('#snackbar', { hasText: 'saved' }).waitFor();
     await page.waitForFunction(() => document.querySelector('#details-fields')?.textContent?.includes('all workspaces (role operator)'));
@@ -528,6 +553,12 @@ t.test('key page in Chromium', { skip }, async (t) => {
     await drawer.getByRole('button', { name: 'Regenerate' }).click();
     const confirm = page.getByRole('dialog', { name: 'Regenerate "ops-deployer"?' });
     await confirm.waitFor();
+    // the grace period's rule is the API's: its message at the field, the dialog stays, nothing regenerated
+    await confirm.getByLabel('Old key keeps working for (seconds)').fill('90000');
+    await confirm.getByRole('button', { name: 'Regenerate' }).click();
+    await page.locator('#confirm-grace-error', { hasText: 'must be a whole number of seconds from 0 to 86400' }).waitFor();
+    t.ok(await dialogOpen(page, 'confirm-dialog'), 'a refused grace period keeps the confirmation open');
+    t.equal((await s.gateway.keys.get('ops-deployer')).prefix, secret.slice(0, 8), 'and the key was not regenerated');
     await confirm.getByLabel('Old key keeps working for (seconds)').fill('3');
     await page.screenshot({ path: join(SHOTS, 'regenerate-grace.png') });
     await confirm.getByRole('button', { name: 'Regenerate' }).click();
@@ -571,14 +602,116 @@ t.test('key page in Chromium', { skip }, async (t) => {
     t.ok(o.doc <= o.vw, 'details at 390 px: no overflow');
     await page.screenshot({ path: join(SHOTS, 'narrow-390-details.png') });
     await page.keyboard.press('Escape');
+    await page.getByRole('button', { name: 'Create API Key' }).click();
+    await page.getByLabel('Selected workspaces').check();
+    await settled(page);
+    o = await overflow();
+    t.ok(o.doc <= o.vw, `create dialog at 390 px: page ${o.doc} px wide in ${o.vw} px`);
+    const box = await page.locator('#create-dialog').boundingBox();
+    t.ok(box && box.x >= 0 && box.x + box.width <= 390, 'the dialog fits the screen');
+    await page.locator('#create-dialog').screenshot({ path: join(SHOTS, 'narrow-390-create.png') });
+    await page.keyboard.press('Escape');
+    await page.getByRole('tab', { name: 'Audit log' }).click();
+    await page.locator('#audit-body tr').first().waitFor();
+    o = await overflow();
+    t.ok(o.doc <= o.vw, `audit tab at 390 px: page ${o.doc} px wide in ${o.vw} px`);
+    t.equal(await page.locator('#audit-body tr').first().evaluate((tr) => getComputedStyle(tr).display), 'block', 'audit rows are cards');
+    await page.screenshot({ path: join(SHOTS, 'narrow-390-audit.png'), fullPage: true });
     await page.goto(base + '/api-management');
     await row(page, 'ops-deployer').waitFor();
     o = await overflow();
     t.ok(o.doc <= o.vw, `API Management at 390 px: page ${o.doc} px wide in ${o.vw} px`);
     await page.screenshot({ path: join(SHOTS, 'narrow-390-management.png'), fullPage: true });
-    // the one refused create (the reserved workspace name) is a 400 Chromium logs as a failed load
+    // the one refused regenerate (grace 90000 s) is a 400 Chromium logs as a failed load
     t.same(problems.filter((p) => !/status of 400/.test(p)), [], 'no other console errors, CSP violations or requests elsewhere');
     t.equal(problems.length, 1, 'exactly that one 400');
+  });
+
+  // ------------------------------------------------------------ one set of rules: the key service's, every problem at its field
+  t.test("validation: the key service's rules and messages, every problem at its field at once", async (t) => {
+    const s = await startStack(t.testdir(), { adminToken: TOKEN });
+    t.teardown(() => s.close());
+    const base = s.gateway.adminUrl!;
+    await s.key({ name: 'taken-name' });
+    const { context, page, problems } = await newPage(base);
+    t.teardown(() => closeOnce(() => context.close()));
+    await page.goto(base + '/api-keys');
+    await signIn(page);
+    await row(page, 'taken-name').waitFor();
+    await page.getByRole('button', { name: 'Create API Key' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Create API Key' });
+    const yesterday = await page.evaluate(async () => (await import('/api-keys/assets/format.js' as string)).localDate(-1));
+
+    // one wrong value in each field, typed as a person would; no submit
+    await page.locator('#create-name').fill('taken-name');
+    await dialog.getByLabel('Agents').check();
+    await dialog.getByLabel('Agents').uncheck();
+    await dialog.getByLabel('Rate limit (requests per minute)').fill('0');
+    await dialog.getByLabel('Expiration (optional)').fill(yesterday);
+    await dialog.getByLabel('Selected workspaces').check();
+    await dialog.getByLabel('Grant 1 workspace').fill('all');
+    await dialog.getByRole('button', { name: '+ Add workspace' }).click();
+    await dialog.getByLabel('Grant 2 workspace').fill('ops');
+    await dialog.getByRole('button', { name: '+ Add workspace' }).click();
+    await dialog.getByLabel('Grant 3 workspace').fill('ops');
+    for (const surface of ['REST API', 'MCP', 'A2A']) await dialog.getByLabel(surface).uncheck();
+    await dialog.getByLabel('User-owned').check();
+    await dialog.getByLabel('Owner user ID').fill(' ');
+    await dialog.getByLabel('Owner user ID').blur();
+    await settled(page);
+
+    // what the key service itself says of the same input (in-process, not through the page)
+    let service: { field: string; reason: string }[] = [];
+    try {
+      await s.gateway.keys.checkCreate({
+        name: 'taken-name', scopes: [], rateLimit: 0, expiresAt: yesterday, role: 'viewer',
+        workspaceAccess: { all: false, grants: [{ workspace: 'all', role: 'developer' }, { workspace: 'ops', role: 'developer' }, { workspace: 'ops', role: 'developer' }] },
+        surfaces: [], attributionClass: 'user_owned', ownerUserId: '', description: '',
+      });
+    } catch (err) {
+      service = [...(err as { errors: { field: string; reason: string }[] }).errors];
+    }
+    const reason = (field: string) => service.filter((e) => e.field === field).map((e) => e.reason);
+    t.same(service.map((e) => e.field), ['scopes', 'workspaceAccess.grants[0].workspace', 'workspaceAccess.grants[2].workspace', 'surfaces', 'rateLimit', 'expiresAt', 'ownerUserId', 'name'], 'the service finds eight problems');
+    const at = async (id: string) => (await page.locator(`#${id}`).isVisible() ? await page.locator(`#${id}`).textContent() : '(hidden)');
+    t.equal(await at('create-name-error'), reason('name')[0], 'name: taken, as the service says');
+    t.equal(await at('create-scopes-error'), reason('scopes')[0], 'scopes');
+    t.equal(await at('create-rate-error'), reason('rateLimit')[0], 'rate limit');
+    t.equal(await at('create-expires-error'), reason('expiresAt')[0], 'expiry');
+    t.equal(await at('create-grants-error'), `Grant 1 workspace: ${reason('workspaceAccess.grants[0].workspace')[0]}\nGrant 3 workspace: ${reason('workspaceAccess.grants[2].workspace')[0]}`, 'grants: each grant its problem');
+    t.equal(await at('create-surfaces-error'), reason('surfaces')[0], 'surfaces');
+    t.equal(await at('create-owner-error'), reason('ownerUserId')[0], 'owner');
+    t.equal(await page.locator('#create-form-error').textContent(), '', 'nothing left over at the form level');
+    t.ok(await dialog.getByRole('button', { name: 'Create' }).isDisabled(), 'Create waits');
+    const invalid = await page.locator('#create-form [aria-invalid="true"]').evaluateAll((els) => els.map((e: Json) => e.getAttribute('aria-label') ?? e.id));
+    t.same(invalid.sort(), ['Grant 1 workspace', 'Grant 3 workspace', 'create-expires', 'create-name', 'create-owner', 'create-rate'].sort(), 'the invalid inputs are marked for assistive technology');
+    await dialog.screenshot({ path: join(SHOTS, 'create-dialog-every-error.png') });
+
+    // lengths too are the service's rule (the inputs set no maxlength of their own)
+    await page.locator('#create-name').fill('n'.repeat(101));
+    await dialog.getByLabel('Description (optional)').fill('d'.repeat(501));
+    await settled(page);
+    t.equal(await at('create-name-error'), 'must be at most 100 characters', 'a 101-character name: the service says so');
+    t.equal(await at('create-description-error'), 'must be at most 500 characters', 'a 501-character description too');
+    await dialog.getByLabel('Description (optional)').fill('');
+    // each fixed in turn: its message goes, the others stay, until Create is enabled
+    await page.locator('#create-name').fill('fresh-name');
+    await settled(page);
+    t.equal(await at('create-name-error'), '(hidden)', 'name fixed: its message is gone');
+    t.equal(await at('create-rate-error'), reason('rateLimit')[0], 'the others stay');
+    await dialog.getByLabel('Agents').check();
+    await dialog.getByLabel('Rate limit (requests per minute)').fill('10');
+    await dialog.getByLabel('Expiration (optional)').fill('');
+    await dialog.getByLabel('Grant 1 workspace').fill('dev');
+    await dialog.getByRole('button', { name: 'Remove grant 3' }).click();
+    await dialog.getByLabel('MCP').check();
+    await dialog.getByLabel('Owner user ID').fill('bob');
+    await settled(page);
+    t.ok(await dialog.getByRole('button', { name: 'Create' }).isEnabled(), 'every problem fixed: Create is enabled');
+    await dialog.getByRole('button', { name: 'Create' }).click();
+    await page.getByRole('dialog', { name: 'Copy your API key' }).waitFor();
+    t.match(await s.gateway.keys.get('fresh-name'), { scopes: ['agents'], rateLimit: 10, surfaces: ['mcp'], ownerUserId: 'bob', workspaceAccess: { all: false, grants: [{ workspace: 'dev' }, { workspace: 'ops' }] } }, 'created as fixed');
+    t.same(problems, [], 'no console errors');
   });
 
   // ------------------------------------------------------------ more keys than a page (the admin API pages at 100)
@@ -670,6 +803,21 @@ t.test('key page in Chromium', { skip }, async (t) => {
     await page.waitForFunction(() => document.getElementById('keys-shown')?.textContent === 'Showing 100 of 249 matching keys');
     t.pass('search "svc" with every status: 249 matching, a page of them');
 
+    // a key with more changes than a page: its details' trail goes on with Load older changes
+    for (let i = 1; i <= 104; i++) await svc.update('svc-001', { rateLimit: 100 + i }, 'test');
+    await page.getByLabel('Search keys').fill('svc-001');
+    await page.waitForFunction(() => document.getElementById('keys-shown')?.textContent === 'Showing 1 of 1 matching key');
+    await row(page, 'svc-001').getByRole('button', { name: 'Details of key svc-001' }).click();
+    await page.locator('#details-audit li').nth(99).waitFor();
+    t.equal(await page.locator('#details-audit li').count(), 100, "the key's 100 newest changes");
+    await page.getByRole('button', { name: 'Load older changes' }).click();
+    await page.waitForFunction(() => document.querySelectorAll('#details-audit li').length === 105);
+    t.match(await page.locator('#details-audit li').last().textContent(), /create by test/, 'down to its creation');
+    t.ok(await page.locator('#details-audit-more').isHidden(), 'then no more');
+    await page.keyboard.press('Escape');
+    await page.getByLabel('Search keys').fill('svc');
+    await page.waitForFunction(() => document.getElementById('keys-shown')?.textContent === 'Showing 100 of 249 matching keys');
+
     // the audit tab: any key by name, not only the loaded ones
     await page.getByRole('tab', { name: 'Audit log' }).click();
     await page.getByLabel('Key', { exact: true }).fill('svc-249');
@@ -679,6 +827,19 @@ t.test('key page in Chromium', { skip }, async (t) => {
     await page.getByLabel('Key', { exact: true }).fill('svc-9999');
     await page.getByLabel('Key', { exact: true }).press('Enter');
     await page.getByText('No key is named "svc-9999".').waitFor();
+    // every key's changes: more than a page of them, older ones by the API's cursor
+    await page.getByLabel('Key', { exact: true }).fill('');
+    await page.getByLabel('Key', { exact: true }).press('Enter');
+    await page.waitForFunction(() => document.getElementById('audit-shown')?.textContent === 'Showing the 100 newest changes');
+    const trail = await svc.auditTrail({ limit: 1000 });
+    t.ok(trail.length > 250, `${trail.length} changes recorded`);
+    while (await page.locator('#audit-more').isVisible()) {
+      const before = await page.locator('#audit-body tr').count();
+      await page.getByRole('button', { name: 'Load older' }).click();
+      await page.waitForFunction((n) => document.querySelectorAll('#audit-body tr').length > n, before);
+    }
+    t.equal(await page.locator('#audit-shown').textContent(), `Showing the ${trail.length} newest changes (all)`);
+    t.same(await page.locator('#audit-body tr td:nth-child(2)').allTextContents(), trail.map((r) => r.key_name), 'every change, newest first, down to the first key created');
     t.same(problems.filter((p) => !/status of 404/.test(p)), [], 'no console errors besides the one 404 of the unknown name');
   });
 

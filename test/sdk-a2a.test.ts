@@ -211,7 +211,9 @@ routes:
     upstream: dagen
     surface: a2a
     scope: agents
+    workspace: key
     jsonrpc:
+      param_workspace: tenant
       default_method: deny
       methods:
 ${POLICY_METHODS.map((m) => `        ${m}: viewer`).join('\n')}
@@ -329,6 +331,26 @@ t.test('an agents key: send a message and get the reply, through the gateway onl
   t.ok(upstream, 'SendMessage reached the agent byte for byte');
   t.equal(upstream?.headers['x-api-key'], UPSTREAM_CREDENTIAL, "the agent got the upstream credential, not the client's key");
   t.equal(upstream?.headers['x-keygate-key-name'], 'a2a-agents', 'and the key identity');
+});
+
+t.test('a key bound to a workspace: its workspace goes to the agent; a tenant naming another is refused', async (t) => {
+  const bound = await s.key({ name: 'a2a-bound', scopes: 'agents', workspace: 'ws-42' });
+  const { client, exchanges } = await a2aClient(bound.secret);
+  const ok = await client.sendMessage(send('mine'));
+  t.equal(textOf(ok as Message), 'echo: mine', 'no tenant: answered');
+  const seen = a2a.seen.find((r) => r.rpcMethod === 'SendMessage' && r.raw === exchanges.at(-1)!.requestBody);
+  t.equal(seen?.headers['x-keygate-workspace'], 'ws-42', 'the agent is told the key\'s workspace');
+  const own = await client.sendMessage({ ...send('own tenant'), tenant: 'ws-42' });
+  t.equal(textOf(own as Message), 'echo: own tenant', 'its own workspace as tenant: answered');
+
+  const before = a2a.seen.filter((r) => r.method === 'POST').length;
+  const err = await rejection(client.sendMessage({ ...send('theirs'), tenant: 'ws-7' }));
+  t.notMatch(err.message, /^HTTP error/, `the SDK read a JSON-RPC error (${err.name}: ${err.message})`);
+  t.notMatch(err.name, A2A_DOMAIN_ERRORS, 'not mistaken for an A2A domain error');
+  const refusal = lastRefusal(exchanges);
+  t.equal(refusal?.status, 404, 'another tenant: 404, as a workspace the key does not hold');
+  t.ok(sameId(refusal), "with the call's id");
+  t.equal(a2a.seen.filter((r) => r.method === 'POST').length, before, 'nothing reached the agent');
 });
 
 t.test('a streamed message: several events arrive one by one', async (t) => {

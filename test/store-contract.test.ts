@@ -115,6 +115,28 @@ async function contractOn(t: Tap, open: () => Promise<Store>): Promise<void> {
     t.equal(await store.pruneAudit('2026-01-02T00:00:00.000Z'), 1, 'prune: the one record before the cutoff');
     t.same((await store.listAudit({ limit: 10 })).map((r) => r.id), ['r2', 'r1'], 'the newer ones stay');
     t.equal(await store.pruneAudit('2026-01-02T00:00:00.000Z'), 0, 'pruning again removes nothing');
+
+    // pages of the audit trail: newest first, older ones by cursor, unshifted by records added meanwhile
+    for (let i = 0; i < 7; i++) {
+      await store.appendAudit({ id: `p${i}`, at: `2026-02-0${i + 1}T00:00:00.000Z`, actor: 'test', action: 'update', key_id: i % 2 === 0 ? 'even' : 'odd', key_name: 'x', remote_address: null, details: {} });
+    }
+    const first = await store.pageAudit({ limit: 3 });
+    t.same(first.records.map((r) => r.id), ['p6', 'p5', 'p4'], 'audit page 1');
+    await store.appendAudit({ id: 'late', at: '2026-03-01T00:00:00.000Z', actor: 'test', action: 'update', key_id: 'odd', key_name: 'x', remote_address: null, details: {} });
+    const second = await store.pageAudit({ limit: 3, cursor: first.next! });
+    t.same(second.records.map((r) => r.id), ['p3', 'p2', 'p1'], 'page 2: a record added meanwhile does not shift it');
+    const rest = await store.pageAudit({ limit: 3, cursor: second.next! });
+    t.same(rest.records.map((r) => r.id), ['p0', 'r2', 'r1'], 'page 3');
+    t.equal(rest.next, null, 'the oldest record: no next page');
+    const evens: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await store.pageAudit({ limit: 2, key_id: 'even', cursor });
+      evens.push(...page.records.map((r) => r.id));
+      cursor = page.next ?? undefined;
+    } while (cursor !== undefined);
+    t.same(evens, ['p6', 'p4', 'p2', 'p0'], "one key's records, page by page");
+    await t.rejects(store.pageAudit({ limit: 2, cursor: 'nonsense' }), { code: 'bad_request' }, 'a cursor not made here is a 400');
   }
   {
     // the key page's search, status filter and counts: the same answers from every store

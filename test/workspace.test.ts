@@ -200,4 +200,24 @@ t.test('the shipped maps: a bound key never acts outside its workspace; a grants
     t.match(rpc(KEYS.bound, method, {}), { allow: true, workspace: 'team-a' }, `${method}: names no object, acts where the URL said`);
   }
   t.throws(() => rpc(grants, 'resources/read', JSON.parse('{"uri":"dagu://reference/tools","URI":"dagu://wiki/team-b/x"}')), /would be read as "uri"/, 'a case variant of uri is refused by the reader');
+
+  // A2A (Dagen's /a2a, workspace: key): task ids name no workspace; a v1.0 tenant, when given, does
+  const a2a = table.match('POST', undefined, '/a2a')!.route;
+  const a2aPolicy = a2a.config.jsonrpc!;
+  const agentsBound = accessOf(storedKey({ role: 'viewer', scopes: ['agents'], workspace: 'ws-42' }));
+  const agentsAll = accessOf(storedKey({ role: 'viewer', scopes: ['agents'] }));
+  const a2aCall = (access: typeof grants, method: string, params: Record<string, unknown>) => {
+    const p = parseCall(Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: 1, method, params })), argumentFields(a2aPolicy));
+    if (!p.ok) throw new Error(p.message);
+    const d = decide(a2a, access, { nowMs: Date.now(), workspace: undefined });
+    if (!d.allow) throw new Error(d.message);
+    return authoriseCall(a2aPolicy, a2a.minRoleRank, access, d, p.call, 'a2a');
+  };
+  t.match(a2aCall(agentsBound, 'GetTask', { tenant: '', id: 'task-1' }), { allow: true, workspace: 'ws-42' }, 'A2A: no tenant, the key\'s workspace goes to Dagen');
+  t.match(a2aCall(agentsBound, 'SendMessage', { tenant: 'ws-42', message: {} }), { allow: true, workspace: 'ws-42' }, 'A2A: its own tenant');
+  t.match(a2aCall(agentsBound, 'ListTasks', { tenant: 'ws-7' }), { allow: false, status: 404 }, 'A2A: a bound key naming another tenant');
+  t.match(a2aCall(agentsBound, 'GetTask', { tenant: ' ws-42', id: 'x' }), { allow: false, code: 'workspace_required' }, 'A2A: a tenant another reader would trim: not attributed');
+  t.match(a2aCall(agentsAll, 'ListTasks', { tenant: 'ws-7' }), { allow: true, workspace: 'ws-7' }, 'A2A: an all-workspaces key acts in the tenant it names');
+  t.match(a2aCall(agentsBound, 'tasks/get', { id: 'task-1' }), { allow: true, workspace: 'ws-42' }, 'A2A v0.3 (no tenant): the key\'s workspace; MCP\'s tasks/get rule does not apply here');
+  t.throws(() => a2aCall(agentsBound, 'GetTask', JSON.parse('{"tenant":"ws-42","Tenant":"ws-7"}')), /would be read as "tenant"/, 'a case variant of tenant is refused by the reader');
 });

@@ -62,7 +62,8 @@ ${http(listen)}
 `;
   const file = path.join(dir, 'nginx.conf');
   writeFileSync(file, conf);
-  const child = spawn(NGINX_BIN, ['-p', dir, '-c', file, '-g', 'daemon off;'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // -e: the error log from the first line on (else nginx first tries its compiled-in /var/log/nginx/error.log)
+  const child = spawn(NGINX_BIN, ['-p', dir, '-e', path.join(dir, 'error.log'), '-c', file, '-g', 'daemon off;'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));
@@ -80,13 +81,13 @@ ${http(listen)}
       child.once('exit', () => (clearTimeout(t), resolve()));
       child.kill('SIGTERM'); // the master stops its workers
     });
-  const deadline = Date.now() + 15_000;
+  const deadline = Date.now() + 30_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`nginx exited (${child.exitCode}): ${out}${errorLog()}`);
     if (await canConnect(port)) break;
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(`nginx did not listen on ${listen} within 15 s: ${out}${errorLog()}`);
+      throw new Error(`nginx did not listen on ${listen} within 30 s: ${out}${errorLog()}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }

@@ -24,8 +24,8 @@ export function auditRoutes(keys: KeyService): AdminRoute[] {
       handler: async ({ query }) => {
         const limit = limitOf(queryParam(query, 'limit'));
         const keyId = queryParam(query, 'key_id');
-        const records = await keys.auditTrail(keyId === undefined ? { limit } : { limit, keyId });
-        return { status: 200, body: { records } };
+        const page = await keys.auditPage({ limit, keyId, cursor: queryParam(query, 'cursor') });
+        return { status: 200, body: page.next === null ? { records: page.records } : { records: page.records, nextCursor: page.next } };
       },
     },
   ];

@@ -3,7 +3,7 @@
 
 import type { IncomingMessage } from 'node:http';
 import { readBody } from '../body.js';
-import { KeygateError, ValidationError } from '../errors.js';
+import { KeygateError, ValidationError, type FieldError } from '../errors.js';
 
 /** Largest admin request body read (64 KiB); a larger one gets 413. */
 export const DEFAULT_BODY_LIMIT = 64 * 1024;
@@ -58,26 +58,94 @@ function jsonTypeOf(v: unknown): JsonType | 'null' | 'number' {
 
 const ARTICLE: Record<JsonType, string> = { string: 'a string', integer: 'an integer', boolean: 'true or false', array: 'a list', object: 'an object' };
 
-/** Refuses unknown, read-only, missing and wrongly typed fields, naming the field. */
-export function checkBody(body: Record<string, unknown>, shape: BodyShape): void {
+/** Unknown, read-only, missing and wrongly typed fields: every one, named as the body names it. */
+export function bodyProblems(body: Record<string, unknown>, shape: BodyShape): FieldError[] {
+  const out: FieldError[] = [];
   const allowed = Object.keys(shape.fields);
   for (const [name, value] of Object.entries(body)) {
     // own entries only: a body member "constructor" or "__proto__" is an unknown field
     const spec = Object.hasOwn(shape.fields, name) ? shape.fields[name] : undefined;
     if (spec === undefined) {
-      if (shape.readOnly?.includes(name)) throw new ValidationError(name, 'is read-only');
-      throw new ValidationError(name, `unknown field; allowed: ${allowed.join(', ')}`);
+      out.push({ field: name, reason: shape.readOnly?.includes(name) ? 'is read-only' : `unknown field; allowed: ${allowed.join(', ')}` });
+      continue;
     }
     const got = jsonTypeOf(value);
     if (got === 'null' && spec.nullable) continue;
-    if (got !== spec.type) throw new ValidationError(name, `must be ${ARTICLE[spec.type]}${spec.nullable ? ' or null' : ''}`);
+    if (got !== spec.type) {
+      out.push({ field: name, reason: `must be ${ARTICLE[spec.type]}${spec.nullable ? ' or null' : ''}` });
+      continue;
+    }
     if (spec.items && Array.isArray(value)) {
       value.forEach((item, i) => {
-        if (jsonTypeOf(item) !== spec.items!.type) throw new ValidationError(`${name}[${i}]`, `must be ${ARTICLE[spec.items!.type]}`);
+        if (jsonTypeOf(item) !== spec.items!.type) out.push({ field: `${name}[${i}]`, reason: `must be ${ARTICLE[spec.items!.type]}` });
       });
     }
   }
   for (const name of shape.required ?? []) {
-    if (body[name] === undefined) throw new ValidationError(name, 'is required');
+    if (body[name] === undefined) out.push({ field: name, reason: 'is required' });
   }
+  return out;
+}
+
+/** Refuses unknown, read-only, missing and wrongly typed fields: one 400 naming every one. */
+export function checkBody(body: Record<string, unknown>, shape: BodyShape): void {
+  const problems = bodyProblems(body, shape);
+  if (problems.length > 0) throw ValidationError.of(problems, true);
+}
+
+/** The top-level body field a problem is about: "workspaceAccess" of "workspaceAccess.grants[0].role". */
+const fieldBase = (field: string): string => /^[^.[]*/.exec(field)![0];
+
+/** The body without the fields `problems` name (a field whose JSON is wrong is not judged again). */
+export function withoutFields(body: Record<string, unknown>, problems: readonly FieldError[]): Record<string, unknown> {
+  const bad = new Set(problems.map((p) => fieldBase(p.field)));
+  return Object.fromEntries(Object.entries(body).filter(([k]) => !bad.has(k)));
+}
+
+/**
+ * Validates a create or update body: the JSON shape and every rule of the key service, all
+ * problems at once, each named as this API names it (`fieldNames`: key-service field → API field).
+ * `dryRun` (or a shape problem) stops there: `check` runs the key service's dry run; otherwise
+ * resolves and the caller makes the change.
+ */
+export async function validateBody(
+  body: Record<string, unknown>,
+  shape: BodyShape,
+  fieldNames: Readonly<Record<string, string>>,
+  dryRun: boolean,
+  check: (clean: Record<string, unknown>) => Promise<void>,
+): Promise<void> {
+  const problems = bodyProblems(body, shape);
+  if (problems.length === 0 && !dryRun) return;
+  try {
+    await check(withoutFields(body, problems));
+  } catch (err) {
+    if (problems.length === 0) throw err;
+    // with the body's own problems, only the rules' problems join them (a 409 or 404 waits for a good body)
+    if (err instanceof ValidationError) {
+      // a field already refused for its JSON is absent to the rules: their word on it is not news
+      const refused = new Set(problems.map((p) => fieldBase(p.field)));
+      for (const e of err.errors) {
+        const field = apiFieldName(e.field, fieldNames);
+        if (!refused.has(fieldBase(field))) problems.push({ field, reason: e.reason });
+      }
+    }
+  }
+  if (problems.length > 0) throw ValidationError.of(problems, true);
+}
+
+/** A key-service field in an API's spelling (rateLimit → rate_limit; workspaceAccess.grants[0] stays). */
+export function apiFieldName(field: string, names: Readonly<Record<string, string>> | undefined): string {
+  if (!names) return field;
+  for (const [from, to] of Object.entries(names)) {
+    if (field === from || field.startsWith(`${from}.`) || field.startsWith(`${from}[`)) return to + field.slice(from.length);
+  }
+  return field;
+}
+
+/** A dry-run query parameter: true or false (absent = false). */
+export function dryRunParam(v: string | undefined, name: string): boolean {
+  if (v === undefined || v === 'false') return false;
+  if (v === 'true') return true;
+  throw new ValidationError(name, 'must be true or false');
 }

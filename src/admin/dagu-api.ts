@@ -6,7 +6,7 @@ import { keyStatus, type ApiKey } from '../keys/model.js';
 import type { QuotaStatus } from '../keys/quota.js';
 import { QUOTA_SET } from './dagen-api.js';
 import type { KeyInput, KeyService } from '../keys/service.js';
-import { checkBody, readJsonObject, type BodyShape, type Fields } from './body.js';
+import { checkBody, dryRunParam, readJsonObject, validateBody, type BodyShape, type Fields } from './body.js';
 import { queryParam, type AdminRoute } from './router.js';
 
 /** Dagu's APIKey, plus Keygate's own fields (scopes, rateLimit, status…) after them. */
@@ -81,6 +81,9 @@ export const DAGU_UPDATE: BodyShape = { fields: FIELDS, readOnly: OUTPUT_ONLY };
 
 export const DAGU_FIELD_NAMES = { surfaces: 'allowedSurfaces' } as const;
 
+/** The answer to ?dryRun=true when the body would be accepted (nothing was changed). */
+const DRY_RUN_OK = { dryRun: true, valid: true, errors: [] };
+
 function toInput(body: Record<string, unknown>): KeyInput {
   return {
     name: body['name'],
@@ -128,9 +131,11 @@ export function daguRoutes(keys: KeyService, now: () => number): AdminRoute[] {
       path: '/api/v1/api-keys',
       operationId: 'createAPIKey',
       fieldNames,
-      handler: async ({ req, actor }) => {
+      handler: async ({ req, query, actor }) => {
         const body = await readJsonObject(req);
-        checkBody(body, DAGU_CREATE);
+        const dryRun = dryRunParam(queryParam(query, 'dryRun'), 'dryRun');
+        await validateBody(body, DAGU_CREATE, fieldNames, dryRun, (clean) => keys.checkCreate(toInput(clean)));
+        if (dryRun) return { status: 200, body: DRY_RUN_OK };
         const { key, secret } = await keys.create(toInput(body), actor);
         return { status: 201, body: { apiKey: await withQuota(keys, key, now), key: secret } };
       },
@@ -147,9 +152,11 @@ export function daguRoutes(keys: KeyService, now: () => number): AdminRoute[] {
       path: '/api/v1/api-keys/{keyId}',
       operationId: 'updateAPIKey',
       fieldNames,
-      handler: async ({ req, params, actor }) => {
+      handler: async ({ req, params, query, actor }) => {
         const body = await readJsonObject(req);
-        checkBody(body, DAGU_UPDATE);
+        const dryRun = dryRunParam(queryParam(query, 'dryRun'), 'dryRun');
+        await validateBody(body, DAGU_UPDATE, fieldNames, dryRun, (clean) => keys.checkUpdate(params['keyId']!, toInput(clean)));
+        if (dryRun) return { status: 200, body: DRY_RUN_OK };
         const key = await keys.update(params['keyId']!, toInput(body), actor);
         return { status: 200, body: { apiKey: await withQuota(keys, key, now) } };
       },

@@ -56,6 +56,15 @@ const FILTER_PARAMETERS: Json[] = [
   { name: 'q', in: 'query', required: false, description: 'Only keys whose name or key prefix contains this text (case-insensitive, at most 100 characters)', schema: { type: 'string', maxLength: 100 } },
   { name: 'status', in: 'query', required: false, description: 'Only keys with this status now', schema: { type: 'string', enum: [...KEY_STATUSES] } },
 ];
+/** ?dryRun=true (Dagu) / ?dry_run=true (Dagen): validate only. */
+const dryRun = (name: string): Json => ({
+  name,
+  in: 'query',
+  required: false,
+  description: 'true: check the body against every rule (all problems at once, as a 400 with errors[]) and change nothing; 200 {valid: true} when it would be accepted',
+  schema: { type: 'boolean', default: false },
+});
+const DRY_RUN_OK = (flag: string): Json => ({ type: 'object', properties: { [flag]: { type: 'boolean', enum: [true] }, valid: { type: 'boolean', enum: [true] }, errors: { type: 'array', maxItems: 0, items: { type: 'object' } } }, required: [flag, 'valid', 'errors'] });
 const ok = (description: string, schema: Json): Json => ({ description, content: json(schema) });
 const bodyOf = (schema: Json): Json => ({ required: true, content: json(schema) });
 
@@ -110,15 +119,16 @@ export function openApiDocument(): Json {
           responses: { '200': ok('Keys, prefix only; when more follow, the X-Next-Cursor and Link headers name the next page', { type: 'array', items: ref('DagenKey') }), ...errors('400') },
         }),
         post: op('dagenCreateKey', 'dagen', 'Create a key; the response carries the one-time `key`', {
+          parameters: [dryRun('dry_run')],
           requestBody: bodyOf(ref('DagenCreateRequest')),
-          responses: { '201': ok('Created', ref('DagenCreatedKey')), ...errors('400', '403', '409', '413', '415') },
+          responses: { '201': ok('Created', ref('DagenCreatedKey')), '200': ok('dry_run=true: the body would be accepted; nothing was created', DRY_RUN_OK('dry_run')), ...errors('400', '403', '409', '413', '415') },
         }),
       },
       '/api/keys/{id}': {
         put: op('dagenUpdateKey', 'dagen', 'Update name, scopes, rate_limit, expires_at, is_active (e.g. deactivate)', {
-          parameters: [keyIdParam('id')],
+          parameters: [keyIdParam('id'), dryRun('dry_run')],
           requestBody: bodyOf(ref('DagenUpdateRequest')),
-          responses: { '200': ok('Updated', ref('DagenKey')), ...errors('400', '403', '404', '409', '413', '415') },
+          responses: { '200': ok('Updated (with dry_run=true: {dry_run, valid, errors: []}, nothing changed)', { oneOf: [ref('DagenKey'), DRY_RUN_OK('dry_run')] }), ...errors('400', '403', '404', '409', '413', '415') },
         }),
         delete: op('dagenDeleteKey', 'dagen', 'Delete a key: every consumer loses access', {
           parameters: [keyIdParam('id')],
@@ -177,8 +187,9 @@ export function openApiDocument(): Json {
           parameters: [{ name: 'workspace', in: 'query', required: false, description: 'Only keys bound to or granted this workspace', schema: { type: 'string' } }, ...FILTER_PARAMETERS, ...PAGE_PARAMETERS],
           responses: { '200': ok('Keys; nextCursor when more follow', ref('DaguAPIKeysListResponse')), ...errors('400', '403') } }),
         post: op('createAPIKey', 'dagu', 'Create an API key; the full key is returned only here', {
+          parameters: [dryRun('dryRun')],
           requestBody: bodyOf(ref('DaguCreateAPIKeyRequest')),
-          responses: { '201': ok('Created', ref('DaguCreateAPIKeyResponse')), ...errors('400', '403', '409', '413', '415') },
+          responses: { '201': ok('Created', ref('DaguCreateAPIKeyResponse')), '200': ok('dryRun=true: the body would be accepted; nothing was created', DRY_RUN_OK('dryRun')), ...errors('400', '403', '409', '413', '415') },
         }),
       },
       '/api/v1/api-keys/{keyId}': {
@@ -187,9 +198,9 @@ export function openApiDocument(): Json {
           responses: { '200': ok('The key', ref('DaguAPIKeyResponse')), ...errors('403', '404') },
         }),
         patch: op('updateAPIKey', 'dagu', 'Update an API key', {
-          parameters: [keyIdParam('keyId')],
+          parameters: [keyIdParam('keyId'), dryRun('dryRun')],
           requestBody: bodyOf(ref('DaguUpdateAPIKeyRequest')),
-          responses: { '200': ok('Updated', ref('DaguAPIKeyResponse')), ...errors('400', '403', '404', '409', '413', '415') },
+          responses: { '200': ok('Updated (with dryRun=true: {dryRun, valid, errors: []}, nothing changed)', { oneOf: [ref('DaguAPIKeyResponse'), DRY_RUN_OK('dryRun')] }), ...errors('400', '403', '404', '409', '413', '415') },
         }),
         delete: op('deleteAPIKey', 'dagu', 'Delete (revoke) an API key', {
           parameters: [keyIdParam('keyId')],
@@ -201,8 +212,16 @@ export function openApiDocument(): Json {
           parameters: [
             { name: 'limit', in: 'query', required: false, description: 'At most this many', schema: { type: 'integer', minimum: 1, maximum: MAX_AUDIT_LIMIT, default: DEFAULT_AUDIT_LIMIT } },
             { name: 'key_id', in: 'query', required: false, description: 'Only records of this key', schema: { type: 'string' } },
+            { name: 'cursor', in: 'query', required: false, description: 'Older records: the nextCursor of the page before', schema: { type: 'string' } },
           ],
-          responses: { '200': ok('Records', { type: 'object', properties: { records: { type: 'array', items: ref('AuditRecord') } }, required: ['records'] }), ...errors('400', '403') },
+          responses: {
+            '200': ok('Records, newest first; nextCursor when older ones follow', {
+              type: 'object',
+              properties: { records: { type: 'array', items: ref('AuditRecord') }, nextCursor: { type: 'string', description: 'pass as cursor for older records; absent on the last page' } },
+              required: ['records'],
+            }),
+            ...errors('400', '403'),
+          },
         }),
       },
       '/api/info': {
@@ -222,7 +241,16 @@ export function openApiDocument(): Json {
       schemas: {
         Error: {
           type: 'object',
-          properties: { code: { type: 'string' }, message: { type: 'string' }, field: { type: 'string', description: 'the field at fault (400)' } },
+          properties: {
+            code: { type: 'string' },
+            message: { type: 'string', description: 'the first problem, "field: reason" for a 400' },
+            field: { type: 'string', description: 'the field of the first problem (400; 409 for a taken name)' },
+            errors: {
+              type: 'array',
+              description: 'every problem of the request body at once (400), each at its field as this API names it',
+              items: { type: 'object', properties: { field: { type: 'string' }, message: { type: 'string' } }, required: ['field', 'message'] },
+            },
+          },
           required: ['code', 'message'],
         },
         DagenKey: {

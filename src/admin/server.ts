@@ -5,7 +5,8 @@
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { isIP, type AddressInfo } from 'node:net';
-import { KeygateError, ValidationError } from '../errors.js';
+import { ConflictError, KeygateError, ValidationError } from '../errors.js';
+import { apiFieldName } from './body.js';
 import type { KeyService } from '../keys/service.js';
 import type { Logger } from '../log.js';
 import { normaliseTarget } from '../routes/path.js';
@@ -81,15 +82,6 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: O
     ...headers,
   });
   res.end(text);
-}
-
-/** A ValidationError naming a key-service field, renamed to the API's spelling of it. */
-function apiField(field: string, names: Readonly<Record<string, string>> | undefined): string {
-  if (!names) return field;
-  for (const [from, to] of Object.entries(names)) {
-    if (field === from || field.startsWith(`${from}.`) || field.startsWith(`${from}[`)) return to + field.slice(from.length);
-  }
-  return field;
 }
 
 export class AdminServer {
@@ -242,8 +234,13 @@ export class AdminServer {
       return;
     }
     if (err instanceof ValidationError) {
-      const field = apiField(err.field, route?.fieldNames);
-      sendJson(res, 400, { code: err.code, message: `${field}: ${err.reason}`, field });
+      // every problem, each at its field in this API's spelling; message and field are the first (as always)
+      const errors = err.errors.map((e) => ({ field: err.apiNamed ? e.field : apiFieldName(e.field, route?.fieldNames), message: e.reason }));
+      const first = errors[0]!;
+      sendJson(res, 400, { code: err.code, message: `${first.field}: ${first.message}`, field: first.field, errors });
+    } else if (err instanceof ConflictError && err.field !== undefined) {
+      const field = apiFieldName(err.field, route?.fieldNames);
+      sendJson(res, err.status, { code: err.code, message: err.message, field, errors: [{ field, message: err.message }] });
     } else if (err instanceof KeygateError) {
       sendJson(res, err.status, { code: err.code, message: err.message });
     } else {

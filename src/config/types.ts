@@ -144,6 +144,11 @@ export interface JsonRpcPolicy {
   resource_workspaces?: readonly ResourceWorkspace[];
   /** prompt name → where a prompts/get acts; an unlisted prompt is attributed to no workspace */
   prompt_workspaces?: Readonly<Record<string, PromptWorkspace>>;
+  /**
+   * A params member that names the workspace a call acts in (A2A v1.0 `tenant`), for calls that
+   * name no object otherwise: given and not empty, the call acts there, not in the route's.
+   */
+  param_workspace?: string;
 }
 
 /**

@@ -41,7 +41,7 @@ export type Parsed = { ok: true; call: RpcCall } | { ok: false; id: RpcId; code:
 // The members the policy reads, at each level: a member that a case-insensitive decoder (Go's
 // encoding/json) would take for one of them, without being exactly it, is refused.
 const ENVELOPE = fieldsByFold(['jsonrpc', 'id', 'method', 'params', 'result', 'error']);
-const PARAMS = fieldsByFold(['name', 'arguments', 'uri']);
+const PARAMS = fieldsByFold(['name', 'arguments', 'uri', 'tenant']);
 const NO_FIELDS: ReadonlyMap<string, string> = new Map();
 
 /** folded name → the exact name, for a list of field names */
@@ -295,6 +295,22 @@ export function mcpCallWhere(policy: JsonRpcPolicy, call: RpcCall): Where | unde
   }
 }
 
+/**
+ * MCP 2026-07-28 mirrors the call in headers (`Mcp-Method`; `Mcp-Name`: the tool, resource URI or
+ * prompt) so that intermediaries can route without the body. A header that says something else
+ * than the body the policy read is a second reading: why, or undefined when they agree or are absent.
+ */
+export function mirrorMismatch(call: RpcCall, mcpMethod: string | string[] | undefined, mcpName: string | string[] | undefined): string | undefined {
+  if (mcpMethod !== undefined && mcpMethod !== call.method) return `the Mcp-Method header (${quoteName(String(mcpMethod))}) is not the call's method`;
+  if (mcpName === undefined) return undefined;
+  let name: JsonValue | undefined;
+  if (call.tool !== undefined) name = call.tool;
+  else if (call.method === 'resources/read' || call.method === 'resources/subscribe' || call.method === 'resources/unsubscribe') name = call.params && own(call.params, 'uri');
+  else if (call.method === 'prompts/get') name = call.params && own(call.params, 'name');
+  if (mcpName !== name) return `the Mcp-Name header (${quoteName(String(mcpName))}) is not what the call names`;
+  return undefined;
+}
+
 export type CallVerdict =
   | { readonly allow: true; readonly roleRank: number; readonly workspace: string | null }
   | { readonly allow: false; readonly status: 403 | 404; readonly code: string; readonly message: string };
@@ -315,7 +331,12 @@ export function authoriseCall(policy: JsonRpcPolicy, routeRoleRank: number, acce
     if (rule === 'deny') return { allow: false, status: 403, code: 'forbidden', message: `tool "${call.tool}" is not allowed through this gateway` };
     needed = ROLE_RANK[rule];
   } else needed = methodNeeds(policy, routeRoleRank, call.method);
-  const where = surface === 'mcp' ? mcpCallWhere(policy, call) : call.tool !== undefined ? toolWhere(policy, call) : undefined;
+  let where = surface === 'mcp' ? mcpCallWhere(policy, call) : call.tool !== undefined ? toolWhere(policy, call) : undefined;
+  if (where === undefined && policy.param_workspace !== undefined && call.params !== undefined) {
+    // a call naming no object may still name its workspace (A2A v1.0 params.tenant)
+    const named = own(call.params, policy.param_workspace);
+    if (named !== undefined && named !== null && named !== '') where = namedBy(named, `params.${policy.param_workspace}`, `params.${policy.param_workspace}`);
+  }
   if (where === undefined) return { allow: true, roleRank: acting.roleRank, workspace: acting.workspace };
   const there = actAs(access, where, needed);
   if (there.allow) return there;

@@ -34,12 +34,8 @@ const PLAIN_RUN = /[^"\\\u0000-\u001f]*/y;
  * text JSON.parse refuses — goes to the strict reader, which says why.
  */
 export function readJson(bytes: Uint8Array): ReadResult {
-  let text: string;
-  try {
-    text = UTF8.decode(bytes);
-  } catch {
-    return { ok: false, message: 'the body is not valid UTF-8' };
-  }
+  const text = decode(bytes);
+  if (text === undefined) return NOT_UTF8;
   if (provablyPlain(text)) {
     let value: JsonValue;
     try {
@@ -54,13 +50,19 @@ export function readJson(bytes: Uint8Array): ReadResult {
 
 /** The strict reader alone, for every text (tests and the benchmark compare the two paths). */
 export function readJsonStrict(bytes: Uint8Array): ReadResult {
-  let text: string;
+  const text = decode(bytes);
+  return text === undefined ? NOT_UTF8 : readText(text);
+}
+
+const NOT_UTF8: ReadResult = Object.freeze({ ok: false, message: 'the body is not valid UTF-8' });
+
+/** The bytes as text, or undefined when they are not UTF-8 (a BOM is kept: the grammar refuses it). */
+function decode(bytes: Uint8Array): string | undefined {
   try {
-    text = UTF8.decode(bytes);
+    return UTF8.decode(bytes);
   } catch {
-    return { ok: false, message: 'the body is not valid UTF-8' };
+    return undefined;
   }
-  return readText(text);
 }
 
 /** \uD800–\uDFFF: a surrogate escape */

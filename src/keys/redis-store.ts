@@ -13,7 +13,7 @@ import { ConflictError, ValidationError } from '../errors.js';
 import { createRedis, REQUEST_PATH_OPTIONS, type RedisClient, type RedisSettings } from '../redis.js';
 import { keyMatches, keyStatus, type StoredKey } from './model.js';
 import { keyQuotaOwner, type QuotaCount, type QuotaState, type QuotaTick } from './quota.js';
-import type { AuditQuery, AuditRecord, AuditStore, KeyCounts, KeyPage, KeyPageQuery, KeyPatch, KeyStore, StoreAvailable, UsageDelta, UsageRow } from './store.js';
+import type { AuditPage, AuditPageQuery, AuditQuery, AuditRecord, AuditStore, KeyCounts, KeyPage, KeyPageQuery, KeyPatch, KeyStore, StoreAvailable, UsageDelta, UsageRow } from './store.js';
 
 /** Document as stored: the key without its usage counters, plus a version for optimistic updates. */
 type Doc = Omit<StoredKey, 'requestCount' | 'lastUsedAt'> & { version: number };
@@ -335,7 +335,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     const { requestCount: _c, lastUsedAt: _l, ...rest } = key;
     const doc: Doc = { ...rest, version: 1 };
     const r = await this.redis.kgInsert(this.k.names, this.k.digests, this.k.keys, key.id, key.name, key.digest, key.previousDigest ?? '', JSON.stringify(doc));
-    if (r === 'name_taken') throw new ConflictError(`a key named "${key.name}" already exists`);
+    if (r === 'name_taken') throw new ConflictError(`a key named "${key.name}" already exists`, 'name');
     if (key.managedBy === 'config') await this.redis.sadd(this.k.config, key.id);
     await this.publish(key.id);
   }
@@ -350,7 +350,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
         id, cur.version, cur.name, next.name, cur.digest, next.digest, cur.previousDigest ?? '', next.previousDigest ?? '', JSON.stringify(next),
       );
       if (r === 'gone') return undefined;
-      if (r === 'name_taken') throw new ConflictError(`a key named "${next.name}" already exists`);
+      if (r === 'name_taken') throw new ConflictError(`a key named "${next.name}" already exists`, 'name');
       if (r === 'ok') {
         await this.publish(id);
         return this.withUsage(next);
@@ -572,6 +572,37 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     const raw = await this.redis.lrange(this.k.audit, 0, q.key_id === undefined ? q.limit - 1 : -1);
     const records = raw.map((j) => JSON.parse(j) as AuditRecord);
     return (q.key_id === undefined ? records : records.filter((r) => r.key_id === q.key_id)).slice(0, q.limit);
+  }
+
+  /**
+   * The list holds the newest record first (LPUSH); pruning takes from the tail. The cursor is the
+   * index to go on from and the list's length then: records pushed since shift it by the difference.
+   */
+  async pageAudit(q: AuditPageQuery): Promise<AuditPage> {
+    const len = await this.redis.llen(this.k.audit);
+    let index = 0;
+    if (q.cursor !== undefined) {
+      const m = /^(\d{1,15})\.(\d{1,15})$/.exec(q.cursor);
+      if (!m) throw new ValidationError('cursor', 'is not a cursor this gateway returned (use the nextCursor of the page before)');
+      index = Math.max(0, Number(m[1]) + Math.max(0, len - Number(m[2])));
+    }
+    const records: AuditRecord[] = [];
+    while (records.length < q.limit && index < len) {
+      // a key filter reads on in chunks (audit reads are rare and operator-driven)
+      const want = q.key_id === undefined ? q.limit - records.length : 1000;
+      const raw = await this.redis.lrange(this.k.audit, index, index + want - 1);
+      if (raw.length === 0) break;
+      let used = 0;
+      for (const j of raw) {
+        used++;
+        const r = JSON.parse(j) as AuditRecord;
+        if (q.key_id !== undefined && r.key_id !== q.key_id) continue;
+        records.push(r);
+        if (records.length === q.limit) break;
+      }
+      index += used;
+    }
+    return { records, next: index < len ? `${index}.${len}` : null };
   }
 
   async pruneAudit(before: string): Promise<number> {

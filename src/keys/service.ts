@@ -4,7 +4,7 @@
 
 import { randomUUID } from 'node:crypto';
 import type { DeclaredKeyConfig, KeysConfig } from '../config/types.js';
-import { ConflictError, KeygateError, LimitError, NotFoundError, ValidationError } from '../errors.js';
+import { ConflictError, KeygateError, LimitError, NotFoundError, Problems, ValidationError, type FieldError } from '../errors.js';
 import {
   accessOf,
   isRole,
@@ -17,6 +17,7 @@ import {
   type KeyAccess,
   type StoredKey,
   type WorkspaceAccess,
+  type WorkspaceGrant,
 } from './model.js';
 import { keyQuotaOwner, QUOTA_PERIODS, QUOTA_REFILLS, statusOf, tickOf, refill, type Quota, type QuotaStatus } from './quota.js';
 import { digestSecret, displayPrefix, generateSecret } from './secret.js';
@@ -187,19 +188,25 @@ function workspaceAccess(v: unknown): WorkspaceAccess {
   if (!Array.isArray(grantsIn)) throw new ValidationError('workspaceAccess.grants', 'must be a list');
   if (all && grantsIn.length > 0) throw new ValidationError('workspaceAccess.grants', 'must be empty when all is true');
   if (!all && grantsIn.length === 0) throw new ValidationError('workspaceAccess.grants', 'must name at least one workspace when all is false');
+  // every grant is checked: a form shows each grant's problem at once
+  const problems = new Problems();
   const seen = new Set<string>();
   const grants = grantsIn.map((g: unknown, i: number) => {
     const field = `workspaceAccess.grants[${i}]`;
-    if (typeof g !== 'object' || g === null) throw new ValidationError(field, 'must be {workspace, role}');
+    if (typeof g !== 'object' || g === null) {
+      problems.add(field, 'must be {workspace, role}');
+      return undefined;
+    }
     const { workspace, role: r } = g as { workspace?: unknown; role?: unknown };
-    const ws = workspaceName(`${field}.workspace`, workspace);
-    if (seen.has(ws)) throw new ValidationError(`${field}.workspace`, `"${ws}" is granted twice`);
-    seen.add(ws);
-    const gr = role(`${field}.role`, r);
-    if (gr === 'admin') throw new ValidationError(`${field}.role`, 'admin cannot be granted per workspace');
-    return { workspace: ws, role: gr };
+    const ws = problems.check(() => workspaceName(`${field}.workspace`, workspace));
+    if (ws !== undefined && seen.has(ws)) problems.add(`${field}.workspace`, `"${ws}" is granted twice`);
+    if (ws !== undefined) seen.add(ws);
+    const gr = problems.check(() => role(`${field}.role`, r));
+    if (gr === 'admin') problems.add(`${field}.role`, 'admin cannot be granted per workspace');
+    return ws === undefined || gr === undefined ? undefined : { workspace: ws, role: gr };
   });
-  return { all, grants };
+  problems.throwIfAny();
+  return { all, grants: grants as WorkspaceGrant[] };
 }
 
 /** The search text of a listing, lower-case; undefined for none. */
@@ -312,19 +319,23 @@ function attribution(cls: unknown): AttributionClass {
   return cls;
 }
 
-/** Cross-field rules, checked on the key as it would be after a create or update. */
-function checkConsistency(k: Omit<StoredKey, 'digest'>): void {
-  if (!k.workspaceAccess.all && k.role !== 'viewer') {
-    throw new ValidationError('role', 'a key with per-workspace grants must have the top-level role viewer');
+/**
+ * Cross-field rules, checked on the key as it would be after a create or update. A rule is not
+ * judged on a field that already has a problem of its own (its value is not known).
+ */
+function checkConsistency(k: Partial<Omit<StoredKey, 'digest'>>, p: Problems): void {
+  const known = (...fields: string[]) => fields.every((f) => !p.has(f));
+  if (known('workspaceAccess', 'role') && k.workspaceAccess && !k.workspaceAccess.all && k.role !== 'viewer') {
+    p.add('role', 'a key with per-workspace grants must have the top-level role viewer');
   }
-  if (k.workspace !== null && !k.workspaceAccess.all) {
-    throw new ValidationError('workspace', 'a key is bound to one workspace or has workspace grants, not both');
+  if (known('workspace', 'workspaceAccess') && k.workspace != null && k.workspaceAccess && !k.workspaceAccess.all) {
+    p.add('workspace', 'a key is bound to one workspace or has workspace grants, not both');
   }
-  if (k.attributionClass === 'user_owned' && !k.ownerUserId) {
-    throw new ValidationError('ownerUserId', 'is required for a user_owned key');
+  if (known('attributionClass', 'ownerUserId') && k.attributionClass === 'user_owned' && !k.ownerUserId) {
+    p.add('ownerUserId', 'is required for a user_owned key');
   }
-  if (k.attributionClass === 'service_account' && !k.serviceAccountName) {
-    throw new ValidationError('serviceAccountName', 'is required for a service_account key');
+  if (known('attributionClass', 'serviceAccountName', 'name') && k.attributionClass === 'service_account' && !k.serviceAccountName) {
+    p.add('serviceAccountName', 'is required for a service_account key');
   }
 }
 
@@ -550,16 +561,20 @@ export class KeyService {
 
   // ---------------------------------------------------------------- management
 
-  async create(input: KeyInput, actor: Actor): Promise<CreatedKey> {
+  /** keys.max_keys reached: a LimitError (403) before anything else is looked at. */
+  private async checkKeyLimit(): Promise<void> {
     const max = this.config.max_keys;
-    if (max !== undefined) {
-      const n = await this.store.count();
-      if (n >= max) {
-        throw new LimitError(
-          `${n} API keys exist and the configured limit (keys.max_keys) is ${max}: delete a key you no longer use or raise keys.max_keys to create more. Existing keys keep working.`,
-        );
-      }
+    if (max === undefined) return;
+    const n = await this.store.count();
+    if (n >= max) {
+      throw new LimitError(
+        `${n} API keys exist and the configured limit (keys.max_keys) is ${max}: delete a key you no longer use or raise keys.max_keys to create more. Existing keys keep working.`,
+      );
     }
+  }
+
+  async create(input: KeyInput, actor: Actor): Promise<CreatedKey> {
+    await this.checkKeyLimit();
     const fields = this.build(input, actorId(actor), true);
     const secret = generateSecret(this.config.prefix);
     const stored: StoredKey = {
@@ -578,35 +593,74 @@ export class KeyService {
     return { key, secret };
   }
 
-  /** A new key's fields from input, checked; everything but id, digest, prefix and managedBy. */
+  /**
+   * A dry run of create: what create would refuse, with every field's problem at once (a taken
+   * name among them); nothing is stored or audited. Resolves when create would succeed.
+   * `known` are problems the caller found already (e.g. wrongly typed JSON fields): they are
+   * reported with the rest.
+   */
+  async checkCreate(input: KeyInput, known: readonly FieldError[] = []): Promise<void> {
+    await this.checkKeyLimit();
+    const p = new Problems();
+    p.list.push(...known);
+    p.check(() => this.build(input, '', true));
+    await this.nameTaken(input.name, undefined, p);
+  }
+
+  /** A dry run of update (see checkCreate). */
+  async checkUpdate(idOrName: string, input: KeyInput, known: readonly FieldError[] = []): Promise<void> {
+    const current = await this.findChangeable(idOrName);
+    const p = new Problems();
+    p.list.push(...known);
+    p.check(() => this.plan(current, input));
+    await this.nameTaken(input.name, current.id, p);
+  }
+
+  /**
+   * Ends a dry run: a name another key holds joins the other problems (400); alone it is the 409
+   * the real call would answer.
+   */
+  private async nameTaken(nameIn: unknown, ownId: string | undefined, p: Problems): Promise<void> {
+    // (an update that does not rename: nameIn is undefined, and only the other problems count)
+    const name = typeof nameIn === 'string' ? nameIn.trim() : '';
+    const other = name && !p.has('name') ? await this.store.getByName(name) : undefined;
+    const taken = other !== undefined && other.id !== ownId;
+    if (taken && p.list.length === 0) throw new ConflictError(`a key named "${name}" already exists`, 'name');
+    if (taken) p.add('name', `a key named "${name}" already exists`);
+    p.throwIfAny();
+  }
+
+  /** A new key's fields from input, checked (every problem at once); everything but id, digest, prefix and managedBy. */
   private build(input: KeyInput, by: string, requireFutureExpiry: boolean): Omit<StoredKey, 'id' | 'digest' | 'prefix' | 'managedBy'> {
     const nowIso = new Date(this.now()).toISOString();
-    const name = str('name', input.name, 1, 100);
-    const cls = input.attributionClass === undefined ? 'service_account' : attribution(input.attributionClass);
+    const p = new Problems();
+    const name = p.check(() => str('name', input.name, 1, 100));
+    const cls = input.attributionClass === undefined ? 'service_account' : p.check(() => attribution(input.attributionClass));
     const fields = {
       name,
-      description: optionalStr('description', input.description, 500) ?? '',
-      scopes: input.scopes === undefined ? ['agents', 'workflows'] : listOf('scopes', input.scopes, isScope, ['agents', 'workflows']),
-      role: input.role === undefined ? 'viewer' : role('role', input.role),
-      workspace: input.workspace === undefined || input.workspace === null || input.workspace === '' ? null : workspaceName('workspace', input.workspace),
-      workspaceAccess: input.workspaceAccess === undefined ? { all: true, grants: [] } : workspaceAccess(input.workspaceAccess),
-      surfaces: input.surfaces === undefined || input.surfaces === null ? null : listOf('surfaces', input.surfaces, isSurface, ['rest_api', 'mcp', 'a2a']),
+      description: p.check(() => optionalStr('description', input.description, 500) ?? ''),
+      scopes: input.scopes === undefined ? ['agents', 'workflows'] : p.check(() => listOf('scopes', input.scopes, isScope, ['agents', 'workflows'])),
+      role: input.role === undefined ? 'viewer' : p.check(() => role('role', input.role)),
+      workspace: input.workspace === undefined || input.workspace === null || input.workspace === '' ? null : p.check(() => workspaceName('workspace', input.workspace)),
+      workspaceAccess: input.workspaceAccess === undefined ? { all: true, grants: [] } : p.check(() => workspaceAccess(input.workspaceAccess)),
+      surfaces: input.surfaces === undefined || input.surfaces === null ? null : p.check(() => listOf('surfaces', input.surfaces, isSurface, ['rest_api', 'mcp', 'a2a'])),
       attributionClass: cls,
-      serviceAccountName: cls === 'service_account' ? (optionalStr('serviceAccountName', input.serviceAccountName, 100) ?? name) : null,
-      ownerUserId: cls === 'user_owned' ? optionalStr('ownerUserId', input.ownerUserId, 100) : null,
-      rateLimit: input.rateLimit === undefined ? this.config.rate_limit.default : rateLimit(input.rateLimit, this.config.rate_limit),
-      quota: parseQuota(input.quota),
-      expiresAt: parseExpiry(input.expiresAt, this.now(), requireFutureExpiry),
-      isActive: input.isActive === undefined ? true : bool('isActive', input.isActive),
+      serviceAccountName: cls === 'service_account' ? (p.check(() => optionalStr('serviceAccountName', input.serviceAccountName, 100)) ?? name) : null,
+      ownerUserId: cls === 'user_owned' ? (p.check(() => optionalStr('ownerUserId', input.ownerUserId, 100)) ?? null) : null,
+      rateLimit: input.rateLimit === undefined ? this.config.rate_limit.default : p.check(() => rateLimit(input.rateLimit, this.config.rate_limit)),
+      quota: p.check(() => parseQuota(input.quota)),
+      expiresAt: p.check(() => parseExpiry(input.expiresAt, this.now(), requireFutureExpiry)),
+      isActive: input.isActive === undefined ? true : p.check(() => bool('isActive', input.isActive)),
       requestCount: 0,
       lastUsedAt: null,
       createdAt: nowIso,
       updatedAt: nowIso,
       createdBy: by,
       updatedBy: by,
-    } satisfies Omit<StoredKey, 'id' | 'digest' | 'prefix' | 'managedBy'>;
-    checkConsistency({ ...fields, id: '', prefix: '', managedBy: 'api' });
-    return fields;
+    };
+    checkConsistency(fields as Partial<StoredKey>, p);
+    p.throwIfAny();
+    return fields as Omit<StoredKey, 'id' | 'digest' | 'prefix' | 'managedBy'>;
   }
 
   /**
@@ -704,37 +758,50 @@ export class KeyService {
     return key;
   }
 
-  async update(idOrName: string, input: KeyInput, actor: Actor): Promise<ApiKey> {
-    const current = await this.findChangeable(idOrName);
+  /** The patch an update would apply to `current`, checked (every problem at once). */
+  private plan(current: StoredKey, input: KeyInput): KeyPatch {
+    const p = new Problems();
     const patch: KeyPatch = {};
-    if (input.name !== undefined) patch.name = str('name', input.name, 1, 100);
-    if (input.description !== undefined) patch.description = optionalStr('description', input.description, 500) ?? '';
-    if (input.scopes !== undefined) patch.scopes = listOf('scopes', input.scopes, isScope, ['agents', 'workflows']);
-    if (input.role !== undefined) patch.role = role('role', input.role);
+    const set = <K extends keyof KeyPatch>(field: K, check: () => KeyPatch[K]): void => {
+      const before = p.list.length;
+      const v = p.check(check);
+      if (p.list.length === before) patch[field] = v;
+    };
+    if (input.name !== undefined) set('name', () => str('name', input.name, 1, 100));
+    if (input.description !== undefined) set('description', () => optionalStr('description', input.description, 500) ?? '');
+    if (input.scopes !== undefined) set('scopes', () => listOf('scopes', input.scopes, isScope, ['agents', 'workflows']));
+    if (input.role !== undefined) set('role', () => role('role', input.role));
     if (input.workspace !== undefined) {
-      patch.workspace = input.workspace === null || input.workspace === '' ? null : workspaceName('workspace', input.workspace);
+      set('workspace', () => (input.workspace === null || input.workspace === '' ? null : workspaceName('workspace', input.workspace)));
     }
-    if (input.workspaceAccess !== undefined) patch.workspaceAccess = workspaceAccess(input.workspaceAccess);
+    if (input.workspaceAccess !== undefined) set('workspaceAccess', () => workspaceAccess(input.workspaceAccess));
     if (input.surfaces !== undefined) {
-      patch.surfaces = input.surfaces === null ? null : listOf('surfaces', input.surfaces, isSurface, ['rest_api', 'mcp', 'a2a']);
+      set('surfaces', () => (input.surfaces === null ? null : listOf('surfaces', input.surfaces, isSurface, ['rest_api', 'mcp', 'a2a'])));
     }
-    if (input.attributionClass !== undefined) patch.attributionClass = attribution(input.attributionClass);
-    if (input.serviceAccountName !== undefined) patch.serviceAccountName = optionalStr('serviceAccountName', input.serviceAccountName, 100);
-    if (input.ownerUserId !== undefined) patch.ownerUserId = optionalStr('ownerUserId', input.ownerUserId, 100);
-    if (input.rateLimit !== undefined) patch.rateLimit = rateLimit(input.rateLimit, this.config.rate_limit);
+    if (input.attributionClass !== undefined) set('attributionClass', () => attribution(input.attributionClass));
+    if (input.serviceAccountName !== undefined) set('serviceAccountName', () => optionalStr('serviceAccountName', input.serviceAccountName, 100));
+    if (input.ownerUserId !== undefined) set('ownerUserId', () => optionalStr('ownerUserId', input.ownerUserId, 100));
+    if (input.rateLimit !== undefined) set('rateLimit', () => rateLimit(input.rateLimit, this.config.rate_limit));
     if (input.quota !== undefined) {
-      const quota = parseQuota(input.quota);
-      if (JSON.stringify(quota) !== JSON.stringify(current.quota)) patch.quota = quota;
+      const quota = p.check(() => parseQuota(input.quota));
+      if (quota !== undefined && JSON.stringify(quota) !== JSON.stringify(current.quota)) patch.quota = quota;
     }
-    if (input.expiresAt !== undefined) patch.expiresAt = parseExpiry(input.expiresAt, this.now());
-    if (input.isActive !== undefined) patch.isActive = bool('isActive', input.isActive);
+    if (input.expiresAt !== undefined) set('expiresAt', () => parseExpiry(input.expiresAt, this.now()));
+    if (input.isActive !== undefined) set('isActive', () => bool('isActive', input.isActive));
     const next = { ...current, ...patch };
     if (next.attributionClass === 'service_account' && !next.serviceAccountName) next.serviceAccountName = next.name;
     if (next.attributionClass === 'service_account') next.ownerUserId = null;
     else next.serviceAccountName = null;
-    checkConsistency(next);
+    checkConsistency(next, p);
+    p.throwIfAny();
     patch.serviceAccountName = next.serviceAccountName;
     patch.ownerUserId = next.ownerUserId;
+    return patch;
+  }
+
+  async update(idOrName: string, input: KeyInput, actor: Actor): Promise<ApiKey> {
+    const current = await this.findChangeable(idOrName);
+    const patch = this.plan(current, input);
     patch.updatedAt = new Date(this.now()).toISOString();
     patch.updatedBy = actorId(actor);
     const updated = await this.apply(current.id, patch);
@@ -832,7 +899,7 @@ export class KeyService {
       try {
         fields = this.build(declaredInput(d), CONFIG_ACTOR, false);
       } catch (err) {
-        if (err instanceof ValidationError) throw new ValidationError(`keys.declared[${i}].${configField(err.field)}`, err.reason);
+        if (err instanceof ValidationError) throw ValidationError.of(err.errors.map((e) => ({ field: `keys.declared[${i}].${configField(e.field)}`, reason: e.reason })));
         throw err;
       }
       const digest = d.secret !== undefined ? digestSecret(d.secret) : d.secret_digest!.toLowerCase();
@@ -946,6 +1013,13 @@ export class KeyService {
     const days = this.config.audit_retention_days;
     if (days === undefined || !this.audit.store) return 0;
     return this.audit.store.pruneAudit(new Date(this.now() - days * 86_400_000).toISOString());
+  }
+
+  /** A page of audit records, newest first; `next` continues with older ones (null: no more). */
+  async auditPage(query: { limit: number; keyId?: string | undefined; cursor?: unknown }): Promise<{ records: AuditRecord[]; next: string | null }> {
+    const cursor = query.cursor === undefined || query.cursor === '' ? undefined : str('cursor', query.cursor, 1, 100);
+    if (!this.audit.store) return { records: [], next: null };
+    return this.audit.store.pageAudit({ limit: query.limit, cursor, ...(query.keyId === undefined ? {} : { key_id: query.keyId }) });
   }
 
   /** Audit records, newest first (the audit store's own; empty when the service has none). */

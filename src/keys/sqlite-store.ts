@@ -8,7 +8,7 @@ import { ConflictError, KeygateError, StoreUnavailableError, ValidationError } f
 import { keyMatches, keyStatus, type StoredKey } from './model.js';
 import { keyQuotaOwner, type QuotaCount, type QuotaState, type QuotaTick } from './quota.js';
 import { createPrivateFile } from './private-file.js';
-import type { AuditQuery, AuditRecord, AuditStore, KeyCounts, KeyPage, KeyPageQuery, KeyPatch, KeyStore, UsageDelta, UsageRow } from './store.js';
+import type { AuditPage, AuditPageQuery, AuditQuery, AuditRecord, AuditStore, KeyCounts, KeyPage, KeyPageQuery, KeyPatch, KeyStore, UsageDelta, UsageRow } from './store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -156,6 +156,7 @@ interface Row {
 }
 
 interface AuditRow {
+  seq: number;
   id: string;
   at: string;
   actor: string;
@@ -341,6 +342,8 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       // `at` is ISO 8601 in UTC, so text order is time order
       auditPrune: this.db.prepare<[string]>('DELETE FROM audit WHERE at < ?'),
       auditByKey: this.db.prepare<[string, number], AuditRow>('SELECT * FROM audit WHERE key_id = ? ORDER BY seq DESC LIMIT ?'),
+      auditBefore: this.db.prepare<[number, number], AuditRow>('SELECT * FROM audit WHERE seq < ? ORDER BY seq DESC LIMIT ?'),
+      auditByKeyBefore: this.db.prepare<[string, number, number], AuditRow>('SELECT * FROM audit WHERE key_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?'),
       list: this.db.prepare<[], Row>('SELECT * FROM api_keys ORDER BY created_at, name'),
       pageFirst: this.db.prepare<[number], Row>('SELECT * FROM api_keys ORDER BY created_at, name LIMIT ?'),
       pageAfter: this.db.prepare<[string, string, number], Row>('SELECT * FROM api_keys WHERE (created_at, name) > (?, ?) ORDER BY created_at, name LIMIT ?'),
@@ -461,7 +464,7 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
     try {
       this.write(() => this.db.prepare(`INSERT INTO api_keys (${cols.join(',')}) VALUES (${cols.map(() => '?').join(',')})`).run(values));
     } catch (err) {
-      if (isUniqueViolation(err)) throw new ConflictError(`a key named "${key.name}" already exists`);
+      if (isUniqueViolation(err)) throw new ConflictError(`a key named "${key.name}" already exists`, 'name');
       throw err;
     }
   }
@@ -474,7 +477,7 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       try {
         this.write(() => this.db.prepare(`UPDATE api_keys SET ${sets} WHERE id = ?`).run(...values, id));
       } catch (err) {
-        if (isUniqueViolation(err)) throw new ConflictError(`a key named "${patch.name}" already exists`);
+        if (isUniqueViolation(err)) throw new ConflictError(`a key named "${patch.name}" already exists`, 'name');
         throw err;
       }
     }
@@ -616,6 +619,19 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
   async listAudit(q: AuditQuery): Promise<AuditRecord[]> {
     const rows = q.key_id === undefined ? this.stmts.auditAll.all(q.limit) : this.stmts.auditByKey.all(q.key_id, q.limit);
     return rows.map(fromAuditRow);
+  }
+
+  async pageAudit(q: AuditPageQuery): Promise<AuditPage> {
+    // the cursor is the sequence number of the last record shown: older ones have smaller ones
+    let before = Number.MAX_SAFE_INTEGER;
+    if (q.cursor !== undefined) {
+      if (!/^\d{1,15}$/.test(q.cursor)) throw new ValidationError('cursor', 'is not a cursor this gateway returned (use the nextCursor of the page before)');
+      before = Number(q.cursor);
+    }
+    const rows = q.key_id === undefined ? this.stmts.auditBefore.all(before, q.limit + 1) : this.stmts.auditByKeyBefore.all(q.key_id, before, q.limit + 1);
+    const more = rows.length > q.limit;
+    if (more) rows.pop();
+    return { records: rows.map(fromAuditRow), next: more ? String(rows[rows.length - 1]!.seq) : null };
   }
 
   async pruneAudit(before: string): Promise<number> {

@@ -189,10 +189,24 @@ export interface AuditQuery {
   key_id?: string;
 }
 
+export interface AuditPageQuery extends AuditQuery {
+  /** the `next` of the page before (opaque) */
+  cursor?: string | undefined;
+}
+
+export interface AuditPage {
+  /** newest first */
+  records: AuditRecord[];
+  /** where the older records continue; null when this page reached the oldest */
+  next: string | null;
+}
+
 export interface AuditStore {
   appendAudit(record: AuditRecord): Promise<void>;
   /** newest first */
   listAudit(query: AuditQuery): Promise<AuditRecord[]>;
+  /** A page of records, newest first; `next` continues with older ones (records added meanwhile do not shift it). Throws ValidationError on a bad cursor. */
+  pageAudit(query: AuditPageQuery): Promise<AuditPage>;
   /** Remove the records older than `before` (ISO 8601); resolves with how many went. */
   pruneAudit(before: string): Promise<number>;
 }

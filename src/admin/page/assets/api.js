@@ -5,12 +5,16 @@
 const STORAGE = 'keygate.admin-credential';
 
 export class ApiError extends Error {
-  /** @param {number} status @param {string} code @param {string} message @param {string} [field] */
-  constructor(status, code, message, field) {
+  /**
+   * @param {number} status @param {string} code @param {string} message @param {string} [field]
+   * @param {{field: string, message: string}[]} [errors] every problem of a request body (400), each at its field
+   */
+  constructor(status, code, message, field, errors = []) {
     super(message);
     this.status = status;
     this.code = code;
     this.field = field;
+    this.errors = errors;
   }
 }
 
@@ -45,7 +49,7 @@ export async function call(method, path, body, secret = credential.get() ?? '') 
     json = undefined;
   }
   if (!res.ok) {
-    throw new ApiError(res.status, json?.code ?? 'error', json?.message ?? `${res.status} ${res.statusText}`, json?.field);
+    throw new ApiError(res.status, json?.code ?? 'error', json?.message ?? `${res.status} ${res.statusText}`, json?.field, Array.isArray(json?.errors) ? json.errors : []);
   }
   return json;
 }
@@ -62,12 +66,16 @@ export const api = {
   counts: (q = '') => call('GET', `/api/keys/counts${q ? `?${query({ q })}` : ''}`),
   create: (body) => call('POST', '/api/keys', body),
   setActive: (key, active) => call('PATCH', `/api/v1/api-keys/${id(key)}`, { isActive: active }),
-  regenerate: (key, graceSeconds = 0) => call('POST', `/api/keys/${id(key)}/regenerate${graceSeconds > 0 ? `?grace_seconds=${graceSeconds}` : ''}`),
+  /** `graceSeconds` as typed: the API judges it (a 400 naming grace_seconds when it is not 0-86400) */
+  regenerate: (key, graceSeconds = '') => call('POST', `/api/keys/${id(key)}/regenerate${graceSeconds !== '' && graceSeconds !== '0' ? `?${query({ grace_seconds: graceSeconds })}` : ''}`),
   remove: (key) => call('DELETE', `/api/keys/${id(key)}`),
   // the Dagu-shaped API carries the whole key model (role, workspaceAccess, surfaces, attribution…)
   get: (key) => call('GET', `/api/v1/api-keys/${id(key)}`),
   createFull: (body) => call('POST', '/api/v1/api-keys', body),
   update: (key, body) => call('PATCH', `/api/v1/api-keys/${id(key)}`, body),
+  /** The key service's own rules, as a dry run of create (no key) or update: resolves, or throws ApiError with errors[]. */
+  check: (body, key = null) => (key ? call('PATCH', `/api/v1/api-keys/${id(key)}?dryRun=true`, body) : call('POST', '/api/v1/api-keys?dryRun=true', body)),
   usage: (key, bucket) => call('GET', `/api/v1/api-keys/${id(key)}/usage?bucket=${bucket}`),
-  audit: (keyId) => call('GET', `/api/audit?limit=200${keyId ? `&key_id=${encodeURIComponent(keyId)}` : ''}`),
+  /** A page of audit records, newest first: {records, nextCursor?}. */
+  audit: (keyId, cursor = '', limit = 100) => call('GET', `/api/audit?${query({ limit, key_id: keyId ?? '', cursor })}`),
 };

@@ -379,23 +379,25 @@ async function toggle(key) {
 }
 
 async function regenerate(key) {
-  const answer = await confirmAction(
-    `Regenerate "${key.name}"?`,
-    'A new secret is made and shown once. Without a grace period the old secret stops working immediately: every client that uses it is refused until it has the new one.',
-    'Regenerate',
-    true,
-  );
-  if (!answer) return restoreFocus({ id: key.id, action: 'regenerate' });
+  let fresh;
   try {
-    const fresh = await api.regenerate(key, answer.grace);
-    snackbar(fresh.previous_key_expires_at ? `Key "${key.name}" regenerated: the old secret keeps working until ${fullDateTime(fresh.previous_key_expires_at)}` : `Key "${key.name}" regenerated: the old secret no longer works`);
-    await reload();
-    await showSecret(fresh.key, key.name);
+    // the regenerate runs from the confirmation, so the API's word on the grace period shows there
+    fresh = await confirmAction(
+      `Regenerate "${key.name}"?`,
+      'A new secret is made and shown once. Without a grace period the old secret stops working immediately: every client that uses it is refused until it has the new one.',
+      'Regenerate',
+      (grace) => api.regenerate(key, grace),
+    );
   } catch (err) {
     if (credentialRefused(err)) return;
     failure('Regenerating the key', err);
     await reload();
+    return restoreFocus({ id: key.id, action: 'regenerate' });
   }
+  if (!fresh) return restoreFocus({ id: key.id, action: 'regenerate' });
+  snackbar(fresh.previous_key_expires_at ? `Key "${key.name}" regenerated: the old secret keeps working until ${fullDateTime(fresh.previous_key_expires_at)}` : `Key "${key.name}" regenerated: the old secret no longer works`);
+  await reload();
+  await showSecret(fresh.key, key.name);
   restoreFocus({ id: key.id, action: 'regenerate' });
 }
 
@@ -419,34 +421,51 @@ async function remove(key) {
 // ------------------------------------------------------------------ confirm dialog
 
 /**
- * Resolves truthy when confirmed ({grace} seconds when `withGrace`); Cancel, Escape or closing
- * resolve false.
+ * Resolves true when confirmed; Cancel, Escape or closing resolve false. With `act` (regenerate)
+ * the grace-period field shows, OK runs `act(grace as typed)` and resolves with its answer; a
+ * problem the API finds with the grace period is shown at the field and the dialog stays open
+ * (the page has no rule of its own for it); any other failure closes the dialog and rejects.
  */
-function confirmAction(title, message, okLabel, withGrace = false) {
+function confirmAction(title, message, okLabel, act = null) {
   const dialog = /** @type {HTMLDialogElement} */ ($('confirm-dialog'));
   const grace = /** @type {HTMLInputElement} */ ($('confirm-grace'));
+  const ok = /** @type {HTMLButtonElement} */ ($('confirm-ok'));
   $('confirm-title').textContent = title;
   $('confirm-message').textContent = message;
-  $('confirm-ok').textContent = okLabel;
-  $('confirm-grace-wrap').hidden = !withGrace;
+  ok.textContent = okLabel;
+  $('confirm-grace-wrap').hidden = act === null;
   $('confirm-grace-error').textContent = '';
+  grace.removeAttribute('aria-invalid');
   grace.value = '0';
   dialog.returnValue = '';
-  return new Promise((resolve) => {
-    const done = (value) => {
+  return new Promise((resolve, reject) => {
+    let result = true;
+    let failed = null;
+    const onClose = () => {
       dialog.removeEventListener('close', onClose);
-      resolve(value);
+      if (failed) reject(failed);
+      else resolve(dialog.returnValue === 'ok' ? result : false);
     };
-    const onClose = () => done(dialog.returnValue === 'ok' ? (withGrace ? { grace: Number(grace.value) } : true) : false);
     dialog.addEventListener('close', onClose);
-    $('confirm-ok').onclick = () => {
-      // the same range the API checks (grace_seconds 0-86400)
-      if (withGrace && !(/^\d+$/.test(grace.value) && Number(grace.value) <= 86400)) {
-        $('confirm-grace-error').textContent = 'A whole number of seconds from 0 to 86400.';
-        grace.focus();
-        return;
+    ok.onclick = async () => {
+      if (act === null) return dialog.close('ok');
+      ok.disabled = true;
+      try {
+        result = await act(grace.value.trim());
+        dialog.close('ok');
+      } catch (err) {
+        const problem = err instanceof ApiError ? err.errors.find((e) => e.field === 'grace_seconds') : undefined;
+        if (problem) {
+          $('confirm-grace-error').textContent = problem.message;
+          grace.setAttribute('aria-invalid', 'true');
+          grace.focus();
+        } else {
+          failed = err;
+          dialog.close('error');
+        }
+      } finally {
+        ok.disabled = false;
       }
-      dialog.close('ok');
     };
     $('confirm-cancel').onclick = () => dialog.close('cancel');
     dialog.showModal();
@@ -508,7 +527,7 @@ function grantRow(grant = { workspace: '', role: 'developer' }) {
   const n = $('create-grants-body').children.length + 1;
   const ws = h('input', { type: 'text', class: 'grant-workspace', value: grant.workspace, 'aria-label': `Grant ${n} workspace`, autocomplete: 'off', placeholder: 'e.g. ops' });
   const role = h('select', { class: 'grant-role', 'aria-label': `Grant ${n} role` }, ROLES.filter((r) => r !== 'admin').map((r) => h('option', { value: r, selected: r === grant.role }, r)));
-  const tr = h('tr', {}, h('td', {}, ws), h('td', {}, role), h('td', {}, h('button', { type: 'button', class: 'small danger-text', 'aria-label': `Remove grant ${n}`, onclick: () => { tr.remove(); touched.add('grants'); showValidity(); } }, 'Remove')));
+  const tr = h('tr', {}, h('td', {}, ws), h('td', {}, role), h('td', {}, h('button', { type: 'button', class: 'small danger-text', 'aria-label': `Remove grant ${n}`, onclick: () => { tr.remove(); touched.add('workspaceAccess'); scheduleCheck(); } }, 'Remove')));
   $('create-grants-body').append(tr);
   return tr;
 }
@@ -531,40 +550,117 @@ function syncSections() {
   $('create-owner-wrap').hidden = !owned;
 }
 
-/** Field → error message ('' = valid): only what a browser can tell at once; the API checks the rest. */
-function validate() {
-  const { min, max } = rateRange();
-  const errors = { name: '', scopes: '', rate: '', expires: '', grants: '', workspace: '', owner: '', surfaces: '' };
-  const name = nameInput.value.trim();
-  if (!name) errors.name = 'Name is required.';
-  else if (name.length > 100) errors.name = 'At most 100 characters.';
-  if (!scopeInputs.some((i) => i.checked)) errors.scopes = 'Choose at least one scope.';
-  const r = rateInput.value.trim();
-  if (!/^\d+$/.test(r) || Number(r) < min || Number(r) > max) errors.rate = `A whole number from ${min} to ${max}.`;
-  const expiryChanged = !editing || expiresInput.value !== (editing.expiresAt ?? '').slice(0, 10);
-  if (expiryChanged && expiresInput.value && expiresInput.value <= localDate(0)) errors.expires = 'The expiration date must be after today.';
-  if (expiresInput.validity.badInput) errors.expires = 'Enter a valid date.';
-  const access = radio('access');
-  if (access === 'grants' && (grants().length === 0 || grants().some((g) => !g.workspace))) errors.grants = 'Name each workspace (at least one).';
-  if (access === 'bound' && !workspaceInput.value.trim()) errors.workspace = 'Name the workspace.';
-  if (radio('attribution') === 'user_owned' && !ownerInput.value.trim()) errors.owner = 'The owner user ID is required for a user-owned key.';
-  if (!surfaceInputs().some((i) => i.checked)) errors.surfaces = 'Choose at least one surface.';
-  return errors;
+// Validation: the page has no rules of its own. Every change of the form asks the admin API for a
+// dry run (POST/PATCH …?dryRun=true) of what Create/Save would send, and shows each problem the key
+// service reports at its field, all at once, in the service's own words.
+
+/** An API field (Dagu's spelling) → the element that shows its problems. */
+const ERROR_AT = {
+  name: 'create-name-error',
+  description: 'create-description-error',
+  scopes: 'create-scopes-error',
+  rateLimit: 'create-rate-error',
+  expiresAt: 'create-expires-error',
+  role: 'create-role-error',
+  workspaceAccess: 'create-grants-error',
+  workspace: 'create-workspace-error',
+  allowedSurfaces: 'create-surfaces-error',
+  attributionClass: 'create-attribution-error',
+  serviceAccountName: 'create-sa-error',
+  ownerUserId: 'create-owner-error',
+};
+/** the inputs marked aria-invalid with their field */
+const INPUT_OF = { name: nameInput, rateLimit: rateInput, expiresAt: expiresInput, role: roleInput, workspace: workspaceInput, serviceAccountName: saInput, ownerUserId: ownerInput, description: descriptionInput };
+
+/** "workspaceAccess" of "workspaceAccess.grants[0].role" */
+const fieldBase = (field) => /^[^.[]*/.exec(field ?? '')[0];
+
+/** A problem as shown at its field: a grant's problem says which grant. */
+function problemText(e) {
+  const grant = /^workspaceAccess\.grants\[(\d+)\]\.?(\w*)/.exec(e.field);
+  return grant ? `Grant ${Number(grant[1]) + 1}${grant[2] ? ` ${grant[2]}` : ''}: ${e.message}` : e.message;
 }
 
-const ERROR_IDS = { name: 'create-name-error', scopes: 'create-scopes-error', rate: 'create-rate-error', expires: 'create-expires-error', grants: 'create-grants-error', workspace: 'create-workspace-error', owner: 'create-owner-error', surfaces: 'create-surfaces-error' };
-const INPUTS = { name: nameInput, rate: rateInput, expires: expiresInput, workspace: workspaceInput, owner: ownerInput };
+/** the problems of the last dry run; null until one answered */
+let problems = null;
+let checkSeq = 0;
+let checkTimer;
 
-function showValidity() {
-  const errors = validate();
-  for (const [field, errorId] of Object.entries(ERROR_IDS)) {
-    const shown = touched.has(field) ? errors[field] : '';
-    $(errorId).textContent = shown;
-    INPUTS[field]?.setAttribute('aria-invalid', String(Boolean(shown)));
+/** What Create or Save would send now. */
+const requestBody = () => (editing ? changedFields(formBody(), editing) : formBody());
+
+/** A change of the form: its dry run follows shortly; until it answers, Create/Save waits. */
+function scheduleCheck() {
+  // (Create/Save keeps its state: a blur that changes a field must not disable the button being clicked;
+  // the submit waits for the answer about the form as it is then)
+  form.dataset.pending = 'true';
+  clearTimeout(checkTimer);
+  checkTimer = setTimeout(() => void runCheck(), 150);
+}
+
+/** The key service's dry run of the form; resolves with its problems (also shown). */
+async function runCheck() {
+  clearTimeout(checkTimer);
+  const seq = ++checkSeq;
+  form.dataset.pending = 'true';
+  let found = [];
+  try {
+    await api.check(requestBody(), editing);
+  } catch (err) {
+    if (credentialRefused(err)) {
+      createDialog.close();
+      return null;
+    }
+    found = err instanceof ApiError && err.errors.length > 0 ? err.errors : [{ field: '', message: err instanceof Error ? err.message : String(err) }];
   }
-  const valid = Object.values(errors).every((e) => e === '');
-  /** @type {HTMLButtonElement} */ ($('create-submit')).disabled = !valid;
-  return valid;
+  // a newer check started meanwhile: its answer is the one that counts
+  if (seq !== checkSeq) return null;
+  problems = found;
+  delete form.dataset.pending;
+  showProblems();
+  return found;
+}
+
+/** Each problem at its field (for the fields the user has been to), Create/Save enabled when there are none. */
+function showProblems() {
+  const at = new Map();
+  for (const e of problems ?? []) {
+    const base = fieldBase(e.field);
+    const id = ERROR_AT[base] ?? 'create-form-error';
+    if (id !== 'create-form-error' && !touched.has(base)) continue;
+    at.set(id, [...(at.get(id) ?? []), problemText(e)]);
+  }
+  for (const id of [...Object.values(ERROR_AT), 'create-form-error']) $(id).textContent = (at.get(id) ?? []).join('\n');
+  for (const [field, input] of Object.entries(INPUT_OF)) input.setAttribute('aria-invalid', String(at.has(ERROR_AT[field]) && touched.has(field)));
+  const bad = new Set((problems ?? []).map((e) => /^workspaceAccess\.grants\[(\d+)\]/.exec(e.field)?.[1]).filter(Boolean).map(Number));
+  [...$('create-grants-body').querySelectorAll('tr')].forEach((tr, i) => tr.querySelector('.grant-workspace')?.setAttribute('aria-invalid', String(touched.has('workspaceAccess') && bad.has(i))));
+  /** @type {HTMLButtonElement} */ ($('create-submit')).disabled = problems === null || problems.length > 0;
+  // problems of fields not used yet are not shown at them: name those fields beside the disabled button
+  const waiting = [...new Set((problems ?? []).map((e) => fieldBase(e.field)).filter((f) => ERROR_AT[f] && !touched.has(f)))];
+  $('create-todo').textContent = waiting.length > 0 ? `To ${editing ? 'save' : 'create'}: ${waiting.map((f) => FIELD_LABEL[f] ?? f).join(', ')}.` : '';
+}
+
+/** Field names as the form labels them. */
+const FIELD_LABEL = {
+  name: 'Name',
+  description: 'Description',
+  scopes: 'Scopes',
+  rateLimit: 'Rate limit',
+  expiresAt: 'Expiration',
+  role: 'Role',
+  workspaceAccess: 'Workspace grants',
+  workspace: 'Bound workspace',
+  allowedSurfaces: 'Surfaces',
+  attributionClass: 'Attribution',
+  serviceAccountName: 'Service-account name',
+  ownerUserId: 'Owner user ID',
+};
+
+/** The form field an input belongs to (Dagu's spelling). */
+function fieldOf(t) {
+  if (t.classList?.contains('grant-workspace') || t.classList?.contains('grant-role')) return 'workspaceAccess';
+  const byName = { name: 'name', rate_limit: 'rateLimit', expires_at: 'expiresAt', role: 'role', workspace: 'workspace', serviceAccountName: 'serviceAccountName', ownerUserId: 'ownerUserId', description: 'description', surfaces: 'allowedSurfaces', scopes: 'scopes', access: 'workspaceAccess', attribution: 'attributionClass' };
+  return byName[t.name] ?? null;
 }
 
 /** The Dagu-shaped body for every field of the form. */
@@ -575,7 +671,8 @@ function formBody() {
     name: nameInput.value.trim(),
     description: descriptionInput.value.trim(),
     scopes: scopeInputs.filter((i) => i.checked).map((i) => i.value),
-    rateLimit: Number(rateInput.value),
+    // as typed: the service judges it (an empty or non-numeric box is 0, which it refuses with its range)
+    rateLimit: Number(rateInput.value.trim() || 0),
     role: roleInput.value,
     workspaceAccess: access === 'grants' ? { all: false, grants: grants() } : { all: true },
     workspace: access === 'bound' ? workspaceInput.value.trim() : null,
@@ -613,7 +710,6 @@ function openCreate(key = null) {
   form.reset();
   touched.clear();
   $('create-grants-body').replaceChildren();
-  $('create-form-error').textContent = '';
   $('create-title').textContent = key ? `Edit API Key` : 'Create API Key';
   $('create-submit').textContent = key ? 'Save' : 'Create';
   rateInput.min = String(min);
@@ -636,40 +732,25 @@ function openCreate(key = null) {
     descriptionInput.value = key.description ?? '';
   }
   syncSections();
-  showValidity();
+  problems = null;
+  /** @type {HTMLButtonElement} */ ($('create-submit')).disabled = true;
+  for (const id of [...Object.values(ERROR_AT), 'create-form-error', 'create-todo']) $(id).textContent = '';
   createDialog.showModal();
   nameInput.focus();
-}
-
-/** An API error → the form field it names (Dagu's spelling, e.g. workspaceAccess.grants[0].role). */
-function fieldErrorId(field) {
-  if (!field) return 'create-form-error';
-  const base = field.replace(/[.[].*$/, '');
-  return (
-    {
-      name: 'create-name-error',
-      description: 'create-description-error',
-      scopes: 'create-scopes-error',
-      rateLimit: 'create-rate-error',
-      expiresAt: 'create-expires-error',
-      role: 'create-role-error',
-      workspaceAccess: 'create-grants-error',
-      workspace: 'create-workspace-error',
-      allowedSurfaces: 'create-surfaces-error',
-      attributionClass: 'create-attribution-error',
-      serviceAccountName: 'create-sa-error',
-      ownerUserId: 'create-owner-error',
-    }[base] ?? 'create-form-error'
-  );
+  scheduleCheck();
 }
 
 $('create-open').addEventListener('click', () => openCreate());
 $('create-first').addEventListener('click', () => openCreate());
 $('create-cancel').addEventListener('click', () => createDialog.close());
+createDialog.addEventListener('close', () => {
+  clearTimeout(checkTimer);
+  checkSeq++;
+});
 $('create-grant-add').addEventListener('click', () => {
   const tr = grantRow();
   /** @type {HTMLInputElement} */ (tr.querySelector('input')).focus();
-  showValidity();
+  scheduleCheck();
 });
 form.addEventListener('change', (e) => {
   const t = /** @type {HTMLInputElement} */ (e.target);
@@ -678,34 +759,45 @@ form.addEventListener('change', (e) => {
     roleInput.value = 'viewer';
     snackbar('Role set to viewer: keys with selected workspaces get their roles per workspace', 'success');
   }
+  const field = fieldOf(t);
+  if (field) touched.add(field);
+  if (t.name === 'access') touched.add('workspace');
   syncSections();
-  showValidity();
+  scheduleCheck();
 });
 form.addEventListener('input', (e) => {
-  const t = /** @type {HTMLInputElement} */ (e.target);
-  touched.add(t === nameInput ? 'name' : t === rateInput ? 'rate' : t === expiresInput ? 'expires' : t === workspaceInput ? 'workspace' : t === ownerInput ? 'owner' : t.classList.contains('grant-workspace') ? 'grants' : t.name === 'surfaces' ? 'surfaces' : t.name === 'scopes' ? 'scopes' : 'other');
-  showValidity();
+  const field = fieldOf(e.target);
+  if (field) touched.add(field);
+  scheduleCheck();
 });
 form.addEventListener('focusout', (e) => {
-  const t = e.target;
-  if (t === nameInput) touched.add('name');
-  else if (t === rateInput) touched.add('rate');
-  else if (t === expiresInput) touched.add('expires');
-  showValidity();
+  const field = fieldOf(e.target);
+  if (field && !touched.has(field)) {
+    touched.add(field);
+    if (problems !== null && form.dataset.pending !== 'true') showProblems();
+  }
 });
 
 form.addEventListener('submit', async (e) => {
   e.preventDefault(); // method=dialog would close the dialog before the key exists
-  for (const f of Object.keys(ERROR_IDS)) touched.add(f);
-  if (!showValidity()) return;
   const submit = /** @type {HTMLButtonElement} */ ($('create-submit'));
   submit.disabled = true;
-  const body = formBody();
-  const name = body.name;
+  // every field's problem shows now, not only those of the fields visited
+  for (const f of Object.keys(ERROR_AT)) touched.add(f);
+  // the answer for the form as it is now (an event during the check, a blur say, starts another)
+  let found = await runCheck();
+  while (found === null && createDialog.open) found = await runCheck();
+  if (found === null) return;
+  if (found.length > 0) {
+    const first = found.map((x) => INPUT_OF[fieldBase(x.field)]).find((i) => i && !i.closest('[hidden]'));
+    /** @type {HTMLElement | undefined} */ (first)?.focus();
+    return;
+  }
+  const body = requestBody();
+  const name = formBody().name;
   try {
     if (editing) {
-      const key = editing;
-      const updated = await api.update(key, changedFields(body, key));
+      const updated = await api.update(editing, body);
       createDialog.close();
       snackbar(`Key "${name}" saved`);
       await reload();
@@ -723,8 +815,11 @@ form.addEventListener('submit', async (e) => {
       createDialog.close();
       return;
     }
-    // the API's own message, at the field it names
-    if (err instanceof ApiError) $(fieldErrorId(err.field)).textContent = err.message.replace(/^[\w.[\]]+: /, '');
+    // the API's own problems (a name taken meanwhile, say), each at its field
+    if (err instanceof ApiError && err.errors.length > 0) {
+      problems = err.errors;
+      showProblems();
+    }
     failure(editing ? 'Saving the key' : 'Creating the key', err);
     if (err instanceof ApiError && err.status === 403) {
       // the key limit, reached meanwhile: show it
@@ -801,7 +896,8 @@ function auditSummary(r) {
 
 async function openDetails(keyOrId) {
   try {
-    const k = typeof keyOrId === 'string' || !keyOrId.allowedSurfaces ? (await api.get(typeof keyOrId === 'string' ? { id: keyOrId } : keyOrId)).apiKey : keyOrId;
+    // always read afresh: the table's copy may predate requests made since (count, last use)
+    const k = (await api.get(typeof keyOrId === 'string' ? { id: keyOrId } : keyOrId)).apiKey;
     shown = k;
     $('details-title').textContent = k.name;
     $('details-fields').replaceChildren(...detailRows(k).flatMap(([dt, dd]) => [h('dt', {}, dt), h('dd', {}, dd)]));
@@ -814,12 +910,29 @@ async function openDetails(keyOrId) {
     if (!details.open) details.showModal();
     await renderUsage();
     const trail = await api.audit(k.id);
+    trailNext = trail.nextCursor ?? null;
     $('details-audit').replaceChildren(...(trail.records.length ? trail.records.map(auditLine) : [h('li', { class: 'muted' }, 'No changes recorded.')]));
+    $('details-audit-more').hidden = trailNext === null;
   } catch (err) {
     if (!credentialRefused(err)) failure('Loading the key', err);
   }
 }
 
+/** where the shown key's older changes continue (null: all shown) */
+let trailNext = null;
+$('details-audit-more').addEventListener('click', async () => {
+  if (!shown || trailNext === null) return;
+  const id = shown.id;
+  try {
+    const page = await api.audit(id, trailNext);
+    if (shown?.id !== id) return;
+    trailNext = page.nextCursor ?? null;
+    $('details-audit').append(...page.records.map(auditLine));
+    $('details-audit-more').hidden = trailNext === null;
+  } catch (err) {
+    if (!credentialRefused(err)) failure('Loading older changes', err);
+  }
+});
 $('details-close').addEventListener('click', () => details.close());
 $('details-edit').addEventListener('click', () => shown && openCreate(shown));
 $('details-regenerate').addEventListener('click', async () => {
@@ -840,27 +953,60 @@ details.addEventListener('close', () => {
 /** the key the audit tab is filtered by: {id, name}, or null for every key */
 let auditKey = null;
 
+/** where older audit records continue; null when the oldest is shown */
+let auditNext = null;
+
+function auditRow(r) {
+  return h(
+    'tr',
+    {},
+    h('td', { 'data-label': 'When', title: fullDateTime(r.at) }, h('time', { datetime: r.at }, `${humanDate(r.at)} ${new Date(r.at).toLocaleTimeString()}`)),
+    h('td', { 'data-label': 'Key' }, r.key_name),
+    h('td', { 'data-label': 'Action' }, r.action),
+    h('td', { 'data-label': 'Who' }, r.actor),
+    h('td', { 'data-label': 'What changed', class: 'wrap' }, auditSummary(r)),
+  );
+}
+
+/** The newest page of changes (of every key, or of the key chosen); "Load older" follows the API's cursor. */
 async function renderAudit() {
+  const forKey = auditKey?.id;
   try {
-    const { records } = await api.audit(auditKey?.id);
-    $('audit-empty').hidden = records.length > 0;
-    $('audit-body').replaceChildren(
-      ...records.map((r) =>
-        h(
-          'tr',
-          {},
-          h('td', { 'data-label': 'When', title: fullDateTime(r.at) }, h('time', { datetime: r.at }, `${humanDate(r.at)} ${new Date(r.at).toLocaleTimeString()}`)),
-          h('td', { 'data-label': 'Key' }, r.key_name),
-          h('td', { 'data-label': 'Action' }, r.action),
-          h('td', { 'data-label': 'Who' }, r.actor),
-          h('td', { 'data-label': 'What changed', class: 'wrap' }, auditSummary(r)),
-        ),
-      ),
-    );
+    const page = await api.audit(forKey);
+    if (forKey !== auditKey?.id) return;
+    auditNext = page.nextCursor ?? null;
+    $('audit-empty').hidden = page.records.length > 0;
+    $('audit-body').replaceChildren(...page.records.map(auditRow));
+    renderAuditPager();
   } catch (err) {
     if (!credentialRefused(err)) failure('Loading the audit log', err);
   }
 }
+
+function renderAuditPager() {
+  const n = $('audit-body').children.length;
+  $('audit-shown').textContent = n === 0 ? '' : `Showing the ${count(n)} newest change${n === 1 ? '' : 's'}${auditNext === null ? ' (all)' : ''}`;
+  $('audit-more').hidden = auditNext === null;
+}
+
+async function loadOlderAudit() {
+  if (auditNext === null) return;
+  const forKey = auditKey?.id;
+  const button = /** @type {HTMLButtonElement} */ ($('audit-more'));
+  button.disabled = true;
+  try {
+    const page = await api.audit(forKey, auditNext);
+    if (forKey !== auditKey?.id) return;
+    auditNext = page.nextCursor ?? null;
+    $('audit-body').append(...page.records.map(auditRow));
+    renderAuditPager();
+  } catch (err) {
+    if (!credentialRefused(err)) failure('Loading older changes', err);
+  } finally {
+    button.disabled = false;
+  }
+}
+$('audit-more').addEventListener('click', () => void loadOlderAudit());
 
 const auditInput = /** @type {HTMLInputElement} */ ($('audit-key'));
 let auditTimer;
