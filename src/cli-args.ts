@@ -184,7 +184,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'keys usage',
     args: 'ID|NAME',
-    summary: 'requests per day (or hour): allowed, rate limited, forbidden',
+    summary: 'requests per day (or hour): allowed, rate limited, forbidden, over quota',
     flags: ['config', 'days', 'bucket', 'json'],
     examples: ['keygate keys usage ci --days 7'],
   },

@@ -61,7 +61,7 @@ Commands:
   keys regenerate -c FILE ID|NAME [--grace-seconds N]
                                          the old key keeps working N seconds (0-86400, default 0)
   keys usage  -c FILE ID|NAME [--days N] [--bucket day|hour] [--json]
-                                         requests per day (or hour): allowed, rate limited, forbidden
+                                         requests per day (or hour): allowed, rate limited, forbidden, over quota
   demo      [-c FILE] [--port N]         run the gateway with a built-in echo server as every upstream
 
   -c, --config FILE   configuration (default ./gateway.yaml, else ./gateway.example.yaml)
@@ -82,7 +82,7 @@ Examples:
   keygate keys regenerate ci --grace-seconds 3600
   keygate keys create --name tenant-a --quota-limit 50000 --quota-period month
   keygate keys quota tenant-a --remaining 5000   # a top-up (audited)
-  keygate keys usage ci --days 7                 # requests per day: allowed, rate limited, forbidden
+  keygate keys usage ci --days 7                 # requests per day: allowed, rate limited, forbidden, over quota
   keygate keys delete ci
   curl -H "X-API-Key: dg_…" http://127.0.0.1:8080/api/v1/dags
 `;
@@ -399,10 +399,10 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
           return 0;
         }
         const label = (iso: string) => (series.bucket === 'day' ? iso.slice(0, 10) : `${iso.slice(0, 10)} ${iso.slice(11, 16)}`);
-        const rows = [[series.bucket === 'day' ? 'DAY (UTC)' : 'HOUR (UTC)', 'ALLOWED', 'RATE LIMITED', 'FORBIDDEN']];
-        for (const p of series.points) rows.push([label(p.start), String(p.allowed), String(p.limited), String(p.forbidden)]);
-        rows.push(['total', String(series.totals.allowed), String(series.totals.limited), String(series.totals.forbidden)]);
-        out(`Requests with "${series.key.name}" per ${series.bucket}, ${label(series.from)} to ${label(series.points.at(-1)!.start)} (UTC)\n${table(rows, [1, 2, 3])}`);
+        const rows = [[series.bucket === 'day' ? 'DAY (UTC)' : 'HOUR (UTC)', 'ALLOWED', 'RATE LIMITED', 'FORBIDDEN', 'OVER QUOTA']];
+        for (const p of series.points) rows.push([label(p.start), String(p.allowed), String(p.limited), String(p.forbidden), String(p.quota)]);
+        rows.push(['total', String(series.totals.allowed), String(series.totals.limited), String(series.totals.forbidden), String(series.totals.quota)]);
+        out(`Requests with "${series.key.name}" per ${series.bucket}, ${label(series.from)} to ${label(series.points.at(-1)!.start)} (UTC)\n${table(rows, [1, 2, 3, 4])}`);
         return 0;
       }
       case 'delete': {

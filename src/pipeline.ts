@@ -516,7 +516,8 @@ export class Pipeline {
     if (key !== undefined) {
       this.metrics.keyRequest(key.id, key.name, decision);
       // the usage history's refused split (allowed requests were counted when forwarded)
-      if (decision === 'rate_limited' || decision === 'quota_exceeded') this.usage.refused(key.id, 'limited', this.now());
+      if (decision === 'rate_limited') this.usage.refused(key.id, 'limited', this.now());
+      else if (decision === 'quota_exceeded') this.usage.refused(key.id, 'quota', this.now());
       else if (decision === 'forbidden') this.usage.refused(key.id, 'forbidden', this.now());
     }
     const log = this.accessLog;

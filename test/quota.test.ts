@@ -246,6 +246,11 @@ t.test('over HTTP: quota headers, 429 quota_exceeded with Retry-After, nothing f
 
   const lines = s.logs.filter((l) => l.includes('"decision":"quota_exceeded"'));
   t.ok(lines.length >= 4, `access log decision quota_exceeded (${lines.length} lines)`);
+  await s.gateway.flushUsage();
+  const history = await s.gateway.keys.usage('trial', {});
+  t.same(history.totals, { allowed: 3, limited: 0, forbidden: 0, quota: 2 }, 'usage history: quota refusals in their own column');
+  const bothHistory = await s.gateway.keys.usage('both', {});
+  t.same(bothHistory.totals, { allowed: 2, limited: 2, forbidden: 0, quota: 0 }, 'rate-limit refusals in theirs');
   const metrics = await request(`${s.gateway.adminUrl}/metrics`);
   const text = await metrics.body.text();
   t.match(text, /keygate_requests_total\{[^}]*decision="quota_exceeded"[^}]*\} \d+/, 'metric label');
@@ -330,4 +335,22 @@ t.test('keys declared in the config carry a quota (the same rules, errors at the
   const store = new SqliteKeyStore(':memory:');
   t.teardown(() => store.close());
   await t.rejects(new KeyService(store, config.keys).syncDeclared(), { message: /keys\.declared\[0\]\.quota\.period: a one-time quota \(remaining\) has no limit, period/ }, "the key service's rules, named at the declared key's path");
+});
+
+t.test('a key file from before quotas gains the quota columns when opened', async (t) => {
+  const file = join(t.testdir(), 'old.db');
+  const Database = (await import('better-sqlite3')).default;
+  const db = new Database(file);
+  db.exec(`CREATE TABLE usage_hourly (key_id TEXT NOT NULL, hour TEXT NOT NULL, allowed INTEGER NOT NULL DEFAULT 0,
+    limited INTEGER NOT NULL DEFAULT 0, forbidden INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (key_id, hour)) WITHOUT ROWID`);
+  db.prepare("INSERT INTO usage_hourly VALUES ('k1', '2031-01-01T10:00:00.000Z', 1, 2, 3)").run();
+  db.close();
+  const store = new SqliteKeyStore(file);
+  t.teardown(() => store.close());
+  const H = ms('2031-01-01T10:00:00Z');
+  await store.addUsage(new Map([['k1', { count: 0, lastUsedAt: '', hours: [{ hourMs: H, allowed: 0, limited: 0, forbidden: 0, quota: 4 }] }]]), 'batch-1');
+  t.same(await store.usageHistory('k1', H, H + 3_600_000), [{ hour: '2031-01-01T10:00:00.000Z', allowed: 1, limited: 2, forbidden: 3, quota: 4 }], 'old rows read 0, new counts add');
+  const { svc } = { svc: new KeyService(store, CONFIG) };
+  const { key } = await svc.create({ name: 'q', quota: { remaining: 1 } }, 'x');
+  t.same((await store.get(key.id))?.quota, { remaining: 1 }, 'the quota column on api_keys');
 });

@@ -71,7 +71,7 @@ async function contractOn(t: Tap, open: () => Promise<Store>): Promise<void> {
 
     // the hourly history, written by the same addUsage
     const H = Date.UTC(2026, 2, 1, 10);
-    await store.addUsage(new Map([[a.id, { count: 2, lastUsedAt: '2026-03-01T10:30:00.000Z', hours: [{ hourMs: H, allowed: 2, limited: 1, forbidden: 0 }] }]]), randomUUID());
+    await store.addUsage(new Map([[a.id, { count: 2, lastUsedAt: '2026-03-01T10:30:00.000Z', hours: [{ hourMs: H, allowed: 2, limited: 1, forbidden: 0, quota: 2 }] }]]), randomUUID());
     await store.addUsage(
       new Map([
         [a.id, { count: 0, lastUsedAt: '', hours: [{ hourMs: H, allowed: 0, limited: 3, forbidden: 4 }, { hourMs: H + 3_600_000, allowed: 0, limited: 0, forbidden: 1 }] }],
@@ -85,16 +85,16 @@ async function contractOn(t: Tap, open: () => Promise<Store>): Promise<void> {
     t.same(
       await store.usageHistory(a.id, H - 3_600_000, H + 7_200_000),
       [
-        { hour: '2026-03-01T10:00:00.000Z', allowed: 2, limited: 4, forbidden: 4 },
-        { hour: '2026-03-01T11:00:00.000Z', allowed: 0, limited: 0, forbidden: 1 },
+        { hour: '2026-03-01T10:00:00.000Z', allowed: 2, limited: 4, forbidden: 4, quota: 2 },
+        { hour: '2026-03-01T11:00:00.000Z', allowed: 0, limited: 0, forbidden: 1, quota: 0 },
       ],
       'history: per hour, counts added up, oldest first',
     );
-    t.same(await store.usageHistory(a.id, H + 3_600_000, H + 7_200_000), [{ hour: '2026-03-01T11:00:00.000Z', allowed: 0, limited: 0, forbidden: 1 }], 'from is inclusive');
+    t.same(await store.usageHistory(a.id, H + 3_600_000, H + 7_200_000), [{ hour: '2026-03-01T11:00:00.000Z', allowed: 0, limited: 0, forbidden: 1, quota: 0 }], 'from is inclusive');
     t.same(await store.usageHistory(a.id, H - 3_600_000, H), [], 'to is exclusive');
-    t.same(await store.usageHistory(b.id, 0, H * 2), [{ hour: '2026-03-01T10:00:00.000Z', allowed: 5, limited: 0, forbidden: 0 }], 'each key its own history');
+    t.same(await store.usageHistory(b.id, 0, H * 2), [{ hour: '2026-03-01T10:00:00.000Z', allowed: 5, limited: 0, forbidden: 0, quota: 0 }], 'each key its own history');
     t.equal(await store.pruneUsage(H + 3_600_000), 2, 'prune: the two key-hours before the cutoff');
-    t.same(await store.usageHistory(a.id, 0, H * 2), [{ hour: '2026-03-01T11:00:00.000Z', allowed: 0, limited: 0, forbidden: 1 }], 'the newer hour stays');
+    t.same(await store.usageHistory(a.id, 0, H * 2), [{ hour: '2026-03-01T11:00:00.000Z', allowed: 0, limited: 0, forbidden: 1, quota: 0 }], 'the newer hour stays');
     t.equal(await store.pruneUsage(H + 3_600_000), 0, 'pruning again removes nothing');
 
     await store.addUsage(new Map([[b.id, { count: 1, lastUsedAt: '2026-03-02T00:00:00.000Z', hours: [{ hourMs: H + 86_400_000, allowed: 1, limited: 0, forbidden: 0 }] }]]), randomUUID());

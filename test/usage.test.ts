@@ -114,7 +114,7 @@ t.test('the hourly history: allowed and refused per hour, kept when a flush fail
     other: { count: 0, lastUsedAt: '', hours: [{ hourMs: H, allowed: 0, limited: 0, forbidden: 1 }] },
   });
   t.equal(batches[0].k.hours.length, 2, 'no hour twice');
-  t.same(batches[1], { k: { count: 1, lastUsedAt: new Date(H + 3_600_001).toISOString(), hours: [{ hourMs: H + 3_600_000, allowed: 1, limited: 0, forbidden: 0 }] } });
+  t.same(batches[1], { k: { count: 1, lastUsedAt: new Date(H + 3_600_001).toISOString(), hours: [{ hourMs: H + 3_600_000, allowed: 1, limited: 0, forbidden: 0, quota: 0 }] } });
 });
 
 t.test('GET /api/keys/{id}/usage and /api/v1/api-keys/{keyId}/usage count real traffic', async (t) => {
@@ -143,13 +143,13 @@ t.test('GET /api/keys/{id}/usage and /api/v1/api-keys/{keyId}/usage count real t
   t.equal(dagen.status, 200);
   t.equal(dagen.body.bucket, 'hour');
   t.equal(dagen.body.points.length, 7 * 24, 'default: 7 days of hours ending with the current one, zero-filled');
-  t.same(dagen.body.totals, { allowed: 3, rate_limited: 1, forbidden: 1 }, 'Dagen shape: totals');
-  t.same(dagen.body.points.at(-1), { start: new Date(Math.floor(Date.now() / 3_600_000) * 3_600_000).toISOString(), allowed: 3, rate_limited: 1, forbidden: 1 }, 'in the current hour');
+  t.same(dagen.body.totals, { allowed: 3, rate_limited: 1, forbidden: 1, quota_exceeded: 0 }, 'Dagen shape: totals');
+  t.same(dagen.body.points.at(-1), { start: new Date(Math.floor(Date.now() / 3_600_000) * 3_600_000).toISOString(), allowed: 3, rate_limited: 1, forbidden: 1, quota_exceeded: 0 }, 'in the current hour');
   const dagu = await admin(`/api/v1/api-keys/charted/usage?bucket=day&from=${new Date(Date.now() - 2 * 86_400_000).toISOString().slice(0, 10)}`);
   t.equal(dagu.status, 200);
   t.equal(dagu.body.points.length, 3, 'by day, from a date: three days');
   t.match(dagu.body, { keyId: k.id, keyName: 'charted', bucket: 'day', totals: { allowed: 3, rateLimited: 1, forbidden: 1 } }, 'Dagu shape, by name too');
-  t.same((await admin(`/api/keys/${untouched.id}/usage?bucket=day`)).body.totals, { allowed: 0, rate_limited: 0, forbidden: 0 }, 'another key: nothing');
+  t.same((await admin(`/api/keys/${untouched.id}/usage?bucket=day`)).body.totals, { allowed: 0, rate_limited: 0, forbidden: 0, quota_exceeded: 0 }, 'another key: nothing');
   t.equal((await s.gateway.keys.get(k.id)).requestCount, 3, 'the request count counts the same allowed requests');
 
   for (const [q, field] of [

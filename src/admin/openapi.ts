@@ -74,8 +74,13 @@ const USAGE_PARAMS: Json[] = [
   { name: 'bucket', in: 'query', required: false, description: 'hour (at most 744 buckets) or day (at most 366)', schema: { type: 'string', enum: ['hour', 'day'], default: 'hour' } },
 ];
 
-function usageSchema(limited: string, keyId: string, keyName: string): Json {
-  const counts = { allowed: { type: 'integer' }, [limited]: { type: 'integer', description: 'refused with 429' }, forbidden: { type: 'integer', description: 'refused with 403' } };
+function usageSchema(limited: string, quota: string, keyId: string, keyName: string): Json {
+  const counts = {
+    allowed: { type: 'integer' },
+    [limited]: { type: 'integer', description: 'refused with 429 by the rate limit' },
+    forbidden: { type: 'integer', description: 'refused with 403' },
+    [quota]: { type: 'integer', description: 'refused with 429 quota_exceeded' },
+  };
   return {
     type: 'object',
     properties: {
@@ -167,13 +172,13 @@ export function openApiDocument(): Json {
       '/api/keys/{id}/usage': {
         get: op('dagenKeyUsage', 'dagen', 'Usage history: allowed, rate-limited and forbidden requests per hour or day (UTC)', {
           parameters: [keyIdParam('id'), ...USAGE_PARAMS],
-          responses: { '200': ok('Zero-filled buckets, oldest first', usageSchema('rate_limited', 'key_id', 'key_name')), ...errors('400', '403', '404') },
+          responses: { '200': ok('Zero-filled buckets, oldest first', usageSchema('rate_limited', 'quota_exceeded', 'key_id', 'key_name')), ...errors('400', '403', '404') },
         }),
       },
       '/api/v1/api-keys/{keyId}/usage': {
         get: op('getAPIKeyUsage', 'dagu', 'Usage history: allowed, rate-limited and forbidden requests per hour or day (UTC)', {
           parameters: [keyIdParam('keyId'), ...USAGE_PARAMS],
-          responses: { '200': ok('Zero-filled buckets, oldest first', usageSchema('rateLimited', 'keyId', 'keyName')), ...errors('400', '403', '404') },
+          responses: { '200': ok('Zero-filled buckets, oldest first', usageSchema('rateLimited', 'quotaExceeded', 'keyId', 'keyName')), ...errors('400', '403', '404') },
         }),
       },
       '/api/keys/counts': {

@@ -13,13 +13,13 @@ function query(r: AdminRequest) {
 }
 
 export function dagenUsage(s: Series): Record<string, unknown> {
-  const point = (p: UsagePoint) => ({ start: p.start, allowed: p.allowed, rate_limited: p.limited, forbidden: p.forbidden });
+  const point = (p: UsagePoint) => ({ start: p.start, allowed: p.allowed, rate_limited: p.limited, forbidden: p.forbidden, quota_exceeded: p.quota });
   const { start: _s, ...totals } = point({ start: s.from, ...s.totals });
   return { key_id: s.key.id, key_name: s.key.name, bucket: s.bucket, from: s.from, to: s.to, points: s.points.map(point), totals };
 }
 
 export function daguUsage(s: Series): Record<string, unknown> {
-  const point = (p: UsagePoint) => ({ start: p.start, allowed: p.allowed, rateLimited: p.limited, forbidden: p.forbidden });
+  const point = (p: UsagePoint) => ({ start: p.start, allowed: p.allowed, rateLimited: p.limited, forbidden: p.forbidden, quotaExceeded: p.quota });
   const { start: _s, ...totals } = point({ start: s.from, ...s.totals });
   return { keyId: s.key.id, keyName: s.key.name, bucket: s.bucket, from: s.from, to: s.to, points: s.points.map(point), totals };
 }

@@ -81,7 +81,7 @@ return {1, balance - 1}`;
 
 // KEYS[1]: the batch's marker, KEYS[2]: set of ids with history, then per key of the batch its
 // usage hash and its hourly history hash. ARGV[1]: marker TTL (s), then per key: count, last-used
-// ms (0 = none), id, number of hours, and per hour: hour ms, allowed, limited, forbidden.
+// ms (0 = none), id, number of hours, and per hour: hour ms, allowed, limited, forbidden, quota.
 // Applied at most once: a batch whose marker exists adds nothing. Last use only moves forward;
 // history fields are "<hour ms>:a|l|f".
 const USAGE = `
@@ -99,7 +99,8 @@ for k = 3, #KEYS, 2 do
     if tonumber(ARGV[a + 1]) > 0 then redis.call('HINCRBY', hours, ARGV[a] .. ':a', ARGV[a + 1]) end
     if tonumber(ARGV[a + 2]) > 0 then redis.call('HINCRBY', hours, ARGV[a] .. ':l', ARGV[a + 2]) end
     if tonumber(ARGV[a + 3]) > 0 then redis.call('HINCRBY', hours, ARGV[a] .. ':f', ARGV[a + 3]) end
-    a = a + 4
+    if tonumber(ARGV[a + 4]) > 0 then redis.call('HINCRBY', hours, ARGV[a] .. ':q', ARGV[a + 4]) end
+    a = a + 5
   end
 end
 return 1`;
@@ -514,7 +515,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
         keys.push(this.k.usage(id), this.k.hours(id));
         const hours = d.hours ?? [];
         argv.push(d.count, d.lastUsedAt ? Date.parse(d.lastUsedAt) : 0, id, hours.length);
-        for (const h of hours) argv.push(h.hourMs, h.allowed, h.limited, h.forbidden);
+        for (const h of hours) argv.push(h.hourMs, h.allowed, h.limited, h.forbidden, h.quota ?? 0);
       }
       calls.push(this.redis.kgUsage(keys.length, ...keys, ...argv));
     }
@@ -548,13 +549,14 @@ export class RedisKeyStore implements KeyStore, AuditStore {
       if (!(hourMs >= fromMs && hourMs < toMs)) continue;
       let row = byHour.get(hourMs);
       if (row === undefined) {
-        row = { hour: new Date(hourMs).toISOString(), allowed: 0, limited: 0, forbidden: 0 };
+        row = { hour: new Date(hourMs).toISOString(), allowed: 0, limited: 0, forbidden: 0, quota: 0 };
         byHour.set(hourMs, row);
       }
       const kind = field.slice(i + 1);
       if (kind === 'a') row.allowed = Number(value);
       else if (kind === 'l') row.limited = Number(value);
       else if (kind === 'f') row.forbidden = Number(value);
+      else if (kind === 'q') row.quota = Number(value);
     }
     return [...byHour.entries()].sort((a, b) => a[0] - b[0]).map(([, row]) => row);
   }

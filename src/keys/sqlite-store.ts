@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS usage_hourly (
   allowed   INTEGER NOT NULL DEFAULT 0,
   limited   INTEGER NOT NULL DEFAULT 0,
   forbidden INTEGER NOT NULL DEFAULT 0,
+  quota     INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (key_id, hour)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS usage_hourly_hour ON usage_hourly(hour);
@@ -76,10 +77,11 @@ CREATE TABLE IF NOT EXISTS usage_batches (
 const KEPT_BATCH_IDS = 20_000;
 
 /** Columns added after the first release: added to an older file when it is opened. */
-const ADDED_COLUMNS: readonly [name: string, type: string][] = [
-  ['previous_digest', 'TEXT'],
-  ['previous_digest_expires_at', 'TEXT'],
-  ['quota', 'TEXT'],
+const ADDED_COLUMNS: readonly [table: string, name: string, type: string][] = [
+  ['api_keys', 'previous_digest', 'TEXT'],
+  ['api_keys', 'previous_digest_expires_at', 'TEXT'],
+  ['api_keys', 'quota', 'TEXT'],
+  ['usage_hourly', 'quota', 'INTEGER NOT NULL DEFAULT 0'],
 ];
 /** Needs the added columns, so it runs after them. */
 const LATE_SCHEMA = `
@@ -375,12 +377,12 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       quotaDel: this.db.prepare<[string]>('DELETE FROM quota_counters WHERE owner = ?'),
       // `hour` is ISO 8601 in UTC, so text order is time order
       history: this.db.prepare<[string, string, string], UsageRow>(
-        'SELECT hour, allowed, limited, forbidden FROM usage_hourly WHERE key_id = ? AND hour >= ? AND hour < ? ORDER BY hour',
+        'SELECT hour, allowed, limited, forbidden, quota FROM usage_hourly WHERE key_id = ? AND hour >= ? AND hour < ? ORDER BY hour',
       ),
-      historyAdd: this.db.prepare<[string, string, number, number, number]>(
-        `INSERT INTO usage_hourly (key_id, hour, allowed, limited, forbidden) VALUES (?, ?, ?, ?, ?)
+      historyAdd: this.db.prepare<[string, string, number, number, number, number]>(
+        `INSERT INTO usage_hourly (key_id, hour, allowed, limited, forbidden, quota) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (key_id, hour) DO UPDATE SET allowed = allowed + excluded.allowed,
-           limited = limited + excluded.limited, forbidden = forbidden + excluded.forbidden`,
+           limited = limited + excluded.limited, forbidden = forbidden + excluded.forbidden, quota = quota + excluded.quota`,
       ),
       historyPrune: this.db.prepare<[string]>('DELETE FROM usage_hourly WHERE hour < ?'),
       usage: this.db.prepare<[number, string, string, string]>(
@@ -403,9 +405,11 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
   private migrate(): void {
     this.db
       .transaction(() => {
-        const have = new Set((this.db.prepare('PRAGMA table_info(api_keys)').all() as { name: string }[]).map((c) => c.name));
-        for (const [name, type] of ADDED_COLUMNS) {
-          if (!have.has(name)) this.db.exec(`ALTER TABLE api_keys ADD COLUMN ${name} ${type}`);
+        const columns = (table: string) => new Set((this.db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).map((c) => c.name));
+        const have = new Map<string, Set<string>>();
+        for (const [table, name, type] of ADDED_COLUMNS) {
+          if (!have.has(table)) have.set(table, columns(table));
+          if (!have.get(table)!.has(name)) this.db.exec(`ALTER TABLE ${table} ADD COLUMN ${name} ${type}`);
         }
         this.db.exec(LATE_SCHEMA);
       })
@@ -583,7 +587,7 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       if (seq % 1000 === 0) this.stmts.batchPrune.run(seq - KEPT_BATCH_IDS);
       for (const [id, d] of batch) {
         if (d.count > 0) this.stmts.usage.run(d.count, d.lastUsedAt, d.lastUsedAt, id);
-        for (const h of d.hours ?? []) this.stmts.historyAdd.run(id, new Date(h.hourMs).toISOString(), h.allowed, h.limited, h.forbidden);
+        for (const h of d.hours ?? []) this.stmts.historyAdd.run(id, new Date(h.hourMs).toISOString(), h.allowed, h.limited, h.forbidden, h.quota ?? 0);
       }
     });
     this.write(() => run.immediate());

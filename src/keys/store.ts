@@ -41,6 +41,8 @@ export interface UsageHour {
   limited: number;
   /** refused with 403: inactive, expired, or not allowed (scope, role, workspace, surface, method) */
   forbidden: number;
+  /** refused with 429 because the key's quota was used up (quota_exceeded); absent = 0 (batches from before quotas) */
+  quota?: number;
 }
 
 /** Usage gathered in memory, written in one batch: per key id. */
@@ -59,6 +61,7 @@ export interface UsageRow {
   allowed: number;
   limited: number;
   forbidden: number;
+  quota: number;
 }
 
 /** One page of keys in a stable order; `cursor` is the `next` of the page before (opaque). */

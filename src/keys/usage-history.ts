@@ -1,5 +1,5 @@
 // The usage history of one key as a series: hourly or daily buckets (UTC) over a range, zero-filled,
-// with allowed / rate-limited / forbidden counts. Pure: the rows come from the store.
+// with allowed / rate-limited / forbidden / quota-exceeded counts. Pure: the rows come from the store.
 
 import { ValidationError } from '../errors.js';
 import type { UsageRow } from './store.js';
@@ -12,6 +12,8 @@ export interface UsagePoint {
   allowed: number;
   limited: number;
   forbidden: number;
+  /** refused with 429 quota_exceeded */
+  quota: number;
 }
 
 export interface UsageSeries {
@@ -21,7 +23,7 @@ export interface UsageSeries {
   /** ISO 8601, exclusive (a bucket end) */
   to: string;
   points: UsagePoint[];
-  totals: { allowed: number; limited: number; forbidden: number };
+  totals: { allowed: number; limited: number; forbidden: number; quota: number };
 }
 
 export const HOUR_MS = 3_600_000;
@@ -79,8 +81,8 @@ export function usageRange(q: UsageQuery, nowMs: number): { bucket: UsageBucket;
 export function usageSeries(rows: readonly UsageRow[], bucket: UsageBucket, fromMs: number, toMs: number): UsageSeries {
   const size = SIZE[bucket];
   const points: UsagePoint[] = [];
-  for (let t = fromMs; t < toMs; t += size) points.push({ start: new Date(t).toISOString(), allowed: 0, limited: 0, forbidden: 0 });
-  const totals = { allowed: 0, limited: 0, forbidden: 0 };
+  for (let t = fromMs; t < toMs; t += size) points.push({ start: new Date(t).toISOString(), allowed: 0, limited: 0, forbidden: 0, quota: 0 });
+  const totals = { allowed: 0, limited: 0, forbidden: 0, quota: 0 };
   for (const r of rows) {
     const ms = Date.parse(r.hour);
     if (!(ms >= fromMs && ms < toMs)) continue;
@@ -88,9 +90,11 @@ export function usageSeries(rows: readonly UsageRow[], bucket: UsageBucket, from
     p.allowed += r.allowed;
     p.limited += r.limited;
     p.forbidden += r.forbidden;
+    p.quota += r.quota;
     totals.allowed += r.allowed;
     totals.limited += r.limited;
     totals.forbidden += r.forbidden;
+    totals.quota += r.quota;
   }
   return { bucket, from: new Date(fromMs).toISOString(), to: new Date(toMs).toISOString(), points, totals };
 }

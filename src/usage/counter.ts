@@ -13,7 +13,7 @@ import type { KeyStore, UsageDelta, UsageHour } from '../keys/store.js';
 const HOUR_MS = 3_600_000;
 
 /** What a refused request counts as in the usage history. */
-export type Refused = 'limited' | 'forbidden';
+export type Refused = 'limited' | 'forbidden' | 'quota';
 
 type Pending = UsageDelta & { lastMs: number; hours: UsageHour[] };
 
@@ -56,7 +56,7 @@ export class UsageCounter {
     if (last !== undefined && last.hourMs === hourMs) return { d, h: last };
     let h = d.hours.find((x) => x.hourMs === hourMs);
     if (h === undefined) {
-      h = { hourMs, allowed: 0, limited: 0, forbidden: 0 };
+      h = { hourMs, allowed: 0, limited: 0, forbidden: 0, quota: 0 };
       d.hours.push(h);
     }
     return { d, h };
@@ -70,9 +70,11 @@ export class UsageCounter {
     if (nowMs > d.lastMs) d.lastMs = nowMs;
   }
 
-  /** A request with this key that was refused (429 rate limit, 403 not allowed). */
+  /** A request with this key that was refused (429 rate limit, 403 not allowed, 429 quota used up). */
   refused(keyId: string, kind: Refused, nowMs: number): void {
-    this.hour(keyId, nowMs).h[kind]++;
+    const { h } = this.hour(keyId, nowMs);
+    if (kind === 'quota') h.quota = (h.quota ?? 0) + 1;
+    else h[kind]++;
   }
 
   /** ids of replayed (spooled) batches not yet accepted */

@@ -42,8 +42,9 @@ export function readSpool(file: string): { batches: UsageBatch[]; requests: numb
       for (const [id, d] of Object.entries(parsed.counts)) {
         if (!count(d.count) || typeof d.lastUsedAt !== 'string' || !(d.hours === undefined || Array.isArray(d.hours))) throw new Error('shape');
         const hours: UsageHour[] = (d.hours ?? []).map((h) => {
-          if (!count(h.hourMs) || !count(h.allowed) || !count(h.limited) || !count(h.forbidden)) throw new Error('shape');
-          return { hourMs: h.hourMs, allowed: h.allowed, limited: h.limited, forbidden: h.forbidden };
+          // quota: absent in a spool written before quotas
+          if (!count(h.hourMs) || !count(h.allowed) || !count(h.limited) || !count(h.forbidden) || !(h.quota === undefined || count(h.quota))) throw new Error('shape');
+          return { hourMs: h.hourMs, allowed: h.allowed, limited: h.limited, forbidden: h.forbidden, quota: h.quota ?? 0 };
         });
         counts.set(id, { count: d.count, lastUsedAt: d.lastUsedAt, hours });
         requests += d.count;
