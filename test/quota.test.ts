@@ -354,3 +354,22 @@ t.test('a key file from before quotas gains the quota columns when opened', asyn
   const { key } = await svc.create({ name: 'q', quota: { remaining: 1 } }, 'x');
   t.same((await store.get(key.id))?.quota, { remaining: 1 }, 'the quota column on api_keys');
 });
+
+t.test('forward-auth: the proxy\'s key check takes the same credits and refuses with the same 429', async (t) => {
+  const secret = 'forward-auth-shared-secret-0123456789';
+  const s = await startStack(t.testdir(), { yaml: `forward_auth: { secret: "${secret}" }` });
+  t.teardown(() => s.close());
+  const k = await s.key({ name: 'proxied', quota: { limit: 2, period: 'week' }, rateLimit: 600 });
+  const ask = async () => {
+    const r = await request(`${s.url}/_keygate/auth`, { headers: { 'x-original-uri': '/api/v1/dags', 'x-api-key': k.secret, 'x-keygate-forward-secret': secret } });
+    await r.body.dump();
+    return { status: r.statusCode, remaining: r.headers['x-quota-remaining'], keygateStatus: r.headers['x-keygate-status'], retry: r.headers['retry-after'] };
+  };
+  const answers = [await ask(), await ask(), await ask()];
+  t.same(answers.map((a) => a.status), [200, 200, 429]);
+  t.same(answers.map((a) => a.remaining), ['1', '0', '0'], 'X-Quota-Remaining on the answers the proxy copies');
+  t.equal(answers[2]!.keygateStatus, '429');
+  t.ok(Number(answers[2]!.retry) > 0, 'Retry-After: seconds to Monday 00:00 UTC');
+  t.equal(s.dagu.received.length, 0, 'forward-auth forwards nothing itself');
+  t.same(await s.gateway.keys.quotaStatus(await s.gateway.keys.get(k.id)), { remaining: 0, nextRefillAt: new Date(nextRefillMs({ limit: 2, period: 'week', refill: 'reset', start: null }, Date.now())!).toISOString() });
+});
