@@ -21,6 +21,14 @@ export const OPTIONS = {
   'all-workspaces': { type: 'boolean' },
   surfaces: { type: 'string' },
   'rate-limit': { type: 'string' },
+  'quota-limit': { type: 'string' },
+  'quota-period': { type: 'string' },
+  'quota-refill': { type: 'string' },
+  'quota-start': { type: 'string' },
+  'quota-remaining': { type: 'string' },
+  'no-quota': { type: 'boolean' },
+  remaining: { type: 'string' },
+  reset: { type: 'boolean' },
   'expires-at': { type: 'string' },
   attribution: { type: 'string' },
   'service-account-name': { type: 'string' },
@@ -59,6 +67,14 @@ const FLAG_HELP: Record<Flag, [value: string, text: string]> = {
   'all-workspaces': ['', 'Dagu: the role applies in every workspace (removes grants)'],
   surfaces: ['LIST', 'rest_api,mcp,a2a: where the key is accepted (default all)'],
   'rate-limit': ['N', 'requests per minute, within keys.rate_limit (default its default)'],
+  'quota-limit': ['N', 'quota: N requests per --quota-period (429 quota_exceeded beyond)'],
+  'quota-period': ['P', 'quota period: day (00:00 UTC), week (Monday) or month (the 1st), or from --quota-start'],
+  'quota-refill': ['MODE', 'reset (back to the limit each period, default) or add (the limit added per period)'],
+  'quota-start': ['DATE', 'YYYY-MM-DD or ISO 8601 with an offset: periods repeat from it instead of the calendar'],
+  'quota-remaining': ['N', 'one-time quota: N requests in all, never refilled (a trial key)'],
+  'no-quota': ['', 'remove the quota (update)'],
+  remaining: ['N', 'credits left now (a top-up; the next refill still comes on time)'],
+  reset: ['', 'the quota counter starts full again'],
   'expires-at': ['DATE', "YYYY-MM-DD (00:00 UTC) or ISO 8601 with an offset; '' = never (update)"],
   attribution: ['CLASS', 'service_account (default) or user_owned'],
   'service-account-name': ['NAME', 'service-account name (default the key name)'],
@@ -87,7 +103,8 @@ export interface CommandSpec {
 }
 
 const KEY_FIELDS: readonly Flag[] = [
-  'name', 'description', 'scopes', 'role', 'workspace', 'grant', 'surfaces', 'rate-limit', 'expires-at', 'attribution', 'service-account-name', 'owner-user-id',
+  'name', 'description', 'scopes', 'role', 'workspace', 'grant', 'surfaces', 'rate-limit', 'quota-limit', 'quota-period', 'quota-refill', 'quota-start', 'quota-remaining',
+  'expires-at', 'attribution', 'service-account-name', 'owner-user-id',
 ];
 
 export const COMMANDS: readonly CommandSpec[] = [
@@ -105,7 +122,12 @@ export const COMMANDS: readonly CommandSpec[] = [
     args: '',
     summary: 'create a key; its secret is printed once',
     flags: ['config', ...KEY_FIELDS, 'json'],
-    examples: ['keygate keys create --name ci --scopes workflows --role operator --rate-limit 120', 'keygate keys create --name team-a --role viewer --grant team-a:developer'],
+    examples: [
+      'keygate keys create --name ci --scopes workflows --role operator --rate-limit 120',
+      'keygate keys create --name team-a --role viewer --grant team-a:developer',
+      'keygate keys create --name tenant-a --quota-limit 50000 --quota-period month',
+      'keygate keys create --name trial --quota-remaining 100',
+    ],
   },
   {
     name: 'keys list',
@@ -140,8 +162,15 @@ export const COMMANDS: readonly CommandSpec[] = [
     name: 'keys update',
     args: 'ID|NAME',
     summary: 'change the flags given; the others stay',
-    flags: ['config', ...KEY_FIELDS, 'all-workspaces', 'json'],
-    examples: ['keygate keys update ci --role developer --expires-at 2027-06-30'],
+    flags: ['config', ...KEY_FIELDS, 'no-quota', 'all-workspaces', 'json'],
+    examples: ['keygate keys update ci --role developer --expires-at 2027-06-30', 'keygate keys update tenant-a --quota-limit 100000'],
+  },
+  {
+    name: 'keys quota',
+    args: 'ID|NAME',
+    summary: "show a key's quota now; --remaining N tops it up, --reset makes it full again (audited)",
+    flags: ['config', 'remaining', 'reset', 'json'],
+    examples: ['keygate keys quota tenant-a', 'keygate keys quota tenant-a --remaining 5000', 'keygate keys quota trial --reset'],
   },
   { name: 'keys activate', args: 'ID|NAME', summary: 'accept the key again', flags: ['config', 'json'], examples: ['keygate keys activate ci'] },
   { name: 'keys deactivate', args: 'ID|NAME', summary: 'refuse the key from the next request on (403 key_inactive)', flags: ['config', 'json'], examples: ['keygate keys deactivate ci'] },
@@ -287,6 +316,14 @@ const FIELD_FLAGS: Readonly<Record<string, Flag>> = {
   workspaceAccess: 'grant',
   surfaces: 'surfaces',
   rateLimit: 'rate-limit',
+  'quota.limit': 'quota-limit',
+  'quota.period': 'quota-period',
+  'quota.refill': 'quota-refill',
+  'quota.start': 'quota-start',
+  'quota.remaining': 'quota-remaining',
+  quota: 'quota-limit',
+  remaining: 'remaining',
+  reset: 'reset',
   expiresAt: 'expires-at',
   attributionClass: 'attribution',
   serviceAccountName: 'service-account-name',
@@ -303,7 +340,7 @@ const FIELD_FLAGS: Readonly<Record<string, Flag>> = {
 /** "--rate-limit must be …" for a key-service error about rateLimit; undefined when no flag sets the field. */
 export function flagMessage(field: string, reason: string): string | undefined {
   const base = /^[A-Za-z]+/.exec(field)?.[0] ?? field;
-  const flag = FIELD_FLAGS[base];
+  const flag = FIELD_FLAGS[field] ?? FIELD_FLAGS[base];
   if (flag === undefined) return undefined;
   const detail = field.startsWith('workspaceAccess.grants[') ? ` (${field.replace(/^workspaceAccess\.grants\[(\d+)\].*$/, (_, i: string) => `grant ${Number(i) + 1}`)})` : '';
   return `${flagName(flag)}${detail}${/^(must|is|cannot|needs) /.test(reason) ? ' ' : ': '}${reason}`;

@@ -10,6 +10,7 @@ import { loadConfig, resolveConfigPath } from './config/load.js';
 import type { GatewayConfig } from './config/types.js';
 import { ConfigError, KeygateError, ValidationError, formatConfigIssue } from './errors.js';
 import { keyStatus, type ApiKey } from './keys/model.js';
+import { isPeriodic, type Quota, type QuotaStatus } from './keys/quota.js';
 import { openKeyStore } from './keys/open.js';
 import { KeyService, type KeyInput } from './keys/service.js';
 import { daguKey } from './admin/dagu-api.js';
@@ -41,7 +42,9 @@ Commands:
               [--role viewer|operator|developer|manager|admin] [--workspace ID]
               [--grant WORKSPACE:ROLE ...] [--surfaces rest_api,mcp,a2a] [--rate-limit N]
               [--expires-at YYYY-MM-DD] [--attribution service_account|user_owned]
-              [--service-account-name NAME] [--owner-user-id ID] [--json]
+              [--service-account-name NAME] [--owner-user-id ID]
+              [--quota-limit N --quota-period day|week|month [--quota-refill reset|add]
+               [--quota-start DATE] | --quota-remaining N] [--json]
   keys list   -c FILE [--workspace ID] [--search TEXT] [--status active|inactive|expired]
               [--limit N] [--cursor C | --all] [--json]
                                          100 keys a page by default; --all streams every page
@@ -51,7 +54,9 @@ Commands:
                                          create/update/skip by key id; safe to run twice
   backup    -c FILE BACKUP.db            consistent copy of a SQLite key store, also while serving
   keys show   -c FILE ID|NAME [--json]
-  keys update -c FILE ID|NAME [same flags as create] [--all-workspaces]
+  keys update -c FILE ID|NAME [same flags as create] [--all-workspaces] [--no-quota]
+  keys quota  -c FILE ID|NAME [--remaining N | --reset] [--json]
+                                         a key's quota now; top it up or make it full again
   keys activate|deactivate|regenerate|delete -c FILE ID|NAME [--json]
   keys regenerate -c FILE ID|NAME [--grace-seconds N]
                                          the old key keeps working N seconds (0-86400, default 0)
@@ -75,6 +80,8 @@ Examples:
   keygate keys update ci --role developer --expires-at 2027-06-30
   keygate keys deactivate ci                     # refused from the next request on (403 key_inactive)
   keygate keys regenerate ci --grace-seconds 3600
+  keygate keys create --name tenant-a --quota-limit 50000 --quota-period month
+  keygate keys quota tenant-a --remaining 5000   # a top-up (audited)
   keygate keys usage ci --days 7                 # requests per day: allowed, rate limited, forbidden
   keygate keys delete ci
   curl -H "X-API-Key: dg_…" http://127.0.0.1:8080/api/v1/dags
@@ -106,6 +113,8 @@ function keyInput(v: Values): KeyInput {
   if (v.workspace !== undefined) input.workspace = v.workspace;
   if (v.surfaces !== undefined) input.surfaces = v.surfaces;
   if (v['rate-limit'] !== undefined) input.rateLimit = v['rate-limit'];
+  const quota = quotaInput(v);
+  if (quota !== undefined) input.quota = quota;
   if (v['expires-at'] !== undefined) input.expiresAt = v['expires-at'];
   if (v.attribution !== undefined) input.attributionClass = v.attribution;
   if (v['service-account-name'] !== undefined) input.serviceAccountName = v['service-account-name'];
@@ -125,6 +134,32 @@ function keyInput(v: Values): KeyInput {
   return input;
 }
 
+/** The --quota-* flags given, as the key service's quota input (it checks them); null = --no-quota. */
+function quotaInput(v: Values): Record<string, string> | null | undefined {
+  const periodic = { limit: v['quota-limit'], period: v['quota-period'], refill: v['quota-refill'], start: v['quota-start'] };
+  const given = Object.fromEntries(Object.entries(periodic).filter(([, x]) => x !== undefined)) as Record<string, string>;
+  if (v['no-quota']) {
+    if (Object.keys(given).length > 0 || v['quota-remaining'] !== undefined) throw new UsageError('--no-quota removes the quota: give it without the --quota-* flags');
+    return null;
+  }
+  if (v['quota-remaining'] !== undefined) given['remaining'] = v['quota-remaining'];
+  return Object.keys(given).length === 0 ? undefined : given;
+}
+
+/** A quota in a few words: "50000/month (reset)", "100 one-time"; with what is left when known. */
+function describeQuota(q: Quota | null, status: QuotaStatus | null): string {
+  if (q === null) return 'none';
+  const spec = isPeriodic(q) ? `${q.limit}/${q.period} (${q.refill}${q.start ? `, periods from ${q.start}` : ''})` : `${q.remaining} one-time (no refill)`;
+  if (status === null) return spec;
+  return `${spec}; ${status.remaining} left${status.nextRefillAt ? `, refills ${status.nextRefillAt}` : ''}`;
+}
+
+/** The quota column of `keys list`: "left/limit per period", "left one-time", "-". */
+function quotaCell(q: Quota | null, status: QuotaStatus | null): string {
+  if (q === null || status === null) return '-';
+  return isPeriodic(q) ? `${status.remaining}/${q.limit} ${q.period}` : `${status.remaining} one-time`;
+}
+
 function ago(iso: string | null, nowMs: number): string {
   if (iso === null) return 'Never';
   const s = Math.max(0, Math.round((nowMs - Date.parse(iso)) / 1000));
@@ -140,7 +175,7 @@ function table(rows: string[][], right: readonly number[] = []): string {
   return rows.map((r) => r.map((cell, c) => (right.includes(c) ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd()).join('\n');
 }
 
-function describeKey(k: ApiKey, nowMs: number): string {
+function describeKey(k: ApiKey, nowMs: number, quota: QuotaStatus | null = null): string {
   const ws = k.workspace ?? (k.workspaceAccess.all ? 'all' : k.workspaceAccess.grants.map((g) => `${g.workspace}:${g.role}`).join(', '));
   return [
     `id:           ${k.id}`,
@@ -154,6 +189,7 @@ function describeKey(k: ApiKey, nowMs: number): string {
     `surfaces:     ${k.surfaces?.join(', ') ?? 'all'}`,
     `attribution:  ${k.attributionClass}${k.attributionClass === 'user_owned' ? ` (${k.ownerUserId})` : ` (${k.serviceAccountName})`}`,
     `rate limit:   ${k.rateLimit}/min`,
+    `quota:        ${describeQuota(k.quota, quota)}`,
     `expires:      ${k.expiresAt ?? 'never'}`,
     `requests:     ${k.requestCount}`,
     `last used:    ${ago(k.lastUsedAt, nowMs)}`,
@@ -167,8 +203,8 @@ async function write(s: string): Promise<void> {
   if (!process.stdout.write(s)) await once(process.stdout, 'drain');
 }
 
-function keyRow(k: ApiKey, now: number): string[] {
-  return [k.name, `${k.prefix}…`, keyStatus(k, now), k.scopes.join(','), k.role, `${k.rateLimit}/min`, String(k.requestCount), ago(k.lastUsedAt, now), k.expiresAt?.slice(0, 10) ?? 'never', k.id];
+function keyRow(k: ApiKey, now: number, quota: QuotaStatus | null): string[] {
+  return [k.name, `${k.prefix}…`, keyStatus(k, now), k.scopes.join(','), k.role, `${k.rateLimit}/min`, quotaCell(k.quota, quota), String(k.requestCount), ago(k.lastUsedAt, now), k.expiresAt?.slice(0, 10) ?? 'never', k.id];
 }
 
 /** A word as a POSIX shell reads it back (quoted when it holds anything but safe characters). */
@@ -190,14 +226,15 @@ async function listCommand(service: KeyService, v: Values, now: number): Promise
   if (v.json) await write('{"apiKeys":[');
   for (;;) {
     const page = await service.page({ limit: v.limit, cursor, workspace: v.workspace, q: v.search, status: v.status });
+    const quotas = await service.quotaStatuses(page.keys);
     if (v.json) {
-      for (const k of page.keys) {
-        await write(`${first ? '\n' : ',\n'}${JSON.stringify(daguKey(k, now))}`);
+      for (const [i, k] of page.keys.entries()) {
+        await write(`${first ? '\n' : ',\n'}${JSON.stringify(daguKey(k, now, quotas[i]))}`);
         first = false;
       }
     } else if (page.keys.length > 0) {
-      const rows = page.keys.map((k) => keyRow(k, now));
-      await write(table(first ? [['NAME', 'KEY', 'STATUS', 'SCOPES', 'ROLE', 'LIMIT', 'REQUESTS', 'LAST USED', 'EXPIRES', 'ID'], ...rows] : rows) + '\n');
+      const rows = page.keys.map((k, i) => keyRow(k, now, quotas[i]!));
+      await write(table(first ? [['NAME', 'KEY', 'STATUS', 'SCOPES', 'ROLE', 'LIMIT', 'QUOTA', 'REQUESTS', 'LAST USED', 'EXPIRES', 'ID'], ...rows] : rows) + '\n');
       first = false;
     }
     shown += page.keys.length;
@@ -301,7 +338,7 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
     switch (sub) {
       case 'create': {
         const { key, secret } = await service.create(keyInput(v), actor());
-        if (v.json) out(JSON.stringify({ apiKey: daguKey(key, now), key: secret }, null, 2));
+        if (v.json) out(JSON.stringify({ apiKey: daguKey(key, now, await service.quotaStatus(key)), key: secret }, null, 2));
         else out(`Created API key "${key.name}" (id ${key.id}).\n\n  ${secret}\n\nCopy it now: this is the only time the full key is shown.\nUse it as:  X-API-Key: ${secret.slice(0, 8)}…   or   Authorization: Bearer ${secret.slice(0, 8)}…`);
         return 0;
       }
@@ -313,12 +350,31 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
         return await importCommand(store, target(), v);
       case 'show': {
         const key = await service.get(target());
-        out(v.json ? JSON.stringify({ apiKey: daguKey(key, now) }, null, 2) : describeKey(key, now));
+        const quota = await service.quotaStatus(key);
+        out(v.json ? JSON.stringify({ apiKey: daguKey(key, now, quota) }, null, 2) : describeKey(key, now, quota));
         return 0;
       }
       case 'update': {
-        const key = await service.update(target(), keyInput(v), actor());
-        out(v.json ? JSON.stringify({ apiKey: daguKey(key, now) }, null, 2) : `Updated "${key.name}".\n${describeKey(key, now)}`);
+        const input = keyInput(v);
+        // --quota-limit alone (or --quota-period…) changes that part of a periodic quota; the rest stays
+        if (input.quota && typeof input.quota === 'object' && !('remaining' in input.quota)) {
+          const current = (await service.get(target())).quota;
+          if (current !== null && isPeriodic(current)) input.quota = { ...current, ...input.quota };
+        }
+        const key = await service.update(target(), input, actor());
+        const quota = await service.quotaStatus(key);
+        out(v.json ? JSON.stringify({ apiKey: daguKey(key, now, quota) }, null, 2) : `Updated "${key.name}".\n${describeKey(key, now, quota)}`);
+        return 0;
+      }
+      case 'quota': {
+        if (v.remaining === undefined && !v.reset) {
+          const key = await service.get(target());
+          const quota = await service.quotaStatus(key);
+          out(v.json ? JSON.stringify({ apiKey: daguKey(key, now, quota) }, null, 2) : `quota of "${key.name}": ${describeQuota(key.quota, quota)}`);
+          return 0;
+        }
+        const { key, status } = await service.setQuotaRemaining(target(), { remaining: v.remaining, ...(v.reset ? { reset: true } : {}) }, actor());
+        out(v.json ? JSON.stringify({ apiKey: daguKey(key, now, status) }, null, 2) : `quota of "${key.name}": ${describeQuota(key.quota, status)}`);
         return 0;
       }
       case 'activate':
@@ -355,7 +411,7 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
         return 0;
       }
       default:
-        throw new UsageError(`unknown keys command "${sub ?? ''}": create, list, show, update, activate, deactivate, regenerate, usage, delete, export, import`);
+        throw new UsageError(`unknown keys command "${sub ?? ''}": create, list, show, update, activate, deactivate, regenerate, quota, usage, delete, export, import`);
     }
   } finally {
     await service.store.close();

@@ -120,7 +120,7 @@ t.test('keys: create, list, show, update, deactivate, regenerate, delete; secret
 
   const table = await run(['keys', 'list', ...c]);
   t.match(table.stdout, /NAME\s+KEY\s+STATUS/);
-  t.match(table.stdout, new RegExp(`ci\\s+${secret.slice(0, 8)}…\\s+active\\s+workflows\\s+operator\\s+30/min\\s+0\\s+Never`));
+  t.match(table.stdout, new RegExp(`ci\\s+${secret.slice(0, 8)}…\\s+active\\s+workflows\\s+operator\\s+30/min\\s+-\\s+0\\s+Never`), 'no quota: "-"');
 
   const badLimit = await run(['keys', 'update', ...c, 'ci', '--rate-limit', '500']);
   t.equal(badLimit.code, 1);
@@ -330,7 +330,7 @@ t.test('every command has its own --help; flags are checked per command', async 
     [['check', '--json'], /--json does not apply to keygate check/],
     [['keys', 'create', '--name'], /--name argument missing/],
     [['keys', 'show', 'a', 'b'], /unexpected argument "b" for keygate keys show \(it takes ID\|NAME\)/],
-    [['keys', 'frob'], /unknown keys command "frob": create, list, export, import, show, update, activate, deactivate, regenerate, usage, delete/],
+    [['keys', 'frob'], /unknown keys command "frob": create, list, export, import, show, update, quota, activate, deactivate, regenerate, usage, delete/],
   ];
   for (const [args, message] of cases) {
     const r = await run(args);

@@ -10,6 +10,9 @@ import { KeyService } from '../src/keys/service.js';
 import { SqliteKeyStore } from '../src/keys/sqlite-store.js';
 import { QuotaGate } from '../src/limits/quota.js';
 import { RATE_LIMITED } from '../src/jsonrpc/policy.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadConfig } from '../src/config/load.js';
 import { ROUTES, startStack } from './helpers.js';
 
 const ms = (iso: string) => Date.parse(iso);
@@ -296,4 +299,35 @@ t.test('admin APIs: quota in each shape, its state in key details, top-up and re
   t.same([removed.json.apiKey.quota, removed.json.apiKey.quotaRemaining, removed.json.apiKey.quotaNextRefillAt], [null, null, null], 'quota: null removes it');
   const noQuota = await admin('POST', `/api/keys/${created.json.id}/quota`, { remaining: 5 });
   t.match(noQuota, { status: 400, json: { field: 'quota' } });
+});
+
+t.test('keys declared in the config carry a quota (the same rules, errors at their path); they can be topped up', async (t) => {
+  const secret = 'declared-quota-secret-0123456789';
+  const yaml = (quota: string) => `keys:\n  declared:\n    - name: declared-trial\n      secret: \${DECLARED_SECRET}\n      quota: ${quota}\n`;
+  const s = await startStack(t.testdir(), { yaml: yaml('{ limit: 2, period: day }'), env: { DECLARED_SECRET: secret } });
+  t.teardown(() => s.close());
+  const status = async () => {
+    const r = await request(`${s.url}/api/v1/dags`, { headers: { 'x-api-key': secret } });
+    await r.body.dump();
+    return r.statusCode;
+  };
+  t.same([await status(), await status(), await status()], [200, 200, 429]);
+  const key = await s.gateway.keys.get('declared-trial');
+  t.same(key.quota, { limit: 2, period: 'day', refill: 'reset', start: null });
+  await t.rejects(s.gateway.keys.update('declared-trial', { quota: null }, 'x'), { code: 'conflict' }, 'the quota itself is changed in the file');
+  await s.gateway.keys.setQuotaRemaining('declared-trial', { remaining: 1 }, 'x');
+  t.same([await status(), await status()], [200, 429], 'a top-up works for a declared key');
+
+  // a bad quota in the file: the schema (unknown period) or the key service's rules at the key's path
+  const dir = t.testdir();
+  const file = (quota: string) => {
+    const f = join(dir, `gw-${Math.random().toString(36).slice(2)}.yaml`);
+    writeFileSync(f, `store: { keys: "sqlite::memory:" }\n${yaml(quota)}upstreams: [{ name: up, api_base_url: "http://127.0.0.1:1" }]\nroutes: [{ path: "/**", upstream: up }]\n`);
+    return f;
+  };
+  t.throws(() => loadConfig(file('{ limit: 2, period: fortnight }'), { DECLARED_SECRET: secret }), /quota\/period|quota\.period/, 'the schema refuses a period it does not know');
+  const config = loadConfig(file('{ remaining: 5, period: day }'), { DECLARED_SECRET: secret });
+  const store = new SqliteKeyStore(':memory:');
+  t.teardown(() => store.close());
+  await t.rejects(new KeyService(store, config.keys).syncDeclared(), { message: /keys\.declared\[0\]\.quota\.period: a one-time quota \(remaining\) has no limit, period/ }, "the key service's rules, named at the declared key's path");
 });
