@@ -308,7 +308,8 @@ t.test('key page in Chromium', { skip }, async (t) => {
     t.equal(await secretDialog.locator('#secret-copy svg').getAttribute('data-icon'), 'check', 'the icon turns into a check mark');
     t.equal(await page.evaluate(() => navigator.clipboard.readText()), secret, 'the key is on the clipboard');
     await page.screenshot({ path: join(SHOTS, 'copy-once-dialog.png') });
-    await sleep(2300);
+    // back after about 2 s (waited for, not slept for: a loaded machine delays the page's timer)
+    await secretDialog.locator('#secret-copy svg[data-icon="copy"]').waitFor({ timeout: 30_000 });
     t.equal(await secretDialog.locator('#secret-copy svg').getAttribute('data-icon'), 'copy', 'and back after about 2 s');
     await page.evaluate(() => navigator.clipboard.writeText(''));
 
@@ -318,8 +319,8 @@ t.test('key page in Chromium', { skip }, async (t) => {
     await page.waitForFunction(() => document.getElementById('secret-value').textContent === '');
     t.same(await secretShows(page, secret), { markup: 0, text: 0, inputs: false, storage: false }, 'the secret is gone from the page once the dialog is closed');
 
-    // --- the row, after the usage counter has flushed the request
-    await sleep(1500);
+    // --- the row, after the usage counter has flushed the request (now, not after a guessed wait)
+    await s.gateway.flushUsage();
     await page.reload();
     const mine = row(page, 'Nightly ETL');
     await mine.waitFor();

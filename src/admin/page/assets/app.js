@@ -594,6 +594,8 @@ function scheduleCheck() {
   // (Create/Save keeps its state: a blur that changes a field must not disable the button being clicked;
   // the submit waits for the answer about the form as it is then)
   form.dataset.pending = 'true';
+  // an answer still on its way is about the form as it was: it must not settle this one
+  checkSeq++;
   clearTimeout(checkTimer);
   checkTimer = setTimeout(() => void runCheck(), 150);
 }
