@@ -845,6 +845,15 @@ function describeAccess(k) {
   return k.workspaceAccess.grants.map((g) => `${g.workspace}: ${g.role}`).join(', ') + ` (top-level role ${k.role})`;
 }
 
+/** A key's quota and what is left now (the Dagu-shaped key: quota, quotaRemaining, quotaNextRefillAt). */
+function describeQuota(k) {
+  const q = k.quota;
+  if (!q) return 'None';
+  if (q.period === undefined) return `${count(k.quotaRemaining ?? q.remaining)} left (one-time credits, no refill)`;
+  const refill = q.refill === 'add' ? `adds ${count(q.limit)}` : `back to ${count(q.limit)}`;
+  return `${count(k.quotaRemaining ?? q.limit)} of ${count(q.limit)} left this ${q.period}; ${refill} ${k.quotaNextRefillAt ? fullDateTime(k.quotaNextRefillAt) : ''}`.trim();
+}
+
 function detailRows(k) {
   const when = (iso, by) => (iso ? `${fullDateTime(iso)}${by ? ` by ${by}` : ''}` : 'Never');
   return [
@@ -857,6 +866,7 @@ function detailRows(k) {
     ['Surfaces', k.allowedSurfaces.map((s) => SURFACE_LABEL[s] ?? s).join(', ')],
     ['Attribution', k.attributionClass === 'user_owned' ? `user-owned by ${k.ownerUserId}` : `service account ${k.serviceAccountName}`],
     ['Rate limit', rate(k.rateLimit)],
+    ['Quota', describeQuota(k)],
     ['Expires', k.expiresAt ? fullDateTime(k.expiresAt) : 'Never'],
     ['Requests', count(k.requestCount)],
     ['Last used', k.lastUsedAt ? `${relativeTime(k.lastUsedAt)} (${fullDateTime(k.lastUsedAt)})` : 'Never'],
@@ -892,6 +902,7 @@ function auditSummary(r) {
   const d = r.details ?? {};
   if (r.action === 'update' && d.changes) return Object.entries(d.changes).map(([f, c]) => `${f}: ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`).join('; ');
   if (r.action === 'regenerate') return `new prefix ${d.prefix?.to ?? ''}…${d.graceSeconds ? `, old key valid for ${d.graceSeconds} s` : ''}`;
+  if (r.action === 'quota') return `credits left ${d.remaining?.from ?? ''} → ${d.remaining?.to ?? ''}${d.reset ? ' (reset)' : ''}`;
   if (r.action === 'create' || r.action === 'delete') return `role ${d.role ?? ''}, scopes ${(d.scopes ?? []).join(', ')}`;
   return '';
 }

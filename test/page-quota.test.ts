@@ -1,0 +1,66 @@
+// The key page shows a key's quota and what is left now (details), and audit lines of top-ups, in a
+// real Chromium (playwright-core, Debian's /usr/bin/chromium); skipped with the reason without them.
+
+import { existsSync } from 'node:fs';
+import t from 'tap';
+import { request } from 'undici';
+import { startStack } from './helpers.js';
+
+const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
+const TOKEN = 'page-quota-admin-token-0123456789abc';
+const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
+declare const document: Json;
+
+async function loadPlaywright(): Promise<typeof import('playwright-core') | string> {
+  if (!existsSync(CHROMIUM)) return `Chromium not found at ${CHROMIUM} (apt-get install -y chromium; .ci/run does)`;
+  try {
+    return await import('playwright-core');
+  } catch (err) {
+    return `playwright-core cannot be loaded (${(err as Error).message})`;
+  }
+}
+const pw = await loadPlaywright();
+const skip = typeof pw === 'string' ? pw : false;
+if (skip) t.comment(`SKIP browser tests: ${skip}`);
+
+t.test('key details: the quota, what is left and the next refill; a one-time quota; the top-up in the audit trail', { skip }, async (t) => {
+  if (typeof pw === 'string') return;
+  const s = await startStack(t.testdir(), { adminToken: TOKEN });
+  t.teardown(() => s.close());
+  const daily = await s.key({ name: 'daily-tenant', quota: { limit: 5, period: 'day' }, rateLimit: 600 });
+  await s.key({ name: 'trial-user', quota: { remaining: 7 }, rateLimit: 600 });
+  for (let i = 0; i < 2; i++) {
+    const r = await request(`${s.url}/api/v1/dags`, { headers: { 'x-api-key': daily.secret } });
+    await r.body.dump();
+  }
+  await s.gateway.keys.setQuotaRemaining('trial-user', { remaining: 4 }, { id: 'admin-token', remoteAddress: null });
+
+  const browser = await pw.chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+  t.teardown(() => browser.close().catch(() => {}));
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, locale: 'en-US', timezoneId: 'UTC' });
+  const page = await context.newPage();
+  page.setDefaultTimeout(15_000);
+  const errors: string[] = [];
+  page.on('pageerror', (err) => errors.push(err.message));
+  await page.goto(`${s.gateway.adminUrl}/api-keys`);
+  await page.getByLabel('Admin token or admin API key').fill(TOKEN);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+
+  const quotaRow = async (name: string) => {
+    await page.getByRole('button', { name: `Details of key ${name}` }).click();
+    await page.waitForFunction((n: string) => document.getElementById('details-title')?.textContent === n && document.getElementById('details-fields')?.textContent?.includes('Quota'), name);
+    return page.evaluate(() => {
+      const dts = [...document.querySelectorAll('#details-fields dt')];
+      const dt = dts.find((d: Json) => d.textContent === 'Quota');
+      return dt?.nextElementSibling?.textContent as string;
+    });
+  };
+  const next = new Date(Math.floor(Date.now() / 86_400_000 + 1) * 86_400_000).toLocaleString('en-US', { timeZone: 'UTC' });
+  t.equal(await quotaRow('daily-tenant'), `3 of 5 left this day; back to 5 ${next}`, 'periodic: what is left, the refill and when');
+  await page.getByRole('button', { name: 'Close' }).first().click();
+  t.equal(await quotaRow('trial-user'), '4 left (one-time credits, no refill)', 'one-time credits');
+  await page.locator('#details-audit li', { hasText: 'quota' }).waitFor();
+  t.match(await page.locator('#details-audit').textContent(), /quota by admin-token.*credits left 7 → 4/, 'the top-up in the audit trail');
+  t.same(errors, [], 'no page errors');
+});
