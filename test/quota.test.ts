@@ -3,6 +3,7 @@
 
 import t from 'tap';
 import { request } from 'undici';
+import WebSocket from 'ws';
 import type { KeysConfig } from '../src/config/types.js';
 import { ValidationError } from '../src/errors.js';
 import { consume, nextRefillMs, periodIndex, periodStartMs, refill, statusOf, tickOf, type PeriodicQuota, type QuotaState, type QuotaTick } from '../src/keys/quota.js';
@@ -372,4 +373,30 @@ t.test('forward-auth: the proxy\'s key check takes the same credits and refuses 
   t.ok(Number(answers[2]!.retry) > 0, 'Retry-After: seconds to Monday 00:00 UTC');
   t.equal(s.dagu.received.length, 0, 'forward-auth forwards nothing itself');
   t.same(await s.gateway.keys.quotaStatus(await s.gateway.keys.get(k.id)), { remaining: 0, nextRefillAt: new Date(nextRefillMs({ limit: 2, period: 'week', refill: 'reset', start: null }, Date.now())!).toISOString() });
+});
+
+t.test('WebSocket upgrades take a credit too, and are refused with the 429 and its headers once none is left', async (t) => {
+  const s = await startStack(t.testdir());
+  t.teardown(() => s.close());
+  const k = await s.key({ name: 'sockets', quota: { remaining: 1 }, rateLimit: 600 });
+  const open = () =>
+    new Promise<{ status: number; headers: Record<string, unknown>; body: string }>((resolve, reject) => {
+      const ws = new WebSocket(`${s.url.replace('http', 'ws')}/api/v1/t/socket`, { headers: { 'x-api-key': k.secret } });
+      ws.once('open', () => {
+        ws.close();
+        resolve({ status: 101, headers: {}, body: '' });
+      });
+      ws.once('unexpected-response', (_req, res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      });
+      ws.once('error', reject);
+    });
+  t.equal((await open()).status, 101, 'the credit opens the socket');
+  const refused = await open();
+  t.equal(refused.status, 429);
+  t.match(JSON.parse(refused.body), { code: 'quota_exceeded' });
+  t.equal(refused.headers['x-quota-remaining'], '0');
+  t.equal(refused.headers['x-quota-period'], 'none');
 });
