@@ -136,6 +136,12 @@ t.test('the key service: validation names the field, a fake clock refills, a cha
     [5, 'quota'],
   ];
   for (const [quota, field] of bad) t.equal(await fieldOf(svc.create({ name: `bad-${field}`, quota }, 'test')), field, `${JSON.stringify(quota)} → ${field}`);
+  try {
+    await svc.create({ name: 'many', quota: { limit: 0, period: 'year', refill: 'x', start: 'soon' } }, 'test');
+    t.fail('refused');
+  } catch (err) {
+    t.same((err as ValidationError).errors.map((e) => e.field), ['quota.limit', 'quota.period', 'quota.refill', 'quota.start'], "every problem of the quota at once, like the key's other fields");
+  }
   const { key } = await svc.create({ name: 'daily', quota: { limit: '2', period: 'day', start: '2031-01-01' } }, 'test');
   t.same(key.quota, { limit: 2, period: 'day', refill: 'reset', start: '2031-01-01T00:00:00.000Z' }, 'strings of digits (CLI) accepted, refill defaults to reset');
   t.equal(await fieldOf(svc.update(key.id, { quota: { limit: 2, period: 'fortnight' } }, 'test')), 'quota.period', 'update: the same rules');

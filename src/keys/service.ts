@@ -292,24 +292,29 @@ export function parseQuota(v: unknown): Quota | null {
     throw new ValidationError('quota', 'must be {limit, period, refill, start} or {remaining}, or null for none');
   }
   const o = v as Record<string, unknown>;
+  const p = new Problems();
   const members = ['limit', 'period', 'refill', 'start', 'remaining'];
   for (const name of Object.keys(o)) {
-    if (!members.includes(name)) throw new ValidationError(`quota.${name}`, `unknown field; allowed: ${members.join(', ')}`);
+    if (!members.includes(name)) p.add(`quota.${name}`, `unknown field; allowed: ${members.join(', ')}`);
   }
   const given = (name: string) => o[name] !== undefined && o[name] !== null && o[name] !== '';
   if (given('remaining')) {
-    const periodic = ['limit', 'period', 'refill', 'start'].find(given);
-    if (periodic !== undefined) throw new ValidationError(`quota.${periodic}`, 'a one-time quota (remaining) has no limit, period, refill or start: give one kind');
-    return { remaining: wholeNumber('quota.remaining', o['remaining'], 0, MAX_QUOTA, 'requests') };
+    for (const name of ['limit', 'period', 'refill', 'start'].filter(given)) {
+      p.add(`quota.${name}`, 'a one-time quota (remaining) has no limit, period, refill or start: give one kind');
+    }
+    const remaining = p.check(() => wholeNumber('quota.remaining', o['remaining'], 0, MAX_QUOTA, 'requests'));
+    p.throwIfAny();
+    return { remaining: remaining! };
   }
-  if (!given('limit')) throw new ValidationError('quota.limit', 'is required (with period), or give remaining for one-time credits');
-  if (!given('period')) throw new ValidationError('quota.period', `is required: one of ${QUOTA_PERIODS.join(', ')}`);
-  return {
-    limit: wholeNumber('quota.limit', o['limit'], 1, MAX_QUOTA, 'requests'),
-    period: oneOf('quota.period', o['period'], QUOTA_PERIODS),
-    refill: given('refill') ? oneOf('quota.refill', o['refill'], QUOTA_REFILLS) : 'reset',
-    start: parseInstant('quota.start', o['start']),
-  };
+  // every problem of the quota at once, like the key's other fields
+  const limit = given('limit')
+    ? p.check(() => wholeNumber('quota.limit', o['limit'], 1, MAX_QUOTA, 'requests'))
+    : p.add('quota.limit', 'is required (with period), or give remaining for one-time credits');
+  const period = given('period') ? p.check(() => oneOf('quota.period', o['period'], QUOTA_PERIODS)) : p.add('quota.period', `is required: one of ${QUOTA_PERIODS.join(', ')}`);
+  const refill = given('refill') ? p.check(() => oneOf('quota.refill', o['refill'], QUOTA_REFILLS)) : 'reset';
+  const start = p.check(() => parseInstant('quota.start', o['start']));
+  p.throwIfAny();
+  return { limit: limit!, period: period!, refill: refill!, start: start ?? null };
 }
 
 function attribution(cls: unknown): AttributionClass {
