@@ -1,13 +1,16 @@
 // The key page shows a key's quota and what is left now (details), and audit lines of top-ups, in a
 // real Chromium (playwright-core, Debian's /usr/bin/chromium); skipped with the reason without them.
 
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { request } from 'undici';
 import { startStack } from './helpers.js';
 
 const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
 const TOKEN = 'page-quota-admin-token-0123456789abc';
+const SHOTS = fileURLToPath(new URL('../.tap/screenshots/page/', import.meta.url));
 const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 declare const document: Json;
@@ -57,10 +60,51 @@ t.test('key details: the quota, what is left and the next refill; a one-time quo
     });
   };
   const next = new Date(Math.floor(Date.now() / 86_400_000 + 1) * 86_400_000).toLocaleString('en-US', { timeZone: 'UTC' });
-  t.equal(await quotaRow('daily-tenant'), `3 of 5 left this day; back to 5 ${next}`, 'periodic: what is left, the refill and when');
+  t.equal(await quotaRow('daily-tenant'), `3 of 5 left this day; back to 5 on ${next}`, 'periodic: what is left, the refill and when');
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: join(SHOTS, 'key-details-quota.png') });
   await page.getByRole('button', { name: 'Close' }).first().click();
   t.equal(await quotaRow('trial-user'), '4 left (one-time credits, no refill)', 'one-time credits');
   await page.locator('#details-audit li', { hasText: 'quota' }).waitFor();
   t.match(await page.locator('#details-audit').textContent(), /quota by admin-token.*credits left 7 → 4/, 'the top-up in the audit trail');
+
+  // the create/edit dialog sets a quota; the service's rules, at the Quota field
+  await page.getByRole('button', { name: 'Close' }).first().click();
+  await page.getByRole('button', { name: 'Create API Key' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Create API Key' });
+  const settled = () => page.waitForFunction(() => document.getElementById('create-form').dataset.pending === undefined);
+  await dialog.getByLabel('Name').first().fill('metered-from-page');
+  await dialog.getByLabel('Workflows').check();
+  await dialog.getByLabel('Usage credits').selectOption('periodic');
+  await dialog.getByLabel('Requests per period').fill('0');
+  await settled();
+  t.ok(await dialog.getByRole('button', { name: 'Create' }).isDisabled(), 'a limit of 0: Create disabled');
+  t.match(await page.locator('#create-quota-error').textContent(), /must be a whole number of requests from 1 to/, "the key service's message at the Quota field");
+  await dialog.getByLabel('Requests per period').fill('1000');
+  await dialog.getByLabel('Period (UTC)').selectOption('week');
+  await dialog.getByLabel('Refill').selectOption('add');
+  await settled();
+  await page.screenshot({ path: join(SHOTS, 'create-dialog-quota.png') });
+  await dialog.getByRole('button', { name: 'Create' }).click();
+  await page.getByRole('dialog', { name: 'Copy your API key' }).waitFor();
+  t.same((await s.gateway.keys.get('metered-from-page')).quota, { limit: 1000, period: 'week', refill: 'add', start: null }, 'created with the quota');
+  await page.getByRole('dialog', { name: 'Copy your API key' }).getByRole('button', { name: 'Done' }).click();
+
+  // edit: a one-time quota, then none
+  await page.getByRole('button', { name: 'Details of key metered-from-page' }).click();
+  await page.waitForFunction(() => document.getElementById('details-title')?.textContent === 'metered-from-page');
+  await page.locator('#details-edit').click();
+  const edit = page.getByRole('dialog', { name: 'Edit API Key' });
+  await edit.waitFor();
+  t.equal(await edit.getByLabel('Usage credits').inputValue(), 'periodic', 'the edit dialog is filled from the key');
+  t.equal(await edit.getByLabel('Requests per period').inputValue(), '1000');
+  await edit.getByLabel('Usage credits').selectOption('once');
+  await edit.getByLabel('Credits', { exact: true }).fill('25');
+  await settled();
+  await edit.getByRole('button', { name: 'Save' }).click();
+  await page.locator('#snackbar', { hasText: 'saved' }).waitFor();
+  t.same((await s.gateway.keys.get('metered-from-page')).quota, { remaining: 25 }, 'saved through PATCH');
+  await page.waitForFunction(() => document.getElementById('details-fields')?.textContent?.includes('25 left (one-time credits, no refill)'));
+  t.pass('the details show the new quota');
   t.same(errors, [], 'no page errors');
 });

@@ -506,6 +506,11 @@ const createDialog = /** @type {HTMLDialogElement} */ ($('create-dialog'));
 const form = /** @type {HTMLFormElement} */ ($('create-form'));
 const nameInput = /** @type {HTMLInputElement} */ ($('create-name'));
 const rateInput = /** @type {HTMLInputElement} */ ($('create-rate'));
+const quotaKind = /** @type {HTMLSelectElement} */ ($('create-quota-kind'));
+const quotaLimit = /** @type {HTMLInputElement} */ ($('create-quota-limit'));
+const quotaPeriod = /** @type {HTMLSelectElement} */ ($('create-quota-period'));
+const quotaRefill = /** @type {HTMLSelectElement} */ ($('create-quota-refill'));
+const quotaRemaining = /** @type {HTMLInputElement} */ ($('create-quota-remaining'));
 const expiresInput = /** @type {HTMLInputElement} */ ($('create-expires'));
 const scopeInputs = /** @type {HTMLInputElement[]} */ ([$('create-scope-agents'), $('create-scope-workflows')]);
 const roleInput = /** @type {HTMLSelectElement} */ ($('create-role'));
@@ -541,6 +546,8 @@ function grants() {
 
 /** Shows the parts of the form that the access and attribution choices call for. */
 function syncSections() {
+  $('create-quota-periodic').hidden = quotaKind.value !== 'periodic';
+  $('create-quota-once').hidden = quotaKind.value !== 'once';
   const access = radio('access');
   $('create-grants-wrap').hidden = access !== 'grants';
   $('create-workspace-wrap').hidden = access !== 'bound';
@@ -560,6 +567,7 @@ const ERROR_AT = {
   description: 'create-description-error',
   scopes: 'create-scopes-error',
   rateLimit: 'create-rate-error',
+  quota: 'create-quota-error',
   expiresAt: 'create-expires-error',
   role: 'create-role-error',
   workspaceAccess: 'create-grants-error',
@@ -570,7 +578,7 @@ const ERROR_AT = {
   ownerUserId: 'create-owner-error',
 };
 /** the inputs marked aria-invalid with their field */
-const INPUT_OF = { name: nameInput, rateLimit: rateInput, expiresAt: expiresInput, role: roleInput, workspace: workspaceInput, serviceAccountName: saInput, ownerUserId: ownerInput, description: descriptionInput };
+const INPUT_OF = { name: nameInput, rateLimit: rateInput, quota: quotaKind, expiresAt: expiresInput, role: roleInput, workspace: workspaceInput, serviceAccountName: saInput, ownerUserId: ownerInput, description: descriptionInput };
 
 /** "workspaceAccess" of "workspaceAccess.grants[0].role" */
 const fieldBase = (field) => /^[^.[]*/.exec(field ?? '')[0];
@@ -648,6 +656,7 @@ const FIELD_LABEL = {
   description: 'Description',
   scopes: 'Scopes',
   rateLimit: 'Rate limit',
+  quota: 'Quota',
   expiresAt: 'Expiration',
   role: 'Role',
   workspaceAccess: 'Workspace grants',
@@ -661,6 +670,7 @@ const FIELD_LABEL = {
 /** The form field an input belongs to (Dagu's spelling). */
 function fieldOf(t) {
   if (t.classList?.contains('grant-workspace') || t.classList?.contains('grant-role')) return 'workspaceAccess';
+  if (t.name?.startsWith?.('quota_')) return 'quota';
   const byName = { name: 'name', rate_limit: 'rateLimit', expires_at: 'expiresAt', role: 'role', workspace: 'workspace', serviceAccountName: 'serviceAccountName', ownerUserId: 'ownerUserId', description: 'description', surfaces: 'allowedSurfaces', scopes: 'scopes', access: 'workspaceAccess', attribution: 'attributionClass' };
   return byName[t.name] ?? null;
 }
@@ -675,6 +685,7 @@ function formBody() {
     scopes: scopeInputs.filter((i) => i.checked).map((i) => i.value),
     // as typed: the service judges it (an empty or non-numeric box is 0, which it refuses with its range)
     rateLimit: Number(rateInput.value.trim() || 0),
+    quota: quotaBody(),
     role: roleInput.value,
     workspaceAccess: access === 'grants' ? { all: false, grants: grants() } : { all: true },
     workspace: access === 'bound' ? workspaceInput.value.trim() : null,
@@ -686,6 +697,15 @@ function formBody() {
   if (expiresInput.value) body.expiresAt = expiresInput.value;
   else if (editing) body.expiresAt = null;
   return body;
+}
+
+/** The quota as the form says (the service judges it; an empty number box is sent as a number it refuses, at its field). */
+function quotaBody() {
+  const kind = quotaKind.value;
+  if (kind === 'once') return { remaining: quotaRemaining.value.trim() === '' ? -1 : Number(quotaRemaining.value) };
+  if (kind !== 'periodic') return null;
+  // a start set through the CLI or API stays (the page does not edit it)
+  return { limit: Number(quotaLimit.value.trim() || 0), period: quotaPeriod.value, refill: quotaRefill.value, start: editing?.quota?.start ?? null };
 }
 
 /** Only what changed, for PATCH (an unchanged past expiry must not be sent back). */
@@ -732,6 +752,13 @@ function openCreate(key = null) {
     saInput.value = key.serviceAccountName ?? '';
     ownerInput.value = key.ownerUserId ?? '';
     descriptionInput.value = key.description ?? '';
+    const q = key.quota;
+    quotaKind.value = !q ? 'none' : q.period === undefined ? 'once' : 'periodic';
+    if (q && q.period !== undefined) {
+      quotaLimit.value = String(q.limit);
+      quotaPeriod.value = q.period;
+      quotaRefill.value = q.refill;
+    } else if (q) quotaRemaining.value = String(q.remaining);
   }
   syncSections();
   problems = null;
@@ -851,7 +878,7 @@ function describeQuota(k) {
   if (!q) return 'None';
   if (q.period === undefined) return `${count(k.quotaRemaining ?? q.remaining)} left (one-time credits, no refill)`;
   const refill = q.refill === 'add' ? `adds ${count(q.limit)}` : `back to ${count(q.limit)}`;
-  return `${count(k.quotaRemaining ?? q.limit)} of ${count(q.limit)} left this ${q.period}; ${refill} ${k.quotaNextRefillAt ? fullDateTime(k.quotaNextRefillAt) : ''}`.trim();
+  return `${count(k.quotaRemaining ?? q.limit)} of ${count(q.limit)} left this ${q.period}; ${refill}${k.quotaNextRefillAt ? ` on ${fullDateTime(k.quotaNextRefillAt)}` : ''}`;
 }
 
 function detailRows(k) {
