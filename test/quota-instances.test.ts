@@ -11,10 +11,10 @@ import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { startEchoUpstream, type EchoUpstream } from '../src/demo/echo-upstream.js';
-import { consume, type QuotaState } from '../src/keys/quota.js';
 import { RedisKeyStore } from '../src/keys/redis-store.js';
 import { BIN, CHILD_ENV, spawnKeygate } from './binary.js';
 import { startStack } from './helpers.js';
+import { matchesReference } from './quota-reference.js';
 import { skipWithoutRedis, startRedis } from './redis.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -154,23 +154,7 @@ t.test('the Redis script applies the same rule as the reference', { skip: skipWi
   const store = new RedisKeyStore(redis.url, { prefix: RedisKeyStore.namespace() });
   t.teardown(() => store.close());
   await store.ready();
-  const states: (QuotaState | undefined)[] = [undefined, { balance: 0, period: 5 }, { balance: 1, period: 5 }, { balance: 7, period: 5 }, { balance: -2, period: 5 }];
-  let n = 0;
-  for (const s of states) {
-    for (const period of [4, 5, 6, 9]) {
-      for (const add of [false, true]) {
-        for (const limit of [0, 1, 10]) {
-          const owner = `o${n++}`;
-          const tick = { period, limit, add };
-          await store.setQuotaState(owner, s);
-          const got = await store.consumeQuota(owner, tick);
-          const want = consume(s, tick);
-          t.same(got, want.count, `${JSON.stringify(s)} ${JSON.stringify(tick)}`);
-          t.same(await store.quotaState(owner), want.next, 'stored state');
-        }
-      }
-    }
-  }
+  await matchesReference(t, store);
 });
 
 t.test('Redis down: a quota key is refused 503 at once (its quota is not waived), a key without one is served from the cache', { skip: skipWithoutRedis }, async (t) => {
