@@ -100,6 +100,12 @@ t.test('a burst of one key in one turn, split over two instances: exactly the li
   };
   const a = instance();
   const b = instance();
+  // Start well inside a 5 s bucket: a burst that straddles a bucket boundary can be over-admitted by
+  // the requests in flight at that moment (the closed bucket is read before their increments land;
+  // a known limit of the client-clocked window, in README), which is not what this test is about.
+  const { BUCKET_MS } = await import('../src/limits/window.js');
+  const into = Date.now() % BUCKET_MS;
+  if (into > BUCKET_MS / 2) await new Promise((r) => setTimeout(r, BUCKET_MS - into + 50));
   // 150 checks of one key, all started in the same turn, alternating instances; the limit is 100
   const decisions = await Promise.all(Array.from({ length: 150 }, (_, i) => (i % 2 === 0 ? a : b).limiter.check('hot-key', 100)));
   t.notOk(decisions.includes('unavailable'), 'Redis answered every check');
