@@ -4,6 +4,7 @@
 import type { IncomingMessage } from 'node:http';
 import { readBody } from '../body.js';
 import { KeygateError, ValidationError, type FieldError } from '../errors.js';
+import { queryParam } from './router.js';
 
 /** Largest admin request body read (64 KiB); a larger one gets 413. */
 export const DEFAULT_BODY_LIMIT = 64 * 1024;
@@ -148,4 +149,27 @@ export function dryRunParam(v: string | undefined, name: string): boolean {
   if (v === undefined || v === 'false') return false;
   if (v === 'true') return true;
   throw new ValidationError(name, 'must be true or false');
+}
+
+/**
+ * A create or update request's body, read and validated (validateBody), or undefined when the
+ * query flag `flag` asked for a dry run and it passed: then answer dryRunAnswer(flag).
+ */
+export async function changeBody(
+  req: IncomingMessage,
+  query: URLSearchParams,
+  flag: string,
+  shape: BodyShape,
+  fieldNames: Readonly<Record<string, string>>,
+  check: (clean: Record<string, unknown>) => Promise<void>,
+): Promise<Record<string, unknown> | undefined> {
+  const body = await readJsonObject(req);
+  const dryRun = dryRunParam(queryParam(query, flag), flag);
+  await validateBody(body, shape, fieldNames, dryRun, check);
+  return dryRun ? undefined : body;
+}
+
+/** The answer to a dry run that passed: `{<flag>: true, valid: true, errors: []}`. */
+export function dryRunAnswer(flag: string): { status: 200; body: Record<string, unknown> } {
+  return { status: 200, body: { [flag]: true, valid: true, errors: [] } };
 }

@@ -6,7 +6,7 @@ import { SCOPES, type Role, type Surface } from '../config/types.js';
 import { keyStatus, type ApiKey } from '../keys/model.js';
 import type { Quota, QuotaStatus } from '../keys/quota.js';
 import type { KeyInput, KeyService } from '../keys/service.js';
-import { checkBody, dryRunParam, readJsonObject, validateBody, type BodyShape, type Fields } from './body.js';
+import { changeBody, checkBody, dryRunAnswer, readJsonObject, type BodyShape, type Fields } from './body.js';
 import { queryParam, type AdminRoute } from './router.js';
 
 /** A key as Dagen's key table shows it: the prefix only, never the secret. */
@@ -107,9 +107,6 @@ export const DAGEN_FIELD_NAMES = {
   graceSeconds: 'grace_seconds',
 } as const;
 
-/** The answer to ?dry_run=true when the body would be accepted (nothing was changed). */
-const DRY_RUN_OK = { dry_run: true, valid: true, errors: [] };
-
 function toInput(body: Record<string, unknown>): KeyInput {
   return {
     name: body['name'],
@@ -166,10 +163,8 @@ export function dagenRoutes(keys: KeyService, now: () => number): AdminRoute[] {
       operationId: 'dagenCreateKey',
       fieldNames,
       handler: async ({ req, query, actor }) => {
-        const body = await readJsonObject(req);
-        const dryRun = dryRunParam(queryParam(query, 'dry_run'), 'dry_run');
-        await validateBody(body, DAGEN_CREATE, fieldNames, dryRun, (clean) => keys.checkCreate(toInput(clean)));
-        if (dryRun) return { status: 200, body: DRY_RUN_OK };
+        const body = await changeBody(req, query, 'dry_run', DAGEN_CREATE, fieldNames, (clean) => keys.checkCreate(toInput(clean)));
+        if (body === undefined) return dryRunAnswer('dry_run');
         const { key, secret } = await keys.create(toInput(body), actor);
         return { status: 201, body: { ...(await withQuota(keys, key, now)), key: secret } };
       },
@@ -180,10 +175,8 @@ export function dagenRoutes(keys: KeyService, now: () => number): AdminRoute[] {
       operationId: 'dagenUpdateKey',
       fieldNames,
       handler: async ({ req, params, query, actor }) => {
-        const body = await readJsonObject(req);
-        const dryRun = dryRunParam(queryParam(query, 'dry_run'), 'dry_run');
-        await validateBody(body, DAGEN_UPDATE, fieldNames, dryRun, (clean) => keys.checkUpdate(params['id']!, toInput(clean)));
-        if (dryRun) return { status: 200, body: DRY_RUN_OK };
+        const body = await changeBody(req, query, 'dry_run', DAGEN_UPDATE, fieldNames, (clean) => keys.checkUpdate(params['id']!, toInput(clean)));
+        if (body === undefined) return dryRunAnswer('dry_run');
         const key = await keys.update(params['id']!, toInput(body), actor);
         return { status: 200, body: await withQuota(keys, key, now) };
       },

@@ -6,7 +6,7 @@ import { keyStatus, type ApiKey } from '../keys/model.js';
 import type { QuotaStatus } from '../keys/quota.js';
 import { QUOTA_SET } from './dagen-api.js';
 import type { KeyInput, KeyService } from '../keys/service.js';
-import { checkBody, dryRunParam, readJsonObject, validateBody, type BodyShape, type Fields } from './body.js';
+import { changeBody, checkBody, dryRunAnswer, readJsonObject, type BodyShape, type Fields } from './body.js';
 import { queryParam, type AdminRoute } from './router.js';
 
 /** Dagu's APIKey, plus Keygate's own fields (scopes, rateLimit, status…) after them. */
@@ -81,9 +81,6 @@ export const DAGU_UPDATE: BodyShape = { fields: FIELDS, readOnly: OUTPUT_ONLY };
 
 export const DAGU_FIELD_NAMES = { surfaces: 'allowedSurfaces' } as const;
 
-/** The answer to ?dryRun=true when the body would be accepted (nothing was changed). */
-const DRY_RUN_OK = { dryRun: true, valid: true, errors: [] };
-
 function toInput(body: Record<string, unknown>): KeyInput {
   return {
     name: body['name'],
@@ -132,10 +129,8 @@ export function daguRoutes(keys: KeyService, now: () => number): AdminRoute[] {
       operationId: 'createAPIKey',
       fieldNames,
       handler: async ({ req, query, actor }) => {
-        const body = await readJsonObject(req);
-        const dryRun = dryRunParam(queryParam(query, 'dryRun'), 'dryRun');
-        await validateBody(body, DAGU_CREATE, fieldNames, dryRun, (clean) => keys.checkCreate(toInput(clean)));
-        if (dryRun) return { status: 200, body: DRY_RUN_OK };
+        const body = await changeBody(req, query, 'dryRun', DAGU_CREATE, fieldNames, (clean) => keys.checkCreate(toInput(clean)));
+        if (body === undefined) return dryRunAnswer('dryRun');
         const { key, secret } = await keys.create(toInput(body), actor);
         return { status: 201, body: { apiKey: await withQuota(keys, key, now), key: secret } };
       },
@@ -153,10 +148,8 @@ export function daguRoutes(keys: KeyService, now: () => number): AdminRoute[] {
       operationId: 'updateAPIKey',
       fieldNames,
       handler: async ({ req, params, query, actor }) => {
-        const body = await readJsonObject(req);
-        const dryRun = dryRunParam(queryParam(query, 'dryRun'), 'dryRun');
-        await validateBody(body, DAGU_UPDATE, fieldNames, dryRun, (clean) => keys.checkUpdate(params['keyId']!, toInput(clean)));
-        if (dryRun) return { status: 200, body: DRY_RUN_OK };
+        const body = await changeBody(req, query, 'dryRun', DAGU_UPDATE, fieldNames, (clean) => keys.checkUpdate(params['keyId']!, toInput(clean)));
+        if (body === undefined) return dryRunAnswer('dryRun');
         const key = await keys.update(params['keyId']!, toInput(body), actor);
         return { status: 200, body: { apiKey: await withQuota(keys, key, now) } };
       },
