@@ -473,7 +473,7 @@ async function checkCommand(v: Values): Promise<number> {
   const fa = config.forward_auth;
   if (fa !== undefined) {
     const who = [fa.secret !== undefined ? `shared secret in ${fa.secret_header}` : '', fa.allow_from ? `from ${fa.allow_from.join(', ')}` : ''].filter(Boolean).join(', ');
-    lines.push(`  forward-auth: ${fa.path} (${who})`);
+    lines.push(`  forward-auth: ${fa.path} (${fa.proxy === 'auto' ? 'any one proxy form' : `${fa.proxy} form only`}; ${who})`);
   }
   for (const w of config.warnings) lines.push(`  warning: ${formatConfigIssue(w)}`);
   out(lines.join('\n'));

@@ -848,7 +848,7 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
     remote_nodes: raw.remote_nodes.map(normaliseServer),
     routes: raw.routes.map((r, i) => normaliseRoute(r, i, formatPos(positionOf(positions, `/routes/${i}`, false, ctx.rootPos)), cors)),
     cors,
-    forward_auth: raw.forward_auth && compact({ path: raw.forward_auth.path, secret: raw.forward_auth.secret, secret_header: raw.forward_auth.secret_header.toLowerCase(), allow_from: raw.forward_auth.allow_from && [...raw.forward_auth.allow_from] }),
+    forward_auth: raw.forward_auth && compact({ path: raw.forward_auth.path, proxy: raw.forward_auth.proxy, secret: raw.forward_auth.secret, secret_header: raw.forward_auth.secret_header.toLowerCase(), allow_from: raw.forward_auth.allow_from && [...raw.forward_auth.allow_from] }),
     log: { level: log.level, destination: resolveLogDestination(log.destination, dir), format: log.format, access_log: typeof log.access_log === 'string' ? resolveLogDestination(log.access_log, dir) : log.access_log },
     metrics: { per_key: raw.metrics.per_key, max_keys: raw.metrics.max_keys },
     warnings: ctx.tidyWarnings(),

@@ -274,6 +274,8 @@ export interface LogConfig {
 export interface ForwardAuthConfig {
   /** e.g. "/_keygate/auth"; Envoy's form appends the original path to it */
   path: string;
+  /** the proxy in front: only its form of describing the original request is read; auto = any one form */
+  proxy: 'auto' | 'nginx' | 'traefik' | 'caddy' | 'envoy';
   /** the shared secret the proxy sends in secret_header */
   secret?: string;
   /** lower case */
