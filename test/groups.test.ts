@@ -3,6 +3,7 @@
 // dropped when the group changes, and a key file from before groups.
 
 import t from 'tap';
+import { request } from 'undici';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { KeysConfig } from '../src/config/types.js';
@@ -12,6 +13,7 @@ import { KeyService, serviceConfig } from '../src/keys/service.js';
 import { digestSecret } from '../src/keys/secret.js';
 import { SqliteKeyStore } from '../src/keys/sqlite-store.js';
 import type { AuditRecord } from '../src/keys/store.js';
+import { startStack } from './helpers.js';
 
 const CONFIG: KeysConfig = { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 } };
 
@@ -152,4 +154,78 @@ t.test('a key file from before groups opens, keeps its keys and gains groups', a
   await svc.createGroup({ name: 'tenant', quota: { remaining: 10 } }, 'test');
   t.equal((await svc.update('old-key', { group: 'tenant' }, 'test')).group, 'tenant', 'and can join one');
   t.same((await svc.page({ group: 'tenant' })).keys.map((k) => k.id), ['old-1']);
+});
+
+// ---------------------------------------------------------------- admission (in process)
+
+async function get(url: string, secret: string, path = '/api/v1/dags'): Promise<{ status: number; code?: string; message?: string; headers: Record<string, string | string[] | undefined> }> {
+  const r = await request(`${url}${path}`, { headers: { 'x-api-key': secret } });
+  const text = await r.body.text();
+  if (r.statusCode === 200) return { status: 200, headers: r.headers };
+  const body = JSON.parse(text) as { code: string; message: string };
+  return { status: r.statusCode, code: body.code, message: body.message, headers: r.headers };
+}
+
+t.test("a group's quota is shared by its keys: exactly its budget is forwarded, a refusal consumes nothing, the key's own limits still apply", async (t) => {
+  const s = await startStack(t.testdir());
+  t.teardown(() => s.close());
+  const svc = s.gateway.keys;
+  await svc.createGroup({ name: 'tenant', quota: { remaining: 10 } }, 'test');
+  const keys = [];
+  for (const name of ['ci', 'mcp', 'dev']) keys.push(await s.key({ name, group: 'tenant', rateLimit: 600 }));
+  const before = s.dagu.received.length;
+  const answers = [];
+  for (let i = 0; i < 15; i++) answers.push(await get(s.url, keys[i % 3]!.secret));
+  t.equal(answers.filter((a) => a.status === 200).length, 10, 'exactly the group budget allowed, across three keys');
+  t.equal(s.dagu.received.length - before, 10, 'and exactly that reached the upstream');
+  const refused = answers.filter((a) => a.status === 429);
+  t.ok(refused.every((a) => a.code === 'quota_exceeded' && /^group "tenant": the quota shared by its keys is used up/.test(a.message!)), "each refusal says it was the group's budget");
+  t.equal(refused[0]!.headers['x-quota-remaining'], '0', "the refusal's quota headers are the group's");
+  t.same(answers.slice(0, 10).map((a) => Number(a.headers['x-quota-remaining'])), [9, 8, 7, 6, 5, 4, 3, 2, 1, 0], "allowed answers: the group's remaining (the only quota)");
+  t.match(await svc.groupStatus('tenant'), { keys: 3, quotaStatus: { remaining: 0, nextRefillAt: null } });
+
+  // the key's own quota and the group's: the tighter one shows; group refusals do not use the key's credits
+  await svc.setGroupQuotaRemaining('tenant', { remaining: 3 }, 'test');
+  const own = await s.key({ name: 'own', group: 'tenant', rateLimit: 600, quota: { remaining: 5 } });
+  const ownAnswers = [];
+  for (let i = 0; i < 5; i++) ownAnswers.push(await get(s.url, own.secret));
+  t.same(ownAnswers.map((a) => a.status), [200, 200, 200, 429, 429], 'the group (3) binds before the key (5)');
+  t.same(ownAnswers.slice(0, 3).map((a) => a.headers['x-quota-remaining']), ['2', '1', '0'], 'X-Quota-*: the budget with the least remaining (the group)');
+  t.equal((await svc.quotaStatus(await svc.get('own')))!.remaining, 2, "the group's refusals took nothing from the key's own quota");
+
+  // the key's quota refuses: the group's credits are given back
+  await svc.setGroupQuotaRemaining('tenant', { remaining: 10 }, 'test');
+  const tight = await s.key({ name: 'tight', group: 'tenant', rateLimit: 600, quota: { remaining: 1 } });
+  t.same([(await get(s.url, tight.secret)).status, (await get(s.url, tight.secret)).status, (await get(s.url, tight.secret)).status], [200, 429, 429]);
+  t.equal((await svc.groupQuotaStatus(await svc.getGroup('tenant')))!.remaining, 9, "the key's refusals took nothing from the group's quota");
+  const keyRefusal = await get(s.url, tight.secret);
+  t.match(keyRefusal.message, /this key's credits are used up/, "a refusal by the key's own quota says so");
+});
+
+t.test("a group's rate limit is shared by its keys, on top of each key's; the refused requests consume neither window", async (t) => {
+  const s = await startStack(t.testdir());
+  t.teardown(() => s.close());
+  const svc = s.gateway.keys;
+  await svc.createGroup({ name: 'burst', rateLimit: 5 }, 'test');
+  const a = await s.key({ name: 'a', group: 'burst', rateLimit: 600 });
+  const b = await s.key({ name: 'b', group: 'burst', rateLimit: 2 });
+  const first = [await get(s.url, b.secret), await get(s.url, b.secret), await get(s.url, b.secret)];
+  t.same(first.map((x) => x.status), [200, 200, 429], "key b's own limit (2) still applies");
+  t.match(first[2]!.message, /^rate limit of 2 requests per minute exceeded/, "and its refusal is the key's");
+  t.same(first.slice(0, 2).map((x) => x.headers['x-ratelimit-remaining']), ['1', '0'], "b's headers: its own window, tighter than the group's");
+  // b's refused request did not count in the group's window: a has 3 left of the group's 5
+  const rest = [];
+  for (let i = 0; i < 5; i++) rest.push(await get(s.url, a.secret));
+  t.same(rest.map((x) => x.status), [200, 200, 200, 429, 429], "the group's 5 per minute across both keys");
+  t.same(rest.slice(0, 3).map((x) => x.headers['x-ratelimit-remaining']), ['2', '1', '0'], "a's headers: the group's window (the least remaining)");
+  t.match(rest.slice(0, 3).map((x) => x.headers['ratelimit']), [/^"per-group";r=2;/, /^"per-group";r=1;/, /^"per-group";r=0;/], 'the IETF field names the policy');
+  const refusal = rest[3]!;
+  t.match(refusal.message, /^group "burst": 5 requests per minute shared by its keys exceeded; retry in \d+ s$/);
+  t.ok(Number(refusal.headers['retry-after']) > 0, 'Retry-After');
+  t.equal(refusal.headers['x-ratelimit-limit'], '5', "the refusal's headers are the group's window");
+  // the group refusals gave a's own window back: lifting the group's limit, a has 600 - 3 left
+  await svc.updateGroup('burst', { rateLimit: null }, 'test');
+  const free = await get(s.url, a.secret);
+  t.equal(free.status, 200, 'a group change applies to the next request');
+  t.equal(free.headers['x-ratelimit-remaining'], '596', "a's window counted only its 4 allowed requests");
 });

@@ -102,6 +102,20 @@ export class KeyRateLimiter {
     }
   }
 
+  /**
+   * Give back one request that check() counted for `keyId` moments ago: a later stage (a group's
+   * limit, a quota) refused it, and a refused request consumes nothing. Store failures are ignored
+   * (the count then errs on the side of refusing).
+   */
+  giveBack(keyId: string): void | Promise<void> {
+    if (this.local !== undefined) return this.local.giveBack(keyId);
+    if (this.degraded || this.breaker?.isOpen) return this.fallback?.giveBack(keyId);
+    return (this.store as CounterStore).reward(`${keyId}:${bucketOf(this.now())}`, 1).then(
+      () => undefined,
+      () => undefined,
+    );
+  }
+
   /** The answer of the fallback policy (the store failed or its breaker is open). */
   private fallbackCheck(keyId: string, limit: number): Promise<LimitDecision | typeof UNAVAILABLE> | LimitDecision | typeof UNAVAILABLE {
     if (this.policy === 'deny') return UNAVAILABLE;
