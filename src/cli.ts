@@ -88,9 +88,9 @@ Examples:
   keygate keys create --name tenant-a --quota-limit 50000 --quota-period month
   keygate keys quota tenant-a --remaining 5000   # a top-up (audited)
   keygate keys usage ci --days 7                 # requests per day: allowed, rate limited, forbidden, over quota
-  keygate keys delete ci
   keygate groups create --name ci-tenant --rate-limit 600 --quota-limit 50000 --quota-period month
   keygate keys update ci --group ci-tenant       # ci now also counts against ci-tenant's budget
+  keygate keys delete ci
   curl -H "X-API-Key: dg_…" http://127.0.0.1:8080/api/v1/dags
 `;
 
@@ -267,10 +267,12 @@ async function exportCommand(store: KeyStore & AuditStore, v: Values): Promise<n
   const tmp = file === undefined ? undefined : `${file}.tmp-${process.pid}`;
   const sink = tmp === undefined ? process.stdout : createWriteStream(tmp, { flags: 'wx', mode: 0o600 });
   let keys = 0;
+  let groups = 0;
   let audit = 0;
   try {
     for await (const line of exportLines(store, { audit: v.audit === true })) {
       if (line.startsWith('{"type":"key"')) keys++;
+      else if (line.startsWith('{"type":"group"')) groups++;
       else audit++;
       if (!sink.write(line + '\n')) await once(sink, 'drain');
     }
@@ -285,7 +287,7 @@ async function exportCommand(store: KeyStore & AuditStore, v: Values): Promise<n
     }
     throw err;
   }
-  process.stderr.write(`exported ${keys} key(s)${v.audit ? ` and ${audit} audit record(s)` : ''}${file === undefined ? '' : ` to ${file}`}\n`);
+  process.stderr.write(`exported ${groups > 0 ? `${groups} group(s) and ` : ''}${keys} key(s)${v.audit ? ` and ${audit} audit record(s)` : ''}${file === undefined ? '' : ` to ${file}`}\n`);
   return 0;
 }
 
@@ -300,6 +302,7 @@ async function importCommand(store: KeyStore & AuditStore, file: string, v: Valu
   const report = await importLines(store, createInterface({ input, crlfDelay: Infinity }), { dryRun: v['dry-run'] === true });
   const what = v['dry-run'] ? 'would be' : '';
   const summary = `${v['dry-run'] ? 'dry run: ' : ''}${report.created} created, ${report.updated} updated, ${report.skipped} skipped${what ? ' (nothing was changed)' : ''}` +
+    (report.groups.created + report.groups.updated + report.groups.skipped > 0 ? `; groups: ${report.groups.created} created, ${report.groups.updated} updated, ${report.groups.skipped} skipped` : '') +
     (report.audit.created + report.audit.skipped > 0 ? `; audit records: ${report.audit.created} added, ${report.audit.skipped} already there` : '') +
     (report.errors.length > 0 ? `; ${report.errors.length} line(s) refused` : '');
   if (v.json) out(JSON.stringify({ dryRun: v['dry-run'] === true, ...report }, null, 2));

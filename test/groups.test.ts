@@ -4,6 +4,7 @@
 
 import t from 'tap';
 import { request } from 'undici';
+import WebSocket from 'ws';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { KeysConfig } from '../src/config/types.js';
@@ -12,6 +13,7 @@ import { ConflictError, NotFoundError, ValidationError } from '../src/errors.js'
 import { KeyService, serviceConfig } from '../src/keys/service.js';
 import { digestSecret } from '../src/keys/secret.js';
 import { SqliteKeyStore } from '../src/keys/sqlite-store.js';
+import { exportLines, importLines } from '../src/keys/transfer.js';
 import type { AuditRecord } from '../src/keys/store.js';
 import { startStack } from './helpers.js';
 
@@ -228,4 +230,123 @@ t.test("a group's rate limit is shared by its keys, on top of each key's; the re
   const free = await get(s.url, a.secret);
   t.equal(free.status, 200, 'a group change applies to the next request');
   t.equal(free.headers['x-ratelimit-remaining'], '596', "a's window counted only its 4 allowed requests");
+});
+
+t.test('WebSocket upgrades and forward-auth answers take the group budget too', async (t) => {
+  const secret = 'forward-auth-shared-secret-0123456789';
+  const s = await startStack(t.testdir(), { yaml: `forward_auth: { secret: "${secret}" }` });
+  t.teardown(() => s.close());
+  await s.gateway.keys.createGroup({ name: 'tenant', quota: { remaining: 3 } }, 'test');
+  const ws = await s.key({ name: 'ws', group: 'tenant', rateLimit: 600 });
+  const fa = await s.key({ name: 'fa', group: 'tenant', rateLimit: 600 });
+  const open = () =>
+    new Promise<number>((resolve, reject) => {
+      const sock = new WebSocket(`${s.url.replace('http', 'ws')}/api/v1/t/socket`, { headers: { 'x-api-key': ws.secret } });
+      sock.once('open', () => {
+        sock.close();
+        resolve(101);
+      });
+      sock.once('unexpected-response', (_req, res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      sock.once('error', reject);
+    });
+  const ask = async () => {
+    const r = await request(`${s.url}/_keygate/auth`, { headers: { 'x-original-uri': '/api/v1/dags', 'x-api-key': fa.secret, 'x-keygate-forward-secret': secret } });
+    await r.body.dump();
+    return r.statusCode;
+  };
+  t.same([await open(), await ask(), await open(), await ask(), await open()], [101, 200, 101, 429, 429], 'three credits shared by a WebSocket key and a forward-auth key');
+  t.equal(s.dagu.received.filter((r) => r.url.endsWith('/socket')).length, 2, 'two upgrades reached the upstream');
+});
+
+t.test('admin APIs: groups in both shapes, dry runs, errors naming the field, 409 while keys belong, keys carry their group, audit', async (t) => {
+  const token = 'admin-token-for-group-tests-0123456789';
+  const s = await startStack(t.testdir(), { adminToken: token });
+  t.teardown(() => s.close());
+  const admin = async (method: string, path: string, body?: unknown) => {
+    const r = await request(`${s.gateway.adminUrl}${path}`, {
+      method: method as 'GET',
+      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    return { status: r.statusCode, json: (r.statusCode === 204 ? undefined : await r.body.json()) as Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
+  };
+  // Dagen shape
+  const bad = await admin('POST', '/api/groups', { name: '', rate_limit: 0, quota: { limit: 5 }, keys: 3 });
+  t.equal(bad.status, 400);
+  t.same(bad.json.errors.map((e: { field: string }) => e.field).sort(), ['keys', 'name', 'quota.period', 'rate_limit'], 'every problem at once, in the API\'s spelling');
+  t.same((await admin('POST', '/api/groups?dry_run=true', { name: 'tenant', rate_limit: 5 })).json, { dry_run: true, valid: true, errors: [] }, 'a dry run that passes');
+  t.equal((await admin('GET', '/api/groups/tenant')).status, 404, 'the dry run stored nothing');
+  const created = await admin('POST', '/api/groups', { name: 'tenant', description: 'one tenant', rate_limit: 5, quota: { limit: 100, period: 'day' } });
+  t.equal(created.status, 201);
+  t.match(created.json, { name: 'tenant', description: 'one tenant', rate_limit: 5, quota: { limit: 100, period: 'day', refill: 'reset', start: null }, keys: 0, quota_status: { remaining: 100 }, managed_by: 'api' });
+  t.match(created.json.quota_status.next_refill_at, /T00:00:00\.000Z$/);
+  t.equal((await admin('POST', '/api/groups', { name: 'tenant' })).status, 409, 'a taken name');
+  // keys name it, in both key APIs
+  const key = await admin('POST', '/api/keys', { name: 'ci', scopes: ['workflows'], group: 'tenant' });
+  t.equal(key.json.group, 'tenant', 'Dagen key: group');
+  const unknown = await admin('POST', '/api/v1/api-keys', { name: 'x', role: 'viewer', allowedSurfaces: ['rest_api'], attributionClass: 'service_account', group: 'ghost' });
+  t.equal(unknown.status, 400);
+  t.match(unknown.json, { field: 'group', message: /no group named "ghost"/ }, 'Dagu key: an unknown group is a 400 naming the field');
+  const dagu = await admin('POST', '/api/v1/api-keys', { name: 'mcp', role: 'viewer', allowedSurfaces: ['mcp'], attributionClass: 'service_account', group: 'tenant' });
+  t.equal(dagu.json.apiKey.group, 'tenant', 'Dagu key: group');
+  await admin('POST', '/api/keys', { name: 'loner', scopes: ['workflows'] });
+  t.same((await admin('GET', '/api/keys?group=tenant')).json.map((k: { name: string }) => k.name).sort(), ['ci', 'mcp'], 'Dagen keys list ?group=');
+  t.same((await admin('GET', '/api/v1/api-keys?group=tenant')).json.apiKeys.map((k: { name: string }) => k.name).sort(), ['ci', 'mcp'], 'Dagu keys list ?group=');
+  t.equal((await admin('GET', '/api/keys')).json.find((k: { name: string }) => k.name === 'loner').group, null, 'a key without a group: null');
+  // Dagu shape
+  const g = await admin('GET', '/api/v1/api-key-groups/tenant');
+  t.match(g.json, { group: { name: 'tenant', rateLimit: 5, keys: 2, quotaStatus: { remaining: 100 }, managedBy: 'api' } });
+  t.match((await admin('GET', '/api/v1/api-key-groups')).json, { groups: [{ name: 'tenant', keys: 2 }] });
+  const renamed = await admin('PATCH', '/api/v1/api-key-groups/tenant?dryRun=true', { name: 'other', rateLimit: -1 });
+  t.same(renamed.json.errors.map((e: { field: string }) => e.field), ['name', 'rateLimit'], 'dry run of an update: all problems');
+  const patched = await admin('PATCH', '/api/v1/api-key-groups/tenant', { rateLimit: null, quota: { remaining: 7 } });
+  t.match(patched.json.group, { rateLimit: null, quota: { remaining: 7 }, quotaStatus: { remaining: 7, nextRefillAt: null } });
+  const topUp = await admin('POST', '/api/groups/tenant/quota', { remaining: 3 });
+  t.match(topUp.json, { quota_status: { remaining: 3 } }, 'a top-up');
+  t.equal((await admin('PATCH', '/api/groups/tenant', { rate_limit: 'fast' })).json.field, 'rate_limit', 'Dagen: the field in its spelling');
+  const conflict = await admin('DELETE', '/api/groups/tenant');
+  t.equal(conflict.status, 409);
+  t.match(conflict.json.message, /still has 2 keys/);
+  await admin('PUT', `/api/keys/${key.json.id}`, { group: null });
+  await admin('PATCH', `/api/v1/api-keys/${dagu.json.apiKey.id}`, { group: null });
+  t.equal((await admin('DELETE', '/api/v1/api-key-groups/tenant')).status, 204, 'deleted once no key belongs to it');
+  t.equal((await admin('GET', '/api/groups/tenant')).status, 404);
+  const audit = await admin('GET', '/api/audit?key_id=group:tenant');
+  t.same(audit.json.records.map((r: { action: string }) => r.action), ['group.delete', 'group.quota', 'group.update', 'group.create'], 'audited, filterable by group:<name>');
+  t.equal(audit.json.records[0].actor, 'admin-token');
+  // the OpenAPI document describes the routes
+  const doc = (await admin('GET', '/openapi.json')).json;
+  for (const p of ['/api/groups', '/api/groups/{name}', '/api/groups/{name}/quota', '/api/v1/api-key-groups', '/api/v1/api-key-groups/{groupName}', '/api/v1/api-key-groups/{groupName}/quota']) t.ok(doc.paths[p], `OpenAPI: ${p}`);
+});
+
+t.test('export and import carry groups (before the keys that name them) and each key\'s group; a key naming a missing group is refused', async (t) => {
+  const from = new SqliteKeyStore(':memory:');
+  const to = new SqliteKeyStore(':memory:');
+  t.teardown(async () => {
+    await from.close();
+    await to.close();
+  });
+  const svc = new KeyService(from, CONFIG);
+  await svc.createGroup({ name: 'tenant', rateLimit: 9, quota: { remaining: 4 } }, 'test');
+  await svc.create({ name: 'ci', group: 'tenant' }, 'test');
+  await svc.create({ name: 'plain' }, 'test');
+  const lines: string[] = [];
+  for await (const l of exportLines(from)) lines.push(l);
+  t.match(lines[0], /^\{"type":"group","name":"tenant"/, 'groups first');
+  const feed = async function* (ls: string[]) {
+    yield* ls;
+  };
+  const dry = await importLines(to, feed(lines), { dryRun: true });
+  t.match(dry, { created: 2, groups: { created: 1 }, errors: [] }, 'a dry run judges the keys against the groups the file creates');
+  const report = await importLines(to, feed(lines));
+  t.match(report, { created: 2, groups: { created: 1, updated: 0, skipped: 0 }, errors: [] });
+  t.match(await to.getGroup('tenant'), { rateLimit: 9, quota: { remaining: 4 } });
+  t.equal((await to.getByName('ci'))?.group, 'tenant');
+  t.equal(await to.countGroupKeys('tenant'), 1);
+  t.match(await importLines(to, feed(lines)), { created: 0, updated: 0, skipped: 2, groups: { skipped: 1 } }, 'twice: nothing changes');
+  const orphan = await importLines(new SqliteKeyStore(':memory:'), feed(lines.slice(1)));
+  t.match(orphan.errors, [/its group "tenant" is neither in the store nor earlier in the file/], 'a key naming a group the target lacks');
 });
