@@ -3,11 +3,11 @@
 // and counts the requests that fit, in one atomic step. No instance's clock and no increment still
 // in flight can then let more than the limit through: every decision sees every request counted
 // before it, across instances. A key's window is one hash (one key, so one Redis Cluster slot):
-// a ring of BUCKETS + 1 bucket counts and the newest bucket counted into, expiring when idle.
+// a ring of BUCKETS + 1 bucket counts and the newest bucket seen, expiring when idle.
 
 import type { RedisClient } from '../redis.js';
 import type { WindowStore } from './limiter.js';
-import { BUCKETS, BUCKET_MS, type Take } from './window.js';
+import { BUCKETS, BUCKET_MS, takeOf, type Take } from './window.js';
 
 const RING = BUCKETS + 1;
 /** A bucket's counts are needed for BUCKETS buckets after it (65 s); the hash lives 70 s from its newest bucket. */
@@ -88,7 +88,6 @@ export class RedisWindows implements WindowStore {
   }
 
   async take(keyId: string, limit: number, n: number): Promise<Take> {
-    const r = await (this.clock ? this.run(WINDOW_PREFIX + keyId, limit, n, this.clock()) : this.run(WINDOW_PREFIX + keyId, limit, n));
-    return { admitted: r[0]!, current: r[1]!, msIntoBucket: r[2]!, closed: r.slice(3) };
+    return takeOf(await (this.clock ? this.run(WINDOW_PREFIX + keyId, limit, n, this.clock()) : this.run(WINDOW_PREFIX + keyId, limit, n)));
   }
 }
