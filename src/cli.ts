@@ -12,7 +12,7 @@ import { ConfigError, KeygateError, ValidationError, formatConfigIssue } from '.
 import { keyStatus, type ApiKey } from './keys/model.js';
 import { isPeriodic, type Quota, type QuotaStatus } from './keys/quota.js';
 import { openKeyStore } from './keys/open.js';
-import { KeyService, type KeyInput } from './keys/service.js';
+import { KeyService, serviceConfig, type KeyInput } from './keys/service.js';
 import { daguKey } from './admin/dagu-api.js';
 import { SqliteKeyStore, verifyBackup } from './keys/sqlite-store.js';
 import type { AuditStore, KeyStore } from './keys/store.js';
@@ -328,7 +328,7 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
   const store = openKeyStore(config.store.keys, { redis: config.store.redis });
   if (store instanceof SqliteKeyStore && store.created) process.stderr.write(`keygate: note: ${store.file} did not exist; created a new, empty key store\n`);
   // the same audit trail as the admin API (GET /api/audit lists CLI changes too)
-  const service = new KeyService(store, config.keys, Date.now, { store });
+  const service = new KeyService(store, serviceConfig(config), Date.now, { store });
   const now = Date.now();
   const target = (): string => {
     if (!args[0]) throw new UsageError(`keys ${sub} needs a key id or name`);
@@ -473,7 +473,7 @@ async function checkCommand(v: Values): Promise<number> {
   const fa = config.forward_auth;
   if (fa !== undefined) {
     const who = [fa.secret !== undefined ? `shared secret in ${fa.secret_header}` : '', fa.allow_from ? `from ${fa.allow_from.join(', ')}` : ''].filter(Boolean).join(', ');
-    lines.push(`  forward-auth: ${fa.path} (${who})`);
+    lines.push(`  forward-auth: ${fa.path} (${fa.proxy === 'auto' ? 'any one proxy form' : `${fa.proxy} form only`}; ${who})`);
   }
   for (const w of config.warnings) lines.push(`  warning: ${formatConfigIssue(w)}`);
   out(lines.join('\n'));

@@ -11,7 +11,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 import type { ForwardAuthConfig } from './config/types.js';
 import type { Identity } from './proxy/headers.js';
-import { identityHeaders } from './proxy/headers.js';
+import { IDENTITY_HEADER_NAMES, identityHeaders } from './proxy/headers.js';
 
 /** Which proxy's way of describing the original request was used. */
 export type ForwardForm = 'nginx' | 'traefik' | 'envoy';
@@ -46,12 +46,14 @@ function plainAddress(a: string): string {
 /** The endpoint as one configuration compiles it: built at start and at each reload, never per request. */
 export class ForwardAuth {
   readonly path: string;
+  readonly proxy: ForwardProxy;
   private readonly secretHeader: string;
   private readonly secretDigest: Buffer | undefined;
   private readonly allow: BlockList | undefined;
 
   constructor(cfg: ForwardAuthConfig) {
     this.path = cfg.path;
+    this.proxy = cfg.proxy;
     this.secretHeader = cfg.secret_header;
     this.secretDigest = cfg.secret === undefined ? undefined : sha256(cfg.secret);
     if (cfg.allow_from !== undefined) {
@@ -130,37 +132,65 @@ function clientOf(headers: IncomingHttpHeaders): string | undefined {
   return isIP(last) !== 0 ? last : undefined;
 }
 
+/** Which proxy the endpoint answers (forward_auth.proxy): its form only, or any one form (auto). */
+export type ForwardProxy = 'auto' | 'nginx' | 'traefik' | 'caddy' | 'envoy';
+
+/** The form each configured proxy describes requests in (Caddy's forward_auth asks as Traefik does). */
+const FORM_OF: Record<Exclude<ForwardProxy, 'auto'>, ForwardForm> = { nginx: 'nginx', traefik: 'traefik', caddy: 'traefik', envoy: 'envoy' };
+
+const HOW = {
+  nginx: 'X-Original-URI and X-Original-Method (nginx auth_request)',
+  traefik: 'X-Forwarded-Uri and X-Forwarded-Method (Traefik ForwardAuth, Caddy forward_auth)',
+  envoy: 'the original path appended to the endpoint (Envoy ext_authz path_prefix)',
+} as const;
+
 /**
  * The original request from the asker's request (pure):
  * - Envoy (ext_authz HTTP service, path_prefix): the original path appended to the endpoint's
  *   path, the original method and Host;
  * - nginx (auth_request): X-Original-URI, X-Original-Method (else the subrequest's method), the host
- *   from X-Original-Host, X-Forwarded-Host or Host;
- * - Traefik (ForwardAuth): X-Forwarded-Uri, X-Forwarded-Method, X-Forwarded-Host (else Host).
+ *   from X-Original-Host, else Host;
+ * - Traefik (ForwardAuth) and Caddy (forward_auth): X-Forwarded-Uri, X-Forwarded-Method,
+ *   X-Forwarded-Host (else Host).
+ * These proxies pass the CLIENT's headers on to the endpoint and set only their own form's: a client
+ * behind Traefik can send X-Original-URI. So with `proxy` set only that form is read, and with
+ * `auto` a request that carries more than one form is refused, never resolved by a precedence.
  * A string is the reason it cannot be read.
  */
-export function originalRequest(url: string, path: string, method: string, headers: IncomingHttpHeaders): OriginalRequest | string {
+export function originalRequest(url: string, path: string, method: string, headers: IncomingHttpHeaders, proxy: ForwardProxy = 'auto'): OriginalRequest | string {
+  const envoy = url.length > path.length && url.charCodeAt(path.length) === 0x2f;
+  const nginx = headers['x-original-uri'] !== undefined;
+  const traefik = headers['x-forwarded-uri'] !== undefined;
   let form: ForwardForm;
+  if (proxy !== 'auto') {
+    form = FORM_OF[proxy];
+    if (!(form === 'envoy' ? envoy : form === 'nginx' ? nginx : traefik)) return `no original request in the form forward_auth.proxy (${proxy}) sends: ${HOW[form]}`;
+  } else {
+    const n = Number(envoy) + Number(nginx) + Number(traefik);
+    if (n === 0) return `no original request: send ${HOW.nginx}, ${HOW.traefik}, or ${HOW.envoy}`;
+    if (n > 1) {
+      const which = [envoy ? 'a path below the endpoint (Envoy)' : '', nginx ? 'X-Original-URI (nginx)' : '', traefik ? 'X-Forwarded-Uri (Traefik, Caddy)' : ''].filter(Boolean).join(' and ');
+      return `more than one description of the original request (${which}): a client may have sent one of them; set forward_auth.proxy to the proxy in front of Keygate`;
+    }
+    form = envoy ? 'envoy' : nginx ? 'nginx' : 'traefik';
+  }
   let target: string | undefined;
   let m: string | undefined;
   let host: string | undefined;
-  if (url.length > path.length && url.charCodeAt(path.length) === 0x2f) {
-    form = 'envoy';
+  if (form === 'envoy') {
     target = url.slice(path.length);
     m = method;
     host = header(headers, 'host');
-  } else if ((target = header(headers, 'x-original-uri')) !== undefined) {
-    form = 'nginx';
+  } else if (form === 'nginx') {
+    target = header(headers, 'x-original-uri');
     m = header(headers, 'x-original-method') ?? method;
-    host = header(headers, 'x-original-host') ?? header(headers, 'x-forwarded-host') ?? header(headers, 'host');
-  } else if ((target = header(headers, 'x-forwarded-uri')) !== undefined) {
-    form = 'traefik';
+    host = header(headers, 'x-original-host') ?? header(headers, 'host');
+  } else {
+    target = header(headers, 'x-forwarded-uri');
     m = header(headers, 'x-forwarded-method') ?? method;
     host = header(headers, 'x-forwarded-host') ?? header(headers, 'host');
-  } else {
-    return `no original request: send X-Original-URI and X-Original-Method (nginx auth_request), X-Forwarded-Uri and X-Forwarded-Method (Traefik ForwardAuth), or append the original path to ${path} (Envoy ext_authz path_prefix)`;
   }
-  if (!isTarget(target)) return `the original request target (${form}) must be one path starting with "/", visible ASCII only`;
+  if (target === undefined || !isTarget(target)) return `the original request target (${form}) must be one path starting with "/", visible ASCII only`;
   if (!isMethod(m)) return `the original method (${form}) is not an HTTP method`;
   return { form, method: m.toUpperCase(), target, host, client: clientOf(headers) };
 }
@@ -190,9 +220,18 @@ export function refusalHeaders(status: number, code: string, message: string, he
  * The allow answer's headers: the key's identity (the names a proxied request carries upstream,
  * X-Keygate-Key-Id…, and X-Request-Source) and the upstream's credential under its own header name
  * (Authorization, or auth_header), for the proxy to copy onto the request it forwards.
+ *
+ * Every identity name is present, empty when there is no value (an auth: none route, a key without
+ * a workspace), and so is Authorization unless the route passes the client's own: a proxy that copies
+ * the answer's headers onto the request (Caddy's copy_headers, Traefik's authResponseHeaders) then
+ * replaces what a client sent under those names, and Caddy 2.6 never sends its literal placeholder
+ * for a header the answer lacks (seen with Debian's Caddy 2.6.2, test/forward-auth-caddy.test.ts).
+ * nginx reads an empty value as none: its proxy_set_header removes the header.
  */
-export function allowHeaders(identity: Identity | undefined, credential: readonly [string, string] | undefined): OutgoingHttpHeaders {
+export function allowHeaders(identity: Identity | undefined, credential: readonly [string, string] | undefined, passAuthorization: boolean): OutgoingHttpHeaders {
   const out: Record<string, string> = { 'content-length': '0', 'cache-control': 'no-store' };
+  for (const name of IDENTITY_HEADER_NAMES) out[name] = '';
+  if (!passAuthorization) out.authorization = '';
   if (identity !== undefined) identityHeaders(identity, out);
   if (credential !== undefined) out[credential[0]] = credential[1];
   return out;

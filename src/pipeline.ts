@@ -137,7 +137,7 @@ export class Pipeline {
     const trusted = fa.trusts(req.remoteAddress, req.headers);
     fa.forgetSecret(req.headers);
     if (!trusted) return this.refuse(req, res, { forward: false, ...UNTRUSTED }, started);
-    const original = originalRequest(req.url!, fa.path, req.method!, req.headers);
+    const original = originalRequest(req.url!, fa.path, req.method!, req.headers, fa.proxy);
     if (typeof original === 'string') return this.refuse(req, res, { forward: false, status: 400, code: 'bad_request', message: original }, started);
     req.method = original.method;
     req.url = original.target;
@@ -428,7 +428,7 @@ export class Pipeline {
     req.resume();
     if (o.access) this.usage.record(o.access.key.id, this.now());
     const upstream = this.upstreams.get(o.route.upstream.name);
-    res.writeHead(200, allowHeaders(this.identity(o), o.route.config.auth === 'none' ? undefined : upstream.credential)).end();
+    res.writeHead(200, allowHeaders(this.identity(o), o.route.config.auth === 'none' ? undefined : upstream.credential, o.route.config.pass_authorization)).end();
     this.access(req, o, 200, started, -1);
   }
 

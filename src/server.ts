@@ -10,7 +10,7 @@ import { AdminServer } from './admin/server.js';
 import type { GatewayConfig } from './config/types.js';
 import { KeygateError } from './errors.js';
 import { openKeyStore } from './keys/open.js';
-import { KeyService } from './keys/service.js';
+import { KeyService, serviceConfig } from './keys/service.js';
 import { SqliteKeyStore } from './keys/sqlite-store.js';
 import { AccessLog } from './access-log.js';
 import { closeDestination, createLogger, openDestination, streamOf, type Logger, type LogStream } from './log.js';
@@ -99,7 +99,7 @@ export class Gateway {
     else {
       const store = openKeyStore(opts.config.store.keys, { redis: opts.config.store.redis, onError: (err) => this.logger.warn({ err: err.message }, 'key store (redis) error') });
       // every key change, whoever makes it, is logged and kept in the store's audit table
-      this.keys = new KeyService(store, opts.config.keys, this.now, { store, log: (record) => this.logger.info({ audit: record }, 'key change') }, { staleTtlMs: opts.config.store.stale_ttl * 1000 });
+      this.keys = new KeyService(store, serviceConfig(opts.config), this.now, { store, log: (record) => this.logger.info({ audit: record }, 'key change') }, { staleTtlMs: opts.config.store.stale_ttl * 1000 });
       if (store instanceof SqliteKeyStore && store.created) {
         this.logger.warn({ store: opts.config.store.keys }, `key store ${store.file} did not exist: created a new, empty one (no key works until keys are created or restored)`);
       }
@@ -345,7 +345,7 @@ export class Gateway {
     pipeline.forwardAuth = built.forwardAuth;
     this.config = { ...next, listen: this.config.listen, admin: this.config.admin, store: this.config.store, log: this.config.log };
     pipeline.config = this.config;
-    this.keys.setConfig(next.keys);
+    this.keys.setConfig(serviceConfig(next));
     this.metrics.configure(next.metrics);
     this.reloads.ok++;
     // close() on an undici pool waits for the requests still running on it

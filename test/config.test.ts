@@ -429,7 +429,7 @@ colour: blue
       line: 10,
       col: 1,
       field: 'colour',
-      message: 'unknown field "colour"; allowed: listen, admin, workers, reload, store, keys, upstreams, remote_nodes, routes, log, cors, forward_auth, metrics',
+      message: 'unknown field "colour"; allowed: listen, admin, workers, reload, store, keys, groups, upstreams, remote_nodes, routes, log, cors, forward_auth, metrics',
     },
   ]);
 });
@@ -1016,7 +1016,7 @@ t.test('the schema file compiles, describes every property and closes every obje
   const schema = JSON.parse(readFileSync(SCHEMA_FILE, 'utf8')) as Record<string, unknown>;
   t.equal(schema['$schema'], 'http://json-schema.org/draft-07/schema#');
   t.type(schema['title'], 'string');
-  t.strictSame(Object.keys(schema['properties'] as object), ['listen', 'admin', 'workers', 'reload', 'store', 'keys', 'upstreams', 'remote_nodes', 'routes', 'log', 'cors', 'forward_auth', 'metrics']);
+  t.strictSame(Object.keys(schema['properties'] as object), ['listen', 'admin', 'workers', 'reload', 'store', 'keys', 'groups', 'upstreams', 'remote_nodes', 'routes', 'log', 'cors', 'forward_auth', 'metrics']);
   // ajv's default strict mode: unknown keywords throw, questionable types are logged
   const logged: unknown[] = [];
   const logger = { log: () => {}, warn: (...m: unknown[]) => logged.push(m), error: (...m: unknown[]) => logged.push(m) };

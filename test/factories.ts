@@ -43,6 +43,7 @@ export function storedKey(over: Partial<StoredKey> = {}): StoredKey {
     ownerUserId: null,
     rateLimit: 60,
     quota: null,
+    group: null,
     expiresAt: null,
     isActive: true,
     requestCount: 0,

@@ -78,9 +78,20 @@ t.test('the original request from each proxy form (pure)', async (t) => {
   t.same(originalRequest('/_keygate/auth', p, 'GET', { 'x-forwarded-uri': '/mcp', 'x-forwarded-method': 'delete', 'x-forwarded-host': 'gw.example', 'x-forwarded-for': '203.0.113.9, 10.0.0.7' }), {
     form: 'traefik', method: 'DELETE', target: '/mcp', host: 'gw.example', client: '10.0.0.7',
   }, 'Traefik: X-Forwarded-Method/-Uri/-Host; the client is the rightmost X-Forwarded-For (what the proxy saw)');
-  t.same(originalRequest('/_keygate/auth/api/v1/dags?x=1', p, 'PATCH', { host: 'dagu.example', 'x-original-uri': '/ignored' }), {
+  t.same(originalRequest('/_keygate/auth/api/v1/dags?x=1', p, 'PATCH', { host: 'dagu.example' }), {
     form: 'envoy', method: 'PATCH', target: '/api/v1/dags?x=1', host: 'dagu.example', client: undefined,
   }, 'Envoy: the original path after the prefix, its own method and Host');
+  // Traefik and Caddy pass the client's own headers on to the endpoint: a client can add another form
+  const forged = { 'x-forwarded-uri': '/api/v1/dags/x/start', 'x-forwarded-method': 'POST', 'x-forwarded-host': 'gw.example', 'x-original-uri': '/api/v1/health', 'x-original-method': 'GET' };
+  t.match(originalRequest('/_keygate/auth', p, 'GET', forged), /more than one description of the original request \(X-Original-URI \(nginx\) and X-Forwarded-Uri \(Traefik, Caddy\)\): a client may have sent one of them; set forward_auth\.proxy/, 'auto: two forms are refused, never resolved by a precedence');
+  t.match(originalRequest('/_keygate/auth/api/v1/health', p, 'GET', { 'x-forwarded-uri': '/x' }), /more than one description .*a path below the endpoint \(Envoy\) and X-Forwarded-Uri/, 'Envoy path and a header');
+  t.match(originalRequest('/_keygate/auth', p, 'GET', forged, 'traefik'), { form: 'traefik', method: 'POST', target: '/api/v1/dags/x/start', host: 'gw.example' }, 'proxy: traefik reads only its own form');
+  t.match(originalRequest('/_keygate/auth', p, 'GET', forged, 'caddy'), { form: 'traefik', method: 'POST', target: '/api/v1/dags/x/start' }, "proxy: caddy is Traefik's form");
+  t.match(originalRequest('/_keygate/auth', p, 'GET', forged, 'nginx'), { form: 'nginx', method: 'GET', target: '/api/v1/health' }, 'proxy: nginx reads only X-Original-*');
+  t.match(originalRequest('/_keygate/auth/api/v1/dags', p, 'GET', forged, 'envoy'), { form: 'envoy', target: '/api/v1/dags' }, 'proxy: envoy reads only the path');
+  t.match(originalRequest('/_keygate/auth', p, 'GET', { 'x-forwarded-uri': '/a' }, 'nginx'), /no original request in the form forward_auth\.proxy \(nginx\) sends: X-Original-URI/, 'the configured form missing: a reason');
+  t.match(originalRequest('/_keygate/auth', p, 'GET', { 'x-original-uri': '/a' }, 'envoy'), /\(envoy\) sends: the original path appended/);
+  t.match(originalRequest('/_keygate/auth', p, 'GET', { 'x-original-uri': '/a', 'x-forwarded-host': 'client-chosen.example', host: 'keygate' }), { form: 'nginx', host: 'keygate' }, "nginx: the host from X-Original-Host or Host, never a client's X-Forwarded-Host");
   t.match(originalRequest('/_keygate/auth', p, 'GET', { host: 'x' }), /no original request: send X-Original-URI/, 'nothing describes the request: a reason');
   t.match(originalRequest('/_keygate/auth', p, 'GET', { 'x-original-uri': '/a, /b' }), /must be one path/, 'two values joined by ", " are refused');
   t.match(originalRequest('/_keygate/auth', p, 'GET', { 'x-original-uri': 'http://evil/a' }), /must be one path starting with "\/"/, 'an absolute URI is refused');
@@ -125,7 +136,12 @@ t.test('config: forward_auth is validated with file:line:col', async (t) => {
   // keygate check (the built binary) says who may ask, never the secret
   const check = spawnSync(process.execPath, [fileURLToPath(new URL('../bin/keygate.js', import.meta.url)), 'check', '-c', file], { encoding: 'utf8', timeout: 60_000 });
   t.equal(check.status, 0, check.stderr);
-  t.match(check.stdout, /\n {2}forward-auth: \/_keygate\/auth \(shared secret in x-proxy-secret, from 127\.0\.0\.1, 10\.0\.0\.0\/8\)\n/);
+  t.match(check.stdout, /\n {2}forward-auth: \/_keygate\/auth \(any one proxy form; shared secret in x-proxy-secret, from 127\.0\.0\.1, 10\.0\.0\.0\/8\)\n/);
+  t.match(issues(`forward_auth: { secret: "${SECRET}", proxy: trafik }`), [{ line: 5, field: 'forward_auth.proxy', message: /auto, nginx, traefik, caddy, envoy/ }], 'an unknown proxy names the choices');
+  t.same(issues(`forward_auth: { secret: "${SECRET}" }`), []);
+  t.match(loadConfig(file, {}).forward_auth, { proxy: 'auto' }, 'auto by default');
+  t.same(issues(`forward_auth: { secret: "${SECRET}", proxy: caddy }`), []);
+  t.match(loadConfig(file, {}).forward_auth, { proxy: 'caddy' });
   t.notOk(check.stdout.includes(SECRET), 'not the secret');
   t.notOk(JSON.stringify(issues('forward_auth:\n  secret: short-secret-value')).includes('short-secret-value'), 'never echoes the secret');
 });

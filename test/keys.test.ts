@@ -16,6 +16,8 @@ import { SqliteKeyStore } from '../src/keys/sqlite-store.js';
 const START = Date.parse('2030-06-15T12:00:00.000Z');
 const START_ISO = '2030-06-15T12:00:00.000Z';
 const CONFIG: KeysConfig = { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 } };
+/** A declared-keys sync that changes no group. */
+const NO_GROUP_CHANGES = { created: 0, updated: 0, deleted: 0 };
 const SECRET = /^dg_[0-9A-Za-z]{43}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -124,6 +126,7 @@ for (const backend of ['memory', 'file'] as const) {
         ownerUserId: null,
         rateLimit: 60,
         quota: null,
+        group: null,
         expiresAt: null,
         isActive: true,
         requestCount: 0,
@@ -788,15 +791,15 @@ t.test('keys declared in the config: inserted, updated, removed; never over an A
     { name: 'yaml-a', role: 'operator', scopes: ['workflows'], secret, expires_at: '2020-01-01' },
     { name: 'yaml-b', secret_digest: 'AB'.repeat(32), grants: [{ workspace: 'ops', role: 'developer' }] },
   ]).syncDeclared();
-  t.same(first, { created: 2, updated: 0, deleted: 0 }, 'max_keys does not apply to declared keys');
+  t.same(first, { created: 2, updated: 0, deleted: 0, groups: NO_GROUP_CHANGES }, 'max_keys does not apply to declared keys');
   const a = await store.getByName('yaml-a');
   t.match(a, { managedBy: 'config', role: 'operator', scopes: ['workflows'], prefix: secret.slice(0, 8), digest: digestSecret(secret), createdBy: 'config' });
   t.equal(a?.expiresAt, '2020-01-01T00:00:00.000Z', 'a past expiry is kept (the key is expired), not a start failure');
   t.match(await store.getByName('yaml-b'), { digest: 'ab'.repeat(32), prefix: '', workspaceAccess: { all: false, grants: [{ workspace: 'ops', role: 'developer' }] } });
 
   const svc = withDeclared([{ name: 'yaml-a', role: 'developer', scopes: ['workflows'], secret, expires_at: '2020-01-01' }]);
-  t.same(await svc.syncDeclared(), { created: 0, updated: 1, deleted: 1 }, 'changed one updated, missing one removed');
-  t.same(await svc.syncDeclared(), { created: 0, updated: 0, deleted: 0 }, 'nothing to do the second time');
+  t.same(await svc.syncDeclared(), { created: 0, updated: 1, deleted: 1, groups: NO_GROUP_CHANGES }, 'changed one updated, missing one removed');
+  t.same(await svc.syncDeclared(), { created: 0, updated: 0, deleted: 0, groups: NO_GROUP_CHANGES }, 'nothing to do the second time');
   t.equal((await store.getByName('yaml-a'))?.id, a?.id, 'same key id after an update');
   t.equal((await store.getByName('yaml-a'))?.role, 'developer');
   t.equal(await store.getByName('yaml-b'), undefined);

@@ -33,9 +33,9 @@ t.test('declared-key sync, admin authentication without a token and /api/info ne
   for (let i = 0; i < 50; i++) await store.insert(storedKey({ id: `api-${i}`, name: `api-${i}`, digest: i.toString(16).padStart(64, '0'), managedBy: 'api' }));
   const declared: KeysConfig['declared'] = [{ name: 'yaml-a', secret: 'kg-declared-secret-0123456789' }, { name: 'yaml-b', secret: 'kg-declared-secret-abcdefghijk' }];
   const svc = new KeyService(store, { ...CONFIG, declared }, Date.now, { store });
-  t.same(await svc.syncDeclared(), { created: 2, updated: 0, deleted: 0 });
+  t.same(await svc.syncDeclared(), { created: 2, updated: 0, deleted: 0, groups: { created: 0, updated: 0, deleted: 0 } });
   svc.setConfig({ ...CONFIG, declared: [declared[0]!] });
-  t.same(await svc.syncDeclared(), { created: 0, updated: 0, deleted: 1 }, 'a reload removes the undeclared one');
+  t.same(await svc.syncDeclared(), { created: 0, updated: 0, deleted: 1, groups: { created: 0, updated: 0, deleted: 0 } }, 'a reload removes the undeclared one');
   t.equal(await store.count(), 51, 'the API keys are untouched');
 
   const auth = new AdminAuth(undefined, svc);

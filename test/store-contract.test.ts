@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import t, { type Test as Tap } from 'tap';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError } from '../src/errors.js';
+import { groupOwner, type KeyGroup } from '../src/keys/group.js';
 import { keyMatches, keyStatus, type KeyStatus, type StoredKey } from '../src/keys/model.js';
 import { RedisKeyStore } from '../src/keys/redis-store.js';
 import { KeyService } from '../src/keys/service.js';
@@ -175,6 +176,77 @@ async function contractOn(t: Tap, open: () => Promise<Store>): Promise<void> {
     t.same(await all({ search: 'nothing-like-it' }), [], 'no match: an empty last page');
     t.same(await store.counts(nowMs), { total: 25, active: 19, inactive: 4, expired: 2 }, 'counts of every key by status');
     t.same(await store.counts(nowMs, 'etl'), { total: 10, active: 7, inactive: 2, expired: 1 }, 'counts of the keys matching a search');
+  }
+  {
+    // key groups: CRUD, the keys' group field, the ?group= filter and the member count by index
+    const store = await open();
+    t.teardown(() => store.close());
+    const at = '2026-01-01T00:00:00.000Z';
+    const g: KeyGroup = { name: 'ci-tenant', description: 'CI', rateLimit: 600, quota: { limit: 1000, period: 'month', refill: 'reset', start: null }, createdAt: at, updatedAt: at, createdBy: 'test', updatedBy: 'test', managedBy: 'api' };
+    await store.insertGroup(g);
+    t.same(await store.getGroup('ci-tenant'), g, 'getGroup returns what was inserted');
+    await t.rejects(store.insertGroup({ ...g, description: 'other' }), ConflictError, 'a taken group name is a conflict');
+    const bare: KeyGroup = { ...g, name: 'bare', description: '', rateLimit: null, quota: null, managedBy: 'config' };
+    await store.insertGroup(bare);
+    t.same(await store.getGroup('bare'), bare, 'a group without limits, managed by the config');
+    t.same((await store.listGroups()).map((x) => x.name), ['bare', 'ci-tenant'], 'listGroups by name');
+    t.equal(await store.getGroup('nope'), undefined);
+    const changed = await store.updateGroup('ci-tenant', { rateLimit: null, quota: { remaining: 5 }, description: 'changed', updatedAt: '2026-01-02T00:00:00.000Z', updatedBy: 'x' });
+    t.same(changed, { ...g, rateLimit: null, quota: { remaining: 5 }, description: 'changed', updatedAt: '2026-01-02T00:00:00.000Z', updatedBy: 'x' }, 'updateGroup: null members kept as null');
+    t.same(await store.getGroup('ci-tenant'), changed, 'and stored');
+    const back = await store.updateGroup('ci-tenant', { quota: null, rateLimit: 7 });
+    t.equal(back?.quota, null, 'a quota removed');
+    t.equal(back?.rateLimit, 7);
+    t.equal(await store.updateGroup('nope', { rateLimit: 1 }), undefined, 'updating an unknown group');
+
+    const k1 = stored(201, { group: 'ci-tenant' });
+    const k2 = stored(202, { group: 'ci-tenant' });
+    const k3 = stored(203);
+    for (const k of [k1, k2, k3]) await store.insert(k);
+    t.equal((await store.get(k1.id))?.group, 'ci-tenant', 'a key carries its group');
+    t.equal((await store.findByDigest(k1.digest))?.group, 'ci-tenant', 'the request path reads it too');
+    t.equal((await store.get(k3.id))?.group, null, 'no group = null');
+    t.equal(await store.countGroupKeys('ci-tenant'), 2, 'member count');
+    const members = async (group: string, search?: string) => {
+      const names: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await store.page({ limit: 1, cursor, group, ...(search ? { search } : {}) });
+        t.ok(page.keys.length <= 1);
+        names.push(...page.keys.map((k) => k.name));
+        cursor = page.next ?? undefined;
+      } while (cursor !== undefined);
+      return names.sort();
+    };
+    t.same(await members('ci-tenant'), ['key-201', 'key-202'], 'page by group, a page at a time');
+    t.same(await members('ci-tenant', '202'), ['key-202'], 'group and search together');
+    t.same(await members('bare'), [], 'a group without keys');
+    await store.update(k2.id, { group: 'bare' });
+    await store.update(k3.id, { group: 'ci-tenant' });
+    t.same(await members('ci-tenant'), ['key-201', 'key-203'], 'a key moved between groups: both indexes follow');
+    t.same(await members('bare'), ['key-202']);
+    t.equal(await store.countGroupKeys('bare'), 1);
+    await store.update(k1.id, { group: null });
+    t.equal(await store.countGroupKeys('ci-tenant'), 1, 'a key ungrouped');
+    await store.delete(k3.id);
+    t.equal(await store.countGroupKeys('ci-tenant'), 0, 'a deleted key leaves its group');
+    t.same(await members('ci-tenant'), []);
+
+    // the group's quota counter: its owner, refunds, and deleting the group removes it
+    const tick = { period: 3, limit: 2, add: false };
+    const owner = groupOwner('ci-tenant');
+    t.same(await store.consumeQuota(owner, tick), { allowed: true, remaining: 1 });
+    await store.refundQuota(owner, tick);
+    t.same(await store.quotaState(owner), { balance: 2, period: 3 }, 'a refund gives the credit back');
+    t.same(await store.consumeQuota(owner, tick), { allowed: true, remaining: 1 });
+    t.same(await store.consumeQuota(owner, tick), { allowed: true, remaining: 0 });
+    t.same(await store.consumeQuota(owner, tick), { allowed: false, remaining: 0 }, 'used up');
+    await store.refundQuota(owner, { ...tick, period: 2 });
+    t.same(await store.quotaState(owner), { balance: 0, period: 3 }, "a refund for another period changes nothing (the refill replaced that period's credits)");
+    t.equal(await store.deleteGroup('ci-tenant'), true);
+    t.equal(await store.getGroup('ci-tenant'), undefined, 'deleted');
+    t.equal(await store.quotaState(owner), undefined, "and its quota counter with it");
+    t.equal(await store.deleteGroup('ci-tenant'), false, 'deleting twice');
   }
 }
 

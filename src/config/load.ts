@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
 import type { DefinedError, ValidateFunction } from 'ajv';
-import { ConfigError, type ConfigIssue } from '../errors.js';
+import { ConfigError, ValidationError, type ConfigIssue } from '../errors.js';
 import { expandString, expandTree } from './expand.js';
 import {
   childPointer,
@@ -31,6 +31,7 @@ import {
 import type {
   AuthType,
   CorsConfig,
+  DeclaredGroupConfig,
   DeclaredKeyConfig,
   ForwardAuthConfig,
   GatewayConfig,
@@ -47,6 +48,7 @@ import type {
 import { OVERRIDE_HEADER_NAMES } from './types.js';
 import { TlsFileError, loadTls, type TlsFiles } from '../tls.js';
 import { parseRange } from '../upstream-version/range.js';
+import { parseQuota } from '../keys/service.js';
 
 /** src/config/load.ts and dist/config/load.js are both two levels below the package root. */
 const SCHEMA_URL = new URL('../../config/gateway.schema.json', import.meta.url);
@@ -584,6 +586,7 @@ function checkSemantics(cfg: RawConfig, rep: Reporter, dir: string): void {
     rep.error('/store/keys', `an in-memory key store cannot be shared by workers (workers: ${cfg.workers}): use sqlite:<file> or redis://`);
   }
   checkDeclaredKeys(cfg.keys.declared ?? [], rep);
+  checkDeclaredGroups(cfg.groups?.declared ?? [], rep);
   if (cfg.cors) checkCors(cfg.cors, '/cors', rep);
   if (cfg.forward_auth) checkForwardAuth(cfg.forward_auth, cfg.listen.health_prefix, rep);
   const known = cfg.upstreams.map((u) => u.name);
@@ -697,6 +700,26 @@ function checkDeclaredKeys(keys: DeclaredKeyConfig[], rep: Reporter): void {
       rep.error(`${p}/secret_digest`, 'give secret or secret_digest, not both');
     } else if (k.secret !== undefined && k.secret.length < MIN_DECLARED_SECRET) {
       rep.error(`${p}/secret`, `must be at least ${MIN_DECLARED_SECRET} characters (it is ${k.secret.length === 0 ? 'empty' : 'shorter'})`);
+    }
+  });
+}
+
+/** Unique names; a quota the key service accepts (its own rules, at the field's line and column). */
+function checkDeclaredGroups(groups: DeclaredGroupConfig[], rep: Reporter): void {
+  const first = new Map<string, string>();
+  groups.forEach((g, i) => {
+    const p = `/groups/declared/${i}`;
+    const earlier = first.get(g.name);
+    if (earlier !== undefined) rep.error(`${p}/name`, `duplicate declared group name "${g.name}" (first declared at ${rep.where(earlier)})`);
+    else first.set(g.name, `${p}/name`);
+    try {
+      parseQuota(g.quota);
+    } catch (err) {
+      if (!(err instanceof ValidationError)) throw err;
+      for (const e of err.errors) {
+        const member = e.field.startsWith('quota.') ? e.field.slice('quota.'.length) : '';
+        rep.error(member ? `${p}/quota/${member}` : `${p}/quota`, e.reason, { at: member && g.quota && member in g.quota ? `${p}/quota/${member}` : `${p}/quota` });
+      }
     }
   });
 }
@@ -820,11 +843,12 @@ function normalise(raw: RawConfig, positions: PosMap, file: string, ctx: LoadCon
       ...(raw.store.redis ? { redis: raw.store.redis } : {}),
     },
     keys: compact({ prefix: keys.prefix, rate_limit: { ...keys.rate_limit }, max_keys: keys.max_keys, audit_retention_days: keys.audit_retention_days, usage_retention_days: keys.usage_retention_days, declared: keys.declared?.map((k) => compact({ ...k })) }),
+    groups: raw.groups?.declared && { declared: raw.groups.declared.map((g) => compact({ ...g })) },
     upstreams: raw.upstreams.map(normaliseServer),
     remote_nodes: raw.remote_nodes.map(normaliseServer),
     routes: raw.routes.map((r, i) => normaliseRoute(r, i, formatPos(positionOf(positions, `/routes/${i}`, false, ctx.rootPos)), cors)),
     cors,
-    forward_auth: raw.forward_auth && compact({ path: raw.forward_auth.path, secret: raw.forward_auth.secret, secret_header: raw.forward_auth.secret_header.toLowerCase(), allow_from: raw.forward_auth.allow_from && [...raw.forward_auth.allow_from] }),
+    forward_auth: raw.forward_auth && compact({ path: raw.forward_auth.path, proxy: raw.forward_auth.proxy, secret: raw.forward_auth.secret, secret_header: raw.forward_auth.secret_header.toLowerCase(), allow_from: raw.forward_auth.allow_from && [...raw.forward_auth.allow_from] }),
     log: { level: log.level, destination: resolveLogDestination(log.destination, dir), format: log.format, access_log: typeof log.access_log === 'string' ? resolveLogDestination(log.access_log, dir) : log.access_log },
     metrics: { per_key: raw.metrics.per_key, max_keys: raw.metrics.max_keys },
     warnings: ctx.tidyWarnings(),

@@ -218,6 +218,8 @@ export interface DeclaredKeyConfig {
   rate_limit?: number;
   /** usage credits: {limit, period, refill, start} or {remaining}; checked by the key service */
   quota?: { limit?: number; period?: string; refill?: string; start?: string; remaining?: number };
+  /** the name of a group (groups.declared, or made through the API or CLI) whose limits the key shares */
+  group?: string;
   /** YYYY-MM-DD or ISO 8601 with an offset; a past date means the key is expired */
   expires_at?: string;
   attribution?: 'service_account' | 'user_owned';
@@ -227,6 +229,20 @@ export interface DeclaredKeyConfig {
   secret?: string;
   /** or only its digest: 64 hex of sha256("keygate-api-key:v1\0" + secret) */
   secret_digest?: string;
+}
+
+/** A key group declared in the YAML (groups.declared): synced into the store, managed by the config only. */
+export interface DeclaredGroupConfig {
+  name: string;
+  description?: string;
+  /** requests per minute shared by the group's keys */
+  rate_limit?: number;
+  /** usage credits shared by the group's keys: {limit, period, refill, start} or {remaining} */
+  quota?: { limit?: number; period?: string; refill?: string; start?: string; remaining?: number };
+}
+
+export interface GroupsConfig {
+  declared?: DeclaredGroupConfig[];
 }
 
 export interface KeysConfig {
@@ -258,6 +274,8 @@ export interface LogConfig {
 export interface ForwardAuthConfig {
   /** e.g. "/_keygate/auth"; Envoy's form appends the original path to it */
   path: string;
+  /** the proxy in front: only its form of describing the original request is read; auto = any one form */
+  proxy: 'auto' | 'nginx' | 'traefik' | 'caddy' | 'envoy';
   /** the shared secret the proxy sends in secret_header */
   secret?: string;
   /** lower case */
@@ -282,6 +300,8 @@ export interface GatewayConfig {
    */
   store: { keys: string; rate_limits: string; rate_limits_fallback: 'memory' | 'allow' | 'deny'; stale_ttl: number; state_dir: string; redis?: RedisSettings };
   keys: KeysConfig;
+  /** key groups declared in the YAML (groups.declared); absent when none are */
+  groups?: GroupsConfig;
   upstreams: UpstreamConfig[];
   remote_nodes: UpstreamConfig[];
   routes: RouteConfig[];

@@ -2,6 +2,7 @@
 // Field names are camelCase here; the Dagen- and Dagu-shaped APIs map them at their edge.
 
 import { ALL_SURFACES, ROLE_RANK, ROLES, SCOPE_BIT, SCOPES, SURFACE_BIT, SURFACES, type Role, type Scope, type Surface } from '../config/types.js';
+import { limitsOf, type GroupLimits, type KeyGroup } from './group.js';
 import type { Quota } from './quota.js';
 
 export interface WorkspaceGrant {
@@ -39,6 +40,8 @@ export interface ApiKey {
   rateLimit: number;
   /** usage credits (per day/week/month, or one-time); null = no quota */
   quota: Quota | null;
+  /** the name of the group whose rate limit and quota the key shares (in addition to its own); null = none */
+  group: string | null;
   /** ISO 8601; null = never expires */
   expiresAt: string | null;
   isActive: boolean;
@@ -109,10 +112,15 @@ export interface KeyAccess {
   readonly grants: ReadonlyMap<string, number>;
   /** value of the attribution header sent upstream */
   readonly attribution: string;
+  /** the limits of the key's group, read with the key (no store read per request); null = no group */
+  readonly group: GroupLimits | null;
 }
 
-/** `viaPrevious`: the key was found by its previous digest, which is valid only until its grace ends. */
-export function accessOf(stored: StoredKey, viaPrevious = false): KeyAccess {
+/**
+ * `viaPrevious`: the key was found by its previous digest, which is valid only until its grace ends.
+ * `group`: the key's group as read with it (undefined or null: no group limits).
+ */
+export function accessOf(stored: StoredKey, viaPrevious = false, group?: KeyGroup | null): KeyAccess {
   const { digest: current, previousDigest, previousDigestExpiresAt, ...key } = stored;
   const digest = viaPrevious && previousDigest ? previousDigest : current;
   const validUntilMs = viaPrevious ? Date.parse(previousDigestExpiresAt ?? '') || 0 : Infinity;
@@ -138,5 +146,7 @@ export function accessOf(stored: StoredKey, viaPrevious = false): KeyAccess {
       key.attributionClass === 'user_owned'
         ? `user_owned:${key.ownerUserId ?? ''}`
         : `service_account:${key.serviceAccountName ?? key.name}`,
+    // a group without limits costs its keys nothing on the request path
+    group: group && stored.group === group.name && (group.rateLimit !== null || group.quota !== null) ? limitsOf(group) : null,
   });
 }

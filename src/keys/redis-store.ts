@@ -11,6 +11,7 @@ import { Cluster } from 'ioredis';
 import { CircuitBreaker } from '../breaker.js';
 import { ConflictError, ValidationError } from '../errors.js';
 import { createRedis, REQUEST_PATH_OPTIONS, type RedisClient, type RedisSettings } from '../redis.js';
+import { groupOwner, type GroupPatch, type KeyGroup } from './group.js';
 import { keyMatches, keyStatus, type StoredKey } from './model.js';
 import { keyQuotaOwner, type QuotaCount, type QuotaState, type QuotaTick } from './quota.js';
 import type { AuditPage, AuditPageQuery, AuditQuery, AuditRecord, AuditStore, KeyCounts, KeyPage, KeyPageQuery, KeyPatch, KeyStore, StoreAvailable, UsageDelta, UsageRow } from './store.js';
@@ -105,6 +106,27 @@ for k = 3, #KEYS, 2 do
 end
 return 1`;
 
+// Give back one credit of a counter still in period ARGV[1] (a later stage refused the request).
+const QUOTA_REFUND = `
+if redis.call('HGET', KEYS[1], 'p') == ARGV[1] then redis.call('HINCRBY', KEYS[1], 'b', 1) end
+return 1`;
+
+// KEYS[1]: groups hash. ARGV: name, json. A taken name changes nothing.
+const GROUP_INSERT = `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'name_taken' end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 'ok'`;
+
+// KEYS[1]: groups hash. ARGV: name, patch json (its fields replace the group's).
+const GROUP_UPDATE = `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return false end
+local g = cjson.decode(cur)
+for k, v in pairs(cjson.decode(ARGV[2])) do g[k] = v end
+local out = cjson.encode(g)
+redis.call('HSET', KEYS[1], ARGV[1], out)
+return out`;
+
 /** How long an applied usage batch id is remembered (a retry comes within seconds; a spool replay within a day). */
 const BATCH_ID_TTL_SECONDS = 86_400;
 /** Keys per script call. */
@@ -142,6 +164,7 @@ return n`;
 
 interface QuotaScript {
   kgQuota(counter: string, period: number, limit: number, add: number): Promise<[number, number]>;
+  kgQuotaRefund(counter: string, period: number): Promise<number>;
 }
 
 interface Scripts {
@@ -151,6 +174,8 @@ interface Scripts {
   kgUsage(numberOfKeys: number, ...args: (string | number)[]): Promise<number>;
   kgUsagePrune(withHistory: string, beforeMs: number, hoursPrefix: string): Promise<number>;
   kgAuditPrune(audit: string, before: string): Promise<number>;
+  kgGroupInsert(groups: string, name: string, json: string): Promise<string>;
+  kgGroupUpdate(groups: string, name: string, patch: string): Promise<string | null>;
 }
 
 export interface RedisKeyStoreOptions {
@@ -189,6 +214,9 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     withHistory: string;
     /** a quota counter by owner */
     quota: (owner: string) => string;
+    /** groups by name (JSON), and the ids of each group's keys */
+    groups: string;
+    groupKeys: (name: string) => string;
   };
   private mark = 0;
   private readonly changed: ((id: string) => void)[] = [];
@@ -218,6 +246,8 @@ export class RedisKeyStore implements KeyStore, AuditStore {
       hoursPrefix: `${p}:key-usage-hours:`,
       withHistory: `${p}:key-usage-hours`,
       quota: (owner) => `${p}:quota:${owner}`,
+      groups: `${p}:groups`,
+      groupKeys: (name) => `${p}:group-keys:${name}`,
     };
     // Management and cache misses may wait briefly for a reconnect; they are not the hot path
     // (cached keys are answered without Redis).
@@ -242,6 +272,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     });
     this.fast = createRedis(url, opts.redis, REQUEST_PATH_OPTIONS) as RedisClient & QuotaScript;
     this.fast.defineCommand('kgQuota', { numberOfKeys: 1, lua: QUOTA_CONSUME });
+    this.fast.defineCommand('kgQuotaRefund', { numberOfKeys: 1, lua: QUOTA_REFUND });
     this.fast.on('error', onError);
     this.breaker = new CircuitBreaker({
       name: 'redis key store',
@@ -263,6 +294,8 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     this.redis.defineCommand('kgUsage', { lua: USAGE });
     this.redis.defineCommand('kgUsagePrune', { numberOfKeys: 1, lua: USAGE_PRUNE });
     this.redis.defineCommand('kgAuditPrune', { numberOfKeys: 1, lua: AUDIT_PRUNE });
+    this.redis.defineCommand('kgGroupInsert', { numberOfKeys: 1, lua: GROUP_INSERT });
+    this.redis.defineCommand('kgGroupUpdate', { numberOfKeys: 1, lua: GROUP_UPDATE });
     // Any change anywhere, and any (re)connect of the subscriber, makes cached keys stale; the
     // changed key is dropped from caches at once (a revocation must not be served stale).
     this.sub.on('message', (_channel: string, id: string) => {
@@ -338,6 +371,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     const r = await this.redis.kgInsert(this.k.names, this.k.digests, this.k.keys, key.id, key.name, key.digest, key.previousDigest ?? '', JSON.stringify(doc));
     if (r === 'name_taken') throw new ConflictError(`a key named "${key.name}" already exists`, 'name');
     if (key.managedBy === 'config') await this.redis.sadd(this.k.config, key.id);
+    if (key.group) await this.redis.sadd(this.k.groupKeys(key.group), key.id);
     await this.publish(key.id);
   }
 
@@ -353,6 +387,12 @@ export class RedisKeyStore implements KeyStore, AuditStore {
       if (r === 'gone') return undefined;
       if (r === 'name_taken') throw new ConflictError(`a key named "${next.name}" already exists`, 'name');
       if (r === 'ok') {
+        const before = cur.group ?? null;
+        const after = next.group ?? null;
+        if (before !== after) {
+          if (before !== null) await this.redis.srem(this.k.groupKeys(before), id);
+          if (after !== null) await this.redis.sadd(this.k.groupKeys(after), id);
+        }
         await this.publish(id);
         return this.withUsage(next);
       }
@@ -362,8 +402,10 @@ export class RedisKeyStore implements KeyStore, AuditStore {
   }
 
   async delete(id: string): Promise<boolean> {
+    const group = (await this.doc(id))?.group ?? null;
     const n = await this.redis.kgDelete(this.k.names, this.k.digests, this.k.keys, this.k.usage(id), this.k.hours(id), this.k.quota(keyQuotaOwner(id)), id);
     await this.redis.srem(this.k.config, id);
+    if (group !== null) await this.redis.srem(this.k.groupKeys(group), id);
     if (n === 1) await this.publish(id);
     return n === 1;
   }
@@ -418,10 +460,10 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     // a filtered page may pass many keys by: larger scan steps (the same for every page of one filter)
     const count = filtered ? 1000 : Math.max(q.limit, 10);
     for (;;) {
-      const [nextScan, flat] = await this.redis.hscan(this.k.keys, scan, 'COUNT', count);
+      // a group's keys: a scan of its index, not of every key
+      const [nextScan, found] = q.group === undefined ? await this.scanKeys(scan, count) : await this.scanGroup(q.group, scan, count);
       const step: Doc[] = [];
-      for (let i = 1; i < flat.length; i += 2) {
-        const d = JSON.parse(flat[i]!) as Doc;
+      for (const d of found) {
         if (filtered && !docMatches(d, q.search, q.status, nowMs)) continue;
         step.push(d);
       }
@@ -437,6 +479,22 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     }
     const done = scan === '0' && skip === 0;
     return { keys: await this.withUsages(docs), next: done ? null : `${scan}.${skip}` };
+  }
+
+  private async scanKeys(scan: string, count: number): Promise<[string, Doc[]]> {
+    const [next, flat] = await this.redis.hscan(this.k.keys, scan, 'COUNT', count);
+    const docs: Doc[] = [];
+    for (let i = 1; i < flat.length; i += 2) docs.push(JSON.parse(flat[i]!) as Doc);
+    return [next, docs];
+  }
+
+  private async scanGroup(group: string, scan: string, count: number): Promise<[string, Doc[]]> {
+    const [next, ids] = await this.redis.sscan(this.k.groupKeys(group), scan, 'COUNT', count);
+    if (ids.length === 0) return [next, []];
+    const json = await this.redis.hmget(this.k.keys, ...ids);
+    // an index entry of a key moved or deleted meanwhile is skipped
+    const docs = json.filter((j): j is string => j !== null).map((j) => JSON.parse(j) as Doc).filter((d) => d.group === group);
+    return [next, docs];
   }
 
   private async withUsages(docs: Doc[]): Promise<StoredKey[]> {
@@ -528,6 +586,49 @@ export class RedisKeyStore implements KeyStore, AuditStore {
       const [allowed, balance] = await this.fast.kgQuota(this.k.quota(owner), t.period, t.limit, t.add ? 1 : 0);
       return { allowed: allowed === 1, remaining: balance };
     });
+  }
+
+  refundQuota(owner: string, t: QuotaTick): Promise<void> {
+    return this.breaker.run(async () => void (await this.fast.kgQuotaRefund(this.k.quota(owner), t.period)));
+  }
+
+  // ---------------------------------------------------------------- groups
+
+  async insertGroup(g: KeyGroup): Promise<void> {
+    const r = await this.redis.kgGroupInsert(this.k.groups, g.name, JSON.stringify(g));
+    if (r === 'name_taken') throw new ConflictError(`a group named "${g.name}" already exists`, 'name');
+    await this.publish(`group:${g.name}`);
+  }
+
+  async updateGroup(name: string, patch: GroupPatch): Promise<KeyGroup | undefined> {
+    // cjson cannot tell null from absent in a table: null members are sent as JSON null (cjson.null)
+    const json = await this.redis.kgGroupUpdate(this.k.groups, name, JSON.stringify(patch));
+    if (json === null) return undefined;
+    await this.publish(`group:${name}`);
+    return toGroup(JSON.parse(json));
+  }
+
+  async deleteGroup(name: string): Promise<boolean> {
+    const n = await this.redis.hdel(this.k.groups, name);
+    await this.redis.del(this.k.quota(groupOwner(name)));
+    if (n === 1) await this.publish(`group:${name}`);
+    return n === 1;
+  }
+
+  async getGroup(name: string): Promise<KeyGroup | undefined> {
+    const json = await this.redis.hget(this.k.groups, name);
+    return json === null ? undefined : toGroup(JSON.parse(json));
+  }
+
+  async listGroups(): Promise<KeyGroup[]> {
+    const all = await this.redis.hgetall(this.k.groups);
+    return Object.values(all)
+      .map((j) => toGroup(JSON.parse(j)))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  countGroupKeys(name: string): Promise<number> {
+    return this.redis.scard(this.k.groupKeys(name));
   }
 
   async quotaState(owner: string): Promise<QuotaState | undefined> {
@@ -641,6 +742,23 @@ function docMatches(d: Doc, search: string | undefined, status: KeyPageQuery['st
   return status === undefined || keyStatus(d, nowMs) === status;
 }
 
+/** A stored group; cjson writes an empty table for a null member it kept, so null-or-absent members are normalised. */
+function toGroup(g: Record<string, unknown>): KeyGroup {
+  const q = g['quota'];
+  const r = g['rateLimit'];
+  return {
+    name: String(g['name']),
+    description: typeof g['description'] === 'string' ? g['description'] : '',
+    rateLimit: typeof r === 'number' ? r : null,
+    quota: q !== null && typeof q === 'object' && !Array.isArray(q) && Object.keys(q).length > 0 ? (q as KeyGroup['quota']) : null,
+    createdAt: String(g['createdAt']),
+    updatedAt: String(g['updatedAt']),
+    createdBy: typeof g['createdBy'] === 'string' ? g['createdBy'] : null,
+    updatedBy: typeof g['updatedBy'] === 'string' ? g['updatedBy'] : null,
+    managedBy: g['managedBy'] === 'config' ? 'config' : 'api',
+  };
+}
+
 function parseScanCursor(cursor: string): [string, number] {
   const m = /^(\d+)\.(\d+)$/.exec(cursor);
   if (!m) throw new ValidationError('cursor', 'is not a cursor this gateway returned (use the next cursor of the page before)');
@@ -655,6 +773,7 @@ function toKey(doc: Doc, usage: Record<string, string>): StoredKey {
     previousDigest: key.previousDigest ?? null,
     previousDigestExpiresAt: key.previousDigestExpiresAt ?? null,
     quota: key.quota ?? null,
+    group: key.group ?? null,
     requestCount: Number(usage.count ?? 0),
     lastUsedAt: last > 0 ? new Date(last).toISOString() : null,
   };

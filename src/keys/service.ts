@@ -3,7 +3,7 @@
 // It also owns the in-memory cache the request path authenticates against.
 
 import { randomUUID } from 'node:crypto';
-import type { DeclaredKeyConfig, KeysConfig } from '../config/types.js';
+import type { DeclaredGroupConfig, DeclaredKeyConfig, GatewayConfig, KeysConfig } from '../config/types.js';
 import { ConflictError, KeygateError, LimitError, NotFoundError, Problems, ValidationError, type FieldError } from '../errors.js';
 import {
   accessOf,
@@ -19,6 +19,7 @@ import {
   type WorkspaceAccess,
   type WorkspaceGrant,
 } from './model.js';
+import { groupOwner, type GroupPatch, type KeyGroup } from './group.js';
 import { keyQuotaOwner, QUOTA_PERIODS, QUOTA_REFILLS, statusOf, tickOf, refill, type Quota, type QuotaStatus } from './quota.js';
 import { digestSecret, displayPrefix, generateSecret } from './secret.js';
 import type { AuditAction, AuditRecord, AuditStore, KeyCounts, KeyPatch, KeyStore } from './store.js';
@@ -39,8 +40,35 @@ export interface KeyInput {
   rateLimit?: unknown;
   /** {limit, period, refill?, start?} | {remaining} | null (no quota) */
   quota?: unknown;
+  /** the name of an existing group; null or '' = none */
+  group?: unknown;
   expiresAt?: unknown;
   isActive?: unknown;
+}
+
+/** Input to a group's create/update (CLI flags, JSON bodies, groups.declared): checked here. */
+export interface GroupInput {
+  name?: unknown;
+  description?: unknown;
+  /** requests per minute shared by the group's keys; null or '' = none */
+  rateLimit?: unknown;
+  /** as a key's quota; null = none */
+  quota?: unknown;
+}
+
+/** A group as the admin APIs and the CLI show it: the group, its member count and its quota now. */
+export interface GroupStatus extends KeyGroup {
+  keys: number;
+  /** what is left of the group's quota and when it refills; null without a quota */
+  quotaStatus: QuotaStatus | null;
+}
+
+/** The key service's rules: keys, and the groups declared in the YAML (groups.declared). */
+export type ServiceConfig = KeysConfig & { declaredGroups?: DeclaredGroupConfig[] | undefined };
+
+/** What the key service needs of a gateway configuration. */
+export function serviceConfig(cfg: Pick<GatewayConfig, 'keys' | 'groups'>): ServiceConfig {
+  return cfg.groups?.declared === undefined ? cfg.keys : { ...cfg.keys, declaredGroups: cfg.groups.declared };
 }
 
 /** A listing's query, as given by a CLI flag or a query parameter: checked here. */
@@ -52,6 +80,8 @@ export interface PageQuery {
   q?: unknown;
   /** only keys with this status now: active, inactive or expired */
   status?: unknown;
+  /** only the keys of this group */
+  group?: unknown;
 }
 
 export interface CreatedKey {
@@ -94,6 +124,7 @@ const EDITABLE = [
   'ownerUserId',
   'rateLimit',
   'quota',
+  'group',
   'expiresAt',
   'isActive',
 ] as const satisfies readonly (keyof ApiKey)[];
@@ -317,6 +348,27 @@ export function parseQuota(v: unknown): Quota | null {
   return { limit: limit!, period: period!, refill: refill!, start: start ?? null };
 }
 
+/** Highest group rate limit (requests per minute shared by its keys). */
+export const MAX_GROUP_RATE = 100_000_000;
+
+/** A group's name: the rules of key names. */
+function groupName(field: string, v: unknown): string {
+  return str(field, v, 1, 100);
+}
+
+/** A key's `group` field: undefined = not given, null = none, else a group name (its existence is checked apart). */
+function groupRef(v: unknown): string | null | undefined {
+  if (v === undefined) return undefined;
+  if (v === null || v === '' || v === false) return null;
+  return groupName('group', v);
+}
+
+/** A group's rate limit: null (none) or requests per minute from 1. */
+function groupRate(v: unknown): number | null {
+  if (v === undefined || v === null || v === '' || v === false) return null;
+  return wholeNumber('rateLimit', v, 1, MAX_GROUP_RATE, 'requests per minute');
+}
+
 function attribution(cls: unknown): AttributionClass {
   if (cls !== 'service_account' && cls !== 'user_owned') {
     throw new ValidationError('attributionClass', 'must be service_account or user_owned');
@@ -349,6 +401,8 @@ interface CacheEntry {
   access: KeyAccess | null;
   /** what it was built from, for the local snapshot (digests, never a secret) */
   stored: StoredKey | null;
+  /** the key's group as read with it (null: none) */
+  group: KeyGroup | null;
   /** the epoch it was validated in; older entries are revalidated, and served only if that fails */
   epoch: number;
 }
@@ -364,6 +418,8 @@ export class KeyStoreUnavailableError extends KeygateError {
 export interface SnapshotEntry {
   digest: string;
   key: StoredKey | null;
+  /** the key's group (its limits); absent in snapshots from before groups */
+  group?: KeyGroup | null;
 }
 
 export interface CacheOptions {
@@ -393,7 +449,7 @@ export class KeyService {
 
   constructor(
     readonly store: KeyStore,
-    private config: KeysConfig,
+    private config: ServiceConfig,
     private readonly now: () => number = Date.now,
     private readonly audit: AuditOptions = {},
     cache: CacheOptions = {},
@@ -401,7 +457,8 @@ export class KeyService {
     this.mark = store.changeMark();
     this.staleTtlMs = cache.staleTtlMs ?? 300_000;
     // a change of one key (told by a networked store): forget it; revocations apply at once
-    store.onKeyChanged?.((id) => this.invalidate(id));
+    // (a group's change is told as "group:<name>": its keys are forgotten)
+    store.onKeyChanged?.((id) => (id.startsWith(GROUP_CHANGE) ? this.invalidateGroup(id.slice(GROUP_CHANGE.length)) : this.invalidate(id)));
   }
 
   // ---------------------------------------------------------------- request path
@@ -461,14 +518,17 @@ export class KeyService {
     const gen = this.generation;
     const epoch = this.epoch;
     let stored: StoredKey | undefined;
+    let group: KeyGroup | null = null;
     try {
       stored = await this.store.findByDigest(digest, this.now());
+      // the group's limits travel with the key: read once per cache fill, never per request
+      if (stored?.group) group = (await this.store.getGroup(stored.group)) ?? null;
     } catch (err) {
       return this.stale(digest, err);
     }
     this.failingSince = undefined;
-    const access = stored ? accessOf(stored, stored.digest !== digest) : null;
-    if (gen === this.generation) this.remember(digest, access, stored ?? null, epoch);
+    const access = stored ? accessOf(stored, stored.digest !== digest, group) : null;
+    if (gen === this.generation) this.remember(digest, access, stored ?? null, epoch, group);
     return access;
   }
 
@@ -483,11 +543,11 @@ export class KeyService {
     return known.access;
   }
 
-  private remember(digest: string, access: KeyAccess | null, stored: StoredKey | null, epoch: number): void {
+  private remember(digest: string, access: KeyAccess | null, stored: StoredKey | null, epoch: number, group: KeyGroup | null = null): void {
     const before = this.cache.get(digest);
     if (before?.access === null) this.unknownCount--;
     if (before === undefined && this.cache.size >= MAX_CACHED) this.evictUnknown();
-    this.cache.set(digest, { access, stored, epoch });
+    this.cache.set(digest, { access, stored, epoch, group });
     if (access) {
       const digests = this.digestsById.get(access.key.id);
       if (digests) digests.add(digest);
@@ -524,6 +584,14 @@ export class KeyService {
     }
   }
 
+  /** Forget the cached keys of a group (its limits changed, or it was deleted). */
+  invalidateGroup(name: string): void {
+    this.generation++;
+    const ids: string[] = [];
+    for (const e of this.cache.values()) if (e.stored?.group === name) ids.push(e.stored.id);
+    for (const id of ids) this.invalidate(id);
+  }
+
   /** Revalidate every cached entry on its next lookup (a failed revalidation still serves it). */
   revalidate(): void {
     this.generation++;
@@ -542,7 +610,7 @@ export class KeyService {
     const out: SnapshotEntry[] = [];
     for (const [digest, e] of this.cache) {
       if (e.stored === null) continue;
-      out.push({ digest, key: e.stored });
+      out.push(e.group === null ? { digest, key: e.stored } : { digest, key: e.stored, group: e.group });
       if (out.length >= limit) break;
     }
     return out;
@@ -558,7 +626,8 @@ export class KeyService {
       if (e.key === null || this.cache.has(e.digest)) continue;
       const viaPrevious = e.key.digest !== e.digest;
       if (viaPrevious && e.key.previousDigest !== e.digest) continue;
-      this.remember(e.digest, accessOf(e.key, viaPrevious), e.key, 0);
+      const group = e.group ?? null;
+      this.remember(e.digest, accessOf(e.key, viaPrevious, group), e.key, 0, group);
       n++;
     }
     return n;
@@ -577,15 +646,29 @@ export class KeyService {
       const chunk = digests.slice(i, i + 100);
       // a failure ends the warm-up: the entries stay as they are (served stale while it lasts)
       const found = await Promise.all(chunk.map((d) => this.store.findByDigest(d, this.now())));
+      const groups = await this.groupsOf(found);
       if (gen !== this.generation) continue;
       chunk.forEach((d, j) => {
         const stored = found[j];
-        this.remember(d, stored ? accessOf(stored, stored.digest !== d) : null, stored ?? null, epoch);
+        const group = stored?.group ? (groups.get(stored.group) ?? null) : null;
+        this.remember(d, stored ? accessOf(stored, stored.digest !== d, group) : null, stored ?? null, epoch, group);
         if (stored) alive++;
       });
     }
     this.failingSince = undefined;
     return alive;
+  }
+
+  /** The groups of some keys, each read once. */
+  private async groupsOf(keys: readonly (StoredKey | undefined)[]): Promise<Map<string, KeyGroup>> {
+    const names = new Set<string>();
+    for (const k of keys) if (k?.group) names.add(k.group);
+    const out = new Map<string, KeyGroup>();
+    for (const name of names) {
+      const g = await this.store.getGroup(name);
+      if (g) out.set(name, g);
+    }
+    return out;
   }
 
   // ---------------------------------------------------------------- management
@@ -604,10 +687,13 @@ export class KeyService {
 
   async create(input: KeyInput, actor: Actor): Promise<CreatedKey> {
     await this.checkKeyLimit();
-    const fields = this.build(input, actorId(actor), true);
+    const p = new Problems();
+    const fields = p.check(() => this.build(input, actorId(actor), true));
+    await this.knownGroup(input.group, p);
+    p.throwIfAny();
     const secret = generateSecret(this.config.prefix);
     const stored: StoredKey = {
-      ...fields,
+      ...fields!,
       id: randomUUID(),
       digest: digestSecret(secret),
       prefix: displayPrefix(secret),
@@ -633,6 +719,7 @@ export class KeyService {
     const p = new Problems();
     p.list.push(...known);
     p.check(() => this.build(input, '', true));
+    await this.knownGroup(input.group, p);
     await this.nameTaken(input.name, undefined, p);
   }
 
@@ -642,7 +729,16 @@ export class KeyService {
     const p = new Problems();
     p.list.push(...known);
     p.check(() => this.plan(current, input));
+    await this.knownGroup(input.group, p);
     await this.nameTaken(input.name, current.id, p);
+  }
+
+  /** A key's group must exist: a problem at `group` naming it otherwise (none when the field has a problem of its own). */
+  private async knownGroup(v: unknown, p: Problems): Promise<void> {
+    if (typeof v !== 'string' || p.has('group')) return;
+    const name = v.trim();
+    if (name === '' || (await this.store.getGroup(name)) !== undefined) return;
+    p.add('group', `no group named "${name}"; create it first (keygate groups create ${name}) or leave the key without a group`);
   }
 
   /**
@@ -678,6 +774,7 @@ export class KeyService {
       ownerUserId: cls === 'user_owned' ? (p.check(() => optionalStr('ownerUserId', input.ownerUserId, 100)) ?? null) : null,
       rateLimit: input.rateLimit === undefined ? this.config.rate_limit.default : p.check(() => rateLimit(input.rateLimit, this.config.rate_limit)),
       quota: p.check(() => parseQuota(input.quota)),
+      group: p.check(() => groupRef(input.group)) ?? null,
       expiresAt: p.check(() => parseExpiry(input.expiresAt, this.now(), requireFutureExpiry)),
       isActive: input.isActive === undefined ? true : p.check(() => bool('isActive', input.isActive)),
       requestCount: 0,
@@ -703,10 +800,11 @@ export class KeyService {
     const ws = q.workspace;
     const search = searchText(q.q);
     const status = q.status === undefined || q.status === '' ? undefined : keyStatusFilter(q.status);
+    const group = q.group === undefined || q.group === '' ? undefined : groupName('group', q.group);
     const nowMs = this.now();
     const keys: ApiKey[] = [];
     for (;;) {
-      const page = await this.store.page({ limit: limit - keys.length, cursor, search, status, nowMs });
+      const page = await this.store.page({ limit: limit - keys.length, cursor, search, status, nowMs, ...(group === undefined ? {} : { group }) });
       for (const k of page.keys) if (ws === undefined || inWorkspace(k, ws)) keys.push(publicKey(k));
       cursor = page.next ?? undefined;
       if (page.next === null || keys.length >= limit) return { keys, next: page.next };
@@ -714,11 +812,11 @@ export class KeyService {
   }
 
   /** Every key, page by page (tests and small stores; the CLI and the APIs page). */
-  async list(filter?: { workspace?: string; q?: string; status?: KeyStatus }): Promise<ApiKey[]> {
+  async list(filter?: { workspace?: string; q?: string; status?: KeyStatus; group?: string }): Promise<ApiKey[]> {
     const all: ApiKey[] = [];
     let cursor: string | undefined;
     do {
-      const p = await this.page({ limit: MAX_PAGE, cursor, workspace: filter?.workspace, q: filter?.q, status: filter?.status });
+      const p = await this.page({ limit: MAX_PAGE, cursor, workspace: filter?.workspace, q: filter?.q, status: filter?.status, group: filter?.group });
       all.push(...p.keys);
       cursor = p.next ?? undefined;
     } while (cursor !== undefined);
@@ -815,6 +913,7 @@ export class KeyService {
       const quota = p.check(() => parseQuota(input.quota));
       if (quota !== undefined && JSON.stringify(quota) !== JSON.stringify(current.quota)) patch.quota = quota;
     }
+    if (input.group !== undefined) set('group', () => groupRef(input.group) ?? null);
     if (input.expiresAt !== undefined) set('expiresAt', () => parseExpiry(input.expiresAt, this.now()));
     if (input.isActive !== undefined) set('isActive', () => bool('isActive', input.isActive));
     const next = { ...current, ...patch };
@@ -830,7 +929,10 @@ export class KeyService {
 
   async update(idOrName: string, input: KeyInput, actor: Actor): Promise<ApiKey> {
     const current = await this.findChangeable(idOrName);
-    const patch = this.plan(current, input);
+    const p = new Problems();
+    const patch = p.check(() => this.plan(current, input)) ?? {};
+    await this.knownGroup(input.group, p);
+    p.throwIfAny();
     patch.updatedAt = new Date(this.now()).toISOString();
     patch.updatedBy = actorId(actor);
     const updated = await this.apply(current.id, patch);
@@ -902,11 +1004,19 @@ export class KeyService {
    * ConflictError, rather than silently taking that key over.
    */
   /** New key rules after a configuration reload (prefix, rate-limit bounds, limits, declared keys). */
-  setConfig(config: KeysConfig): void {
+  setConfig(config: ServiceConfig): void {
     this.config = config;
   }
 
-  async syncDeclared(): Promise<{ created: number; updated: number; deleted: number }> {
+  async syncDeclared(): Promise<{ created: number; updated: number; deleted: number; groups: { created: number; updated: number; deleted: number } }> {
+    // groups first (declared keys may name them), removed ones last (once no declared key names them)
+    const groups = await this.syncDeclaredGroups();
+    const keys = await this.syncDeclaredKeys();
+    groups.deleted = await this.deleteUndeclaredGroups();
+    return { ...keys, groups };
+  }
+
+  private async syncDeclaredKeys(): Promise<{ created: number; updated: number; deleted: number }> {
     const declared = this.config.declared ?? [];
     // only the config-managed keys and the declared names: a million other keys are not read
     const existing = (await this.store.page({ limit: MAX_PAGE, managedBy: 'config' })).keys;
@@ -926,7 +1036,11 @@ export class KeyService {
       }
       let fields;
       try {
-        fields = this.build(declaredInput(d), CONFIG_ACTOR, false);
+        const p = new Problems();
+        fields = p.check(() => this.build(declaredInput(d), CONFIG_ACTOR, false));
+        await this.knownGroup(d.group, p);
+        p.throwIfAny();
+        fields = fields!;
       } catch (err) {
         if (err instanceof ValidationError) throw ValidationError.of(err.errors.map((e) => ({ field: `keys.declared[${i}].${configField(e.field)}`, reason: e.reason })));
         throw err;
@@ -964,6 +1078,218 @@ export class KeyService {
     this.adminCache = undefined;
     this.countsVersion++;
     return counts;
+  }
+
+  // ---------------------------------------------------------------- groups
+
+  /** A new group's fields from input, checked (every problem at once). */
+  private buildGroup(input: GroupInput, by: string, managedBy: KeyGroup['managedBy']): KeyGroup {
+    const p = new Problems();
+    const nowIso = new Date(this.now()).toISOString();
+    const group: KeyGroup = {
+      name: p.check(() => groupName('name', input.name))!,
+      description: p.check(() => optionalStr('description', input.description, 500) ?? '')!,
+      rateLimit: p.check(() => groupRate(input.rateLimit)) ?? null,
+      quota: p.check(() => parseQuota(input.quota)) ?? null,
+      createdAt: nowIso,
+      updatedAt: nowIso,
+      createdBy: by,
+      updatedBy: by,
+      managedBy,
+    };
+    p.throwIfAny();
+    return group;
+  }
+
+  /** The patch an update would apply to a group, checked (every problem at once); the name never changes. */
+  private planGroup(current: KeyGroup, input: GroupInput): GroupPatch {
+    const p = new Problems();
+    const patch: GroupPatch = {};
+    if (input.name !== undefined && input.name !== current.name) {
+      p.add('name', `a group's name is its identity and cannot change (create a group "${String(input.name)}" and move the keys to it)`);
+    }
+    if (input.description !== undefined) {
+      const d = p.check(() => optionalStr('description', input.description, 500) ?? '');
+      if (d !== undefined && d !== current.description) patch.description = d;
+    }
+    if (input.rateLimit !== undefined) {
+      const r = p.check(() => groupRate(input.rateLimit));
+      if (r !== undefined && r !== current.rateLimit) patch.rateLimit = r;
+    }
+    if (input.quota !== undefined) {
+      const q = p.check(() => parseQuota(input.quota));
+      if (q !== undefined && JSON.stringify(q) !== JSON.stringify(current.quota)) patch.quota = q;
+    }
+    p.throwIfAny();
+    return patch;
+  }
+
+  async createGroup(input: GroupInput, actor: Actor): Promise<KeyGroup> {
+    const group = this.buildGroup(input, actorId(actor), 'api');
+    await this.store.insertGroup(group);
+    await this.recordGroup('group.create', group.name, actor, groupAuditView(group));
+    return group;
+  }
+
+  /** A dry run of createGroup: every problem at once (a taken name among them); nothing stored. */
+  async checkCreateGroup(input: GroupInput, known: readonly FieldError[] = []): Promise<void> {
+    const p = new Problems();
+    p.list.push(...known);
+    p.check(() => this.buildGroup(input, '', 'api'));
+    const name = typeof input.name === 'string' ? input.name.trim() : '';
+    const taken = name !== '' && !p.has('name') && (await this.store.getGroup(name)) !== undefined;
+    if (taken && p.list.length === 0) throw new ConflictError(`a group named "${name}" already exists`, 'name');
+    if (taken) p.add('name', `a group named "${name}" already exists`);
+    p.throwIfAny();
+  }
+
+  async updateGroup(name: string, input: GroupInput, actor: Actor): Promise<KeyGroup> {
+    const current = await this.findChangeableGroup(name);
+    const patch = this.planGroup(current, input);
+    const diff = groupChanges(current, { ...current, ...patch });
+    if (Object.keys(diff).length === 0) return current;
+    const updated = await this.applyGroup(current.name, { ...patch, updatedAt: new Date(this.now()).toISOString(), updatedBy: actorId(actor) });
+    await this.recordGroup('group.update', updated.name, actor, { changes: diff });
+    return updated;
+  }
+
+  /** A dry run of updateGroup. */
+  async checkUpdateGroup(name: string, input: GroupInput, known: readonly FieldError[] = []): Promise<void> {
+    const current = await this.findChangeableGroup(name);
+    const p = new Problems();
+    p.list.push(...known);
+    p.check(() => this.planGroup(current, input));
+    p.throwIfAny();
+  }
+
+  /** Store a group's change; its keys' cached limits are dropped here (other instances: the store's change detection). */
+  private async applyGroup(name: string, patch: GroupPatch): Promise<KeyGroup> {
+    const updated = await this.store.updateGroup(name, patch);
+    this.invalidateGroup(name);
+    if (!updated) throw new NotFoundError(`no group named "${name}"`);
+    // a changed quota starts afresh (full) at the group's next request
+    if (patch.quota !== undefined) await this.store.setQuotaState(groupOwner(name), undefined);
+    return updated;
+  }
+
+  /**
+   * Delete a group. A group that still has keys is not deleted (409): move its keys to another
+   * group or to none first (keygate keys update KEY --no-group), so no key loses a limit silently.
+   */
+  async deleteGroup(name: string, actor: Actor): Promise<KeyGroup> {
+    const current = await this.findChangeableGroup(name);
+    await this.refuseIfMembers(current.name, `delete it`);
+    await this.store.deleteGroup(current.name);
+    this.invalidateGroup(current.name);
+    await this.recordGroup('group.delete', current.name, actor, groupAuditView(current));
+    return current;
+  }
+
+  private async refuseIfMembers(name: string, what: string): Promise<void> {
+    const n = await this.store.countGroupKeys(name);
+    if (n > 0) {
+      throw new ConflictError(
+        `group "${name}" still has ${n} key${n === 1 ? '' : 's'}: move ${n === 1 ? 'it' : 'them'} to another group or to none (keygate keys update KEY --no-group, or PATCH the key with "group": null) before you ${what}`,
+      );
+    }
+  }
+
+  /** A group by name (404 when none). */
+  async getGroup(name: string): Promise<KeyGroup> {
+    const g = typeof name === 'string' ? await this.store.getGroup(name) : undefined;
+    if (!g) throw new NotFoundError(`no group named "${name}"`);
+    return g;
+  }
+
+  private async findChangeableGroup(name: string): Promise<KeyGroup> {
+    const g = await this.getGroup(name);
+    if (g.managedBy === 'config') throw new ConflictError(`group "${g.name}" is declared in the configuration file (groups.declared); change it there`);
+    return g;
+  }
+
+  /** A group with its member count and its quota now. */
+  async groupStatus(nameOrGroup: string | KeyGroup): Promise<GroupStatus> {
+    const g = typeof nameOrGroup === 'string' ? await this.getGroup(nameOrGroup) : nameOrGroup;
+    const [keys, quotaStatus] = await Promise.all([this.store.countGroupKeys(g.name), this.groupQuotaStatus(g)]);
+    return { ...g, keys, quotaStatus };
+  }
+
+  /** Every group (by name) with its member count and its quota now. */
+  async listGroups(): Promise<GroupStatus[]> {
+    const groups = await this.store.listGroups();
+    return Promise.all(groups.map((g) => this.groupStatus(g)));
+  }
+
+  async groupQuotaStatus(g: Pick<KeyGroup, 'name' | 'quota'>): Promise<QuotaStatus | null> {
+    if (g.quota === null) return null;
+    return statusOf(g.quota, await this.store.quotaState(groupOwner(g.name)), this.now());
+  }
+
+  /** Top up or reset a group's quota counter (as setQuotaRemaining for a key). Audited. */
+  async setGroupQuotaRemaining(name: string, input: { remaining?: unknown; reset?: unknown }, actor: Actor): Promise<{ group: KeyGroup; status: QuotaStatus }> {
+    const group = await this.getGroup(name);
+    if (group.quota === null) throw new ValidationError('quota', `group "${group.name}" has no quota; set one first (quota {limit, period} or {remaining})`);
+    const reset = input.reset === undefined ? false : bool('reset', input.reset);
+    if (reset === (input.remaining !== undefined)) throw new ValidationError('remaining', 'give remaining (credits left now) or reset: true, one of them');
+    const owner = groupOwner(group.name);
+    const before = await this.groupQuotaStatus(group);
+    if (reset) await this.store.setQuotaState(owner, undefined);
+    else {
+      const remaining = wholeNumber('remaining', input.remaining, 0, MAX_QUOTA, 'requests');
+      await this.store.setQuotaState(owner, { balance: remaining, period: refill(undefined, tickOf(group.quota, this.now())).period });
+    }
+    const status = (await this.groupQuotaStatus(group))!;
+    await this.recordGroup('group.quota', group.name, actor, { remaining: { from: before!.remaining, to: status.remaining }, ...(reset ? { reset: true } : {}) });
+    return { group, status };
+  }
+
+  /** Makes the store hold the groups of groups.declared (created or updated; removals after the keys' sync). */
+  private async syncDeclaredGroups(): Promise<{ created: number; updated: number; deleted: number }> {
+    const counts = { created: 0, updated: 0, deleted: 0 };
+    for (const [i, d] of (this.config.declaredGroups ?? []).entries()) {
+      let fields: KeyGroup;
+      try {
+        fields = this.buildGroup(declaredGroupInput(d), CONFIG_ACTOR, 'config');
+      } catch (err) {
+        if (err instanceof ValidationError) throw ValidationError.of(err.errors.map((e) => ({ field: `groups.declared[${i}].${configField(e.field)}`, reason: e.reason })));
+        throw err;
+      }
+      const current = await this.store.getGroup(fields.name);
+      if (current && current.managedBy !== 'config') {
+        throw new ConflictError(
+          `groups.declared[${i}]: a group named "${fields.name}" already exists and is managed through the API or CLI; delete it (keygate groups delete ${fields.name}) or declare another name`,
+        );
+      }
+      if (!current) {
+        await this.store.insertGroup(fields);
+        counts.created++;
+        await this.recordGroup('group.create', fields.name, CONFIG_ACTOR, groupAuditView(fields));
+        continue;
+      }
+      const diff = groupChanges(current, fields);
+      if (Object.keys(diff).length === 0) continue;
+      const patch: GroupPatch = { description: fields.description, rateLimit: fields.rateLimit, updatedAt: fields.updatedAt, updatedBy: CONFIG_ACTOR };
+      if ('quota' in diff) patch.quota = fields.quota;
+      await this.applyGroup(current.name, patch);
+      counts.updated++;
+      await this.recordGroup('group.update', current.name, CONFIG_ACTOR, { changes: diff });
+    }
+    return counts;
+  }
+
+  /** Config-managed groups no longer declared are deleted, unless keys still belong to them (ConflictError). */
+  private async deleteUndeclaredGroups(): Promise<number> {
+    const names = new Set((this.config.declaredGroups ?? []).map((d) => d.name.trim()));
+    let deleted = 0;
+    for (const g of await this.store.listGroups()) {
+      if (g.managedBy !== 'config' || names.has(g.name)) continue;
+      await this.refuseIfMembers(g.name, 'remove it from groups.declared');
+      await this.store.deleteGroup(g.name);
+      this.invalidateGroup(g.name);
+      deleted++;
+      await this.recordGroup('group.delete', g.name, CONFIG_ACTOR, groupAuditView(g));
+    }
+    return deleted;
   }
 
   // ---------------------------------------------------------------- quotas
@@ -1037,6 +1363,11 @@ export class KeyService {
     await this.audit.store?.appendAudit(record);
   }
 
+  /** A group's change, audited like a key's: key_id "group:<name>", key_name the group's name. */
+  private recordGroup(action: AuditAction, name: string, actor: Actor, details: Record<string, unknown>): Promise<void> {
+    return this.record(action, { id: groupOwner(name), name }, actor, details);
+  }
+
   /** Remove audit records older than keys.audit_retention_days (none without it); resolves with how many. */
   async pruneAudit(): Promise<number> {
     const days = this.config.audit_retention_days;
@@ -1058,6 +1389,28 @@ export class KeyService {
   }
 }
 
+/** How a group change is told through a store's change feed (key ids never start with it). */
+const GROUP_CHANGE = 'group:';
+
+const GROUP_EDITABLE = ['description', 'rateLimit', 'quota'] as const satisfies readonly (keyof KeyGroup)[];
+
+function groupChanges(before: KeyGroup, after: KeyGroup): Record<string, { from: unknown; to: unknown }> {
+  const out: Record<string, { from: unknown; to: unknown }> = {};
+  for (const f of GROUP_EDITABLE) {
+    if (JSON.stringify(before[f]) !== JSON.stringify(after[f])) out[f] = { from: before[f], to: after[f] };
+  }
+  return out;
+}
+
+function groupAuditView(g: KeyGroup): Record<string, unknown> {
+  return { name: g.name, description: g.description, rateLimit: g.rateLimit, quota: g.quota };
+}
+
+/** A groups.declared entry as key-service input. */
+function declaredGroupInput(d: DeclaredGroupConfig): GroupInput {
+  return { name: d.name, description: d.description, rateLimit: d.rate_limit, quota: d.quota };
+}
+
 function actorId(actor: Actor): string {
   return typeof actor === 'string' ? actor : actor.id;
 }
@@ -1073,6 +1426,7 @@ function declaredInput(d: DeclaredKeyConfig): KeyInput {
     surfaces: d.surfaces,
     rateLimit: d.rate_limit,
     quota: d.quota,
+    group: d.group,
     expiresAt: d.expires_at,
     attributionClass: d.attribution,
     serviceAccountName: d.service_account_name,

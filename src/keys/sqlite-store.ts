@@ -5,6 +5,8 @@ import Database from 'better-sqlite3';
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ConflictError, KeygateError, StoreUnavailableError, ValidationError } from '../errors.js';
+import type { GroupPatch, KeyGroup } from './group.js';
+import { groupOwner } from './group.js';
 import { keyMatches, keyStatus, type StoredKey } from './model.js';
 import { keyQuotaOwner, type QuotaCount, type QuotaState, type QuotaTick } from './quota.js';
 import { createPrivateFile } from './private-file.js';
@@ -82,6 +84,7 @@ const ADDED_COLUMNS: readonly [table: string, name: string, type: string][] = [
   ['api_keys', 'previous_digest_expires_at', 'TEXT'],
   ['api_keys', 'quota', 'TEXT'],
   ['usage_hourly', 'quota', 'INTEGER NOT NULL DEFAULT 0'],
+  ['api_keys', 'group_name', 'TEXT'],
 ];
 /** Needs the added columns, so it runs after them. */
 const LATE_SCHEMA = `
@@ -90,7 +93,53 @@ CREATE INDEX IF NOT EXISTS api_keys_page ON api_keys(created_at, name);
 CREATE INDEX IF NOT EXISTS api_keys_config ON api_keys(managed_by) WHERE managed_by = 'config';
 CREATE INDEX IF NOT EXISTS api_keys_admin ON api_keys(role) WHERE role = 'admin';
 CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY);
+CREATE INDEX IF NOT EXISTS api_keys_group ON api_keys(group_name, created_at, name) WHERE group_name IS NOT NULL;
+CREATE TABLE IF NOT EXISTS key_groups (
+  name        TEXT PRIMARY KEY,
+  description TEXT NOT NULL DEFAULT '',
+  rate_limit  INTEGER,
+  quota       TEXT,
+  created_at  TEXT NOT NULL,
+  updated_at  TEXT NOT NULL,
+  created_by  TEXT,
+  updated_by  TEXT,
+  managed_by  TEXT NOT NULL DEFAULT 'api'
+) WITHOUT ROWID;
 `;
+
+interface GroupRow {
+  name: string;
+  description: string;
+  rate_limit: number | null;
+  quota: string | null;
+  created_at: string;
+  updated_at: string;
+  created_by: string | null;
+  updated_by: string | null;
+  managed_by: string;
+}
+
+function fromGroupRow(r: GroupRow): KeyGroup {
+  return {
+    name: r.name,
+    description: r.description,
+    rateLimit: r.rate_limit,
+    quota: r.quota ? JSON.parse(r.quota) : null,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    createdBy: r.created_by,
+    updatedBy: r.updated_by,
+    managedBy: r.managed_by === 'config' ? 'config' : 'api',
+  };
+}
+
+const GROUP_COLUMNS: Record<keyof GroupPatch, string> = {
+  description: 'description',
+  rateLimit: 'rate_limit',
+  quota: 'quota',
+  updatedAt: 'updated_at',
+  updatedBy: 'updated_by',
+};
 
 interface CountRow {
   total: number;
@@ -155,6 +204,8 @@ interface Row {
   previous_digest_expires_at: string | null;
   /** JSON of the quota spec; absent in a read-only file from before quotas */
   quota?: string | null;
+  /** absent in a read-only file from before groups */
+  group_name?: string | null;
 }
 
 interface AuditRow {
@@ -197,6 +248,7 @@ const COLUMNS: Record<keyof KeyPatch | 'id' | 'requestCount' | 'lastUsedAt' | 'c
   previousDigest: 'previous_digest',
   previousDigestExpiresAt: 'previous_digest_expires_at',
   quota: 'quota',
+  group: 'group_name',
 };
 
 function toColumnValue(field: string, value: unknown): unknown {
@@ -223,6 +275,7 @@ function fromRow(r: Row): StoredKey {
     ownerUserId: r.owner_user_id,
     rateLimit: r.rate_limit,
     quota: r.quota ? JSON.parse(r.quota) : null,
+    group: r.group_name ?? null,
     expiresAt: r.expires_at,
     isActive: r.is_active === 1,
     requestCount: r.request_count,
@@ -332,6 +385,7 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       if (!isFault(err)) throw err;
       this.noteFault(err);
     }
+    this.groupsReady = this.hasTable('key_groups') && this.hasColumn('api_keys', 'group_name');
     this.stmts = {
       get: this.db.prepare<[string], Row>('SELECT * FROM api_keys WHERE id = ?'),
       byName: this.db.prepare<[string], Row>('SELECT * FROM api_keys WHERE name = ?'),
@@ -360,6 +414,7 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       batchSeen: this.db.prepare<[string]>('INSERT OR IGNORE INTO usage_batches (id) VALUES (?)'),
       batchPrune: this.db.prepare<[number]>('DELETE FROM usage_batches WHERE seq <= ?'),
       del: this.db.prepare<[string]>('DELETE FROM api_keys WHERE id = ?'),
+      quotaRefund: this.db.prepare<[string, number]>('UPDATE quota_counters SET balance = balance + 1 WHERE owner = ? AND period = ?'),
       delHistory: this.db.prepare<[string]>('DELETE FROM usage_hourly WHERE key_id = ?'),
       // one statement: refill (quota.ts refill) and take a credit only when one is left; a counter
       // never used starts at the limit. No row back = refused, nothing changed.
@@ -399,6 +454,96 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
         this.shmFd = undefined; // no -shm to read (e.g. exclusive locking): data_version every time
       }
     }
+  }
+
+  /** false in a read-only file from before groups (then there are none, and none can be made) */
+  private readonly groupsReady: boolean;
+
+  private hasTable(name: string): boolean {
+    return this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(name) !== undefined;
+  }
+
+  private hasColumn(table: string, name: string): boolean {
+    return (this.db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).some((c) => c.name === name);
+  }
+
+  /** Group statements, prepared at first use (a read-only file from before groups has no table for them). */
+  private groupStmtsCache: ReturnType<SqliteKeyStore['prepareGroupStmts']> | undefined;
+  private get groupStmts() {
+    if (!this.groupsReady) throw new StoreUnavailableError(`the key store cannot take changes: store.keys sqlite:${this.file} is from before key groups and cannot be migrated (read-only?)`);
+    return (this.groupStmtsCache ??= this.prepareGroupStmts());
+  }
+
+  private prepareGroupStmts() {
+    return {
+      insert: this.db.prepare<[GroupRow]>(
+        `INSERT INTO key_groups (name, description, rate_limit, quota, created_at, updated_at, created_by, updated_by, managed_by)
+         VALUES (@name, @description, @rate_limit, @quota, @created_at, @updated_at, @created_by, @updated_by, @managed_by)`,
+      ),
+      get: this.db.prepare<[string], GroupRow>('SELECT * FROM key_groups WHERE name = ?'),
+      list: this.db.prepare<[], GroupRow>('SELECT * FROM key_groups ORDER BY name'),
+      del: this.db.prepare<[string]>('DELETE FROM key_groups WHERE name = ?'),
+      members: this.db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM api_keys WHERE group_name = ?'),
+    };
+  }
+
+  async insertGroup(g: KeyGroup): Promise<void> {
+    const row: GroupRow = {
+      name: g.name,
+      description: g.description,
+      rate_limit: g.rateLimit,
+      quota: g.quota === null ? null : JSON.stringify(g.quota),
+      created_at: g.createdAt,
+      updated_at: g.updatedAt,
+      created_by: g.createdBy,
+      updated_by: g.updatedBy,
+      managed_by: g.managedBy,
+    };
+    const stmts = this.groupStmts;
+    try {
+      this.write(() => stmts.insert.run(row));
+    } catch (err) {
+      if (err instanceof Error && String((err as { code?: string }).code).startsWith('SQLITE_CONSTRAINT')) throw new ConflictError(`a group named "${g.name}" already exists`, 'name');
+      throw err;
+    }
+  }
+
+  async updateGroup(name: string, patch: GroupPatch): Promise<KeyGroup | undefined> {
+    const stmts = this.groupStmts;
+    const fields = Object.keys(patch).filter((f) => f in GROUP_COLUMNS) as (keyof GroupPatch)[];
+    if (fields.length > 0) {
+      const sets = fields.map((f) => `${GROUP_COLUMNS[f]} = ?`).join(', ');
+      const values = fields.map((f) => (f === 'quota' ? (patch.quota == null ? null : JSON.stringify(patch.quota)) : (patch[f] ?? null)));
+      this.write(() => this.db.prepare(`UPDATE key_groups SET ${sets} WHERE name = ?`).run(...values, name));
+    }
+    const row = stmts.get.get(name);
+    return row ? fromGroupRow(row) : undefined;
+  }
+
+  async deleteGroup(name: string): Promise<boolean> {
+    const stmts = this.groupStmts;
+    return this.write(() =>
+      this.db.transaction(() => {
+        this.stmts.quotaDel.run(groupOwner(name));
+        return stmts.del.run(name).changes > 0;
+      })(),
+    );
+  }
+
+  async getGroup(name: string): Promise<KeyGroup | undefined> {
+    if (!this.groupsReady) return undefined;
+    const row = this.groupStmts.get.get(name);
+    return row ? fromGroupRow(row) : undefined;
+  }
+
+  async listGroups(): Promise<KeyGroup[]> {
+    if (!this.groupsReady) return [];
+    return this.groupStmts.list.all().map(fromGroupRow);
+  }
+
+  async countGroupKeys(name: string): Promise<number> {
+    if (!this.groupsReady) return 0;
+    return this.groupStmts.members.get(name)!.n;
   }
 
   /** Brings a file made by an older version up to this schema; one process at a time (BEGIN IMMEDIATE). */
@@ -521,13 +666,14 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
   private readonly filtered = new Map<string, Database.Statement<Record<string, unknown>, Row>>();
 
   private filteredPage(q: KeyPageQuery): Row[] {
-    const shape = `${q.search !== undefined}:${q.status ?? ''}:${q.cursor !== undefined}`;
+    const shape = `${q.search !== undefined}:${q.status ?? ''}:${q.cursor !== undefined}:${q.group !== undefined}`;
     let stmt = this.filtered.get(shape);
     if (stmt === undefined) {
       const where: string[] = [];
       if (q.cursor !== undefined) where.push('(created_at, name) > (@afterCreated, @afterName)');
       if (q.search !== undefined) where.push('keygate_match(name, prefix, @search) = 1');
       if (q.status !== undefined) where.push('keygate_status(is_active, expires_at, @now) = @status');
+      if (q.group !== undefined) where.push('group_name = @group');
       stmt = this.db.prepare<Record<string, unknown>, Row>(`SELECT * FROM api_keys WHERE ${where.join(' AND ')} ORDER BY created_at, name LIMIT @limit`);
       this.filtered.set(shape, stmt);
     }
@@ -536,13 +682,15 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
     if (q.cursor !== undefined) Object.assign(params, { afterCreated, afterName });
     if (q.search !== undefined) params['search'] = q.search;
     if (q.status !== undefined) Object.assign(params, { now: q.nowMs ?? Date.now(), status: q.status });
+    if (q.group !== undefined) params['group'] = q.group;
     return stmt.all(params);
   }
 
   async page(q: KeyPageQuery): Promise<KeyPage> {
     if (q.managedBy === 'config') return { keys: this.stmts.config.all().map(fromRow), next: null };
+    if (q.group !== undefined && !this.groupsReady) return { keys: [], next: null };
     const rows =
-      q.search !== undefined || q.status !== undefined
+      q.search !== undefined || q.status !== undefined || q.group !== undefined
         ? this.filteredPage(q)
         : q.cursor === undefined
           ? this.stmts.pageFirst.all(q.limit + 1)
@@ -598,6 +746,10 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
     const stmt = t.limit > 0 ? this.stmts.quotaConsume : this.stmts.quotaConsumeExisting;
     const row = this.write(() => stmt.get({ owner, limit: t.limit, period: t.period, add: t.add ? 1 : 0 }));
     return row === undefined ? { allowed: false, remaining: 0 } : { allowed: true, remaining: row.balance };
+  }
+
+  refundQuota(owner: string, t: QuotaTick): void {
+    this.write(() => this.stmts.quotaRefund.run(owner, t.period));
   }
 
   async quotaState(owner: string): Promise<QuotaState | undefined> {

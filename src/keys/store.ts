@@ -1,6 +1,7 @@
 // The storage contract every key store (SQLite now, Redis for several instances) fulfils.
 // Async so that a networked store fits; the SQLite store answers synchronously inside.
 
+import type { GroupPatch, KeyGroup } from './group.js';
 import type { KeyStatus, StoredKey } from './model.js';
 import type { QuotaCount, QuotaState, QuotaTick } from './quota.js';
 
@@ -20,6 +21,7 @@ export type KeyPatch = Partial<
     | 'ownerUserId'
     | 'rateLimit'
     | 'quota'
+    | 'group'
     | 'expiresAt'
     | 'isActive'
     | 'digest'
@@ -77,6 +79,8 @@ export interface KeyPageQuery {
   status?: KeyStatus;
   /** the instant `status` is judged at (default now) */
   nowMs?: number;
+  /** only the keys of this group */
+  group?: string;
 }
 
 /** How many keys there are, by status (the key page's header), of all keys or of those matching a search. */
@@ -103,11 +107,34 @@ export interface QuotaCounters {
   consumeQuota(owner: string, t: QuotaTick): QuotaCount | Promise<QuotaCount>;
   /** The stored counter; undefined when never used (or reset: it starts full). */
   quotaState(owner: string): Promise<QuotaState | undefined>;
+  /**
+   * Give back one credit taken by consumeQuota in period `t.period` (a later stage refused the
+   * request). Nothing happens once the counter moved to another period (the refill replaced it).
+   */
+  refundQuota(owner: string, t: QuotaTick): void | Promise<void>;
   /** Replace the counter (a top-up); undefined removes it, so it starts full at its next use. */
   setQuotaState(owner: string, state: QuotaState | undefined): Promise<void>;
 }
 
-export interface KeyStore extends QuotaCounters {
+/**
+ * Key groups (group.ts), in the same store as the keys. The stores index keys by group, so a
+ * group's member count and its keys are read without a scan of every key.
+ */
+export interface GroupStore {
+  /** Throws ConflictError when the name is taken. */
+  insertGroup(group: KeyGroup): Promise<void>;
+  /** Undefined when no group has that name. */
+  updateGroup(name: string, patch: GroupPatch): Promise<KeyGroup | undefined>;
+  /** False when no group has that name. Removes the group's quota counter; its keys are the caller's concern. */
+  deleteGroup(name: string): Promise<boolean>;
+  getGroup(name: string): Promise<KeyGroup | undefined>;
+  /** Every group, by name (groups are few: one per tenant). */
+  listGroups(): Promise<KeyGroup[]>;
+  /** How many keys belong to the group (an index read, not a scan). */
+  countGroupKeys(name: string): Promise<number>;
+}
+
+export interface KeyStore extends QuotaCounters, GroupStore {
   /** Throws ConflictError when the name is taken. */
   insert(key: StoredKey): Promise<void>;
   /** Undefined when no key has that id. Throws ConflictError when a new name is taken. */
@@ -169,7 +196,19 @@ export interface StoreAvailable {
 }
 
 /** Audit: one record per change to a key, made through any path (admin APIs, CLI, config sync). */
-export type AuditAction = 'create' | 'update' | 'activate' | 'deactivate' | 'regenerate' | 'delete' | 'quota';
+export type AuditAction =
+  | 'create'
+  | 'update'
+  | 'activate'
+  | 'deactivate'
+  | 'regenerate'
+  | 'delete'
+  | 'quota'
+  /** a group's changes: key_id is "group:<name>", key_name the group's name */
+  | 'group.create'
+  | 'group.update'
+  | 'group.delete'
+  | 'group.quota';
 
 export interface AuditRecord {
   id: string;

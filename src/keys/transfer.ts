@@ -72,6 +72,8 @@ export function parseKeyLine(o: Record<string, unknown>): StoredKey {
     rateLimit: need(Number.isInteger(o['rateLimit']) && (o['rateLimit'] as number) > 0, 'rateLimit', 'must be a positive whole number', o['rateLimit'] as number),
     // an export from before quotas has none
     quota: parseQuota(o['quota']),
+    // an export from before groups has none
+    group: need(o['group'] === undefined || o['group'] === null || (isStr(o['group']) && o['group'].length > 0), 'group', 'must be a group name or null', (o['group'] as string | null | undefined) ?? null),
     expiresAt: need(isoOrNull(o['expiresAt']), 'expiresAt', 'must be an ISO 8601 date-time or null', o['expiresAt'] as string | null),
     isActive: need(typeof o['isActive'] === 'boolean', 'isActive', 'must be true or false', o['isActive'] as boolean),
     requestCount: need(Number.isInteger(count) && (count as number) >= 0, 'requestCount', 'must be a whole number', count as number),
@@ -98,7 +100,7 @@ function parseAuditLine(o: Record<string, unknown>): AuditRecord {
 /** Fields an import may set on a key that exists (all but id, usage, creation and management). */
 const PATCHABLE = [
   'name', 'description', 'digest', 'prefix', 'scopes', 'role', 'workspace', 'workspaceAccess', 'surfaces', 'attributionClass',
-  'serviceAccountName', 'ownerUserId', 'rateLimit', 'quota', 'expiresAt', 'isActive', 'updatedAt', 'updatedBy', 'previousDigest', 'previousDigestExpiresAt',
+  'serviceAccountName', 'ownerUserId', 'rateLimit', 'quota', 'group', 'expiresAt', 'isActive', 'updatedAt', 'updatedBy', 'previousDigest', 'previousDigestExpiresAt',
 ] as const satisfies readonly (keyof KeyPatch)[];
 
 export interface ImportReport {

@@ -116,6 +116,9 @@ function headerSafe(v: string): string {
   return v;
 }
 
+/** Every header name identityHeaders may set. */
+export const IDENTITY_HEADER_NAMES = ['x-keygate-key-id', 'x-keygate-key-name', 'x-keygate-role', 'x-keygate-workspace', 'x-keygate-attribution', 'x-request-source'] as const;
+
 /** The key's identity as headers (upstream requests; the forward-auth answer). */
 export function identityHeaders(identity: Identity, out: Record<string, string | string[]>): void {
   out['x-keygate-key-id'] = identity.keyId;
