@@ -368,11 +368,11 @@ export class Pipeline {
 
   /** The 429 (or 503 when the limit store is down under the deny policy) for a decision, if any. */
   private limitRefusal(o: Admission, d: LimitDecision | typeof UNAVAILABLE): Refusal | undefined {
+    if (d !== UNAVAILABLE && d.allowed) return undefined;
     const base = { forward: false as const, path: o.path, route: o.route, access: o.access };
     if (d === UNAVAILABLE) {
       return { ...base, status: 503, code: 'unavailable', message: 'rate limits cannot be checked right now (rate-limit store unreachable); retry shortly', headers: { 'retry-after': '1' } };
     }
-    if (d.allowed) return undefined;
     return {
       ...base,
       status: 429,

@@ -474,7 +474,31 @@ export class KeyService {
    * (counted in cacheStats.stale); a digest never seen rejects with KeyStoreUnavailableError.
    */
   lookup(digest: string): KeyAccess | null | Promise<KeyAccess | null> {
-    const mark = this.store.changeMark();
+    return this.lookupAt(this.store.changeMark(), digest);
+  }
+
+  /**
+   * lookup() for the request path: the store's change mark is read once per event-loop turn, not
+   * once per request (on SQLite, a read of the -shm file each time). Every request handled in a
+   * turn was received before that turn's first read, so a change committed by another process
+   * before a request arrived is still seen by it; changes made through this service apply at once.
+   */
+  lookupForRequest(digest: string): KeyAccess | null | Promise<KeyAccess | null> {
+    let mark = this.turnMark;
+    if (mark === undefined) {
+      mark = this.turnMark = this.store.changeMark();
+      setImmediate(this.endTurn);
+    }
+    return this.lookupAt(mark, digest);
+  }
+
+  /** the change mark read in this event-loop turn (lookupForRequest); undefined once the turn ends */
+  private turnMark: number | undefined = undefined;
+  private readonly endTurn = (): void => {
+    this.turnMark = undefined;
+  };
+
+  private lookupAt(mark: number, digest: string): KeyAccess | null | Promise<KeyAccess | null> {
     if (mark !== this.mark) {
       this.mark = mark;
       this.epoch++;
