@@ -390,7 +390,7 @@ export class Pipeline {
     }
     if (o.route.config.answer === 'current_user' && o.access !== undefined) {
       // Keygate's answer from the key; nothing reaches the upstream
-      this.usage.record(o.access.key.id, this.now());
+      this.usage.record(o.access.key.id, o.access.key.group, this.now());
       req.resume();
       this.corsOnAnswer(req, res, o.route);
       sendJson(res, 200, currentUser(o.access.key, forDagu130(o.route.config)));
@@ -427,7 +427,7 @@ export class Pipeline {
       }
     }
     req.resume();
-    if (o.access) this.usage.record(o.access.key.id, this.now());
+    if (o.access) this.usage.record(o.access.key.id, o.access.key.group, this.now());
     const upstream = this.upstreams.get(o.route.upstream.name);
     res.writeHead(200, allowHeaders(this.identity(o), o.route.config.auth === 'none' ? undefined : upstream.credential, o.route.config.pass_authorization)).end();
     this.access(req, o, 200, started, -1);
@@ -459,7 +459,7 @@ export class Pipeline {
 
   private prepareForward(req: GatewayRequest, o: Admission): { upstream: Upstream; headers: Record<string, string | string[]> } {
     const upstream = o.remoteNode !== undefined ? this.remoteNodes.get(o.remoteNode) : this.upstreams.get(o.route.upstream.name);
-    if (o.access) this.usage.record(o.access.key.id, this.now());
+    if (o.access) this.usage.record(o.access.key.id, o.access.key.group, this.now());
     const headers = upstreamRequestHeaders(
       req.headers,
       upstream.host,
@@ -534,9 +534,9 @@ export class Pipeline {
     if (key !== undefined) {
       this.metrics.keyRequest(key.id, key.name, decision);
       // the usage history's refused split (allowed requests were counted when forwarded)
-      if (decision === 'rate_limited') this.usage.refused(key.id, 'limited', this.now());
-      else if (decision === 'quota_exceeded') this.usage.refused(key.id, 'quota', this.now());
-      else if (decision === 'forbidden') this.usage.refused(key.id, 'forbidden', this.now());
+      if (decision === 'rate_limited') this.usage.refused(key.id, key.group, 'limited', this.now());
+      else if (decision === 'quota_exceeded') this.usage.refused(key.id, key.group, 'quota', this.now());
+      else if (decision === 'forbidden') this.usage.refused(key.id, key.group, 'forbidden', this.now());
     }
     const log = this.accessLog;
     if (log === undefined) return;

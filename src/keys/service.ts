@@ -1337,6 +1337,17 @@ export class KeyService {
     return { key: { id: key.id, name: key.name }, ...usageSeries(rows, bucket, fromMs, toMs) };
   }
 
+  /**
+   * A group's usage history, the same series as a key's: what its member keys did while they
+   * belonged to it (counted with each request, so a key that moved on or was deleted still counts).
+   */
+  async groupUsage(name: string, query: UsageQuery): Promise<UsageSeries & { group: Pick<KeyGroup, 'name'> }> {
+    const { bucket, fromMs, toMs } = usageRange(query, this.now());
+    const g = await this.getGroup(name);
+    const rows = await this.store.usageHistory(groupOwner(g.name), fromMs, toMs);
+    return { group: { name: g.name }, ...usageSeries(rows, bucket, fromMs, toMs) };
+  }
+
   /** Remove usage history older than keys.usage_retention_days (default 30); resolves with how many hours went. */
   async pruneUsage(): Promise<number> {
     const days = this.config.usage_retention_days ?? 30;
