@@ -175,7 +175,7 @@ export class Admitter {
       return refuse(401, 'unauthorized', 'API key required: send X-API-Key or Authorization: Bearer', { headers: WWW_AUTHENTICATE, path, route });
     }
 
-    const found = this.keys.lookup(digestSecret(secret));
+    const found = this.keys.lookupForRequest(digestSecret(secret));
     if (found instanceof Promise) {
       return found.then(
         (access) => this.authorise(pending, access),

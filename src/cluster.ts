@@ -162,7 +162,7 @@ class ClusterMetrics {
 
 /** Run the primary until every worker has stopped; resolves with the exit status. */
 export function runPrimary(n: number, logger: Logger): Promise<number> {
-  const counters = counterStore(); // the rate-limit counters every worker shares (limits/cluster-store.ts)
+  const counters = counterStore(); // the rate-limit windows every worker shares (limits/cluster-store.ts)
   let stopping = false;
   let everListening = false;
   /** workers that reported their listeners up: the ones asked for metrics */
@@ -176,7 +176,7 @@ export function runPrimary(n: number, logger: Logger): Promise<number> {
           everListening = true;
           serving.set(worker.id, worker);
         } else if (isCountersRequest(msg)) {
-          void runCounterOps(counters, msg).then((reply) => worker.send(reply, ignoreClosed));
+          worker.send(runCounterOps(counters, msg), ignoreClosed);
         } else if (isClusterMessage(msg)) metrics.onMessage(worker, msg);
       });
       worker.on('disconnect', () => {

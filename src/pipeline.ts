@@ -16,7 +16,8 @@ import type { Route } from './routes/table.js';
 import { currentUser, forDagu130 } from './answers/current-user.js';
 import type { VersionGate, VersionRefusal } from './upstream-version/gate.js';
 import { FailedAuthThrottle } from './admin/throttle.js';
-import { assignRequestId, underscoreHeader, upstreamRequestHeaders, type Forwarding, type Identity } from './proxy/headers.js';
+import { assignRequestId, identityPairs, underscoreHeader, upstreamRequestHeaders, type Forwarding, type Identity, type IdentityPairs } from './proxy/headers.js';
+import type { KeyAccess } from './keys/model.js';
 import type { Upstream, Upstreams } from './proxy/upstream.js';
 import { WebSocketProxy } from './proxy/websocket.js';
 import { UNAVAILABLE, type KeyRateLimiter } from './limits/limiter.js';
@@ -397,11 +398,11 @@ export class Pipeline {
 
   /** The 429 (or 503 when the limit store is down under the deny policy) for a decision, if any. */
   private limitRefusal(o: Admission, d: LimitDecision | typeof UNAVAILABLE): Refusal | undefined {
+    if (d !== UNAVAILABLE && d.allowed) return undefined;
     const base = { forward: false as const, path: o.path, route: o.route, access: o.access };
     if (d === UNAVAILABLE) {
       return { ...base, status: 503, code: 'unavailable', message: 'rate limits cannot be checked right now (rate-limit store unreachable); retry shortly', headers: { 'retry-after': '1' } };
     }
-    if (d.allowed) return undefined;
     return {
       ...base,
       status: 429,
@@ -418,7 +419,7 @@ export class Pipeline {
     }
     if (o.route.config.answer === 'current_user' && o.access !== undefined) {
       // Keygate's answer from the key; nothing reaches the upstream
-      this.usage.record(o.access.key.id, this.now());
+      this.usage.record(o.access.key.id, o.access.key.group, this.now());
       req.resume();
       this.corsOnAnswer(req, res, o.route);
       sendJson(res, 200, currentUser(o.access.key, forDagu130(o.route.config)));
@@ -455,7 +456,7 @@ export class Pipeline {
       }
     }
     req.resume();
-    if (o.access) this.usage.record(o.access.key.id, this.now());
+    if (o.access) this.usage.record(o.access.key.id, o.access.key.group, this.now());
     const upstream = this.upstreams.get(o.route.upstream.name);
     res.writeHead(200, allowHeaders(this.identity(o), o.route.config.auth === 'none' ? undefined : upstream.credential, o.route.config.pass_authorization)).end();
     this.access(req, o, 200, started, -1);
@@ -487,18 +488,35 @@ export class Pipeline {
 
   private prepareForward(req: GatewayRequest, o: Admission): { upstream: Upstream; headers: Record<string, string | string[]> } {
     const upstream = o.remoteNode !== undefined ? this.remoteNodes.get(o.remoteNode) : this.upstreams.get(o.route.upstream.name);
-    if (o.access) this.usage.record(o.access.key.id, this.now());
+    if (o.access) this.usage.record(o.access.key.id, o.access.key.group, this.now());
     const headers = upstreamRequestHeaders(
       req.headers,
       upstream.host,
       o.route.config.auth === 'none' ? undefined : upstream.credential,
-      this.identity(o),
+      this.identityOf(o),
       this.forwarding(req),
       o.route.config.pass_authorization,
       { underscores: this.config.listen.underscore_headers, pass: o.route.config.pass_headers },
     );
     return { upstream, headers };
   }
+
+  /**
+   * The identity headers of an admitted key, made once per key and (role, workspace) and kept with
+   * its cached access: a changed key is a new access object (the key cache refills), so the pairs
+   * never outlive what they were made from.
+   */
+  private identityOf(o: Admission): IdentityPairs | undefined {
+    const { access, decision } = o;
+    if (access === undefined || decision === undefined) return undefined;
+    const known = this.identities.get(access);
+    if (known !== undefined && known.roleRank === decision.roleRank && known.workspace === decision.workspace) return known.pairs;
+    const pairs = identityPairs(this.identity(o)!);
+    this.identities.set(access, { roleRank: decision.roleRank, workspace: decision.workspace, pairs });
+    return pairs;
+  }
+
+  private readonly identities = new WeakMap<KeyAccess, { roleRank: number; workspace: string | null; pairs: IdentityPairs }>();
 
   private identity(o: Admission): Identity | undefined {
     if (!o.access || !o.decision) return undefined;
@@ -545,9 +563,9 @@ export class Pipeline {
     if (key !== undefined) {
       this.metrics.keyRequest(key.id, key.name, decision);
       // the usage history's refused split (allowed requests were counted when forwarded)
-      if (decision === 'rate_limited') this.usage.refused(key.id, 'limited', this.now());
-      else if (decision === 'quota_exceeded') this.usage.refused(key.id, 'quota', this.now());
-      else if (decision === 'forbidden') this.usage.refused(key.id, 'forbidden', this.now());
+      if (decision === 'rate_limited') this.usage.refused(key.id, key.group, 'limited', this.now());
+      else if (decision === 'quota_exceeded') this.usage.refused(key.id, key.group, 'quota', this.now());
+      else if (decision === 'forbidden') this.usage.refused(key.id, key.group, 'forbidden', this.now());
     }
     const log = this.accessLog;
     if (log === undefined) return;

@@ -758,7 +758,7 @@ t.test('GET /openapi.json describes exactly the routes the admin listener serves
     }
   }
   t.same(documented.sort(), served, 'every served route is documented, and every documented one is served');
-  t.equal(served.length, 30, 'Dagen 5 + usage + counts + quota, Dagu 5 + usage + quota, groups 6 in each shape, audit, info (the key page), this document');
+  t.equal(served.length, 32, 'Dagen 5 + usage + counts + quota, Dagu 5 + usage + quota, groups 6 in each shape, group usage (both shapes), audit, info (the key page), this document');
   // every $ref resolves
   const text = JSON.stringify(doc);
   for (const [, name] of text.matchAll(/"#\/components\/schemas\/([^"]+)"/g)) t.ok(doc.components.schemas[name!], `schema ${name} exists`);

@@ -504,6 +504,30 @@ t.test('changes made through another connection are seen on the next lookup', as
   t.same(await look(a.svc, digestSecret(fresh.secret)), { sync: false, access: null }, 'deleted via B, gone for A');
 });
 
+t.test('lookupForRequest (the request path) reads the change mark once per event-loop turn and sees other connections in the next one', async (t) => {
+  const file = join(t.testdir(), 'keys.db');
+  const a = service(t, file);
+  const b = service(t, file);
+  const { key, secret } = await b.svc.create({ name: 'turns' }, 'cli');
+  const digest = digestSecret(secret);
+  const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+  let reads = 0;
+  const changeMark = a.store.changeMark.bind(a.store);
+  a.store.changeMark = () => (reads++, changeMark());
+  await turn();
+  t.equal((await a.svc.lookupForRequest(digest))?.key.isActive, true, 'found');
+  await turn();
+  reads = 0;
+  for (let i = 0; i < 50; i++) t.equal((a.svc.lookupForRequest(digest) as KeyAccess).key.id, key.id);
+  t.equal(reads, 1, '50 lookups in one turn: one read of the change mark');
+  await turn();
+  await b.svc.setActive(key.id, false, 'cli');
+  await turn();
+  t.equal((await a.svc.lookupForRequest(digest))?.key.isActive, false, 'the next turn sees the deactivation made through the other connection');
+  t.equal(reads, 2, 'read again in the new turn');
+  t.equal(a.svc.lookup(digest) instanceof Promise, false, 'lookup() and lookupForRequest() share the cache');
+});
+
 t.test('changeMark moves only for commits made by another connection', async (t) => {
   const file = join(t.testdir(), 'keys.db');
   const a = service(t, file);

@@ -3,7 +3,7 @@
 import t from 'tap';
 import { request } from 'undici';
 import { BatchedCounterClient, runCounterOps, type CountersRequest } from '../src/limits/cluster-store.js';
-import { KeyRateLimiter, counterStore } from '../src/limits/limiter.js';
+import { KeyRateLimiter, counterStore, memoryWindows } from '../src/limits/limiter.js';
 import { BUCKETS, BUCKET_MS, evaluate, type LimitDecision } from '../src/limits/window.js';
 import { startStack } from './helpers.js';
 
@@ -26,7 +26,7 @@ t.test('evaluate: allowed up to the limit, remaining, and when quota frees up', 
 /** A limiter over memory counters driven by a fake clock. */
 function clocked(start = 1_800_000_000_000) {
   let now = start;
-  const limiter = new KeyRateLimiter(counterStore(), 'memory', {}, () => now);
+  const limiter = new KeyRateLimiter(memoryWindows(() => now), 'memory', {}, () => now);
   return {
     limiter,
     at: (ms: number) => (now = start + ms),
@@ -94,9 +94,9 @@ t.test('denied requests are not counted; a changed limit applies to the next req
   t.equal((await c.hit('other', 1)).allowed, true, 'limits are per key');
 });
 
-t.test("in-process windows ('local', no promise) decide exactly as the counter-store path", async (t) => {
+t.test("in-process windows ('local', no promise) decide exactly as the shared-store path (takes, coalesced)", async (t) => {
   let now = 0;
-  const viaStore = new KeyRateLimiter(counterStore(), 'memory', {}, () => now);
+  const viaStore = new KeyRateLimiter(memoryWindows(() => now), 'memory', {}, () => now);
   const local = new KeyRateLimiter('local', 'memory', {}, () => now);
   t.equal(viaStore.checkNow('k', 5), undefined, 'a counter store has no synchronous answer');
   let seed = 7;
@@ -123,33 +123,37 @@ t.test("in-process windows ('local', no promise) decide exactly as the counter-s
   t.same(await local.check('k1', 10), await viaStore.check('k1', 10), 'check() answers from the same windows');
 });
 
-t.test('workers: counter operations of one turn travel to the primary as one message, in order', async (t) => {
+t.test('workers: the takes of one turn travel to the primary as one message, decided there', async (t) => {
   const primary = counterStore();
   const sent: CountersRequest[] = [];
   let answering = true;
   const client = new BatchedCounterClient((msg, onError) => {
     sent.push(msg);
-    if (msg.ops.some(([, key]) => key === 'broken-channel')) return onError(new Error('channel closed'));
+    if (msg.ops.some(([key]) => key === 'broken-channel')) return onError(new Error('channel closed'));
     // the primary's side, asynchronously like IPC
-    if (answering) setImmediate(() => void runCounterOps(primary, msg).then((reply) => client.receive(reply)));
+    if (answering) setImmediate(() => client.receive(runCounterOps(primary, msg)));
   }, 200);
 
-  const consumed = await Promise.all(Array.from({ length: 20 }, () => client.consume('k:1', 1)));
-  t.same(consumed.map((c) => c.consumedPoints), Array.from({ length: 20 }, (_, i) => i + 1), 'each consume sees the count after it, in order');
-  t.equal(sent.length, 1, '20 consumes in one turn: one message');
-  const [got, rewarded, none] = await Promise.all([client.get('k:1'), client.reward('k:1', 1), client.get('k:missing')]);
-  t.same([got?.consumedPoints, rewarded, none], [20, { consumedPoints: 19 }, null], 'get, reward and a missing counter in one batch');
-  t.equal(sent.length, 2);
+  const [first, second, other] = await Promise.all([client.take('k1', 5, 3), client.take('k1', 5, 4), client.take('k2', 1, 2)]);
+  t.equal(sent.length, 1, 'three takes in one turn: one message');
+  t.match(first, { admitted: 3, current: 0 }, 'the first take: all 3 fit');
+  t.match(second, { admitted: 2, current: 3 }, 'the second, decided after it: 2 of 4 fit, after the 3 counted');
+  t.match(other, { admitted: 1, current: 0 }, 'another key has its own window');
+  t.equal(first.closed.length, BUCKETS, 'with the closed buckets');
 
-  // a limiter over it behaves as over local counters: exactly the limit passes
+  // a limiter over it: exactly the limit passes, each in its own place, in one message for the turn
   const limiter = new KeyRateLimiter(client, 'memory');
   const decisions = await Promise.all(Array.from({ length: 8 }, () => limiter.check('key-x', 5)));
-  t.equal(decisions.filter((d) => d !== 'unavailable' && d.allowed).length, 5, 'a limit of 5 lets exactly 5 of 8 through');
+  const allowed = decisions.filter((d): d is LimitDecision => d !== 'unavailable' && d.allowed);
+  t.same(allowed.map((d) => d.remaining).sort(), [0, 1, 2, 3, 4], 'a limit of 5 lets exactly 5 of 8 through, remaining 4…0');
+  t.same(limiter.storeCalls, { calls: 1, checks: 8 }, 'the 8 checks of one key were one take');
+  t.equal(sent.length, 2);
+  t.match(await limiter.check('key-x', 6), { allowed: true, remaining: 0 }, 'the 3 denied were not counted: the 6th place is free under a limit of 6');
 
-  await t.rejects(client.consume('broken-channel', 1), /channel closed/, 'a failed send fails its batch at once');
+  await t.rejects(client.take('broken-channel', 1, 1), /channel closed/, 'a failed send fails its batch at once');
   answering = false;
   const started = performance.now();
-  await t.rejects(client.consume('k:1', 1), /did not answer 1 rate-limit operation\(s\) within 200 ms/, 'a silent primary fails the batch after the timeout');
+  await t.rejects(client.take('k1', 5, 1), /did not answer 1 rate-limit operation\(s\) within 200 ms/, 'a silent primary fails the batch after the timeout');
   t.ok(performance.now() - started < 1000, 'not later');
   const fallback = new KeyRateLimiter(client, 'memory');
   const d = await fallback.check('key-y', 5);

@@ -45,10 +45,10 @@ t.test('a failed flush keeps its batch, unchanged and with its id, for the next 
       for (const d of batch.values()) written.push(d.count);
     },
   });
-  for (let i = 0; i < 5; i++) counter.record('k', 1000 + i);
+  for (let i = 0; i < 5; i++) counter.record('k', null, 1000 + i);
   await counter.flush();
   t.same(written, [], 'nothing written while the store fails');
-  counter.record('k', 2000);
+  counter.record('k', null, 2000);
   await counter.flush();
   t.equal(attempts[1], attempts[0], 'the retry carries the same batch id (the store applies it at most once)');
   fail = false;
@@ -68,7 +68,7 @@ t.test('flush lag: an idle gateway is never late; counts waiting on a failing st
   counter.lastFlushMs = Date.now() - 600_000; // as if the last write was ten minutes ago
   await counter.flush();
   t.ok(lag() < 1, `idle: a flush with nothing to write is on time (lag ${lag()} s)`);
-  counter.record('k', Date.now());
+  counter.record('k', null, Date.now());
   fail = true;
   counter.lastFlushMs = Date.now() - 600_000;
   await counter.flush();
@@ -90,13 +90,13 @@ t.test('the hourly history: allowed and refused per hour, kept when a flush fail
       batches.push(Object.fromEntries([...batch].map(([id, d]) => [id, structuredClone(d)])));
     },
   });
-  counter.record('k', H + 10);
-  counter.refused('k', 'limited', H + 20);
-  counter.refused('k', 'forbidden', H + 3_599_999);
-  counter.record('k', H + 3_600_000); // the next hour
-  counter.refused('other', 'forbidden', H + 5);
+  counter.record('k', null, H + 10);
+  counter.refused('k', null, 'limited', H + 20);
+  counter.refused('k', null, 'forbidden', H + 3_599_999);
+  counter.record('k', null, H + 3_600_000); // the next hour
+  counter.refused('other', null, 'forbidden', H + 5);
   await counter.flush();
-  counter.record('k', H + 3_600_001);
+  counter.record('k', null, H + 3_600_001);
   fail = false;
   await counter.stop();
   // the failed batch is written as it was (it may have reached the store: its id makes a second

@@ -151,7 +151,11 @@ const USAGE_PARAMS: Json[] = [
   { name: 'bucket', in: 'query', required: false, description: 'hour (at most 744 buckets) or day (at most 366)', schema: { type: 'string', enum: ['hour', 'day'], default: 'hour' } },
 ];
 
-function usageSchema(limited: string, quota: string, keyId: string, keyName: string): Json {
+const groupNameParam: Json = { name: 'name', in: 'path', required: true, description: 'Group name', schema: { type: 'string' } };
+const NO_GROUP: Json = { '404': { description: 'No group with this name', content: json(ref('Error')) } };
+
+/** `ids`: the fields naming whose history it is (a key's id and name; a group's name). */
+function usageSchema(limited: string, quota: string, ...ids: string[]): Json {
   const counts = {
     allowed: { type: 'integer' },
     [limited]: { type: 'integer', description: 'refused with 429 by the rate limit' },
@@ -161,8 +165,7 @@ function usageSchema(limited: string, quota: string, keyId: string, keyName: str
   return {
     type: 'object',
     properties: {
-      [keyId]: { type: 'string' },
-      [keyName]: { type: 'string' },
+      ...Object.fromEntries(ids.map((id) => [id, { type: 'string' }])),
       bucket: { type: 'string', enum: ['hour', 'day'] },
       from: { type: 'string', format: 'date-time' },
       to: { type: 'string', format: 'date-time' },
@@ -256,6 +259,18 @@ export function openApiDocument(): Json {
         get: op('getAPIKeyUsage', 'dagu', 'Usage history: allowed, rate-limited and forbidden requests per hour or day (UTC)', {
           parameters: [keyIdParam('keyId'), ...USAGE_PARAMS],
           responses: { '200': ok('Zero-filled buckets, oldest first', usageSchema('rateLimited', 'quotaExceeded', 'keyId', 'keyName')), ...errors('400', '403', '404') },
+        }),
+      },
+      '/api/groups/{name}/usage': {
+        get: op('dagenGroupUsage', 'dagen', "A group's usage history, as a key's: what its keys did while they belonged to it (a key that moved or was deleted still counts)", {
+          parameters: [groupNameParam, ...USAGE_PARAMS],
+          responses: { '200': ok('Zero-filled buckets, oldest first', usageSchema('rate_limited', 'quota_exceeded', 'group_name')), ...errors('400', '403'), ...NO_GROUP },
+        }),
+      },
+      '/api/v1/api-key-groups/{name}/usage': {
+        get: op('getAPIKeyGroupUsage', 'dagu', "A group's usage history, as a key's: what its keys did while they belonged to it (a key that moved or was deleted still counts)", {
+          parameters: [groupNameParam, ...USAGE_PARAMS],
+          responses: { '200': ok('Zero-filled buckets, oldest first', usageSchema('rateLimited', 'quotaExceeded', 'groupName')), ...errors('400', '403'), ...NO_GROUP },
         }),
       },
       '/api/keys/counts': {

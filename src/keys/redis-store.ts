@@ -14,7 +14,7 @@ import { createRedis, REQUEST_PATH_OPTIONS, type RedisClient, type RedisSettings
 import { groupOwner, type GroupPatch, type KeyGroup } from './group.js';
 import { keyMatches, keyStatus, type StoredKey } from './model.js';
 import { keyQuotaOwner, type QuotaCount, type QuotaState, type QuotaTick } from './quota.js';
-import type { AuditPage, AuditPageQuery, AuditQuery, AuditRecord, AuditStore, KeyCounts, KeyPage, KeyPageQuery, KeyPatch, KeyStore, StoreAvailable, UsageDelta, UsageRow } from './store.js';
+import type { AuditPage, AuditPageQuery, AuditQuery, AuditRecord, AuditStore, KeyCounts, KeyPage, KeyPageQuery, KeyPatch, KeyStore, StoreAvailable, UsageDelta, UsageHour, UsageRow } from './store.js';
 
 /** Document as stored: the key without its usage counters, plus a version for optimistic updates. */
 type Doc = Omit<StoredKey, 'requestCount' | 'lastUsedAt'> & { version: number };
@@ -83,6 +83,7 @@ return {1, balance - 1}`;
 // KEYS[1]: the batch's marker, KEYS[2]: set of ids with history, then per key of the batch its
 // usage hash and its hourly history hash. ARGV[1]: marker TTL (s), then per key: count, last-used
 // ms (0 = none), id, number of hours, and per hour: hour ms, allowed, limited, forbidden, quota.
+// A group's history is an entry like a key's, its owner "group:<name>" as id, count 0 and last 0.
 // Applied at most once: a batch whose marker exists adds nothing. Last use only moves forward;
 // history fields are "<hour ms>:a|l|f".
 const USAGE = `
@@ -569,10 +570,20 @@ export class RedisKeyStore implements KeyStore, AuditStore {
       const chunk = entries.slice(i, i + USAGE_CHUNK);
       const keys = [this.k.batch(`${batchId}:${i / USAGE_CHUNK}`), this.k.withHistory];
       const argv: (string | number)[] = [BATCH_ID_TTL_SECONDS];
+      const groups = new Map<string, UsageHour[]>();
       for (const [id, d] of chunk) {
         keys.push(this.k.usage(id), this.k.hours(id));
         const hours = d.hours ?? [];
         argv.push(d.count, d.lastUsedAt ? Date.parse(d.lastUsedAt) : 0, id, hours.length);
+        for (const h of hours) {
+          argv.push(h.hourMs, h.allowed, h.limited, h.forbidden, h.quota ?? 0);
+          if (h.group !== undefined) groupHours(groups, groupOwner(h.group)).push(h);
+        }
+      }
+      // the groups' histories, in the same script call: an owner "group:<name>" with hours and no count
+      for (const [owner, hours] of groups) {
+        keys.push(this.k.usage(owner), this.k.hours(owner));
+        argv.push(0, 0, owner, hours.length);
         for (const h of hours) argv.push(h.hourMs, h.allowed, h.limited, h.forbidden, h.quota ?? 0);
       }
       calls.push(this.redis.kgUsage(keys.length, ...keys, ...argv));
@@ -610,7 +621,7 @@ export class RedisKeyStore implements KeyStore, AuditStore {
 
   async deleteGroup(name: string): Promise<boolean> {
     const n = await this.redis.hdel(this.k.groups, name);
-    await this.redis.del(this.k.quota(groupOwner(name)));
+    await this.redis.del(this.k.quota(groupOwner(name)), this.k.hours(groupOwner(name)));
     if (n === 1) await this.publish(`group:${name}`);
     return n === 1;
   }
@@ -641,8 +652,8 @@ export class RedisKeyStore implements KeyStore, AuditStore {
     else await this.redis.hset(this.k.quota(owner), 'b', state.balance, 'p', state.period);
   }
 
-  async usageHistory(keyId: string, fromMs: number, toMs: number): Promise<UsageRow[]> {
-    const all = await this.redis.hgetall(this.k.hours(keyId));
+  async usageHistory(owner: string, fromMs: number, toMs: number): Promise<UsageRow[]> {
+    const all = await this.redis.hgetall(this.k.hours(owner));
     const byHour = new Map<number, UsageRow>();
     for (const [field, value] of Object.entries(all)) {
       const i = field.indexOf(':');
@@ -763,6 +774,12 @@ function parseScanCursor(cursor: string): [string, number] {
   const m = /^(\d+)\.(\d+)$/.exec(cursor);
   if (!m) throw new ValidationError('cursor', 'is not a cursor this gateway returned (use the next cursor of the page before)');
   return [m[1]!, Number(m[2])];
+}
+
+function groupHours(groups: Map<string, UsageHour[]>, owner: string): UsageHour[] {
+  let hours = groups.get(owner);
+  if (hours === undefined) groups.set(owner, (hours = []));
+  return hours;
 }
 
 function toKey(doc: Doc, usage: Record<string, string>): StoredKey {

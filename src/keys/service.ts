@@ -474,7 +474,31 @@ export class KeyService {
    * (counted in cacheStats.stale); a digest never seen rejects with KeyStoreUnavailableError.
    */
   lookup(digest: string): KeyAccess | null | Promise<KeyAccess | null> {
-    const mark = this.store.changeMark();
+    return this.lookupAt(this.store.changeMark(), digest);
+  }
+
+  /**
+   * lookup() for the request path: the store's change mark is read once per event-loop turn, not
+   * once per request (on SQLite, a read of the -shm file each time). Every request handled in a
+   * turn was received before that turn's first read, so a change committed by another process
+   * before a request arrived is still seen by it; changes made through this service apply at once.
+   */
+  lookupForRequest(digest: string): KeyAccess | null | Promise<KeyAccess | null> {
+    let mark = this.turnMark;
+    if (mark === undefined) {
+      mark = this.turnMark = this.store.changeMark();
+      setImmediate(this.endTurn);
+    }
+    return this.lookupAt(mark, digest);
+  }
+
+  /** the change mark read in this event-loop turn (lookupForRequest); undefined once the turn ends */
+  private turnMark: number | undefined = undefined;
+  private readonly endTurn = (): void => {
+    this.turnMark = undefined;
+  };
+
+  private lookupAt(mark: number, digest: string): KeyAccess | null | Promise<KeyAccess | null> {
     if (mark !== this.mark) {
       this.mark = mark;
       this.epoch++;
@@ -1311,6 +1335,17 @@ export class KeyService {
     const key = await this.find(idOrName);
     const rows = await this.store.usageHistory(key.id, fromMs, toMs);
     return { key: { id: key.id, name: key.name }, ...usageSeries(rows, bucket, fromMs, toMs) };
+  }
+
+  /**
+   * A group's usage history, the same series as a key's: what its member keys did while they
+   * belonged to it (counted with each request, so a key that moved on or was deleted still counts).
+   */
+  async groupUsage(name: string, query: UsageQuery): Promise<UsageSeries & { group: Pick<KeyGroup, 'name'> }> {
+    const { bucket, fromMs, toMs } = usageRange(query, this.now());
+    const g = await this.getGroup(name);
+    const rows = await this.store.usageHistory(groupOwner(g.name), fromMs, toMs);
+    return { group: { name: g.name }, ...usageSeries(rows, bucket, fromMs, toMs) };
   }
 
   /** Remove usage history older than keys.usage_retention_days (default 30); resolves with how many hours went. */

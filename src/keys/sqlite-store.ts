@@ -525,6 +525,7 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
     return this.write(() =>
       this.db.transaction(() => {
         this.stmts.quotaDel.run(groupOwner(name));
+        this.stmts.delHistory.run(groupOwner(name));
         return stmts.del.run(name).changes > 0;
       })(),
     );
@@ -735,7 +736,12 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
       if (seq % 1000 === 0) this.stmts.batchPrune.run(seq - KEPT_BATCH_IDS);
       for (const [id, d] of batch) {
         if (d.count > 0) this.stmts.usage.run(d.count, d.lastUsedAt, d.lastUsedAt, id);
-        for (const h of d.hours ?? []) this.stmts.historyAdd.run(id, new Date(h.hourMs).toISOString(), h.allowed, h.limited, h.forbidden, h.quota ?? 0);
+        for (const h of d.hours ?? []) {
+          const hour = new Date(h.hourMs).toISOString();
+          this.stmts.historyAdd.run(id, hour, h.allowed, h.limited, h.forbidden, h.quota ?? 0);
+          // the group's history: rows of its owner ("group:<name>"), added in the same transaction
+          if (h.group !== undefined) this.stmts.historyAdd.run(groupOwner(h.group), hour, h.allowed, h.limited, h.forbidden, h.quota ?? 0);
+        }
       }
     });
     this.write(() => run.immediate());
@@ -760,8 +766,8 @@ export class SqliteKeyStore implements KeyStore, AuditStore {
     this.write(() => (state === undefined ? this.stmts.quotaDel.run(owner) : this.stmts.quotaSet.run(owner, state.balance, state.period)));
   }
 
-  async usageHistory(keyId: string, fromMs: number, toMs: number): Promise<UsageRow[]> {
-    return this.stmts.history.all(keyId, new Date(fromMs).toISOString(), new Date(toMs).toISOString());
+  async usageHistory(owner: string, fromMs: number, toMs: number): Promise<UsageRow[]> {
+    return this.stmts.history.all(owner, new Date(fromMs).toISOString(), new Date(toMs).toISOString());
   }
 
   async pruneUsage(beforeMs: number): Promise<number> {

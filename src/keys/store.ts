@@ -45,6 +45,11 @@ export interface UsageHour {
   forbidden: number;
   /** refused with 429 because the key's quota was used up (quota_exceeded); absent = 0 (batches from before quotas) */
   quota?: number;
+  /**
+   * the key's group when these requests were counted: the store adds them to that group's history
+   * too (owner `group:<name>`), in the same write; absent = no group
+   */
+  group?: string;
 }
 
 /** Usage gathered in memory, written in one batch: per key id. */
@@ -125,7 +130,7 @@ export interface GroupStore {
   insertGroup(group: KeyGroup): Promise<void>;
   /** Undefined when no group has that name. */
   updateGroup(name: string, patch: GroupPatch): Promise<KeyGroup | undefined>;
-  /** False when no group has that name. Removes the group's quota counter; its keys are the caller's concern. */
+  /** False when no group has that name. Removes the group's quota counter and usage history; its keys are the caller's concern. */
   deleteGroup(name: string): Promise<boolean>;
   getGroup(name: string): Promise<KeyGroup | undefined>;
   /** Every group, by name (groups are few: one per tenant). */
@@ -163,8 +168,11 @@ export interface KeyStore extends QuotaCounters, GroupStore {
    * the store (e.g. answered after a timeout) or a spool replayed twice adds nothing.
    */
   addUsage(batch: ReadonlyMap<string, UsageDelta>, batchId: string): Promise<void>;
-  /** The key's usage history for the hours from `fromMs` (inclusive) to `toMs` (exclusive), oldest first; hours without requests are absent. */
-  usageHistory(keyId: string, fromMs: number, toMs: number): Promise<UsageRow[]>;
+  /**
+   * The usage history of a key (its id) or of a group (its owner, `group:<name>`) for the hours
+   * from `fromMs` (inclusive) to `toMs` (exclusive), oldest first; hours without requests are absent.
+   */
+  usageHistory(owner: string, fromMs: number, toMs: number): Promise<UsageRow[]>;
   /** Remove the history of hours before `beforeMs`; resolves with how many hour rows went. */
   pruneUsage(beforeMs: number): Promise<number>;
   /**

@@ -1,17 +1,21 @@
-// Rate-limit counters shared by the workers of `workers: N`, kept in the primary process. A worker
-// sends the counter operations of one event-loop turn as one IPC message and gets one reply,
-// instead of a message per operation (rate-limiter-flexible's RateLimiterCluster): under load a
-// turn carries several requests' checks, and each IPC message costs both processes CPU.
+// Rate-limit windows shared by the workers of `workers: N`, kept in the primary process and decided
+// there: a worker sends the takes of one event-loop turn (one per key, see coalesce.ts) as one IPC
+// message and gets one reply. The primary answers each take from its own windows by its own clock,
+// synchronously, one message after the other: every decision sees every request counted before it,
+// whichever worker sent it, so no worker's clock and no message in flight can let more than the
+// limit through.
 
-import type { RateLimiterMemory } from 'rate-limiter-flexible';
-import type { CounterStore } from './limiter.js';
+import type { LocalWindows } from './local.js';
+import type { WindowStore } from './limiter.js';
+import { takeOf, wireOf, type Take } from './window.js';
 
 export const COUNTERS = 'keygate:counters'; // worker → primary: {type, id, ops}
 export const COUNTED = 'keygate:counted'; // primary → worker: {type, id, results}
 
-/** consume / get / reward, with the counter key and points; the result is the counter's value (null: none) */
-type Op = ['c' | 'g' | 'r', string, number];
-type Result = number | null;
+/** A take: key id, limit per minute, requests. */
+type Op = [string, number, number];
+/** a take's wire form (window.ts: takeOf) */
+type Result = number[];
 
 export interface CountersRequest {
   type: typeof COUNTERS;
@@ -29,25 +33,14 @@ export function isCountersRequest(msg: unknown): msg is CountersRequest {
   return (msg as { type?: unknown } | null)?.type === COUNTERS;
 }
 
-/** In the primary: run a worker's operations in order on the shared counters. */
-export async function runCounterOps(counters: RateLimiterMemory, req: CountersRequest): Promise<CountersReply> {
-  const results: Result[] = [];
+/** In the primary: a worker's takes, in order, on the shared windows at `nowMs`. */
+export function runCounterOps(windows: LocalWindows, req: CountersRequest, nowMs: number = Date.now()): CountersReply {
   try {
-    for (const [op, key, points] of req.ops) {
-      if (op === 'c') results.push((await counters.consume(key, points).catch(reachedCap)).consumedPoints);
-      else if (op === 'r') results.push((await counters.reward(key, points)).consumedPoints);
-      else results.push((await counters.get(key))?.consumedPoints ?? null);
-    }
+    const results = req.ops.map(([keyId, limit, n]) => wireOf(windows.take(keyId, limit, n, nowMs)));
     return { type: COUNTED, id: req.id, results };
   } catch (err) {
     return { type: COUNTED, id: req.id, error: (err as Error).message };
   }
-}
-
-/** RLF rejects a consume past its points with the counter's state; the gateway's cap never binds, but a result is a result. */
-function reachedCap(res: unknown): { consumedPoints: number } {
-  if (res !== null && typeof res === 'object' && 'consumedPoints' in res) return res as { consumedPoints: number };
-  throw res;
 }
 
 interface Pending {
@@ -55,10 +48,10 @@ interface Pending {
   reject(err: Error): void;
 }
 
-/** In a worker: the counters, through the primary; operations of one turn travel together. */
-export class BatchedCounterClient implements CounterStore {
+/** In a worker: the windows, through the primary; the takes of one turn travel together. */
+export class BatchedCounterClient implements WindowStore {
   private queue: Op[] = [];
-  private waiters: Array<{ resolve(v: Result): void; reject(e: Error): void }> = [];
+  private waiters: Array<{ resolve(v: Take): void; reject(e: Error): void }> = [];
   private scheduled = false;
   private next = 0;
   private readonly pending = new Map<number, Pending>();
@@ -79,25 +72,14 @@ export class BatchedCounterClient implements CounterStore {
     else p.reject(new Error(m.error ?? 'the primary sent no result'));
   }
 
-  consume(key: string, points: number): Promise<{ consumedPoints: number }> {
-    return this.enqueue(['c', key, points]).then((v) => ({ consumedPoints: v ?? 0 }));
-  }
-
-  reward(key: string, points: number): Promise<{ consumedPoints: number }> {
-    return this.enqueue(['r', key, points]).then((v) => ({ consumedPoints: v ?? 0 }));
-  }
-
-  get(key: string): Promise<{ consumedPoints: number } | null> {
-    return this.enqueue(['g', key, 0]).then((v) => (v === null ? null : { consumedPoints: v }));
-  }
-
-  private enqueue(op: Op): Promise<Result> {
+  take(keyId: string, limit: number, n: number): Promise<Take> {
     return new Promise((resolve, reject) => {
-      this.queue.push(op);
+      this.queue.push([keyId, limit, n]);
       this.waiters.push({ resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
-        setImmediate(() => this.flush());
+        // the coalescer takes every key of its turn in one loop: they leave together, right after it
+        process.nextTick(() => this.flush());
       }
     });
   }
@@ -118,7 +100,11 @@ export class BatchedCounterClient implements CounterStore {
     this.pending.set(id, {
       resolve: (results) => {
         clearTimeout(timer);
-        waiters.forEach((w, i) => w.resolve(results[i] ?? null));
+        waiters.forEach((w, i) => {
+          const r = results[i];
+          if (r === undefined) w.reject(new Error('the primary sent too few results'));
+          else w.resolve(takeOf(r));
+        });
       },
       reject: (err) => {
         clearTimeout(timer);

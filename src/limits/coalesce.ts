@@ -1,78 +1,75 @@
-// Consumes of one counter made during one event-loop turn travel to the shared store as one
-// increment. Each request still gets its own position in the counter (the store's total after the
-// increment, minus what the requests after it in the batch added), so the decisions are the ones
-// the store would have given to the same increments made one by one: the limit stays exact across
-// instances. Under load a turn carries many requests of a hot key (a CI runner's, an agent's): one
-// Redis script call and one reply instead of one each.
+// Checks of one key made during one event-loop turn travel to the shared store as one take (one
+// Redis script call, or one entry of the IPC message to the primary). The store decides them
+// together, atomically by its own clock, and each request keeps its own place: the decisions are
+// the ones the store would have given to the same checks made one by one, so the limit stays exact
+// across instances, and each admitted request gets its own `remaining`. Under load a turn carries
+// many requests of a hot key (a CI runner's, an agent's): one call and one reply instead of one each.
 
-import { RateLimiterRes } from 'rate-limiter-flexible';
-import type { CounterStore } from './limiter.js';
+import type { WindowStore } from './limiter.js';
+import { decisionOf, type LimitDecision, type Take } from './window.js';
 
 interface Batch {
-  points: number;
+  keyId: string;
+  limit: number;
   waiters: Waiter[];
 }
 
 interface Waiter {
-  /** points of the batch up to and including this consume */
-  upTo: number;
-  resolve(r: { consumedPoints: number }): void;
+  resolve(d: LimitDecision): void;
   reject(err: unknown): void;
 }
 
-export class CoalescingCounters implements CounterStore {
+export class CoalescingWindows {
   private batches = new Map<string, Batch>();
   private scheduled = false;
-  /** store calls made for consumes, and consumes answered (for tests and the bench) */
+  /** store calls made, and checks answered (for tests and the bench) */
   calls = 0;
-  consumes = 0;
+  checks = 0;
 
-  constructor(private readonly inner: CounterStore) {}
+  constructor(private readonly store: WindowStore) {}
 
-  consume(key: string, points: number): Promise<{ consumedPoints: number }> {
-    let batch = this.batches.get(key);
-    if (batch === undefined) {
-      batch = { points: 0, waiters: [] };
-      this.batches.set(key, batch);
-    }
-    batch.points += points;
-    const upTo = batch.points;
+  /** Count one request of `keyId` against `limit` per minute; a denied request is not counted. */
+  check(keyId: string, limit: number): Promise<LimitDecision> {
+    let batch = this.batches.get(keyId);
+    if (batch === undefined || batch.limit !== limit) batch = this.batchOf(keyId, limit, batch);
     if (!this.scheduled) {
       this.scheduled = true;
       // after the I/O callbacks of this turn: every request parsed in it has joined
       setImmediate(() => this.flush());
     }
-    return new Promise((resolve, reject) => batch.waiters.push({ upTo, resolve, reject }));
+    const waiters = batch.waiters;
+    return new Promise((resolve, reject) => waiters.push({ resolve, reject }));
   }
 
-  get(key: string): Promise<{ consumedPoints: number } | null> {
-    return this.inner.get(key);
-  }
-
-  reward(key: string, points: number): Promise<unknown> {
-    return this.inner.reward(key, points);
+  /** A new batch; the key's limit changed within the turn (rare): the other limit gets its own. */
+  private batchOf(keyId: string, limit: number, other: Batch | undefined): Batch {
+    const slot = other === undefined ? keyId : `${keyId}\0${limit}`;
+    let batch = this.batches.get(slot);
+    if (batch === undefined) {
+      batch = { keyId, limit, waiters: [] };
+      this.batches.set(slot, batch);
+    }
+    return batch;
   }
 
   private flush(): void {
     const batches = this.batches;
     this.batches = new Map();
     this.scheduled = false;
-    for (const [key, batch] of batches) {
+    for (const batch of batches.values()) {
       this.calls++;
-      this.inner.consume(key, batch.points).then(
-        (r) => this.settle(batch, r.consumedPoints),
+      this.store.take(batch.keyId, batch.limit, batch.waiters.length).then(
+        (take) => this.settle(batch, take),
         (err: unknown) => {
-          // rate-limiter-flexible rejects with the counter's state past its cap (never set to bind)
-          if (err instanceof RateLimiterRes) this.settle(batch, err.consumedPoints);
-          else for (const w of batch.waiters) w.reject(err);
+          for (const w of batch.waiters) w.reject(err);
         },
       );
     }
   }
 
-  private settle(batch: Batch, total: number): void {
-    const before = total - batch.points;
-    this.consumes += batch.waiters.length;
-    for (const w of batch.waiters) w.resolve({ consumedPoints: before + w.upTo });
+  private settle(batch: Batch, take: Take): void {
+    const waiters = batch.waiters;
+    this.checks += waiters.length;
+    for (let i = 0; i < waiters.length; i++) waiters[i]!.resolve(decisionOf(batch.limit, take, i));
   }
 }

@@ -1,11 +1,11 @@
-// Per-key rate limiting composed over rate-limiter-flexible: RLF keeps one atomic counter per
-// (key, 5-second bucket) in memory or Redis; this module adds the sliding window (window.ts) and
-// what to do when the shared store fails.
+// Per-key rate limiting: a sliding window of 5-second buckets (window.ts), kept in this process
+// (local.ts) or in a shared store that decides atomically by its own clock (Redis: redis-windows.ts;
+// the primary of `workers: N`: cluster-store.ts), and what to do when the shared store fails.
 
-import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { CircuitBreaker } from '../breaker.js';
+import { CoalescingWindows } from './coalesce.js';
 import { LocalWindows } from './local.js';
-import { BUCKETS, BUCKET_MS, bucketOf, evaluate, type LimitDecision } from './window.js';
+import type { LimitDecision, Take } from './window.js';
 
 /** When the shared store fails: per-instance memory limits, let everything through, or refuse (503). */
 export type FallbackPolicy = 'memory' | 'allow' | 'deny';
@@ -13,30 +13,23 @@ export type FallbackPolicy = 'memory' | 'allow' | 'deny';
 /** The store could not be asked and the policy is "deny". */
 export const UNAVAILABLE = 'unavailable' as const;
 
-/** Bucket counters live a little longer than the 65 s they can be counted for. */
-const COUNTER_TTL_SECONDS = Math.ceil(((BUCKETS + 2) * BUCKET_MS) / 1000);
-/** RLF refuses past `points`; the limit is applied here instead, so it must never bind. */
-const NO_CAP = 1_000_000_000;
-
-export function counterStore(): RateLimiterMemory {
-  return new RateLimiterMemory({ points: NO_CAP, duration: COUNTER_TTL_SECONDS, keyPrefix: 'kg_rl' });
-}
-
 /**
- * What the limiter needs of a counter store: rate-limiter-flexible's memory and Redis limiters
- * have it, and so has the workers' client of the primary's counters (cluster-store.ts).
+ * A shared store of windows: counts up to `n` requests of `keyId` against `limit` per minute in
+ * one atomic step, by the store's own clock (see Take). Redis and the cluster primary have it.
  */
-export interface CounterStore {
-  consume(key: string, points: number): Promise<{ consumedPoints: number }>;
-  get(key: string): Promise<{ consumedPoints: number } | null>;
-  reward(key: string, points: number): Promise<unknown>;
+export interface WindowStore {
+  take(keyId: string, limit: number, n: number): Promise<Take>;
 }
 
-interface ClosedBuckets {
-  /** the bucket during which `counts` was assembled */
-  bucket: number;
-  /** counts of buckets bucket-1 … bucket-BUCKETS (newest first), final once closed */
-  counts: number[];
+/** The windows the primary of `workers: N` keeps for every worker (cluster-store.ts). */
+export function counterStore(): LocalWindows {
+  return new LocalWindows();
+}
+
+/** Windows in this process's memory behind the WindowStore interface, on `now` (tests). */
+export function memoryWindows(now: () => number = Date.now): WindowStore {
+  const windows = new LocalWindows();
+  return { take: (keyId, limit, n) => Promise.resolve(windows.take(keyId, limit, n, now())) };
 }
 
 export interface LimiterEvents {
@@ -45,9 +38,10 @@ export interface LimiterEvents {
 }
 
 export class KeyRateLimiter {
-  private readonly closed = new Map<string, ClosedBuckets>();
   /** set when the counters are this process's own: answered synchronously (checkNow) */
   private readonly local: LocalWindows | undefined;
+  /** a shared store's checks, coalesced per key and event-loop turn */
+  private readonly shared: CoalescingWindows | undefined;
   private readonly fallback: KeyRateLimiter | undefined;
   private degraded = false;
   /** times the limiter switched to or from its fallback */
@@ -56,11 +50,12 @@ export class KeyRateLimiter {
   storeErrors = 0;
 
   /**
-   * @param store the counters: a shared store (Redis, the cluster primary), rate-limiter-flexible's
-   *   memory limiter, or 'local' for this process's own windows (synchronous, cannot fail)
+   * @param store the windows: a shared store (Redis, the cluster primary) or 'local' for this
+   *   process's own windows (synchronous, cannot fail)
+   * @param now the clock of this process's own windows (and of the fallback); a shared store keeps its own
    */
   constructor(
-    private readonly store: CounterStore | 'local',
+    store: WindowStore | 'local',
     private readonly policy: FallbackPolicy = 'memory',
     private readonly events: LimiterEvents = {},
     private readonly now: () => number = Date.now,
@@ -68,8 +63,9 @@ export class KeyRateLimiter {
     private readonly breaker?: CircuitBreaker,
   ) {
     this.local = store === 'local' ? new LocalWindows() : undefined;
-    // A memory store cannot fail; a shared one falls back to per-instance memory counters.
-    this.fallback = store === 'local' || store instanceof RateLimiterMemory || policy !== 'memory' ? undefined : new KeyRateLimiter('local', 'allow', {}, now);
+    this.shared = store === 'local' ? undefined : new CoalescingWindows(store);
+    // a shared store can fail: then per-instance memory windows answer under the 'memory' policy
+    this.fallback = store === 'local' || policy !== 'memory' ? undefined : new KeyRateLimiter('local', 'allow', {}, now);
   }
 
   /**
@@ -84,6 +80,11 @@ export class KeyRateLimiter {
     return this.degraded;
   }
 
+  /** store calls made and checks they answered (coalescing; tests and the bench) */
+  get storeCalls(): { calls: number; checks: number } {
+    return { calls: this.shared?.calls ?? 0, checks: this.shared?.checks ?? 0 };
+  }
+
   /** Count one request of `keyId` against `limit` per minute; a denied request is not counted. */
   async check(keyId: string, limit: number): Promise<LimitDecision | typeof UNAVAILABLE> {
     if (this.local !== undefined) return this.local.check(keyId, limit, this.now());
@@ -91,8 +92,9 @@ export class KeyRateLimiter {
       if (!this.degraded) this.switchTo(true, new Error(this.breaker.reason ?? 'circuit breaker open'));
       return this.fallbackCheck(keyId, limit);
     }
+    const shared = this.shared!;
     try {
-      const decision = await (this.breaker ? this.breaker.run(() => this.checkStore(keyId, limit)) : this.checkStore(keyId, limit));
+      const decision = await (this.breaker ? this.breaker.run(() => shared.check(keyId, limit)) : shared.check(keyId, limit));
       if (this.degraded) this.switchTo(false);
       return decision;
     } catch (err) {
@@ -132,49 +134,5 @@ export class KeyRateLimiter {
     this.degraded = degraded;
     this.switches++;
     this.events.onSwitch?.(degraded, err);
-  }
-
-  private async checkStore(keyId: string, limit: number): Promise<LimitDecision> {
-    const now = this.now();
-    const bucket = bucketOf(now);
-    const counter = `${keyId}:${bucket}`;
-    const [current, closed] = await Promise.all([this.consume(counter), this.closedBuckets(keyId, bucket)]);
-    const decision = evaluate(limit, current, closed, now - bucket * BUCKET_MS);
-    if (!decision.allowed) await (this.store as CounterStore).reward(counter, 1);
-    return decision;
-  }
-
-  private async consume(counter: string): Promise<number> {
-    try {
-      return (await (this.store as CounterStore).consume(counter, 1)).consumedPoints;
-    } catch (err) {
-      // RLF rejects with a RateLimiterRes past `points` (never, given NO_CAP) and with an Error on store failure.
-      if (err instanceof RateLimiterRes) return err.consumedPoints;
-      throw err;
-    }
-  }
-
-  /**
-   * Counts of the closed buckets. A bucket is read from the store once after it closed (other
-   * instances may have counted into it) and reused from then on: steady traffic costs one store
-   * operation per request, plus one read per key per bucket.
-   */
-  private async closedBuckets(keyId: string, bucket: number): Promise<number[]> {
-    const known = this.closed.get(keyId);
-    if (known !== undefined && known.bucket === bucket) return known.counts;
-    const counts = new Array<number>(BUCKETS);
-    const reads: Promise<void>[] = [];
-    for (let i = 0; i < BUCKETS; i++) {
-      const b = bucket - 1 - i;
-      // final if it was already closed when `known` was assembled
-      if (known !== undefined && b < known.bucket && b >= known.bucket - BUCKETS) {
-        counts[i] = known.counts[known.bucket - 1 - b]!;
-      } else {
-        reads.push((this.store as CounterStore).get(`${keyId}:${b}`).then((r) => void (counts[i] = r?.consumedPoints ?? 0)));
-      }
-    }
-    await Promise.all(reads);
-    this.closed.set(keyId, { bucket, counts });
-    return counts;
   }
 }

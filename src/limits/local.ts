@@ -3,7 +3,7 @@
 // buckets and the same evaluate() as the shared path (window.ts), with no counter keys to build,
 // no promise and nothing allocated per request but the decision.
 
-import { BUCKETS, BUCKET_MS, bucketOf, evaluate, type LimitDecision } from './window.js';
+import { BUCKETS, BUCKET_MS, bucketOf, evaluate, type LimitDecision, type Take } from './window.js';
 
 interface Window {
   /** the bucket `current` counts */
@@ -23,16 +23,38 @@ export class LocalWindows {
   /** Count one request of `keyId` against `limit` per minute at `nowMs`; a denied request is not counted. */
   check(keyId: string, limit: number, nowMs: number): LimitDecision {
     const bucket = bucketOf(nowMs);
+    const w = this.window(keyId, bucket, nowMs);
+    w.current++;
+    const decision = evaluate(limit, w.current, w.closed, nowMs - bucket * BUCKET_MS);
+    if (!decision.allowed) w.current--;
+    return decision;
+  }
+
+  /**
+   * Count up to `n` requests of `keyId` at `nowMs` in one step: the first ones that fit under
+   * `limit` are counted, the rest are not. The same as `n` check() calls (decisionOf gives each
+   * one's decision); what the primary of `workers: N` answers a worker's batch with.
+   */
+  take(keyId: string, limit: number, n: number, nowMs: number): Take {
+    const bucket = bucketOf(nowMs);
+    const w = this.window(keyId, bucket, nowMs);
+    let closed = 0;
+    for (let i = 0; i < BUCKETS; i++) closed += w.closed[i]!;
+    const current = w.current;
+    const admitted = Math.max(0, Math.min(n, limit - closed - current));
+    w.current += admitted;
+    return { admitted, current, closed: Array.from(w.closed), msIntoBucket: nowMs - bucket * BUCKET_MS };
+  }
+
+  /** The window of `keyId`, moved forward to `bucket`. */
+  private window(keyId: string, bucket: number, nowMs: number): Window {
     if (nowMs - this.sweptAt >= IDLE_MS) this.sweep(bucket, nowMs);
     let w = this.windows.get(keyId);
     if (w === undefined) {
       w = { bucket, current: 0, closed: new Int32Array(BUCKETS) };
       this.windows.set(keyId, w);
     } else if (w.bucket !== bucket) advance(w, bucket);
-    w.current++;
-    const decision = evaluate(limit, w.current, w.closed, nowMs - bucket * BUCKET_MS);
-    if (!decision.allowed) w.current--;
-    return decision;
+    return w;
   }
 
   /**

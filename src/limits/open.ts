@@ -1,15 +1,13 @@
 // Builds the rate limiter a config names: in-process memory, or Redis shared by several instances.
 
-import { RateLimiterRedis } from 'rate-limiter-flexible';
 import type { GatewayConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { CircuitBreaker } from '../breaker.js';
 import { createRedis, REQUEST_PATH_OPTIONS, type RedisClient, type RedisSettings } from '../redis.js';
 import cluster from 'node:cluster';
 import { BatchedCounterClient } from './cluster-store.js';
-import { CoalescingCounters } from './coalesce.js';
-import { KeyRateLimiter, type CounterStore } from './limiter.js';
-import { BUCKETS, BUCKET_MS } from './window.js';
+import { KeyRateLimiter, type WindowStore } from './limiter.js';
+import { RedisWindows } from './redis-windows.js';
 
 export interface OpenedLimiter {
   limiter: KeyRateLimiter;
@@ -67,7 +65,7 @@ export function requestPathRedis(url: string, settings: RedisSettings | undefine
 }
 
 /** In a cluster worker: the counters every worker shares, kept in the primary (cluster.ts). */
-function primaryCounters(): CounterStore {
+function primaryCounters(): WindowStore {
   const client = new BatchedCounterClient((msg, onError) => {
     if (!process.send) onError(new Error('no channel to the primary'));
     else process.send(msg, undefined, undefined, onError);
@@ -81,20 +79,15 @@ export function openRateLimiter(config: GatewayConfig, logger: Logger, now: () =
   if (spec === 'memory') {
     // Several workers on one host share counters kept in the primary; if it does not answer, a
     // worker falls back to its own memory counters (the limiter's 'memory' policy).
+    // The primary decides by its own clock, atomically (cluster-store.ts).
     // A single process answers from its own windows, synchronously (KeyRateLimiter.checkNow).
     const store = cluster.isWorker ? primaryCounters() : 'local';
     const events = { onSwitch: (degraded: boolean) => logger.warn(degraded ? 'cluster rate-limit counters not answering: per-worker limits until they do' : 'cluster rate-limit counters answer again') };
     return { limiter: new KeyRateLimiter(store, 'memory', events, now), reachable: () => true, breakerOpen: () => false, ready: Promise.resolve(), close: async () => {} };
   }
   const redis = requestPathRedis(spec, config.store.redis, logger, 'rate_limits');
-  // one script call per hot key per event-loop turn (coalesce.ts), decisions as exact as one by one
-  const store = new CoalescingCounters(new RateLimiterRedis({
-    storeClient: redis,
-    points: 1_000_000_000,
-    duration: Math.ceil(((BUCKETS + 2) * BUCKET_MS) / 1000),
-    keyPrefix: 'keygate:rl',
-    rejectIfRedisNotReady: true,
-  }));
+  // decided inside Redis by its clock, one script call per hot key per event-loop turn (coalesce.ts)
+  const store = new RedisWindows(redis);
   // After 3 failures in a row (250 ms timeouts when Redis is frozen) requests go straight to the
   // fallback; a background PING closes the breaker again.
   let limiter: KeyRateLimiter | undefined;

@@ -50,3 +50,38 @@ export function evaluate(limit: number, current: number, closed: ArrayLike<numbe
   }
   return { allowed, limit, remaining: limit - total, resetSeconds: secondsUntilFreed(1), retryAfterSeconds: 0 };
 }
+
+/**
+ * What a window store answers for n requests of one key taken together, decided at one instant of
+ * the store's own clock against everything counted before: the first `admitted` of the n are
+ * counted, the rest are not (a denied request is never counted, so there is nothing to give back).
+ */
+export interface Take {
+  /** how many of the n were admitted: the first ones, in the order they asked */
+  readonly admitted: number;
+  /** requests counted in the current bucket before these */
+  readonly current: number;
+  /** counts of the BUCKETS closed buckets, newest first */
+  readonly closed: ArrayLike<number>;
+  /** time since the current bucket began, by the store's clock */
+  readonly msIntoBucket: number;
+}
+
+/** The decision of the i-th (0-based) of a take's requests: the one n checks made one by one would give. */
+export function decisionOf(limit: number, take: Take, i: number): LimitDecision {
+  // an admitted request counts itself; a denied one sees the window as the admitted ones left it
+  const current = take.current + (i < take.admitted ? i : take.admitted) + 1;
+  return evaluate(limit, current, take.closed, take.msIntoBucket);
+}
+
+/** A take from its wire form (the Redis script's reply, the primary's IPC reply): admitted, current, ms into the bucket, then the closed counts. */
+export function takeOf(r: readonly number[]): Take {
+  return { admitted: r[0]!, current: r[1]!, msIntoBucket: r[2]!, closed: r.slice(3) };
+}
+
+/** A take in its wire form (see takeOf). */
+export function wireOf(t: Take): number[] {
+  const r = [t.admitted, t.current, t.msIntoBucket];
+  for (let i = 0; i < t.closed.length; i++) r.push(t.closed[i]!);
+  return r;
+}

@@ -99,41 +99,24 @@ export function forwardHttp(
   done: (result: ForwardResult) => void,
   opts: ForwardOptions = {},
 ): void {
-  const guardCredential = opts.guardCredential === true;
-  // the gateway's own failures carry the route's CORS headers too: a browser must be able to read why
-  const fail = (status: number, code: string, message: string): void => {
-    if (opts.cors !== undefined) stageCors(res, opts.cors);
-    sendError(res, status, code, message);
-  };
+  const ex = new Exchange(res, upstream, sendError, done, opts.guardCredential === true, opts.cors);
   // Beyond the pool's connections and max_pending queued requests: refuse now, not after a wait
   // nobody would sit through (Envoy's max_pending_requests).
   if (!upstream.admit()) {
     const message = `upstream "${upstream.name}" has ${upstream.pending} requests waiting for a connection (max_pending); retry shortly`;
-    fail(503, UPSTREAM_OVERLOADED, message);
+    ex.fail(503, UPSTREAM_OVERLOADED, message);
     req.resume();
     done({ status: 503, upstreamMs: -1, error: { code: UPSTREAM_OVERLOADED, message } });
     return;
   }
-  const started = performance.now();
-  let upstreamMs = -1;
   // The gateway's own deadline for the response headers, from now: time queued for a connection
   // counts. undici's timers tick in whole seconds above 1 s; this one is exact.
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    res.emit('abort');
-  }, upstream.timeoutMs);
-  /** the upstream's 401/403 to our credential (guardCredential), 0 = none */
-  let rejected = 0;
+  ex.timer = setTimeout(onDeadline, upstream.timeoutMs, ex);
   // undici takes any EventEmitter as its abort signal: the response itself serves, which spares an
   // AbortController (and its DOMException) per request — measured at ~10% of the gateway's CPU.
-  let clientGone = false;
-  res.once('close', () => {
-    if (!res.writableFinished) {
-      clientGone = true;
-      res.emit('abort');
-    }
-  });
+  // No closure per request: the exchange rides on the response (close) and in undici's opaque.
+  (res as ExchangeCarrier)[EXCHANGE] = ex;
+  res.on('close', onClientClose);
   upstream.pool.stream(
     {
       path,
@@ -141,48 +124,98 @@ export function forwardHttp(
       headers,
       body: body ?? (hasBody(req) ? req : null),
       signal: res,
-      opaque: null,
+      opaque: ex,
     },
-    ({ statusCode, headers: upstreamHeaders }) => {
-      clearTimeout(timer);
-      upstreamMs = performance.now() - started;
-      if (guardCredential && (statusCode === 401 || statusCode === 403)) {
-        rejected = statusCode;
-        return discard();
-      }
-      res.writeHead(statusCode, opts.cors ? withCors(clientResponseHeaders(upstreamHeaders), opts.cors) : clientResponseHeaders(upstreamHeaders));
-      // A body of unknown length may be a stream (SSE): send the headers now, not with its first chunk.
-      if (upstreamHeaders['content-length'] === undefined) res.flushHeaders();
-      return res;
-    },
-    (err) => {
-      clearTimeout(timer);
-      upstream.release();
-      if (rejected !== 0 && !clientGone) {
-        const message = `upstream "${upstream.name}" refused the gateway's own credential (${rejected}): its auth settings in the gateway configuration are wrong or expired`;
-        fail(502, CREDENTIAL_REJECTED, message);
-        done({ status: 502, upstreamMs, error: { code: CREDENTIAL_REJECTED, message } });
-        return;
-      }
-      if (!err) {
-        done({ status: res.statusCode, upstreamMs });
-        return;
-      }
-      const e = err as Error & { code?: string };
-      if (clientGone) {
-        // the client left; nothing to answer
-        done({ status: 499, upstreamMs, error: { code: 'client_closed', message: 'client closed the connection' } });
-        return;
-      }
-      const failure = timedOut ? timeoutFailure(upstream.name, upstream.timeoutMs) : upstreamFailure(e, upstream.name);
-      if (!res.headersSent) {
-        fail(failure.status, failure.code, failure.message);
-        done({ status: failure.status, upstreamMs, error: failure });
-      } else {
-        // Mid-stream failure: the status is sent; cut the response so the client sees it broke.
-        res.destroy(e);
-        done({ status: res.statusCode, upstreamMs, error: { code: failure.code, message: failure.message } });
-      }
-    },
+    onUpstreamHeaders,
+    onUpstreamDone,
   );
+}
+
+const EXCHANGE = Symbol('keygate.exchange');
+type ExchangeCarrier = ServerResponse & { [EXCHANGE]?: Exchange };
+
+/** One forwarded request's state, shared by undici's callbacks (as `opaque`) and the response's close. */
+class Exchange {
+  readonly started = performance.now();
+  upstreamMs = -1;
+  timer: NodeJS.Timeout | undefined = undefined;
+  timedOut = false;
+  /** the upstream's 401/403 to our credential (guardCredential), 0 = none */
+  rejected = 0;
+  clientGone = false;
+
+  constructor(
+    readonly res: ServerResponse,
+    readonly upstream: Upstream,
+    readonly sendError: (res: ServerResponse, status: number, code: string, message: string) => void,
+    readonly done: (result: ForwardResult) => void,
+    readonly guardCredential: boolean,
+    readonly cors: OutgoingHttpHeaders | undefined,
+  ) {}
+
+  /** the gateway's own failures carry the route's CORS headers too: a browser must be able to read why */
+  fail(status: number, code: string, message: string): void {
+    if (this.cors !== undefined) stageCors(this.res, this.cors);
+    this.sendError(this.res, status, code, message);
+  }
+}
+
+function onDeadline(ex: Exchange): void {
+  ex.timedOut = true;
+  ex.res.emit('abort');
+}
+
+function onClientClose(this: ExchangeCarrier): void {
+  const ex = this[EXCHANGE];
+  if (ex !== undefined && !this.writableFinished) {
+    ex.clientGone = true;
+    this.emit('abort');
+  }
+}
+
+function onUpstreamHeaders({ statusCode, headers: upstreamHeaders, opaque }: { statusCode: number; headers: Record<string, string | string[] | undefined>; opaque: unknown }): Writable {
+  const ex = opaque as Exchange;
+  clearTimeout(ex.timer);
+  ex.upstreamMs = performance.now() - ex.started;
+  if (ex.guardCredential && (statusCode === 401 || statusCode === 403)) {
+    ex.rejected = statusCode;
+    return discard();
+  }
+  const res = ex.res;
+  res.writeHead(statusCode, ex.cors ? withCors(clientResponseHeaders(upstreamHeaders), ex.cors) : clientResponseHeaders(upstreamHeaders));
+  // A body of unknown length may be a stream (SSE): send the headers now, not with its first chunk.
+  if (upstreamHeaders['content-length'] === undefined) res.flushHeaders();
+  return res;
+}
+
+function onUpstreamDone(err: Error | null, data: { opaque: unknown }): void {
+  const ex = data.opaque as Exchange;
+  const { res, upstream, upstreamMs } = ex;
+  clearTimeout(ex.timer);
+  upstream.release();
+  if (ex.rejected !== 0 && !ex.clientGone) {
+    const message = `upstream "${upstream.name}" refused the gateway's own credential (${ex.rejected}): its auth settings in the gateway configuration are wrong or expired`;
+    ex.fail(502, CREDENTIAL_REJECTED, message);
+    ex.done({ status: 502, upstreamMs, error: { code: CREDENTIAL_REJECTED, message } });
+    return;
+  }
+  if (!err) {
+    ex.done({ status: res.statusCode, upstreamMs });
+    return;
+  }
+  const e = err as Error & { code?: string };
+  if (ex.clientGone) {
+    // the client left; nothing to answer
+    ex.done({ status: 499, upstreamMs, error: { code: 'client_closed', message: 'client closed the connection' } });
+    return;
+  }
+  const failure = ex.timedOut ? timeoutFailure(upstream.name, upstream.timeoutMs) : upstreamFailure(e, upstream.name);
+  if (!res.headersSent) {
+    ex.fail(failure.status, failure.code, failure.message);
+    ex.done({ status: failure.status, upstreamMs, error: failure });
+  } else {
+    // Mid-stream failure: the status is sent; cut the response so the client sees it broke.
+    res.destroy(e);
+    ex.done({ status: res.statusCode, upstreamMs, error: { code: failure.code, message: failure.message } });
+  }
 }

@@ -1,5 +1,5 @@
-// Per-key usage (request count, last use, and the hourly allowed/refused history), counted in
-// memory on the request path and written to the key store in one batch per interval, so no
+// Per-key usage (request count, last use, and the hourly allowed/refused history, which the store
+// also adds to the history of the key's group), counted in memory on the request path and written to the key store in one batch per interval, so no
 // request waits on a disk write and the history costs no write of its own.
 //
 // Never lost, never doubled: each batch gets an id when it is cut and keeps it (and its exact
@@ -44,35 +44,39 @@ export class UsageCounter {
     private readonly onError: (err: unknown, inRow: number) => void = () => {},
   ) {}
 
-  /** The hour slot of a key's pending delta for `nowMs` (a batch spans an hour boundary rarely). */
-  private hour(keyId: string, nowMs: number): { d: Pending; h: UsageHour } {
+  /**
+   * The hour slot of a key's pending delta for `nowMs` and the key's group then (a batch spans an
+   * hour boundary, or sees the key move to another group, rarely).
+   */
+  private hour(keyId: string, group: string | null, nowMs: number): { d: Pending; h: UsageHour } {
     const hourMs = nowMs - (nowMs % HOUR_MS);
     let d = this.pending.get(keyId);
     if (d === undefined) {
       d = { count: 0, lastUsedAt: '', lastMs: 0, hours: [] };
       this.pending.set(keyId, d);
     }
+    const g = group ?? undefined;
     const last = d.hours[d.hours.length - 1];
-    if (last !== undefined && last.hourMs === hourMs) return { d, h: last };
-    let h = d.hours.find((x) => x.hourMs === hourMs);
+    if (last !== undefined && last.hourMs === hourMs && last.group === g) return { d, h: last };
+    let h = d.hours.find((x) => x.hourMs === hourMs && x.group === g);
     if (h === undefined) {
-      h = { hourMs, allowed: 0, limited: 0, forbidden: 0, quota: 0 };
+      h = g === undefined ? { hourMs, allowed: 0, limited: 0, forbidden: 0, quota: 0 } : { hourMs, allowed: 0, limited: 0, forbidden: 0, quota: 0, group: g };
       d.hours.push(h);
     }
     return { d, h };
   }
 
-  /** A request forwarded with this key. */
-  record(keyId: string, nowMs: number): void {
-    const { d, h } = this.hour(keyId, nowMs);
+  /** A request forwarded with this key (of this group: null = none). */
+  record(keyId: string, group: string | null, nowMs: number): void {
+    const { d, h } = this.hour(keyId, group, nowMs);
     d.count++;
     h.allowed++;
     if (nowMs > d.lastMs) d.lastMs = nowMs;
   }
 
   /** A request with this key that was refused (429 rate limit, 403 not allowed, 429 quota used up). */
-  refused(keyId: string, kind: Refused, nowMs: number): void {
-    const { h } = this.hour(keyId, nowMs);
+  refused(keyId: string, group: string | null, kind: Refused, nowMs: number): void {
+    const { h } = this.hour(keyId, group, nowMs);
     if (kind === 'quota') h.quota = (h.quota ?? 0) + 1;
     else h[kind]++;
   }

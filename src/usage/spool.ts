@@ -44,7 +44,11 @@ export function readSpool(file: string): { batches: UsageBatch[]; requests: numb
         const hours: UsageHour[] = (d.hours ?? []).map((h) => {
           // quota: absent in a spool written before quotas
           if (!count(h.hourMs) || !count(h.allowed) || !count(h.limited) || !count(h.forbidden) || !(h.quota === undefined || count(h.quota))) throw new Error('shape');
-          return { hourMs: h.hourMs, allowed: h.allowed, limited: h.limited, forbidden: h.forbidden, quota: h.quota ?? 0 };
+          // group: absent in a spool written before groups, and for keys without one
+          if (!(h.group === undefined || (typeof h.group === 'string' && h.group !== ''))) throw new Error('shape');
+          const hour: UsageHour = { hourMs: h.hourMs, allowed: h.allowed, limited: h.limited, forbidden: h.forbidden, quota: h.quota ?? 0 };
+          if (h.group !== undefined) hour.group = h.group;
+          return hour;
         });
         counts.set(id, { count: d.count, lastUsedAt: d.lastUsedAt, hours });
         requests += d.count;
