@@ -16,6 +16,13 @@ import { SqliteKeyStore } from '../src/keys/sqlite-store.js';
 import { exportLines, importLines } from '../src/keys/transfer.js';
 import type { AuditRecord } from '../src/keys/store.js';
 import { startStack } from './helpers.js';
+import { Redis } from 'ioredis';
+import type { RedisClient } from '../src/redis.js';
+import { memoryWindows, type WindowStore } from '../src/limits/limiter.js';
+import { LocalWindows } from '../src/limits/local.js';
+import { BatchedCounterClient, runCounterOps } from '../src/limits/cluster-store.js';
+import { RedisWindows } from '../src/limits/redis-windows.js';
+import { skipWithoutRedis, startRedis } from './redis.js';
 
 const CONFIG: KeysConfig = { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 } };
 
@@ -349,4 +356,24 @@ t.test('export and import carry groups (before the keys that name them) and each
   t.match(await importLines(to, feed(lines)), { created: 0, updated: 0, skipped: 2, groups: { skipped: 1 } }, 'twice: nothing changes');
   const orphan = await importLines(new SqliteKeyStore(':memory:'), feed(lines.slice(1)));
   t.match(orphan.errors, [/its group "tenant" is neither in the store nor earlier in the file/], 'a key naming a group the target lacks');
+});
+
+t.test('every window store gives a request back: memory, the primary of workers (IPC ops), Redis', async (t) => {
+  const check = async (name: string, store: WindowStore) => {
+    const id = `gb-${name}`;
+    t.equal((await store.take(id, 3, 3)).admitted, 3, `${name}: the limit taken`);
+    t.equal((await store.take(id, 3, 1)).admitted, 0, `${name}: full`);
+    await store.giveBack!(id);
+    t.equal((await store.take(id, 3, 2)).admitted, 1, `${name}: one given back, one more fits`);
+  };
+  await check('memory', memoryWindows());
+  const primary = new LocalWindows();
+  const client = new BatchedCounterClient((msg) => setImmediate(() => client.receive(runCounterOps(primary, msg))));
+  await check('workers', client);
+  if (skipWithoutRedis) return;
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const conn = new Redis(redis.url);
+  t.teardown(() => conn.disconnect());
+  await check('redis', new RedisWindows(conn as unknown as RedisClient));
 });

@@ -58,7 +58,7 @@ export class LocalWindows {
   }
 
   /**
-   * Give back one request counted by check() moments ago (a later stage refused it): taken from
+   * Give back one request counted by check() or take() moments ago (a later stage refused it): taken from
    * the newest bucket the window counted into, or the one before when another request has just
    * moved the window on.
    */
