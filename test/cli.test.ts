@@ -120,7 +120,7 @@ t.test('keys: create, list, show, update, deactivate, regenerate, delete; secret
 
   const table = await run(['keys', 'list', ...c]);
   t.match(table.stdout, /NAME\s+KEY\s+STATUS/);
-  t.match(table.stdout, new RegExp(`ci\\s+${secret.slice(0, 8)}…\\s+active\\s+workflows\\s+operator\\s+30/min\\s+-\\s+0\\s+Never`), 'no quota: "-"');
+  t.match(table.stdout, new RegExp(`ci\\s+${secret.slice(0, 8)}…\\s+active\\s+workflows\\s+operator\\s+30/min\\s+-\\s+-\\s+0\\s+Never`), 'no quota, no group: "-"');
 
   const badLimit = await run(['keys', 'update', ...c, 'ci', '--rate-limit', '500']);
   t.equal(badLimit.code, 1);
@@ -326,7 +326,7 @@ t.test('every command has its own --help; flags are checked per command', async 
     [['keys', 'list', '--jsn'], /unknown flag --jsn for keygate keys list; did you mean --json\?/],
     [['keys', 'regenerate', 'ci', '--grace', '5'], /unknown flag --grace for keygate keys regenerate; did you mean --grace-seconds\?/],
     [['keys', 'create', '--name', 'x', '--grace-seconds', '5'], /--grace-seconds does not apply to keygate keys create \(it is a flag of keys regenerate\)/],
-    [['keys', 'show', 'ci', '--rate-limit', '5'], /--rate-limit does not apply to keygate keys show \(it is a flag of keys create, keys update\)/],
+    [['keys', 'show', 'ci', '--rate-limit', '5'], /--rate-limit does not apply to keygate keys show \(it is a flag of keys create, keys update, groups create, groups update\)/],
     [['check', '--json'], /--json does not apply to keygate check/],
     [['keys', 'create', '--name'], /--name argument missing/],
     [['keys', 'show', 'a', 'b'], /unexpected argument "b" for keygate keys show \(it takes ID\|NAME\)/],
