@@ -124,7 +124,6 @@ t.test('key groups on the key page', { skip }, async (t) => {
   const cells = await groupRow('ci-tenant').locator('td').allTextContents();
   t.same(cells.slice(0, 4), ['600/min', `997 of 1,000 left this month; back to 1,000 on ${nextMonth}`, '3 keys', '3 allowed · 1 refused'], 'shared rate limit, quota left and next refill, members, 30 days of usage');
   t.match(await groupRow('ci-tenant').locator('th').textContent(), /CI runners and their MCP bot/, 'the description');
-  await page.screenshot({ path: join(SHOTS, 'groups-view.png'), fullPage: true });
 
   // create: the service's rules at their fields, then a group with a one-time quota
   await page.getByRole('button', { name: '+ Create group' }).click();
@@ -147,6 +146,8 @@ t.test('key groups on the key page', { skip }, async (t) => {
   t.match(await svc.getGroup('trial'), { name: 'trial', rateLimit: 30, quota: { remaining: 100 } }, 'created through the admin API');
   await groupRow('trial').waitFor();
   t.same((await groupRow('trial').locator('td').allTextContents()).slice(0, 4), ['30/min', '100 left (one-time credits, no refill)', '0 keys', '0 allowed · 0 refused']);
+  await page.locator('#snackbar').evaluate((el: Json) => (el.hidden = true));
+  await page.screenshot({ path: join(SHOTS, 'groups-view.png'), fullPage: true });
 
   // edit: no rate limit, a periodic quota
   await page.getByRole('button', { name: 'Edit group trial' }).click();
