@@ -602,47 +602,66 @@ function problemText(e) {
   return grant ? `Grant ${Number(grant[1]) + 1}${grant[2] ? ` ${grant[2]}` : ''}: ${e.message}` : e.message;
 }
 
+/**
+ * The dry-run loop of a dialog's form (the key dialog's and the group dialog's): `schedule()` on a
+ * change asks `ask()` (a dry run) 150 ms after the last one; `run()` asks now and resolves with the
+ * problems found (null when a newer check or the dialog's closing overtook it), also given to
+ * `settle`. While a check is due the form carries data-pending (Create/Save wait for the answer
+ * about the form as it is then; a blur that changes a field must not disable the button being clicked).
+ */
+function dryRunner(formEl, dialogEl, ask, settle) {
+  let seq = 0;
+  let timer;
+  const run = async () => {
+    clearTimeout(timer);
+    const mine = ++seq;
+    formEl.dataset.pending = 'true';
+    let found = [];
+    try {
+      await ask();
+    } catch (err) {
+      if (credentialRefused(err)) {
+        dialogEl.close();
+        return null;
+      }
+      found = err instanceof ApiError && err.errors.length > 0 ? err.errors : [{ field: '', message: err instanceof Error ? err.message : String(err) }];
+    }
+    // a newer check started meanwhile: its answer is the one that counts
+    if (mine !== seq) return null;
+    delete formEl.dataset.pending;
+    settle(found);
+    return found;
+  };
+  dialogEl.addEventListener('close', () => {
+    clearTimeout(timer);
+    seq++;
+  });
+  return {
+    run,
+    schedule() {
+      formEl.dataset.pending = 'true';
+      // an answer still on its way is about the form as it was: it must not settle this one
+      seq++;
+      clearTimeout(timer);
+      timer = setTimeout(() => void run(), 150);
+    },
+  };
+}
+
 /** the problems of the last dry run; null until one answered */
 let problems = null;
-let checkSeq = 0;
-let checkTimer;
 
 /** What Create or Save would send now. */
 const requestBody = () => (editing ? changedFields(formBody(), editing) : formBody());
 
-/** A change of the form: its dry run follows shortly; until it answers, Create/Save waits. */
-function scheduleCheck() {
-  // (Create/Save keeps its state: a blur that changes a field must not disable the button being clicked;
-  // the submit waits for the answer about the form as it is then)
-  form.dataset.pending = 'true';
-  // an answer still on its way is about the form as it was: it must not settle this one
-  checkSeq++;
-  clearTimeout(checkTimer);
-  checkTimer = setTimeout(() => void runCheck(), 150);
-}
-
-/** The key service's dry run of the form; resolves with its problems (also shown). */
-async function runCheck() {
-  clearTimeout(checkTimer);
-  const seq = ++checkSeq;
-  form.dataset.pending = 'true';
-  let found = [];
-  try {
-    await api.check(requestBody(), editing);
-  } catch (err) {
-    if (credentialRefused(err)) {
-      createDialog.close();
-      return null;
-    }
-    found = err instanceof ApiError && err.errors.length > 0 ? err.errors : [{ field: '', message: err instanceof Error ? err.message : String(err) }];
-  }
-  // a newer check started meanwhile: its answer is the one that counts
-  if (seq !== checkSeq) return null;
+const keyCheck = dryRunner(form, createDialog, () => api.check(requestBody(), editing), (found) => {
   problems = found;
-  delete form.dataset.pending;
   showProblems();
-  return found;
-}
+});
+/** A change of the form: its dry run follows shortly; until it answers, Create/Save waits. */
+const scheduleCheck = keyCheck.schedule;
+/** The key service's dry run of the form; resolves with its problems (also shown). */
+const runCheck = keyCheck.run;
 
 /** Each problem at its field (for the fields the user has been to), Create/Save enabled when there are none. */
 function showProblems() {
@@ -820,10 +839,6 @@ function openCreate(key = null) {
 $('create-open').addEventListener('click', () => openCreate());
 $('create-first').addEventListener('click', () => openCreate());
 $('create-cancel').addEventListener('click', () => createDialog.close());
-createDialog.addEventListener('close', () => {
-  clearTimeout(checkTimer);
-  checkSeq++;
-});
 $('create-grant-add').addEventListener('click', () => {
   const tr = grantRow();
   /** @type {HTMLInputElement} */ (tr.querySelector('input')).focus();
@@ -965,6 +980,11 @@ function detailRows(k, group) {
   ];
 }
 
+/** The chart's legend: a swatch and the total of each kind. */
+function usageLegend(usage) {
+  return KINDS.map(([kind, label]) => h('span', { class: `legend-item ${kind}`, dataset: { kind } }, h('span', { class: 'swatch', 'aria-hidden': 'true' }), `${count(usage.totals[kind])} ${label}`));
+}
+
 async function renderUsage() {
   if (!shown) return;
   $('usage-hour').setAttribute('aria-pressed', String(usageBucket === 'hour'));
@@ -972,10 +992,7 @@ async function renderUsage() {
   try {
     const usage = await api.usage(shown, usageBucket);
     $('usage-chart').replaceChildren(usageChart(usage));
-    const t = usage.totals;
-    $('usage-legend').replaceChildren(
-      ...KINDS.map(([kind, label]) => h('span', { class: `legend-item ${kind}`, dataset: { kind } }, h('span', { class: 'swatch', 'aria-hidden': 'true' }), `${count(t[kind])} ${label}`)),
-    );
+    $('usage-legend').replaceChildren(...usageLegend(usage));
   } catch (err) {
     if (!credentialRefused(err)) failure('Loading the usage', err);
   }
@@ -1157,8 +1174,6 @@ const GROUP_INPUT_OF = { name: groupName, rateLimit: groupRate, quota: GROUP_QUO
 let editingGroup = null;
 const groupTouched = new Set();
 let groupProblems = null;
-let groupSeq = 0;
-let groupTimer;
 
 /** What Create or Save would send: every field (create), or those that changed (edit). */
 function groupBody() {
@@ -1181,33 +1196,12 @@ function groupFieldOf(t) {
   return { name: 'name', rate_limit: 'rateLimit', description: 'description' }[t.name] ?? null;
 }
 
-function scheduleGroupCheck() {
-  groupForm.dataset.pending = 'true';
-  groupSeq++;
-  clearTimeout(groupTimer);
-  groupTimer = setTimeout(() => void runGroupCheck(), 150);
-}
-
-async function runGroupCheck() {
-  clearTimeout(groupTimer);
-  const seq = ++groupSeq;
-  groupForm.dataset.pending = 'true';
-  let found = [];
-  try {
-    await api.checkGroup(groupBody(), editingGroup?.name ?? null);
-  } catch (err) {
-    if (credentialRefused(err)) {
-      groupDialog.close();
-      return null;
-    }
-    found = err instanceof ApiError && err.errors.length > 0 ? err.errors : [{ field: err instanceof ApiError && err.field ? err.field : '', message: err instanceof Error ? err.message : String(err) }];
-  }
-  if (seq !== groupSeq) return null;
+const groupCheck = dryRunner(groupForm, groupDialog, () => api.checkGroup(groupBody(), editingGroup?.name ?? null), (found) => {
   groupProblems = found;
-  delete groupForm.dataset.pending;
   showGroupProblems();
-  return found;
-}
+});
+const scheduleGroupCheck = groupCheck.schedule;
+const runGroupCheck = groupCheck.run;
 
 function showGroupProblems() {
   const at = new Map();
@@ -1252,10 +1246,6 @@ function openGroupDialog(g = null) {
 
 $('group-create-open').addEventListener('click', () => openGroupDialog());
 $('group-cancel').addEventListener('click', () => groupDialog.close());
-groupDialog.addEventListener('close', () => {
-  clearTimeout(groupTimer);
-  groupSeq++;
-});
 for (const type of ['input', 'change']) {
   groupForm.addEventListener(type, (e) => {
     const field = groupFieldOf(e.target);
@@ -1333,10 +1323,7 @@ async function renderGroupUsage() {
   try {
     const usage = await api.groupUsage(shownGroup.name, groupBucket);
     $('group-usage-chart').replaceChildren(usageChart(usage));
-    const t = usage.totals;
-    $('group-usage-legend').replaceChildren(
-      ...KINDS.map(([kind, label]) => h('span', { class: `legend-item ${kind}`, dataset: { kind } }, h('span', { class: 'swatch', 'aria-hidden': 'true' }), `${count(t[kind])} ${label}`)),
-    );
+    $('group-usage-legend').replaceChildren(...usageLegend(usage));
   } catch (err) {
     if (!credentialRefused(err)) failure('Loading the group usage', err);
   }
