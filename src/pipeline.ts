@@ -16,7 +16,8 @@ import type { Route } from './routes/table.js';
 import { currentUser, forDagu130 } from './answers/current-user.js';
 import type { VersionGate, VersionRefusal } from './upstream-version/gate.js';
 import { FailedAuthThrottle } from './admin/throttle.js';
-import { assignRequestId, underscoreHeader, upstreamRequestHeaders, type Forwarding, type Identity } from './proxy/headers.js';
+import { assignRequestId, identityPairs, underscoreHeader, upstreamRequestHeaders, type Forwarding, type Identity, type IdentityPairs } from './proxy/headers.js';
+import type { KeyAccess } from './keys/model.js';
 import type { Upstream, Upstreams } from './proxy/upstream.js';
 import { WebSocketProxy } from './proxy/websocket.js';
 import { UNAVAILABLE, type KeyRateLimiter } from './limits/limiter.js';
@@ -463,13 +464,30 @@ export class Pipeline {
       req.headers,
       upstream.host,
       o.route.config.auth === 'none' ? undefined : upstream.credential,
-      this.identity(o),
+      this.identityOf(o),
       this.forwarding(req),
       o.route.config.pass_authorization,
       { underscores: this.config.listen.underscore_headers, pass: o.route.config.pass_headers },
     );
     return { upstream, headers };
   }
+
+  /**
+   * The identity headers of an admitted key, made once per key and (role, workspace) and kept with
+   * its cached access: a changed key is a new access object (the key cache refills), so the pairs
+   * never outlive what they were made from.
+   */
+  private identityOf(o: Admission): IdentityPairs | undefined {
+    const { access, decision } = o;
+    if (access === undefined || decision === undefined) return undefined;
+    const known = this.identities.get(access);
+    if (known !== undefined && known.roleRank === decision.roleRank && known.workspace === decision.workspace) return known.pairs;
+    const pairs = identityPairs(this.identity(o)!);
+    this.identities.set(access, { roleRank: decision.roleRank, workspace: decision.workspace, pairs });
+    return pairs;
+  }
+
+  private readonly identities = new WeakMap<KeyAccess, { roleRank: number; workspace: string | null; pairs: IdentityPairs }>();
 
   private identity(o: Admission): Identity | undefined {
     if (!o.access || !o.decision) return undefined;

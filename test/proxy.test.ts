@@ -59,6 +59,20 @@ t.test('an allowed request reaches the upstream with its credential and the key 
   t.notOk(JSON.stringify(got.rawHeaders).includes(secret), 'secret appears nowhere upstream');
 });
 
+t.test('identity headers follow the key: a rename, a role change and the workspace of each request reach the upstream at once', async (t) => {
+  const { id, secret } = await s.key({ name: 'plan-a', role: 'viewer' });
+  const sent = async (target: string) => {
+    t.equal((await get(target, { 'x-api-key': secret })).status, 200);
+    return s.dagu.received.at(-1)!.headers;
+  };
+  t.match(await sent('/api/v1/dags?workspace=ops'), { 'x-keygate-key-name': 'plan-a', 'x-keygate-role': 'viewer', 'x-keygate-workspace': 'ops' });
+  t.match(await sent('/api/v1/dags?workspace=ops'), { 'x-keygate-key-name': 'plan-a', 'x-keygate-workspace': 'ops' }, 'the same again (kept with the key)');
+  t.match(await sent('/api/v1/dags?workspace=dev'), { 'x-keygate-workspace': 'dev' }, 'another workspace: its own value');
+  t.equal((await sent('/api/v1/dags'))['x-keygate-workspace'], undefined, 'none asked: none sent');
+  await s.gateway.keys.update(id, { name: 'plan-b ü', role: 'operator' }, 'test');
+  t.match(await sent('/api/v1/dags?workspace=ops'), { 'x-keygate-key-name': 'plan-b%20%C3%BC', 'x-keygate-role': 'operator', 'x-keygate-workspace': 'ops' }, 'renamed and promoted: the next request says so');
+});
+
 t.test('Authorization: Bearer works with any scheme case; header and basic upstream credentials', async (t) => {
   const { secret } = await s.key({ name: 'bearer', role: 'viewer', scopes: 'agents,workflows', workspace: 'team-a' });
   const r = await get('/api/v1/workflows', { authorization: `bEaReR ${secret}` });

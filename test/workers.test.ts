@@ -104,3 +104,49 @@ t.test('two workers: shared rate limit, both serve, SIGHUP and SIGTERM reach eac
   t.equal(shown.apiKey.requestCount, 10, 'usage from both workers adds up exactly');
   t.notOk(gw.output().includes(secret), 'no secret in any log');
 });
+
+t.test('two workers: bursts aimed across a bucket boundary of the primary\'s clock pass exactly the limit', async (t) => {
+  const { BUCKET_MS } = await import('../src/limits/window.js');
+  const dir = t.testdir();
+  const echo = await startEchoUpstream({ name: 'up' });
+  t.teardown(() => echo.close());
+  const cfg = join(dir, 'gw.yaml');
+  writeFileSync(cfg, `workers: 2\nlisten: { host: 127.0.0.1, port: 0 }\nadmin: { port: 0 }\nstore: { keys: "sqlite:./k.db" }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes:\n  - { name: x, path: /x, upstream: up, role: viewer }\n`);
+  const create = (name: string): string =>
+    JSON.parse(execFileSync(process.execPath, [BIN, 'keys', 'create', '-c', cfg, '--name', name, '--rate-limit', '100', '--json'], { env: CHILD_ENV, encoding: 'utf8' })).key;
+  const gw = spawnKeygate(t, ['serve', '-c', cfg]);
+  t.ok(await gw.waitFor(/"msg":"keygate listening"/, 2), 'two workers listening');
+  const url: string = gw.lines().find((l) => l.msg === 'keygate listening')!.url;
+
+  const counts: Array<{ ok: number; limited: number; other: number }> = [];
+  let straddled = 0;
+  for (let round = 0; straddled < 1 && round < 4; round++) {
+    const secrets = [0, 1, 2, 3].map((k) => create(`burst-${round}-${k}`));
+    // 150 requests per key over the 0.3 s around the next boundary, each on a new connection (the
+    // primary hands connections to the workers in turn); the keys' limit is 100 per minute
+    let boundary = Math.ceil(Date.now() / BUCKET_MS) * BUCKET_MS;
+    if (boundary - Date.now() < 400) boundary += BUCKET_MS;
+    const pending: Array<Promise<number>[]> = secrets.map(() => []);
+    let first = 0;
+    let last = 0;
+    for (let tick = 0; tick < 30; tick++) {
+      await new Promise((r) => setTimeout(r, Math.max(0, boundary - 150 + tick * 10 - Date.now())));
+      last = Date.now();
+      if (tick === 0) first = last;
+      secrets.forEach((secret, k) => {
+        for (let i = 0; i < 5; i++) {
+          pending[k]!.push(request(`${url}/x`, { headers: { 'x-api-key': secret, connection: 'close' } }).then(async (r) => (await r.body.dump(), r.statusCode)));
+        }
+      });
+    }
+    const statuses = await Promise.all(pending.map((p) => Promise.all(p)));
+    if (!(first < boundary && last >= boundary)) continue; // a machine too loaded to aim: another round
+    straddled++;
+    for (const s of statuses) counts.push({ ok: s.filter((x) => x === 200).length, limited: s.filter((x) => x === 429).length, other: s.filter((x) => x !== 200 && x !== 429).length });
+  }
+  t.equal(straddled, 1, 'the bursts straddled a boundary');
+  t.same(counts, counts.map(() => ({ ok: 100, limited: 50, other: 0 })), `each key: exactly 100 of 150 allowed, 50 refused (${counts.map((c) => c.ok).join(', ')} allowed)`);
+  t.equal(new Set(gw.lines().filter((l) => l.msg === 'request').map((l) => l.pid)).size, 2, 'both workers served the bursts');
+  gw.child.kill('SIGTERM');
+  t.equal(await gw.exited, 0);
+});

@@ -7,14 +7,14 @@
 
 import type { LocalWindows } from './local.js';
 import type { WindowStore } from './limiter.js';
-import type { Take } from './window.js';
+import { takeOf, wireOf, type Take } from './window.js';
 
 export const COUNTERS = 'keygate:counters'; // worker → primary: {type, id, ops}
 export const COUNTED = 'keygate:counted'; // primary → worker: {type, id, results}
 
 /** A take: key id, limit per minute, requests. */
 type Op = [string, number, number];
-/** admitted, counted before in the current bucket, ms into the bucket, then the closed buckets newest first */
+/** a take's wire form (window.ts: takeOf) */
 type Result = number[];
 
 export interface CountersRequest {
@@ -36,10 +36,7 @@ export function isCountersRequest(msg: unknown): msg is CountersRequest {
 /** In the primary: a worker's takes, in order, on the shared windows at `nowMs`. */
 export function runCounterOps(windows: LocalWindows, req: CountersRequest, nowMs: number = Date.now()): CountersReply {
   try {
-    const results = req.ops.map(([keyId, limit, n]): Result => {
-      const t = windows.take(keyId, limit, n, nowMs);
-      return [t.admitted, t.current, t.msIntoBucket, ...(t.closed as number[])];
-    });
+    const results = req.ops.map(([keyId, limit, n]) => wireOf(windows.take(keyId, limit, n, nowMs)));
     return { type: COUNTED, id: req.id, results };
   } catch (err) {
     return { type: COUNTED, id: req.id, error: (err as Error).message };
@@ -106,7 +103,7 @@ export class BatchedCounterClient implements WindowStore {
         waiters.forEach((w, i) => {
           const r = results[i];
           if (r === undefined) w.reject(new Error('the primary sent too few results'));
-          else w.resolve({ admitted: r[0]!, current: r[1]!, msIntoBucket: r[2]!, closed: r.slice(3) });
+          else w.resolve(takeOf(r));
         });
       },
       reject: (err) => {

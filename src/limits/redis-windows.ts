@@ -3,14 +3,14 @@
 // and counts the requests that fit, in one atomic step. No instance's clock and no increment still
 // in flight can then let more than the limit through: every decision sees every request counted
 // before it, across instances. A key's window is one hash (one key, so one Redis Cluster slot):
-// a ring of BUCKETS + 1 bucket counts and the newest bucket counted into, expiring when idle.
+// a ring of BUCKETS + 1 bucket counts and the newest bucket seen, expiring when idle.
 
 import type { RedisClient } from '../redis.js';
 import type { WindowStore } from './limiter.js';
-import { BUCKETS, BUCKET_MS, type Take } from './window.js';
+import { BUCKETS, BUCKET_MS, takeOf, type Take } from './window.js';
 
 const RING = BUCKETS + 1;
-/** An idle window holds only zeros after BUCKETS + 1 buckets; the hash lives a little longer. */
+/** A bucket's counts are needed for BUCKETS buckets after it (65 s); the hash lives 70 s from its newest bucket. */
 const TTL_MS = (BUCKETS + 2) * BUCKET_MS;
 /** Prefix of the windows' hashes (rate-limiter-flexible's counters before were `keygate:rl:…` strings). */
 export const WINDOW_PREFIX = 'keygate:rlw:';
@@ -53,11 +53,12 @@ for i = 1, ${BUCKETS} do
 end
 local admitted = math.max(0, math.min(n, limit - sum - current))
 out[1] = admitted
--- written when something is counted or the window moves on (the newest bucket seen is where a
--- clock that goes back counts, as in local.ts); a refusal within a bucket already seen writes nothing
-if admitted > 0 or last == nil or counted > last then
+-- written when the window moves on (the newest bucket seen is where a clock that goes back counts,
+-- as in local.ts) or something is counted; a refusal within a bucket already seen writes nothing
+local moved = last == nil or counted > last
+if moved then
   local set = {'b', counted, counted % ${RING}, current + admitted}
-  if last ~= nil and counted > last then
+  if last ~= nil then
     -- buckets nobody counted into since the newest one: their slots still hold older buckets' counts
     for b = math.max(last + 1, counted - ${BUCKETS}), counted - 1 do
       set[#set + 1] = b % ${RING}
@@ -65,7 +66,10 @@ if admitted > 0 or last == nil or counted > last then
     end
   end
   redis.call('HSET', KEYS[1], unpack(set))
+  -- set in the newest bucket, the expiry outlasts every count the window can still need
   redis.call('PEXPIRE', KEYS[1], ${TTL_MS})
+elseif admitted > 0 then
+  redis.call('HSET', KEYS[1], counted % ${RING}, current + admitted)
 end
 return out
 `;
@@ -84,7 +88,6 @@ export class RedisWindows implements WindowStore {
   }
 
   async take(keyId: string, limit: number, n: number): Promise<Take> {
-    const r = await (this.clock ? this.run(WINDOW_PREFIX + keyId, limit, n, this.clock()) : this.run(WINDOW_PREFIX + keyId, limit, n));
-    return { admitted: r[0]!, current: r[1]!, msIntoBucket: r[2]!, closed: r.slice(3) };
+    return takeOf(await (this.clock ? this.run(WINDOW_PREFIX + keyId, limit, n, this.clock()) : this.run(WINDOW_PREFIX + keyId, limit, n)));
   }
 }

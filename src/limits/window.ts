@@ -73,3 +73,15 @@ export function decisionOf(limit: number, take: Take, i: number): LimitDecision 
   const current = take.current + (i < take.admitted ? i : take.admitted) + 1;
   return evaluate(limit, current, take.closed, take.msIntoBucket);
 }
+
+/** A take from its wire form (the Redis script's reply, the primary's IPC reply): admitted, current, ms into the bucket, then the closed counts. */
+export function takeOf(r: readonly number[]): Take {
+  return { admitted: r[0]!, current: r[1]!, msIntoBucket: r[2]!, closed: r.slice(3) };
+}
+
+/** A take in its wire form (see takeOf). */
+export function wireOf(t: Take): number[] {
+  const r = [t.admitted, t.current, t.msIntoBucket];
+  for (let i = 0; i < t.closed.length; i++) r.push(t.closed[i]!);
+  return r;
+}

@@ -119,14 +119,27 @@ function headerSafe(v: string): string {
 /** Every header name identityHeaders may set. */
 export const IDENTITY_HEADER_NAMES = ['x-keygate-key-id', 'x-keygate-key-name', 'x-keygate-role', 'x-keygate-workspace', 'x-keygate-attribution', 'x-request-source'] as const;
 
+/**
+ * The key's identity as header name/value pairs, flat ([name, value, name, value…]), values made
+ * header-safe: computed once per key and role (the pipeline keeps it with the key's cached access).
+ */
+export type IdentityPairs = readonly string[];
+
+export function identityPairs(identity: Identity): IdentityPairs {
+  const pairs = ['x-keygate-key-id', identity.keyId, 'x-keygate-key-name', headerSafe(identity.keyName), 'x-keygate-role', identity.role];
+  if (identity.workspace !== null) pairs.push('x-keygate-workspace', headerSafe(identity.workspace));
+  pairs.push('x-keygate-attribution', headerSafe(identity.attribution), 'x-request-source', 'external_api');
+  return pairs;
+}
+
 /** The key's identity as headers (upstream requests; the forward-auth answer). */
-export function identityHeaders(identity: Identity, out: Record<string, string | string[]>): void {
-  out['x-keygate-key-id'] = identity.keyId;
-  out['x-keygate-key-name'] = headerSafe(identity.keyName);
-  out['x-keygate-role'] = identity.role;
-  if (identity.workspace !== null) out['x-keygate-workspace'] = headerSafe(identity.workspace);
-  out['x-keygate-attribution'] = headerSafe(identity.attribution);
-  out['x-request-source'] = 'external_api';
+export function identityHeaders(identity: Identity | IdentityPairs, out: Record<string, string | string[]>): void {
+  const pairs = isPairs(identity) ? identity : identityPairs(identity);
+  for (let i = 0; i < pairs.length; i += 2) out[pairs[i]!] = pairs[i + 1]!;
+}
+
+function isPairs(identity: Identity | IdentityPairs): identity is IdentityPairs {
+  return Array.isArray(identity);
 }
 
 /** Headers to send upstream: the client's minus what must not pass, plus the gateway's own. */
@@ -134,7 +147,8 @@ export function upstreamRequestHeaders(
   incoming: IncomingHttpHeaders,
   upstreamHost: string,
   credential: readonly [string, string] | undefined,
-  identity: Identity | undefined,
+  /** the key's identity, or its pairs as identityPairs made them */
+  identity: Identity | IdentityPairs | undefined,
   fwd: Forwarding,
   /** keep the client's Authorization (auth: none routes that opted in, e.g. Dagu webhooks) */
   passAuthorization = false,
