@@ -191,5 +191,13 @@ t.test('key groups on the key page', { skip }, async (t) => {
   await page.getByRole('button', { name: 'Show every group' }).click();
   await page.waitForFunction(() => document.querySelectorAll('#keys-body tr').length === 4);
   t.pass('every key again');
+
+  // 390 px: the groups table as cards, nothing wider than the screen
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.getByRole('tab', { name: 'Groups' }).click();
+  await groupRow('ci-tenant').waitFor();
+  const o = await page.evaluate(() => ({ doc: document.documentElement.scrollWidth, vw: document.documentElement.clientWidth }));
+  t.ok(o.doc <= o.vw, `groups at 390 px: page ${o.doc} px wide in ${o.vw} px`);
+  await page.screenshot({ path: join(SHOTS, 'narrow-390-groups.png'), fullPage: true });
   t.same(problems, [], 'no page errors');
 });
