@@ -35,15 +35,23 @@ export interface AccessEntry {
   via: 'forward_auth' | undefined;
 }
 
-const str = (name: string, v: string | undefined): string => (v === undefined ? '' : `,"${name}":${JSON.stringify(v)}`);
-const num = (name: string, v: number | undefined): string => (v === undefined ? '' : `,"${name}":${v}`);
+/** The pieces of a line, joined once: labels and values side by side, '' where a field is absent. */
+const FIELDS = [
+  'request_id', 'remote_address', 'forwarded_for', 'method', 'host', 'path', 'route', 'key_id', 'key_prefix', 'status',
+  'decision', 'code', 'upstream', 'bytes_in', 'bytes_out', 'user_agent', 'latency_ms', 'upstream_ms', 'via',
+] as const;
+const LABELS = FIELDS.map((name) => `,"${name}":`);
+const END = ',"msg":"request"}\n';
 
 export class AccessLog {
   private pending = '';
   private scheduled = false;
   private readonly bindings: string;
   private lastMs = -1;
-  private lastIso = '';
+  /** `{"level":"info","time":"…","service":"keygate","pid":…` of the last millisecond a line was written in */
+  private head = '';
+  /** scratch for one line: [head, label, value, label, value…, END], joined into one flat string */
+  private readonly parts: string[] = ['', ...FIELDS.flatMap(() => ['', '']), END];
   private readonly flushNow = (): void => this.flush();
 
   constructor(
@@ -57,30 +65,32 @@ export class AccessLog {
     const ms = Date.now();
     if (ms !== this.lastMs) {
       this.lastMs = ms;
-      this.lastIso = new Date(ms).toISOString();
+      this.head = `{"level":"info","time":"${new Date(ms).toISOString()}"${this.bindings}`;
     }
-    this.pending +=
-      `{"level":"info","time":"${this.lastIso}"${this.bindings}` +
-      str('request_id', e.request_id) +
-      str('remote_address', e.remote_address) +
-      str('forwarded_for', e.forwarded_for) +
-      str('method', e.method) +
-      str('host', e.host) +
-      str('path', e.path) +
-      str('route', e.route) +
-      str('key_id', e.key_id) +
-      str('key_prefix', e.key_prefix) +
-      num('status', e.status) +
-      str('decision', e.decision) +
-      str('code', e.code) +
-      str('upstream', e.upstream) +
-      num('bytes_in', e.bytes_in) +
-      num('bytes_out', e.bytes_out) +
-      str('user_agent', e.user_agent) +
-      num('latency_ms', e.latency_ms) +
-      num('upstream_ms', e.upstream_ms) +
-      str('via', e.via) +
-      ',"msg":"request"}\n';
+    // One flat string per line (no chain of small concatenations for the GC to copy), the same
+    // bytes as JSON.stringify of the entry in this order with its absent fields left out.
+    const p = this.parts;
+    p[0] = this.head;
+    str(p, 0, e.request_id);
+    str(p, 1, e.remote_address);
+    str(p, 2, e.forwarded_for);
+    str(p, 3, e.method);
+    str(p, 4, e.host);
+    str(p, 5, e.path);
+    str(p, 6, e.route);
+    str(p, 7, e.key_id);
+    str(p, 8, e.key_prefix);
+    num(p, 9, e.status);
+    str(p, 10, e.decision);
+    str(p, 11, e.code);
+    str(p, 12, e.upstream);
+    num(p, 13, e.bytes_in);
+    num(p, 14, e.bytes_out);
+    str(p, 15, e.user_agent);
+    num(p, 16, e.latency_ms);
+    num(p, 17, e.upstream_ms);
+    str(p, 18, e.via);
+    this.pending += p.join('');
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(this.flushNow);
@@ -94,5 +104,23 @@ export class AccessLog {
     const lines = this.pending;
     this.pending = '';
     this.out.write(lines);
+  }
+}
+
+function str(p: string[], field: number, v: string | undefined): void {
+  const at = 1 + 2 * field;
+  if (v === undefined) p[at] = p[at + 1] = '';
+  else {
+    p[at] = LABELS[field]!;
+    p[at + 1] = JSON.stringify(v);
+  }
+}
+
+function num(p: string[], field: number, v: number | undefined): void {
+  const at = 1 + 2 * field;
+  if (v === undefined) p[at] = p[at + 1] = '';
+  else {
+    p[at] = LABELS[field]!;
+    p[at + 1] = String(v);
   }
 }

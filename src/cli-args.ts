@@ -27,6 +27,9 @@ export const OPTIONS = {
   'quota-start': { type: 'string' },
   'quota-remaining': { type: 'string' },
   'no-quota': { type: 'boolean' },
+  group: { type: 'string' },
+  'no-group': { type: 'boolean' },
+  'no-rate-limit': { type: 'boolean' },
   remaining: { type: 'string' },
   reset: { type: 'boolean' },
   'expires-at': { type: 'string' },
@@ -73,6 +76,9 @@ const FLAG_HELP: Record<Flag, [value: string, text: string]> = {
   'quota-start': ['DATE', 'YYYY-MM-DD or ISO 8601 with an offset: periods repeat from it instead of the calendar'],
   'quota-remaining': ['N', 'one-time quota: N requests in all, never refilled (a trial key)'],
   'no-quota': ['', 'remove the quota (update)'],
+  group: ['NAME', 'the key group (keygate groups create) whose rate limit and quota the key shares, on top of its own'],
+  'no-group': ['', 'take the key out of its group (update)'],
+  'no-rate-limit': ['', "remove the group's rate limit (groups update)"],
   remaining: ['N', 'credits left now (a top-up; the next refill still comes on time)'],
   reset: ['', 'the quota counter starts full again'],
   'expires-at': ['DATE', "YYYY-MM-DD (00:00 UTC) or ISO 8601 with an offset; '' = never (update)"],
@@ -100,12 +106,24 @@ export interface CommandSpec {
   summary: string;
   flags: readonly Flag[];
   examples: readonly string[];
+  /** what a flag means for this command when it differs from FLAG_HELP */
+  flagHelp?: Partial<Record<Flag, string>>;
 }
+
+/** The group commands' flags that mean something else than for a key. */
+const GROUP_FLAG_HELP: Partial<Record<Flag, string>> = {
+  name: "unique name, 1-100 characters: the group's identity (it cannot change)",
+  description: 'what the group is for, at most 500 characters',
+  'rate-limit': "requests per minute shared by all the group's keys, on top of each key's own (default none)",
+  json: "print JSON (a group in the Dagu-shaped admin API's camelCase fields)",
+};
 
 const KEY_FIELDS: readonly Flag[] = [
   'name', 'description', 'scopes', 'role', 'workspace', 'grant', 'surfaces', 'rate-limit', 'quota-limit', 'quota-period', 'quota-refill', 'quota-start', 'quota-remaining',
-  'expires-at', 'attribution', 'service-account-name', 'owner-user-id',
+  'expires-at', 'attribution', 'service-account-name', 'owner-user-id', 'group',
 ];
+
+const GROUP_FIELDS: readonly Flag[] = ['name', 'description', 'rate-limit', 'quota-limit', 'quota-period', 'quota-refill', 'quota-start', 'quota-remaining'];
 
 export const COMMANDS: readonly CommandSpec[] = [
   { name: 'serve', args: '', summary: 'run the gateway (SIGHUP reloads the file, SIGTERM drains and stops)', flags: ['config', 'port'], examples: ['keygate serve -c gateway.yaml'] },
@@ -133,7 +151,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     name: 'keys list',
     args: '',
     summary: 'list the keys, 100 a page by default (never a secret)',
-    flags: ['config', 'workspace', 'search', 'status', 'limit', 'cursor', 'all', 'json'],
+    flags: ['config', 'workspace', 'search', 'status', 'group', 'limit', 'cursor', 'all', 'json'],
     examples: ['keygate keys list --json', 'keygate keys list --all', 'keygate keys list --search etl --status active'],
   },
   {
@@ -162,7 +180,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     name: 'keys update',
     args: 'ID|NAME',
     summary: 'change the flags given; the others stay',
-    flags: ['config', ...KEY_FIELDS, 'no-quota', 'all-workspaces', 'json'],
+    flags: ['config', ...KEY_FIELDS, 'no-quota', 'no-group', 'all-workspaces', 'json'],
     examples: ['keygate keys update ci --role developer --expires-at 2027-06-30', 'keygate keys update tenant-a --quota-limit 100000'],
   },
   {
@@ -189,6 +207,39 @@ export const COMMANDS: readonly CommandSpec[] = [
     examples: ['keygate keys usage ci --days 7'],
   },
   { name: 'keys delete', args: 'ID|NAME', summary: 'delete the key: every consumer loses access', flags: ['config', 'json'], examples: ['keygate keys delete ci'] },
+  {
+    name: 'groups create',
+    args: '',
+    summary: "create a key group: a rate limit (--rate-limit, per minute) and a quota shared by its keys, on top of each key's own",
+    flags: ['config', ...GROUP_FIELDS, 'json'],
+    flagHelp: GROUP_FLAG_HELP,
+    examples: ['keygate groups create --name ci-tenant --rate-limit 600 --quota-limit 50000 --quota-period month', 'keygate keys create --name ci --group ci-tenant'],
+  },
+  { name: 'groups list', args: '', summary: 'list the key groups with their limits, quota left and member count', flags: ['config', 'json'], examples: ['keygate groups list'], flagHelp: GROUP_FLAG_HELP },
+  { name: 'groups show', args: 'NAME', summary: "one group's limits, quota now and member count", flags: ['config', 'json'], examples: ['keygate groups show ci-tenant'], flagHelp: GROUP_FLAG_HELP },
+  {
+    name: 'groups update',
+    args: 'NAME',
+    summary: 'change the flags given; the others stay (the name cannot change)',
+    flags: ['config', 'description', 'rate-limit', 'no-rate-limit', 'quota-limit', 'quota-period', 'quota-refill', 'quota-start', 'quota-remaining', 'no-quota', 'json'],
+    flagHelp: GROUP_FLAG_HELP,
+    examples: ['keygate groups update ci-tenant --rate-limit 1200', 'keygate groups update ci-tenant --no-quota'],
+  },
+  {
+    name: 'groups quota',
+    args: 'NAME',
+    summary: "show a group's quota now; --remaining N tops it up, --reset makes it full again (audited)",
+    flags: ['config', 'remaining', 'reset', 'json'],
+    examples: ['keygate groups quota ci-tenant --remaining 5000'],
+  },
+  {
+    name: 'groups usage',
+    args: 'NAME',
+    summary: "requests per day (or hour) of the group's keys while they belonged to it: allowed, rate limited, forbidden, over quota",
+    flags: ['config', 'days', 'bucket', 'json'],
+    examples: ['keygate groups usage ci-tenant --days 7'],
+  },
+  { name: 'groups delete', args: 'NAME', summary: 'delete a group (refused while keys belong to it: keygate keys update KEY --no-group)', flags: ['config', 'json'], examples: ['keygate groups delete ci-tenant'] },
   { name: 'demo', args: '', summary: 'run the gateway with a built-in echo server as every upstream', flags: ['config', 'port'], examples: ['keygate demo'] },
 ];
 
@@ -298,7 +349,7 @@ export function commandHelp(spec: CommandSpec): string {
     `Usage: keygate ${spec.name}${spec.args ? ` ${spec.args}` : ''} [flags]`,
     '',
     'Flags:',
-    ...flags.map((f) => `  ${left(f).padEnd(width)}${FLAG_HELP[f][1]}${f === 'grant' ? '' : ''}`),
+    ...flags.map((f) => `  ${left(f).padEnd(width)}${spec.flagHelp?.[f] ?? FLAG_HELP[f][1]}`),
     '',
     spec.examples.length > 1 ? 'Examples:' : 'Example:',
     ...spec.examples.map((e) => `  ${e}`),
@@ -328,6 +379,7 @@ const FIELD_FLAGS: Readonly<Record<string, Flag>> = {
   attributionClass: 'attribution',
   serviceAccountName: 'service-account-name',
   ownerUserId: 'owner-user-id',
+  group: 'group',
   graceSeconds: 'grace-seconds',
   days: 'days',
   bucket: 'bucket',

@@ -12,12 +12,13 @@ import { ConfigError, KeygateError, ValidationError, formatConfigIssue } from '.
 import { keyStatus, type ApiKey } from './keys/model.js';
 import { isPeriodic, type Quota, type QuotaStatus } from './keys/quota.js';
 import { openKeyStore } from './keys/open.js';
-import { KeyService, serviceConfig, type KeyInput } from './keys/service.js';
+import { KeyService, serviceConfig, type GroupInput, type GroupStatus, type KeyInput } from './keys/service.js';
+import { daguGroup } from './admin/groups-api.js';
 import { daguKey } from './admin/dagu-api.js';
 import { SqliteKeyStore, verifyBackup } from './keys/sqlite-store.js';
 import type { AuditStore, KeyStore } from './keys/store.js';
 import { exportLines, importLines } from './keys/transfer.js';
-import { daguUsage } from './admin/usage-api.js';
+import { daguGroupUsage, daguUsage } from './admin/usage-api.js';
 import type { UsageQuery, UsageSeries } from './keys/usage-history.js';
 import { COMMANDS, UsageError, commandHelp, flagMessage, parseCommandLine, type CommandSpec, type Values } from './cli-args.js';
 import { normaliseTarget } from './routes/path.js';
@@ -47,7 +48,7 @@ Commands:
               [--quota-limit N --quota-period day|week|month [--quota-refill reset|add]
                [--quota-start DATE] | --quota-remaining N] [--json]
   keys list   -c FILE [--workspace ID] [--search TEXT] [--status active|inactive|expired]
-              [--limit N] [--cursor C | --all] [--json]
+              [--group NAME] [--limit N] [--cursor C | --all] [--json]
                                          100 keys a page by default; --all streams every page
   keys export -c FILE [--output FILE] [--audit]
                                          every key as JSON Lines (digests, never secrets)
@@ -55,7 +56,7 @@ Commands:
                                          create/update/skip by key id; safe to run twice
   backup    -c FILE BACKUP.db            consistent copy of a SQLite key store, also while serving
   keys show   -c FILE ID|NAME [--json]
-  keys update -c FILE ID|NAME [same flags as create] [--all-workspaces] [--no-quota]
+  keys update -c FILE ID|NAME [same flags as create] [--all-workspaces] [--no-quota] [--no-group]
   keys quota  -c FILE ID|NAME [--remaining N | --reset] [--json]
                                          a key's quota now; top it up or make it full again
   keys activate|deactivate|regenerate|delete -c FILE ID|NAME [--json]
@@ -63,6 +64,10 @@ Commands:
                                          the old key keeps working N seconds (0-86400, default 0)
   keys usage  -c FILE ID|NAME [--days N] [--bucket day|hour] [--json]
                                          requests per day (or hour): allowed, rate limited, forbidden, over quota
+  groups create -c FILE --name NAME [--description TEXT] [--rate-limit N] [--quota-* flags] [--json]
+                                         a rate limit and quota shared by the group's keys
+                                         (keys create/update --group NAME), on top of each key's own
+  groups list|show NAME|update NAME|quota NAME|delete NAME -c FILE [--json]
   demo      [-c FILE] [--port N]         run the gateway with a built-in echo server as every upstream
 
   -c, --config FILE   configuration (default ./gateway.yaml, else ./gateway.example.yaml)
@@ -84,6 +89,8 @@ Examples:
   keygate keys create --name tenant-a --quota-limit 50000 --quota-period month
   keygate keys quota tenant-a --remaining 5000   # a top-up (audited)
   keygate keys usage ci --days 7                 # requests per day: allowed, rate limited, forbidden, over quota
+  keygate groups create --name ci-tenant --rate-limit 600 --quota-limit 50000 --quota-period month
+  keygate keys update ci --group ci-tenant       # ci now also counts against ci-tenant's budget
   keygate keys delete ci
   curl -H "X-API-Key: dg_…" http://127.0.0.1:8080/api/v1/dags
 `;
@@ -120,6 +127,10 @@ function keyInput(v: Values): KeyInput {
   if (v.attribution !== undefined) input.attributionClass = v.attribution;
   if (v['service-account-name'] !== undefined) input.serviceAccountName = v['service-account-name'];
   if (v['owner-user-id'] !== undefined) input.ownerUserId = v['owner-user-id'];
+  if (v['no-group']) {
+    if (v.group !== undefined) throw new UsageError('--no-group takes the key out of its group: give it without --group');
+    input.group = null;
+  } else if (v.group !== undefined) input.group = v.group;
   if (v.grant !== undefined) {
     input.workspaceAccess = {
       all: false,
@@ -190,6 +201,7 @@ function describeKey(k: ApiKey, nowMs: number, quota: QuotaStatus | null = null)
     `surfaces:     ${k.surfaces?.join(', ') ?? 'all'}`,
     `attribution:  ${k.attributionClass}${k.attributionClass === 'user_owned' ? ` (${k.ownerUserId})` : ` (${k.serviceAccountName})`}`,
     `rate limit:   ${k.rateLimit}/min`,
+    `group:        ${k.group ?? 'none'}`,
     `quota:        ${describeQuota(k.quota, quota)}`,
     `expires:      ${k.expiresAt ?? 'never'}`,
     `requests:     ${k.requestCount}`,
@@ -205,7 +217,7 @@ async function write(s: string): Promise<void> {
 }
 
 function keyRow(k: ApiKey, now: number, quota: QuotaStatus | null): string[] {
-  return [k.name, `${k.prefix}…`, keyStatus(k, now), k.scopes.join(','), k.role, `${k.rateLimit}/min`, quotaCell(k.quota, quota), String(k.requestCount), ago(k.lastUsedAt, now), k.expiresAt?.slice(0, 10) ?? 'never', k.id];
+  return [k.name, `${k.prefix}…`, keyStatus(k, now), k.scopes.join(','), k.role, `${k.rateLimit}/min`, quotaCell(k.quota, quota), k.group ?? '-', String(k.requestCount), ago(k.lastUsedAt, now), k.expiresAt?.slice(0, 10) ?? 'never', k.id];
 }
 
 /** A word as a POSIX shell reads it back (quoted when it holds anything but safe characters). */
@@ -221,12 +233,12 @@ async function listCommand(service: KeyService, v: Values, now: number): Promise
   if (v.all && v.cursor !== undefined) throw new UsageError('--all and --cursor do not go together');
   let cursor: string | undefined = v.cursor;
   // a cursor continues the listing it came from: the next command repeats its filters
-  const filter = [v.workspace !== undefined ? ` --workspace ${shellWord(v.workspace)}` : '', v.search ? ` --search ${shellWord(v.search)}` : '', v.status ? ` --status ${v.status}` : ''].join('');
+  const filter = [v.workspace !== undefined ? ` --workspace ${shellWord(v.workspace)}` : '', v.search ? ` --search ${shellWord(v.search)}` : '', v.status ? ` --status ${v.status}` : '', v.group ? ` --group ${shellWord(v.group)}` : ''].join('');
   let first = true;
   let shown = 0;
   if (v.json) await write('{"apiKeys":[');
   for (;;) {
-    const page = await service.page({ limit: v.limit, cursor, workspace: v.workspace, q: v.search, status: v.status });
+    const page = await service.page({ limit: v.limit, cursor, workspace: v.workspace, q: v.search, status: v.status, group: v.group });
     const quotas = await service.quotaStatuses(page.keys);
     if (v.json) {
       for (const [i, k] of page.keys.entries()) {
@@ -235,7 +247,7 @@ async function listCommand(service: KeyService, v: Values, now: number): Promise
       }
     } else if (page.keys.length > 0) {
       const rows = page.keys.map((k, i) => keyRow(k, now, quotas[i]!));
-      await write(table(first ? [['NAME', 'KEY', 'STATUS', 'SCOPES', 'ROLE', 'LIMIT', 'QUOTA', 'REQUESTS', 'LAST USED', 'EXPIRES', 'ID'], ...rows] : rows) + '\n');
+      await write(table(first ? [['NAME', 'KEY', 'STATUS', 'SCOPES', 'ROLE', 'LIMIT', 'QUOTA', 'GROUP', 'REQUESTS', 'LAST USED', 'EXPIRES', 'ID'], ...rows] : rows) + '\n');
       first = false;
     }
     shown += page.keys.length;
@@ -256,10 +268,12 @@ async function exportCommand(store: KeyStore & AuditStore, v: Values): Promise<n
   const tmp = file === undefined ? undefined : `${file}.tmp-${process.pid}`;
   const sink = tmp === undefined ? process.stdout : createWriteStream(tmp, { flags: 'wx', mode: 0o600 });
   let keys = 0;
+  let groups = 0;
   let audit = 0;
   try {
     for await (const line of exportLines(store, { audit: v.audit === true })) {
       if (line.startsWith('{"type":"key"')) keys++;
+      else if (line.startsWith('{"type":"group"')) groups++;
       else audit++;
       if (!sink.write(line + '\n')) await once(sink, 'drain');
     }
@@ -274,7 +288,7 @@ async function exportCommand(store: KeyStore & AuditStore, v: Values): Promise<n
     }
     throw err;
   }
-  process.stderr.write(`exported ${keys} key(s)${v.audit ? ` and ${audit} audit record(s)` : ''}${file === undefined ? '' : ` to ${file}`}\n`);
+  process.stderr.write(`exported ${groups > 0 ? `${groups} group(s) and ` : ''}${keys} key(s)${v.audit ? ` and ${audit} audit record(s)` : ''}${file === undefined ? '' : ` to ${file}`}\n`);
   return 0;
 }
 
@@ -289,6 +303,7 @@ async function importCommand(store: KeyStore & AuditStore, file: string, v: Valu
   const report = await importLines(store, createInterface({ input, crlfDelay: Infinity }), { dryRun: v['dry-run'] === true });
   const what = v['dry-run'] ? 'would be' : '';
   const summary = `${v['dry-run'] ? 'dry run: ' : ''}${report.created} created, ${report.updated} updated, ${report.skipped} skipped${what ? ' (nothing was changed)' : ''}` +
+    (report.groups.created + report.groups.updated + report.groups.skipped > 0 ? `; groups: ${report.groups.created} created, ${report.groups.updated} updated, ${report.groups.skipped} skipped` : '') +
     (report.audit.created + report.audit.skipped > 0 ? `; audit records: ${report.audit.created} added, ${report.audit.skipped} already there` : '') +
     (report.errors.length > 0 ? `; ${report.errors.length} line(s) refused` : '');
   if (v.json) out(JSON.stringify({ dryRun: v['dry-run'] === true, ...report }, null, 2));
@@ -424,6 +439,100 @@ function usageTable(series: UsageSeries, what: string): string {
   return `${what} per ${series.bucket}, ${label(series.from)} to ${label(series.points.at(-1)!.start)} (UTC)\n${table(rows, [1, 2, 3, 4])}`;
 }
 
+/** A group in a few lines (groups show, create, update). */
+function describeGroup(g: GroupStatus): string {
+  return [
+    `name:         ${g.name}`,
+    `description:  ${g.description}`,
+    `rate limit:   ${g.rateLimit === null ? 'none' : `${g.rateLimit}/min shared by its keys`}`,
+    `quota:        ${describeQuota(g.quota, g.quotaStatus)}`,
+    `keys:         ${g.keys}`,
+    `managed by:   ${g.managedBy}`,
+    `created:      ${g.createdAt} by ${g.createdBy ?? '-'}`,
+    `updated:      ${g.updatedAt} by ${g.updatedBy ?? '-'}`,
+  ].join('\n');
+}
+
+/** Flags → group input; only the flags given. */
+function groupInput(v: Values): GroupInput {
+  const input: GroupInput = {};
+  if (v.name !== undefined) input.name = v.name;
+  if (v.description !== undefined) input.description = v.description;
+  if (v['no-rate-limit']) {
+    if (v['rate-limit'] !== undefined) throw new UsageError('--no-rate-limit removes the group\'s rate limit: give it without --rate-limit');
+    input.rateLimit = null;
+  } else if (v['rate-limit'] !== undefined) input.rateLimit = v['rate-limit'];
+  const quota = quotaInput(v);
+  if (quota !== undefined) input.quota = quota;
+  return input;
+}
+
+async function groupsCommand(sub: string, args: string[], v: Values): Promise<number> {
+  const config = load(v);
+  const store = openKeyStore(config.store.keys, { redis: config.store.redis });
+  const service = new KeyService(store, serviceConfig(config), Date.now, { store });
+  const target = (): string => {
+    if (!args[0]) throw new UsageError(`groups ${sub} needs a group name`);
+    return args[0];
+  };
+  const show = async (g: GroupStatus, text: string) => out(v.json ? JSON.stringify({ group: daguGroup(g) }, null, 2) : text);
+  try {
+    switch (sub) {
+      case 'create': {
+        const g = await service.groupStatus(await service.createGroup(groupInput(v), actor()));
+        await show(g, `Created group "${g.name}".\n${describeGroup(g)}\nAdd keys to it: keygate keys update KEY --group ${shellWord(g.name)}`);
+        return 0;
+      }
+      case 'list': {
+        const groups = await service.listGroups();
+        if (v.json) out(JSON.stringify({ groups: groups.map(daguGroup) }, null, 2));
+        else if (groups.length === 0) out('No key groups yet. Create one: keygate groups create --name NAME --rate-limit 600');
+        else {
+          const rows = groups.map((g) => [g.name, g.rateLimit === null ? '-' : `${g.rateLimit}/min`, quotaCell(g.quota, g.quotaStatus), String(g.keys), g.managedBy, g.description]);
+          out(table([['NAME', 'LIMIT', 'QUOTA', 'KEYS', 'MANAGED BY', 'DESCRIPTION'], ...rows], [3]));
+        }
+        return 0;
+      }
+      case 'show': {
+        const g = await service.groupStatus(target());
+        await show(g, describeGroup(g));
+        return 0;
+      }
+      case 'update': {
+        const input = groupInput(v);
+        // --quota-limit alone (or --quota-period…) changes that part of a periodic quota; the rest stays
+        if (input.quota && typeof input.quota === 'object' && !('remaining' in input.quota)) {
+          const current = (await service.getGroup(target())).quota;
+          if (current !== null && isPeriodic(current)) input.quota = { ...current, ...input.quota };
+        }
+        const g = await service.groupStatus(await service.updateGroup(target(), input, actor()));
+        await show(g, `Updated group "${g.name}".\n${describeGroup(g)}`);
+        return 0;
+      }
+      case 'quota': {
+        if (v.remaining !== undefined || v.reset) await service.setGroupQuotaRemaining(target(), { remaining: v.remaining, ...(v.reset ? { reset: true } : {}) }, actor());
+        const g = await service.groupStatus(target());
+        await show(g, `quota of group "${g.name}": ${describeQuota(g.quota, g.quotaStatus)}`);
+        return 0;
+      }
+      case 'usage': {
+        const series = await service.groupUsage(target(), usageQuery(v));
+        out(v.json ? JSON.stringify(daguGroupUsage(series), null, 2) : usageTable(series, `Requests with the keys of group "${series.group.name}"`));
+        return 0;
+      }
+      case 'delete': {
+        const g = await service.deleteGroup(target(), actor());
+        out(v.json ? JSON.stringify({ deleted: g.name }, null, 2) : `Deleted group "${g.name}".`);
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown groups command "${sub}": create, list, show, update, quota, usage, delete`);
+    }
+  } finally {
+    await service.store.close();
+  }
+}
+
 /** What `check` says of the key store: how many keys it holds, or that serve would create it empty. */
 async function describeStore(spec: string, config: GatewayConfig): Promise<string> {
   if (spec.startsWith('sqlite:') && spec !== 'sqlite::memory:') {
@@ -472,6 +581,7 @@ async function checkCommand(v: Values): Promise<number> {
     `  key store:    ${storeLine}`,
     `  rate limits:  ${config.store.rate_limits}`,
     `  keys:         prefix ${config.keys.prefix}, rate limit ${config.keys.rate_limit.default}/min (${config.keys.rate_limit.min}–${config.keys.rate_limit.max})${config.keys.max_keys ? `, at most ${config.keys.max_keys} keys` : ''}${config.keys.declared ? `, ${config.keys.declared.length} declared` : ''}`,
+    ...(config.groups?.declared ? [`  key groups:   ${config.groups.declared.length} declared (${config.groups.declared.map((g) => g.name).join(', ')})`] : []),
     `  upstreams:    ${config.upstreams.map((u) => `${u.name} → ${u.api_base_url} (auth ${u.auth_type})`).join('; ') || 'none'}`,
     `  remote nodes: ${config.remote_nodes.map((u) => u.name).join(', ') || 'none'}`,
     `  routes:       ${table.routes.length} (${[...bySurface].map(([s, n]) => `${n} ${s}`).join(', ')}; ${open} without auth)`,
@@ -745,6 +855,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'demo':
         return await demoCommand(v);
       default:
+        if (spec.name.startsWith('groups ')) return await groupsCommand(spec.name.slice('groups '.length), args, v);
         return await keysCommand(spec.name.slice('keys '.length), args, v);
     }
   } catch (err) {
@@ -756,7 +867,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`keygate: ${err.message}\n${usageHint(spec)}\n`);
       return 2;
     }
-    if (err instanceof ValidationError && spec?.name.startsWith('keys ')) {
+    if (err instanceof ValidationError && (spec?.name.startsWith('keys ') || spec?.name.startsWith('groups '))) {
       // name the flag the person typed, not the key service's field; every problem, one a line
       for (const e of err.errors) process.stderr.write(`keygate: ${flagMessage(e.field, e.reason) ?? `${e.field}: ${e.reason}`}\n`);
       return 1;

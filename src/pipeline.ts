@@ -33,6 +33,7 @@ import { INSUFFICIENT_SCOPE, refuseUpgrade, sendError, sendFailure, sendJson } f
 import type { UsageCounter } from './usage/counter.js';
 import { keyQuotaOwner, type Quota } from './keys/quota.js';
 import { quotaMessage, quotaRefusalHeaders, stageQuotaHeaders, type QuotaDecision, type QuotaGate } from './limits/quota.js';
+import { GroupStage, type GroupResult } from './limits/group-stage.js';
 
 const ROLE_NAMES = ['', ...ROLES];
 
@@ -79,6 +80,8 @@ export class Pipeline {
   private readonly usage: UsageCounter;
   private readonly limiter: KeyRateLimiter;
   private readonly quotas: QuotaGate;
+  /** the limits of a key's group, for keys in one */
+  private readonly groups: GroupStage;
   private readonly metrics: GatewayMetrics;
   private readonly accessLog: AccessLog | undefined;
   private readonly now: () => number;
@@ -97,6 +100,7 @@ export class Pipeline {
     this.usage = opts.usage;
     this.limiter = opts.limiter;
     this.quotas = opts.quotas;
+    this.groups = new GroupStage(opts.limiter, opts.quotas);
     this.metrics = opts.metrics;
     this.accessLog = opts.accessLog;
     this.now = opts.now;
@@ -330,6 +334,7 @@ export class Pipeline {
   private limited(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, d: LimitDecision | typeof UNAVAILABLE, body: Buffer | undefined, rpcId: RpcId | undefined): void {
     const refusal = this.limitRefusal(o, d);
     if (refusal !== undefined) return this.refuse(req, res, refusal, started, rpcId);
+    if (o.access!.group !== null) return this.grouped(req, res, o, started, d as LimitDecision, body, rpcId);
     stageRateLimitHeaders(res, d as LimitDecision);
     const quota = o.access!.key.quota;
     if (quota === null) return this.forward(req, res, o, started, body, rpcId);
@@ -357,14 +362,38 @@ export class Pipeline {
     else decided(d);
   }
 
+  /**
+   * A key in a group: the group's window, the key's quota and the group's quota (group-stage.ts),
+   * each given back when a later one refuses; the headers describe the budget with the least left.
+   */
+  private grouped(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, key: LimitDecision, body: Buffer | undefined, rpcId: RpcId | undefined): void {
+    const decided = (r: GroupResult) => {
+      if (!r.allowed) return this.refuse(req, res, { forward: false, status: r.status, code: r.code, message: r.message, headers: r.headers, path: o.path, route: o.route, access: o.access }, started, rpcId);
+      stageRateLimitHeaders(res, r.rate, r.ratePolicy);
+      if (r.quota !== undefined) stageQuotaHeaders(res, r.quota);
+      this.forward(req, res, o, started, body, rpcId);
+    };
+    const r = this.groups.admit(o.access!, key);
+    if (r instanceof Promise) r.then(decided, (err) => this.internalError(req, res, started, err));
+    else decided(r);
+  }
+
+  /** A refusal after the key's window counted the request: the count is given back (a refused request consumes nothing). */
   private quotaRefusal(o: Admission, d: QuotaDecision): Refusal {
+    this.giveBackWindow(o);
     return { forward: false, status: 429, code: 'quota_exceeded', message: quotaMessage(d), headers: quotaRefusalHeaders(d), path: o.path, route: o.route, access: o.access };
   }
 
   /** The quota's counter could not be reached: refused (a quota is not waived while its store is down). */
   private quotaUnavailable(o: Admission, err: unknown): Refusal {
+    this.giveBackWindow(o);
     const why = err instanceof Error ? err.message : String(err);
     return { forward: false, status: 503, code: 'unavailable', message: `this key's quota cannot be checked right now (key store: ${why}); retry shortly`, headers: { 'retry-after': '1' }, path: o.path, route: o.route, access: o.access };
+  }
+
+  private giveBackWindow(o: Admission): void {
+    const r = this.limiter.giveBack(o.access!.key.id);
+    if (r instanceof Promise) r.catch(() => undefined);
   }
 
   /** The 429 (or 503 when the limit store is down under the deny policy) for a decision, if any. */
@@ -601,7 +630,7 @@ export class Pipeline {
         this.limiter.check(access.key.id, access.key.rateLimit).then(
           (d) => {
             const refusal = this.limitRefusal(o, d);
-            if (refusal === undefined) return access.key.quota === null ? upgrade(o) : quota(o, access.key.quota);
+            if (refusal === undefined) return access.group !== null ? grouped(o, d as LimitDecision) : access.key.quota === null ? upgrade(o) : quota(o, access.key.quota);
             refuseUpgrade(socket, refusal.status, refusal.code, refusal.message, refusal.headers);
             this.access(req, refusal, refusal.status, started, -1);
           },
@@ -624,6 +653,16 @@ export class Pipeline {
       } catch (err) {
         refuse(this.quotaUnavailable(o, err));
       }
+    };
+    const grouped = (o: Admission, key: LimitDecision): void => {
+      const decided = (r: GroupResult) => {
+        if (r.allowed) return upgrade(o);
+        refuseUpgrade(socket, r.status, r.code, r.message, r.headers);
+        this.access(req, { forward: false, status: r.status, code: r.code, message: r.message, path: o.path, route: o.route, access: o.access }, r.status, started, -1);
+      };
+      const r = this.groups.admit(o.access!, key);
+      if (r instanceof Promise) r.then(decided, () => refuseUpgrade(socket, 503, 'unavailable', 'rate limits cannot be checked right now'));
+      else decided(r);
     };
     const upgrade = (o: Admission): void => {
       const { upstream, headers } = this.prepareForward(req, o);

@@ -317,7 +317,7 @@ t.test('Dagen: each validation error is a 400 naming the field, and nothing is c
     const r = await admin('POST', '/api/keys', { body });
     isError(t, r, 400, 'bad_request', field, `${what}:`);
     if (what.includes('read-only')) t.match(r.json.message, /is read-only$/);
-    if (what === 'unknown field') t.match(r.json.message, /unknown field; allowed: name, scopes, rate_limit, expires_at, is_active, quota, workspace_id$/);
+    if (what === 'unknown field') t.match(r.json.message, /unknown field; allowed: name, scopes, rate_limit, expires_at, is_active, quota, group, workspace_id$/);
   }
   isError(t, await admin('POST', '/api/keys', { raw: '{"name": ', headers: { 'content-type': 'application/json' } }), 400, 'bad_request', 'body', 'malformed JSON:');
   isError(t, await admin('POST', '/api/keys', { raw: '', headers: { 'content-type': 'application/json' } }), 400, 'bad_request', 'body', 'empty body:');
@@ -758,7 +758,7 @@ t.test('GET /openapi.json describes exactly the routes the admin listener serves
     }
   }
   t.same(documented.sort(), served, 'every served route is documented, and every documented one is served');
-  t.equal(served.length, 20, 'Dagen 5 + usage + counts + quota, Dagu 5 + usage + quota, group usage (both shapes), audit, info (the key page), this document');
+  t.equal(served.length, 32, 'Dagen 5 + usage + counts + quota, Dagu 5 + usage + quota, groups 6 in each shape, group usage (both shapes), audit, info (the key page), this document');
   // every $ref resolves
   const text = JSON.stringify(doc);
   for (const [, name] of text.matchAll(/"#\/components\/schemas\/([^"]+)"/g)) t.ok(doc.components.schemas[name!], `schema ${name} exists`);

@@ -3,6 +3,8 @@
 // dropped when the group changes, and a key file from before groups.
 
 import t from 'tap';
+import { request } from 'undici';
+import WebSocket from 'ws';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { KeysConfig } from '../src/config/types.js';
@@ -11,7 +13,16 @@ import { ConflictError, NotFoundError, ValidationError } from '../src/errors.js'
 import { KeyService, serviceConfig } from '../src/keys/service.js';
 import { digestSecret } from '../src/keys/secret.js';
 import { SqliteKeyStore } from '../src/keys/sqlite-store.js';
+import { exportLines, importLines } from '../src/keys/transfer.js';
 import type { AuditRecord } from '../src/keys/store.js';
+import { startStack } from './helpers.js';
+import { Redis } from 'ioredis';
+import type { RedisClient } from '../src/redis.js';
+import { memoryWindows, type WindowStore } from '../src/limits/limiter.js';
+import { LocalWindows } from '../src/limits/local.js';
+import { BatchedCounterClient, runCounterOps } from '../src/limits/cluster-store.js';
+import { RedisWindows } from '../src/limits/redis-windows.js';
+import { skipWithoutRedis, startRedis } from './redis.js';
 
 const CONFIG: KeysConfig = { prefix: 'dg_', rate_limit: { default: 60, min: 1, max: 600 } };
 
@@ -152,4 +163,217 @@ t.test('a key file from before groups opens, keeps its keys and gains groups', a
   await svc.createGroup({ name: 'tenant', quota: { remaining: 10 } }, 'test');
   t.equal((await svc.update('old-key', { group: 'tenant' }, 'test')).group, 'tenant', 'and can join one');
   t.same((await svc.page({ group: 'tenant' })).keys.map((k) => k.id), ['old-1']);
+});
+
+// ---------------------------------------------------------------- admission (in process)
+
+async function get(url: string, secret: string, path = '/api/v1/dags'): Promise<{ status: number; code?: string; message?: string; headers: Record<string, string | string[] | undefined> }> {
+  const r = await request(`${url}${path}`, { headers: { 'x-api-key': secret } });
+  const text = await r.body.text();
+  if (r.statusCode === 200) return { status: 200, headers: r.headers };
+  const body = JSON.parse(text) as { code: string; message: string };
+  return { status: r.statusCode, code: body.code, message: body.message, headers: r.headers };
+}
+
+t.test("a group's quota is shared by its keys: exactly its budget is forwarded, a refusal consumes nothing, the key's own limits still apply", async (t) => {
+  const s = await startStack(t.testdir());
+  t.teardown(() => s.close());
+  const svc = s.gateway.keys;
+  await svc.createGroup({ name: 'tenant', quota: { remaining: 10 } }, 'test');
+  const keys = [];
+  for (const name of ['ci', 'mcp', 'dev']) keys.push(await s.key({ name, group: 'tenant', rateLimit: 600 }));
+  const before = s.dagu.received.length;
+  const answers = [];
+  for (let i = 0; i < 15; i++) answers.push(await get(s.url, keys[i % 3]!.secret));
+  t.equal(answers.filter((a) => a.status === 200).length, 10, 'exactly the group budget allowed, across three keys');
+  t.equal(s.dagu.received.length - before, 10, 'and exactly that reached the upstream');
+  const refused = answers.filter((a) => a.status === 429);
+  t.ok(refused.every((a) => a.code === 'quota_exceeded' && /^group "tenant": the quota shared by its keys is used up/.test(a.message!)), "each refusal says it was the group's budget");
+  t.equal(refused[0]!.headers['x-quota-remaining'], '0', "the refusal's quota headers are the group's");
+  t.same(answers.slice(0, 10).map((a) => Number(a.headers['x-quota-remaining'])), [9, 8, 7, 6, 5, 4, 3, 2, 1, 0], "allowed answers: the group's remaining (the only quota)");
+  t.match(await svc.groupStatus('tenant'), { keys: 3, quotaStatus: { remaining: 0, nextRefillAt: null } });
+
+  // the key's own quota and the group's: the tighter one shows; group refusals do not use the key's credits
+  await svc.setGroupQuotaRemaining('tenant', { remaining: 3 }, 'test');
+  const own = await s.key({ name: 'own', group: 'tenant', rateLimit: 600, quota: { remaining: 5 } });
+  const ownAnswers = [];
+  for (let i = 0; i < 5; i++) ownAnswers.push(await get(s.url, own.secret));
+  t.same(ownAnswers.map((a) => a.status), [200, 200, 200, 429, 429], 'the group (3) binds before the key (5)');
+  t.same(ownAnswers.slice(0, 3).map((a) => a.headers['x-quota-remaining']), ['2', '1', '0'], 'X-Quota-*: the budget with the least remaining (the group)');
+  t.equal((await svc.quotaStatus(await svc.get('own')))!.remaining, 2, "the group's refusals took nothing from the key's own quota");
+
+  // the key's quota refuses: the group's credits are given back
+  await svc.setGroupQuotaRemaining('tenant', { remaining: 10 }, 'test');
+  const tight = await s.key({ name: 'tight', group: 'tenant', rateLimit: 600, quota: { remaining: 1 } });
+  t.same([(await get(s.url, tight.secret)).status, (await get(s.url, tight.secret)).status, (await get(s.url, tight.secret)).status], [200, 429, 429]);
+  t.equal((await svc.groupQuotaStatus(await svc.getGroup('tenant')))!.remaining, 9, "the key's refusals took nothing from the group's quota");
+  const keyRefusal = await get(s.url, tight.secret);
+  t.match(keyRefusal.message, /this key's credits are used up/, "a refusal by the key's own quota says so");
+});
+
+t.test("a group's rate limit is shared by its keys, on top of each key's; the refused requests consume neither window", async (t) => {
+  const s = await startStack(t.testdir());
+  t.teardown(() => s.close());
+  const svc = s.gateway.keys;
+  await svc.createGroup({ name: 'burst', rateLimit: 5 }, 'test');
+  const a = await s.key({ name: 'a', group: 'burst', rateLimit: 600 });
+  const b = await s.key({ name: 'b', group: 'burst', rateLimit: 2 });
+  const first = [await get(s.url, b.secret), await get(s.url, b.secret), await get(s.url, b.secret)];
+  t.same(first.map((x) => x.status), [200, 200, 429], "key b's own limit (2) still applies");
+  t.match(first[2]!.message, /^rate limit of 2 requests per minute exceeded/, "and its refusal is the key's");
+  t.same(first.slice(0, 2).map((x) => x.headers['x-ratelimit-remaining']), ['1', '0'], "b's headers: its own window, tighter than the group's");
+  // b's refused request did not count in the group's window: a has 3 left of the group's 5
+  const rest = [];
+  for (let i = 0; i < 5; i++) rest.push(await get(s.url, a.secret));
+  t.same(rest.map((x) => x.status), [200, 200, 200, 429, 429], "the group's 5 per minute across both keys");
+  t.same(rest.slice(0, 3).map((x) => x.headers['x-ratelimit-remaining']), ['2', '1', '0'], "a's headers: the group's window (the least remaining)");
+  t.match(rest.slice(0, 3).map((x) => x.headers['ratelimit']), [/^"per-group";r=2;/, /^"per-group";r=1;/, /^"per-group";r=0;/], 'the IETF field names the policy');
+  const refusal = rest[3]!;
+  t.match(refusal.message, /^group "burst": 5 requests per minute shared by its keys exceeded; retry in \d+ s$/);
+  t.ok(Number(refusal.headers['retry-after']) > 0, 'Retry-After');
+  t.equal(refusal.headers['x-ratelimit-limit'], '5', "the refusal's headers are the group's window");
+  // the group refusals gave a's own window back: lifting the group's limit, a has 600 - 3 left
+  await svc.updateGroup('burst', { rateLimit: null }, 'test');
+  const free = await get(s.url, a.secret);
+  t.equal(free.status, 200, 'a group change applies to the next request');
+  t.equal(free.headers['x-ratelimit-remaining'], '596', "a's window counted only its 4 allowed requests");
+});
+
+t.test('WebSocket upgrades and forward-auth answers take the group budget too', async (t) => {
+  const secret = 'forward-auth-shared-secret-0123456789';
+  const s = await startStack(t.testdir(), { yaml: `forward_auth: { secret: "${secret}" }` });
+  t.teardown(() => s.close());
+  await s.gateway.keys.createGroup({ name: 'tenant', quota: { remaining: 3 } }, 'test');
+  const ws = await s.key({ name: 'ws', group: 'tenant', rateLimit: 600 });
+  const fa = await s.key({ name: 'fa', group: 'tenant', rateLimit: 600 });
+  const open = () =>
+    new Promise<number>((resolve, reject) => {
+      const sock = new WebSocket(`${s.url.replace('http', 'ws')}/api/v1/t/socket`, { headers: { 'x-api-key': ws.secret } });
+      sock.once('open', () => {
+        sock.close();
+        resolve(101);
+      });
+      sock.once('unexpected-response', (_req, res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      sock.once('error', reject);
+    });
+  const ask = async () => {
+    const r = await request(`${s.url}/_keygate/auth`, { headers: { 'x-original-uri': '/api/v1/dags', 'x-api-key': fa.secret, 'x-keygate-forward-secret': secret } });
+    await r.body.dump();
+    return r.statusCode;
+  };
+  t.same([await open(), await ask(), await open(), await ask(), await open()], [101, 200, 101, 429, 429], 'three credits shared by a WebSocket key and a forward-auth key');
+  t.equal(s.dagu.received.filter((r) => r.url.endsWith('/socket')).length, 2, 'two upgrades reached the upstream');
+});
+
+t.test('admin APIs: groups in both shapes, dry runs, errors naming the field, 409 while keys belong, keys carry their group, audit', async (t) => {
+  const token = 'admin-token-for-group-tests-0123456789';
+  const s = await startStack(t.testdir(), { adminToken: token });
+  t.teardown(() => s.close());
+  const admin = async (method: string, path: string, body?: unknown) => {
+    const r = await request(`${s.gateway.adminUrl}${path}`, {
+      method: method as 'GET',
+      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    return { status: r.statusCode, json: (r.statusCode === 204 ? undefined : await r.body.json()) as Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
+  };
+  // Dagen shape
+  const bad = await admin('POST', '/api/groups', { name: '', rate_limit: 0, quota: { limit: 5 }, keys: 3 });
+  t.equal(bad.status, 400);
+  t.same(bad.json.errors.map((e: { field: string }) => e.field).sort(), ['keys', 'name', 'quota.period', 'rate_limit'], 'every problem at once, in the API\'s spelling');
+  t.same((await admin('POST', '/api/groups?dry_run=true', { name: 'tenant', rate_limit: 5 })).json, { dry_run: true, valid: true, errors: [] }, 'a dry run that passes');
+  t.equal((await admin('GET', '/api/groups/tenant')).status, 404, 'the dry run stored nothing');
+  const created = await admin('POST', '/api/groups', { name: 'tenant', description: 'one tenant', rate_limit: 5, quota: { limit: 100, period: 'day' } });
+  t.equal(created.status, 201);
+  t.match(created.json, { name: 'tenant', description: 'one tenant', rate_limit: 5, quota: { limit: 100, period: 'day', refill: 'reset', start: null }, keys: 0, quota_status: { remaining: 100 }, managed_by: 'api' });
+  t.match(created.json.quota_status.next_refill_at, /T00:00:00\.000Z$/);
+  t.equal((await admin('POST', '/api/groups', { name: 'tenant' })).status, 409, 'a taken name');
+  // keys name it, in both key APIs
+  const key = await admin('POST', '/api/keys', { name: 'ci', scopes: ['workflows'], group: 'tenant' });
+  t.equal(key.json.group, 'tenant', 'Dagen key: group');
+  const unknown = await admin('POST', '/api/v1/api-keys', { name: 'x', role: 'viewer', allowedSurfaces: ['rest_api'], attributionClass: 'service_account', group: 'ghost' });
+  t.equal(unknown.status, 400);
+  t.match(unknown.json, { field: 'group', message: /no group named "ghost"/ }, 'Dagu key: an unknown group is a 400 naming the field');
+  const dagu = await admin('POST', '/api/v1/api-keys', { name: 'mcp', role: 'viewer', allowedSurfaces: ['mcp'], attributionClass: 'service_account', group: 'tenant' });
+  t.equal(dagu.json.apiKey.group, 'tenant', 'Dagu key: group');
+  await admin('POST', '/api/keys', { name: 'loner', scopes: ['workflows'] });
+  t.same((await admin('GET', '/api/keys?group=tenant')).json.map((k: { name: string }) => k.name).sort(), ['ci', 'mcp'], 'Dagen keys list ?group=');
+  t.same((await admin('GET', '/api/v1/api-keys?group=tenant')).json.apiKeys.map((k: { name: string }) => k.name).sort(), ['ci', 'mcp'], 'Dagu keys list ?group=');
+  t.equal((await admin('GET', '/api/keys')).json.find((k: { name: string }) => k.name === 'loner').group, null, 'a key without a group: null');
+  // Dagu shape
+  const g = await admin('GET', '/api/v1/api-key-groups/tenant');
+  t.match(g.json, { group: { name: 'tenant', rateLimit: 5, keys: 2, quotaStatus: { remaining: 100 }, managedBy: 'api' } });
+  t.match((await admin('GET', '/api/v1/api-key-groups')).json, { groups: [{ name: 'tenant', keys: 2 }] });
+  const renamed = await admin('PATCH', '/api/v1/api-key-groups/tenant?dryRun=true', { name: 'other', rateLimit: -1 });
+  t.same(renamed.json.errors.map((e: { field: string }) => e.field), ['name', 'rateLimit'], 'dry run of an update: all problems');
+  const patched = await admin('PATCH', '/api/v1/api-key-groups/tenant', { rateLimit: null, quota: { remaining: 7 } });
+  t.match(patched.json.group, { rateLimit: null, quota: { remaining: 7 }, quotaStatus: { remaining: 7, nextRefillAt: null } });
+  const topUp = await admin('POST', '/api/groups/tenant/quota', { remaining: 3 });
+  t.match(topUp.json, { quota_status: { remaining: 3 } }, 'a top-up');
+  t.equal((await admin('PATCH', '/api/groups/tenant', { rate_limit: 'fast' })).json.field, 'rate_limit', 'Dagen: the field in its spelling');
+  const conflict = await admin('DELETE', '/api/groups/tenant');
+  t.equal(conflict.status, 409);
+  t.match(conflict.json.message, /still has 2 keys/);
+  await admin('PUT', `/api/keys/${key.json.id}`, { group: null });
+  await admin('PATCH', `/api/v1/api-keys/${dagu.json.apiKey.id}`, { group: null });
+  t.equal((await admin('DELETE', '/api/v1/api-key-groups/tenant')).status, 204, 'deleted once no key belongs to it');
+  t.equal((await admin('GET', '/api/groups/tenant')).status, 404);
+  const audit = await admin('GET', '/api/audit?key_id=group:tenant');
+  t.same(audit.json.records.map((r: { action: string }) => r.action), ['group.delete', 'group.quota', 'group.update', 'group.create'], 'audited, filterable by group:<name>');
+  t.equal(audit.json.records[0].actor, 'admin-token');
+  // the OpenAPI document describes the routes
+  const doc = (await admin('GET', '/openapi.json')).json;
+  for (const p of ['/api/groups', '/api/groups/{name}', '/api/groups/{name}/quota', '/api/v1/api-key-groups', '/api/v1/api-key-groups/{groupName}', '/api/v1/api-key-groups/{groupName}/quota']) t.ok(doc.paths[p], `OpenAPI: ${p}`);
+});
+
+t.test('export and import carry groups (before the keys that name them) and each key\'s group; a key naming a missing group is refused', async (t) => {
+  const from = new SqliteKeyStore(':memory:');
+  const to = new SqliteKeyStore(':memory:');
+  t.teardown(async () => {
+    await from.close();
+    await to.close();
+  });
+  const svc = new KeyService(from, CONFIG);
+  await svc.createGroup({ name: 'tenant', rateLimit: 9, quota: { remaining: 4 } }, 'test');
+  await svc.create({ name: 'ci', group: 'tenant' }, 'test');
+  await svc.create({ name: 'plain' }, 'test');
+  const lines: string[] = [];
+  for await (const l of exportLines(from)) lines.push(l);
+  t.match(lines[0], /^\{"type":"group","name":"tenant"/, 'groups first');
+  const feed = async function* (ls: string[]) {
+    yield* ls;
+  };
+  const dry = await importLines(to, feed(lines), { dryRun: true });
+  t.match(dry, { created: 2, groups: { created: 1 }, errors: [] }, 'a dry run judges the keys against the groups the file creates');
+  const report = await importLines(to, feed(lines));
+  t.match(report, { created: 2, groups: { created: 1, updated: 0, skipped: 0 }, errors: [] });
+  t.match(await to.getGroup('tenant'), { rateLimit: 9, quota: { remaining: 4 } });
+  t.equal((await to.getByName('ci'))?.group, 'tenant');
+  t.equal(await to.countGroupKeys('tenant'), 1);
+  t.match(await importLines(to, feed(lines)), { created: 0, updated: 0, skipped: 2, groups: { skipped: 1 } }, 'twice: nothing changes');
+  const orphan = await importLines(new SqliteKeyStore(':memory:'), feed(lines.slice(1)));
+  t.match(orphan.errors, [/its group "tenant" is neither in the store nor earlier in the file/], 'a key naming a group the target lacks');
+});
+
+t.test('every window store gives a request back: memory, the primary of workers (IPC ops), Redis', async (t) => {
+  const check = async (name: string, store: WindowStore) => {
+    const id = `gb-${name}`;
+    t.equal((await store.take(id, 3, 3)).admitted, 3, `${name}: the limit taken`);
+    t.equal((await store.take(id, 3, 1)).admitted, 0, `${name}: full`);
+    await store.giveBack!(id);
+    t.equal((await store.take(id, 3, 2)).admitted, 1, `${name}: one given back, one more fits`);
+  };
+  await check('memory', memoryWindows());
+  const primary = new LocalWindows();
+  const client = new BatchedCounterClient((msg) => setImmediate(() => client.receive(runCounterOps(primary, msg))));
+  await check('workers', client);
+  if (skipWithoutRedis) return;
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const conn = new Redis(redis.url);
+  t.teardown(() => conn.disconnect());
+  await check('redis', new RedisWindows(conn as unknown as RedisClient));
 });

@@ -60,7 +60,9 @@ t.test('Redis down: answers within milliseconds under each policy, and recovers 
   t.same(down.memory, [200, 200, 200, 429, 429], 'memory policy: per-instance limit of 3 holds while Redis is down');
   t.same(down.allow, [200, 200, 200, 200, 200], 'allow policy: no limit');
   t.same(down.deny, [503, 503, 503, 503, 503], 'deny policy: 503');
-  t.ok(slowest < 250, `every answer came fast with Redis down (slowest ${Math.round(slowest)} ms)`);
+  // a hang guard, not a timing figure: a request waiting on a dead Redis would take the 2 s reconnect
+  // cycle or longer; 1.5 s leaves room for a loaded machine (alone it is 29–40 ms)
+  t.ok(slowest < 1500, `no answer waited on the dead Redis (slowest ${Math.round(slowest)} ms)`);
   t.ok(memory.logs.some((l) => l.includes('rate-limit store failed')), 'the switch is logged');
   t.ok(memory.gateway.limiterState.switches >= 1 && memory.gateway.limiterState.degraded, 'and counted');
 

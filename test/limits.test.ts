@@ -195,3 +195,25 @@ t.test('over HTTP: headers on every keyed response, 429 with Retry-After, nothin
   await open.body.dump();
   t.equal(open.headers['ratelimit-policy'], undefined, 'routes without auth carry no per-key headers');
 });
+
+t.test('two instances on one SQLite key file with `rate_limits: memory` count apart: one budget needs a shared Redis', async (t) => {
+  const dir = t.testdir();
+  const a = await startStack(dir);
+  const b = await startStack(dir); // the same key store file
+  t.teardown(async () => {
+    await a.close();
+    await b.close();
+  });
+  const k = await a.key({ name: 'apart', role: 'viewer', rateLimit: 3 });
+  const statuses = async (s: typeof a) => {
+    const out: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await request(`${s.url}/api/v1/dags`, { headers: { 'x-api-key': k.secret } });
+      await r.body.dump();
+      out.push(r.statusCode);
+    }
+    return out;
+  };
+  t.same(await statuses(a), [200, 200, 200, 429], 'instance A: its own 3');
+  t.same(await statuses(b), [200, 200, 200, 429], 'instance B: 3 more, from its own windows');
+});

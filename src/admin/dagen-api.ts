@@ -36,6 +36,8 @@ export interface DagenKey {
   quota_remaining: number | null;
   /** Keygate: when the quota refills next; null without one or for one-time credits */
   quota_next_refill_at: string | null;
+  /** Keygate: the key's group (shared rate limit and quota); null = none */
+  group: string | null;
 }
 
 export function dagenKey(k: ApiKey, nowMs: number, quota: QuotaStatus | null = null): DagenKey {
@@ -59,6 +61,7 @@ export function dagenKey(k: ApiKey, nowMs: number, quota: QuotaStatus | null = n
     quota: k.quota,
     quota_remaining: quota?.remaining ?? null,
     quota_next_refill_at: quota?.nextRefillAt ?? null,
+    group: k.group,
   };
 }
 
@@ -74,6 +77,7 @@ const UPDATE_FIELDS: Fields = {
   expires_at: { type: 'string', nullable: true, description: 'YYYY-MM-DD (00:00 UTC) or ISO 8601 date-time with offset; after today. null = never.' },
   is_active: { type: 'boolean', description: 'false = deactivated: the key gets 403 until reactivated.' },
   quota: { type: 'object', nullable: true, ref: 'Quota', description: 'Keygate: usage credits, {limit, period, refill, start} or {remaining}; null = none. A changed quota starts full.' },
+  group: { type: 'string', nullable: true, description: 'Keygate: the name of the key group whose rate limit and quota the key shares, in addition to its own; null = none (400 naming it when no such group exists).' },
 };
 
 const OUTPUT_ONLY = ['id', 'key', 'key_prefix', 'status', 'request_count', 'last_used_at', 'created_at', 'updated_at', 'managed_by', 'role', 'surfaces', 'quota_remaining', 'quota_next_refill_at'];
@@ -116,6 +120,7 @@ function toInput(body: Record<string, unknown>): KeyInput {
     isActive: body['is_active'],
     workspace: body['workspace_id'],
     quota: body['quota'],
+    group: body['group'],
   };
 }
 
@@ -135,6 +140,7 @@ export function dagenRoutes(keys: KeyService, now: () => number): AdminRoute[] {
           workspace,
           q: queryParam(query, 'q'),
           status: queryParam(query, 'status'),
+          group: queryParam(query, 'group'),
         });
         const t = now();
         const quotas = await keys.quotaStatuses(page.keys);

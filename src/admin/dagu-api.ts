@@ -42,6 +42,7 @@ export function daguKey(k: ApiKey, nowMs: number, quota: QuotaStatus | null = nu
     quota: k.quota,
     quotaRemaining: quota?.remaining ?? null,
     quotaNextRefillAt: quota?.nextRefillAt ?? null,
+    group: k.group,
   });
   return out;
 }
@@ -71,6 +72,7 @@ const FIELDS: Fields = {
   isActive: { type: 'boolean', description: 'Keygate: false = deactivated (403 until reactivated).' },
   workspace: { type: 'string', nullable: true, description: "Keygate: Dagen's one bound workspace (instead of workspaceAccess grants); null = not bound." },
   quota: { type: 'object', nullable: true, ref: 'Quota', description: 'Keygate: usage credits, {limit, period, refill, start} or {remaining}; null = none. A changed quota starts full.' },
+  group: { type: 'string', nullable: true, description: 'Keygate: the name of the key group whose rate limit and quota the key shares, in addition to its own; null = none (400 naming it when no such group exists).' },
 };
 
 const OUTPUT_ONLY = ['id', 'key', 'keyPrefix', 'createdAt', 'updatedAt', 'createdBy', 'lastUsedAt', 'status', 'requestCount', 'updatedBy', 'managedBy', 'quotaRemaining', 'quotaNextRefillAt'];
@@ -98,6 +100,7 @@ function toInput(body: Record<string, unknown>): KeyInput {
     isActive: body['isActive'],
     workspace: body['workspace'],
     quota: body['quota'],
+    group: body['group'],
   };
 }
 
@@ -116,6 +119,7 @@ export function daguRoutes(keys: KeyService, now: () => number): AdminRoute[] {
           workspace: queryParam(query, 'workspace'),
           q: queryParam(query, 'q'),
           status: queryParam(query, 'status'),
+          group: queryParam(query, 'group'),
         });
         const t = now();
         const quotas = await keys.quotaStatuses(page.keys);

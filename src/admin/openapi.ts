@@ -10,6 +10,7 @@ import { DEFAULT_BODY_LIMIT, type BodyShape, type FieldSpec } from './body.js';
 import { DAGEN_CREATE, DAGEN_UPDATE, QUOTA_SET } from './dagen-api.js';
 import { QUOTA_PERIODS, QUOTA_REFILLS } from '../keys/quota.js';
 import { DAGU_CREATE, DAGU_UPDATE } from './dagu-api.js';
+import { DAGEN_GROUP_CREATE, DAGEN_GROUP_UPDATE, DAGU_GROUP_CREATE, DAGU_GROUP_UPDATE } from './groups-api.js';
 
 type Json = Record<string, unknown>;
 
@@ -55,7 +56,83 @@ const PAGE_PARAMETERS: Json[] = [
 const FILTER_PARAMETERS: Json[] = [
   { name: 'q', in: 'query', required: false, description: 'Only keys whose name or key prefix contains this text (case-insensitive, at most 100 characters)', schema: { type: 'string', maxLength: 100 } },
   { name: 'status', in: 'query', required: false, description: 'Only keys with this status now', schema: { type: 'string', enum: [...KEY_STATUSES] } },
+  { name: 'group', in: 'query', required: false, description: 'Only the keys of this group', schema: { type: 'string' } },
 ];
+
+/** The errors of a group operation: 404 and 409 say what they mean for groups. */
+function groupErrors(...codes: string[]): Json {
+  const out = errors(...codes);
+  const say: Record<string, string> = {
+    '403': 'The key is not an active admin key',
+    '404': 'No group with this name',
+    '409': 'Name already taken (create), the group is declared in the configuration file, or (delete) keys still belong to it',
+  };
+  for (const c of Object.keys(say)) if (c in out) out[c] = { description: say[c], content: json(ref('Error')) };
+  return out;
+}
+
+const groupParam = (name: string): Json => ({ name, in: 'path', required: true, description: 'The group\'s name', schema: { type: 'string' } });
+
+/** The six operations of one shape of the group API. */
+function groupPaths(base: string, param: string, tag: string, ids: string[], flag: string, one: string, list: string, create: string, update: string): Json {
+  const [listId, createId, getId, updateId, deleteId, quotaId] = ids;
+  return {
+    [base]: {
+      get: op(listId!, tag, 'List key groups (by name) with their member count and quota now', { responses: { '200': ok('Groups', ref(list)), ...groupErrors('403') } }),
+      post: op(createId!, tag, 'Create a key group: a rate limit and a quota shared by its keys, in addition to each key\'s own', {
+        parameters: [dryRun(flag)],
+        requestBody: bodyOf(ref(create)),
+        responses: { '201': ok('Created', ref(one)), '200': ok(`${flag}=true: the body would be accepted; nothing was created`, DRY_RUN_OK(flag)), ...groupErrors('400', '403', '409', '413', '415') },
+      }),
+    },
+    [`${base}/{${param}}`]: {
+      get: op(getId!, tag, 'Get a key group with its member count and quota now', { parameters: [groupParam(param)], responses: { '200': ok('The group', ref(one)), ...groupErrors('403', '404') } }),
+      patch: op(updateId!, tag, "Change a group's description, rate limit or quota (its name is its identity); its keys' cached limits are dropped at once", {
+        parameters: [groupParam(param), dryRun(flag)],
+        requestBody: bodyOf(ref(update)),
+        responses: { '200': ok(`Updated (with ${flag}=true: {${flag}, valid, errors: []}, nothing changed)`, { oneOf: [ref(one), DRY_RUN_OK(flag)] }), ...groupErrors('400', '403', '404', '409', '413', '415') },
+      }),
+      delete: op(deleteId!, tag, 'Delete a key group; 409 while keys belong to it (move them to another group or to none first)', {
+        parameters: [groupParam(param)],
+        responses: { '204': { description: 'Deleted' }, ...groupErrors('403', '404', '409') },
+      }),
+    },
+    [`${base}/{${param}}/quota`]: {
+      post: op(quotaId!, tag, "Top up (credits left now) or reset (full again) a group's quota counter; audited (action group.quota)", {
+        parameters: [groupParam(param)],
+        requestBody: bodyOf(ref('QuotaSetRequest')),
+        responses: { '200': ok('The group with its quota now', ref(one)), ...groupErrors('400', '403', '404', '413', '415') },
+      }),
+    },
+  };
+}
+
+function groupSchema(snake: boolean): Json {
+  const n = (camel: string, under: string) => (snake ? under : camel);
+  return {
+    type: 'object',
+    properties: {
+      name: { type: 'string' },
+      description: { type: 'string' },
+      [n('rateLimit', 'rate_limit')]: { type: 'integer', nullable: true, description: 'requests per minute shared by the group\'s keys; null = none' },
+      quota: { type: 'object', allOf: [ref('Quota')], nullable: true, description: 'usage credits shared by the group\'s keys; null = none' },
+      keys: { type: 'integer', description: 'how many keys belong to the group' },
+      [n('quotaStatus', 'quota_status')]: {
+        type: 'object',
+        nullable: true,
+        description: 'the quota now; null without one',
+        properties: { remaining: { type: 'integer' }, [n('nextRefillAt', 'next_refill_at')]: { type: 'string', format: 'date-time', nullable: true, description: 'null for one-time credits' } },
+        required: ['remaining', n('nextRefillAt', 'next_refill_at')],
+      },
+      [n('createdAt', 'created_at')]: { type: 'string', format: 'date-time' },
+      [n('updatedAt', 'updated_at')]: { type: 'string', format: 'date-time' },
+      [n('createdBy', 'created_by')]: { type: 'string', nullable: true },
+      [n('updatedBy', 'updated_by')]: { type: 'string', nullable: true },
+      [n('managedBy', 'managed_by')]: { type: 'string', enum: ['api', 'config'], description: 'config: declared in groups.declared, changed there only' },
+    },
+    required: ['name', 'description', n('rateLimit', 'rate_limit'), 'quota', 'keys', n('quotaStatus', 'quota_status'), n('managedBy', 'managed_by')],
+  };
+}
 /** ?dryRun=true (Dagu) / ?dry_run=true (Dagen): validate only. */
 const dryRun = (name: string): Json => ({
   name,
@@ -109,7 +186,7 @@ export function openApiDocument(): Json {
       title: 'Keygate admin API',
       version: '1',
       description:
-        "Key management on Keygate's admin listener, in Dagen's shape (snake_case, /api/keys) and in Dagu's (camelCase, /api/v1/api-keys); both manage the same keys. Every call needs the admin token or an admin key.",
+        "Key management on Keygate's admin listener, in Dagen's shape (snake_case, /api/keys, /api/groups) and in Dagu's (camelCase, /api/v1/api-keys, /api/v1/api-key-groups); both manage the same keys and key groups. Every call needs the admin token or an admin key.",
       license: { name: 'MIT', url: 'https://opensource.org/licenses/MIT' },
     },
     // relative: the admin listener this document was fetched from (admin.host:admin.port, http or https)
@@ -227,6 +304,18 @@ export function openApiDocument(): Json {
           responses: { '204': { description: 'Deleted' }, ...errors('403', '404', '409') },
         }),
       },
+      ...groupPaths('/api/groups', 'name', 'dagen', ['dagenListGroups', 'dagenCreateGroup', 'dagenGetGroup', 'dagenUpdateGroup', 'dagenDeleteGroup', 'dagenSetGroupQuota'], 'dry_run', 'DagenGroup', 'DagenGroupList', 'DagenGroupCreateRequest', 'DagenGroupUpdateRequest'),
+      ...groupPaths(
+        '/api/v1/api-key-groups',
+        'groupName',
+        'dagu',
+        ['listAPIKeyGroups', 'createAPIKeyGroup', 'getAPIKeyGroup', 'updateAPIKeyGroup', 'deleteAPIKeyGroup', 'setAPIKeyGroupQuota'],
+        'dryRun',
+        'DaguAPIKeyGroupResponse',
+        'DaguAPIKeyGroupsListResponse',
+        'DaguCreateAPIKeyGroupRequest',
+        'DaguUpdateAPIKeyGroupRequest',
+      ),
       '/api/audit': {
         get: op('listAudit', 'admin', 'Audit records of key changes, newest first', {
           parameters: [
@@ -295,8 +384,18 @@ export function openApiDocument(): Json {
             quota: { type: 'object', allOf: [ref('Quota')], nullable: true, description: 'Keygate: usage credits; null = none' },
             quota_remaining: { type: 'integer', nullable: true, description: 'Keygate: credits left now; null without a quota' },
             quota_next_refill_at: { type: 'string', format: 'date-time', nullable: true, description: 'Keygate: the next refill; null without a quota or for one-time credits' },
+            group: { type: 'string', nullable: true, description: "Keygate: the key's group (a rate limit and quota shared with its other keys); null = none" },
           },
         },
+        DagenGroup: groupSchema(true),
+        DagenGroupList: { type: 'array', items: ref('DagenGroup') },
+        DagenGroupCreateRequest: bodySchema(DAGEN_GROUP_CREATE, 'Create a key group'),
+        DagenGroupUpdateRequest: bodySchema(DAGEN_GROUP_UPDATE, 'Fields to change; the others stay (the name cannot change)'),
+        DaguAPIKeyGroup: groupSchema(false),
+        DaguAPIKeyGroupResponse: { type: 'object', properties: { group: ref('DaguAPIKeyGroup') }, required: ['group'] },
+        DaguAPIKeyGroupsListResponse: { type: 'object', properties: { groups: { type: 'array', items: ref('DaguAPIKeyGroup') } }, required: ['groups'] },
+        DaguCreateAPIKeyGroupRequest: bodySchema(DAGU_GROUP_CREATE, 'Create a key group'),
+        DaguUpdateAPIKeyGroupRequest: bodySchema(DAGU_GROUP_UPDATE, 'Fields to change; the others stay (the name cannot change)'),
         DagenCreatedKey: { allOf: [ref('DagenKey'), { type: 'object', properties: { key: { type: 'string', description: 'the full key, shown only once' } }, required: ['key'] }] },
         DagenRegeneratedKey: {
           allOf: [
@@ -372,6 +471,7 @@ export function openApiDocument(): Json {
             quota: { type: 'object', allOf: [ref('Quota')], nullable: true, description: 'Keygate: usage credits; null = none' },
             quotaRemaining: { type: 'integer', nullable: true, description: 'Keygate: credits left now; null without a quota' },
             quotaNextRefillAt: { type: 'string', format: 'date-time', nullable: true, description: 'Keygate: the next refill; null without a quota or for one-time credits' },
+            group: { type: 'string', nullable: true, description: "Keygate: the key's group (a rate limit and quota shared with its other keys); null = none" },
           },
           required: ['id', 'name', 'role', 'workspaceAccess', 'allowedSurfaces', 'attributionClass', 'keyPrefix', 'createdAt', 'updatedAt', 'createdBy'],
         },
@@ -441,8 +541,12 @@ export function openApiDocument(): Json {
             id: { type: 'string' },
             at: { type: 'string', format: 'date-time' },
             actor: { type: 'string', description: 'admin-token, key:<id>, cli:<user> or config' },
-            action: { type: 'string', enum: ['create', 'update', 'activate', 'deactivate', 'regenerate', 'delete', 'quota'], description: 'quota: a top-up or reset of the quota counter' },
-            key_id: { type: 'string' },
+            action: {
+              type: 'string',
+              enum: ['create', 'update', 'activate', 'deactivate', 'regenerate', 'delete', 'quota', 'group.create', 'group.update', 'group.delete', 'group.quota'],
+              description: "quota: a top-up or reset of the quota counter; group.*: a key group's change (key_id group:<name>, key_name the group's name)",
+            },
+            key_id: { type: 'string', description: 'the key\'s id, or group:<name> for a group\'s change' },
             key_name: { type: 'string' },
             remote_address: { type: 'string', nullable: true },
             details: { type: 'object', description: 'what changed; never a secret' },

@@ -15,6 +15,7 @@ import { usageRoutes } from './usage-api.js';
 import { AdminAuth } from './auth.js';
 import { dagenRoutes } from './dagen-api.js';
 import { daguRoutes } from './dagu-api.js';
+import { groupRoutes } from './groups-api.js';
 import { openApiDocument } from './openapi.js';
 import { infoRoute, type InfoSource } from './page/info.js';
 import { KeyPage } from './page/serve.js';
@@ -104,6 +105,7 @@ export class AdminServer {
     this.router.add(
       ...dagenRoutes(opts.keys, now),
       ...daguRoutes(opts.keys, now),
+      ...groupRoutes(opts.keys),
       ...auditRoutes(opts.keys),
       ...usageRoutes(opts.keys),
       infoRoute(opts.keys, opts.info),

@@ -4,18 +4,21 @@
 
 import { randomUUID } from 'node:crypto';
 import { ValidationError } from '../errors.js';
+import type { KeyGroup } from './group.js';
 import { isRole, isScope, isSurface, type StoredKey } from './model.js';
 import { parseQuota } from './service.js';
 import type { AuditRecord, AuditStore, KeyPatch, KeyStore } from './store.js';
 
 /** One line of an export file. */
-export type ExportLine = ({ type: 'key' } & StoredKey) | ({ type: 'audit' } & AuditRecord);
+export type ExportLine = ({ type: 'group' } & KeyGroup) | ({ type: 'key' } & StoredKey) | ({ type: 'audit' } & AuditRecord);
 
 /** Keys read from the store per round trip while exporting. */
 const EXPORT_PAGE = 1000;
 
-/** Every key (then, with `audit`, every audit record, oldest first), one JSON line each, page by page. */
+/** Every key group, then every key (then, with `audit`, every audit record, oldest first), one JSON line each, page by page. */
 export async function* exportLines(store: KeyStore & AuditStore, opts: { audit?: boolean } = {}): AsyncGenerator<string> {
+  // groups first: an import creates them before the keys that name them
+  for (const g of await store.listGroups()) yield JSON.stringify({ type: 'group', ...g });
   let cursor: string | undefined;
   do {
     const page = await store.page({ limit: EXPORT_PAGE, cursor });
@@ -89,6 +92,22 @@ export function parseKeyLine(o: Record<string, unknown>): StoredKey {
   return key;
 }
 
+/** A group line, checked field by field (the quota by the key service's rules). */
+export function parseGroupLine(o: Record<string, unknown>): KeyGroup {
+  const rate = o['rateLimit'];
+  return {
+    name: need(isStr(o['name']) && o['name'].length > 0 && o['name'].length <= 100, 'name', 'must be a group name (1-100 characters)', o['name'] as string),
+    description: need(isStr(o['description']), 'description', 'must be a string', o['description'] as string),
+    rateLimit: need(rate === null || (Number.isInteger(rate) && (rate as number) > 0), 'rateLimit', 'must be a positive whole number or null', rate as number | null),
+    quota: parseQuota(o['quota']),
+    createdAt: need(isStr(o['createdAt']) && ISO.test(o['createdAt']), 'createdAt', 'must be an ISO 8601 date-time', o['createdAt'] as string),
+    updatedAt: need(isStr(o['updatedAt']) && ISO.test(o['updatedAt']), 'updatedAt', 'must be an ISO 8601 date-time', o['updatedAt'] as string),
+    createdBy: need(strOrNull(o['createdBy']), 'createdBy', 'must be a string or null', o['createdBy'] as string | null),
+    updatedBy: need(strOrNull(o['updatedBy']), 'updatedBy', 'must be a string or null', o['updatedBy'] as string | null),
+    managedBy: need(o['managedBy'] === 'api' || o['managedBy'] === 'config', 'managedBy', 'must be api or config', o['managedBy'] as KeyGroup['managedBy']),
+  };
+}
+
 function parseAuditLine(o: Record<string, unknown>): AuditRecord {
   for (const f of ['id', 'at', 'actor', 'action', 'key_id', 'key_name'] as const) need(isStr(o[f]), f, 'must be a string', 0);
   need(strOrNull(o['remote_address']), 'remote_address', 'must be a string or null', 0);
@@ -108,6 +127,8 @@ export interface ImportReport {
   updated: number;
   skipped: number;
   audit: { created: number; skipped: number };
+  /** key groups, by name */
+  groups: { created: number; updated: number; skipped: number };
   /** "line N: why" for each line that was not imported */
   errors: string[];
 }
@@ -119,7 +140,9 @@ export interface ImportReport {
  * A name or digest held by another key is an error for that line. `dryRun` reads and reports only.
  */
 export async function importLines(store: KeyStore & AuditStore, lines: AsyncIterable<string>, opts: { dryRun?: boolean } = {}): Promise<ImportReport> {
-  const report: ImportReport = { created: 0, updated: 0, skipped: 0, audit: { created: 0, skipped: 0 }, errors: [] };
+  const report: ImportReport = { created: 0, updated: 0, skipped: 0, audit: { created: 0, skipped: 0 }, groups: { created: 0, updated: 0, skipped: 0 }, errors: [] };
+  /** groups created by this dry run (nothing stored), so its keys naming them are judged as the real import would */
+  const planned = new Set<string>();
   let auditIds: Set<string> | undefined;
   let n = 0;
   for await (const raw of lines) {
@@ -146,9 +169,17 @@ export async function importLines(store: KeyStore & AuditStore, lines: AsyncIter
         }
         continue;
       }
-      if (obj['type'] !== 'key') throw new Error('"type" must be "key" or "audit"');
+      if (obj['type'] === 'group') {
+        const { type: _g, ...fields } = obj;
+        await importGroup(store, parseGroupLine(fields), report, opts.dryRun === true, planned);
+        continue;
+      }
+      if (obj['type'] !== 'key') throw new Error('"type" must be "group", "key" or "audit"');
       const { type: _t, ...fields } = obj;
       const key = parseKeyLine(fields);
+      if (key.group !== null && !planned.has(key.group) && (await store.getGroup(key.group)) === undefined) {
+        throw new Error(`key "${key.name}" (id ${key.id}): its group "${key.group}" is neither in the store nor earlier in the file`);
+      }
       await importKey(store, key, report, opts.dryRun === true);
     } catch (err) {
       const e = err as Error;
@@ -156,6 +187,24 @@ export async function importLines(store: KeyStore & AuditStore, lines: AsyncIter
     }
   }
   return report;
+}
+
+/** By name: created when missing, updated when its limits differ, else skipped. */
+async function importGroup(store: KeyStore, g: KeyGroup, report: ImportReport, dryRun: boolean, planned: Set<string>): Promise<void> {
+  const current = await store.getGroup(g.name);
+  if (current === undefined) {
+    if (!dryRun) await store.insertGroup(g);
+    else planned.add(g.name);
+    report.groups.created++;
+    return;
+  }
+  const same = current.description === g.description && current.rateLimit === g.rateLimit && JSON.stringify(current.quota) === JSON.stringify(g.quota);
+  if (same) {
+    report.groups.skipped++;
+    return;
+  }
+  if (!dryRun) await store.updateGroup(g.name, { description: g.description, rateLimit: g.rateLimit, quota: g.quota, updatedAt: g.updatedAt, updatedBy: g.updatedBy });
+  report.groups.updated++;
 }
 
 async function importKey(store: KeyStore, key: StoredKey, report: ImportReport, dryRun: boolean): Promise<void> {

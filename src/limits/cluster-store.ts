@@ -12,7 +12,7 @@ import { takeOf, wireOf, type Take } from './window.js';
 export const COUNTERS = 'keygate:counters'; // worker → primary: {type, id, ops}
 export const COUNTED = 'keygate:counted'; // primary → worker: {type, id, results}
 
-/** A take: key id, limit per minute, requests. */
+/** A take: key id, limit per minute, requests (-1: give one back, see WindowStore.giveBack). */
 type Op = [string, number, number];
 /** a take's wire form (window.ts: takeOf) */
 type Result = number[];
@@ -36,12 +36,15 @@ export function isCountersRequest(msg: unknown): msg is CountersRequest {
 /** In the primary: a worker's takes, in order, on the shared windows at `nowMs`. */
 export function runCounterOps(windows: LocalWindows, req: CountersRequest, nowMs: number = Date.now()): CountersReply {
   try {
-    const results = req.ops.map(([keyId, limit, n]) => wireOf(windows.take(keyId, limit, n, nowMs)));
+    const results = req.ops.map(([keyId, limit, n]) => (n < 0 ? (windows.giveBack(keyId), GIVEN_BACK) : wireOf(windows.take(keyId, limit, n, nowMs))));
     return { type: COUNTED, id: req.id, results };
   } catch (err) {
     return { type: COUNTED, id: req.id, error: (err as Error).message };
   }
 }
+
+/** The reply to a give-back (nothing to decide). */
+const GIVEN_BACK: Result = [0, 0, 0];
 
 interface Pending {
   resolve(results: Result[]): void;
@@ -70,6 +73,10 @@ export class BatchedCounterClient implements WindowStore {
     this.pending.delete(m.id);
     if (m.results) p.resolve(m.results);
     else p.reject(new Error(m.error ?? 'the primary sent no result'));
+  }
+
+  giveBack(keyId: string): Promise<void> {
+    return this.take(keyId, 0, -1).then(() => undefined);
   }
 
   take(keyId: string, limit: number, n: number): Promise<Take> {

@@ -4,16 +4,19 @@
 import type { LimitDecision } from './window.js';
 import { WINDOW_SECONDS } from './window.js';
 
-export function rateLimitHeaders(d: LimitDecision): Record<string, string> {
+/** `policy`: the budget's name in the IETF fields, "per-key" or (a key group's shared budget) "per-group". */
+export function rateLimitHeaders(d: LimitDecision, policy: Policy = 'per-key'): Record<string, string> {
   const h: Record<string, string> = {};
-  stageRateLimitHeaders({ stage: (name, value) => void (h[name] = value) }, d);
+  stageRateLimitHeaders({ stage: (name, value) => void (h[name] = value) }, d, policy);
   return h;
 }
 
+export type Policy = 'per-key' | 'per-group';
+
 /** The same headers, in the same order, handed to `out.stage` (a response staging its headers). */
-export function stageRateLimitHeaders(out: { stage(name: string, value: string): void }, d: LimitDecision): void {
-  out.stage('ratelimit-policy', policyOf(d.limit));
-  out.stage('ratelimit', `"per-key";r=${d.remaining};t=${d.resetSeconds}`);
+export function stageRateLimitHeaders(out: { stage(name: string, value: string): void }, d: LimitDecision, policy: Policy = 'per-key'): void {
+  out.stage('ratelimit-policy', policy === 'per-key' ? policyOf(d.limit) : `"${policy}";q=${d.limit};w=${WINDOW_SECONDS}`);
+  out.stage('ratelimit', `"${policy}";r=${d.remaining};t=${d.resetSeconds}`);
   out.stage('x-ratelimit-limit', String(d.limit));
   out.stage('x-ratelimit-remaining', String(d.remaining));
   out.stage('x-ratelimit-reset', String(d.resetSeconds));

@@ -19,6 +19,11 @@ export const UNAVAILABLE = 'unavailable' as const;
  */
 export interface WindowStore {
   take(keyId: string, limit: number, n: number): Promise<Take>;
+  /**
+   * Uncount one request a take admitted moments ago (a later stage refused it: a key group's
+   * limit, a quota): from the newest bucket the window counted into, or the one before.
+   */
+  giveBack?(keyId: string): Promise<void>;
 }
 
 /** The windows the primary of `workers: N` keeps for every worker (cluster-store.ts). */
@@ -29,7 +34,7 @@ export function counterStore(): LocalWindows {
 /** Windows in this process's memory behind the WindowStore interface, on `now` (tests). */
 export function memoryWindows(now: () => number = Date.now): WindowStore {
   const windows = new LocalWindows();
-  return { take: (keyId, limit, n) => Promise.resolve(windows.take(keyId, limit, n, now())) };
+  return { take: (keyId, limit, n) => Promise.resolve(windows.take(keyId, limit, n, now())), giveBack: (keyId) => Promise.resolve(windows.giveBack(keyId)) };
 }
 
 export interface LimiterEvents {
@@ -42,6 +47,8 @@ export class KeyRateLimiter {
   private readonly local: LocalWindows | undefined;
   /** a shared store's checks, coalesced per key and event-loop turn */
   private readonly shared: CoalescingWindows | undefined;
+  /** the shared store itself (give-backs are not coalesced: they are rare, on refusals only) */
+  private readonly store: WindowStore | undefined;
   private readonly fallback: KeyRateLimiter | undefined;
   private degraded = false;
   /** times the limiter switched to or from its fallback */
@@ -64,6 +71,7 @@ export class KeyRateLimiter {
   ) {
     this.local = store === 'local' ? new LocalWindows() : undefined;
     this.shared = store === 'local' ? undefined : new CoalescingWindows(store);
+    this.store = store === 'local' ? undefined : store;
     // a shared store can fail: then per-instance memory windows answer under the 'memory' policy
     this.fallback = store === 'local' || policy !== 'memory' ? undefined : new KeyRateLimiter('local', 'allow', {}, now);
   }
@@ -102,6 +110,17 @@ export class KeyRateLimiter {
       if (!this.degraded) this.switchTo(true, err);
       return this.fallbackCheck(keyId, limit);
     }
+  }
+
+  /**
+   * Give back one request that check() counted for `keyId` moments ago: a later stage (a group's
+   * limit, a quota) refused it, and a refused request consumes nothing. Store failures are ignored
+   * (the count then errs on the side of refusing).
+   */
+  giveBack(keyId: string): void | Promise<void> {
+    if (this.local !== undefined) return this.local.giveBack(keyId);
+    if (this.degraded || this.breaker?.isOpen) return this.fallback?.giveBack(keyId);
+    return this.store?.giveBack?.(keyId).catch(() => undefined);
   }
 
   /** The answer of the fallback policy (the store failed or its breaker is open). */

@@ -57,6 +57,18 @@ export class LocalWindows {
     return w;
   }
 
+  /**
+   * Give back one request counted by check() or take() moments ago (a later stage refused it): taken from
+   * the newest bucket the window counted into, or the one before when another request has just
+   * moved the window on.
+   */
+  giveBack(keyId: string): void {
+    const w = this.windows.get(keyId);
+    if (w === undefined) return;
+    if (w.current > 0) w.current--;
+    else if (w.closed[0]! > 0) w.closed[0]!--;
+  }
+
   private sweep(bucket: number, nowMs: number): void {
     this.sweptAt = nowMs;
     for (const [id, w] of this.windows) if (bucket - w.bucket > BUCKETS) this.windows.delete(id);

@@ -2,7 +2,7 @@
 // before forwarding. One consume per request of a quota key, in the key store (exact across
 // instances); keys without a quota never get here. Decisions and headers are pure.
 
-import { isPeriodic, nextRefillMs, tickOf, type Quota, type QuotaCount } from '../keys/quota.js';
+import { isPeriodic, nextRefillMs, tickOf, type Quota, type QuotaCount, type QuotaTick } from '../keys/quota.js';
 import type { QuotaCounters } from '../keys/store.js';
 
 /** A quota decision with what the response headers say. */
@@ -10,16 +10,18 @@ export interface QuotaDecision extends QuotaCount {
   quota: Quota;
   /** seconds until the next refill (rounded up); null for a one-time quota */
   resetSeconds: number | null;
+  /** the period the credit was taken in (what a refund gives it back to) */
+  tick: QuotaTick;
 }
 
-export function decisionOf(q: Quota, count: QuotaCount, nowMs: number): QuotaDecision {
+export function decisionOf(q: Quota, count: QuotaCount, nowMs: number, tick: QuotaTick = tickOf(q, nowMs)): QuotaDecision {
   const next = nextRefillMs(q, nowMs);
-  return { allowed: count.allowed, remaining: count.remaining, quota: q, resetSeconds: next === null ? null : Math.max(1, Math.ceil((next - nowMs) / 1000)) };
+  return { allowed: count.allowed, remaining: count.remaining, quota: q, resetSeconds: next === null ? null : Math.max(1, Math.ceil((next - nowMs) / 1000)), tick };
 }
 
 export class QuotaGate {
   constructor(
-    private readonly counters: Pick<QuotaCounters, 'consumeQuota'>,
+    private readonly counters: Pick<QuotaCounters, 'consumeQuota' | 'refundQuota'>,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -29,8 +31,23 @@ export class QuotaGate {
    */
   check(owner: string, quota: Quota): QuotaDecision | Promise<QuotaDecision> {
     const nowMs = this.now();
-    const count = this.counters.consumeQuota(owner, tickOf(quota, nowMs));
-    return count instanceof Promise ? count.then((c) => decisionOf(quota, c, nowMs)) : decisionOf(quota, count, nowMs);
+    const tick = tickOf(quota, nowMs);
+    const count = this.counters.consumeQuota(owner, tick);
+    return count instanceof Promise ? count.then((c) => decisionOf(quota, c, nowMs, tick)) : decisionOf(quota, count, nowMs, tick);
+  }
+
+  /**
+   * Give back the credit an allowed decision took (a later stage refused the request: a refused
+   * request consumes nothing). A store failure is ignored: the credit stays spent.
+   */
+  refund(owner: string, d: QuotaDecision): void | Promise<void> {
+    if (!d.allowed) return;
+    try {
+      const r = this.counters.refundQuota(owner, d.tick);
+      if (r instanceof Promise) return r.catch(() => undefined);
+    } catch {
+      // the credit stays spent
+    }
   }
 }
 

@@ -74,17 +74,43 @@ end
 return out
 `;
 
+/**
+ * KEYS[1] the key's window: one request a take admitted moments ago is uncounted (a later stage
+ * refused it), from the newest bucket the window counted into, else the one before it.
+ */
+export const GIVE_BACK_SCRIPT = `
+local last = tonumber(redis.call('HGET', KEYS[1], 'b'))
+if last == nil then return 0 end
+for _, b in ipairs({last, last - 1}) do
+  local f = tostring(b % ${RING})
+  local c = tonumber(redis.call('HGET', KEYS[1], f)) or 0
+  if c > 0 then
+    redis.call('HSET', KEYS[1], f, c - 1)
+    return 1
+  end
+end
+return 0
+`;
+
 type TakeCommand = (key: string, limit: number, n: number, ...clock: number[]) => Promise<number[]>;
+type GiveBackCommand = (key: string) => Promise<number>;
 
 /** The windows in Redis (single node, Sentinel or Cluster); `clock` only for tests. */
 export class RedisWindows implements WindowStore {
   private readonly run: TakeCommand;
+  private readonly back: GiveBackCommand;
 
   constructor(client: RedisClient, private readonly clock?: () => number) {
     // EVALSHA, with EVAL once if the server does not know the script yet
     if (!('keygateTake' in client)) client.defineCommand('keygateTake', { numberOfKeys: 1, lua: TAKE_SCRIPT });
     const command = (client as unknown as { keygateTake: TakeCommand }).keygateTake;
     this.run = command.bind(client);
+    if (!('keygateGiveBack' in client)) client.defineCommand('keygateGiveBack', { numberOfKeys: 1, lua: GIVE_BACK_SCRIPT });
+    this.back = (client as unknown as { keygateGiveBack: GiveBackCommand }).keygateGiveBack.bind(client);
+  }
+
+  async giveBack(keyId: string): Promise<void> {
+    await this.back(WINDOW_PREFIX + keyId);
   }
 
   async take(keyId: string, limit: number, n: number): Promise<Take> {
