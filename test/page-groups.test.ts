@@ -108,6 +108,8 @@ t.test('key groups on the key page', { skip }, async (t) => {
   await page.waitForFunction(() => document.getElementById('create-form').dataset.pending === undefined);
   t.match(await page.locator('#create-group-error').textContent(), /no group named "mcp-tenant"/, "the key service's own problem, at the Group field");
   t.ok(await edit.getByRole('button', { name: 'Save' }).isDisabled(), 'Save waits for a group that exists');
+  await page.locator('#create-group').scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(SHOTS, 'groups-edit-dialog-unknown-group.png') });
   await groupSelect.selectOption('ci-tenant');
   await page.waitForFunction(() => document.getElementById('create-form').dataset.pending === undefined);
   t.equal(await page.locator('#create-group-error').textContent(), '');
