@@ -356,7 +356,8 @@ export class Gateway {
     let declaredKeys: string;
     try {
       const c = await this.keys.syncDeclared();
-      declaredKeys = `created ${c.created}, updated ${c.updated}, deleted ${c.deleted}`;
+      const g = c.groups;
+      declaredKeys = `created ${c.created}, updated ${c.updated}, deleted ${c.deleted}${g.created + g.updated + g.deleted > 0 ? `; groups created ${g.created}, updated ${g.updated}, deleted ${g.deleted}` : ''}`;
     } catch (err) {
       declaredKeys = `not synced: ${(err as Error).message}`;
     }

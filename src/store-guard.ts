@@ -91,7 +91,8 @@ export class StoreGuard {
     try {
       const synced = await this.opts.keys.syncDeclared();
       this.declaredSynced = true;
-      if (synced.created + synced.updated + synced.deleted > 0 || reason) this.opts.logger.info({ ...synced, ...(reason ? { reason } : {}) }, 'keys declared in the config synced to the key store');
+      const g = synced.groups;
+      if (synced.created + synced.updated + synced.deleted + g.created + g.updated + g.deleted > 0 || reason) this.opts.logger.info({ ...synced, ...(reason ? { reason } : {}) }, 'keys declared in the config synced to the key store');
     } catch (err) {
       if (err instanceof KeygateError && atStart) throw err;
       if (err instanceof KeygateError) {

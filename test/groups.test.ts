@@ -5,7 +5,7 @@
 import t from 'tap';
 import { request } from 'undici';
 import WebSocket from 'ws';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { KeysConfig } from '../src/config/types.js';
 import { loadConfig } from '../src/config/load.js';
@@ -376,4 +376,23 @@ t.test('every window store gives a request back: memory, the primary of workers 
   const conn = new Redis(redis.url);
   t.teardown(() => conn.disconnect());
   await check('redis', new RedisWindows(conn as unknown as RedisClient));
+});
+
+t.test('a gateway started with groups.declared applies the declared group to a declared key; a reload changes it', async (t) => {
+  const secret = 'declared-group-key-secret-0123456789';
+  const yaml = (remaining: number) => `groups: { declared: [{ name: yaml-tenant, quota: { remaining: ${remaining} } }] }\nkeys: { declared: [{ name: bot, secret: "${secret}", group: yaml-tenant, rate_limit: 600 }] }`;
+  const dir = t.testdir();
+  const s = await startStack(dir, { yaml: yaml(2) });
+  t.teardown(() => s.close());
+  const statuses = async (n: number) => {
+    const out = [];
+    for (let i = 0; i < n; i++) out.push((await get(s.url, secret)).status);
+    return out;
+  };
+  t.same(await statuses(3), [200, 200, 429], "the declared group's quota binds the declared key");
+  const file = join(dir, 'gateway.yaml');
+  writeFileSync(file, readFileSync(file, 'utf8').replace(yaml(2), yaml(1)));
+  const r = await s.gateway.reload(loadConfig(file, { DAGU_URL: s.dagu.url, DAGEN_URL: s.dagen.url, DAGU_TOKEN: 'upstream-dagu-token' }));
+  t.match(r.declaredKeys, /groups created 0, updated 1, deleted 0/, 'the reload says what it did to the groups');
+  t.same(await statuses(2), [200, 429], 'the changed quota (starting full) applies at once');
 });

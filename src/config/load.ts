@@ -686,14 +686,19 @@ function checkRateLimit(rl: KeysConfig['rate_limit'], rep: Reporter): void {
 /** Shortest secret a declared key may have: shorter ones can be guessed. */
 const MIN_DECLARED_SECRET = 20;
 
+/** A declared name seen before (`first`: name → where) is an error pointing at the first. */
+function uniqueName(first: Map<string, string>, name: string, p: string, kind: string, rep: Reporter): void {
+  const earlier = first.get(name);
+  if (earlier !== undefined) rep.error(`${p}/name`, `duplicate declared ${kind} name "${name}" (first declared at ${rep.where(earlier)})`);
+  else first.set(name, `${p}/name`);
+}
+
 /** Unique names; exactly one of secret and secret_digest. Never echoes a secret. */
 function checkDeclaredKeys(keys: DeclaredKeyConfig[], rep: Reporter): void {
   const first = new Map<string, string>();
   keys.forEach((k, i) => {
     const p = `/keys/declared/${i}`;
-    const earlier = first.get(k.name);
-    if (earlier !== undefined) rep.error(`${p}/name`, `duplicate declared key name "${k.name}" (first declared at ${rep.where(earlier)})`);
-    else first.set(k.name, `${p}/name`);
+    uniqueName(first, k.name, p, 'key', rep);
     if (k.secret === undefined && k.secret_digest === undefined) {
       rep.error(`${p}/secret`, 'needs secret (e.g. ${MY_KEY}) or secret_digest', { at: p });
     } else if (k.secret !== undefined && k.secret_digest !== undefined) {
@@ -709,9 +714,7 @@ function checkDeclaredGroups(groups: DeclaredGroupConfig[], rep: Reporter): void
   const first = new Map<string, string>();
   groups.forEach((g, i) => {
     const p = `/groups/declared/${i}`;
-    const earlier = first.get(g.name);
-    if (earlier !== undefined) rep.error(`${p}/name`, `duplicate declared group name "${g.name}" (first declared at ${rep.where(earlier)})`);
-    else first.set(g.name, `${p}/name`);
+    uniqueName(first, g.name, p, 'group', rep);
     try {
       parseQuota(g.quota);
     } catch (err) {

@@ -1228,19 +1228,24 @@ export class KeyService {
   /** Top up or reset a group's quota counter (as setQuotaRemaining for a key). Audited. */
   async setGroupQuotaRemaining(name: string, input: { remaining?: unknown; reset?: unknown }, actor: Actor): Promise<{ group: KeyGroup; status: QuotaStatus }> {
     const group = await this.getGroup(name);
-    if (group.quota === null) throw new ValidationError('quota', `group "${group.name}" has no quota; set one first (quota {limit, period} or {remaining})`);
+    const { status, details } = await this.setRemaining(groupOwner(group.name), group.quota, `group "${group.name}"`, input);
+    await this.recordGroup('group.quota', group.name, actor, details);
+    return { group, status };
+  }
+
+  /** A top-up (`remaining`) or a reset of the quota counter of `owner`: the status after it and the audit details. */
+  private async setRemaining(owner: string, quota: Quota | null, what: string, input: { remaining?: unknown; reset?: unknown }): Promise<{ status: QuotaStatus; details: Record<string, unknown> }> {
+    if (quota === null) throw new ValidationError('quota', `${what} has no quota; set one first (quota {limit, period} or {remaining})`);
     const reset = input.reset === undefined ? false : bool('reset', input.reset);
     if (reset === (input.remaining !== undefined)) throw new ValidationError('remaining', 'give remaining (credits left now) or reset: true, one of them');
-    const owner = groupOwner(group.name);
-    const before = await this.groupQuotaStatus(group);
+    const before = statusOf(quota, await this.store.quotaState(owner), this.now());
     if (reset) await this.store.setQuotaState(owner, undefined);
     else {
       const remaining = wholeNumber('remaining', input.remaining, 0, MAX_QUOTA, 'requests');
-      await this.store.setQuotaState(owner, { balance: remaining, period: refill(undefined, tickOf(group.quota, this.now())).period });
+      await this.store.setQuotaState(owner, { balance: remaining, period: refill(undefined, tickOf(quota, this.now())).period });
     }
-    const status = (await this.groupQuotaStatus(group))!;
-    await this.recordGroup('group.quota', group.name, actor, { remaining: { from: before!.remaining, to: status.remaining }, ...(reset ? { reset: true } : {}) });
-    return { group, status };
+    const status = statusOf(quota, await this.store.quotaState(owner), this.now());
+    return { status, details: { remaining: { from: before.remaining, to: status.remaining }, ...(reset ? { reset: true } : {}) } };
   }
 
   /** Makes the store hold the groups of groups.declared (created or updated; removals after the keys' sync). */
@@ -1312,18 +1317,8 @@ export class KeyService {
    */
   async setQuotaRemaining(idOrName: string, input: { remaining?: unknown; reset?: unknown }, actor: Actor): Promise<{ key: ApiKey; status: QuotaStatus }> {
     const key = publicKey(await this.find(idOrName));
-    if (key.quota === null) throw new ValidationError('quota', `API key "${key.name}" has no quota; set one first (quota {limit, period} or {remaining})`);
-    const reset = input.reset === undefined ? false : bool('reset', input.reset);
-    if (reset === (input.remaining !== undefined)) throw new ValidationError('remaining', 'give remaining (credits left now) or reset: true, one of them');
-    const owner = keyQuotaOwner(key.id);
-    const before = await this.quotaStatus(key);
-    if (reset) await this.store.setQuotaState(owner, undefined);
-    else {
-      const remaining = wholeNumber('remaining', input.remaining, 0, MAX_QUOTA, 'requests');
-      await this.store.setQuotaState(owner, { balance: remaining, period: refill(undefined, tickOf(key.quota, this.now())).period });
-    }
-    const status = (await this.quotaStatus(key))!;
-    await this.record('quota', key, actor, { remaining: { from: before!.remaining, to: status.remaining }, ...(reset ? { reset: true } : {}) });
+    const { status, details } = await this.setRemaining(keyQuotaOwner(key.id), key.quota, `API key "${key.name}"`, input);
+    await this.record('quota', key, actor, details);
     return { key, status };
   }
 
