@@ -232,6 +232,13 @@ export const COMMANDS: readonly CommandSpec[] = [
     flags: ['config', 'remaining', 'reset', 'json'],
     examples: ['keygate groups quota ci-tenant --remaining 5000'],
   },
+  {
+    name: 'groups usage',
+    args: 'NAME',
+    summary: "requests per day (or hour) of the group's keys while they belonged to it: allowed, rate limited, forbidden, over quota",
+    flags: ['config', 'days', 'bucket', 'json'],
+    examples: ['keygate groups usage ci-tenant --days 7'],
+  },
   { name: 'groups delete', args: 'NAME', summary: 'delete a group (refused while keys belong to it: keygate keys update KEY --no-group)', flags: ['config', 'json'], examples: ['keygate groups delete ci-tenant'] },
   { name: 'demo', args: '', summary: 'run the gateway with a built-in echo server as every upstream', flags: ['config', 'port'], examples: ['keygate demo'] },
 ];

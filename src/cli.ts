@@ -18,7 +18,8 @@ import { daguKey } from './admin/dagu-api.js';
 import { SqliteKeyStore, verifyBackup } from './keys/sqlite-store.js';
 import type { AuditStore, KeyStore } from './keys/store.js';
 import { exportLines, importLines } from './keys/transfer.js';
-import { daguUsage } from './admin/usage-api.js';
+import { daguGroupUsage, daguUsage } from './admin/usage-api.js';
+import type { UsageQuery, UsageSeries } from './keys/usage-history.js';
 import { COMMANDS, UsageError, commandHelp, flagMessage, parseCommandLine, type CommandSpec, type Values } from './cli-args.js';
 import { normaliseTarget } from './routes/path.js';
 import { RouteTable } from './routes/table.js';
@@ -407,17 +408,8 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
         return 0;
       }
       case 'usage': {
-        const bucket = v.bucket ?? 'day';
-        const series = await service.usage(target(), { days: v.days ?? '7', bucket });
-        if (v.json) {
-          out(JSON.stringify(daguUsage(series), null, 2));
-          return 0;
-        }
-        const label = (iso: string) => (series.bucket === 'day' ? iso.slice(0, 10) : `${iso.slice(0, 10)} ${iso.slice(11, 16)}`);
-        const rows = [[series.bucket === 'day' ? 'DAY (UTC)' : 'HOUR (UTC)', 'ALLOWED', 'RATE LIMITED', 'FORBIDDEN', 'OVER QUOTA']];
-        for (const p of series.points) rows.push([label(p.start), String(p.allowed), String(p.limited), String(p.forbidden), String(p.quota)]);
-        rows.push(['total', String(series.totals.allowed), String(series.totals.limited), String(series.totals.forbidden), String(series.totals.quota)]);
-        out(`Requests with "${series.key.name}" per ${series.bucket}, ${label(series.from)} to ${label(series.points.at(-1)!.start)} (UTC)\n${table(rows, [1, 2, 3, 4])}`);
+        const series = await service.usage(target(), usageQuery(v));
+        out(v.json ? JSON.stringify(daguUsage(series), null, 2) : usageTable(series, `Requests with "${series.key.name}"`));
         return 0;
       }
       case 'delete': {
@@ -431,6 +423,20 @@ async function keysCommand(sub: string | undefined, args: string[], v: Values): 
   } finally {
     await service.store.close();
   }
+}
+
+/** --days (default 7) and --bucket (default day) of `keys usage` and `groups usage`. */
+function usageQuery(v: Values): UsageQuery {
+  return { days: v.days ?? '7', bucket: v.bucket ?? 'day' };
+}
+
+/** A usage series as a table: one row per bucket with the split, then the totals. */
+function usageTable(series: UsageSeries, what: string): string {
+  const label = (iso: string) => (series.bucket === 'day' ? iso.slice(0, 10) : `${iso.slice(0, 10)} ${iso.slice(11, 16)}`);
+  const rows = [[series.bucket === 'day' ? 'DAY (UTC)' : 'HOUR (UTC)', 'ALLOWED', 'RATE LIMITED', 'FORBIDDEN', 'OVER QUOTA']];
+  for (const p of series.points) rows.push([label(p.start), String(p.allowed), String(p.limited), String(p.forbidden), String(p.quota)]);
+  rows.push(['total', String(series.totals.allowed), String(series.totals.limited), String(series.totals.forbidden), String(series.totals.quota)]);
+  return `${what} per ${series.bucket}, ${label(series.from)} to ${label(series.points.at(-1)!.start)} (UTC)\n${table(rows, [1, 2, 3, 4])}`;
 }
 
 /** A group in a few lines (groups show, create, update). */
@@ -509,13 +515,18 @@ async function groupsCommand(sub: string, args: string[], v: Values): Promise<nu
         await show(g, `quota of group "${g.name}": ${describeQuota(g.quota, g.quotaStatus)}`);
         return 0;
       }
+      case 'usage': {
+        const series = await service.groupUsage(target(), usageQuery(v));
+        out(v.json ? JSON.stringify(daguGroupUsage(series), null, 2) : usageTable(series, `Requests with the keys of group "${series.group.name}"`));
+        return 0;
+      }
       case 'delete': {
         const g = await service.deleteGroup(target(), actor());
         out(v.json ? JSON.stringify({ deleted: g.name }, null, 2) : `Deleted group "${g.name}".`);
         return 0;
       }
       default:
-        throw new UsageError(`unknown groups command "${sub}": create, list, show, update, quota, delete`);
+        throw new UsageError(`unknown groups command "${sub}": create, list, show, update, quota, usage, delete`);
     }
   } finally {
     await service.store.close();

@@ -311,6 +311,40 @@ t.test('keys usage: the history the gateway wrote, per day and per hour, as a ta
   t.equal(body.points.length, 24, '24 hours');
 });
 
+t.test('groups usage: what the keys of a group did while they belonged to it, as a table and as JSON', async (t) => {
+  const dir = t.testdir();
+  const s = await startStack(dir);
+  t.teardown(() => s.close());
+  await s.gateway.keys.createGroup({ name: 'ci-tenant' }, 'test');
+  await s.gateway.keys.createGroup({ name: 'other' }, 'test');
+  const a = await s.key({ name: 'runner', role: 'viewer', rateLimit: 2, group: 'ci-tenant' });
+  const b = await s.key({ name: 'bot', role: 'viewer', rateLimit: 600, group: 'ci-tenant' });
+  const statuses: number[] = [];
+  for (const [secret, path] of [[a.secret, '/api/v1/dags'], [a.secret, '/api/v1/dags'], [a.secret, '/api/v1/dags'], [b.secret, '/api/v1/admin'], [b.secret, '/api/v1/dags']] as const) {
+    const r = await request(s.url + path, { headers: { 'x-api-key': secret } });
+    await r.body.dump();
+    statuses.push(r.statusCode);
+  }
+  t.same(statuses, [200, 200, 429, 403, 200]);
+  await s.gateway.flushUsage();
+  // the bot moves on and the runner is deleted: the group keeps what they did
+  await s.gateway.keys.update('bot', { group: 'other' }, 'test');
+  await s.gateway.keys.delete('runner', 'test');
+  const env = { DAGU_URL: s.dagu.url, DAGEN_URL: s.dagen.url, DAGU_TOKEN: 'x' };
+  const cfg = join(dir, 'gateway.yaml');
+  const table = await run(['groups', 'usage', 'ci-tenant', '-c', cfg, '--days', '2'], env);
+  t.equal(table.code, 0, table.stderr);
+  t.match(table.stdout, /^Requests with the keys of group "ci-tenant" per day/, 'says whose');
+  t.match(table.stdout, new RegExp(`${new Date().toISOString().slice(0, 10)}\\s+3\\s+1\\s+1\\s+0`), "today's row: 3 allowed, 1 rate limited, 1 forbidden");
+  t.equal(table.stdout.trim().split('\n').length, 2 + 2 + 1, 'heading, header, two days, total');
+  const json = await run(['groups', 'usage', 'other', '-c', cfg, '--bucket', 'hour', '--days', '1', '--json'], env);
+  t.equal(json.code, 0, json.stderr);
+  t.match(JSON.parse(json.stdout), { groupName: 'other', bucket: 'hour', totals: { allowed: 0, rateLimited: 0, forbidden: 0, quotaExceeded: 0 } }, 'JSON: the Dagu-shaped group usage; nothing before the move counts for the new group');
+  const unknown = await run(['groups', 'usage', 'ghost', '-c', cfg], env);
+  t.equal(unknown.code, 1, 'an unknown group');
+  t.match(unknown.stderr, /no group named "ghost"/);
+});
+
 t.test('every command has its own --help; flags are checked per command', async (t) => {
   const { COMMANDS } = await import('../src/cli-args.js');
   for (const spec of COMMANDS) {

@@ -330,10 +330,11 @@ t.test('key page in Chromium', { skip }, async (t) => {
     t.match(await cell(mine, 1).locator('.chip').first().getAttribute('class'), /scope-workflows/, 'Workflows chip (purple)');
     t.equal(await cell(mine, 2).textContent(), 'Active', 'Status');
     t.equal(await cell(mine, 3).textContent(), '30/min', 'Rate limit');
-    t.equal(await cell(mine, 4).textContent(), '1', 'Requests');
-    t.equal(await cell(mine, 5).textContent(), 'just now', 'Last used');
-    t.equal(await cell(declared, 5).textContent(), 'Never', 'Last used: Never');
-    t.equal(await cell(mine, 6).textContent(), new Date(created.createdAt).toLocaleDateString('en-US', { year: 'numeric', month: 'short', day: 'numeric', timeZone: 'UTC' }), 'Created: a human date');
+    t.equal(await cell(mine, 4).textContent(), '—', 'Group: none');
+    t.equal(await cell(mine, 5).textContent(), '1', 'Requests');
+    t.equal(await cell(mine, 6).textContent(), 'just now', 'Last used');
+    t.equal(await cell(declared, 6).textContent(), 'Never', 'Last used: Never');
+    t.equal(await cell(mine, 7).textContent(), new Date(created.createdAt).toLocaleDateString('en-US', { year: 'numeric', month: 'short', day: 'numeric', timeZone: 'UTC' }), 'Created: a human date');
     const fmt = await page.evaluate(async () => {
       const f = await import('/api-keys/assets/format.js' as string);
       const ago = (ms: number) => f.relativeTime(new Date(Date.now() - ms).toISOString());

@@ -151,7 +151,7 @@ const USAGE_PARAMS: Json[] = [
   { name: 'bucket', in: 'query', required: false, description: 'hour (at most 744 buckets) or day (at most 366)', schema: { type: 'string', enum: ['hour', 'day'], default: 'hour' } },
 ];
 
-const groupNameParam: Json = { name: 'name', in: 'path', required: true, description: 'Group name', schema: { type: 'string' } };
+const groupNameParam = (name: string): Json => ({ name, in: 'path', required: true, description: 'Group name', schema: { type: 'string' } });
 const NO_GROUP: Json = { '404': { description: 'No group with this name', content: json(ref('Error')) } };
 
 /** `ids`: the fields naming whose history it is (a key's id and name; a group's name). */
@@ -263,13 +263,13 @@ export function openApiDocument(): Json {
       },
       '/api/groups/{name}/usage': {
         get: op('dagenGroupUsage', 'dagen', "A group's usage history, as a key's: what its keys did while they belonged to it (a key that moved or was deleted still counts)", {
-          parameters: [groupNameParam, ...USAGE_PARAMS],
+          parameters: [groupNameParam('name'), ...USAGE_PARAMS],
           responses: { '200': ok('Zero-filled buckets, oldest first', usageSchema('rate_limited', 'quota_exceeded', 'group_name')), ...errors('400', '403'), ...NO_GROUP },
         }),
       },
-      '/api/v1/api-key-groups/{name}/usage': {
+      '/api/v1/api-key-groups/{groupName}/usage': {
         get: op('getAPIKeyGroupUsage', 'dagu', "A group's usage history, as a key's: what its keys did while they belonged to it (a key that moved or was deleted still counts)", {
-          parameters: [groupNameParam, ...USAGE_PARAMS],
+          parameters: [groupNameParam('groupName'), ...USAGE_PARAMS],
           responses: { '200': ok('Zero-filled buckets, oldest first', usageSchema('rateLimited', 'quotaExceeded', 'groupName')), ...errors('400', '403'), ...NO_GROUP },
         }),
       },

@@ -1,7 +1,7 @@
 // GET /api/keys/{id}/usage (Dagen's shape, snake_case) and GET /api/v1/api-keys/{keyId}/usage
 // (Dagu's, camelCase): a key's usage history — allowed, rate-limited, forbidden and quota-refused
 // requests per hour or per day (UTC), zero-filled, from the key service (which reads the store's
-// hourly rows). GET /api/groups/{name}/usage and /api/v1/api-key-groups/{name}/usage: a group's.
+// hourly rows). GET /api/groups/{name}/usage and /api/v1/api-key-groups/{groupName}/usage: a group's.
 
 import type { KeyService } from '../keys/service.js';
 import type { UsagePoint, UsageSeries } from '../keys/usage-history.js';
@@ -66,9 +66,9 @@ export function usageRoutes(keys: KeyService): AdminRoute[] {
     },
     {
       method: 'GET',
-      path: '/api/v1/api-key-groups/{name}/usage',
+      path: '/api/v1/api-key-groups/{groupName}/usage',
       operationId: 'getAPIKeyGroupUsage',
-      handler: async (r) => ({ status: 200, body: daguGroupUsage(await keys.groupUsage(r.params['name']!, query(r))) }),
+      handler: async (r) => ({ status: 200, body: daguGroupUsage(await keys.groupUsage(r.params['groupName']!, query(r))) }),
     },
   ];
 }

@@ -1,5 +1,5 @@
-// The admin API, as the page uses it: the Dagu-shaped /api/v1/api-keys (the whole key model), the
-// Dagen-shaped regenerate and counts, /api/audit and /api/info. The admin
+// The admin API, as the page uses it: the Dagu-shaped /api/v1/api-keys (the whole key model) and
+// /api/v1/api-key-groups, the Dagen-shaped regenerate and counts, /api/audit and /api/info. The admin
 // credential lives in this tab's sessionStorage only and goes with every call.
 
 const STORAGE = 'keygate.admin-credential';
@@ -61,7 +61,7 @@ const query = (params) => new URLSearchParams(Object.entries(params).filter(([, 
 export const api = {
   info: (secret) => call('GET', '/api/info', undefined, secret),
   /** One page of keys (Dagu-shaped, the whole model), filtered on the server: {apiKeys, nextCursor?}. */
-  list: ({ q = '', status = '', cursor = '', limit = 100 } = {}) => call('GET', `/api/v1/api-keys?${query({ q, status, cursor, limit })}`),
+  list: ({ q = '', status = '', group = '', cursor = '', limit = 100 } = {}) => call('GET', `/api/v1/api-keys?${query({ q, status, group, cursor, limit })}`),
   /** {total, active, inactive, expired} of every key, or of those matching q. */
   counts: (q = '') => call('GET', `/api/keys/counts${q ? `?${query({ q })}` : ''}`),
   create: (body) => call('POST', '/api/keys', body),
@@ -76,6 +76,16 @@ export const api = {
   /** The key service's own rules, as a dry run of create (no key) or update: resolves, or throws ApiError with errors[]. */
   check: (body, key = null) => (key ? call('PATCH', `/api/v1/api-keys/${id(key)}?dryRun=true`, body) : call('POST', '/api/v1/api-keys?dryRun=true', body)),
   usage: (key, bucket) => call('GET', `/api/v1/api-keys/${id(key)}/usage?bucket=${bucket}`),
+  // key groups (Dagu-shaped): {groups: [{name, description, rateLimit, quota, keys, quotaStatus, …}]}
+  groups: () => call('GET', '/api/v1/api-key-groups'),
+  group: (name) => call('GET', `/api/v1/api-key-groups/${encodeURIComponent(name)}`),
+  createGroup: (body) => call('POST', '/api/v1/api-key-groups', body),
+  updateGroup: (name, body) => call('PATCH', `/api/v1/api-key-groups/${encodeURIComponent(name)}`, body),
+  removeGroup: (name) => call('DELETE', `/api/v1/api-key-groups/${encodeURIComponent(name)}`),
+  /** The key service's dry run of a group's create (name null) or update. */
+  checkGroup: (body, name = null) =>
+    name === null ? call('POST', '/api/v1/api-key-groups?dryRun=true', body) : call('PATCH', `/api/v1/api-key-groups/${encodeURIComponent(name)}?dryRun=true`, body),
+  groupUsage: (name, bucket) => call('GET', `/api/v1/api-key-groups/${encodeURIComponent(name)}/usage?bucket=${bucket}`),
   /** A page of audit records, newest first: {records, nextCursor?}. */
   audit: (keyId, cursor = '', limit = 100) => call('GET', `/api/audit?${query({ limit, key_id: keyId ?? '', cursor })}`),
 };

@@ -1,5 +1,7 @@
 // The API Keys page (/api-keys) and the API Management view (/api-management), as Dagen's guide
-// describes them, over the admin API only (GET /api/info and the Dagen-shaped /api/keys).
+// describes them, over the admin API only (GET /api/info, the keys and key groups APIs). Views:
+// Keys (table, details drawer, create/edit dialog), Groups (shared limits, quota, members, usage),
+// Audit log.
 // A full key is held only while the copy-once dialog is open, and removed from the page after it.
 
 import { api, ApiError, credential } from './api.js';
@@ -25,9 +27,10 @@ const state = {
   /** counts of every key (the header), and of those matching the search (the pager) */
   /** @type {any} */ counts: null,
   /** @type {any} */ matching: null,
-  /** the server-side filters of the table */
+  /** the server-side filters of the table (group: only the keys of that group; '' = every key) */
   q: '',
   status: '',
+  group: '',
 };
 
 // ------------------------------------------------------------------ snackbar
@@ -120,11 +123,11 @@ async function start(info) {
  */
 async function reload(focus) {
   const wanted = Math.max(PAGE, state.keys?.length ?? 0);
-  const filters = { q: state.q, status: state.status };
+  const filters = { q: state.q, status: state.status, group: state.group };
   try {
     const [page, counts, matching] = await Promise.all([fetchKeys(filters, wanted), api.counts(), state.q ? api.counts(state.q) : null]);
     // a newer search replaced this one while it was under way: its answer is the one to show
-    if (filters.q !== state.q || filters.status !== state.status) return;
+    if (filters.q !== state.q || filters.status !== state.status || filters.group !== state.group) return;
     state.keys = page.keys;
     state.next = page.next;
     state.counts = counts;
@@ -157,10 +160,10 @@ async function loadMore() {
   const button = /** @type {HTMLButtonElement} */ ($('keys-more'));
   button.disabled = true;
   button.setAttribute('aria-busy', 'true');
-  const filters = { q: state.q, status: state.status };
+  const filters = { q: state.q, status: state.status, group: state.group };
   try {
     const page = await fetchKeys(filters, PAGE, state.next);
-    if (filters.q !== state.q || filters.status !== state.status) return;
+    if (filters.q !== state.q || filters.status !== state.status || filters.group !== state.group) return;
     const first = state.keys?.length ?? 0;
     state.keys = [...(state.keys ?? []), ...page.keys];
     state.next = page.next;
@@ -241,6 +244,7 @@ function keyRow(key) {
     h('td', { 'data-label': 'Scopes' }, scopeCell(key)),
     h('td', { 'data-label': 'Status' }, chip(statusLabel(key.status), `status-${key.status}`, key.status === 'expired' && key.expiresAt ? `Expired ${fullDateTime(key.expiresAt)}` : key.expiresAt ? `Expires ${fullDateTime(key.expiresAt)}` : undefined)),
     h('td', { class: 'num', 'data-label': 'Rate limit' }, rate(key.rateLimit)),
+    h('td', { 'data-label': 'Group', class: 'key-group' }, key.group ? chip(key.group, 'group', "Shares this group's rate limit and quota") : h('span', { class: 'muted' }, '—')),
     h('td', { class: 'num', 'data-label': 'Requests' }, count(key.requestCount)),
     h('td', { class: 'last-used', 'data-label': 'Last used', dataset: { at: key.lastUsedAt ?? '' }, title: key.lastUsedAt ? fullDateTime(key.lastUsedAt) : undefined }, relativeTime(key.lastUsedAt, now)),
     h('td', { title: fullDateTime(key.createdAt), 'data-label': 'Created' }, humanDate(key.createdAt)),
@@ -298,16 +302,19 @@ function renderKeys() {
   if (state.keys === null) return;
   renderCounts();
   const none = (state.counts?.total ?? state.keys.length) === 0;
-  const filtered = state.q !== '' || state.status !== '';
+  const filtered = state.q !== '' || state.status !== '' || state.group !== '';
   const empty = state.keys.length === 0;
   $('keys-empty').hidden = !none;
   $('keys-toolbar').hidden = none;
   $('keys-none').hidden = none || !empty;
-  $('keys-none-text').textContent = `No key matches ${[state.q ? `"${state.q}"` : '', state.status ? `status ${statusLabel(state.status).toLowerCase()}` : ''].filter(Boolean).join(' and ')}.`;
+  $('keys-none-text').textContent = `No key matches ${[state.q ? `"${state.q}"` : '', state.status ? `status ${statusLabel(state.status).toLowerCase()}` : '', state.group ? `group ${state.group}` : ''].filter(Boolean).join(' and ')}.`;
+  $('keys-group-filter').hidden = state.group === '';
+  $('keys-group-filter-text').textContent = state.group ? `Only the keys of group "${state.group}".` : '';
   $('keys-table-wrap').hidden = empty;
   $('keys-body').replaceChildren(...state.keys.map(keyRow));
   // the pager: how many of how many, and the next page on request
-  const source = state.q ? state.matching : state.counts;
+  // (the counts are by name and status, not by group: a group's keys are shown without an "of")
+  const source = state.group ? null : state.q ? state.matching : state.counts;
   const of = source ? source[state.status || 'total'] : null;
   const what = filtered ? `matching key${of === 1 ? '' : 's'}` : `key${of === 1 ? '' : 's'}`;
   $('keys-shown').textContent = empty ? '' : of === null ? `Showing ${count(state.keys.length)}` : `Showing ${count(state.keys.length)} of ${count(of)} ${what}`;
@@ -336,7 +343,11 @@ $('keys-search').addEventListener('keydown', (e) => {
 $('keys-more').addEventListener('click', () => void loadMore());
 $('keys-clear').addEventListener('click', () => {
   /** @type {HTMLInputElement} */ ($('keys-search')).value = '';
-  setFilter({ q: '', status: '' });
+  setFilter({ q: '', status: '', group: '' });
+  $('keys-search').focus();
+});
+$('keys-group-clear').addEventListener('click', () => {
+  setFilter({ group: '' });
   $('keys-search').focus();
 });
 
@@ -511,6 +522,7 @@ const quotaLimit = /** @type {HTMLInputElement} */ ($('create-quota-limit'));
 const quotaPeriod = /** @type {HTMLSelectElement} */ ($('create-quota-period'));
 const quotaRefill = /** @type {HTMLSelectElement} */ ($('create-quota-refill'));
 const quotaRemaining = /** @type {HTMLInputElement} */ ($('create-quota-remaining'));
+const groupInput = /** @type {HTMLSelectElement} */ ($('create-group'));
 const expiresInput = /** @type {HTMLInputElement} */ ($('create-expires'));
 const scopeInputs = /** @type {HTMLInputElement[]} */ ([$('create-scope-agents'), $('create-scope-workflows')]);
 const roleInput = /** @type {HTMLSelectElement} */ ($('create-role'));
@@ -568,6 +580,7 @@ const ERROR_AT = {
   scopes: 'create-scopes-error',
   rateLimit: 'create-rate-error',
   quota: 'create-quota-error',
+  group: 'create-group-error',
   expiresAt: 'create-expires-error',
   role: 'create-role-error',
   workspaceAccess: 'create-grants-error',
@@ -578,7 +591,7 @@ const ERROR_AT = {
   ownerUserId: 'create-owner-error',
 };
 /** the inputs marked aria-invalid with their field */
-const INPUT_OF = { name: nameInput, rateLimit: rateInput, quota: quotaKind, expiresAt: expiresInput, role: roleInput, workspace: workspaceInput, serviceAccountName: saInput, ownerUserId: ownerInput, description: descriptionInput };
+const INPUT_OF = { name: nameInput, rateLimit: rateInput, quota: quotaKind, group: groupInput, expiresAt: expiresInput, role: roleInput, workspace: workspaceInput, serviceAccountName: saInput, ownerUserId: ownerInput, description: descriptionInput };
 
 /** "workspaceAccess" of "workspaceAccess.grants[0].role" */
 const fieldBase = (field) => /^[^.[]*/.exec(field ?? '')[0];
@@ -589,47 +602,66 @@ function problemText(e) {
   return grant ? `Grant ${Number(grant[1]) + 1}${grant[2] ? ` ${grant[2]}` : ''}: ${e.message}` : e.message;
 }
 
+/**
+ * The dry-run loop of a dialog's form (the key dialog's and the group dialog's): `schedule()` on a
+ * change asks `ask()` (a dry run) 150 ms after the last one; `run()` asks now and resolves with the
+ * problems found (null when a newer check or the dialog's closing overtook it), also given to
+ * `settle`. While a check is due the form carries data-pending (Create/Save wait for the answer
+ * about the form as it is then; a blur that changes a field must not disable the button being clicked).
+ */
+function dryRunner(formEl, dialogEl, ask, settle) {
+  let seq = 0;
+  let timer;
+  const run = async () => {
+    clearTimeout(timer);
+    const mine = ++seq;
+    formEl.dataset.pending = 'true';
+    let found = [];
+    try {
+      await ask();
+    } catch (err) {
+      if (credentialRefused(err)) {
+        dialogEl.close();
+        return null;
+      }
+      found = err instanceof ApiError && err.errors.length > 0 ? err.errors : [{ field: '', message: err instanceof Error ? err.message : String(err) }];
+    }
+    // a newer check started meanwhile: its answer is the one that counts
+    if (mine !== seq) return null;
+    delete formEl.dataset.pending;
+    settle(found);
+    return found;
+  };
+  dialogEl.addEventListener('close', () => {
+    clearTimeout(timer);
+    seq++;
+  });
+  return {
+    run,
+    schedule() {
+      formEl.dataset.pending = 'true';
+      // an answer still on its way is about the form as it was: it must not settle this one
+      seq++;
+      clearTimeout(timer);
+      timer = setTimeout(() => void run(), 150);
+    },
+  };
+}
+
 /** the problems of the last dry run; null until one answered */
 let problems = null;
-let checkSeq = 0;
-let checkTimer;
 
 /** What Create or Save would send now. */
 const requestBody = () => (editing ? changedFields(formBody(), editing) : formBody());
 
-/** A change of the form: its dry run follows shortly; until it answers, Create/Save waits. */
-function scheduleCheck() {
-  // (Create/Save keeps its state: a blur that changes a field must not disable the button being clicked;
-  // the submit waits for the answer about the form as it is then)
-  form.dataset.pending = 'true';
-  // an answer still on its way is about the form as it was: it must not settle this one
-  checkSeq++;
-  clearTimeout(checkTimer);
-  checkTimer = setTimeout(() => void runCheck(), 150);
-}
-
-/** The key service's dry run of the form; resolves with its problems (also shown). */
-async function runCheck() {
-  clearTimeout(checkTimer);
-  const seq = ++checkSeq;
-  form.dataset.pending = 'true';
-  let found = [];
-  try {
-    await api.check(requestBody(), editing);
-  } catch (err) {
-    if (credentialRefused(err)) {
-      createDialog.close();
-      return null;
-    }
-    found = err instanceof ApiError && err.errors.length > 0 ? err.errors : [{ field: '', message: err instanceof Error ? err.message : String(err) }];
-  }
-  // a newer check started meanwhile: its answer is the one that counts
-  if (seq !== checkSeq) return null;
+const keyCheck = dryRunner(form, createDialog, () => api.check(requestBody(), editing), (found) => {
   problems = found;
-  delete form.dataset.pending;
   showProblems();
-  return found;
-}
+});
+/** A change of the form: its dry run follows shortly; until it answers, Create/Save waits. */
+const scheduleCheck = keyCheck.schedule;
+/** The key service's dry run of the form; resolves with its problems (also shown). */
+const runCheck = keyCheck.run;
 
 /** Each problem at its field (for the fields the user has been to), Create/Save enabled when there are none. */
 function showProblems() {
@@ -657,6 +689,7 @@ const FIELD_LABEL = {
   scopes: 'Scopes',
   rateLimit: 'Rate limit',
   quota: 'Quota',
+  group: 'Group',
   expiresAt: 'Expiration',
   role: 'Role',
   workspaceAccess: 'Workspace grants',
@@ -671,7 +704,7 @@ const FIELD_LABEL = {
 function fieldOf(t) {
   if (t.classList?.contains('grant-workspace') || t.classList?.contains('grant-role')) return 'workspaceAccess';
   if (t.name?.startsWith?.('quota_')) return 'quota';
-  const byName = { name: 'name', rate_limit: 'rateLimit', expires_at: 'expiresAt', role: 'role', workspace: 'workspace', serviceAccountName: 'serviceAccountName', ownerUserId: 'ownerUserId', description: 'description', surfaces: 'allowedSurfaces', scopes: 'scopes', access: 'workspaceAccess', attribution: 'attributionClass' };
+  const byName = { name: 'name', group: 'group', rate_limit: 'rateLimit', expires_at: 'expiresAt', role: 'role', workspace: 'workspace', serviceAccountName: 'serviceAccountName', ownerUserId: 'ownerUserId', description: 'description', surfaces: 'allowedSurfaces', scopes: 'scopes', access: 'workspaceAccess', attribution: 'attributionClass' };
   return byName[t.name] ?? null;
 }
 
@@ -685,7 +718,8 @@ function formBody() {
     scopes: scopeInputs.filter((i) => i.checked).map((i) => i.value),
     // as typed: the service judges it (an empty or non-numeric box is 0, which it refuses with its range)
     rateLimit: Number(rateInput.value.trim() || 0),
-    quota: quotaBody(),
+    quota: quotaBody(QUOTA_INPUTS, editing?.quota),
+    group: groupInput.value || null,
     role: roleInput.value,
     workspaceAccess: access === 'grants' ? { all: false, grants: grants() } : { all: true },
     workspace: access === 'bound' ? workspaceInput.value.trim() : null,
@@ -699,13 +733,51 @@ function formBody() {
   return body;
 }
 
-/** The quota as the form says (the service judges it; an empty number box is sent as a number it refuses, at its field). */
-function quotaBody() {
-  const kind = quotaKind.value;
-  if (kind === 'once') return { remaining: quotaRemaining.value.trim() === '' ? -1 : Number(quotaRemaining.value) };
+const QUOTA_INPUTS = { kind: quotaKind, limit: quotaLimit, period: quotaPeriod, refill: quotaRefill, remaining: quotaRemaining };
+
+/**
+ * The quota as a form's quota fields say (the key's and the group's: the service judges it; an
+ * empty number box is sent as a number it refuses, at its field). `current`: the quota being edited.
+ */
+function quotaBody(q, current) {
+  const kind = q.kind.value;
+  if (kind === 'once') return { remaining: q.remaining.value.trim() === '' ? -1 : Number(q.remaining.value) };
   if (kind !== 'periodic') return null;
   // a start set through the CLI or API stays (the page does not edit it)
-  return { limit: Number(quotaLimit.value.trim() || 0), period: quotaPeriod.value, refill: quotaRefill.value, start: editing?.quota?.start ?? null };
+  return { limit: Number(q.limit.value.trim() || 0), period: q.period.value, refill: q.refill.value, start: current?.start ?? null };
+}
+
+/** Fills a form's quota fields from a quota (null: none). */
+function fillQuota(q, quota) {
+  q.kind.value = !quota ? 'none' : quota.period === undefined ? 'once' : 'periodic';
+  if (quota && quota.period !== undefined) {
+    q.limit.value = String(quota.limit);
+    q.period.value = quota.period;
+    q.refill.value = quota.refill;
+  } else if (quota) q.remaining.value = String(quota.remaining);
+}
+
+/**
+ * The group select of the key dialog: "No group", the key's own group at once (so the value is
+ * right before the list arrives), then every group from the API.
+ */
+async function fillGroupOptions(current) {
+  const option = (name) => h('option', { value: name }, name);
+  groupInput.replaceChildren(h('option', { value: '' }, 'No group'), ...(current ? [option(current)] : []));
+  groupInput.value = current ?? '';
+  let groups;
+  try {
+    groups = (await api.groups()).groups;
+  } catch (err) {
+    if (!credentialRefused(err)) failure('Loading the groups', err);
+    return;
+  }
+  // the user may have picked meanwhile: keep what is selected now
+  const selected = groupInput.value;
+  const names = new Set(groups.map((g) => g.name));
+  if (selected) names.add(selected);
+  groupInput.replaceChildren(h('option', { value: '' }, 'No group'), ...[...names].sort().map(option));
+  groupInput.value = selected;
 }
 
 /** Only what changed, for PATCH (an unchanged past expiry must not be sent back). */
@@ -752,14 +824,9 @@ function openCreate(key = null) {
     saInput.value = key.serviceAccountName ?? '';
     ownerInput.value = key.ownerUserId ?? '';
     descriptionInput.value = key.description ?? '';
-    const q = key.quota;
-    quotaKind.value = !q ? 'none' : q.period === undefined ? 'once' : 'periodic';
-    if (q && q.period !== undefined) {
-      quotaLimit.value = String(q.limit);
-      quotaPeriod.value = q.period;
-      quotaRefill.value = q.refill;
-    } else if (q) quotaRemaining.value = String(q.remaining);
+    fillQuota(QUOTA_INPUTS, key.quota);
   }
+  void fillGroupOptions(key?.group ?? null);
   syncSections();
   problems = null;
   /** @type {HTMLButtonElement} */ ($('create-submit')).disabled = true;
@@ -772,10 +839,6 @@ function openCreate(key = null) {
 $('create-open').addEventListener('click', () => openCreate());
 $('create-first').addEventListener('click', () => openCreate());
 $('create-cancel').addEventListener('click', () => createDialog.close());
-createDialog.addEventListener('close', () => {
-  clearTimeout(checkTimer);
-  checkSeq++;
-});
 $('create-grant-add').addEventListener('click', () => {
   const tr = grantRow();
   /** @type {HTMLInputElement} */ (tr.querySelector('input')).focus();
@@ -874,14 +937,26 @@ function describeAccess(k) {
 
 /** A key's quota and what is left now (the Dagu-shaped key: quota, quotaRemaining, quotaNextRefillAt). */
 function describeQuota(k) {
-  const q = k.quota;
-  if (!q) return 'None';
-  if (q.period === undefined) return `${count(k.quotaRemaining ?? q.remaining)} left (one-time credits, no refill)`;
-  const refill = q.refill === 'add' ? `adds ${count(q.limit)}` : `back to ${count(q.limit)}`;
-  return `${count(k.quotaRemaining ?? q.limit)} of ${count(q.limit)} left this ${q.period}; ${refill}${k.quotaNextRefillAt ? ` on ${fullDateTime(k.quotaNextRefillAt)}` : ''}`;
+  return quotaText(k.quota, k.quotaRemaining, k.quotaNextRefillAt);
 }
 
-function detailRows(k) {
+/** A quota (a key's or a group's), what is left of it now and when it refills. */
+function quotaText(q, remaining, nextRefillAt) {
+  if (!q) return 'None';
+  if (q.period === undefined) return `${count(remaining ?? q.remaining)} left (one-time credits, no refill)`;
+  const refill = q.refill === 'add' ? `adds ${count(q.limit)}` : `back to ${count(q.limit)}`;
+  return `${count(remaining ?? q.limit)} of ${count(q.limit)} left this ${q.period}; ${refill}${nextRefillAt ? ` on ${fullDateTime(nextRefillAt)}` : ''}`;
+}
+
+/** A key's group and what its keys share (the Dagu-shaped group, when it could be read). */
+function describeGroup(k, g) {
+  if (!k.group) return 'None';
+  if (!g) return k.group;
+  const shared = [g.rateLimit === null ? 'no shared rate limit' : `${rate(g.rateLimit)} shared`, g.quota ? `quota ${quotaText(g.quota, g.quotaStatus?.remaining, g.quotaStatus?.nextRefillAt)}` : 'no shared quota'];
+  return `${k.group}: ${shared.join('; ')} (${count(g.keys)} key${g.keys === 1 ? '' : 's'})`;
+}
+
+function detailRows(k, group) {
   const when = (iso, by) => (iso ? `${fullDateTime(iso)}${by ? ` by ${by}` : ''}` : 'Never');
   return [
     ['Status', statusLabel(k.status)],
@@ -894,6 +969,7 @@ function detailRows(k) {
     ['Attribution', k.attributionClass === 'user_owned' ? `user-owned by ${k.ownerUserId}` : `service account ${k.serviceAccountName}`],
     ['Rate limit', rate(k.rateLimit)],
     ['Quota', describeQuota(k)],
+    ['Group', describeGroup(k, group)],
     ['Expires', k.expiresAt ? fullDateTime(k.expiresAt) : 'Never'],
     ['Requests', count(k.requestCount)],
     ['Last used', k.lastUsedAt ? `${relativeTime(k.lastUsedAt)} (${fullDateTime(k.lastUsedAt)})` : 'Never'],
@@ -904,6 +980,11 @@ function detailRows(k) {
   ];
 }
 
+/** The chart's legend: a swatch and the total of each kind. */
+function usageLegend(usage) {
+  return KINDS.map(([kind, label]) => h('span', { class: `legend-item ${kind}`, dataset: { kind } }, h('span', { class: 'swatch', 'aria-hidden': 'true' }), `${count(usage.totals[kind])} ${label}`));
+}
+
 async function renderUsage() {
   if (!shown) return;
   $('usage-hour').setAttribute('aria-pressed', String(usageBucket === 'hour'));
@@ -911,10 +992,7 @@ async function renderUsage() {
   try {
     const usage = await api.usage(shown, usageBucket);
     $('usage-chart').replaceChildren(usageChart(usage));
-    const t = usage.totals;
-    $('usage-legend').replaceChildren(
-      ...KINDS.map(([kind, label]) => h('span', { class: `legend-item ${kind}`, dataset: { kind } }, h('span', { class: 'swatch', 'aria-hidden': 'true' }), `${count(t[kind])} ${label}`)),
-    );
+    $('usage-legend').replaceChildren(...usageLegend(usage));
   } catch (err) {
     if (!credentialRefused(err)) failure('Loading the usage', err);
   }
@@ -927,7 +1005,7 @@ function auditLine(r) {
 /** What an audit record changed, in a line (never a secret: the records hold none). */
 function auditSummary(r) {
   const d = r.details ?? {};
-  if (r.action === 'update' && d.changes) return Object.entries(d.changes).map(([f, c]) => `${f}: ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`).join('; ');
+  if ((r.action === 'update' || r.action === 'group.update') && d.changes) return Object.entries(d.changes).map(([f, c]) => `${f}: ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`).join('; ');
   if (r.action === 'regenerate') return `new prefix ${d.prefix?.to ?? ''}…${d.graceSeconds ? `, old key valid for ${d.graceSeconds} s` : ''}`;
   if (r.action === 'quota') return `credits left ${d.remaining?.from ?? ''} → ${d.remaining?.to ?? ''}${d.reset ? ' (reset)' : ''}`;
   if (r.action === 'create' || r.action === 'delete') return `role ${d.role ?? ''}, scopes ${(d.scopes ?? []).join(', ')}`;
@@ -938,9 +1016,11 @@ async function openDetails(keyOrId) {
   try {
     // always read afresh: the table's copy may predate requests made since (count, last use)
     const k = (await api.get(typeof keyOrId === 'string' ? { id: keyOrId } : keyOrId)).apiKey;
+    // the group's shared limits and what is left of its quota now (a group deleted meanwhile: its name only)
+    const group = k.group ? await api.group(k.group).then((r) => r.group, () => null) : null;
     shown = k;
     $('details-title').textContent = k.name;
-    $('details-fields').replaceChildren(...detailRows(k).flatMap(([dt, dd]) => [h('dt', {}, dt), h('dd', {}, dd)]));
+    $('details-fields').replaceChildren(...detailRows(k, group).flatMap(([dt, dd]) => [h('dt', {}, dt), h('dd', {}, dd)]));
     const declared = k.managedBy === 'config';
     for (const id of ['details-edit', 'details-regenerate']) {
       const b = /** @type {HTMLButtonElement} */ ($(id));
@@ -986,6 +1066,276 @@ details.addEventListener('close', () => {
   shown = null;
   // the table's request counts and last use may have moved while the drawer was open
   void reload();
+});
+
+// ------------------------------------------------------------------ groups view
+
+/** the groups as last loaded (Dagu-shaped, with keys and quotaStatus) */
+let groupList = [];
+
+function groupRow(g, usage) {
+  const declared = g.managedBy === 'config';
+  const button = (action, label, onclick) =>
+    h(
+      'button',
+      {
+        type: 'button',
+        class: action === 'delete' ? 'small danger-text' : 'small',
+        dataset: { group: g.name, action },
+        'aria-label': `${label} group ${g.name}`,
+        title: declared ? 'Declared in the configuration file (groups.declared): change it there' : undefined,
+        disabled: declared,
+        onclick,
+      },
+      label,
+    );
+  const refused = usage ? usage.totals.rateLimited + usage.totals.forbidden + (usage.totals.quotaExceeded ?? 0) : 0;
+  return h(
+    'tr',
+    { dataset: { group: g.name } },
+    h(
+      'th',
+      { scope: 'row', class: 'name' },
+      h('button', { type: 'button', class: 'link', dataset: { group: g.name, action: 'details' }, 'aria-label': `Details of group ${g.name}`, onclick: () => openGroupDetails(g.name) }, g.name),
+      g.description ? h('span', { class: 'sub' }, g.description) : null,
+      declared ? h('span', { class: 'sub' }, 'declared in the config') : null,
+    ),
+    h('td', { 'data-label': 'Shared rate limit', class: 'group-rate' }, g.rateLimit === null ? 'None' : rate(g.rateLimit)),
+    h('td', { 'data-label': 'Shared quota', class: 'group-quota wrap' }, quotaText(g.quota, g.quotaStatus?.remaining, g.quotaStatus?.nextRefillAt)),
+    h(
+      'td',
+      { 'data-label': 'Keys', class: 'num' },
+      h('button', { type: 'button', class: 'link group-keys', dataset: { group: g.name, action: 'keys' }, 'aria-label': `Show the ${g.keys} keys of group ${g.name}`, onclick: () => showGroupKeys(g.name) }, `${count(g.keys)} key${g.keys === 1 ? '' : 's'}`),
+    ),
+    h('td', { 'data-label': 'Usage (30 days)', class: 'group-usage' }, usage ? `${count(usage.totals.allowed)} allowed · ${count(refused)} refused` : '—'),
+    h('td', { class: 'actions-cell' }, h('div', { class: 'row-actions' }, button('edit', 'Edit', () => openGroupDialog(g)), button('delete', 'Delete', () => removeGroup(g)))),
+  );
+}
+
+/** The groups table: each group with its shared limits, quota now, member count and 30 days of usage. */
+async function renderGroups(focus) {
+  try {
+    groupList = (await api.groups()).groups;
+    const usages = await Promise.all(groupList.map((g) => api.groupUsage(g.name, 'day').catch(() => null)));
+    $('groups-empty').hidden = groupList.length > 0;
+    $('groups-table-wrap').hidden = groupList.length === 0;
+    $('groups-body').replaceChildren(...groupList.map((g, i) => groupRow(g, usages[i])));
+  } catch (err) {
+    if (!credentialRefused(err)) failure('Loading the groups', err);
+  }
+  if (focus) {
+    const target = focus.name ? document.querySelector(`#groups-body button[data-group="${CSS.escape(focus.name)}"][data-action="${focus.action}"]`) : null;
+    /** @type {HTMLElement | null} */ (target ?? $('group-create-open')).focus();
+  }
+}
+
+/** The keys view, showing only the keys of a group. */
+function showGroupKeys(name) {
+  selectView('keys');
+  setFilter({ group: name });
+}
+
+async function removeGroup(g) {
+  const ok = await confirmAction(
+    `Delete group "${g.name}"?`,
+    g.keys > 0
+      ? `It still has ${g.keys} key${g.keys === 1 ? '' : 's'}: the gateway refuses to delete it until they are moved to another group or to none.`
+      : 'Its shared rate limit, quota and usage history go with it. Keys are not affected (it has none).',
+    'Delete',
+  );
+  if (!ok) return renderGroups({ name: g.name, action: 'delete' });
+  try {
+    await api.removeGroup(g.name);
+    snackbar(`Group "${g.name}" deleted`);
+  } catch (err) {
+    if (credentialRefused(err)) return;
+    failure('Deleting the group', err);
+  }
+  await renderGroups({ name: g.name, action: 'delete' });
+}
+
+// the group dialog: like the key dialog, every problem comes from the key service's dry run
+
+const groupDialog = /** @type {HTMLDialogElement} */ ($('group-dialog'));
+const groupForm = /** @type {HTMLFormElement} */ ($('group-form'));
+const groupName = /** @type {HTMLInputElement} */ ($('group-name'));
+const groupRate = /** @type {HTMLInputElement} */ ($('group-rate'));
+const groupDescription = /** @type {HTMLTextAreaElement} */ ($('group-description'));
+const GROUP_QUOTA = {
+  kind: /** @type {HTMLSelectElement} */ ($('group-quota-kind')),
+  limit: /** @type {HTMLInputElement} */ ($('group-quota-limit')),
+  period: /** @type {HTMLSelectElement} */ ($('group-quota-period')),
+  refill: /** @type {HTMLSelectElement} */ ($('group-quota-refill')),
+  remaining: /** @type {HTMLInputElement} */ ($('group-quota-remaining')),
+};
+const GROUP_ERROR_AT = { name: 'group-name-error', rateLimit: 'group-rate-error', quota: 'group-quota-error', description: 'group-description-error' };
+const GROUP_INPUT_OF = { name: groupName, rateLimit: groupRate, quota: GROUP_QUOTA.kind, description: groupDescription };
+/** null = creating; else the Dagu-shaped group being edited */
+let editingGroup = null;
+const groupTouched = new Set();
+let groupProblems = null;
+
+/** What Create or Save would send: every field (create), or those that changed (edit). */
+function groupBody() {
+  const rateText = groupRate.value.trim();
+  const body = {
+    name: groupName.value.trim(),
+    description: groupDescription.value.trim(),
+    // empty: none; anything else as typed (the service judges it)
+    rateLimit: rateText === '' ? null : Number(rateText),
+    quota: quotaBody(GROUP_QUOTA, editingGroup?.quota),
+  };
+  if (!editingGroup) return body;
+  const out = {};
+  for (const [k, v] of Object.entries(body)) if (k !== 'name' && JSON.stringify(v) !== JSON.stringify(editingGroup[k])) out[k] = v;
+  return out;
+}
+
+function groupFieldOf(t) {
+  if (t.name?.startsWith?.('quota_')) return 'quota';
+  return { name: 'name', rate_limit: 'rateLimit', description: 'description' }[t.name] ?? null;
+}
+
+const groupCheck = dryRunner(groupForm, groupDialog, () => api.checkGroup(groupBody(), editingGroup?.name ?? null), (found) => {
+  groupProblems = found;
+  showGroupProblems();
+});
+const scheduleGroupCheck = groupCheck.schedule;
+const runGroupCheck = groupCheck.run;
+
+function showGroupProblems() {
+  const at = new Map();
+  for (const e of groupProblems ?? []) {
+    const base = fieldBase(e.field);
+    const id = GROUP_ERROR_AT[base] ?? 'group-form-error';
+    if (id !== 'group-form-error' && !groupTouched.has(base)) continue;
+    at.set(id, [...(at.get(id) ?? []), e.message]);
+  }
+  for (const id of [...Object.values(GROUP_ERROR_AT), 'group-form-error']) $(id).textContent = (at.get(id) ?? []).join('\n');
+  for (const [field, input] of Object.entries(GROUP_INPUT_OF)) input.setAttribute('aria-invalid', String(at.has(GROUP_ERROR_AT[field])));
+  /** @type {HTMLButtonElement} */ ($('group-submit')).disabled = groupProblems === null || groupProblems.length > 0;
+}
+
+function syncGroupQuota() {
+  $('group-quota-periodic').hidden = GROUP_QUOTA.kind.value !== 'periodic';
+  $('group-quota-once').hidden = GROUP_QUOTA.kind.value !== 'once';
+}
+
+/** Opens the group dialog empty (create) or filled from a Dagu-shaped group (edit). */
+function openGroupDialog(g = null) {
+  editingGroup = g;
+  groupForm.reset();
+  groupTouched.clear();
+  groupProblems = null;
+  $('group-title').textContent = g ? `Edit group ${g.name}` : 'Create group';
+  $('group-submit').textContent = g ? 'Save' : 'Create';
+  groupName.disabled = g !== null;
+  if (g) {
+    groupName.value = g.name;
+    groupRate.value = g.rateLimit === null ? '' : String(g.rateLimit);
+    groupDescription.value = g.description ?? '';
+    fillQuota(GROUP_QUOTA, g.quota);
+  }
+  syncGroupQuota();
+  for (const id of [...Object.values(GROUP_ERROR_AT), 'group-form-error']) $(id).textContent = '';
+  /** @type {HTMLButtonElement} */ ($('group-submit')).disabled = true;
+  groupDialog.showModal();
+  (g ? groupRate : groupName).focus();
+  scheduleGroupCheck();
+}
+
+$('group-create-open').addEventListener('click', () => openGroupDialog());
+$('group-cancel').addEventListener('click', () => groupDialog.close());
+for (const type of ['input', 'change']) {
+  groupForm.addEventListener(type, (e) => {
+    const field = groupFieldOf(e.target);
+    if (field) groupTouched.add(field);
+    syncGroupQuota();
+    scheduleGroupCheck();
+  });
+}
+groupForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const submit = /** @type {HTMLButtonElement} */ ($('group-submit'));
+  submit.disabled = true;
+  for (const f of Object.keys(GROUP_ERROR_AT)) groupTouched.add(f);
+  let found = await runGroupCheck();
+  while (found === null && groupDialog.open) found = await runGroupCheck();
+  if (found === null) return;
+  if (found.length > 0) {
+    /** @type {HTMLElement | undefined} */ (found.map((x) => GROUP_INPUT_OF[fieldBase(x.field)]).find((i) => i && !i.disabled))?.focus();
+    return;
+  }
+  const name = editingGroup?.name ?? groupName.value.trim();
+  try {
+    if (editingGroup) await api.updateGroup(editingGroup.name, groupBody());
+    else await api.createGroup(groupBody());
+    groupDialog.close();
+    snackbar(`Group "${name}" ${editingGroup ? 'saved' : 'created'}`);
+    await renderGroups({ name, action: 'edit' });
+  } catch (err) {
+    if (credentialRefused(err)) {
+      groupDialog.close();
+      return;
+    }
+    if (err instanceof ApiError && err.errors.length > 0) {
+      groupProblems = err.errors;
+      showGroupProblems();
+    }
+    failure(editingGroup ? 'Saving the group' : 'Creating the group', err);
+    submit.disabled = false;
+  }
+});
+
+// the group details drawer: what its keys share, and their usage while they belonged to it
+
+const groupDetails = /** @type {HTMLDialogElement} */ ($('group-details'));
+let shownGroup = null;
+let groupBucket = 'hour';
+
+async function openGroupDetails(name) {
+  try {
+    const g = (await api.group(name)).group;
+    shownGroup = g;
+    const when = (iso, by) => (iso ? `${fullDateTime(iso)}${by ? ` by ${by}` : ''}` : 'Never');
+    const rows = [
+      ['Description', g.description || '—'],
+      ['Shared rate limit', g.rateLimit === null ? 'None' : `${rate(g.rateLimit)}, shared by all its keys`],
+      ['Shared quota', quotaText(g.quota, g.quotaStatus?.remaining, g.quotaStatus?.nextRefillAt)],
+      ['Keys', count(g.keys)],
+      ['Created', when(g.createdAt, g.createdBy)],
+      ['Updated', when(g.updatedAt, g.updatedBy)],
+      ['Managed by', g.managedBy === 'config' ? 'the configuration file' : 'API / CLI / this page'],
+    ];
+    $('group-details-title').textContent = `Group ${g.name}`;
+    $('group-details-fields').replaceChildren(...rows.flatMap(([dt, dd]) => [h('dt', {}, dt), h('dd', {}, dd)]));
+    if (!groupDetails.open) groupDetails.showModal();
+    await renderGroupUsage();
+  } catch (err) {
+    if (!credentialRefused(err)) failure('Loading the group', err);
+  }
+}
+
+async function renderGroupUsage() {
+  if (!shownGroup) return;
+  $('group-usage-hour').setAttribute('aria-pressed', String(groupBucket === 'hour'));
+  $('group-usage-day').setAttribute('aria-pressed', String(groupBucket === 'day'));
+  try {
+    const usage = await api.groupUsage(shownGroup.name, groupBucket);
+    $('group-usage-chart').replaceChildren(usageChart(usage));
+    $('group-usage-legend').replaceChildren(...usageLegend(usage));
+  } catch (err) {
+    if (!credentialRefused(err)) failure('Loading the group usage', err);
+  }
+}
+
+$('group-details-close').addEventListener('click', () => groupDetails.close());
+$('group-usage-hour').addEventListener('click', () => ((groupBucket = 'hour'), renderGroupUsage()));
+$('group-usage-day').addEventListener('click', () => ((groupBucket = 'day'), renderGroupUsage()));
+groupDetails.addEventListener('close', () => {
+  const name = shownGroup?.name;
+  shownGroup = null;
+  void renderGroups(name ? { name, action: 'details' } : undefined);
 });
 
 // ------------------------------------------------------------------ audit tab
@@ -1090,23 +1440,23 @@ auditInput.addEventListener('keydown', (e) => {
   void applyAuditFilter();
 });
 
+const VIEWS = ['keys', 'groups', 'audit'];
+
 function selectView(view) {
-  const audit = view === 'audit';
-  $('view-tab-keys').setAttribute('aria-selected', String(!audit));
-  $('view-tab-audit').setAttribute('aria-selected', String(audit));
-  $('view-tab-keys').tabIndex = audit ? -1 : 0;
-  $('view-tab-audit').tabIndex = audit ? 0 : -1;
-  $('keys').hidden = audit;
-  $('audit').hidden = !audit;
-  if (audit) void renderAudit();
+  for (const v of VIEWS) {
+    $(`view-tab-${v}`).setAttribute('aria-selected', String(v === view));
+    $(`view-tab-${v}`).tabIndex = v === view ? 0 : -1;
+    $(v).hidden = v !== view;
+  }
+  if (view === 'audit') void renderAudit();
+  if (view === 'groups') void renderGroups();
 }
-$('view-tab-keys').addEventListener('click', () => selectView('keys'));
-$('view-tab-audit').addEventListener('click', () => selectView('audit'));
-for (const id of ['view-tab-keys', 'view-tab-audit']) {
-  $(id).addEventListener('keydown', (e) => {
+for (const [i, v] of VIEWS.entries()) {
+  $(`view-tab-${v}`).addEventListener('click', () => selectView(v));
+  $(`view-tab-${v}`).addEventListener('keydown', (e) => {
     if (e.key !== 'ArrowRight' && e.key !== 'ArrowLeft') return;
     e.preventDefault();
-    const next = id === 'view-tab-keys' ? 'audit' : 'keys';
+    const next = VIEWS[(i + (e.key === 'ArrowRight' ? 1 : VIEWS.length - 1)) % VIEWS.length];
     selectView(next);
     $(`view-tab-${next}`).focus();
   });
