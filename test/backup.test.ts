@@ -152,11 +152,12 @@ t.test('backup refuses what it cannot do, in one line', async (t) => {
   t.equal(redis.code, 2);
   t.match(redis.stderr, /backup copies a SQLite key store.*keygate keys export/);
   const bad = join(dir, 'bad.jsonl');
-  writeFileSync(bad, '{"type":"key","id":"x"}\nnot json\n');
+  writeFileSync(bad, '{"type":"key","id":"x"}\nnot json\n{"type":"key","id":"group:ci","name":"n"}\n');
   writeFileSync(cfg, readFileSync(cfg, 'utf8').replace('redis://127.0.0.1:1/0', 'sqlite:./keys.db'));
   const refused = await run(['keys', 'import', '-c', cfg, bad], dir);
   t.equal(refused.code, 1);
   t.match(refused.stderr, /line 1: name: must be a non-empty string/);
   t.match(refused.stderr, /line 2: not a JSON object/);
-  t.match(refused.stdout, /0 created, 0 updated, 0 skipped; 2 line\(s\) refused/);
+  t.match(refused.stderr, /line 3: id: must be a non-empty string without ":"/, "a key id that would share a group's counters");
+  t.match(refused.stdout, /0 created, 0 updated, 0 skipped; 3 line\(s\) refused/);
 });

@@ -40,12 +40,15 @@ function need<T>(ok: boolean, field: string, what: string, value: T): T {
 }
 
 const isStr = (v: unknown): v is string => typeof v === 'string';
+/** Key ids name the key's rate-limit window and quota counter, where "group:<name>" names a group's. */
+const isKeyId = (v: unknown): v is string => isStr(v) && v.length > 0 && !v.includes(':');
+const KEY_ID_RULE = 'must be a non-empty string without ":" (a "group:…" id would share a key group\'s counters)';
 const strOrNull = (v: unknown): v is string | null => v === null || typeof v === 'string';
 const isoOrNull = (v: unknown): v is string | null => v === null || (typeof v === 'string' && ISO.test(v));
 
 /** A key line, checked field by field (an export from another version or a hand edit must not store junk). */
 export function parseKeyLine(o: Record<string, unknown>): StoredKey {
-  need(isStr(o['id']) && o['id'].length > 0, 'id', 'must be a non-empty string', 0);
+  need(isKeyId(o['id']), 'id', KEY_ID_RULE, 0);
   need(isStr(o['name']) && o['name'].length > 0, 'name', 'must be a non-empty string', 0);
   const wa = o['workspaceAccess'] as { all?: unknown; grants?: unknown } | undefined;
   if (typeof wa !== 'object' || wa === null || typeof wa.all !== 'boolean' || !Array.isArray(wa.grants)) {
@@ -59,7 +62,7 @@ export function parseKeyLine(o: Record<string, unknown>): StoredKey {
   const surfaces = o['surfaces'];
   const count = o['requestCount'];
   const key: StoredKey = {
-    id: need(isStr(o['id']) && o['id'].length > 0, 'id', 'must be a non-empty string', o['id'] as string),
+    id: need(isKeyId(o['id']), 'id', KEY_ID_RULE, o['id'] as string),
     name: need(isStr(o['name']) && o['name'].length > 0, 'name', 'must be a non-empty string', o['name'] as string),
     description: need(isStr(o['description']), 'description', 'must be a string', o['description'] as string),
     digest: need(isStr(o['digest']) && HEX64.test(o['digest']), 'digest', 'must be 64 lower-case hex digits (SHA-256)', o['digest'] as string),
