@@ -177,3 +177,36 @@ t.test('two processes on one redis-server: the group rate limit and quota are ex
   const status = await adminCall(a.admin, 'GET', '/api/v1/api-key-groups/tenant');
   t.match(status.json.group, { keys: 3, quotaStatus: { remaining: 0 }, rateLimit: null });
 });
+
+t.test('workers: 2: the group window is kept by the primary for both workers; a group refusal gives the key window back over IPC', async (t) => {
+  const dir = workDir(t);
+  const echo = await startEchoUpstream({ name: 'up' });
+  t.teardown(() => echo.close());
+  const cfg = join(dir, 'gw.yaml');
+  writeFileSync(cfg, `workers: 2\nlisten: { host: 127.0.0.1, port: 0 }\nadmin: { port: 0 }\nstore: { keys: "sqlite:./k.db" }\nupstreams: [{ name: up, api_base_url: "${echo.url}" }]\nroutes: [{ path: "/**", upstream: up }]\n`);
+  const c = ['-c', cfg];
+  t.equal((await run(['groups', 'create', ...c, '--name', 'tenant', '--rate-limit', '2'], dir)).code, 0);
+  const a = JSON.parse((await run(['keys', 'create', ...c, '--name', 'a', '--group', 'tenant', '--rate-limit', '3', '--json'], dir)).stdout).key as string;
+  const b = JSON.parse((await run(['keys', 'create', ...c, '--name', 'b', '--group', 'tenant', '--rate-limit', '600', '--json'], dir)).stdout).key as string;
+  const gw = spawnKeygate(t, ['serve', '-c', cfg], { cwd: dir });
+  t.teardown(async () => {
+    gw.child.kill('SIGTERM');
+    await gw.exited;
+  });
+  t.ok(await gw.waitFor(/"msg":"keygate listening"/, 2), 'two workers listening');
+  const url = gw.lines().find((l) => l.msg === 'keygate listening')!.url as string;
+  // a new connection each time, so the primary hands them to both workers
+  const ask = async (secret: string) => {
+    const r = await request(`${url}/metered`, { headers: { 'x-api-key': secret, connection: 'close' } });
+    await r.body.dump();
+    return r.statusCode;
+  };
+  const first = [];
+  for (let i = 0; i < 5; i++) first.push(await ask(a));
+  t.same(first, [200, 200, 429, 429, 429], "the group's 2 per minute across both workers");
+  t.equal(await ask(b), 429, 'and for its other key');
+  t.equal((await run(['groups', 'update', ...c, 'tenant', '--no-rate-limit'], dir)).code, 0);
+  const after = [await ask(a), await ask(a)];
+  t.same(after, [200, 429], "a's own window of 3 counted only its 2 allowed requests: the 3 group refusals were given back");
+  t.equal(await ask(b), 200, 'b is free once the group limit is lifted');
+});
