@@ -177,6 +177,15 @@ t.test('key groups on the key page', { skip }, async (t) => {
   await groupRow('trial').waitFor({ state: 'detached' });
   t.equal((await svc.listGroups()).length, 1, 'gone');
 
+  // the group changes in the audit log, each in a line
+  await page.getByRole('tab', { name: 'Audit log' }).click();
+  const auditRow = (action: string) => page.locator('#audit-body tr', { has: page.locator('td', { hasText: 'trial' }) }).filter({ has: page.locator('td', { hasText: new RegExp(`^${action.replace('.', '\\.')}$`) }) });
+  await auditRow('group.create').waitFor();
+  t.equal(await auditRow('group.create').locator('td').nth(4).textContent(), 'rate limit 30/min, quota {"remaining":100}', 'a group made: its limits');
+  t.equal(await auditRow('group.update').locator('td').nth(4).textContent(), 'rateLimit: 30 → null; quota: {"remaining":100} → {"limit":500,"period":"day","refill":"reset","start":null}', 'a group changed: what changed');
+  t.equal(await auditRow('group.delete').count(), 1);
+  await page.getByRole('tab', { name: 'Groups' }).click();
+
   // the group's details: what its keys share and their usage
   await page.getByRole('button', { name: 'Details of group ci-tenant' }).click();
   await page.waitForFunction(() => document.querySelectorAll('#group-usage-chart svg').length === 1);

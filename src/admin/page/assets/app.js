@@ -663,16 +663,25 @@ const scheduleCheck = keyCheck.schedule;
 /** The key service's dry run of the form; resolves with its problems (also shown). */
 const runCheck = keyCheck.run;
 
+/**
+ * Shows a dry run's problems in a form: each at its field's error line once the field was used
+ * (`touchedSet`), one without a field of the form in the form's line. Resolves to the lines used.
+ */
+function placeProblems(found, errorAt, formError, touchedSet, text = (e) => e.message) {
+  const at = new Map();
+  for (const e of found ?? []) {
+    const base = fieldBase(e.field);
+    const id = errorAt[base] ?? formError;
+    if (id !== formError && !touchedSet.has(base)) continue;
+    at.set(id, [...(at.get(id) ?? []), text(e)]);
+  }
+  for (const id of [...Object.values(errorAt), formError]) $(id).textContent = (at.get(id) ?? []).join('\n');
+  return at;
+}
+
 /** Each problem at its field (for the fields the user has been to), Create/Save enabled when there are none. */
 function showProblems() {
-  const at = new Map();
-  for (const e of problems ?? []) {
-    const base = fieldBase(e.field);
-    const id = ERROR_AT[base] ?? 'create-form-error';
-    if (id !== 'create-form-error' && !touched.has(base)) continue;
-    at.set(id, [...(at.get(id) ?? []), problemText(e)]);
-  }
-  for (const id of [...Object.values(ERROR_AT), 'create-form-error']) $(id).textContent = (at.get(id) ?? []).join('\n');
+  const at = placeProblems(problems, ERROR_AT, 'create-form-error', touched, problemText);
   for (const [field, input] of Object.entries(INPUT_OF)) input.setAttribute('aria-invalid', String(at.has(ERROR_AT[field]) && touched.has(field)));
   const bad = new Set((problems ?? []).map((e) => /^workspaceAccess\.grants\[(\d+)\]/.exec(e.field)?.[1]).filter(Boolean).map(Number));
   [...$('create-grants-body').querySelectorAll('tr')].forEach((tr, i) => tr.querySelector('.grant-workspace')?.setAttribute('aria-invalid', String(touched.has('workspaceAccess') && bad.has(i))));
@@ -1007,8 +1016,9 @@ function auditSummary(r) {
   const d = r.details ?? {};
   if ((r.action === 'update' || r.action === 'group.update') && d.changes) return Object.entries(d.changes).map(([f, c]) => `${f}: ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`).join('; ');
   if (r.action === 'regenerate') return `new prefix ${d.prefix?.to ?? ''}…${d.graceSeconds ? `, old key valid for ${d.graceSeconds} s` : ''}`;
-  if (r.action === 'quota') return `credits left ${d.remaining?.from ?? ''} → ${d.remaining?.to ?? ''}${d.reset ? ' (reset)' : ''}`;
+  if (r.action === 'quota' || r.action === 'group.quota') return `credits left ${d.remaining?.from ?? ''} → ${d.remaining?.to ?? ''}${d.reset ? ' (reset)' : ''}`;
   if (r.action === 'create' || r.action === 'delete') return `role ${d.role ?? ''}, scopes ${(d.scopes ?? []).join(', ')}`;
+  if (r.action === 'group.create' || r.action === 'group.delete') return `rate limit ${d.rateLimit === null ? 'none' : rate(d.rateLimit)}, quota ${d.quota ? JSON.stringify(d.quota) : 'none'}`;
   return '';
 }
 
@@ -1204,14 +1214,7 @@ const scheduleGroupCheck = groupCheck.schedule;
 const runGroupCheck = groupCheck.run;
 
 function showGroupProblems() {
-  const at = new Map();
-  for (const e of groupProblems ?? []) {
-    const base = fieldBase(e.field);
-    const id = GROUP_ERROR_AT[base] ?? 'group-form-error';
-    if (id !== 'group-form-error' && !groupTouched.has(base)) continue;
-    at.set(id, [...(at.get(id) ?? []), e.message]);
-  }
-  for (const id of [...Object.values(GROUP_ERROR_AT), 'group-form-error']) $(id).textContent = (at.get(id) ?? []).join('\n');
+  const at = placeProblems(groupProblems, GROUP_ERROR_AT, 'group-form-error', groupTouched);
   for (const [field, input] of Object.entries(GROUP_INPUT_OF)) input.setAttribute('aria-invalid', String(at.has(GROUP_ERROR_AT[field])));
   /** @type {HTMLButtonElement} */ ($('group-submit')).disabled = groupProblems === null || groupProblems.length > 0;
 }
