@@ -6,8 +6,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { request } from 'undici';
 import { startStack } from './helpers.js';
+import { firstChunk, send, type Json } from './answer.js';
 import { caddySite, skipWithoutCaddy, startCaddy, type Caddy } from './caddy.js';
 
 const SECRET = 'caddy-fa-secret-0123456789-abcdef';
@@ -21,20 +21,6 @@ routes:
   - { path: "/api/v1/stream/**", methods: [GET], upstream: dagu, role: viewer }
   - { path: /mcp, upstream: dagu, surface: mcp, role: viewer, jsonrpc: { tools: { dagu_read: viewer }, default_tool: deny } }
 `;
-
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-async function send(url: string, opts: { method?: string; headers?: Record<string, string>; body?: string } = {}) {
-  const res = await request(url, { method: (opts.method ?? 'GET') as 'GET', headers: opts.headers ?? {}, ...(opts.body !== undefined ? { body: opts.body } : {}) });
-  const text = await res.body.text();
-  let json: Json | undefined;
-  try {
-    json = JSON.parse(text) as Json;
-  } catch {
-    json = undefined;
-  }
-  return { status: res.statusCode, headers: res.headers, text, json };
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'keygate-caddy-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -134,15 +120,9 @@ t.test('with a real Caddy (forward_auth) in front of a recording upstream', { sk
   });
 
   await t.test('a server-sent event stream passes as it comes', async (t) => {
-    const res = await request(`${caddy!.url}/api/v1/stream/_sse?count=0&interval=600000`, { headers: { 'x-api-key': viewer.secret } });
-    t.equal(res.statusCode, 200);
-    let guard: NodeJS.Timeout | undefined;
-    const first = await Promise.race([
-      new Promise<string>((resolve) => res.body.once('data', (c: Buffer) => resolve(c.toString()))),
-      new Promise<string>((resolve) => (guard = setTimeout(() => resolve('(nothing within 20 s)'), 20_000))),
-    ]);
-    clearTimeout(guard);
-    res.body.destroy();
+    const { status, contentType, first } = await firstChunk(`${caddy!.url}/api/v1/stream/_sse?count=0&interval=600000`, { 'x-api-key': viewer.secret });
+    t.equal(status, 200);
+    t.match(contentType, /^text\/event-stream/);
     t.equal(first, ': connected\n\n', 'the first bytes arrive while the stream is still open');
   });
 

@@ -8,11 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { request } from 'undici';
 import { loadConfig } from '../src/config/load.js';
 import { ConfigError, type ConfigIssue } from '../src/errors.js';
 import { originalRequest } from '../src/forward-auth.js';
 import { startStack, type Stack } from './helpers.js';
+import { firstChunk, send, type Json } from './answer.js';
 // @ts-expect-error plain ESM script without types (shared with the bench)
 import { forwardAuthSnippet, skipWithoutNginx, startNginx } from '../bench/lib/nginx.js';
 
@@ -36,27 +36,6 @@ routes:
       tools: { dagu_read: viewer, dagu_execute: operator }
       default_tool: deny
 `;
-
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-interface Answer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  text: string;
-  json: Json | undefined;
-}
-
-async function send(url: string, opts: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Answer> {
-  const res = await request(url, { method: (opts.method ?? 'GET') as 'GET', headers: opts.headers ?? {}, ...(opts.body !== undefined ? { body: opts.body } : {}) });
-  const text = await res.body.text();
-  let json: Json | undefined;
-  try {
-    json = JSON.parse(text) as Json;
-  } catch {
-    json = undefined;
-  }
-  return { status: res.statusCode, headers: res.headers, text, json };
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'keygate-fwd-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -196,17 +175,9 @@ t.test('with a real nginx (auth_request) in front of a recording upstream', { sk
   });
 
   await t.test('a server-sent event stream passes as it comes (not held in nginx buffers)', async (t) => {
-    // the upstream writes ": connected" at once, then nothing for ten minutes
-    const res = await request(`${nginx!.url}/api/v1/stream/_sse?count=0&interval=600000`, { headers: { 'x-api-key': viewer.secret } });
-    t.equal(res.statusCode, 200);
-    t.match(res.headers['content-type'], /^text\/event-stream/);
-    let guard: NodeJS.Timeout | undefined;
-    const first = await Promise.race([
-      new Promise<string>((resolve) => res.body.once('data', (c: Buffer) => resolve(c.toString()))),
-      new Promise<string>((resolve) => (guard = setTimeout(() => resolve('(nothing within 20 s)'), 20_000))),
-    ]);
-    clearTimeout(guard);
-    res.body.destroy();
+    const { status, contentType, first } = await firstChunk(`${nginx!.url}/api/v1/stream/_sse?count=0&interval=600000`, { 'x-api-key': viewer.secret });
+    t.equal(status, 200);
+    t.match(contentType, /^text\/event-stream/);
     t.equal(first, ': connected\n\n', 'the first bytes arrive while the stream is still open');
   });
 
