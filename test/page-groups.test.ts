@@ -6,32 +6,19 @@
 // go to .tap/screenshots/page/ (groups-after-*.png: the key list and the details of a key with a
 // quota and a group, for the before/after note). Skipped, with the reason, without Chromium.
 
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { request } from 'undici';
 import type { Page } from 'playwright-core';
+import { ARGS, CHROMIUM, SHOTS, pw, skip } from './browser.js';
 import { startStack } from './helpers.js';
 import { keyListAndDetails } from './page-shots.js';
 
-const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
 const TOKEN = 'page-groups-admin-token-0123456789ab';
-const SHOTS = fileURLToPath(new URL('../.tap/screenshots/page/', import.meta.url));
-const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 declare const document: Json;
 
-async function loadPlaywright(): Promise<typeof import('playwright-core') | string> {
-  if (!existsSync(CHROMIUM)) return `Chromium not found at ${CHROMIUM} (apt-get install -y chromium; .ci/run does)`;
-  try {
-    return await import('playwright-core');
-  } catch (err) {
-    return `playwright-core cannot be loaded (${(err as Error).message})`;
-  }
-}
-const pw = await loadPlaywright();
-const skip = typeof pw === 'string' ? pw : false;
 if (skip) t.comment(`SKIP browser tests: ${skip}`);
 
 /** Page errors and console errors, except the answers the page expects: a dry run's 400, a refused delete's 409. */

@@ -1,30 +1,17 @@
 // The key page shows a key's quota and what is left now (details), and audit lines of top-ups, in a
 // real Chromium (playwright-core, Debian's /usr/bin/chromium); skipped with the reason without them.
 
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { request } from 'undici';
+import { ARGS, CHROMIUM, SHOTS, pw, skip } from './browser.js';
 import { startStack } from './helpers.js';
 
-const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
 const TOKEN = 'page-quota-admin-token-0123456789abc';
-const SHOTS = fileURLToPath(new URL('../.tap/screenshots/page/', import.meta.url));
-const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 declare const document: Json;
 
-async function loadPlaywright(): Promise<typeof import('playwright-core') | string> {
-  if (!existsSync(CHROMIUM)) return `Chromium not found at ${CHROMIUM} (apt-get install -y chromium; .ci/run does)`;
-  try {
-    return await import('playwright-core');
-  } catch (err) {
-    return `playwright-core cannot be loaded (${(err as Error).message})`;
-  }
-}
-const pw = await loadPlaywright();
-const skip = typeof pw === 'string' ? pw : false;
 if (skip) t.comment(`SKIP browser tests: ${skip}`);
 
 t.test('key details: the quota, what is left and the next refill; a one-time quota; the top-up in the audit trail', { skip }, async (t) => {
