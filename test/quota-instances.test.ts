@@ -100,7 +100,7 @@ t.test('two processes on one SQLite file: a key with 10 credits under concurrent
   const after = JSON.parse((await run(['keys', 'show', ...c, 'trial', '--json'], dir)).stdout) as { apiKey: Record<string, unknown> };
   t.equal(after.apiKey['quotaRemaining'], 0, 'keys show --json: nothing left');
   const list = await run(['keys', 'list', ...c], dir);
-  t.match(list.stdout, /NAME.*LIMIT\s+QUOTA\s+REQUESTS/);
+  t.match(list.stdout, /NAME.*LIMIT\s+QUOTA\s+GROUP\s+REQUESTS/, 'keys list: the QUOTA column (then GROUP)');
   t.match(list.stdout, /trial\s+\S+\s+active\s+\S+\s+viewer\s+600\/min\s+0 one-time/, 'keys list: the quota column');
 
   const topUp = await run(['keys', 'quota', ...c, 'trial', '--remaining', '2'], dir);
