@@ -2,26 +2,19 @@
 // gateway serves traffic and keys are being created, then a restore (and an import into a new
 // store) where every key that existed before the backup opens the gateway again.
 
-import { execFile } from 'node:child_process';
 import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { startEchoUpstream } from '../src/demo/echo-upstream.js';
-import { BIN, CHILD_ENV, spawnKeygate } from './binary.js';
+import { runKeygate, spawnKeygate } from './binary.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 if (!existsSync(join(ROOT, 'dist/cli.js'))) t.fail('dist/ is missing: run "npm run build"');
 const TOKEN = 'admin-token-for-backups-0123';
 
-function run(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { cwd, env: CHILD_ENV, timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+const run = runKeygate;
 
 function config(dir: string, upstream: string, db: string): string {
   const file = join(dir, 'gw.yaml');

@@ -1,13 +1,22 @@
 // The real `keygate` binary as a child process, for the tests that need signals, workers or the
 // CLI beside a running gateway: one way to start it, read its log and wait for a line.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
 
 export const BIN = fileURLToPath(new URL('../bin/keygate.js', import.meta.url));
 /** NODE_OPTIONS would carry tap's TypeScript and coverage loaders into the child; it runs the compiled dist/ */
 export const CHILD_ENV = { ...process.env, NODE_OPTIONS: '' };
+
+/** One CLI command run to its end in `cwd` (a 60 s hang guard): exit code and output. */
+export function runKeygate(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { cwd, env: CHILD_ENV, timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
 
 export interface RunningKeygate {
   readonly child: ChildProcess;

@@ -4,7 +4,6 @@
 // limit still applies; refused requests consume nothing; a group changed through one instance (or
 // the CLI) is applied by the other at once. Groups are made with the CLI and the admin API.
 
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { startEchoUpstream, type EchoUpstream } from '../src/demo/echo-upstream.js';
-import { BIN, CHILD_ENV, spawnKeygate } from './binary.js';
+import { runKeygate, spawnKeygate } from './binary.js';
 import { skipWithoutRedis, startRedis } from './redis.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -20,13 +19,7 @@ if (!existsSync(join(ROOT, 'dist/cli.js'))) t.fail('dist/ is missing: run "npm r
 
 const TOKEN = 'group-admin-token-0123456789';
 
-function run(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { cwd, env: CHILD_ENV, timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+const run = runKeygate;
 
 function workDir(t: Test): string {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-groups-'));

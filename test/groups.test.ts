@@ -15,7 +15,7 @@ import { digestSecret } from '../src/keys/secret.js';
 import { SqliteKeyStore } from '../src/keys/sqlite-store.js';
 import { exportLines, importLines } from '../src/keys/transfer.js';
 import type { AuditRecord } from '../src/keys/store.js';
-import { startStack } from './helpers.js';
+import { adminClient, startStack } from './helpers.js';
 import { Redis } from 'ioredis';
 import type { RedisClient } from '../src/redis.js';
 import { memoryWindows, type WindowStore } from '../src/limits/limiter.js';
@@ -272,14 +272,7 @@ t.test('admin APIs: groups in both shapes, dry runs, errors naming the field, 40
   const token = 'admin-token-for-group-tests-0123456789';
   const s = await startStack(t.testdir(), { adminToken: token });
   t.teardown(() => s.close());
-  const admin = async (method: string, path: string, body?: unknown) => {
-    const r = await request(`${s.gateway.adminUrl}${path}`, {
-      method: method as 'GET',
-      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    return { status: r.statusCode, json: (r.statusCode === 204 ? undefined : await r.body.json()) as Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
-  };
+  const admin = adminClient(s, token);
   // Dagen shape
   const bad = await admin('POST', '/api/groups', { name: '', rate_limit: 0, quota: { limit: 5 }, keys: 3 });
   t.equal(bad.status, 400);

@@ -6,6 +6,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
+import { request } from 'undici';
 import { loadConfig } from '../src/config/load.js';
 import { startEchoUpstream, type EchoUpstream } from '../src/demo/echo-upstream.js';
 import type { KeyInput } from '../src/keys/service.js';
@@ -153,4 +154,16 @@ export function rawRequest(url: string, request: string): Promise<{ status: numb
       resolve({ status, body: data.slice(data.indexOf('\r\n\r\n') + 4) });
     });
   });
+}
+
+/** The admin API of a stack as a test calls it: bearer token, JSON in and out (no body on 204). */
+export function adminClient(s: Stack, token: string) {
+  return async (method: string, path: string, body?: unknown) => {
+    const r = await request(`${s.gateway.adminUrl}${path}`, {
+      method: method as 'GET',
+      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    return { status: r.statusCode, json: (r.statusCode === 204 ? undefined : await r.body.json()) as Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
+  };
 }

@@ -3,7 +3,6 @@
 // exactly 10 requests reach the recording upstream, every other one is 429 quota_exceeded. The CLI
 // round trip (create/show/list/update/quota) and the Redis script checked against the reference rule.
 
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +11,7 @@ import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { startEchoUpstream, type EchoUpstream } from '../src/demo/echo-upstream.js';
 import { RedisKeyStore } from '../src/keys/redis-store.js';
-import { BIN, CHILD_ENV, spawnKeygate } from './binary.js';
+import { runKeygate, spawnKeygate } from './binary.js';
 import { startStack } from './helpers.js';
 import { matchesReference } from './quota-reference.js';
 import { skipWithoutRedis, startRedis } from './redis.js';
@@ -22,13 +21,7 @@ if (!existsSync(join(ROOT, 'dist/cli.js'))) t.fail('dist/ is missing: run "npm r
 
 const TOKEN = 'quota-admin-token-0123456789';
 
-function run(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { cwd, env: CHILD_ENV, timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+const run = runKeygate;
 
 function workDir(t: Test): string {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-quota-'));

@@ -14,7 +14,7 @@ import { RATE_LIMITED } from '../src/jsonrpc/policy.js';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../src/config/load.js';
-import { ROUTES, startStack } from './helpers.js';
+import { ROUTES, adminClient, startStack } from './helpers.js';
 import { matchesReference } from './quota-reference.js';
 
 const ms = (iso: string) => Date.parse(iso);
@@ -252,14 +252,7 @@ t.test('admin APIs: quota in each shape, its state in key details, top-up and re
   const token = 'admin-token-for-quota-tests-0123456789';
   const s = await startStack(t.testdir(), { adminToken: token });
   t.teardown(() => s.close());
-  const admin = async (method: string, path: string, body?: unknown) => {
-    const r = await request(`${s.gateway.adminUrl}${path}`, {
-      method: method as 'GET',
-      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    return { status: r.statusCode, json: (r.statusCode === 204 ? undefined : await r.body.json()) as Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
-  };
+  const admin = adminClient(s, token);
   const created = await admin('POST', '/api/keys', { name: 'tenant', scopes: ['workflows'], quota: { limit: 5, period: 'month', refill: 'add', start: '2031-01-15' } });
   t.equal(created.status, 201);
   t.same(created.json.quota, { limit: 5, period: 'month', refill: 'add', start: '2031-01-15T00:00:00.000Z' }, 'Dagen: quota');
