@@ -1,14 +1,14 @@
 // Proxy overhead benchmark: the same small JSON GET load, side by side, in alternating rounds.
 // One module per phase (bench/phases/):
-//   baseline         load → echo upstream
-//   bare             load → a bare Node proxy (node:http + undici Pool.stream + a Map of key digests) → echo upstream
-//   fastify          load → @fastify/http-proxy with a preHandler key check → echo upstream
-//   gateway          load → Keygate (key + role route, access log ON to a file, rate limits in memory) → echo upstream
-//   gateway-nolog    load → Keygate (same, access_log: false)                                           → echo upstream
-//   gateway-redis    load → Keygate (same as gateway, store.rate_limits: a private redis-server)         → echo upstream
-//   gateway-workers  load → `node bin/keygate.js serve` with `workers: auto`                              → echo upstream
+//   baseline         load → upstream
+//   bare             load → a bare Node proxy (node:http + undici Pool.stream + a Map of key digests) → upstream
+//   fastify          load → @fastify/http-proxy with a preHandler key check → upstream
+//   gateway          load → Keygate (key + role route, access log ON to a file, rate limits in memory) → upstream
+//   gateway-nolog    load → Keygate (same, access_log: false)                                           → upstream
+//   gateway-redis    load → Keygate (same as gateway, store.rate_limits: a private redis-server)         → upstream
+//   gateway-workers  load → `node bin/keygate.js serve` with `workers: auto`                              → upstream
 //   gateway-compare  (with BENCH_COMPARE_DIST=DIR) the gateway phase on another build's dist/, e.g. main before a change
-//   nginx-auth       load → nginx (auth_request → Keygate's forward_auth endpoint) → echo upstream (skipped without nginx)
+//   nginx-auth       load → nginx (auth_request → Keygate's forward_auth endpoint) → upstream (skipped without nginx)
 // then the revocation delay across two gateway instances sharing a key store (bench/revocation.js).
 //
 // Run: npm run bench (builds dist/ first). Env: BENCH_DURATION (s, default 5), BENCH_WARMUP (s,
@@ -20,7 +20,8 @@
 // the latency each adds when not saturated); BENCH_PACED=0 skips them. Phase gateway-open: the
 // gateway process on an auth: none route, for what a key costs.
 //
-// Processes: this one (echo upstream + orchestration), the load generator (bench/lib/load.js, a
+// The upstream (bench/lib/upstream.js): nginx answering a fixed small JSON (the echo upstream with
+// BENCH_UPSTREAM=echo or without nginx). Processes: this one (echo upstream + orchestration), the load generator (bench/lib/load.js, a
 // child per phase), each proxy in its own child, redis-server when installed. CPU per process is
 // read from /proc (10 ms ticks), so every proxy is measured the same way.
 
@@ -30,6 +31,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startPeer } from './lib/peer.js';
+import { FIXED_BODY, startBenchUpstream } from './lib/upstream.js';
 import { NO_LIMIT, autocannonVersion, configYaml, countLog, envNumber, fmt, get, perReq, procCpu, procPpid, redisVersion, round, signed } from './lib/util.js';
 import { startGatewayChild } from './phases/gateway.js';
 import { startRedisServer } from './phases/redis-server.js';
@@ -74,7 +76,8 @@ async function main() {
   /** what the phase modules need of the bench: its children, and how to spawn and track them */
   const ctx = { children, spawnTracked, grandchildren: undefined };
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'keygate-bench-'));
-  let upstream;
+  let upstream; // the echo upstream (src/demo/echo-upstream.ts), in this process
+  let benchUpstream; // what the proxies forward to: nginx with a fixed answer, or the echo upstream (bench/lib/upstream.js)
   let redis; // { url, port, pid, stop() } of the private redis-server, when installed
   let redisClient; // main's own connection to it: INFO only
   let cleaned = false;
@@ -94,6 +97,7 @@ async function main() {
       }
     }
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    await benchUpstream?.close();
     await upstream?.close();
     if (!KEEP) rmSync(tmp, { recursive: true, force: true });
   };
@@ -126,6 +130,7 @@ async function main() {
     setInterval(() => {
       upstream.received.length = 0;
     }, 200).unref();
+    benchUpstream = await startBenchUpstream(tmp, upstream);
 
     const want = (phase) => PHASES === null || PHASES.includes(phase);
     if (REDIS_BIN && (want('gateway-redis') || REVOCATIONS > 0)) {
@@ -145,12 +150,12 @@ async function main() {
       ...(COMPARE_DIST ? { 'gateway-compare': { keys: `sqlite:${path.join(tmp, 'keys-compare.db')}`, rateLimits: 'memory', log: path.join(tmp, 'gateway-compare.log'), accessLog: true, dist: COMPARE_DIST } } : {}),
     };
     const gateways = {};
-    if (want('bare')) gateways.bare = await startPeer(children, path.join(HERE, 'phases', 'bare.js'), upstream.url);
-    if (want('fastify')) gateways.fastify = await startPeer(children, path.join(HERE, 'phases', 'fastify.js'), upstream.url);
+    if (want('bare')) gateways.bare = await startPeer(children, path.join(HERE, 'phases', 'bare.js'), benchUpstream.url);
+    if (want('fastify')) gateways.fastify = await startPeer(children, path.join(HERE, 'phases', 'fastify.js'), benchUpstream.url);
     for (const [name, v] of Object.entries(variants)) {
       if (!want(name)) continue;
       const file = path.join(tmp, `${name}.yaml`);
-      writeFileSync(file, configYaml({ upstreamUrl: upstream.url, ...v }));
+      writeFileSync(file, configYaml({ upstreamUrl: benchUpstream.url, ...v }));
       gateways[name] = await startGatewayChild(children, file, {}, v.dist);
     }
     // gateway-workers: the real binary, `workers: auto`, access log on to a file, rate limits in memory (kept in the primary)
@@ -158,11 +163,11 @@ async function main() {
     const workersLog = path.join(tmp, 'gateway-workers.log');
     if (want('gateway-workers')) {
       const file = path.join(tmp, 'gateway-workers.yaml');
-      writeFileSync(file, configYaml({ upstreamUrl: upstream.url, keys: `sqlite:${path.join(tmp, 'keys-workers.db')}`, rateLimits: 'memory', log: workersLog, accessLog: true, workers: 'auto' }));
+      writeFileSync(file, configYaml({ upstreamUrl: benchUpstream.url, keys: `sqlite:${path.join(tmp, 'keys-workers.db')}`, rateLimits: 'memory', log: workersLog, accessLog: true, workers: 'auto' }));
       gateways['gateway-workers'] = await startClusterGateway(ctx, file, workersLog, WORKERS);
     }
     // nginx-auth: nginx + auth_request, Keygate as its key check (forward_auth), against the gateway phase proxying
-    if (want('nginx-auth') && !NGINX_AUTH_SKIPPED) gateways['nginx-auth'] = await startNginxAuth(ctx, tmp, upstream.url);
+    if (want('nginx-auth') && !NGINX_AUTH_SKIPPED) gateways['nginx-auth'] = await startNginxAuth(ctx, tmp, benchUpstream.url);
 
     const busy0 = os.cpus().reduce((s, c) => s + c.times.user + c.times.nice + c.times.sys + c.times.irq, 0);
     await new Promise((r) => setTimeout(r, 1000));
@@ -176,7 +181,7 @@ async function main() {
     console.log(
       `  processes: load generator (one child per phase) | ${Object.entries(gateways)
         .map(([n, g]) => g.describe ?? (g.workerPids ? `${n}: primary pid ${g.pid} + ${g.workerPids.length} workers (${g.workerPids.join(', ')})` : `${n} pid ${g.pid}`))
-        .join(' | ')} | echo upstream in the bench process pid ${process.pid}` +
+        .join(' | ')} | ${benchUpstream.describe}` +
         (redis ? ` | redis-server ${await redisVersion(REDIS_BIN)} pid ${redis.pid}` : ''),
     );
     if (!redis) console.log(`  gateway-redis and the Redis revocation pair: ${REDIS_SKIPPED}`);
@@ -193,12 +198,14 @@ async function main() {
       checks.push(ok);
       console.log(`  ${ok ? 'ok  ' : 'FAIL'}  ${what}`);
     };
-    const direct = await get(upstream.url + TARGET.replace('/api/v1', ''));
+    const direct = await get(benchUpstream.url + TARGET.replace('/api/v1', ''));
     check(direct.status === 200, `upstream direct → ${direct.status}`);
+    // the echo upstream answers with what it received (?bench_echo=1 through nginx)
+    const ECHO = benchUpstream.kind === 'nginx' ? '?bench_echo=1' : '';
     for (const [name, g] of Object.entries(gateways)) {
       const noKey = await get(g.url + TARGET);
       check(noKey.status === 401, `${name} without key → ${noKey.status} (want 401)`);
-      const withKey = await get(g.url + TARGET, { 'x-api-key': g.secret });
+      const withKey = await get(g.url + TARGET + ECHO, { 'x-api-key': g.secret });
       let echo = {};
       try {
         echo = JSON.parse(withKey.body);
@@ -209,6 +216,10 @@ async function main() {
       // nginx-auth: the snippet passes RateLimit-Policy on (not the X- form)
       if (name === 'nginx-auth') check(withKey.headers['ratelimit-policy'] === `"per-key";q=${NO_LIMIT};w=60`, `${name}: ratelimit-policy ${withKey.headers['ratelimit-policy']} (want q=${NO_LIMIT})`);
       else if (!g.peer) check(withKey.headers['x-ratelimit-limit'] === String(NO_LIMIT), `${name}: x-ratelimit-limit ${withKey.headers['x-ratelimit-limit']} (want ${NO_LIMIT})`);
+      if (benchUpstream.kind === 'nginx') {
+        const fixed = await get(g.url + TARGET, { 'x-api-key': g.secret });
+        check(fixed.status === 200 && fixed.body === FIXED_BODY, `${name}: the measured request gets nginx's fixed ${Buffer.byteLength(FIXED_BODY)}-byte answer (${fixed.status}, ${fixed.body.length} bytes)`);
+      }
     }
     if (gateways.gateway) {
       const open = await get(gateways.gateway.url + OPEN_TARGET);
@@ -232,7 +243,7 @@ async function main() {
     for (let r = 0; r < ROUNDS; r++) plan.push(...(r % 2 === 0 ? order : [...order].reverse()).map((phase) => ({ phase, round: r })));
     const targetOf = (phase) =>
       phase === 'baseline'
-        ? { url: upstream.url + TARGET.replace('/api/v1', ''), headers: {}, gw: null }
+        ? { url: benchUpstream.url + TARGET.replace('/api/v1', ''), headers: {}, gw: null }
         : phase === 'gateway-open'
           ? { url: gateways.gateway.url + OPEN_TARGET, headers: {}, gw: 'gateway' }
           : { url: gateways[phase].url + TARGET, headers: { 'x-api-key': gateways[phase].secret }, gw: phase };
@@ -440,7 +451,7 @@ async function main() {
       try {
         const files = ['a', 'b'].map((who) => {
           const file = path.join(tmp, `revocation-${name}-${who}.yaml`);
-          writeFileSync(file, configYaml({ upstreamUrl: upstream.url, keys: p.keys, rateLimits: p.rateLimits, log: path.join(tmp, `revocation-${name}-${who}.log`), accessLog: false }));
+          writeFileSync(file, configYaml({ upstreamUrl: benchUpstream.url, keys: p.keys, rateLimits: p.rateLimits, log: path.join(tmp, `revocation-${name}-${who}.log`), accessLog: false }));
           return file;
         });
         const a = await startGatewayChild(children, files[0], { key: { name: `revoke-${name}` } });
@@ -553,7 +564,7 @@ async function main() {
       const pct = (a0, a1) => (a0 && a1 ? Math.round(((a1.user + a1.system - a0.user - a0.system) / 1000 / wallMs) * 100) : null);
       const cpu = {
         load: Math.round((result.cpuMs / (result.duration * 1000)) * 100),
-        upstream: pct(b.self, after.self),
+        upstream: benchUpstream.kind === 'nginx' ? pct(b.upstream, after.upstream) : pct(b.self, after.self),
         gw: Object.fromEntries(Object.keys(gateways).map((n) => [n, pct(b.gws[n], after.gws[n])])),
         redis: redis ? pct(b.redis, after.redis) : null,
         // gateways made of several processes (gateway-workers): the primary and each worker
@@ -565,7 +576,7 @@ async function main() {
       };
       // Busy time of the whole machine minus ours: other processes (e.g. a test run) competing for the 2 cores.
       const machinePct = Math.round(((after.machine - b.machine) / wallMs) * 100);
-      const ours = cpu.load + cpu.upstream + Object.values(cpu.gw).reduce((s, x) => s + (x ?? 0), 0) + (cpu.redis ?? 0);
+      const ours = cpu.load + cpu.upstream + (benchUpstream.kind === 'nginx' ? (pct(b.self, after.self) ?? 0) : 0) + Object.values(cpu.gw).reduce((s, x) => s + (x ?? 0), 0) + (cpu.redis ?? 0);
       cpu.other = Math.max(0, machinePct - ours);
       const extra = {};
       if (withRedis) {
@@ -606,10 +617,11 @@ async function main() {
     const self = process.cpuUsage();
     const machine = os.cpus().reduce((s, c) => s + c.times.user + c.times.nice + c.times.sys + c.times.irq, 0); // ms, all cores
     const redisCpu = redis ? procCpu(redis.pid) : null;
+    const upstreamCpu = benchUpstream.cpu();
     const names = Object.keys(gateways);
     // every process from /proc (the same 10 ms ticks for all); a workers gateway sums its primary and workers
     const usages = await Promise.all(names.map((n) => (gateways[n].closed ? null : gateways[n].workerPids || gateways[n].describe ? gateways[n].call('cpu') : procCpu(gateways[n].pid))));
-    return { wall, self, machine, redis: redisCpu, gws: Object.fromEntries(names.map((n, i) => [n, usages[i]])) };
+    return { wall, self, machine, upstream: upstreamCpu, redis: redisCpu, gws: Object.fromEntries(names.map((n, i) => [n, usages[i]])) };
   }
 }
 
