@@ -439,7 +439,7 @@ export class Pipeline {
     forwardHttp(req, res, upstream, o.upstreamTarget, headers, body, fail, (r: ForwardResult) => {
       if (r.error?.code === CREDENTIAL_REJECTED) this.credentialRejected(o, upstream.name);
       this.access(req, o, r.status, started, r.upstreamMs, r.error?.code);
-    }, { guardCredential: guard, ...(cors ? { cors } : {}) });
+    }, guard, cors || undefined);
   }
 
   /**

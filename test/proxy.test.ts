@@ -242,6 +242,52 @@ t.test('a client that disconnects closes the upstream request', async (t) => {
   t.equal(aborted.path, '/api/v1/_sse');
 });
 
+t.test('a client that reads slowly gets every byte: the upstream is paused, not buffered without bound', async (t) => {
+  const { secret } = await s.key({ name: 'slow-reader', role: 'viewer' });
+  const bytes = 48 << 20; // far beyond the sockets' buffers: the response must wait for the client
+  const before = process.memoryUsage().arrayBuffers; // the gateway runs in this process
+  const res = await request(`${s.url}/api/v1/t/_big?bytes=${bytes}&chunk=65536`, { headers: { 'x-api-key': secret } });
+  t.equal(res.statusCode, 200);
+  await new Promise((r) => setTimeout(r, 800)); // nobody reads: the gateway's writes back up
+  const held = process.memoryUsage().arrayBuffers - before;
+  t.ok(held < 24 << 20, `the upstream waits for the client: ${Math.round(held / 2 ** 20)} MB held in buffers while nobody read, not the ${bytes / 2 ** 20} MB it had to send`);
+  let at = 0;
+  let wrong = -1;
+  for await (const chunk of res.body as AsyncIterable<Buffer>) {
+    for (let i = 0; i < chunk.length && wrong === -1; i++) if (chunk[i] !== ((at + i) & 0xff)) wrong = at + i;
+    at += chunk.length;
+    if (at % (4 << 20) < chunk.length) await new Promise((r) => setTimeout(r, 20)); // and reads slowly
+  }
+  t.equal(at, bytes, 'all bytes arrived');
+  t.equal(wrong, -1, 'in order and unchanged');
+  const line = s.logs.map((l) => JSON.parse(l)).find((l) => l.msg === 'request' && l.request_id === res.headers['x-request-id']);
+  t.equal(line?.status, 200);
+  t.equal(line?.decision, 'allowed');
+  t.ok(line?.bytes_out > bytes, `access log counts the bytes sent (${line?.bytes_out})`);
+});
+
+t.test('an upstream that breaks mid-body: the client sees the response cut, the log says upstream_error', async (t) => {
+  const { secret } = await s.key({ name: 'mid-break', role: 'viewer' });
+  const res = await request(`${s.url}/api/v1/t/_break?bytes=1000`, { headers: { 'x-api-key': secret } });
+  t.equal(res.statusCode, 200, 'the status was already sent');
+  t.equal(res.headers['content-length'], '2000');
+  const err = await res.body.text().then(
+    () => undefined,
+    (e: Error) => e,
+  );
+  t.ok(err, `the body ends in an error, not as if complete (${err?.message})`);
+  let line: Record<string, unknown> | undefined;
+  for (let i = 0; i < 100 && line === undefined; i++) {
+    line = s.logs.map((l) => JSON.parse(l)).find((l) => l.msg === 'request' && l.request_id === res.headers['x-request-id']);
+    if (line === undefined) await new Promise((r) => setTimeout(r, 20));
+  }
+  t.equal(line?.status, 200);
+  t.equal(line?.decision, 'upstream_error');
+  t.equal(line?.code, 'bad_gateway');
+  // the gateway keeps serving
+  t.equal((await get('/api/v1/dags', { 'x-api-key': secret })).status, 200);
+});
+
 t.test('upstream refused → 502, upstream silent → 504, both JSON and bounded in time', async (t) => {
   const { secret } = await s.key({ name: 'failures', role: 'viewer' });
   const down = await get('/down/x', { 'x-api-key': secret });

@@ -9,6 +9,7 @@
 //   …/_delay?ms=N            respond after N ms
 //   …/_hang                  never respond
 //   …/_big?bytes=N&chunk=M   stream N bytes in M-byte chunks (byte k is k % 256)
+//   …/_break?bytes=N         promise 2N bytes (content-length), send N, then drop the connection
 //   …/_sse, …/events/stream  server-sent events (?count=3&interval=50; count=0: heartbeats forever)
 //   POST …/_echo-body        stream the request body back as it arrives
 //   anything else            200 JSON describing the request
@@ -206,6 +207,14 @@ export async function startEchoUpstream(opts: EchoUpstreamOptions = {}): Promise
 
       if (path.endsWith('/_hang')) return; // res 'close' marks it aborted when the client leaves
 
+      if (path.endsWith('/_break')) {
+        const bytes = intParam(params, 'bytes', 1024, 1 << 20);
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(2 * bytes) });
+        res.write(Buffer.alloc(bytes, 0x61));
+        await sleep(50, undefined, { signal: gone.signal }).catch(() => undefined);
+        res.socket?.destroy();
+        return;
+      }
       if (path.endsWith('/_big')) {
         const bytes = intParam(params, 'bytes', 1 << 20, 2 ** 31);
         const chunk = Math.max(1, intParam(params, 'chunk', 16 << 10, 16 << 20));

@@ -1,10 +1,9 @@
-// HTTP forwarding through undici's Pool.stream: the response body is written straight into the
+// HTTP forwarding through undici's Pool.dispatch: the response body is written straight into the
 // client's ServerResponse (SSE and chunked bodies stream as they come), the request body streams
 // from the client, and a client that goes away aborts the upstream request.
 
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { Writable } from 'node:stream';
-import { errors } from 'undici';
+import { errors, type Dispatcher } from 'undici';
 import { withoutUpstreamCors } from '../cors.js';
 import { clientResponseHeaders } from './headers.js';
 import type { Upstream } from './upstream.js';
@@ -51,16 +50,6 @@ function hasBody(req: IncomingMessage): boolean {
 /** Where the gateway's credential went, a 401/403 means the upstream refused it, not the client. */
 export const CREDENTIAL_REJECTED = 'upstream_credential_rejected';
 
-export interface ForwardOptions {
-  /**
-   * The request carries the upstream's own credential on behalf of an accepted key: a 401 or 403
-   * from the upstream is its verdict on that credential, answered 502 upstream_credential_rejected
-   * (never passed on as if the client's key had been refused).
-   */
-  guardCredential?: boolean;
-  /** the route's CORS headers: they replace the upstream's Access-Control-* headers */
-  cors?: OutgoingHttpHeaders;
-}
 
 /** Keygate's CORS headers instead of the upstream's own; Vary keeps the upstream's values too. */
 /** Stage headers on the gateway's response (GatewayResponse), or set them on a plain one. */
@@ -82,11 +71,6 @@ function withCors(headers: OutgoingHttpHeaders, cors: OutgoingHttpHeaders): Outg
   return headers;
 }
 
-/** Swallows a refused upstream's body (its 401/403 must not reach the client). */
-function discard(): Writable {
-  return new Writable({ write: (_chunk, _enc, cb) => cb() });
-}
-
 export function forwardHttp(
   req: IncomingMessage,
   res: ServerResponse,
@@ -97,9 +81,16 @@ export function forwardHttp(
   body: Buffer | undefined,
   sendError: (res: ServerResponse, status: number, code: string, message: string) => void,
   done: (result: ForwardResult) => void,
-  opts: ForwardOptions = {},
+  /**
+   * The request carries the upstream's own credential on behalf of an accepted key: a 401 or 403
+   * from the upstream is its verdict on that credential, answered 502 upstream_credential_rejected
+   * (never passed on as if the client's key had been refused).
+   */
+  guardCredential = false,
+  /** the route's CORS headers: they replace the upstream's Access-Control-* headers */
+  cors: OutgoingHttpHeaders | undefined = undefined,
 ): void {
-  const ex = new Exchange(res, upstream, sendError, done, opts.guardCredential === true, opts.cors);
+  const ex = new Exchange(res, upstream, sendError, done, guardCredential, cors);
   // Beyond the pool's connections and max_pending queued requests: refuse now, not after a wait
   // nobody would sit through (Envoy's max_pending_requests).
   if (!upstream.admit()) {
@@ -112,37 +103,39 @@ export function forwardHttp(
   // The gateway's own deadline for the response headers, from now: time queued for a connection
   // counts. undici's timers tick in whole seconds above 1 s; this one is exact.
   ex.timer = setTimeout(onDeadline, upstream.timeoutMs, ex);
-  // undici takes any EventEmitter as its abort signal: the response itself serves, which spares an
-  // AbortController (and its DOMException) per request — measured at ~10% of the gateway's CPU.
-  // No closure per request: the exchange rides on the response (close) and in undici's opaque.
+  // The response's one 'close' (after it finished, or when the client went away) ends the exchange.
   (res as ExchangeCarrier)[EXCHANGE] = ex;
-  res.on('close', onClientClose);
-  upstream.pool.stream(
-    {
-      path,
-      method: req.method as 'GET',
-      headers,
-      body: body ?? (hasBody(req) ? req : null),
-      signal: res,
-      opaque: ex,
-    },
-    onUpstreamHeaders,
-    onUpstreamDone,
-  );
+  res.on('close', onResponseClose);
+  // The exchange is undici's handler itself (dispatch, not Pool.stream): no stream wrapper, abort
+  // signal, finished() watcher or async resource per request, and no closure.
+  upstream.pool.dispatch({ path, method: req.method as 'GET', headers, body: body ?? (hasBody(req) ? req : null) }, ex);
 }
 
 const EXCHANGE = Symbol('keygate.exchange');
-type ExchangeCarrier = ServerResponse & { [EXCHANGE]?: Exchange };
+type ExchangeCarrier = ServerResponse & { [EXCHANGE]?: Exchange | undefined };
 
-/** One forwarded request's state, shared by undici's callbacks (as `opaque`) and the response's close. */
-class Exchange {
+/**
+ * One forwarded request: undici's handler for it (onConnect … onComplete/onError), the gateway's
+ * deadline, and what the access line will say. Every path ends the client's response, and its
+ * 'close' reports the result (once): the status sent, or 499 when the client left first.
+ */
+class Exchange implements Dispatcher.DispatchHandler {
   readonly started = performance.now();
   upstreamMs = -1;
   timer: NodeJS.Timeout | undefined = undefined;
   timedOut = false;
-  /** the upstream's 401/403 to our credential (guardCredential), 0 = none */
+  /** the upstream's 401/403 to our credential (guardCredential), 0 = none; its body is dropped */
   rejected = 0;
   clientGone = false;
+  /** the upstream's headers were written to the client: its body streams into the response */
+  streaming = false;
+  /** undici's request ended (completed or failed): nothing left to abort, the pool slot released */
+  settled = false;
+  /** set when the gateway answered for the upstream or the stream broke; else the status sent */
+  result: ForwardResult | undefined = undefined;
+  /** undici's abort for this request, once it left the pool's queue */
+  private abortRequest: ((err?: Error) => void) | undefined = undefined;
+  private resume: (() => void) | undefined = undefined;
 
   constructor(
     readonly res: ServerResponse,
@@ -158,64 +151,104 @@ class Exchange {
     if (this.cors !== undefined) stageCors(this.res, this.cors);
     this.sendError(this.res, status, code, message);
   }
+
+  /** Stop the upstream request (the client left, or the deadline passed): now, or as it leaves the queue. */
+  abort(): void {
+    if (this.settled) return;
+    const abort = this.abortRequest;
+    if (abort !== undefined) abort(new errors.RequestAbortedError());
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    if (this.clientGone || this.timedOut) abort(new errors.RequestAbortedError());
+    else this.abortRequest = abort;
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    if (statusCode < 200) return true; // 1xx: the final answer follows
+    clearTimeout(this.timer);
+    this.upstreamMs = performance.now() - this.started;
+    if (this.guardCredential && (statusCode === 401 || statusCode === 403)) {
+      this.rejected = statusCode;
+      return true;
+    }
+    const res = this.res;
+    if (this.clientGone || res.headersSent) return true; // answered already (deadline) or nobody to tell
+    const headers = clientResponseHeaders(rawHeaders);
+    res.writeHead(statusCode, this.cors ? withCors(headers, this.cors) : headers);
+    // A body of unknown length may be a stream (SSE): send the headers now, not with its first chunk.
+    if (headers['content-length'] === undefined) res.flushHeaders();
+    this.streaming = true;
+    this.resume = resume;
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (!this.streaming || this.res.destroyed) return true;
+    if (this.res.write(chunk)) return true;
+    // the client reads slower than the upstream sends: undici pauses until the response drains
+    this.res.once('drain', this.resume!);
+    return false;
+  }
+
+  onComplete(): void {
+    this.settle();
+    if (this.rejected !== 0) return this.credentialRejected();
+    if (this.streaming && !this.res.destroyed) this.res.end();
+  }
+
+  onError(err: Error & { code?: string }): void {
+    this.settle();
+    const { res, upstream, upstreamMs } = this;
+    if (this.clientGone) return; // the client left first: its 'close' reported 499
+    if (this.rejected !== 0) return this.credentialRejected();
+    if (this.result !== undefined || (res.headersSent && !this.streaming)) return; // answered already (the deadline)
+    const failure = this.timedOut ? timeoutFailure(upstream.name, upstream.timeoutMs) : upstreamFailure(err, upstream.name);
+    if (!res.headersSent) {
+      this.result = { status: failure.status, upstreamMs, error: failure };
+      this.fail(failure.status, failure.code, failure.message);
+    } else {
+      // Mid-stream failure: the status is sent; cut the response so the client sees it broke.
+      this.result = { status: res.statusCode, upstreamMs, error: { code: failure.code, message: failure.message } };
+      res.destroy(err);
+    }
+  }
+
+  private settle(): void {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.timer);
+    this.upstream.release();
+  }
+
+  private credentialRejected(): void {
+    if (this.clientGone || this.res.headersSent) return;
+    const message = `upstream "${this.upstream.name}" refused the gateway's own credential (${this.rejected}): its auth settings in the gateway configuration are wrong or expired`;
+    this.result = { status: 502, upstreamMs: this.upstreamMs, error: { code: CREDENTIAL_REJECTED, message } };
+    this.fail(502, CREDENTIAL_REJECTED, message);
+  }
 }
 
+/** The deadline for the response headers passed: 504 now, and the upstream request stopped. */
 function onDeadline(ex: Exchange): void {
   ex.timedOut = true;
-  ex.res.emit('abort');
-}
-
-function onClientClose(this: ExchangeCarrier): void {
-  const ex = this[EXCHANGE];
-  if (ex !== undefined && !this.writableFinished) {
-    ex.clientGone = true;
-    this.emit('abort');
-  }
-}
-
-function onUpstreamHeaders({ statusCode, headers: upstreamHeaders, opaque }: { statusCode: number; headers: Record<string, string | string[] | undefined>; opaque: unknown }): Writable {
-  const ex = opaque as Exchange;
-  clearTimeout(ex.timer);
-  ex.upstreamMs = performance.now() - ex.started;
-  if (ex.guardCredential && (statusCode === 401 || statusCode === 403)) {
-    ex.rejected = statusCode;
-    return discard();
-  }
-  const res = ex.res;
-  res.writeHead(statusCode, ex.cors ? withCors(clientResponseHeaders(upstreamHeaders), ex.cors) : clientResponseHeaders(upstreamHeaders));
-  // A body of unknown length may be a stream (SSE): send the headers now, not with its first chunk.
-  if (upstreamHeaders['content-length'] === undefined) res.flushHeaders();
-  return res;
-}
-
-function onUpstreamDone(err: Error | null, data: { opaque: unknown }): void {
-  const ex = data.opaque as Exchange;
-  const { res, upstream, upstreamMs } = ex;
-  clearTimeout(ex.timer);
-  upstream.release();
-  if (ex.rejected !== 0 && !ex.clientGone) {
-    const message = `upstream "${upstream.name}" refused the gateway's own credential (${ex.rejected}): its auth settings in the gateway configuration are wrong or expired`;
-    ex.fail(502, CREDENTIAL_REJECTED, message);
-    ex.done({ status: 502, upstreamMs, error: { code: CREDENTIAL_REJECTED, message } });
-    return;
-  }
-  if (!err) {
-    ex.done({ status: res.statusCode, upstreamMs });
-    return;
-  }
-  const e = err as Error & { code?: string };
-  if (ex.clientGone) {
-    // the client left; nothing to answer
-    ex.done({ status: 499, upstreamMs, error: { code: 'client_closed', message: 'client closed the connection' } });
-    return;
-  }
-  const failure = ex.timedOut ? timeoutFailure(upstream.name, upstream.timeoutMs) : upstreamFailure(e, upstream.name);
-  if (!res.headersSent) {
+  const { res, upstream } = ex;
+  if (!res.headersSent && !ex.clientGone) {
+    const failure = timeoutFailure(upstream.name, upstream.timeoutMs);
+    ex.result = { status: failure.status, upstreamMs: -1, error: failure };
     ex.fail(failure.status, failure.code, failure.message);
-    ex.done({ status: failure.status, upstreamMs, error: failure });
-  } else {
-    // Mid-stream failure: the status is sent; cut the response so the client sees it broke.
-    res.destroy(e);
-    ex.done({ status: res.statusCode, upstreamMs, error: { code: failure.code, message: failure.message } });
   }
+  ex.abort();
+}
+
+/** The response closed: finished (report what was sent), or the client went away first (499, upstream stopped). */
+function onResponseClose(this: ExchangeCarrier): void {
+  const ex = this[EXCHANGE];
+  if (ex === undefined) return;
+  this[EXCHANGE] = undefined;
+  if (ex.result !== undefined) return ex.done(ex.result);
+  if (this.writableFinished) return ex.done({ status: this.statusCode, upstreamMs: ex.upstreamMs });
+  ex.clientGone = true;
+  ex.abort();
+  ex.done({ status: 499, upstreamMs: ex.upstreamMs, error: { code: 'client_closed', message: 'client closed the connection' } });
 }

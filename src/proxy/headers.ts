@@ -186,14 +186,27 @@ function connectionTokens(connection: string | string[] | undefined): string[] |
   return connection.toLowerCase().split(',').map((t) => t.trim());
 }
 
-/** Response headers to pass back to the client. */
-export function clientResponseHeaders(upstream: Record<string, string | string[] | undefined>): OutgoingHttpHeaders {
+/**
+ * Response headers to pass back to the client, from the upstream's raw [name, value, …] as undici
+ * read them: names lower-cased, a repeated name as an array, values as the bytes arrived (latin1,
+ * which node writes back unchanged), hop-by-hop headers and those named in Connection dropped.
+ */
+export function clientResponseHeaders(raw: readonly (Buffer | string)[]): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
-  const listed = connectionTokens(upstream.connection);
-  for (const name in upstream) {
-    if (DROP_RESPONSE.has(name)) continue;
-    if (listed !== undefined && listed.includes(name)) continue;
-    out[name] = upstream[name];
+  let connection: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString('latin1').toLowerCase();
+    const value = raw[i + 1]!.toString('latin1');
+    if (DROP_RESPONSE.has(name)) {
+      if (name === 'connection') connection = connection === undefined ? value : `${connection}, ${value}`;
+      continue;
+    }
+    const prior = out[name];
+    if (prior === undefined) out[name] = value;
+    else if (Array.isArray(prior)) prior.push(value);
+    else out[name] = [prior as string, value];
   }
+  const listed = connectionTokens(connection);
+  if (listed !== undefined) for (const name of listed) delete out[name];
   return out;
 }
