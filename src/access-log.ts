@@ -35,13 +35,15 @@ export interface AccessEntry {
   via: 'forward_auth' | undefined;
 }
 
-/** The pieces of a line, joined once: labels and values side by side, '' where a field is absent. */
-const FIELDS = [
-  'request_id', 'remote_address', 'forwarded_for', 'method', 'host', 'path', 'route', 'key_id', 'key_prefix', 'status',
-  'decision', 'code', 'upstream', 'bytes_in', 'bytes_out', 'user_agent', 'latency_ms', 'upstream_ms', 'via',
-] as const;
-const LABELS = FIELDS.map((name) => `,"${name}":`);
-const END = ',"msg":"request"}\n';
+/**
+ * A string as JSON.stringify writes it: most values (ids, paths, names) need no escaping, and for
+ * those quoting is a concatenation; any quote, backslash, control character or surrogate goes
+ * through JSON.stringify itself, so the bytes are always JSON.stringify's.
+ */
+const NEEDS_ESCAPING = /["\\\u0000-\u001f\ud800-\udfff]/;
+function quote(v: string): string {
+  return NEEDS_ESCAPING.test(v) ? JSON.stringify(v) : `"${v}"`;
+}
 
 export class AccessLog {
   private pending = '';
@@ -50,8 +52,6 @@ export class AccessLog {
   private lastMs = -1;
   /** `{"level":"info","time":"…","service":"keygate","pid":…` of the last millisecond a line was written in */
   private head = '';
-  /** scratch for one line: [head, label, value, label, value…, END], joined into one flat string */
-  private readonly parts: string[] = ['', ...FIELDS.flatMap(() => ['', '']), END];
   private readonly flushNow = (): void => this.flush();
 
   constructor(
@@ -67,30 +67,27 @@ export class AccessLog {
       this.lastMs = ms;
       this.head = `{"level":"info","time":"${new Date(ms).toISOString()}"${this.bindings}`;
     }
-    // One flat string per line (no chain of small concatenations for the GC to copy), the same
-    // bytes as JSON.stringify of the entry in this order with its absent fields left out.
-    const p = this.parts;
-    p[0] = this.head;
-    str(p, 0, e.request_id);
-    str(p, 1, e.remote_address);
-    str(p, 2, e.forwarded_for);
-    str(p, 3, e.method);
-    str(p, 4, e.host);
-    str(p, 5, e.path);
-    str(p, 6, e.route);
-    str(p, 7, e.key_id);
-    str(p, 8, e.key_prefix);
-    num(p, 9, e.status);
-    str(p, 10, e.decision);
-    str(p, 11, e.code);
-    str(p, 12, e.upstream);
-    num(p, 13, e.bytes_in);
-    num(p, 14, e.bytes_out);
-    str(p, 15, e.user_agent);
-    num(p, 16, e.latency_ms);
-    num(p, 17, e.upstream_ms);
-    str(p, 18, e.via);
-    this.pending += p.join('');
+    // The same bytes as JSON.stringify of the entry in this order, absent fields left out.
+    let line = this.head;
+    if (e.request_id !== undefined) line += ',"request_id":' + quote(e.request_id);
+    line += ',"remote_address":' + quote(e.remote_address);
+    if (e.forwarded_for !== undefined) line += ',"forwarded_for":' + quote(e.forwarded_for);
+    if (e.method !== undefined) line += ',"method":' + quote(e.method);
+    if (e.host !== undefined) line += ',"host":' + quote(e.host);
+    if (e.path !== undefined) line += ',"path":' + quote(e.path);
+    if (e.route !== undefined) line += ',"route":' + quote(e.route);
+    if (e.key_id !== undefined) line += ',"key_id":' + quote(e.key_id);
+    if (e.key_prefix !== undefined) line += ',"key_prefix":' + quote(e.key_prefix);
+    line += ',"status":' + e.status + ',"decision":' + quote(e.decision);
+    if (e.code !== undefined) line += ',"code":' + quote(e.code);
+    if (e.upstream !== undefined) line += ',"upstream":' + quote(e.upstream);
+    if (e.bytes_in !== undefined) line += ',"bytes_in":' + e.bytes_in;
+    if (e.bytes_out !== undefined) line += ',"bytes_out":' + e.bytes_out;
+    if (e.user_agent !== undefined) line += ',"user_agent":' + quote(e.user_agent);
+    line += ',"latency_ms":' + e.latency_ms;
+    if (e.upstream_ms !== undefined) line += ',"upstream_ms":' + e.upstream_ms;
+    if (e.via !== undefined) line += ',"via":' + quote(e.via);
+    this.pending += line + ',"msg":"request"}\n';
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(this.flushNow);
@@ -104,23 +101,5 @@ export class AccessLog {
     const lines = this.pending;
     this.pending = '';
     this.out.write(lines);
-  }
-}
-
-function str(p: string[], field: number, v: string | undefined): void {
-  const at = 1 + 2 * field;
-  if (v === undefined) p[at] = p[at + 1] = '';
-  else {
-    p[at] = LABELS[field]!;
-    p[at + 1] = JSON.stringify(v);
-  }
-}
-
-function num(p: string[], field: number, v: number | undefined): void {
-  const at = 1 + 2 * field;
-  if (v === undefined) p[at] = p[at + 1] = '';
-  else {
-    p[at] = LABELS[field]!;
-    p[at + 1] = String(v);
   }
 }
