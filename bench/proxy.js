@@ -2,6 +2,8 @@
 // One module per phase (bench/phases/):
 //   baseline         load → upstream
 //   bare             load → a bare Node proxy (node:http + undici Pool.stream + a Map of key digests) → upstream
+//   bare-full        load → the bare proxy plus what Keygate documents per request (request id, identity and
+//                           forwarding headers, rate-limit headers, a count, an access-log line) → upstream
 //   fastify          load → @fastify/http-proxy with a preHandler key check → upstream
 //   gateway          load → Keygate (key + role route, access log ON to a file, rate limits in memory) → upstream
 //   gateway-nolog    load → Keygate (same, access_log: false)                                           → upstream
@@ -151,6 +153,7 @@ async function main() {
     };
     const gateways = {};
     if (want('bare')) gateways.bare = await startPeer(children, path.join(HERE, 'phases', 'bare.js'), benchUpstream.url);
+    if (want('bare-full')) gateways['bare-full'] = await startPeer(children, path.join(HERE, 'phases', 'bare-full.js'), benchUpstream.url, { logFile: path.join(tmp, 'bare-full.log') });
     if (want('fastify')) gateways.fastify = await startPeer(children, path.join(HERE, 'phases', 'fastify.js'), benchUpstream.url);
     for (const [name, v] of Object.entries(variants)) {
       if (!want(name)) continue;
@@ -346,6 +349,7 @@ async function main() {
       console.log('  ' + row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  '));
       if (i === 0) console.log('  ' + widths.map((w) => '-'.repeat(w)).join('  '));
     }
+    if (results['bare-full'] && results.gateway) console.log(`  Keygate against bare-full (the same documented work per request, no pipeline): gateway req/s ×${m(ratioOf('gateway', 'bare-full', 'rps'))}, CPU per request ×${m(ratioOf('gateway', 'bare-full', 'cpu'))}; bare-full against bare: CPU ×${m(ratioOf('bare-full', 'bare', 'cpu'))}`);
     if (results['gateway-open'] && results.gateway) console.log(`  a key's cost: gateway (keyed route) req/s ×${m(ratioOf('gateway', 'gateway-open', 'rps'))} of gateway-open (auth: none route), CPU ×${m(ratioOf('gateway', 'gateway-open', 'cpu'))}`);
     if (paced) printPaced(paced, m);
     if (results['gateway-nolog'] && results.gateway) console.log(`  access log: gateway CPU per request ×${m(ratioOf('gateway', 'gateway-nolog', 'cpu'))} of gateway-nolog's`);

@@ -7,10 +7,11 @@ import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { procCpu } from './util.js';
 
-export function startPeer(children, script, upstreamUrl) {
+/** `extra`: more options for the peer (bare-full: logFile). */
+export function startPeer(children, script, upstreamUrl, extra = {}) {
   const secret = `dg_${randomBytes(24).toString('base64url')}`;
   const keyId = `peer-${randomBytes(4).toString('hex')}`;
-  const child = fork(script, [JSON.stringify({ upstreamUrl, secret, keyId, token: 'bench-upstream-token' })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(script, [JSON.stringify({ upstreamUrl, secret, keyId, token: 'bench-upstream-token', ...extra })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   children.add(child);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${script} did not start within 30 s`)), 30_000);
