@@ -16,7 +16,7 @@ import type { Route } from './routes/table.js';
 import { currentUser, forDagu130 } from './answers/current-user.js';
 import type { VersionGate, VersionRefusal } from './upstream-version/gate.js';
 import { FailedAuthThrottle } from './admin/throttle.js';
-import { assignRequestId, identityPairs, underscoreHeader, upstreamRequestHeaders, type Forwarding, type Identity, type IdentityPairs } from './proxy/headers.js';
+import { assignRequestId, headersObject, identityPairs, underscoreHeader, upstreamRequestHeaderList, type Forwarding, type HeaderList, type Identity, type IdentityPairs } from './proxy/headers.js';
 import type { KeyAccess } from './keys/model.js';
 import type { Upstream, Upstreams } from './proxy/upstream.js';
 import { WebSocketProxy } from './proxy/websocket.js';
@@ -428,7 +428,7 @@ export class Pipeline {
     }
     const { upstream, headers } = this.prepareForward(req, o);
     if (o.route.config.surface === 'a2a' && req.method === 'GET' && isAgentCardPath(o.path)) {
-      forwardAgentCard(res, req, upstream, o.upstreamTarget, headers, sendError, (r) => this.access(req, o, r.status, started, r.upstreamMs, r.error?.code));
+      forwardAgentCard(res, req, upstream, o.upstreamTarget, headersObject(headers), sendError, (r) => this.access(req, o, r.status, started, r.upstreamMs, r.error?.code));
       return;
     }
     const guard = o.route.config.auth !== 'none' && upstream.credential !== undefined;
@@ -486,10 +486,10 @@ export class Pipeline {
     return undefined;
   }
 
-  private prepareForward(req: GatewayRequest, o: Admission): { upstream: Upstream; headers: Record<string, string | string[]> } {
+  private prepareForward(req: GatewayRequest, o: Admission): { upstream: Upstream; headers: HeaderList } {
     const upstream = o.remoteNode !== undefined ? this.remoteNodes.get(o.remoteNode) : this.upstreams.get(o.route.upstream.name);
     if (o.access) this.usage.record(o.access.key.id, o.access.key.group, this.now());
-    const headers = upstreamRequestHeaders(
+    const headers = upstreamRequestHeaderList(
       req.headers,
       upstream.host,
       o.route.config.auth === 'none' ? undefined : upstream.credential,
@@ -666,7 +666,7 @@ export class Pipeline {
     };
     const upgrade = (o: Admission): void => {
       const { upstream, headers } = this.prepareForward(req, o);
-      this.ws.forward(req, socket, head, upstream, o.upstreamTarget, headers, (failure) => {
+      this.ws.forward(req, socket, head, upstream, o.upstreamTarget, headersObject(headers), (failure) => {
         refuseUpgrade(socket, failure.status, failure.code, failure.message);
         this.access(req, o, failure.status, started, -1, failure.code);
       });

@@ -5,7 +5,7 @@
 import t from 'tap';
 import { connect } from 'node:net';
 import { hostAllowed } from '../src/admin/server.js';
-import { upstreamRequestHeaders } from '../src/proxy/headers.js';
+import { upstreamRequestHeaderList, upstreamRequestHeaders } from '../src/proxy/headers.js';
 import { credentialInQuery } from '../src/routes/query.js';
 import { startStack, type Stack } from './helpers.js';
 
@@ -56,6 +56,15 @@ t.test('unit: the rules behind the headers', async (t) => {
     t.equal(allow[name], undefined, `allow: ${name} still removed (it reads as a header the gateway removes)`);
   }
   t.equal(upstreamRequestHeaders({ x_http_method_override: 'DELETE' }, 'up', undefined, undefined, fwd, false, { underscores: 'allow' }).x_http_method_override, undefined, 'allow: an override spelt with _ is an override');
+
+  // the list undici gets: the upstream's credential replaces a client header of its name, never joins it
+  const list = upstreamRequestHeaderList({ 'x-upstream-token': 'from-the-client', authorization: 'Bearer client', 'x-ok': 'yes' }, 'up', ['x-upstream-token', 'the-credential'], undefined, fwd, true);
+  const named = (n: string) => list.flatMap((v, i) => (i % 2 === 0 && v === n ? [list[i + 1]] : []));
+  t.same(named('x-upstream-token'), ['the-credential'], 'a client header named like the credential is not sent beside it');
+  t.same(named('authorization'), ['Bearer client'], 'pass_authorization keeps the client Authorization when the credential is another header');
+  const both = upstreamRequestHeaderList({ authorization: 'Bearer client' }, 'up', ['authorization', 'Bearer upstream'], undefined, fwd, true);
+  t.same(both.flatMap((v, i) => (i % 2 === 0 && v === 'authorization' ? [both[i + 1]] : [])), ['Bearer upstream'], 'and the credential wins when it is Authorization itself');
+  t.equal(list.length % 2, 0, 'name/value pairs');
 
   const secret = 'dg_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG';
   t.match(credentialInQuery(`token=${secret}`, undefined), /"token" carries a credential/);

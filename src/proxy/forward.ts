@@ -5,7 +5,7 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { errors, type Dispatcher } from 'undici';
 import { withoutUpstreamCors } from '../cors.js';
-import { clientResponseHeaders } from './headers.js';
+import { clientResponseHeaders, type HeaderList } from './headers.js';
 import type { Upstream } from './upstream.js';
 
 export interface ForwardResult {
@@ -76,7 +76,7 @@ export function forwardHttp(
   res: ServerResponse,
   upstream: Upstream,
   path: string,
-  headers: Record<string, string | string[]>,
+  headers: HeaderList,
   /** the body already read (JSON-RPC policy); otherwise the client's body streams through */
   body: Buffer | undefined,
   sendError: (res: ServerResponse, status: number, code: string, message: string) => void,
@@ -108,7 +108,7 @@ export function forwardHttp(
   res.on('close', onResponseClose);
   // The exchange is undici's handler itself (dispatch, not Pool.stream): no stream wrapper, abort
   // signal, finished() watcher or async resource per request, and no closure.
-  upstream.pool.dispatch({ path, method: req.method as 'GET', headers, body: body ?? (hasBody(req) ? req : null) }, ex);
+  upstream.pool.dispatch({ path, method: req.method as 'GET', headers: headers as string[], body: body ?? (hasBody(req) ? req : null) }, ex);
 }
 
 const EXCHANGE = Symbol('keygate.exchange');

@@ -142,8 +142,15 @@ function isPairs(identity: Identity | IdentityPairs): identity is IdentityPairs 
   return Array.isArray(identity);
 }
 
+/**
+ * Request headers as undici takes them fastest: [name, value, name, value…]. An object with a
+ * dozen-odd names set one by one would be a dictionary-mode object for V8, costly to fill and for
+ * undici to walk, on every request.
+ */
+export type HeaderList = (string | string[])[];
+
 /** Headers to send upstream: the client's minus what must not pass, plus the gateway's own. */
-export function upstreamRequestHeaders(
+export function upstreamRequestHeaderList(
   incoming: IncomingHttpHeaders,
   upstreamHost: string,
   credential: readonly [string, string] | undefined,
@@ -153,29 +160,46 @@ export function upstreamRequestHeaders(
   /** keep the client's Authorization (auth: none routes that opted in, e.g. Dagu webhooks) */
   passAuthorization = false,
   policy: HeaderPolicy = DEFAULT_POLICY,
-): Record<string, string | string[]> {
-  const out = Object.create(null) as Record<string, string | string[]>;
-  if (passAuthorization && typeof incoming.authorization === 'string') out.authorization = incoming.authorization;
+): HeaderList {
+  const out: HeaderList = [];
+  // the upstream's credential replaces a client's header of the same name, never joins it
+  const credentialName = credential?.[0];
+  if (passAuthorization && credentialName !== 'authorization' && typeof incoming.authorization === 'string') out.push('authorization', incoming.authorization);
   const listed = connectionTokens(incoming.connection); // headers named in Connection are hop-by-hop too
   for (const name in incoming) {
-    if (removed(name, policy.pass)) continue;
+    if (removed(name, policy.pass) || name === credentialName) continue;
     if (name.indexOf('_') !== -1) {
       // CGI-style upstreams read "_" as "-": X_API_Key is X-API-Key to them
       if (policy.underscores !== 'allow' || removed(name.replaceAll('_', '-'), policy.pass)) continue;
     }
     if (listed !== undefined && listed.includes(name)) continue;
     const v = incoming[name];
-    if (v !== undefined) out[name] = v;
+    if (v !== undefined) out.push(name, v);
   }
-  out.host = upstreamHost;
+  out.push('host', upstreamHost);
   const prior = fwd.trustForwarded ? incoming['x-forwarded-for'] : undefined;
-  out['x-forwarded-for'] = typeof prior === 'string' && prior !== '' ? `${prior}, ${fwd.remoteAddress}` : fwd.remoteAddress;
-  out['x-forwarded-proto'] = (fwd.trustForwarded && typeof incoming['x-forwarded-proto'] === 'string' && incoming['x-forwarded-proto']) || fwd.proto;
+  out.push('x-forwarded-for', typeof prior === 'string' && prior !== '' ? `${prior}, ${fwd.remoteAddress}` : fwd.remoteAddress);
+  out.push('x-forwarded-proto', (fwd.trustForwarded && typeof incoming['x-forwarded-proto'] === 'string' && incoming['x-forwarded-proto']) || fwd.proto);
   const host = (fwd.trustForwarded && typeof incoming['x-forwarded-host'] === 'string' && incoming['x-forwarded-host']) || fwd.host;
-  if (host) out['x-forwarded-host'] = host;
-  if (identity !== undefined) identityHeaders(identity, out);
-  if (credential !== undefined) out[credential[0]] = credential[1];
+  if (host) out.push('x-forwarded-host', host);
+  if (identity !== undefined) {
+    const pairs = isPairs(identity) ? identity : identityPairs(identity);
+    for (let i = 0; i < pairs.length; i++) out.push(pairs[i]!);
+  }
+  if (credential !== undefined) out.push(credential[0], credential[1]);
   return out;
+}
+
+/** A header list as an object (WebSocket upgrades, the agent card, tests); any name is safe as a key. */
+export function headersObject(list: HeaderList): Record<string, string | string[]> {
+  const out = Object.create(null) as Record<string, string | string[]>;
+  for (let i = 0; i < list.length; i += 2) out[list[i] as string] = list[i + 1]!;
+  return out;
+}
+
+/** upstreamRequestHeaderList as an object. */
+export function upstreamRequestHeaders(...args: Parameters<typeof upstreamRequestHeaderList>): Record<string, string | string[]> {
+  return headersObject(upstreamRequestHeaderList(...args));
 }
 
 const PLAIN_CONNECTION = /^\s*(?:keep-alive|close)\s*$/i;
