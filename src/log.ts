@@ -1,5 +1,5 @@
 // The gateway's logger: pino, one JSON object per line (ISO-8601 time, level names), asynchronous
-// writes; or `log.format: pretty` for a terminal (pino-pretty, an optional dependency). Nothing
+// writes (log-file.ts); or `log.format: pretty` for a terminal (pino-pretty, an optional dependency). Nothing
 // logs headers or query strings, and redaction below is a second line of defence for fields that
 // could carry secrets. The access log (access-log.ts) writes its own lines to the same stream, or
 // to a destination of its own.
@@ -8,11 +8,12 @@ import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import pino, { type DestinationStream, type Logger } from 'pino';
+import { LogFile } from './log-file.js';
 import type { LogConfig } from './config/types.js';
 
 export type { Logger };
 
-/** What a log line is written to: pino's destination (sonic-boom), pino-pretty, or a test's stream. */
+/** What a log line is written to: a LogFile (log-file.ts), pino-pretty, or a test's stream. */
 export interface LogStream {
   write(chunk: string): unknown;
   flush?(cb?: (err?: Error) => void): void;
@@ -29,7 +30,7 @@ export function openDestination(destination: string, format: LogConfig['format']
   if (toFile) mkdirSync(dirname(destination), { recursive: true });
   const dest = toFile ? destination : destination === 'stdout' ? 1 : 2;
   if (format === 'pretty') return prettyStream(dest);
-  const stream = pino.destination({ dest, sync: false });
+  const stream = new LogFile(dest as string | 1 | 2);
   if (toFile) files.add(stream);
   return stream;
 }
