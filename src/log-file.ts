@@ -11,6 +11,8 @@ import { closeSync, openSync, write, writeSync } from 'node:fs';
 /** How long to wait before writing again to a full pipe (EAGAIN), as sonic-boom does. */
 const BUSY_RETRY_MS = 100;
 
+const SLEEP = new Int32Array(new SharedArrayBuffer(4));
+
 /** Open destinations: what is still pending in them is written before the process exits (as pino does for its own). */
 const open = new Set<LogFile>();
 let exitHooked = false;
@@ -28,6 +30,8 @@ export class LogFile extends EventEmitter {
   private reopening = false;
   private ending = false;
   private closed = false;
+  /** set while the bytes in flight wait to be written again (a full pipe) */
+  private retry: NodeJS.Timeout | undefined = undefined;
   /** the last write error told on stderr (once a minute at most), ms */
   private lastErrorTold = 0;
 
@@ -60,14 +64,28 @@ export class LogFile extends EventEmitter {
 
   /** Write what is pending now, synchronously (process exit). A write in flight may land after it. */
   flushSync(): void {
-    if (this.closed || this.pending === '') return;
-    let buf = Buffer.from(this.pending, 'utf8');
+    if (this.closed) return;
+    if (this.retry !== undefined) {
+      // the bytes in flight are waiting for a full pipe: they go first
+      clearTimeout(this.retry);
+      this.retry = undefined;
+      this.writeAllSync(this.inFlight!);
+      this.inFlight = undefined;
+    }
+    if (this.pending === '') return;
+    const buf = Buffer.from(this.pending, 'utf8');
     this.pending = '';
+    this.writeAllSync(buf);
+  }
+
+  private writeAllSync(buf: Buffer): void {
+    // a full pipe: wait 10 ms and try again, for up to 10 s (the process is ending; its lines matter)
     for (let tries = 0; buf.length > 0 && tries < 1000; tries++) {
       try {
         buf = buf.subarray(writeSync(this.fd, buf));
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') return;
+        Atomics.wait(SLEEP, 0, 0, 10);
       }
     }
   }
@@ -119,7 +137,11 @@ export class LogFile extends EventEmitter {
     const buf = this.inFlight!;
     if (err !== null) {
       if (err.code === 'EAGAIN' || err.code === 'EBUSY') {
-        setTimeout(() => this.send(buf), BUSY_RETRY_MS).unref();
+        // a full pipe: try again shortly (the pending write keeps the process alive, as it should)
+        this.retry = setTimeout(() => {
+          this.retry = undefined;
+          this.send(buf);
+        }, BUSY_RETRY_MS);
         return;
       }
       // A broken destination (disk full, a closed pipe) loses these lines, never the gateway.

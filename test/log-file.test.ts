@@ -3,7 +3,8 @@
 // costs lines but never the process, and lines pending at exit are written before it ends.
 
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { LogFile } from '../src/log-file.js';
@@ -84,17 +85,26 @@ t.test('lines pending when the process exits are written before it ends', async 
   t.equal(new Set(lines).size, 5000, 'all 5000 lines, each once');
 });
 
-t.test('stdout: a child writing through it is read whole by its parent', async (t) => {
+t.test('stdout as a non-blocking pipe whose reader is slow: every line arrives (EAGAIN is waited out)', async (t) => {
   const dist = new URL('../src/log-file.ts', import.meta.url).pathname;
   const script = `
+    process.stdout.write(''); // node now holds fd 1 as a non-blocking pipe: a full pipe answers EAGAIN
     const { LogFile } = await import(${JSON.stringify(dist)});
     const f = new LogFile(1);
     for (let i = 0; i < 20000; i++) f.write('stdout line ' + i + ' ' + 'y'.repeat(100) + '\\n');
     f.flush(() => process.exit(0));
   `;
-  const r = spawnSync(process.execPath, [...process.execArgv, '--input-type=module', '-e', script], { encoding: 'utf8', maxBuffer: 64 << 20 });
-  t.equal(r.status, 0, r.stderr);
-  const lines = r.stdout.split('\n').filter(Boolean);
+  const child = spawn(process.execPath, [...process.execArgv, '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.pause(); // nobody reads for a while: the pipe fills
+  await new Promise((r) => setTimeout(r, 700));
+  const chunks: Buffer[] = [];
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d));
+  child.stdout.on('data', (d: Buffer) => chunks.push(d));
+  child.stdout.resume();
+  const [code] = (await once(child, 'close')) as [number];
+  t.equal(code, 0, err);
+  const lines = Buffer.concat(chunks).toString('utf8').split('\n').filter(Boolean);
   t.equal(lines.length, 20000, 'every line');
   t.equal(lines[19999], `stdout line 19999 ${'y'.repeat(100)}`, 'the last one whole');
 });

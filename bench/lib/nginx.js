@@ -52,6 +52,9 @@ error_log ${path.join(dir, 'error.log')} warn;
 events { worker_connections 1024; }
 http {
     access_log off;
+    # a client connection is never closed after N requests (nginx's default is 1,000): autocannon
+    # may write its next request on a connection nginx is closing, and count an error
+    keepalive_requests 1000000;
     client_body_temp_path ${path.join(dir, 'client_body')};
     proxy_temp_path ${path.join(dir, 'proxy')};
     fastcgi_temp_path ${path.join(dir, 'fastcgi')};

@@ -34,7 +34,6 @@ export async function startBenchUpstream(tmp, echo, choice = process.env.BENCH_U
     server {
         listen ${listen};
         default_type application/json;
-        keepalive_requests 1000000;
         location / {
             if ($arg_bench_echo = "") {
                 return 200 '${body}';
