@@ -8,15 +8,6 @@
 import { EventEmitter } from 'node:events';
 import { closeSync, openSync, write, writeSync } from 'node:fs';
 
-/**
- * Lines are written when 32 KB have collected or the oldest has waited 50 ms, whichever comes
- * first (nginx's `access_log … buffer= flush=`): each write hands a buffer to libuv's thread pool,
- * measured at ~55 µs of CPU per call whatever its size, so a busy gateway makes a few dozen writes a
- * second, not one per event-loop pass. flush(), end() and process exit write at once.
- */
-const BATCH_BYTES = 32 * 1024;
-const BATCH_MS = 50;
-
 /** How long to wait before writing again to a full pipe (EAGAIN), as sonic-boom does. */
 const BUSY_RETRY_MS = 100;
 
@@ -39,12 +30,6 @@ export class LogFile extends EventEmitter {
   private reopening = false;
   private ending = false;
   private closed = false;
-  /** the batch timer: set while lines wait for more to join them (BATCH_MS) */
-  private batch: NodeJS.Timeout | undefined = undefined;
-  private readonly batchDue = (): void => {
-    this.batch = undefined;
-    if (this.inFlight === undefined && !this.reopening) this.next();
-  };
   /** set while the bytes in flight wait to be written again (a full pipe) */
   private retry: NodeJS.Timeout | undefined = undefined;
   /** the last write error told on stderr (once a minute at most), ms */
@@ -66,21 +51,15 @@ export class LogFile extends EventEmitter {
   write(text: string): boolean {
     if (this.closed) return false;
     this.pending += text;
-    if (this.inFlight === undefined && !this.reopening) {
-      if (this.pending.length >= BATCH_BYTES) this.next();
-      else this.batch ??= setTimeout(this.batchDue, BATCH_MS).unref();
-    }
+    if (this.inFlight === undefined && !this.reopening) this.next();
     return true;
   }
 
   /** `cb` once everything written so far has reached the file (or failed). */
   flush(cb?: (err?: Error) => void): void {
-    if (this.inFlight === undefined && this.pending === '') {
-      if (cb !== undefined) process.nextTick(cb);
-      return;
-    }
-    if (cb !== undefined) this.waiting.push(cb);
-    if (this.inFlight === undefined && !this.reopening) this.next(); // now, not at the batch timer
+    if (cb === undefined) return;
+    if (this.inFlight === undefined && this.pending === '') process.nextTick(cb);
+    else this.waiting.push(cb);
   }
 
   /** Write what is pending now, synchronously (process exit). A write in flight may land after it. */
@@ -122,7 +101,7 @@ export class LogFile extends EventEmitter {
   end(): void {
     if (this.closed) return;
     this.ending = true;
-    if (this.inFlight === undefined && !this.reopening) this.next(); // writes what is pending, then closes
+    if (this.inFlight === undefined && this.pending === '') this.close();
   }
 
   private reopenNow(): void {
@@ -130,13 +109,10 @@ export class LogFile extends EventEmitter {
     const old = this.fd;
     this.fd = openSync(this.target as string, 'a');
     closeSync(old);
+    if (this.pending !== '') this.next();
   }
 
   private next(): void {
-    if (this.batch !== undefined) {
-      clearTimeout(this.batch);
-      this.batch = undefined;
-    }
     if (this.pending === '') {
       this.inFlight = undefined;
       const waiting = this.waiting;
@@ -174,11 +150,13 @@ export class LogFile extends EventEmitter {
       this.send(buf.subarray(n));
       return;
     }
-    this.inFlight = undefined;
-    if (this.reopening) this.reopenNow();
-    // more to write: at once if a batch is full or someone waits for it, else when the batch is due
-    if (this.pending.length >= BATCH_BYTES || this.waiting.length > 0 || this.ending || this.pending === '') this.next();
-    else this.batch ??= setTimeout(this.batchDue, BATCH_MS).unref();
+    if (this.reopening) {
+      this.inFlight = undefined;
+      this.reopenNow();
+      if (this.inFlight === undefined) this.next();
+      return;
+    }
+    this.next();
   };
 
   private tell(err: Error): void {

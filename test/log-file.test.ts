@@ -29,31 +29,6 @@ t.test('lines written in bursts arrive once, in order, UTF-8 intact', async (t) 
   f.end();
 });
 
-t.test('a few lines wait to be written together (up to 50 ms); 32 KB or flush() write at once', async (t) => {
-  const file = join(t.testdir(), 'batch.log');
-  const f = new LogFile(file);
-  f.write('one\n');
-  await new Promise((r) => setImmediate(r));
-  await new Promise((r) => setImmediate(r));
-  t.equal(readFileSync(file, 'utf8'), '', 'not written on its own right away');
-  let text = '';
-  for (let i = 0; i < 200 && text === ''; i++) {
-    await new Promise((r) => setTimeout(r, 25));
-    text = readFileSync(file, 'utf8');
-  }
-  t.equal(text, 'one\n', 'written when its batch was due');
-  f.write('two\n');
-  await flushed(f);
-  t.equal(readFileSync(file, 'utf8'), 'one\ntwo\n', 'flush() does not wait for the batch');
-  f.write('three\n');
-  t.equal((f as unknown as { inFlight: unknown }).inFlight, undefined, 'a small batch waits');
-  f.write('x'.repeat(40 * 1024) + '\n');
-  t.not((f as unknown as { inFlight: unknown }).inFlight, undefined, 'a full batch (32 KB) is being written at once, not at the timer');
-  await flushed(f);
-  t.equal(readFileSync(file, 'utf8').length, 'one\ntwo\nthree\n'.length + 40 * 1024 + 1);
-  f.end();
-});
-
 t.test('logrotate: move the file away, reopen, and the next lines go to a new file; none lost', async (t) => {
   const dir = t.testdir();
   const file = join(dir, 'access.log');
