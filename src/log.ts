@@ -69,8 +69,8 @@ export function streamOf(logger: Logger): LogStream {
 }
 
 /**
- * Reopen the log files by their names (after logrotate moved them away); called on SIGHUP. Lines
- * still buffered go to the old file, later ones to the new. No-op for stdout and stderr.
+ * Reopen the log files by their names (after logrotate moved them away); called on SIGHUP. A write
+ * in flight ends in the old file; lines not yet written go to the new one. No-op for stdout and stderr.
  */
 export function reopenLogFile(_logger?: Logger): void {
   for (const f of files) {
