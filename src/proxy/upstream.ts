@@ -31,8 +31,11 @@ export class Upstream {
     this.pool = new Pool(url.origin, {
       connections: config.connections,
       pipelining: 1,
-      // A gateway must fail fast: undici's 300 s defaults would hold clients far too long.
-      headersTimeout: config.timeout * 1000,
+      // The response-headers deadline (`timeout`) is the gateway's own exact timer (forward.ts);
+      // undici's is only a backstop, given the body's value: with the two equal, undici refreshes
+      // one timer per connection instead of making (and later sweeping) a new one for every
+      // response, which under load was most of the garbage that lived long enough to need a full GC.
+      headersTimeout: config.idle_timeout * 1000,
       bodyTimeout: config.idle_timeout * 1000,
       connect: { timeout: config.timeout * 1000, rejectUnauthorized: !config.skip_tls_verify },
       keepAliveTimeout: 4_000,
