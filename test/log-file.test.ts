@@ -29,6 +29,30 @@ t.test('lines written in bursts arrive once, in order, UTF-8 intact', async (t) 
   f.end();
 });
 
+t.test('a quiet log writes a line at once; lines within 10 ms of the last write go together; flush() does not wait', async (t) => {
+  const file = join(t.testdir(), 'gap.log');
+  const f = new LogFile(file);
+  const state = f as unknown as { inFlight: unknown; gap: unknown; lastWriteAt: number };
+  f.write('one\n');
+  t.not(state.inFlight, undefined, 'the first line is being written at once');
+  await flushed(f);
+  state.lastWriteAt = performance.now(); // as if that write had just begun (a slow machine may take 10 ms to get here)
+  f.write('two\n');
+  f.write('three\n');
+  t.equal(state.inFlight, undefined, 'right after a write, the next lines wait…');
+  t.not(state.gap, undefined, '…for the 10 ms since it began');
+  let text = '';
+  for (let i = 0; i < 400 && text !== 'one\ntwo\nthree\n'; i++) {
+    await new Promise((r) => setTimeout(r, 5));
+    text = readFileSync(file, 'utf8');
+  }
+  t.equal(text, 'one\ntwo\nthree\n', 'then written together');
+  f.write('four\n');
+  await flushed(f);
+  t.equal(readFileSync(file, 'utf8'), 'one\ntwo\nthree\nfour\n', 'flush() writes what waits without waiting for the gap');
+  f.end();
+});
+
 t.test('logrotate: move the file away, reopen, and the next lines go to a new file; none lost', async (t) => {
   const dir = t.testdir();
   const file = join(dir, 'access.log');

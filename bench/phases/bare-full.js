@@ -1,17 +1,18 @@
 // Phase bare-full: the bare proxy (bare.js) plus what Keygate documents for every allowed request,
 // done plainly (Pool.stream and closures, as bare.js), with no pipeline around it: what a straight
-// implementation of those promises costs. Per request: X-Request-Id (the client's if usable, else a UUID) sent upstream and
-// back; X-Forwarded-For/-Proto/-Host and the five identity headers upstream with the credential;
-// a per-key count in a one-minute window and the five rate-limit response headers; a usage count;
-// one access-log line (Keygate's fields, built by concatenation) written to a file through pino's
-// asynchronous destination, the lines of one event-loop turn in one write. Not here: route
-// matching, roles and scopes, quotas, groups, metrics, deadlines, CORS, refusals' shapes.
+// implementation of those promises costs. Per request: X-Request-Id (the client's if usable, else
+// a UUID) sent upstream and back; X-Forwarded-For/-Proto/-Host and the five identity headers
+// upstream with the credential; a per-key count in a one-minute window and the five rate-limit
+// response headers; a usage count; one access-log line (Keygate's fields, built by concatenation)
+// written to a file through the writer Keygate uses (dist/log-file.js), the lines of one
+// event-loop turn handed over together. Not here: route matching, roles and scopes, quotas, groups,
+// metrics, deadlines, CORS, refusals' shapes.
 
 import { hash, randomUUID } from 'node:crypto';
 import http from 'node:http';
-import pino from 'pino';
 import { Pool } from 'undici';
 import { digest } from '../lib/peer.js';
+import { LogFile } from '../../dist/log-file.js';
 
 const opts = JSON.parse(process.argv[2]);
 const keys = new Map([[digest(hash, opts.secret), { id: opts.keyId, name: 'bench', role: 'operator', prefix: opts.secret.slice(0, 8), limit: 100_000_000, bucket: 0, count: 0, used: 0 }]]);
@@ -21,7 +22,7 @@ const credential = `Bearer ${opts.token}`;
 const DROP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host', 'authorization', 'x-api-key', 'proxy-authorization', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-source']);
 const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'x-request-id']);
 const UNAUTHORIZED = JSON.stringify({ code: 'unauthorized', message: 'API key required' });
-const log = pino.destination({ dest: opts.logFile, sync: false });
+const log = new LogFile(opts.logFile);
 let pending = '';
 let scheduled = false;
 const flush = () => {
