@@ -97,6 +97,14 @@ t.test('response status, headers and body pass back; hop-by-hop dropped', async 
   t.same(r.json, { status: 418 });
 });
 
+t.test('response header values pass byte for byte, non-ASCII ones too (the raw headers read as the bytes arrived)', async (t) => {
+  const { secret } = await s.key({ name: 'raw-header', role: 'viewer' });
+  const r = await get('/api/v1/t/_raw-header', { 'x-api-key': secret });
+  t.equal(r.status, 200, r.text);
+  // undici (the client here) reads header bytes as latin1: the same string means the same bytes arrived
+  t.equal(r.headers['x-raw'], Buffer.from('naïve ✓', 'utf8').toString('latin1'));
+});
+
 t.test('every deny branch answers JSON and reaches no upstream', async (t) => {
   const viewer = await s.key({ name: 'deny-viewer', role: 'viewer', scopes: 'workflows' });
   const inactive = await s.key({ name: 'deny-inactive', role: 'admin' });

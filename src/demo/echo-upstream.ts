@@ -10,6 +10,7 @@
 //   …/_hang                  never respond
 //   …/_big?bytes=N&chunk=M   stream N bytes in M-byte chunks (byte k is k % 256)
 //   …/_break?bytes=N         promise 2N bytes (content-length), send N, then drop the connection
+//   …/_raw-header            200 with X-Raw carrying UTF-8 bytes (non-ASCII)
 //   …/_sse, …/events/stream  server-sent events (?count=3&interval=50; count=0: heartbeats forever)
 //   POST …/_echo-body        stream the request body back as it arrives
 //   anything else            200 JSON describing the request
@@ -207,6 +208,12 @@ export async function startEchoUpstream(opts: EchoUpstreamOptions = {}): Promise
 
       if (path.endsWith('/_hang')) return; // res 'close' marks it aborted when the client leaves
 
+      if (path.endsWith('/_raw-header')) {
+        // node writes header strings as latin1: these strings are the UTF-8 bytes, sent as they are
+        const utf8 = (text: string) => Buffer.from(text, 'utf8').toString('latin1');
+        if (!(await bodyRead)) return;
+        return sendJson(res, 200, { raw: true }, { 'x-raw': utf8('naïve ✓') });
+      }
       if (path.endsWith('/_break')) {
         const bytes = intParam(params, 'bytes', 1024, 1 << 20);
         res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(2 * bytes) });
