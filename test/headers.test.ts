@@ -5,7 +5,7 @@
 import t from 'tap';
 import { connect } from 'node:net';
 import { hostAllowed } from '../src/admin/server.js';
-import { upstreamRequestHeaderList, upstreamRequestHeaders } from '../src/proxy/headers.js';
+import { headersObject, upstreamRequestHeaderList } from '../src/proxy/headers.js';
 import { credentialInQuery } from '../src/routes/query.js';
 import { startStack, type Stack } from './helpers.js';
 
@@ -46,6 +46,7 @@ t.teardown(() => s.close());
 t.test('unit: the rules behind the headers', async (t) => {
   const fwd = { remoteAddress: '127.0.0.1', proto: 'http' as const, host: 'gw', trustForwarded: false };
   const incoming = { x_keygate_role: 'admin', x_forwarded_for: '1.2.3.4', x_api_key: 'dg_x', x_custom: 'v', 'x-http-method-override': 'DELETE', 'x-original-url': '/admin', 'x-rewrite-url': '/admin', 'x-http-method': 'PUT', 'x-method-override': 'PATCH', 'x-ok': 'yes' };
+  const upstreamRequestHeaders = (...args: Parameters<typeof upstreamRequestHeaderList>) => headersObject(upstreamRequestHeaderList(...args));
   const drop = upstreamRequestHeaders(incoming, 'up', undefined, undefined, fwd);
   t.same(Object.keys(drop).sort(), ['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-ok'].sort(), 'default: underscores and overrides dropped');
   t.equal(drop['x-forwarded-for'], '127.0.0.1', 'the gateway\'s own X-Forwarded-For only');

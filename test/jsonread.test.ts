@@ -132,8 +132,8 @@ t.test('lookups keyed by request data find own entries only (admin bodies, upstr
   for (const name of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
     t.throws(() => checkBody(JSON.parse(`{"${name}": "x"}`), shape), { message: /unknown field/ }, `admin body member ${name}: an unknown field`);
   }
-  const { upstreamRequestHeaders } = await import('../src/proxy/headers.js');
-  const out = upstreamRequestHeaders({ constructor: 'x', 'x-a': 'b' } as never, 'up', undefined, undefined, { remoteAddress: '127.0.0.1', proto: 'http', host: 'h', trustForwarded: false });
+  const { headersObject, upstreamRequestHeaderList } = await import('../src/proxy/headers.js');
+  const out = headersObject(upstreamRequestHeaderList({ constructor: 'x', 'x-a': 'b' } as never, 'up', undefined, undefined, { remoteAddress: '127.0.0.1', proto: 'http', host: 'h', trustForwarded: false }));
   t.equal(Object.getPrototypeOf(out), null, 'upstream headers: no prototype');
 });
 

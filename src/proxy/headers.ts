@@ -190,16 +190,11 @@ export function upstreamRequestHeaderList(
   return out;
 }
 
-/** A header list as an object (WebSocket upgrades, the agent card, tests); any name is safe as a key. */
+/** A header list as an object (WebSocket upgrades, the agent card); any name is safe as a key. */
 export function headersObject(list: HeaderList): Record<string, string | string[]> {
   const out = Object.create(null) as Record<string, string | string[]>;
   for (let i = 0; i < list.length; i += 2) out[list[i] as string] = list[i + 1]!;
   return out;
-}
-
-/** upstreamRequestHeaderList as an object. */
-export function upstreamRequestHeaders(...args: Parameters<typeof upstreamRequestHeaderList>): Record<string, string | string[]> {
-  return headersObject(upstreamRequestHeaderList(...args));
 }
 
 const PLAIN_CONNECTION = /^\s*(?:keep-alive|close)\s*$/i;
