@@ -3,20 +3,19 @@
 // access line follow in the order they run. Lifecycle (listen, reload, shutdown, health) is in
 // server.ts; reload swaps the fields marked "live" below as plain assignments.
 
-import type { ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { AccessLog } from './access-log.js';
 import type { Admission, Admitter, Outcome, Refusal } from './admission.js';
 import { ROLES, type GatewayConfig } from './config/types.js';
 import type { Logger } from './log.js';
 import { forwardAgentCard, isAgentCardPath } from './proxy/agent-card.js';
-import { CREDENTIAL_REJECTED, forwardHttp, type ForwardResult } from './proxy/forward.js';
+import { CREDENTIAL_REJECTED, forwardHttp, type ForwardSink } from './proxy/forward.js';
 import { isPreflight, responseCors } from './cors.js';
 import type { Route } from './routes/table.js';
 import { currentUser, forDagu130 } from './answers/current-user.js';
 import type { VersionGate, VersionRefusal } from './upstream-version/gate.js';
 import { FailedAuthThrottle } from './admin/throttle.js';
-import { assignRequestId, headersObject, identityPairs, underscoreHeader, upstreamRequestHeaderList, type Forwarding, type HeaderList, type Identity, type IdentityPairs } from './proxy/headers.js';
+import { assignRequestId, headerPolicy, headersObject, identityPairs, underscoreHeader, upstreamRequestHeaderList, type Forwarding, type HeaderList, type Identity, type IdentityPairs } from './proxy/headers.js';
 import type { KeyAccess } from './keys/model.js';
 import type { Upstream, Upstreams } from './proxy/upstream.js';
 import { WebSocketProxy } from './proxy/websocket.js';
@@ -58,7 +57,7 @@ export interface PipelineOptions {
   forwardAuth?: ForwardAuth | undefined;
 }
 
-export class Pipeline {
+export class Pipeline implements ForwardSink<Admission> {
   /** live: the configuration; replaced as a whole by a reload */
   config: GatewayConfig;
   /** live: stages 1–6 over the current route table */
@@ -426,7 +425,8 @@ export class Pipeline {
       this.access(req, o, 200, started, -1);
       return;
     }
-    const { upstream, headers } = this.prepareForward(req, o);
+    const upstream = this.upstreamOf(o);
+    const headers = this.prepareForward(req, o, upstream);
     if (o.route.config.surface === 'a2a' && req.method === 'GET' && isAgentCardPath(o.path)) {
       forwardAgentCard(res, req, upstream, o.upstreamTarget, headersObject(headers), sendError, (r) => this.access(req, o, r.status, started, r.upstreamMs, r.error?.code));
       return;
@@ -435,11 +435,14 @@ export class Pipeline {
     const cors = o.route.config.cors && responseCors(o.route.config.cors, req.headers.origin);
     // a failed upstream on a JSON-RPC path is a JSON-RPC error too (502/503/504, -32603)
     const id = rpcId !== undefined ? rpcId : o.route.rpc ? null : undefined;
-    const fail = id === undefined ? sendError : (r: ServerResponse, status: number, code: string, message: string) => sendFailure(r, id, status, code, message);
-    forwardHttp(req, res, upstream, o.upstreamTarget, headers, body, fail, (r: ForwardResult) => {
-      if (r.error?.code === CREDENTIAL_REJECTED) this.credentialRejected(o, upstream.name);
-      this.access(req, o, r.status, started, r.upstreamMs, r.error?.code);
-    }, guard, cors || undefined);
+    // the pipeline is the sink: the end is reported to forwarded() below, no callback per request
+    forwardHttp(req, res, upstream, o.upstreamTarget, headers, body, id, guard, cors || undefined, this, o, started);
+  }
+
+  /** ForwardSink: a forwarded request ended (its response finished or broke, or the client left). */
+  forwarded(req: GatewayRequest, o: Admission, started: number, status: number, upstreamMs: number, errorCode: string | undefined, upstream: string): void {
+    if (errorCode === CREDENTIAL_REJECTED) this.credentialRejected(o, upstream);
+    this.access(req, o, status, started, upstreamMs, errorCode);
   }
 
   /**
@@ -469,7 +472,6 @@ export class Pipeline {
     this.logger.warn({ upstream, kind, route: o.route.config.name }, `${kind === 'upstream' ? 'upstream' : 'remote node'} "${upstream}" refused the gateway's own credential (401/403): check its auth_type/auth_token in the configuration`);
   }
 
-  /** Count the use and build what the upstream receives; shared by HTTP and WebSocket. */
   /**
    * Before anything else: an address over listen.max_failed_auth (429), and under
    * listen.underscore_headers: reject a header name with "_" (400). HTTP and WebSocket alike.
@@ -486,19 +488,23 @@ export class Pipeline {
     return undefined;
   }
 
-  private prepareForward(req: GatewayRequest, o: Admission): { upstream: Upstream; headers: HeaderList } {
-    const upstream = o.remoteNode !== undefined ? this.remoteNodes.get(o.remoteNode) : this.upstreams.get(o.route.upstream.name);
+  /** Where an admitted request goes: the route's upstream, or the remote node it names. */
+  private upstreamOf(o: Admission): Upstream {
+    return o.remoteNode !== undefined ? this.remoteNodes.get(o.remoteNode) : this.upstreams.get(o.route.upstream.name);
+  }
+
+  /** Count the use and build what the upstream receives; shared by HTTP and WebSocket. */
+  private prepareForward(req: GatewayRequest, o: Admission, upstream: Upstream): HeaderList {
     if (o.access) this.usage.record(o.access.key.id, o.access.key.group, this.now());
-    const headers = upstreamRequestHeaderList(
+    return upstreamRequestHeaderList(
       req.headers,
       upstream.host,
       o.route.config.auth === 'none' ? undefined : upstream.credential,
       this.identityOf(o),
       this.forwarding(req),
       o.route.config.pass_authorization,
-      { underscores: this.config.listen.underscore_headers, pass: o.route.config.pass_headers },
+      headerPolicy(this.config.listen.underscore_headers, o.route.config.pass_headers),
     );
-    return { upstream, headers };
   }
 
   /**
@@ -665,7 +671,8 @@ export class Pipeline {
       else decided(r);
     };
     const upgrade = (o: Admission): void => {
-      const { upstream, headers } = this.prepareForward(req, o);
+      const upstream = this.upstreamOf(o);
+      const headers = this.prepareForward(req, o, upstream);
       this.ws.forward(req, socket, head, upstream, o.upstreamTarget, headersObject(headers), (failure) => {
         refuseUpgrade(socket, failure.status, failure.code, failure.message);
         this.access(req, o, failure.status, started, -1, failure.code);

@@ -5,6 +5,8 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { errors, type Dispatcher } from 'undici';
 import { withoutUpstreamCors } from '../cors.js';
+import type { RpcId } from '../jsonrpc/policy.js';
+import { sendFailure } from '../respond.js';
 import { clientResponseHeaders, type HeaderList } from './headers.js';
 import type { Upstream } from './upstream.js';
 
@@ -15,6 +17,14 @@ export interface ForwardResult {
   upstreamMs: number;
   /** set when the gateway answered for a failing upstream, or the stream broke */
   error?: { code: string; message: string };
+}
+
+/**
+ * Told once how a forwarded request ended: the pipeline itself, so forwarding allocates no callback
+ * per request. `context` and `started` are what the caller handed to forwardHttp, given back.
+ */
+export interface ForwardSink<C> {
+  forwarded(req: IncomingMessage, context: C, started: number, status: number, upstreamMs: number, errorCode: string | undefined, upstream: string): void;
 }
 
 export interface UpstreamFailure {
@@ -71,7 +81,7 @@ function withCors(headers: OutgoingHttpHeaders, cors: OutgoingHttpHeaders): Outg
   return headers;
 }
 
-export function forwardHttp(
+export function forwardHttp<C>(
   req: IncomingMessage,
   res: ServerResponse,
   upstream: Upstream,
@@ -79,25 +89,29 @@ export function forwardHttp(
   headers: HeaderList,
   /** the body already read (JSON-RPC policy); otherwise the client's body streams through */
   body: Buffer | undefined,
-  sendError: (res: ServerResponse, status: number, code: string, message: string) => void,
-  done: (result: ForwardResult) => void,
+  /** on a JSON-RPC path the gateway's own failures are JSON-RPC errors with this id (sendFailure) */
+  rpcId: RpcId | undefined,
   /**
    * The request carries the upstream's own credential on behalf of an accepted key: a 401 or 403
    * from the upstream is its verdict on that credential, answered 502 upstream_credential_rejected
    * (never passed on as if the client's key had been refused).
    */
-  guardCredential = false,
+  guardCredential: boolean,
   /** the route's CORS headers: they replace the upstream's Access-Control-* headers */
-  cors: OutgoingHttpHeaders | undefined = undefined,
+  cors: OutgoingHttpHeaders | undefined,
+  sink: ForwardSink<C>,
+  context: C,
+  /** when the request arrived (performance.now()), handed back to the sink */
+  started: number,
 ): void {
-  const ex = new Exchange(res, upstream, sendError, done, guardCredential, cors);
+  const ex = new Exchange(req, res, upstream, rpcId, guardCredential, cors, sink as ForwardSink<unknown>, context, started);
   // Beyond the pool's connections and max_pending queued requests: refuse now, not after a wait
   // nobody would sit through (Envoy's max_pending_requests).
   if (!upstream.admit()) {
     const message = `upstream "${upstream.name}" has ${upstream.pending} requests waiting for a connection (max_pending); retry shortly`;
     ex.fail(503, UPSTREAM_OVERLOADED, message);
     req.resume();
-    done({ status: 503, upstreamMs: -1, error: { code: UPSTREAM_OVERLOADED, message } });
+    sink.forwarded(req, context, started, 503, -1, UPSTREAM_OVERLOADED, upstream.name);
     return;
   }
   // The gateway's own deadline for the response headers, from now: time queued for a connection
@@ -138,18 +152,26 @@ class Exchange implements Dispatcher.DispatchHandler {
   private resume: (() => void) | undefined = undefined;
 
   constructor(
+    readonly req: IncomingMessage,
     readonly res: ServerResponse,
     readonly upstream: Upstream,
-    readonly sendError: (res: ServerResponse, status: number, code: string, message: string) => void,
-    readonly done: (result: ForwardResult) => void,
+    readonly rpcId: RpcId | undefined,
     readonly guardCredential: boolean,
     readonly cors: OutgoingHttpHeaders | undefined,
+    readonly sink: ForwardSink<unknown>,
+    readonly context: unknown,
+    readonly requestStarted: number,
   ) {}
 
   /** the gateway's own failures carry the route's CORS headers too: a browser must be able to read why */
   fail(status: number, code: string, message: string): void {
     if (this.cors !== undefined) stageCors(this.res, this.cors);
-    this.sendError(this.res, status, code, message);
+    sendFailure(this.res, this.rpcId, status, code, message);
+  }
+
+  /** The one report of how this exchange ended. */
+  report(status: number, upstreamMs: number, errorCode: string | undefined): void {
+    this.sink.forwarded(this.req, this.context, this.requestStarted, status, upstreamMs, errorCode, this.upstream.name);
   }
 
   /** Stop the upstream request (the client left, or the deadline passed): now, or as it leaves the queue. */
@@ -246,9 +268,10 @@ function onResponseClose(this: ExchangeCarrier): void {
   const ex = this[EXCHANGE];
   if (ex === undefined) return;
   this[EXCHANGE] = undefined;
-  if (ex.result !== undefined) return ex.done(ex.result);
-  if (this.writableFinished) return ex.done({ status: this.statusCode, upstreamMs: ex.upstreamMs });
+  const failed = ex.result;
+  if (failed !== undefined) return ex.report(failed.status, failed.upstreamMs, failed.error?.code);
+  if (this.writableFinished) return ex.report(this.statusCode, ex.upstreamMs, undefined);
   ex.clientGone = true;
   ex.abort();
-  ex.done({ status: 499, upstreamMs: ex.upstreamMs, error: { code: 'client_closed', message: 'client closed the connection' } });
+  ex.report(499, ex.upstreamMs, 'client_closed');
 }

@@ -48,7 +48,17 @@ export interface HeaderPolicy {
   readonly pass?: readonly string[] | undefined;
 }
 
-const DEFAULT_POLICY: HeaderPolicy = { underscores: 'drop' };
+const PLAIN_POLICIES: Readonly<Record<HeaderPolicy['underscores'], HeaderPolicy>> = {
+  drop: { underscores: 'drop' },
+  reject: { underscores: 'reject' },
+  allow: { underscores: 'allow' },
+};
+const DEFAULT_POLICY = PLAIN_POLICIES.drop;
+
+/** The policy for a route; one shared object per underscores setting when the route passes no override header. */
+export function headerPolicy(underscores: HeaderPolicy['underscores'], pass: readonly string[] | undefined): HeaderPolicy {
+  return pass === undefined ? PLAIN_POLICIES[underscores] : { underscores, pass };
+}
 
 /** The first header name with an underscore, if any (for underscore_headers: reject). */
 export function underscoreHeader(headers: IncomingHttpHeaders): string | undefined {
