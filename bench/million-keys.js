@@ -56,11 +56,24 @@ function rssMb(pid) {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
+/** Gateways running now: stopped (SIGKILL) when the bench itself is stopped, never left behind. */
+const running = new Set();
+let workDir; // removed on a stop too, unless BENCH_KEEP=1 (a million-key store is ~300 MB)
+for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]]) {
+  process.once(sig, () => {
+    for (const child of running) child.kill('SIGKILL');
+    if (workDir !== undefined && process.env.BENCH_KEEP !== '1') rmSync(workDir, { recursive: true, force: true });
+    process.exit(code);
+  });
+}
+
 /** keygate serve; resolves once it logs "keygate listening", with the time that took. */
 function serve(cfg) {
   return new Promise((resolve, reject) => {
     const started = performance.now();
     const child = spawn(process.execPath, [BIN, 'serve', '-c', cfg], { env: { ...process.env, NODE_OPTIONS: '' } });
+    running.add(child);
+    child.once('exit', () => running.delete(child));
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     const onData = () => {
@@ -164,7 +177,7 @@ async function measure(dir, name, n, upstream) {
 }
 
 export async function millionKeys() {
-  const dir = mkdtempSync(path.join(tmpdir(), 'keygate-million-'));
+  const dir = (workDir = mkdtempSync(path.join(tmpdir(), 'keygate-million-')));
   const upstream = await startEchoUpstream({ name: 'up' });
   try {
     const small = await measure(dir, 'ten', 10, upstream.url);

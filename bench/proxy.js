@@ -112,7 +112,8 @@ async function main() {
     cleanup().finally(() => process.exit(3));
   }, budgetS * 1000);
   watchdog.unref();
-  process.on('SIGINT', () => cleanup().finally(() => process.exit(130)));
+  // stopped (Ctrl-C, `timeout`, a closed terminal): no child, nginx or redis-server left running
+  for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]]) process.on(sig, () => cleanup().finally(() => process.exit(code)));
 
   try {
     await run();
