@@ -297,15 +297,14 @@ export class Pipeline implements ForwardSink<Admission> {
    * stage 7, the key's rate limit (after authorisation, before the upstream sees anything), then forward.
    */
   private limitThenForward(req: GatewayRequest, res: GatewayResponse, o: Admission, started: number, body?: Buffer, rpcId?: RpcId): void {
-    const refuse = (v: VersionRefusal) => this.refuse(req, res, this.versionRefusal(o, v), started, rpcId);
     const v = o.route.config.answer === undefined ? this.versions.check(o.route.config, o.remoteNode) : undefined;
     if (v === undefined) this.limitThenForwardChecked(req, res, o, started, body, rpcId);
     else if (v instanceof Promise) {
       v.then(
-        (r) => (r === undefined ? this.limitThenForwardChecked(req, res, o, started, body, rpcId) : refuse(r)),
+        (r) => (r === undefined ? this.limitThenForwardChecked(req, res, o, started, body, rpcId) : this.refuse(req, res, this.versionRefusal(o, r), started, rpcId)),
         (err) => this.internalError(req, res, started, err),
       );
-    } else refuse(v);
+    } else this.refuse(req, res, this.versionRefusal(o, v), started, rpcId);
   }
 
   private versionRefusal(o: Admission, v: VersionRefusal): Refusal {
