@@ -2,8 +2,10 @@
 // listings (run by `npm run bench` after bench/proxy.js; on its own: node bench/million-keys.js
 // after npm run build).
 //
+// Both gateways run side by side and their load runs alternate, BENCH_ROUNDS (default 3) rounds;
+// ratios are taken within each round (the machine's speed drifts by minutes).
 // Env: BENCH_KEYS (default 1000000), BENCH_DURATION (s per load run, default 10), BENCH_CONNECTIONS
-// (default 50), BENCH_KEEP=1 keeps the temp dir. Goals (issue 13): start <= 2 s, RSS <= 200 MB,
+// (default 50), BENCH_ROUNDS, BENCH_KEEP=1 keeps the temp dir. Goals (issue 13): start <= 2 s, RSS <= 200 MB,
 // a SIGHUP reload never blocks requests, throughput >= 0.95x of the ten-key store.
 
 import autocannon from 'autocannon';
@@ -17,6 +19,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startEchoUpstream } from '../dist/demo/echo-upstream.js';
 import { SqliteKeyStore } from '../dist/keys/sqlite-store.js';
+import { procCpu } from './lib/util.js';
 import { digestSecret, displayPrefix, generateSecret } from '../dist/keys/secret.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -24,6 +27,7 @@ const BIN = path.join(ROOT, 'bin/keygate.js');
 const KEYS = Number(process.env.BENCH_KEYS ?? 1_000_000);
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const TOKEN = 'bench-admin-token-0123456789';
 
 /** A store of `n` keys written in one transaction; returns one usable secret. */
@@ -91,6 +95,7 @@ function serve(cfg) {
 
 function stop(gw) {
   return new Promise((resolve) => {
+    if (gw.child.exitCode !== null || gw.child.signalCode !== null) return resolve();
     gw.child.removeAllListeners('exit');
     gw.child.once('exit', resolve);
     gw.child.kill('SIGTERM');
@@ -126,8 +131,8 @@ function runCli(args) {
   });
 }
 
-/** One store size: start, RSS, throughput, a load run with a SIGHUP every second, the listings. */
-async function measure(dir, name, n, upstream) {
+/** One store: filled, its config written, the gateway started (start time, RSS at start). */
+async function prepare(dir, name, n, upstream) {
   const db = path.join(dir, `${name}.db`);
   const t0 = performance.now();
   const secret = fillStore(db, n);
@@ -139,51 +144,96 @@ async function measure(dir, name, n, upstream) {
       `keys: { rate_limit: { default: 60, min: 1, max: 1000000 } }\nupstreams: [{ name: up, api_base_url: "${upstream}" }]\nroutes: [{ path: "/**", upstream: up }]\n`,
   );
   const gw = await serve(cfg);
-  const rssStart = rssMb(gw.child.pid);
-  await load(gw.url + '/x', secret, 2); // warm-up
-  const steady = await load(gw.url + '/x', secret, DURATION);
-  const rssLoad = rssMb(gw.child.pid);
-  // reloads under load: one SIGHUP a second; the slowest request shows whether one blocked
-  let reloads = 0;
-  const hup = setInterval(() => {
-    gw.child.kill('SIGHUP');
-    reloads++;
-  }, 1000);
-  const reloading = await load(gw.url + '/x', secret, DURATION);
-  clearInterval(hup);
-  const auth = { authorization: `Bearer ${TOKEN}` };
-  const info = await timed(gw.admin + '/api/info', auth);
-  const page = await timed(gw.admin + '/api/v1/api-keys?limit=10', auth);
-  const list = await runCli(['keys', 'list', '-c', cfg, '--limit', '10', '--json']);
-  const reloadLines = gw.log().split('\n').filter((l) => l.includes('configuration reloaded')).length;
-  await stop(gw);
-  return {
-    keys: n,
-    fill_s: fillS,
-    start_ms: gw.startMs,
-    rss_start_mb: rssStart,
-    rss_load_mb: rssLoad,
-    rps: steady.requests.average,
-    p99_ms: steady.latency.p99,
-    max_ms: steady.latency.max,
-    errors: steady.errors + steady.non2xx,
-    reload: { sighups: reloads, logged: reloadLines, rps: reloading.requests.average, p99_ms: reloading.latency.p99, max_ms: reloading.latency.max, errors: reloading.errors + reloading.non2xx },
-    info_ms: info.ms,
-    page_ms: page.ms,
-    page_status: page.status,
-    cli_list_ms: list.ms,
-    cli_list_code: list.code,
+  return { keys: n, cfg, secret, gw, fill_s: fillS, start_ms: gw.startMs, rss_start_mb: rssMb(gw.child.pid) };
+}
+
+/** One load run on a gateway: req/s, latency, and the gateway's CPU per request (from /proc). */
+async function loadRun(s, seconds, duringRun) {
+  const cpu0 = procCpu(s.gw.child.pid);
+  const stopDuring = duringRun?.();
+  const r = await load(s.gw.url + '/x', s.secret, seconds);
+  stopDuring?.();
+  const cpu1 = procCpu(s.gw.child.pid);
+  const cpuUs = cpu0 && cpu1 ? cpu1.user + cpu1.system - cpu0.user - cpu0.system : NaN;
+  return { rps: r.requests.average, p99_ms: r.latency.p99, max_ms: r.latency.max, errors: r.errors + r.non2xx, cpu_us_per_req: r.requests.total > 0 ? cpuUs / r.requests.total : NaN };
+}
+
+/** A SIGHUP (reload) every second while a run lasts; the slowest request shows whether one blocked. */
+function reloadsEverySecond(s) {
+  return () => {
+    const hup = setInterval(() => {
+      s.gw.child.kill('SIGHUP');
+      s.sighups++;
+    }, 1000);
+    return () => clearInterval(hup);
   };
 }
 
+const median = (xs) => {
+  const v = [...xs].sort((a, b) => a - b);
+  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+};
+const spread = (xs) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
+
+/**
+ * Both gateways run side by side, and their load runs alternate (small first in odd rounds, big
+ * first in even ones): the machine's drift over minutes falls on both alike, and the ratios are
+ * taken within each round.
+ */
 export async function millionKeys() {
   const dir = (workDir = mkdtempSync(path.join(tmpdir(), 'keygate-million-')));
   const upstream = await startEchoUpstream({ name: 'up' });
+  const stores = [];
   try {
-    const small = await measure(dir, 'ten', 10, upstream.url);
-    const big = await measure(dir, 'million', KEYS, upstream.url);
-    return { small, big };
+    const small = await prepare(dir, 'ten', 10, upstream.url);
+    stores.push(small);
+    const big = await prepare(dir, 'million', KEYS, upstream.url);
+    stores.push(big);
+    for (const s of stores) {
+      s.runs = [];
+      s.reloads = [];
+      s.sighups = 0;
+      await loadRun(s, 2); // warm-up
+    }
+    const rounds = [];
+    for (let r = 1; r <= ROUNDS; r++) {
+      const order = r % 2 ? [small, big] : [big, small];
+      for (const s of order) s.runs.push(await loadRun(s, DURATION));
+      rounds.push({ rps: big.runs.at(-1).rps / small.runs.at(-1).rps, cpu: big.runs.at(-1).cpu_us_per_req / small.runs.at(-1).cpu_us_per_req });
+    }
+    for (const s of stores) s.rss_load_mb = rssMb(s.gw.child.pid);
+    for (const s of [small, big]) s.reloads.push(await loadRun(s, DURATION, reloadsEverySecond(s)));
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    const out = [];
+    for (const s of stores) {
+      const info = await timed(s.gw.admin + '/api/info', auth);
+      const page = await timed(s.gw.admin + '/api/v1/api-keys?limit=10', auth);
+      const list = await runCli(['keys', 'list', '-c', s.cfg, '--limit', '10', '--json']);
+      const reloadLines = s.gw.log().split('\n').filter((l) => l.includes('configuration reloaded')).length;
+      const rel = s.reloads[0];
+      out.push({
+        keys: s.keys,
+        fill_s: s.fill_s,
+        start_ms: s.start_ms,
+        rss_start_mb: s.rss_start_mb,
+        rss_load_mb: s.rss_load_mb,
+        rps: median(s.runs.map((x) => x.rps)),
+        cpu_us_per_req: median(s.runs.map((x) => x.cpu_us_per_req)),
+        p99_ms: median(s.runs.map((x) => x.p99_ms)),
+        max_ms: Math.max(...s.runs.map((x) => x.max_ms)),
+        errors: s.runs.reduce((n, x) => n + x.errors, 0),
+        runs: s.runs,
+        reload: { sighups: s.sighups, logged: reloadLines, rps: rel.rps, p99_ms: rel.p99_ms, max_ms: rel.max_ms, errors: rel.errors },
+        info_ms: info.ms,
+        page_ms: page.ms,
+        page_status: page.status,
+        cli_list_ms: list.ms,
+        cli_list_code: list.code,
+      });
+    }
+    return { small: out[0], big: out[1], rounds: ROUNDS, rps_ratio: spread(rounds.map((x) => x.rps)), cpu_ratio: spread(rounds.map((x) => x.cpu)) };
   } finally {
+    await Promise.all(stores.map((s) => stop(s.gw)));
     await upstream.close();
     if (process.env.BENCH_KEEP !== '1') rmSync(dir, { recursive: true, force: true });
   }
@@ -192,22 +242,24 @@ export async function millionKeys() {
 const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : String(x));
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const { small, big } = await millionKeys();
-  console.log(`\nkeygate with ${big.keys.toLocaleString('en')} keys in SQLite vs 10 (${CONNECTIONS} connections, ${DURATION} s per run)`);
+  const { small, big, rounds, rps_ratio, cpu_ratio } = await millionKeys();
+  const r2 = (x) => `${fmt(x.median, 2)} (${fmt(x.min, 2)}–${fmt(x.max, 2)})`;
+  console.log(`\nkeygate with ${big.keys.toLocaleString('en')} keys in SQLite vs 10 (${CONNECTIONS} connections, ${DURATION} s per run, ${rounds} alternating round(s), both gateways up side by side)`);
   for (const r of [small, big]) {
     console.log(
       `  ${String(r.keys).padStart(8)} keys: filled in ${fmt(r.fill_s, 1)} s; start ${fmt(r.start_ms)} ms; RSS ${fmt(r.rss_start_mb)} MB at start, ${fmt(r.rss_load_mb)} MB under load; ` +
-        `${fmt(r.rps)} req/s, p99 ${fmt(r.p99_ms)} ms, max ${fmt(r.max_ms)} ms, errors ${r.errors}`,
+        `${fmt(r.rps)} req/s, ${fmt(r.cpu_us_per_req)} µs CPU per request, p99 ${fmt(r.p99_ms)} ms, max ${fmt(r.max_ms)} ms (medians over the rounds), errors ${r.errors}`,
     );
     console.log(
       `            reloads: ${r.reload.sighups} SIGHUPs under load (${r.reload.logged} logged): ${fmt(r.reload.rps)} req/s, p99 ${fmt(r.reload.p99_ms)} ms, max ${fmt(r.reload.max_ms)} ms, errors ${r.reload.errors}; ` +
         `GET /api/info ${fmt(r.info_ms, 1)} ms, GET /api/v1/api-keys?limit=10 ${r.page_status} in ${fmt(r.page_ms, 1)} ms, keys list --limit 10 exit ${r.cli_list_code} in ${fmt(r.cli_list_ms)} ms`,
     );
   }
-  const ratio = big.rps / small.rps;
+  console.log(`  ${big.keys.toLocaleString('en')} keys against 10, within each round: req/s ×${r2(rps_ratio)}, CPU per request ×${r2(cpu_ratio)}`);
+  const ratio = rps_ratio.median;
   console.log(
     `  goals: start <= 2000 ms: ${fmt(big.start_ms)} ms ${big.start_ms <= 2000 ? 'ok' : 'MISSED'}; RSS <= 200 MB: ${fmt(Math.max(big.rss_start_mb, big.rss_load_mb))} MB ${Math.max(big.rss_start_mb, big.rss_load_mb) <= 200 ? 'ok' : 'MISSED'}; ` +
       `throughput ${fmt(ratio, 2)}x of 10 keys ${ratio >= 0.95 ? 'ok' : 'MISSED'}; slowest request during reloads ${fmt(big.reload.max_ms)} ms (10 keys: ${fmt(small.reload.max_ms)} ms)`,
   );
-  console.log(JSON.stringify({ bench: 'million-keys', small, big, rps_ratio: ratio }));
+  console.log(JSON.stringify({ bench: 'million-keys', small, big, rounds, rps_ratio, cpu_ratio }));
 }
