@@ -44,31 +44,37 @@ export class UsageCounter {
     private readonly onError: (err: unknown, inRow: number) => void = () => {},
   ) {}
 
-  /**
-   * The hour slot of a key's pending delta for `nowMs` and the key's group then (a batch spans an
-   * hour boundary, or sees the key move to another group, rarely).
-   */
-  private hour(keyId: string, group: string | null, nowMs: number): { d: Pending; h: UsageHour } {
-    const hourMs = nowMs - (nowMs % HOUR_MS);
+  /** A key's pending delta, made on its first count since the last flush. */
+  private pendingOf(keyId: string): Pending {
     let d = this.pending.get(keyId);
     if (d === undefined) {
       d = { count: 0, lastUsedAt: '', lastMs: 0, hours: [] };
       this.pending.set(keyId, d);
     }
+    return d;
+  }
+
+  /**
+   * The hour slot of a pending delta for `nowMs` and the key's group then (a batch spans an hour
+   * boundary, or sees the key move to another group, rarely).
+   */
+  private hourOf(d: Pending, group: string | null, nowMs: number): UsageHour {
+    const hourMs = nowMs - (nowMs % HOUR_MS);
     const g = group ?? undefined;
     const last = d.hours[d.hours.length - 1];
-    if (last !== undefined && last.hourMs === hourMs && last.group === g) return { d, h: last };
+    if (last !== undefined && last.hourMs === hourMs && last.group === g) return last;
     let h = d.hours.find((x) => x.hourMs === hourMs && x.group === g);
     if (h === undefined) {
       h = g === undefined ? { hourMs, allowed: 0, limited: 0, forbidden: 0, quota: 0 } : { hourMs, allowed: 0, limited: 0, forbidden: 0, quota: 0, group: g };
       d.hours.push(h);
     }
-    return { d, h };
+    return h;
   }
 
   /** A request forwarded with this key (of this group: null = none). */
   record(keyId: string, group: string | null, nowMs: number): void {
-    const { d, h } = this.hour(keyId, group, nowMs);
+    const d = this.pendingOf(keyId);
+    const h = this.hourOf(d, group, nowMs);
     d.count++;
     h.allowed++;
     if (nowMs > d.lastMs) d.lastMs = nowMs;
@@ -76,7 +82,7 @@ export class UsageCounter {
 
   /** A request with this key that was refused (429 rate limit, 403 not allowed, 429 quota used up). */
   refused(keyId: string, group: string | null, kind: Refused, nowMs: number): void {
-    const { h } = this.hour(keyId, group, nowMs);
+    const h = this.hourOf(this.pendingOf(keyId), group, nowMs);
     if (kind === 'quota') h.quota = (h.quota ?? 0) + 1;
     else h[kind]++;
   }
