@@ -8,9 +8,8 @@
 // (default 50), BENCH_ROUNDS, BENCH_KEEP=1 keeps the temp dir. Goals (issue 13): start <= 2 s, RSS <= 200 MB,
 // a SIGHUP reload never blocks requests, throughput >= 0.95x of the ten-key store.
 
-import autocannon from 'autocannon';
 import Database from 'better-sqlite3';
-import { spawn } from 'node:child_process';
+import { fork, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -20,10 +19,12 @@ import { fileURLToPath } from 'node:url';
 import { startEchoUpstream } from '../dist/demo/echo-upstream.js';
 import { SqliteKeyStore } from '../dist/keys/sqlite-store.js';
 import { procCpu } from './lib/util.js';
+import { startBenchUpstream } from './lib/upstream.js';
 import { digestSecret, displayPrefix, generateSecret } from '../dist/keys/secret.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = path.join(ROOT, 'bin/keygate.js');
+const LOAD = path.join(ROOT, 'bench/lib/load.js');
 const KEYS = Number(process.env.BENCH_KEYS ?? 1_000_000);
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
@@ -62,10 +63,12 @@ function rssMb(pid) {
 
 /** Gateways running now: stopped (SIGKILL) when the bench itself is stopped, never left behind. */
 const running = new Set();
+let upstreamPid; // the nginx upstream's master, when nginx is the upstream
 let workDir; // removed on a stop too, unless BENCH_KEEP=1 (a million-key store is ~300 MB)
 for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]]) {
   process.once(sig, () => {
     for (const child of running) child.kill('SIGKILL');
+    if (upstreamPid !== undefined) process.kill(upstreamPid, 'SIGTERM'); // nginx's master stops its worker
     if (workDir !== undefined && process.env.BENCH_KEEP !== '1') rmSync(workDir, { recursive: true, force: true });
     process.exit(code);
   });
@@ -102,9 +105,26 @@ function stop(gw) {
   });
 }
 
+/** One autocannon run from a child process (bench/lib/load.js): never in this process, which hosts the upstream. */
 function load(url, secret, seconds) {
   return new Promise((resolve, reject) => {
-    autocannon({ url, connections: CONNECTIONS, duration: seconds, headers: { 'x-api-key': secret } }, (err, r) => (err ? reject(err) : resolve(r)));
+    const child = fork(LOAD, [JSON.stringify({ url, headers: { 'x-api-key': secret }, connections: CONNECTIONS, duration: seconds, warmup: 0 })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    running.add(child);
+    let result;
+    child.on('message', (m) => {
+      if (m.type === 'result') result = m.result;
+    });
+    child.once('exit', (code) => {
+      running.delete(child);
+      if (result === undefined) return reject(new Error(`load generator exited ${code} without a result`));
+      resolve({
+        rps: result.completed / result.duration,
+        total: result.completed,
+        p99_ms: result.p99,
+        max_ms: result.acMax,
+        errors: result.errors + result.non2xx,
+      });
+    });
   });
 }
 
@@ -113,9 +133,10 @@ function timed(url, headers = {}) {
     const t0 = performance.now();
     http
       .get(url, { headers }, (res) => {
-        let n = 0;
-        res.on('data', (d) => (n += d.length));
-        res.on('end', () => resolve({ status: res.statusCode, ms: performance.now() - t0, bytes: n }));
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode, ms: performance.now() - t0, bytes: Buffer.byteLength(body), body }));
       })
       .on('error', reject);
   });
@@ -148,14 +169,24 @@ async function prepare(dir, name, n, upstream) {
 }
 
 /** One load run on a gateway: req/s, latency, and the gateway's CPU per request (from /proc). */
+/** The gateway's longest event-loop delay since the last scrape, in ms (prom-client resets it when /metrics is read). */
+async function loopLagMaxMs(s) {
+  const r = await timed(s.gw.admin + '/metrics');
+  const m = /^keygate_nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(r.body);
+  return m ? Number(m[1]) * 1000 : NaN;
+}
+
 async function loadRun(s, seconds, duringRun) {
+  await loopLagMaxMs(s); // starts the gateway's event-loop delay record afresh
   const cpu0 = procCpu(s.gw.child.pid);
   const stopDuring = duringRun?.();
   const r = await load(s.gw.url + '/x', s.secret, seconds);
   stopDuring?.();
   const cpu1 = procCpu(s.gw.child.pid);
   const cpuUs = cpu0 && cpu1 ? cpu1.user + cpu1.system - cpu0.user - cpu0.system : NaN;
-  return { rps: r.requests.average, p99_ms: r.latency.p99, max_ms: r.latency.max, errors: r.errors + r.non2xx, cpu_us_per_req: r.requests.total > 0 ? cpuUs / r.requests.total : NaN };
+  // the slowest request against the gateway's own longest stall: a slow request with no stall was slow elsewhere
+  const lagMs = await loopLagMaxMs(s);
+  return { rps: r.rps, p99_ms: r.p99_ms, max_ms: r.max_ms, loop_lag_max_ms: lagMs, errors: r.errors, cpu_us_per_req: r.total > 0 ? cpuUs / r.total : NaN };
 }
 
 /** A SIGHUP (reload) every second while a run lasts; the slowest request shows whether one blocked. */
@@ -182,7 +213,11 @@ const spread = (xs) => ({ median: median(xs), min: Math.min(...xs), max: Math.ma
  */
 export async function millionKeys() {
   const dir = (workDir = mkdtempSync(path.join(tmpdir(), 'keygate-million-')));
-  const upstream = await startEchoUpstream({ name: 'up' });
+  const echo = await startEchoUpstream({ name: 'up' });
+  // nginx with a fixed answer (bench/lib/upstream.js) where installed: an upstream that is never the
+  // bottleneck, so req/s is the gateway's (the echo upstream shares this process and saturated first)
+  const upstream = await startBenchUpstream(dir, echo);
+  upstreamPid = upstream.pid;
   const stores = [];
   try {
     const small = await prepare(dir, 'ten', 10, upstream.url);
@@ -221,9 +256,10 @@ export async function millionKeys() {
         cpu_us_per_req: median(s.runs.map((x) => x.cpu_us_per_req)),
         p99_ms: median(s.runs.map((x) => x.p99_ms)),
         max_ms: Math.max(...s.runs.map((x) => x.max_ms)),
+        loop_lag_max_ms: Math.max(...s.runs.map((x) => x.loop_lag_max_ms)),
         errors: s.runs.reduce((n, x) => n + x.errors, 0),
         runs: s.runs,
-        reload: { sighups: s.sighups, logged: reloadLines, rps: rel.rps, p99_ms: rel.p99_ms, max_ms: rel.max_ms, errors: rel.errors },
+        reload: { sighups: s.sighups, logged: reloadLines, rps: rel.rps, p99_ms: rel.p99_ms, max_ms: rel.max_ms, loop_lag_max_ms: rel.loop_lag_max_ms, errors: rel.errors },
         info_ms: info.ms,
         page_ms: page.ms,
         page_status: page.status,
@@ -231,10 +267,12 @@ export async function millionKeys() {
         cli_list_code: list.code,
       });
     }
-    return { small: out[0], big: out[1], rounds: ROUNDS, rps_ratio: spread(rounds.map((x) => x.rps)), cpu_ratio: spread(rounds.map((x) => x.cpu)) };
+    return { upstream: upstream.describe, small: out[0], big: out[1], rounds: ROUNDS, rps_ratio: spread(rounds.map((x) => x.rps)), cpu_ratio: spread(rounds.map((x) => x.cpu)) };
   } finally {
     await Promise.all(stores.map((s) => stop(s.gw)));
     await upstream.close();
+    upstreamPid = undefined;
+    await echo.close();
     if (process.env.BENCH_KEEP !== '1') rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -242,16 +280,16 @@ export async function millionKeys() {
 const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : String(x));
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const { small, big, rounds, rps_ratio, cpu_ratio } = await millionKeys();
+  const { upstream, small, big, rounds, rps_ratio, cpu_ratio } = await millionKeys();
   const r2 = (x) => `${fmt(x.median, 2)} (${fmt(x.min, 2)}–${fmt(x.max, 2)})`;
-  console.log(`\nkeygate with ${big.keys.toLocaleString('en')} keys in SQLite vs 10 (${CONNECTIONS} connections, ${DURATION} s per run, ${rounds} alternating round(s), both gateways up side by side)`);
+  console.log(`\nkeygate with ${big.keys.toLocaleString('en')} keys in SQLite vs 10 (${CONNECTIONS} connections, ${DURATION} s per run, ${rounds} alternating round(s), both gateways up side by side)\n  upstream: ${upstream}`);
   for (const r of [small, big]) {
     console.log(
       `  ${String(r.keys).padStart(8)} keys: filled in ${fmt(r.fill_s, 1)} s; start ${fmt(r.start_ms)} ms; RSS ${fmt(r.rss_start_mb)} MB at start, ${fmt(r.rss_load_mb)} MB under load; ` +
-        `${fmt(r.rps)} req/s, ${fmt(r.cpu_us_per_req)} µs CPU per request, p99 ${fmt(r.p99_ms)} ms, max ${fmt(r.max_ms)} ms (medians over the rounds), errors ${r.errors}`,
+        `${fmt(r.rps)} req/s, ${fmt(r.cpu_us_per_req)} µs CPU per request, p99 ${fmt(r.p99_ms)} ms (medians over the rounds), max ${fmt(r.max_ms)} ms, gateway's longest event-loop stall ${fmt(r.loop_lag_max_ms)} ms, errors ${r.errors}`,
     );
     console.log(
-      `            reloads: ${r.reload.sighups} SIGHUPs under load (${r.reload.logged} logged): ${fmt(r.reload.rps)} req/s, p99 ${fmt(r.reload.p99_ms)} ms, max ${fmt(r.reload.max_ms)} ms, errors ${r.reload.errors}; ` +
+      `            reloads: ${r.reload.sighups} SIGHUPs under load (${r.reload.logged} logged): ${fmt(r.reload.rps)} req/s, p99 ${fmt(r.reload.p99_ms)} ms, max ${fmt(r.reload.max_ms)} ms, longest event-loop stall ${fmt(r.reload.loop_lag_max_ms)} ms, errors ${r.reload.errors}; ` +
         `GET /api/info ${fmt(r.info_ms, 1)} ms, GET /api/v1/api-keys?limit=10 ${r.page_status} in ${fmt(r.page_ms, 1)} ms, keys list --limit 10 exit ${r.cli_list_code} in ${fmt(r.cli_list_ms)} ms`,
     );
   }
@@ -259,7 +297,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const ratio = rps_ratio.median;
   console.log(
     `  goals: start <= 2000 ms: ${fmt(big.start_ms)} ms ${big.start_ms <= 2000 ? 'ok' : 'MISSED'}; RSS <= 200 MB: ${fmt(Math.max(big.rss_start_mb, big.rss_load_mb))} MB ${Math.max(big.rss_start_mb, big.rss_load_mb) <= 200 ? 'ok' : 'MISSED'}; ` +
-      `throughput ${fmt(ratio, 2)}x of 10 keys ${ratio >= 0.95 ? 'ok' : 'MISSED'}; slowest request during reloads ${fmt(big.reload.max_ms)} ms (10 keys: ${fmt(small.reload.max_ms)} ms)`,
+      `throughput ${fmt(ratio, 2)}x of 10 keys ${ratio >= 0.95 ? 'ok' : 'MISSED'}; slowest request during reloads ${fmt(big.reload.max_ms)} ms (10 keys: ${fmt(small.reload.max_ms)} ms), the gateway's longest event-loop stall then ${fmt(big.reload.loop_lag_max_ms)} ms (10 keys: ${fmt(small.reload.loop_lag_max_ms)} ms)`,
   );
-  console.log(JSON.stringify({ bench: 'million-keys', small, big, rounds, rps_ratio, cpu_ratio }));
+  console.log(JSON.stringify({ bench: 'million-keys', upstream, small, big, rounds, rps_ratio, cpu_ratio }));
 }

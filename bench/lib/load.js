@@ -55,6 +55,7 @@ async function loadChild(opts) {
       p99: pct(99),
       acP50: res.latency.p50,
       acP99: res.latency.p99,
+      acMax: res.latency.max,
       cpuMs: (cpu.user + cpu.system) / 1000,
     },
   });

@@ -19,13 +19,13 @@ export const FIXED_BODY = JSON.stringify({
 });
 
 /**
- * Start the upstream: { url, kind: 'nginx' | 'echo', echoUrl, cpu(): {user, system} | null, describe, close() }.
+ * Start the upstream: { url, kind: 'nginx' | 'echo', echoUrl, pid (nginx's master), cpu(): {user, system} | null, describe, close() }.
  * `echo` is the started echo upstream (always there: the checks and the revocation part use it).
  */
 export async function startBenchUpstream(tmp, echo, choice = process.env.BENCH_UPSTREAM ?? 'nginx') {
   if (choice === 'echo' || !NGINX_BIN) {
     const why = choice === 'echo' ? 'BENCH_UPSTREAM=echo' : 'nginx is not installed';
-    return { url: echo.url, kind: 'echo', echoUrl: echo.url, cpu: () => null, describe: `echo upstream in the bench process pid ${process.pid} (${why})`, close: async () => {} };
+    return { url: echo.url, kind: 'echo', echoUrl: echo.url, pid: undefined, cpu: () => null, describe: `echo upstream in the bench process pid ${process.pid} (${why})`, close: async () => {} };
   }
   const echoHost = new URL(echo.url).host;
   const body = FIXED_BODY.replace(/\\/g, '\\\\').replace(/'/g, "\\'");
@@ -49,6 +49,8 @@ export async function startBenchUpstream(tmp, echo, choice = process.env.BENCH_U
     url: nginx.url,
     kind: 'nginx',
     echoUrl: echo.url,
+    /** nginx's master */
+    pid: nginx.pid,
     /** the nginx worker's CPU (the master does nothing per request) */
     cpu: () => procCpu((worker ??= workerPid(nginx.pid))),
     describe: `nginx upstream pid ${nginx.pid} (one worker; a fixed ${Buffer.byteLength(FIXED_BODY)}-byte JSON; ?bench_echo=1 → echo upstream in the bench process)`,
