@@ -68,7 +68,9 @@ let workDir; // removed on a stop too, unless BENCH_KEEP=1 (a million-key store 
 for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]]) {
   process.once(sig, () => {
     for (const child of running) child.kill('SIGKILL');
-    if (upstreamPid !== undefined) process.kill(upstreamPid, 'SIGTERM'); // nginx's master stops its worker
+    try {
+      if (upstreamPid !== undefined) process.kill(upstreamPid, 'SIGTERM'); // nginx's master stops its worker
+    } catch {} // gone already
     if (workDir !== undefined && process.env.BENCH_KEEP !== '1') rmSync(workDir, { recursive: true, force: true });
     process.exit(code);
   });

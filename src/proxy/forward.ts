@@ -60,9 +60,7 @@ function hasBody(req: IncomingMessage): boolean {
 /** Where the gateway's credential went, a 401/403 means the upstream refused it, not the client. */
 export const CREDENTIAL_REJECTED = 'upstream_credential_rejected';
 
-
-/** Keygate's CORS headers instead of the upstream's own; Vary keeps the upstream's values too. */
-/** Stage headers on the gateway's response (GatewayResponse), or set them on a plain one. */
+/** Stage the route's CORS headers on the gateway's response (GatewayResponse), or set them on a plain one. */
 function stageCors(res: ServerResponse, cors: OutgoingHttpHeaders): void {
   const staging = res as ServerResponse & { stage?: (name: string, value: string) => void };
   for (const name in cors) {
@@ -73,6 +71,7 @@ function stageCors(res: ServerResponse, cors: OutgoingHttpHeaders): void {
   }
 }
 
+/** Keygate's CORS headers instead of the upstream's own; Vary keeps the upstream's values too. */
 function withCors(headers: OutgoingHttpHeaders, cors: OutgoingHttpHeaders): OutgoingHttpHeaders {
   const vary = headers.vary;
   withoutUpstreamCors(headers);
