@@ -19,7 +19,8 @@
 // BENCH_COMPARE_DIST, BENCH_OUT (JSON file, default keygate-bench-<time>.json in the temp dir),
 // BENCH_KEEP=1 keeps the temp dir. BENCH_SHORT=1: one round of 2 s, no warm-up, 10 revocations.
 // BENCH_PACED_RATE (default 1000): req/s of the paced runs (upstream direct, bare proxy, Keygate;
-// the latency each adds when not saturated); BENCH_PACED=0 skips them. Phase gateway-open: the
+// the latency each adds when not saturated; BENCH_PACED_PHASES, default "bare,gateway", picks the
+// proxies); BENCH_PACED=0 skips them. Phase gateway-open: the
 // gateway process on an auth: none route, for what a key costs.
 //
 // The upstream (bench/lib/upstream.js): nginx answering a fixed small JSON (the echo upstream with
@@ -59,6 +60,8 @@ async function main() {
   const OPEN_TARGET = '/api/v1/health'; // route: auth: none (gateway-open)
   const PACED_RATE = envNumber('BENCH_PACED_RATE', 1000, { min: 1, int: true }); // req/s of the paced runs (0 = no paced runs via BENCH_PACED=0)
   const PACED = process.env.BENCH_PACED !== '0';
+  // which proxies get a paced run besides the upstream direct (any measured phase: e.g. gateway-nolog to see what the access log adds)
+  const PACED_PHASES = (process.env.BENCH_PACED_PHASES ?? 'bare,gateway').split(',').map((p) => p.trim()).filter(Boolean);
   const REDIS_BIN = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).stdout.trim();
   const REDIS_SKIPPED = 'skipped: redis-server not installed (apt-get install redis-server)';
 
@@ -276,7 +279,7 @@ async function main() {
     }
 
     // ---- added latency at a paced rate (not saturated): upstream direct, the bare proxy, Keygate
-    const paced = await runPaced(['baseline', 'bare', 'gateway'].filter((p) => p === 'baseline' || (gateways[p] && want(p))), targetOf);
+    const paced = await runPaced(['baseline', ...PACED_PHASES].filter((p) => p === 'baseline' || (gateways[p] && want(p))), targetOf);
 
     // ---- close the proxies (flushes the access logs), then count the lines
     await Promise.all(Object.values(gateways).map((g) => g.close()));
