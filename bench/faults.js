@@ -73,6 +73,15 @@ function pct(sorted, p) {
 }
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'keygate-faults-'));
+// Stopped (Ctrl-C, `timeout`, a closed terminal): no gateway or redis-server left behind, not even a
+// frozen one (SIGKILL ends a SIGSTOPped process too).
+for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]]) {
+  process.once(sig, () => {
+    for (const c of children) c.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(code);
+  });
+}
 const redisPort = await freePort();
 const redis = await spawnReady(REDIS_BIN, ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], /Ready to accept connections/);
 const echo = await startEchoUpstream({ name: 'up' });
