@@ -5,7 +5,7 @@
 // Both gateways run side by side and their load runs alternate, BENCH_ROUNDS (default 3) rounds;
 // ratios are taken within each round (the machine's speed drifts by minutes).
 // Env: BENCH_KEYS (default 1000000), BENCH_DURATION (s per load run, default 10), BENCH_CONNECTIONS
-// (default 50), BENCH_ROUNDS, BENCH_KEEP=1 keeps the temp dir. Goals (issue 13): start <= 2 s, RSS <= 200 MB,
+// (default 50), BENCH_ROUNDS, BENCH_SHORT=1 (one round of 2 s), BENCH_KEEP=1 keeps the temp dir. Goals (issue 13): start <= 2 s, RSS <= 200 MB,
 // a SIGHUP reload never blocks requests, throughput >= 0.95x of the ten-key store.
 
 import Database from 'better-sqlite3';
@@ -18,17 +18,19 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startEchoUpstream } from '../dist/demo/echo-upstream.js';
 import { SqliteKeyStore } from '../dist/keys/sqlite-store.js';
-import { procCpu } from './lib/util.js';
+import { envNumber, procCpu } from './lib/util.js';
 import { startBenchUpstream } from './lib/upstream.js';
 import { digestSecret, displayPrefix, generateSecret } from '../dist/keys/secret.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = path.join(ROOT, 'bin/keygate.js');
 const LOAD = path.join(ROOT, 'bench/lib/load.js');
-const KEYS = Number(process.env.BENCH_KEYS ?? 1_000_000);
-const DURATION = Number(process.env.BENCH_DURATION ?? 10);
-const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+// BENCH_SHORT=1 (the smoke run of `npm run bench`): one round of 2 s
+const SHORT = process.env.BENCH_SHORT === '1';
+const KEYS = envNumber('BENCH_KEYS', 1_000_000, { min: 1, int: true });
+const DURATION = envNumber('BENCH_DURATION', SHORT ? 2 : 10, { min: 1 });
+const CONNECTIONS = envNumber('BENCH_CONNECTIONS', 50, { min: 1, int: true });
+const ROUNDS = envNumber('BENCH_ROUNDS', SHORT ? 1 : 3, { min: 1, int: true });
 const TOKEN = 'bench-admin-token-0123456789';
 
 /** A store of `n` keys written in one transaction; returns one usable secret. */
