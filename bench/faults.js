@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { Agent, request } from 'undici';
 import { startEchoUpstream } from '../dist/demo/echo-upstream.js';
+import { startBenchUpstream } from './lib/upstream.js';
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const BIN = path.join(ROOT, 'bin', 'keygate.js');
@@ -73,11 +74,15 @@ function pct(sorted, p) {
 }
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'keygate-faults-'));
+let upstream; // what the gateway forwards to (below)
 // Stopped (Ctrl-C, `timeout`, a closed terminal): no gateway or redis-server left behind, not even a
 // frozen one (SIGKILL ends a SIGSTOPped process too).
 for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]]) {
   process.once(sig, () => {
     for (const c of children) c.kill('SIGKILL');
+    try {
+      if (upstream?.pid !== undefined) process.kill(upstream.pid, 'SIGTERM'); // nginx's master stops its worker
+    } catch {} // gone already
     rmSync(dir, { recursive: true, force: true });
     process.exit(code);
   });
@@ -85,6 +90,9 @@ for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]]) 
 const redisPort = await freePort();
 const redis = await spawnReady(REDIS_BIN, ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], /Ready to accept connections/);
 const echo = await startEchoUpstream({ name: 'up' });
+// nginx with a fixed answer where installed (bench/lib/upstream.js): the echo upstream would share
+// this process with the load, which then used more CPU than the gateway it measures
+upstream = await startBenchUpstream(dir, echo);
 const cfg = path.join(dir, 'gw.yaml');
 writeFileSync(
   cfg,
@@ -96,7 +104,7 @@ keys:
   rate_limit: { default: 60, min: 1, max: 1000000 }
   declared:
     - { name: bench, role: viewer, rate_limit: 1000000, secret: "${SECRET}" }
-upstreams: [{ name: up, api_base_url: "${echo.url}" }]
+upstreams: [{ name: up, api_base_url: "${upstream.url}" }]
 routes:
   - { path: /x, upstream: up }
 `,
@@ -140,7 +148,7 @@ function summary(name, lat, statuses) {
 }
 
 try {
-  console.log(`node ${process.version}, ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(2)}; concurrency ${CONCURRENCY}`);
+  console.log(`node ${process.version}, ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(2)}; concurrency ${CONCURRENCY}; ${upstream.describe}`);
   // ---------------------------------------------------------------- freeze
   const gw = await startGateway();
   const run = async (name, ms) => {
@@ -187,6 +195,7 @@ try {
 } finally {
   for (const c of children) await kill(c);
   await db.quit().catch(() => db.disconnect());
+  await upstream.close();
   await echo.close();
   rmSync(dir, { recursive: true, force: true });
 }

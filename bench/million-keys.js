@@ -18,7 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startEchoUpstream } from '../dist/demo/echo-upstream.js';
 import { SqliteKeyStore } from '../dist/keys/sqlite-store.js';
-import { envNumber, procCpu } from './lib/util.js';
+import { envNumber, median, procCpu, spread } from './lib/util.js';
 import { startBenchUpstream } from './lib/upstream.js';
 import { digestSecret, displayPrefix, generateSecret } from '../dist/keys/secret.js';
 
@@ -63,7 +63,7 @@ function rssMb(pid) {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
-/** Gateways running now: stopped (SIGKILL) when the bench itself is stopped, never left behind. */
+/** Gateways and load generators running now: killed when the bench itself is stopped, never left behind. */
 const running = new Set();
 let upstreamPid; // the nginx upstream's master, when nginx is the upstream
 let workDir; // removed on a stop too, unless BENCH_KEEP=1 (a million-key store is ~300 MB)
@@ -140,7 +140,7 @@ function timed(url, headers = {}) {
         let body = '';
         res.setEncoding('utf8');
         res.on('data', (d) => (body += d));
-        res.on('end', () => resolve({ status: res.statusCode, ms: performance.now() - t0, bytes: Buffer.byteLength(body), body }));
+        res.on('end', () => resolve({ status: res.statusCode, ms: performance.now() - t0, body }));
       })
       .on('error', reject);
   });
@@ -172,7 +172,6 @@ async function prepare(dir, name, n, upstream) {
   return { keys: n, cfg, secret, gw, fill_s: fillS, start_ms: gw.startMs, rss_start_mb: rssMb(gw.child.pid) };
 }
 
-/** One load run on a gateway: req/s, latency, and the gateway's CPU per request (from /proc). */
 /** The gateway's longest event-loop delay since the last scrape, in ms (prom-client resets it when /metrics is read). */
 async function loopLagMaxMs(s) {
   const r = await timed(s.gw.admin + '/metrics');
@@ -180,35 +179,28 @@ async function loopLagMaxMs(s) {
   return m ? Number(m[1]) * 1000 : NaN;
 }
 
-async function loadRun(s, seconds, duringRun) {
+/**
+ * One load run on a gateway: req/s, latency, its CPU per request (from /proc) and its longest
+ * event-loop stall; with `reloads`, a SIGHUP every second while it lasts (the slowest request shows
+ * whether one blocked).
+ */
+async function loadRun(s, seconds, { reloads = false } = {}) {
   await loopLagMaxMs(s); // starts the gateway's event-loop delay record afresh
   const cpu0 = procCpu(s.gw.child.pid);
-  const stopDuring = duringRun?.();
+  const hup = reloads
+    ? setInterval(() => {
+        s.gw.child.kill('SIGHUP');
+        s.sighups++;
+      }, 1000)
+    : undefined;
   const r = await load(s.gw.url + '/x', s.secret, seconds);
-  stopDuring?.();
+  clearInterval(hup);
   const cpu1 = procCpu(s.gw.child.pid);
   const cpuUs = cpu0 && cpu1 ? cpu1.user + cpu1.system - cpu0.user - cpu0.system : NaN;
   // the slowest request against the gateway's own longest stall: a slow request with no stall was slow elsewhere
   const lagMs = await loopLagMaxMs(s);
   return { rps: r.rps, p99_ms: r.p99_ms, max_ms: r.max_ms, loop_lag_max_ms: lagMs, errors: r.errors, cpu_us_per_req: r.total > 0 ? cpuUs / r.total : NaN };
 }
-
-/** A SIGHUP (reload) every second while a run lasts; the slowest request shows whether one blocked. */
-function reloadsEverySecond(s) {
-  return () => {
-    const hup = setInterval(() => {
-      s.gw.child.kill('SIGHUP');
-      s.sighups++;
-    }, 1000);
-    return () => clearInterval(hup);
-  };
-}
-
-const median = (xs) => {
-  const v = [...xs].sort((a, b) => a - b);
-  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
-};
-const spread = (xs) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
 
 /**
  * Both gateways run side by side, and their load runs alternate (small first in odd rounds, big
@@ -230,7 +222,6 @@ export async function millionKeys() {
     stores.push(big);
     for (const s of stores) {
       s.runs = [];
-      s.reloads = [];
       s.sighups = 0;
       await loadRun(s, 2); // warm-up
     }
@@ -241,7 +232,7 @@ export async function millionKeys() {
       rounds.push({ rps: big.runs.at(-1).rps / small.runs.at(-1).rps, cpu: big.runs.at(-1).cpu_us_per_req / small.runs.at(-1).cpu_us_per_req });
     }
     for (const s of stores) s.rss_load_mb = rssMb(s.gw.child.pid);
-    for (const s of [small, big]) s.reloads.push(await loadRun(s, DURATION, reloadsEverySecond(s)));
+    for (const s of stores) s.reload = await loadRun(s, DURATION, { reloads: true });
     const auth = { authorization: `Bearer ${TOKEN}` };
     const out = [];
     for (const s of stores) {
@@ -249,7 +240,7 @@ export async function millionKeys() {
       const page = await timed(s.gw.admin + '/api/v1/api-keys?limit=10', auth);
       const list = await runCli(['keys', 'list', '-c', s.cfg, '--limit', '10', '--json']);
       const reloadLines = s.gw.log().split('\n').filter((l) => l.includes('configuration reloaded')).length;
-      const rel = s.reloads[0];
+      const rel = s.reload;
       out.push({
         keys: s.keys,
         fill_s: s.fill_s,

@@ -35,7 +35,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startPeer } from './lib/peer.js';
 import { FIXED_BODY, startBenchUpstream } from './lib/upstream.js';
-import { NO_LIMIT, autocannonVersion, configYaml, countLog, envNumber, fmt, get, perReq, procCpu, procPpid, redisVersion, round, signed } from './lib/util.js';
+import { NO_LIMIT, autocannonVersion, configYaml, countLog, envNumber, fmt, get, median, perReq, procCpu, procPpid, redisVersion, round, signed, spread } from './lib/util.js';
 import { startGatewayChild } from './phases/gateway.js';
 import { startRedisServer } from './phases/redis-server.js';
 import { startClusterGateway } from './phases/workers.js';
@@ -299,23 +299,17 @@ async function main() {
     const revocation = await runRevocation();
 
     // ---- summary: per phase the median and range over the rounds; ratios are taken within a round
-    const median = (xs) => {
-      const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-      if (s.length === 0) return NaN;
-      return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-    };
-    const stat = (xs) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs), n: xs.length });
     const summary = {};
     for (const [phase, rs] of Object.entries(results)) {
       summary[phase] = {
-        rps: stat(rs.map((r) => r.rps)),
-        p50_ms: stat(rs.map((r) => r.p50)),
-        p99_ms: stat(rs.map((r) => r.p99)),
-        cpu_us_per_req: rs[0].usPerReq.proxy === null ? null : stat(rs.map((r) => r.usPerReq.proxy)),
-        upstream_cpu_us_per_req: stat(rs.map((r) => r.usPerReq.upstream)),
+        rps: spread(rs.map((r) => r.rps)),
+        p50_ms: spread(rs.map((r) => r.p50)),
+        p99_ms: spread(rs.map((r) => r.p99)),
+        cpu_us_per_req: rs[0].usPerReq.proxy === null ? null : spread(rs.map((r) => r.usPerReq.proxy)),
+        upstream_cpu_us_per_req: spread(rs.map((r) => r.usPerReq.upstream)),
         errors: rs.reduce((s, r) => s + r.errors, 0),
         non2xx: rs.reduce((s, r) => s + r.non2xx, 0),
-        loadavg: stat(rs.map((r) => r.loadavg)),
+        loadavg: spread(rs.map((r) => r.loadavg)),
       };
     }
     /** x over ref, round by round (each round has both), then median and range */
@@ -327,7 +321,7 @@ async function main() {
         const b = key === 'cpu' ? rr?.usPerReq.proxy : rr?.[key];
         return rr && b > 0 ? a / b : NaN;
       });
-      return stat(per);
+      return spread(per);
     };
     const ratios = {};
     for (const phase of Object.keys(results)) {
@@ -359,7 +353,7 @@ async function main() {
     if (results['gateway-nolog'] && results.gateway) console.log(`  access log: gateway CPU per request ×${m(ratioOf('gateway', 'gateway-nolog', 'cpu'))} of gateway-nolog's`);
     if (results['gateway-redis'] && results.gateway) console.log(`  Redis rate limits: gateway-redis req/s ×${m(ratioOf('gateway-redis', 'gateway', 'rps'))} of gateway's, CPU ×${m(ratioOf('gateway-redis', 'gateway', 'cpu'))}`);
     if (results['nginx-auth'] && results.gateway) {
-      console.log(`  nginx + auth_request + Keygate (nginx-auth) vs Keygate proxying (gateway): req/s ×${m(ratioOf('nginx-auth', 'gateway', 'rps'))}, p50 ×${m(ratioOf('nginx-auth', 'gateway', 'p50'))}, CPU per request (nginx + Keygate vs Keygate) ×${m(ratioOf('nginx-auth', 'gateway', 'cpu'))}; of it Keygate ${m(stat(results['nginx-auth'].map((r) => r.usPerReq.split?.keygate ?? NaN)), 0)} µs, nginx ${m(stat(results['nginx-auth'].map((r) => r.usPerReq.split?.nginx ?? NaN)), 0)} µs`);
+      console.log(`  nginx + auth_request + Keygate (nginx-auth) vs Keygate proxying (gateway): req/s ×${m(ratioOf('nginx-auth', 'gateway', 'rps'))}, p50 ×${m(ratioOf('nginx-auth', 'gateway', 'p50'))}, CPU per request (nginx + Keygate vs Keygate) ×${m(ratioOf('nginx-auth', 'gateway', 'cpu'))}; of it Keygate ${m(spread(results['nginx-auth'].map((r) => r.usPerReq.split?.keygate ?? NaN)), 0)} µs, nginx ${m(spread(results['nginx-auth'].map((r) => r.usPerReq.split?.nginx ?? NaN)), 0)} µs`);
     }
     if (results['gateway-compare'] && results.gateway) console.log(`  this build vs BENCH_COMPARE_DIST: req/s ×${m(ratioOf('gateway', 'gateway-compare', 'rps'))}, CPU per request ×${m(ratioOf('gateway', 'gateway-compare', 'cpu'))}`);
     for (const [phase, l] of Object.entries(logs)) {
@@ -521,18 +515,13 @@ async function main() {
   }
 
   function printPaced(paced, m) {
-    const median = (xs) => {
-      const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
-      return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
-    };
-    const st = (xs) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs), n: xs.length });
     console.log(`\nPaced: ${PACED_RATE} req/s over 10 connections, ${DURATION} s per run, ${ROUNDS} alternating round(s); added = the proxy's latency minus the upstream's direct, round by round`);
     const added = {};
     for (const [name, rs] of Object.entries(paced)) {
       const base = (r, k) => paced.baseline.find((b) => b.round === r.round)?.[k];
-      const a50 = name === 'baseline' ? null : st(rs.map((r) => r.p50 - base(r, 'p50')));
-      const a99 = name === 'baseline' ? null : st(rs.map((r) => r.p99 - base(r, 'p99')));
-      added[name] = { p50_ms: st(rs.map((r) => r.p50)), p99_ms: st(rs.map((r) => r.p99)), added_p50_ms: a50, added_p99_ms: a99, errors: rs.reduce((s, r) => s + r.errors, 0) };
+      const a50 = name === 'baseline' ? null : spread(rs.map((r) => r.p50 - base(r, 'p50')));
+      const a99 = name === 'baseline' ? null : spread(rs.map((r) => r.p99 - base(r, 'p99')));
+      added[name] = { p50_ms: spread(rs.map((r) => r.p50)), p99_ms: spread(rs.map((r) => r.p99)), added_p50_ms: a50, added_p99_ms: a99, errors: rs.reduce((s, r) => s + r.errors, 0) };
       console.log(`  ${name.padEnd(9)} p50 ${m(added[name].p50_ms)} ms  p99 ${m(added[name].p99_ms)} ms${a50 ? `  added p50 ${m(a50)} ms, p99 ${m(a99)} ms` : ''}  (${fmt(median(rs.map((r) => r.rps)), 0)} req/s, errors ${added[name].errors})`);
     }
     paced.summary = added;

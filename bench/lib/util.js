@@ -164,6 +164,18 @@ export async function autocannonVersion() {
   }
 }
 
+/** Median of the finite values (NaN when there is none). */
+export function median(xs) {
+  const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+}
+
+/** Median and range of a series (the bench's "median (min–max)"), with its length. */
+export function spread(xs) {
+  return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs), n: xs.length };
+}
+
 /** µs of CPU per request from a CPU share (% of one core) and a request rate */
 export function perReq(cpuPct, rps) {
   return rps > 0 ? Math.round(((cpuPct / 100) * 1e6) / rps) : null;
