@@ -23,3 +23,14 @@ async function loadPlaywright(): Promise<typeof import('playwright-core') | stri
 export const pw = await loadPlaywright();
 /** a tap `skip` value: false, or the reason */
 export const skip = typeof pw === 'string' ? pw : false;
+
+/**
+ * Clicks a view's tab and waits until that view has loaded. The audit and groups views re-load their
+ * rows on every visit and mark themselves `aria-busy` meanwhile; reading rows before that would read
+ * the previous visit's, about to be replaced (a detached row has no computed style at all).
+ */
+export async function openView(page: import('playwright-core').Page, tab: 'Keys' | 'Groups' | 'Audit log'): Promise<void> {
+  await page.getByRole('tab', { name: tab }).click();
+  const id = tab === 'Audit log' ? 'audit' : tab.toLowerCase();
+  await page.locator(`#${id}:not([hidden]):not([aria-busy="true"])`).waitFor({ state: 'attached' });
+}

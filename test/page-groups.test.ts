@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { request } from 'undici';
 import type { Page } from 'playwright-core';
-import { ARGS, CHROMIUM, SHOTS, pw, skip } from './browser.js';
+import { ARGS, CHROMIUM, SHOTS, openView, pw, skip } from './browser.js';
 import { startStack } from './helpers.js';
 import { keyListAndDetails } from './page-shots.js';
 
@@ -107,7 +107,7 @@ t.test('key groups on the key page', { skip }, async (t) => {
   await page.waitForFunction(() => [...document.querySelectorAll('#keys-body td.key-group')].filter((td: Json) => td.textContent === 'ci-tenant').length === 3);
 
   // --- the Groups view
-  await page.getByRole('tab', { name: 'Groups' }).click();
+  await openView(page, 'Groups');
   const groupRow = (name: string) => page.locator('#groups-body tr', { has: page.locator('th', { hasText: name }) });
   await groupRow('ci-tenant').waitFor();
   const cells = await groupRow('ci-tenant').locator('td').allTextContents();
@@ -165,13 +165,13 @@ t.test('key groups on the key page', { skip }, async (t) => {
   t.equal((await svc.listGroups()).length, 1, 'gone');
 
   // the group changes in the audit log, each in a line
-  await page.getByRole('tab', { name: 'Audit log' }).click();
+  await openView(page, 'Audit log');
   const auditRow = (action: string) => page.locator('#audit-body tr', { has: page.locator('td', { hasText: 'trial' }) }).filter({ has: page.locator('td', { hasText: new RegExp(`^${action.replace('.', '\\.')}$`) }) });
   await auditRow('group.create').waitFor();
   t.equal(await auditRow('group.create').locator('td').nth(4).textContent(), 'rate limit 30/min, quota {"remaining":100}', 'a group made: its limits');
   t.equal(await auditRow('group.update').locator('td').nth(4).textContent(), 'rateLimit: 30 → null; quota: {"remaining":100} → {"limit":500,"period":"day","refill":"reset","start":null}', 'a group changed: what changed');
   t.equal(await auditRow('group.delete').count(), 1);
-  await page.getByRole('tab', { name: 'Groups' }).click();
+  await openView(page, 'Groups');
 
   // the group's details: what its keys share and their usage
   await page.getByRole('button', { name: 'Details of group ci-tenant' }).click();
@@ -192,7 +192,7 @@ t.test('key groups on the key page', { skip }, async (t) => {
 
   // 390 px: the groups table as cards, nothing wider than the screen
   await page.setViewportSize({ width: 390, height: 844 });
-  await page.getByRole('tab', { name: 'Groups' }).click();
+  await openView(page, 'Groups');
   await groupRow('ci-tenant').waitFor();
   const o = await page.evaluate(() => ({ doc: document.documentElement.scrollWidth, vw: document.documentElement.clientWidth }));
   t.ok(o.doc <= o.vw, `groups at 390 px: page ${o.doc} px wide in ${o.vw} px`);

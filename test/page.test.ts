@@ -16,7 +16,7 @@ import t from 'tap';
 import { request } from 'undici';
 import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
 import { CONTENT_SECURITY_POLICY } from '../src/admin/page/serve.js';
-import { ARGS, CHROMIUM, SHOTS, pw, skip } from './browser.js';
+import { ARGS, CHROMIUM, SHOTS, openView, pw, skip } from './browser.js';
 import { ROUTES, startStack, type Stack } from './helpers.js';
 
 const TOKEN = 'page-admin-token-0123456789abcdefghij';
@@ -563,7 +563,7 @@ t.test('key page in Chromium', { skip }, async (t) => {
     await s.key({ name: 'other-key', role: 'viewer' });
     await page.reload();
     await row(page, 'other-key').waitFor();
-    await page.getByRole('tab', { name: 'Audit log' }).click();
+    await openView(page, 'Audit log');
     await page.locator('#audit-body tr').first().waitFor();
     const all = await page.locator('#audit-body tr td:nth-child(2)').allTextContents();
     t.ok(all.includes('other-key') && all.includes('ops-deployer'), 'all keys by default');
@@ -577,7 +577,7 @@ t.test('key page in Chromium', { skip }, async (t) => {
 
     // --- 390 px: cards, nothing wider than the screen
     await page.setViewportSize({ width: 390, height: 844 });
-    await page.getByRole('tab', { name: 'Keys' }).click();
+    await openView(page, 'Keys');
     const overflow = () => page.evaluate(() => ({ doc: document.documentElement.scrollWidth, vw: document.documentElement.clientWidth }));
     let o = await overflow();
     t.ok(o.doc <= o.vw, `keys at 390 px: page ${o.doc} px wide in ${o.vw} px`);
@@ -598,8 +598,19 @@ t.test('key page in Chromium', { skip }, async (t) => {
     t.ok(box && box.x >= 0 && box.x + box.width <= 390, 'the dialog fits the screen');
     await page.locator('#create-dialog').screenshot({ path: join(SHOTS, 'narrow-390-create.png') });
     await page.keyboard.press('Escape');
+    // the audit view re-loads on every visit: held, it is marked busy over the previous visit's rows
+    let releaseAudit!: () => void;
+    const auditHeld = new Promise<void>((r) => (releaseAudit = r));
+    await page.route('**/api/audit?*', async (route) => {
+      await auditHeld;
+      await route.continue();
+    });
     await page.getByRole('tab', { name: 'Audit log' }).click();
-    await page.locator('#audit-body tr').first().waitFor();
+    t.equal(await page.locator('#audit').getAttribute('aria-busy'), 'true', 'the audit view is aria-busy while its rows load');
+    releaseAudit();
+    await page.locator('#audit[aria-busy="false"]').waitFor();
+    await page.unroute('**/api/audit?*');
+    t.pass('and not busy once they are in');
     o = await overflow();
     t.ok(o.doc <= o.vw, `audit tab at 390 px: page ${o.doc} px wide in ${o.vw} px`);
     t.equal(await page.locator('#audit-body tr').first().evaluate((tr) => getComputedStyle(tr).display), 'block', 'audit rows are cards');
@@ -809,7 +820,7 @@ t.test('key page in Chromium', { skip }, async (t) => {
     await page.waitForFunction(() => document.getElementById('keys-shown')?.textContent === 'Showing 100 of 249 matching keys');
 
     // the audit tab: any key by name, not only the loaded ones
-    await page.getByRole('tab', { name: 'Audit log' }).click();
+    await openView(page, 'Audit log');
     await page.getByLabel('Key', { exact: true }).fill('svc-249');
     await page.getByLabel('Key', { exact: true }).press('Enter');
     await page.waitForFunction(() => [...document.querySelectorAll('#audit-body tr td:nth-child(2)')].every((td: Json) => td.textContent === 'svc-249') && document.querySelectorAll('#audit-body tr').length > 0);

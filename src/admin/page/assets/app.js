@@ -178,6 +178,23 @@ async function loadMore() {
   }
 }
 
+/** loads under way per view, so overlapping ones (a tab click, then a filter) keep it busy until the last ends */
+const loads = new Map();
+
+/**
+ * Marks a view `aria-busy` while its rows are being replaced: screen readers wait for the new rows
+ * instead of reading the old ones, and so can anything else that reads the view. Returns the "done" call.
+ */
+function busy(view) {
+  loads.set(view, (loads.get(view) ?? 0) + 1);
+  $(view).setAttribute('aria-busy', 'true');
+  return () => {
+    const left = loads.get(view) - 1;
+    loads.set(view, left);
+    if (left === 0) $(view).setAttribute('aria-busy', 'false');
+  };
+}
+
 function setLoading(on) {
   $('keys-loading').hidden = !on;
   $('keys').setAttribute('aria-busy', String(on));
@@ -1124,6 +1141,7 @@ function groupRow(g, usage) {
 
 /** The groups table: each group with its shared limits, quota now, member count and 30 days of usage. */
 async function renderGroups(focus) {
+  const done = busy('groups');
   try {
     groupList = (await api.groups()).groups;
     const usages = await Promise.all(groupList.map((g) => api.groupUsage(g.name, 'day').catch(() => null)));
@@ -1132,6 +1150,8 @@ async function renderGroups(focus) {
     $('groups-body').replaceChildren(...groupList.map((g, i) => groupRow(g, usages[i])));
   } catch (err) {
     if (!credentialRefused(err)) failure('Loading the groups', err);
+  } finally {
+    done();
   }
   if (focus) {
     const target = focus.name ? document.querySelector(`#groups-body button[data-group="${CSS.escape(focus.name)}"][data-action="${focus.action}"]`) : null;
@@ -1364,6 +1384,7 @@ function auditRow(r) {
 /** The newest page of changes (of every key, or of the key chosen); "Load older" follows the API's cursor. */
 async function renderAudit() {
   const forKey = auditKey?.id;
+  const done = busy('audit');
   try {
     const page = await api.audit(forKey);
     if (forKey !== auditKey?.id) return;
@@ -1373,6 +1394,8 @@ async function renderAudit() {
     renderAuditPager();
   } catch (err) {
     if (!credentialRefused(err)) failure('Loading the audit log', err);
+  } finally {
+    done();
   }
 }
 
@@ -1387,6 +1410,7 @@ async function loadOlderAudit() {
   const forKey = auditKey?.id;
   const button = /** @type {HTMLButtonElement} */ ($('audit-more'));
   button.disabled = true;
+  const done = busy('audit');
   try {
     const page = await api.audit(forKey, auditNext);
     if (forKey !== auditKey?.id) return;
@@ -1396,6 +1420,7 @@ async function loadOlderAudit() {
   } catch (err) {
     if (!credentialRefused(err)) failure('Loading older changes', err);
   } finally {
+    done();
     button.disabled = false;
   }
 }
