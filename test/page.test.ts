@@ -784,6 +784,21 @@ t.test('key page in Chromium', { skip }, async (t) => {
     await page.getByLabel('Search keys').fill(prefix);
     await page.waitForFunction(() => document.getElementById('keys-shown')?.textContent === 'Showing 1 of 1 matching key');
     t.same(await page.locator('#keys-body th .key-name').allTextContents(), ['svc-237'], 'a key prefix finds its key (one never loaded before)');
+    // a search under way marks the keys view busy over the rows it will replace, as the audit view is
+    let releaseList!: () => void;
+    const listHeld = new Promise<void>((r) => (releaseList = r));
+    await page.route('**/api/v1/api-keys?*', async (route) => {
+      await listHeld;
+      await route.continue();
+    });
+    await page.getByLabel('Search keys').fill('svc-24');
+    await page.locator('#keys[aria-busy="true"]').waitFor({ state: 'attached' });
+    t.pass('a search under way: the keys view is aria-busy');
+    releaseList();
+    await page.waitForFunction(() => document.getElementById('keys-shown')?.textContent === 'Showing 10 of 10 matching keys');
+    await page.locator('#keys[aria-busy="false"]').waitFor({ state: 'attached' });
+    await page.unroute('**/api/v1/api-keys?*');
+    t.pass('and not busy once its rows are in');
     await page.getByLabel('Search keys').fill('no-such-key');
     await page.getByText('No key matches "no-such-key".').waitFor();
     t.ok(await page.locator('#keys-table-wrap').isHidden(), 'no table, a message instead');

@@ -105,6 +105,7 @@ async function start(info) {
   $('create-open').hidden = false;
   $('sign-out').hidden = false;
   setLoading(true);
+  const done = busy('keys');
   try {
     state.info = info ?? (await api.info());
     renderExamples();
@@ -114,6 +115,8 @@ async function start(info) {
       setLoading(false);
       failure('Loading the keys', err);
     }
+  } finally {
+    done();
   }
 }
 
@@ -122,24 +125,35 @@ async function start(info) {
  * page), and the counts; redraws the table; keeps focus on the control it was on.
  */
 async function reload(focus) {
+  const done = busy('keys');
+  try {
+    if (!(await fetchShown())) return;
+    setLoading(false);
+    renderKeys();
+    renderLimit();
+    if (focus) restoreFocus(focus);
+  } finally {
+    done();
+  }
+}
+
+/** Loads what reload() shows into `state`; false when there is nothing new to draw. */
+async function fetchShown() {
   const wanted = Math.max(PAGE, state.keys?.length ?? 0);
   const filters = { q: state.q, status: state.status, group: state.group };
   try {
     const [page, counts, matching] = await Promise.all([fetchKeys(filters, wanted), api.counts(), state.q ? api.counts(state.q) : null]);
     // a newer search replaced this one while it was under way: its answer is the one to show
-    if (filters.q !== state.q || filters.status !== state.status || filters.group !== state.group) return;
+    if (filters.q !== state.q || filters.status !== state.status || filters.group !== state.group) return false;
     state.keys = page.keys;
     state.next = page.next;
     state.counts = counts;
     state.matching = matching;
   } catch (err) {
-    if (credentialRefused(err)) return;
+    if (credentialRefused(err)) return false;
     failure('Loading the keys', err);
   }
-  setLoading(false);
-  renderKeys();
-  renderLimit();
-  if (focus) restoreFocus(focus);
+  return true;
 }
 
 /** Pages of keys until `wanted` are loaded or none are left. */
@@ -160,6 +174,7 @@ async function loadMore() {
   const button = /** @type {HTMLButtonElement} */ ($('keys-more'));
   button.disabled = true;
   button.setAttribute('aria-busy', 'true');
+  const done = busy('keys');
   const filters = { q: state.q, status: state.status, group: state.group };
   try {
     const page = await fetchKeys(filters, PAGE, state.next);
@@ -173,6 +188,7 @@ async function loadMore() {
   } catch (err) {
     if (!credentialRefused(err)) failure('Loading more keys', err);
   } finally {
+    done();
     button.disabled = false;
     button.removeAttribute('aria-busy');
   }
@@ -197,7 +213,6 @@ function busy(view) {
 
 function setLoading(on) {
   $('keys-loading').hidden = !on;
-  $('keys').setAttribute('aria-busy', String(on));
   if (on) {
     for (const id of ['keys-empty', 'keys-none', 'keys-toolbar', 'keys-table-wrap', 'keys-more']) $(id).hidden = true;
     $('keys-shown').textContent = '';
